@@ -1,0 +1,85 @@
+use std::collections::HashMap;
+
+use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use aws_sdk_lambda::Client;
+
+use super::{aws_error, service_code};
+use crate::error::{Error, Result};
+use crate::ports::{Split, WEIGHT_TOLERANCE};
+use crate::target::{LambdaAlias, Target};
+
+/// A weighted alias: `FunctionVersion` is stable, the one `AdditionalVersionWeights`
+/// entry is the canary. Writes carry the `RevisionId` read, so Lambda refuses them
+/// (412) if anyone changed the alias in between.
+pub struct LambdaAliases {
+    client: Client,
+}
+
+impl LambdaAliases {
+    pub fn new(client: Client) -> Self {
+        LambdaAliases { client }
+    }
+
+    pub(super) async fn read(&self, target: &Target, alias: &LambdaAlias) -> Result<Split> {
+        let out = self
+            .client
+            .get_alias()
+            .function_name(&alias.function)
+            .name(&alias.alias)
+            .send()
+            .await
+            .map_err(|e| match service_code(&e) {
+                Some(("ResourceNotFoundException", message)) => Error::NotFound { target: target.clone(), detail: message.to_owned() },
+                _ => aws_error("lambda:GetAlias", e),
+            })?;
+        let stable = out.function_version.ok_or_else(|| Error::Unsupported {
+            target: target.clone(),
+            detail: "GetAlias returned no FunctionVersion".into(),
+        })?;
+        let weights = out.routing_config.and_then(|r| r.additional_version_weights).unwrap_or_default();
+        let mut weights = weights.into_iter();
+        let (canary, canary_weight) = match (weights.next(), weights.next()) {
+            (None, _) => (None, 0.0),
+            (Some((version, weight)), None) => (Some(version), weight),
+            (Some(_), Some(_)) => {
+                return Err(Error::Unsupported {
+                    target: target.clone(),
+                    detail: "the alias routes to more than one additional version".into(),
+                })
+            }
+        };
+        Ok(Split { stable, canary, canary_weight, revision: out.revision_id })
+    }
+
+    pub(super) async fn write(&self, target: &Target, alias: &LambdaAlias, read: &Split, desired: &Split) -> Result<Split> {
+        if !(0.0..1.0).contains(&desired.canary_weight) {
+            return Err(Error::Unsupported {
+                target: target.clone(),
+                detail: format!(
+                    "a Lambda alias weight must be in [0, 1), not {}; promotion makes the canary the alias's version",
+                    desired.canary_weight
+                ),
+            });
+        }
+        let weights: HashMap<String, f64> = match &desired.canary {
+            Some(canary) if desired.canary_weight > WEIGHT_TOLERANCE => HashMap::from([(canary.clone(), desired.canary_weight)]),
+            _ => HashMap::new(),
+        };
+        let out = self
+            .client
+            .update_alias()
+            .function_name(&alias.function)
+            .name(&alias.alias)
+            .function_version(&desired.stable)
+            .routing_config(AliasRoutingConfiguration::builder().set_additional_version_weights(Some(weights)).build())
+            .set_revision_id(read.revision.clone())
+            .send()
+            .await
+            .map_err(|e| match service_code(&e) {
+                Some(("PreconditionFailedException", message)) => Error::Conflict { target: target.clone(), detail: message.to_owned() },
+                Some(("ResourceNotFoundException", message)) => Error::NotFound { target: target.clone(), detail: message.to_owned() },
+                _ => aws_error("lambda:UpdateAlias", e),
+            })?;
+        Ok(Split { revision: out.revision_id, ..desired.clone() })
+    }
+}

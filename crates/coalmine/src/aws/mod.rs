@@ -1,0 +1,97 @@
+//! SDK-backed adapters for the ports, one per AWS service, built once per cold start.
+
+mod cloudwatch;
+mod lambda;
+mod sagemaker;
+mod sns;
+
+pub use cloudwatch::CloudWatchAlarms;
+pub use lambda::LambdaAliases;
+pub use sagemaker::{SageMakerEndpoints, UpdatingBackoff};
+pub use sns::SnsNotifier;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ports::{Split, TrafficRouter};
+use crate::target::Target;
+
+/// Every adapter the functions use, from one `SdkConfig`.
+pub struct Aws {
+    pub router: AwsRouter,
+    pub notifier: SnsNotifier,
+    pub alarms: CloudWatchAlarms,
+}
+
+impl Aws {
+    pub fn new(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
+        Aws {
+            router: AwsRouter {
+                lambda: LambdaAliases::new(aws_sdk_lambda::Client::new(sdk)),
+                sagemaker: SageMakerEndpoints::new(
+                    aws_sdk_sagemaker::Client::new(sdk),
+                    UpdatingBackoff::within(config.sagemaker_max_wait),
+                ),
+            },
+            notifier: SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn.clone()),
+            alarms: CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(sdk)),
+        }
+    }
+}
+
+/// Sends each target to the adapter of its service.
+pub struct AwsRouter {
+    pub lambda: LambdaAliases,
+    pub sagemaker: SageMakerEndpoints,
+}
+
+impl TrafficRouter for AwsRouter {
+    async fn read(&self, target: &Target) -> Result<Split> {
+        match target {
+            Target::Lambda(alias) => self.lambda.read(target, alias).await,
+            Target::Sagemaker(variants) => self.sagemaker.read(target, variants).await,
+        }
+    }
+
+    async fn write(&self, target: &Target, read: &Split, desired: &Split) -> Result<Split> {
+        match target {
+            Target::Lambda(alias) => self.lambda.write(target, alias, read, desired).await,
+            Target::Sagemaker(variants) => self.sagemaker.write(target, variants, read, desired).await,
+        }
+    }
+}
+
+/// An SDK failure that survived the SDK's own retries. Throttling, 5xx, timeouts and
+/// connection failures may pass on a later invocation; other service errors will not.
+pub(crate) fn aws_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let retryable = match &err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or_default();
+            status >= 500 || status == 429 || is_throttling_code(code)
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    };
+    Error::Aws { operation, detail: DisplayErrorContext(&err).to_string(), retryable }
+}
+
+fn is_throttling_code(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling" | "ThrottlingException" | "ThrottledException" | "TooManyRequestsException"
+            | "RequestLimitExceeded" | "RequestThrottled" | "ServiceUnavailable" | "ServiceUnavailableException"
+    )
+}
+
+/// The service error's code and message, when the call reached the service.
+pub(crate) fn service_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<(&str, &str)> {
+    err.as_service_error().map(|e| (e.code().unwrap_or_default(), e.message().unwrap_or_default()))
+}

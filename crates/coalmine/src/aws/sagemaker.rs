@@ -1,0 +1,189 @@
+use std::time::Duration;
+
+use aws_sdk_sagemaker::types::{DesiredWeightAndCapacity, EndpointStatus};
+use aws_sdk_sagemaker::Client;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::{aws_error, service_code};
+use crate::error::{Error, Result};
+use crate::ports::{Split, WEIGHT_TOLERANCE};
+use crate::target::{SageMakerVariants, Target};
+
+/// How long to wait, and how, for an endpoint that is `Updating` before writing.
+#[derive(Clone, Copy, Debug)]
+pub struct UpdatingBackoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub budget: Duration,
+}
+
+impl UpdatingBackoff {
+    pub fn within(budget: Duration) -> Self {
+        UpdatingBackoff { first: Duration::from_millis(500), max: Duration::from_secs(8), budget }
+    }
+}
+
+/// An endpoint with a stable and a canary production variant. SageMaker has no
+/// conditional write, so the weights are read again just before each write and the
+/// write is refused if they moved since the caller's read.
+pub struct SageMakerEndpoints {
+    client: Client,
+    backoff: UpdatingBackoff,
+}
+
+struct Live {
+    status: Option<EndpointStatus>,
+    split: Split,
+}
+
+impl SageMakerEndpoints {
+    pub fn new(client: Client, backoff: UpdatingBackoff) -> Self {
+        SageMakerEndpoints { client, backoff }
+    }
+
+    pub(super) async fn read(&self, target: &Target, variants: &SageMakerVariants) -> Result<Split> {
+        Ok(self.describe(target, variants).await?.split)
+    }
+
+    pub(super) async fn write(&self, target: &Target, variants: &SageMakerVariants, read: &Split, desired: &Split) -> Result<Split> {
+        if !(0.0..=1.0).contains(&desired.canary_weight) || desired.stable != read.stable || desired.canary != read.canary {
+            return Err(Error::Unsupported {
+                target: target.clone(),
+                detail: format!("a SageMaker write moves weights between {} and {:?} only", read.stable, read.canary),
+            });
+        }
+        let started = Instant::now();
+        let mut pause = self.backoff.first;
+        loop {
+            let live = self.describe(target, variants).await?;
+            let busy_status = live.status.as_ref().filter(|s| is_busy(s)).map(|s| s.as_str().to_owned());
+            if busy_status.is_none() {
+                if let Some(status) = live.status.as_ref().filter(|s| !matches!(s, EndpointStatus::InService)) {
+                    return Err(Error::Unsupported {
+                        target: target.clone(),
+                        detail: format!("endpoint is {}; weights can only change while it is InService", status.as_str()),
+                    });
+                }
+                if !live.split.same_routing(read) {
+                    return Err(Error::Conflict {
+                        target: target.clone(),
+                        detail: format!("canary weight is {} now, {} when read", live.split.canary_weight, read.canary_weight),
+                    });
+                }
+                match self.update_weights(target, &variants.endpoint, &live.split, desired.canary_weight).await {
+                    Ok(()) => return Ok(desired.clone()),
+                    Err(Busy(status)) if started.elapsed() + pause <= self.backoff.budget => {
+                        warn!(target = %target, status, "endpoint became busy; waiting to write")
+                    }
+                    Err(Busy(status)) => return Err(self.busy(target, status, started)),
+                    Err(Failed(e)) => return Err(e),
+                }
+            } else if started.elapsed() + pause > self.backoff.budget {
+                return Err(self.busy(target, busy_status.unwrap_or_default(), started));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.backoff.max);
+        }
+    }
+
+    fn busy(&self, target: &Target, status: String, started: Instant) -> Error {
+        Error::EndpointBusy { target: target.clone(), status, waited_ms: started.elapsed().as_millis() }
+    }
+
+    async fn describe(&self, target: &Target, variants: &SageMakerVariants) -> Result<Live> {
+        let out = self
+            .client
+            .describe_endpoint()
+            .endpoint_name(&variants.endpoint)
+            .send()
+            .await
+            .map_err(|e| match service_code(&e) {
+                // SageMaker reports a missing endpoint as a ValidationException.
+                Some(("ValidationException", message)) if message.contains("Could not find endpoint") => {
+                    Error::NotFound { target: target.clone(), detail: message.to_owned() }
+                }
+                _ => aws_error("sagemaker:DescribeEndpoint", e),
+            })?;
+        let summaries = out.production_variants.unwrap_or_default();
+        let weight_of = |name: &str| {
+            summaries
+                .iter()
+                .find(|v| v.variant_name() == Some(name))
+                .map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0)))
+        };
+        let canary = &variants.canary_variant;
+        let canary_weight = weight_of(canary).ok_or_else(|| Error::NotFound {
+            target: target.clone(),
+            detail: format!("endpoint has no production variant {canary:?}"),
+        })?;
+        let stable = match &variants.stable_variant {
+            Some(stable) => stable.clone(),
+            None => {
+                let others: Vec<&str> = summaries.iter().filter_map(|v| v.variant_name()).filter(|n| n != canary).collect();
+                match others.as_slice() {
+                    [only] => (*only).to_owned(),
+                    _ => {
+                        return Err(Error::Unsupported {
+                            target: target.clone(),
+                            detail: format!(
+                                "cannot tell the stable variant among {others:?}; tag the alarm with \
+                                 coalmine:target sagemaker:ENDPOINT:STABLE:CANARY"
+                            ),
+                        })
+                    }
+                }
+            }
+        };
+        if weight_of(&stable).is_none() {
+            return Err(Error::NotFound { target: target.clone(), detail: format!("endpoint has no production variant {stable:?}") });
+        }
+        let total: f64 = summaries.iter().map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0))).sum();
+        let share = if total > WEIGHT_TOLERANCE { canary_weight / total } else { 0.0 };
+        let split = Split { stable, canary: Some(canary.clone()), canary_weight: share, revision: None };
+        Ok(Live { status: out.endpoint_status, split })
+    }
+
+    async fn update_weights(&self, target: &Target, endpoint: &str, live: &Split, canary_weight: f64) -> Result<(), WriteFailure> {
+        let canary = live.canary.as_deref().unwrap_or_default();
+        let weight = |variant: &str, w: f64| {
+            DesiredWeightAndCapacity::builder().variant_name(variant).desired_weight(w as f32).build()
+        };
+        let request = self
+            .client
+            .update_endpoint_weights_and_capacities()
+            .endpoint_name(endpoint)
+            .desired_weights_and_capacities(weight(&live.stable, 1.0 - canary_weight))
+            .desired_weights_and_capacities(weight(canary, canary_weight));
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match service_code(&e) {
+                Some(("ValidationException", message)) if is_busy_message(message) => Err(Busy(message.to_owned())),
+                Some(("ValidationException", message)) if message.contains("not present") => {
+                    Err(Failed(Error::NotFound { target: target.clone(), detail: message.to_owned() }))
+                }
+                _ => Err(Failed(aws_error("sagemaker:UpdateEndpointWeightsAndCapacities", e))),
+            },
+        }
+    }
+}
+
+enum WriteFailure {
+    Busy(String),
+    Failed(Error),
+}
+use WriteFailure::{Busy, Failed};
+
+fn is_busy(status: &EndpointStatus) -> bool {
+    matches!(
+        status,
+        EndpointStatus::Updating | EndpointStatus::SystemUpdating | EndpointStatus::Creating | EndpointStatus::RollingBack
+    )
+}
+
+/// SageMaker refuses a change to an endpoint mid-update with a ValidationException such
+/// as "Cannot update in-progress endpoint ...".
+fn is_busy_message(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("in-progress") || lower.contains("in progress") || lower.contains("updating")
+}

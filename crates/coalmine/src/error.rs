@@ -1,0 +1,65 @@
+//! The one error type of the library. Its [`Error::error_type`] is the stable string the
+//! Lambda runtime reports and the state machine's `Retry`/`Catch` match on.
+
+use crate::target::Target;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The function's environment is missing or malforms a variable; fix the deployment.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// The invocation payload is not an event this function handles.
+    #[error("unsupported event: {0}")]
+    BadEvent(String),
+
+    /// A target string or object could not be understood.
+    #[error("invalid target {input:?}: {reason}")]
+    BadTarget { input: String, reason: String },
+
+    /// The traffic changed between our read and our conditional write.
+    #[error("{target}: traffic changed since it was read ({detail})")]
+    Conflict { target: Target, detail: String },
+
+    /// The alias, function, endpoint or variant does not exist.
+    #[error("{target}: not found: {detail}")]
+    NotFound { target: Target, detail: String },
+
+    /// The live configuration is one coalmine cannot act on safely (e.g. two canaries).
+    #[error("{target}: {detail}")]
+    Unsupported { target: Target, detail: String },
+
+    /// The SageMaker endpoint stayed busy (Updating, ...) for the whole wait budget.
+    #[error("{target}: endpoint still {status} after waiting {waited_ms} ms; the invocation fails so Lambda retries it")]
+    EndpointBusy { target: Target, status: String, waited_ms: u128 },
+
+    /// An AWS call failed after the SDK's own retries.
+    #[error("{operation} failed: {detail}")]
+    Aws { operation: &'static str, detail: String, retryable: bool },
+
+    /// Some targets could not be rolled back or some notifications not sent; the rest were.
+    #[error("{summary}")]
+    Incomplete { summary: String, retryable: bool },
+}
+
+impl Error {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Config(_) | Error::BadEvent(_) | Error::BadTarget { .. } => false,
+            Error::NotFound { .. } | Error::Unsupported { .. } => false,
+            Error::Conflict { .. } | Error::EndpointBusy { .. } => true,
+            Error::Aws { retryable, .. } | Error::Incomplete { retryable, .. } => *retryable,
+        }
+    }
+
+    /// `Retryable` or `NonRetryable`: what Lambda's error response carries as `errorType`.
+    pub fn error_type(&self) -> &'static str {
+        if self.is_retryable() {
+            "Retryable"
+        } else {
+            "NonRetryable"
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
