@@ -15,6 +15,9 @@ pub mod resolve;
 pub mod rollback;
 pub mod target;
 
+#[cfg(test)]
+pub(crate) mod fakes;
+
 pub use config::Config;
 pub use error::{Error, Result};
 pub use event::{AlarmEvent, AlarmState};

@@ -13,14 +13,22 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let aws = Aws::new(&sdk, &config);
-    let deps = RollbackDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, mapping: &config.rollback_targets };
+    let deps = RollbackDeps {
+        router: &aws.router,
+        notifier: &aws.notifier,
+        alarms: &aws.alarms,
+        mapping: &config.rollback_targets,
+    };
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deps = &deps;
         async move {
             handle_payload(&event.payload, deps)
                 .await
-                .map_err(|e| Diagnostic { error_type: e.error_type().into(), error_message: e.to_string() })
+                .map_err(|e| Diagnostic {
+                    error_type: e.error_type().into(),
+                    error_message: e.to_string(),
+                })
         }
     }))
     .await

@@ -29,14 +29,20 @@ impl LambdaAliases {
             .send()
             .await
             .map_err(|e| match service_code(&e) {
-                Some(("ResourceNotFoundException", message)) => Error::NotFound { target: target.clone(), detail: message.to_owned() },
+                Some(("ResourceNotFoundException", message)) => Error::NotFound {
+                    target: target.clone(),
+                    detail: message.to_owned(),
+                },
                 _ => aws_error("lambda:GetAlias", e),
             })?;
         let stable = out.function_version.ok_or_else(|| Error::Unsupported {
             target: target.clone(),
             detail: "GetAlias returned no FunctionVersion".into(),
         })?;
-        let weights = out.routing_config.and_then(|r| r.additional_version_weights).unwrap_or_default();
+        let weights = out
+            .routing_config
+            .and_then(|r| r.additional_version_weights)
+            .unwrap_or_default();
         let mut weights = weights.into_iter();
         let (canary, canary_weight) = match (weights.next(), weights.next()) {
             (None, _) => (None, 0.0),
@@ -48,10 +54,21 @@ impl LambdaAliases {
                 })
             }
         };
-        Ok(Split { stable, canary, canary_weight, revision: out.revision_id })
+        Ok(Split {
+            stable,
+            canary,
+            canary_weight,
+            revision: out.revision_id,
+        })
     }
 
-    pub(super) async fn write(&self, target: &Target, alias: &LambdaAlias, read: &Split, desired: &Split) -> Result<Split> {
+    pub(super) async fn write(
+        &self,
+        target: &Target,
+        alias: &LambdaAlias,
+        read: &Split,
+        desired: &Split,
+    ) -> Result<Split> {
         if !(0.0..1.0).contains(&desired.canary_weight) {
             return Err(Error::Unsupported {
                 target: target.clone(),
@@ -62,7 +79,9 @@ impl LambdaAliases {
             });
         }
         let weights: HashMap<String, f64> = match &desired.canary {
-            Some(canary) if desired.canary_weight > WEIGHT_TOLERANCE => HashMap::from([(canary.clone(), desired.canary_weight)]),
+            Some(canary) if desired.canary_weight > WEIGHT_TOLERANCE => {
+                HashMap::from([(canary.clone(), desired.canary_weight)])
+            }
             _ => HashMap::new(),
         };
         let out = self
@@ -71,15 +90,28 @@ impl LambdaAliases {
             .function_name(&alias.function)
             .name(&alias.alias)
             .function_version(&desired.stable)
-            .routing_config(AliasRoutingConfiguration::builder().set_additional_version_weights(Some(weights)).build())
+            .routing_config(
+                AliasRoutingConfiguration::builder()
+                    .set_additional_version_weights(Some(weights))
+                    .build(),
+            )
             .set_revision_id(read.revision.clone())
             .send()
             .await
             .map_err(|e| match service_code(&e) {
-                Some(("PreconditionFailedException", message)) => Error::Conflict { target: target.clone(), detail: message.to_owned() },
-                Some(("ResourceNotFoundException", message)) => Error::NotFound { target: target.clone(), detail: message.to_owned() },
+                Some(("PreconditionFailedException", message)) => Error::Conflict {
+                    target: target.clone(),
+                    detail: message.to_owned(),
+                },
+                Some(("ResourceNotFoundException", message)) => Error::NotFound {
+                    target: target.clone(),
+                    detail: message.to_owned(),
+                },
                 _ => aws_error("lambda:UpdateAlias", e),
             })?;
-        Ok(Split { revision: out.revision_id, ..desired.clone() })
+        Ok(Split {
+            revision: out.revision_id,
+            ..desired.clone()
+        })
     }
 }

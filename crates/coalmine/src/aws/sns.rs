@@ -29,10 +29,17 @@ impl Notifier for SnsNotifier {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| Error::Aws { operation: "sns:Publish", detail: e.to_string(), retryable: false })?;
+                .map_err(|e| Error::Aws {
+                    operation: "sns:Publish",
+                    detail: e.to_string(),
+                    retryable: false,
+                })?;
             request = request.message_attributes(*name, value);
         }
-        request.send().await.map_err(|e| aws_error("sns:Publish", e))?;
+        request
+            .send()
+            .await
+            .map_err(|e| aws_error("sns:Publish", e))?;
         Ok(())
     }
 }

@@ -1,0 +1,363 @@
+//! Adapter behaviour the emulators cannot produce (throttling, 5xx, an endpoint stuck in
+//! `Updating`), with the SDK's own mocks: requests and call counts are asserted.
+
+use std::time::Duration;
+
+use aws_sdk_lambda::operation::get_alias::{GetAliasError, GetAliasOutput};
+use aws_sdk_lambda::operation::update_alias::{UpdateAliasError, UpdateAliasOutput};
+use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput;
+use aws_sdk_sagemaker::operation::update_endpoint_weights_and_capacities::{
+    UpdateEndpointWeightsAndCapacitiesError, UpdateEndpointWeightsAndCapacitiesOutput,
+};
+use aws_sdk_sagemaker::types::{EndpointStatus, ProductionVariantSummary};
+use aws_sdk_sns::operation::publish::PublishOutput;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_types::error::ErrorMetadata;
+use aws_smithy_types::retry::RetryConfig;
+
+use super::*;
+use crate::config::TargetMapping;
+use crate::event::tests::sample;
+use crate::fakes::FakeAlarms;
+use crate::ports::{Notification, Notifier};
+use crate::rollback::{handle_alarm, zero_canary, RollbackDeps, ZeroOutcome};
+
+fn error(code: &str, message: &str) -> ErrorMetadata {
+    ErrorMetadata::builder().code(code).message(message).build()
+}
+
+fn fast_retries() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1))
+}
+
+macro_rules! client {
+    ($krate:ident, $rules:expr) => {
+        mock_client!($krate, RuleMode::MatchAny, $rules, |c| c
+            .retry_config(fast_retries()))
+    };
+}
+
+fn alias(version: &str, canary: Option<(&str, f64)>, revision: &str) -> GetAliasOutput {
+    let mut out = GetAliasOutput::builder()
+        .name("production")
+        .function_version(version)
+        .revision_id(revision);
+    if let Some((v, w)) = canary {
+        out = out.routing_config(
+            AliasRoutingConfiguration::builder()
+                .additional_version_weights(v, w)
+                .build(),
+        );
+    }
+    out.build()
+}
+
+fn lambda_router(rules: &[&Rule]) -> AwsRouter {
+    AwsRouter {
+        lambda: LambdaAliases::new(client!(aws_sdk_lambda, rules)),
+        sagemaker: SageMakerEndpoints::new(
+            client!(aws_sdk_sagemaker, &[] as &[&Rule]),
+            UpdatingBackoff::within(Duration::ZERO),
+        ),
+    }
+}
+
+fn handler() -> Target {
+    Target::lambda("ai-handler", "production")
+}
+
+#[tokio::test]
+async fn throttled_and_5xx_alias_calls_are_retried_by_the_sdk() {
+    let get = mock!(aws_sdk_lambda::Client::get_alias)
+        .sequence()
+        .error(|| GetAliasError::generic(error("TooManyRequestsException", "Rate exceeded")))
+        .http_status(503, None)
+        .output(|| alias("41", Some(("42", 0.05)), "r1"))
+        .build();
+    let update = mock!(aws_sdk_lambda::Client::update_alias)
+        .match_requests(|r| {
+            r.revision_id() == Some("r1")
+                && r.function_version() == Some("41")
+                && r.routing_config()
+                    .and_then(|c| c.additional_version_weights())
+                    .is_some_and(|w| w.is_empty())
+        })
+        .sequence()
+        .error(|| UpdateAliasError::generic(error("ThrottlingException", "slow down")))
+        .output(|| {
+            UpdateAliasOutput::builder()
+                .function_version("41")
+                .revision_id("r2")
+                .build()
+        })
+        .build();
+    let router = lambda_router(&[&get, &update]);
+
+    let outcome = zero_canary(&router, &handler()).await.unwrap();
+
+    assert!(
+        matches!(outcome, ZeroOutcome::RolledBack { ref after, .. } if after.revision.as_deref() == Some("r2"))
+    );
+    assert_eq!((get.num_calls(), update.num_calls()), (3, 2));
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error_naming_the_call() {
+    let get = mock!(aws_sdk_lambda::Client::get_alias)
+        .sequence()
+        .error(|| GetAliasError::generic(error("TooManyRequestsException", "Rate exceeded")))
+        .repeatedly()
+        .build();
+    let router = lambda_router(&[&get]);
+    let err = zero_canary(&router, &handler()).await.unwrap_err();
+    assert!(err.is_retryable());
+    assert!(
+        err.to_string().contains("lambda:GetAlias") && err.to_string().contains("Rate exceeded"),
+        "{err}"
+    );
+    assert_eq!(get.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn a_stale_revision_is_a_conflict_that_reads_again_and_never_overwrites() {
+    // The alias moved to 10% between our read and write; the second read sees it.
+    let get = mock!(aws_sdk_lambda::Client::get_alias)
+        .sequence()
+        .output(|| alias("41", Some(("42", 0.05)), "r1"))
+        .output(|| alias("41", Some(("42", 0.10)), "r2"))
+        .build();
+    let stale = mock!(aws_sdk_lambda::Client::update_alias)
+        .match_requests(|r| r.revision_id() == Some("r1"))
+        .then_error(|| {
+            UpdateAliasError::generic(error(
+                "PreconditionFailedException",
+                "The RevisionId provided does not match",
+            ))
+        });
+    let fresh = mock!(aws_sdk_lambda::Client::update_alias)
+        .match_requests(|r| r.revision_id() == Some("r2"))
+        .then_output(|| {
+            UpdateAliasOutput::builder()
+                .function_version("41")
+                .revision_id("r3")
+                .build()
+        });
+    let router = lambda_router(&[&get, &stale, &fresh]);
+
+    let outcome = zero_canary(&router, &handler()).await.unwrap();
+
+    assert!(
+        matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.10)
+    );
+    assert_eq!(
+        (get.num_calls(), stale.num_calls(), fresh.num_calls()),
+        (2, 1, 1)
+    );
+}
+
+fn endpoint(status: EndpointStatus, stable: f32, canary: f32) -> DescribeEndpointOutput {
+    let variant = |name: &str, w: f32| {
+        ProductionVariantSummary::builder()
+            .variant_name(name)
+            .current_weight(w)
+            .desired_weight(w)
+            .build()
+    };
+    DescribeEndpointOutput::builder()
+        .endpoint_name("ai-model-endpoint")
+        .endpoint_status(status)
+        .production_variants(variant("stable", stable))
+        .production_variants(variant("canary", canary))
+        .build()
+}
+
+fn sagemaker_router(rules: &[&Rule], budget: Duration) -> AwsRouter {
+    AwsRouter {
+        lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
+        sagemaker: SageMakerEndpoints::new(
+            client!(aws_sdk_sagemaker, rules),
+            UpdatingBackoff::within(budget),
+        ),
+    }
+}
+
+fn model_endpoint() -> Target {
+    Target::sagemaker("ai-model-endpoint", "stable", "canary")
+}
+
+fn zeroing_request(
+    r: &aws_sdk_sagemaker::operation::update_endpoint_weights_and_capacities::UpdateEndpointWeightsAndCapacitiesInput,
+) -> bool {
+    let weights: Vec<(Option<&str>, Option<f32>)> = r
+        .desired_weights_and_capacities()
+        .iter()
+        .map(|d| (d.variant_name(), d.desired_weight()))
+        .collect();
+    r.endpoint_name() == Some("ai-model-endpoint")
+        && weights == [(Some("stable"), Some(1.0)), (Some("canary"), Some(0.0))]
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_updating_endpoint_is_waited_for_then_zeroed() {
+    let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
+        .sequence()
+        .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05)) // the caller's read
+        .output(|| endpoint(EndpointStatus::Updating, 0.95, 0.05))
+        .times(2)
+        .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
+        .times(2)
+        .build();
+    let update = mock!(aws_sdk_sagemaker::Client::update_endpoint_weights_and_capacities)
+        .match_requests(zeroing_request)
+        .sequence()
+        .error(|| UpdateEndpointWeightsAndCapacitiesError::generic(error("ValidationException", "Cannot update in-progress endpoint \"arn:aws:sagemaker:us-east-1:123456789012:endpoint/ai-model-endpoint\".")))
+        .output(|| UpdateEndpointWeightsAndCapacitiesOutput::builder().endpoint_arn("arn").build())
+        .build();
+    let router = sagemaker_router(&[&describe, &update], Duration::from_secs(60));
+
+    let outcome = zero_canary(&router, &model_endpoint()).await.unwrap();
+
+    assert!(
+        matches!(outcome, ZeroOutcome::RolledBack { ref before, ref after } if (before.canary_weight - 0.05).abs() < 1e-6 && after.canary_weight == 0.0)
+    );
+    // read, two busy describes, one describe before the refused write, one before the good one
+    assert_eq!((describe.num_calls(), update.num_calls()), (5, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_updating_past_the_budget_gives_up_with_a_retryable_error() {
+    let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
+        .sequence()
+        .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
+        .output(|| endpoint(EndpointStatus::Updating, 0.95, 0.05))
+        .repeatedly()
+        .build();
+    let update = mock!(aws_sdk_sagemaker::Client::update_endpoint_weights_and_capacities)
+        .then_output(|| UpdateEndpointWeightsAndCapacitiesOutput::builder().build());
+    let router = sagemaker_router(&[&describe, &update], Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+
+    let err = zero_canary(&router, &model_endpoint()).await.unwrap_err();
+
+    assert!(matches!(err, Error::EndpointBusy { .. }) && err.is_retryable());
+    assert!(
+        err.to_string().contains("still Updating") && err.to_string().contains("Lambda retries"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() <= Duration::from_secs(10),
+        "waited {:?}, past the budget",
+        started.elapsed()
+    );
+    assert_eq!(update.num_calls(), 0, "never written while Updating");
+}
+
+#[tokio::test]
+async fn sagemaker_weights_that_moved_since_the_read_are_not_overwritten() {
+    let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
+        .sequence()
+        .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
+        .output(|| endpoint(EndpointStatus::InService, 1.0, 0.0))
+        .build();
+    let update = mock!(aws_sdk_sagemaker::Client::update_endpoint_weights_and_capacities)
+        .then_output(|| UpdateEndpointWeightsAndCapacitiesOutput::builder().build());
+    let router = sagemaker_router(&[&describe, &update], Duration::from_secs(10));
+    let target = model_endpoint();
+    let read = router.read(&target).await.unwrap();
+
+    let err = router
+        .write(&target, &read, &read.with_canary_weight(0.0))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(update.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn sns_failing_past_its_retries_never_blocks_the_rollback() {
+    let get = mock!(aws_sdk_lambda::Client::get_alias)
+        .then_output(|| alias("41", Some(("42", 0.05)), "r1"));
+    let update = mock!(aws_sdk_lambda::Client::update_alias).then_output(|| {
+        UpdateAliasOutput::builder()
+            .function_version("41")
+            .revision_id("r2")
+            .build()
+    });
+    let publish = mock!(aws_sdk_sns::Client::publish)
+        .sequence()
+        .http_status(503, None)
+        .repeatedly()
+        .build();
+    let router = lambda_router(&[&get, &update]);
+    let notifier = SnsNotifier::new(
+        client!(aws_sdk_sns, [&publish]),
+        "arn:aws:sns:us-east-1:123456789012:coalmine".into(),
+    );
+    let deps = RollbackDeps {
+        router: &router,
+        notifier: &notifier,
+        alarms: &FakeAlarms::default(),
+        mapping: &TargetMapping::default(),
+    };
+
+    let err = handle_alarm(&sample("alarm-lambda-canary.eventbridge.json"), &deps)
+        .await
+        .unwrap_err();
+
+    assert_eq!(update.num_calls(), 1, "the canary was zeroed");
+    assert!(
+        err.is_retryable() && err.to_string().contains("sns:Publish"),
+        "{err}"
+    );
+    assert_eq!(publish.num_calls(), 3, "the SDK retried before giving up");
+}
+
+#[tokio::test]
+async fn sns_messages_carry_subject_body_and_filterable_attributes() {
+    let publish = mock!(aws_sdk_sns::Client::publish)
+        .match_requests(|r| {
+            let attrs = r.message_attributes().cloned().unwrap_or_default();
+            r.topic_arn() == Some("arn:aws:sns:us-east-1:123456789012:coalmine")
+                && r.subject() == Some("s")
+                && r.message() == Some("b")
+                && attrs.get("event").and_then(|v| v.string_value()) == Some("rolled_back")
+                && attrs.get("event").map(|v| v.data_type()) == Some("String")
+        })
+        .then_output(|| PublishOutput::builder().message_id("m1").build());
+    let notifier = SnsNotifier::new(
+        client!(aws_sdk_sns, [&publish]),
+        "arn:aws:sns:us-east-1:123456789012:coalmine".into(),
+    );
+    let note = Notification {
+        subject: "s".into(),
+        body: "b".into(),
+        attributes: vec![("event", "rolled_back".into())],
+    };
+    notifier.publish(&note).await.unwrap();
+    assert_eq!(publish.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_ok_transition_makes_no_aws_call_at_all() {
+    // Clients with no rules: any call would fail the handler.
+    let router = lambda_router(&[]);
+    let notifier = SnsNotifier::new(
+        client!(aws_sdk_sns, &[] as &[&Rule]),
+        "arn:aws:sns:us-east-1:1:t".into(),
+    );
+    let alarms = CloudWatchAlarms::new(client!(aws_sdk_cloudwatch, &[] as &[&Rule]));
+    let deps = RollbackDeps {
+        router: &router,
+        notifier: &notifier,
+        alarms: &alarms,
+        mapping: &TargetMapping::default(),
+    };
+    let report = handle_alarm(&sample("ok-lambda-canary.eventbridge.json"), &deps)
+        .await
+        .unwrap();
+    assert!(report.outcomes.is_empty() && report.notified == 0);
+}
