@@ -1,1 +1,357 @@
+//! Helpers for tests and the demo against the local AWS (MiniStack + moto, started by
+//! `scripts/local-aws`): SDK config, seeded canaries, a topic read back through SQS,
+//! tagged alarms, sample events rewritten for a test's own names, and the real
+//! bootstraps created as functions.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
+use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
+use coalmine::aws::Aws;
+use coalmine::config::{Config, TargetMapping};
+use coalmine::Target;
+use serde_json::Value;
+
+pub const ACCOUNT: &str = "000000000000";
+pub const REGION: &str = "us-east-1";
+pub const ROLE_ARN: &str = "arn:aws:iam::000000000000:role/coalmine-local";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// A name no other test (or earlier run against the same emulator) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
+    format!("{prefix}-{:x}{:x}-{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Clients for the local AWS, configured the way the functions configure themselves:
+/// from `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_SAGEMAKER` in the environment.
+pub struct LocalAws {
+    pub sdk: aws_config::SdkConfig,
+    pub lambda: aws_sdk_lambda::Client,
+    pub sagemaker: aws_sdk_sagemaker::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sfn: aws_sdk_sfn::Client,
+}
+
+impl LocalAws {
+    pub async fn connect() -> Self {
+        for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER"] {
+            let value = std::env::var(var).unwrap_or_default();
+            assert!(
+                value.starts_with("http://127.0.0.1:"),
+                "{var}={value:?}: start the local AWS and load its environment first \
+                 (`scripts/local-aws start && source .local-aws/env`, which `make test` does)"
+            );
+        }
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        LocalAws {
+            lambda: aws_sdk_lambda::Client::new(&sdk),
+            sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            sfn: aws_sdk_sfn::Client::new(&sdk),
+            sdk,
+        }
+    }
+
+    /// The library's adapters, as the functions build them.
+    pub fn adapters(&self, topic_arn: &str) -> (Aws, Config) {
+        let config = Config {
+            topic_arn: topic_arn.to_owned(),
+            rollback_targets: TargetMapping::default(),
+            sagemaker_max_wait: Duration::from_secs(10),
+        };
+        (Aws::new(&self.sdk, &config), config)
+    }
+
+    /// A function with versions 1 (stable) and 2 (canary) behind alias `live`, the
+    /// canary at `canary_weight`.
+    pub async fn seed_lambda_canary(&self, function: &str, canary_weight: f64) -> Target {
+        let code = zip_bootstrap(b"#!/bin/sh\necho '{}'\n");
+        self.lambda
+            .create_function()
+            .function_name(function)
+            .runtime(Runtime::Providedal2023)
+            .role(ROLE_ARN)
+            .handler("bootstrap")
+            .code(FunctionCode::builder().zip_file(Blob::new(code.clone())).build())
+            .send()
+            .await
+            .expect("create function");
+        let stable = self.lambda.publish_version().function_name(function).send().await.expect("publish v1");
+        self.lambda.update_function_code().function_name(function).zip_file(Blob::new(code)).send().await.expect("update code");
+        let canary = self.lambda.publish_version().function_name(function).send().await.expect("publish v2");
+        let mut alias = self
+            .lambda
+            .create_alias()
+            .function_name(function)
+            .name("live")
+            .function_version(stable.version.clone().unwrap_or_default());
+        if canary_weight > 0.0 {
+            alias = alias.routing_config(
+                AliasRoutingConfiguration::builder().additional_version_weights(canary.version.unwrap_or_default(), canary_weight).build(),
+            );
+        }
+        alias.send().await.expect("create alias");
+        Target::lambda(function, "live")
+    }
+
+    /// (stable version, canary weights, RevisionId) of a seeded alias.
+    pub async fn alias_state(&self, target: &Target) -> (String, HashMap<String, f64>, String) {
+        let Target::Lambda(alias) = target else { panic!("{target} is not a Lambda alias") };
+        let out = self.lambda.get_alias().function_name(&alias.function).name(&alias.alias).send().await.expect("get alias");
+        (
+            out.function_version.unwrap_or_default(),
+            out.routing_config.and_then(|r| r.additional_version_weights).unwrap_or_default(),
+            out.revision_id.unwrap_or_default(),
+        )
+    }
+
+    /// An endpoint with variants `stable` and `canary`, the canary at `canary_weight`.
+    pub async fn seed_sagemaker_canary(&self, endpoint: &str, canary_weight: f32) -> Target {
+        let variant = |name: &str, model: &str, weight: f32| {
+            ProductionVariant::builder()
+                .variant_name(name)
+                .model_name(model)
+                .initial_instance_count(1)
+                .instance_type(ProductionVariantInstanceType::MlM5Large)
+                .initial_variant_weight(weight)
+                .build()
+        };
+        for model in ["stable", "canary"] {
+            self.sagemaker
+                .create_model()
+                .model_name(format!("{endpoint}-{model}"))
+                .execution_role_arn("arn:aws:iam::123456789012:role/sagemaker")
+                .primary_container(ContainerDefinition::builder().image("123456789012.dkr.ecr.us-east-1.amazonaws.com/ai-model:1").build())
+                .send()
+                .await
+                .expect("create model");
+        }
+        self.sagemaker
+            .create_endpoint_config()
+            .endpoint_config_name(format!("{endpoint}-config"))
+            .production_variants(variant("stable", &format!("{endpoint}-stable"), 1.0 - canary_weight))
+            .production_variants(variant("canary", &format!("{endpoint}-canary"), canary_weight))
+            .send()
+            .await
+            .expect("create endpoint config");
+        self.sagemaker
+            .create_endpoint()
+            .endpoint_name(endpoint)
+            .endpoint_config_name(format!("{endpoint}-config"))
+            .send()
+            .await
+            .expect("create endpoint");
+        Target::sagemaker(endpoint, "stable", "canary")
+    }
+
+    /// Variant name → current weight.
+    pub async fn variant_weights(&self, endpoint: &str) -> HashMap<String, f32> {
+        let out = self.sagemaker.describe_endpoint().endpoint_name(endpoint).send().await.expect("describe endpoint");
+        out.production_variants
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.variant_name.unwrap_or_default(), v.current_weight.unwrap_or_default()))
+            .collect()
+    }
+
+    /// A topic with a queue subscribed to it, so tests read back what was published.
+    pub async fn topic_with_queue(&self, name: &str) -> Inbox {
+        let topic_arn = self.sns.create_topic().name(name).send().await.expect("create topic").topic_arn.unwrap_or_default();
+        let queue_url = self.sqs.create_queue().queue_name(name).send().await.expect("create queue").queue_url.unwrap_or_default();
+        let queue_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}");
+        self.sns
+            .subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(&queue_arn)
+            .send()
+            .await
+            .expect("subscribe queue");
+        Inbox { topic_arn, queue_url, sqs: self.sqs.clone() }
+    }
+
+    /// A metric alarm named `name`, tagged `coalmine:target` = `target_tag` when given.
+    pub async fn put_alarm(&self, name: &str, target_tag: Option<&str>) -> String {
+        let mut request = self
+            .cloudwatch
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("AWS/Lambda")
+            .metric_name("Errors")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(5.0)
+            .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold);
+        if let Some(tag) = target_tag {
+            request = request.tags(aws_sdk_cloudwatch::types::Tag::builder().key(coalmine::resolve::TARGET_TAG).value(tag).build());
+        }
+        request.send().await.expect("put alarm");
+        alarm_arn(name)
+    }
+
+    /// Creates a function from a real bootstrap binary, with the local AWS endpoints in
+    /// its environment (MiniStack gives functions none of their own).
+    pub async fn create_function_from(&self, name: &str, bootstrap: &Path, env: &[(&str, &str)]) -> String {
+        let binary = std::fs::read(bootstrap).unwrap_or_else(|e| panic!("{}: {e}; build it first (`make test` does)", bootstrap.display()));
+        let mut vars: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER"] {
+            vars.insert(var.into(), std::env::var(var).unwrap_or_default());
+        }
+        vars.insert("RUST_LOG".into(), "info".into());
+        let out = self
+            .lambda
+            .create_function()
+            .function_name(name)
+            .runtime(Runtime::Providedal2023)
+            .role(ROLE_ARN)
+            .handler("bootstrap")
+            .timeout(60)
+            .code(FunctionCode::builder().zip_file(Blob::new(zip_bootstrap(&binary))).build())
+            .environment(aws_sdk_lambda::types::Environment::builder().set_variables(Some(vars)).build())
+            .send()
+            .await
+            .expect("create function from bootstrap");
+        out.function_arn.unwrap_or_default()
+    }
+}
+
+pub fn alarm_arn(name: &str) -> String {
+    format!("arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}")
+}
+
+/// A debug or release bootstrap built by cargo for this machine, which MiniStack runs
+/// on the host: `$COALMINE_BIN_DIR/NAME`, else the workspace's `target/debug/NAME`.
+pub fn bootstrap_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("COALMINE_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target")).join("debug")
+    });
+    dir.join(name)
+}
+
+/// A zip holding one executable file named `bootstrap`, as Lambda's custom runtimes want.
+pub fn zip_bootstrap(binary: &[u8]) -> Vec<u8> {
+    zip::store_one("bootstrap", binary, 0o755)
+}
+
+/// Messages published to a topic, read back through its subscribed queue.
+pub struct Inbox {
+    pub topic_arn: String,
+    queue_url: String,
+    sqs: aws_sdk_sqs::Client,
+}
+
+/// One SNS message as SQS received it (the SNS JSON envelope).
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub subject: String,
+    pub message: String,
+    pub attributes: HashMap<String, String>,
+}
+
+impl Received {
+    pub fn event(&self) -> &str {
+        self.attributes.get("event").map(String::as_str).unwrap_or_default()
+    }
+    pub fn target(&self) -> &str {
+        self.attributes.get("target").map(String::as_str).unwrap_or_default()
+    }
+}
+
+impl Inbox {
+    /// Receives until `want` messages arrived or `within` passed; returns what came.
+    pub async fn receive(&self, want: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        let mut received = Vec::new();
+        while received.len() < want && Instant::now() < deadline {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            for message in out.messages.unwrap_or_default() {
+                let envelope: Value = serde_json::from_str(message.body().unwrap_or_default()).expect("SNS envelope");
+                let attributes = envelope["MessageAttributes"]
+                    .as_object()
+                    .map(|attrs| attrs.iter().map(|(k, v)| (k.clone(), v["Value"].as_str().unwrap_or_default().to_owned())).collect())
+                    .unwrap_or_default();
+                received.push(Received {
+                    subject: envelope["Subject"].as_str().unwrap_or_default().to_owned(),
+                    message: envelope["Message"].as_str().unwrap_or_default().to_owned(),
+                    attributes,
+                });
+                if let Some(handle) = message.receipt_handle() {
+                    self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await.expect("delete");
+                }
+            }
+        }
+        received
+    }
+
+    /// Waits out `quiet` and returns anything that arrived: for "no (more) messages".
+    pub async fn drain(&self, quiet: Duration) -> Vec<Received> {
+        self.receive(usize::MAX, quiet).await
+    }
+}
+
+/// A sample event from `events/`, rewritten to name `alarm` (its name and ARN) and, for
+/// dimensions, the given Lambda function's alias `live`.
+pub fn sample_event(file: &str, alarm: &str, function: Option<&str>) -> Value {
+    let path = workspace_root().join("events").join(file);
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut event: Value = serde_json::from_str(&raw).expect("sample event is JSON");
+    let data = if event.get("detail").is_some() {
+        event["resources"] = serde_json::json!([alarm_arn(alarm)]);
+        &mut event["detail"]
+    } else {
+        event["alarmArn"] = serde_json::json!(alarm_arn(alarm));
+        &mut event["alarmData"]
+    };
+    data["alarmName"] = serde_json::json!(alarm);
+    if let (Some(function), Some(metrics)) = (function, data.pointer_mut("/configuration/metrics").and_then(Value::as_array_mut)) {
+        for metric in metrics {
+            if let Some(dims) = metric.pointer_mut("/metricStat/metric/dimensions").and_then(Value::as_object_mut) {
+                dims.insert("FunctionName".into(), serde_json::json!(function));
+                dims.insert("Resource".into(), serde_json::json!(format!("{function}:live")));
+            }
+        }
+    }
+    event
+}
+
+/// Polls `check` until it returns `Some`, at most `within`; `None` when time ran out.
+pub async fn poll<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+mod zip;

@@ -1,0 +1,245 @@
+//! The rollback handler, called in-process, against the local AWS over real HTTP:
+//! MiniStack for Lambda, SNS, SQS and CloudWatch; moto for SageMaker.
+
+use std::time::{Duration, Instant};
+
+use coalmine::aws::Aws;
+use coalmine::config::Config;
+use coalmine::ports::{Split, TrafficRouter};
+use coalmine::rollback::{handle_payload, RollbackDeps};
+use coalmine::Target;
+use coalmine_tests::{sample_event, unique, Inbox, LocalAws};
+use serde_json::Value;
+
+const MESSAGE_WAIT: Duration = Duration::from_secs(10);
+
+async fn invoke(aws: &Aws, config: &Config, payload: &Value) -> coalmine::Result<Value> {
+    let deps = RollbackDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, mapping: &config.rollback_targets };
+    handle_payload(payload, &deps).await
+}
+
+struct Scene {
+    local: LocalAws,
+    inbox: Inbox,
+    aws: Aws,
+    config: Config,
+}
+
+async fn scene() -> Scene {
+    let local = LocalAws::connect().await;
+    let inbox = local.topic_with_queue(&unique("coalmine-topic")).await;
+    let (aws, config) = local.adapters(&inbox.topic_arn);
+    Scene { local, inbox, aws, config }
+}
+
+#[tokio::test]
+async fn lambda_canary_at_5_percent_goes_to_zero_and_the_team_is_told() {
+    let s = scene().await;
+    let function = unique("ai-handler");
+    let target = s.local.seed_lambda_canary(&function, 0.05).await;
+    let alarm = unique("canary-errors");
+    s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+
+    let started = Instant::now();
+    let summary = invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None)).await.unwrap();
+    eprintln!("rollback handler, Lambda target, local AWS: {:?}", started.elapsed());
+
+    let (stable, weights, _) = s.local.alias_state(&target).await;
+    assert_eq!((stable.as_str(), weights.len()), ("1", 0), "stable kept, canary weight removed");
+    assert_eq!(summary["resolved_by"], "tag");
+    assert_eq!(summary["targets"][0]["outcome"], "rolled_back");
+    let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!((messages[0].event(), messages[0].target()), ("rolled_back", target.to_string().as_str()));
+    assert!(messages[0].subject.len() <= 100 && messages[0].subject.contains("rolled back"), "{}", messages[0].subject);
+    assert!(messages[0].message.contains(&alarm) && messages[0].message.contains("5% -> 0%"), "{}", messages[0].message);
+}
+
+#[tokio::test]
+async fn the_alarm_action_payload_rolls_back_by_dimensions() {
+    let s = scene().await;
+    let function = unique("ai-handler");
+    let target = s.local.seed_lambda_canary(&function, 0.25).await;
+    let alarm = unique("untagged");
+    s.local.put_alarm(&alarm, None).await;
+
+    let summary = invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.alarm-action.json", &alarm, Some(&function))).await.unwrap();
+
+    assert_eq!(summary["resolved_by"], "dimensions");
+    assert!(s.local.alias_state(&target).await.1.is_empty());
+    assert_eq!(s.inbox.receive(1, MESSAGE_WAIT).await[0].event(), "rolled_back");
+}
+
+#[tokio::test]
+async fn sagemaker_canary_variant_goes_to_stable_1_canary_0() {
+    let s = scene().await;
+    let endpoint = unique("ai-model");
+    let target = s.local.seed_sagemaker_canary(&endpoint, 0.1).await;
+    let alarm = unique("model-5xx");
+    s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+
+    let started = Instant::now();
+    invoke(&s.aws, &s.config, &sample_event("alarm-sagemaker-canary.eventbridge.json", &alarm, None)).await.unwrap();
+    eprintln!("rollback handler, SageMaker target, local AWS: {:?}", started.elapsed());
+
+    let weights = s.local.variant_weights(&endpoint).await;
+    assert_eq!((weights["stable"], weights["canary"]), (1.0, 0.0));
+    let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert_eq!((messages[0].event(), messages[0].target()), ("rolled_back", target.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn a_second_delivery_writes_nothing_and_says_already_zero() {
+    let s = scene().await;
+    let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
+    let alarm = unique("canary-errors");
+    s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+
+    invoke(&s.aws, &s.config, &event).await.unwrap();
+    let (_, _, revision_after_first) = s.local.alias_state(&target).await;
+    let summary = invoke(&s.aws, &s.config, &event).await.unwrap();
+
+    assert_eq!(s.local.alias_state(&target).await.2, revision_after_first, "no second write");
+    assert_eq!(summary["targets"][0]["outcome"], "already_zero");
+    let events: Vec<String> = s.inbox.receive(2, MESSAGE_WAIT).await.iter().map(|m| m.event().to_owned()).collect();
+    assert_eq!(events, ["rolled_back", "already_zero"]);
+}
+
+#[tokio::test]
+async fn ok_and_insufficient_data_change_nothing() {
+    let s = scene().await;
+    let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
+    let alarm = unique("canary-errors");
+    s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+    let before = s.local.alias_state(&target).await;
+
+    for file in ["ok-lambda-canary.eventbridge.json", "insufficient-data-lambda-canary.eventbridge.json"] {
+        let summary = invoke(&s.aws, &s.config, &sample_event(file, &alarm, None)).await.unwrap();
+        assert_eq!(summary["acted"], false, "{file}");
+    }
+
+    assert_eq!(s.local.alias_state(&target).await, before);
+    assert!(s.inbox.drain(Duration::from_secs(2)).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_alarm_guarding_nothing_known_warns_and_succeeds() {
+    let s = scene().await;
+    let alarm = unique("stray");
+    s.local.put_alarm(&alarm, None).await;
+    let mut event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, Some("no-such-function"));
+    event["detail"]["configuration"]["metrics"] = serde_json::json!([]);
+
+    let summary = invoke(&s.aws, &s.config, &event).await.unwrap();
+
+    assert_eq!(summary["resolved_by"], "nothing");
+    let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert_eq!(messages[0].event(), "no_target");
+    assert!(messages[0].message.contains(&alarm));
+}
+
+#[tokio::test]
+async fn sns_failing_then_recovering_delivers_on_the_retried_invocation() {
+    let local = LocalAws::connect().await;
+    let topic = unique("late-topic");
+    // The topic does not exist yet: Publish fails the way an outage would.
+    let missing_topic_arn = format!("arn:aws:sns:{}:{}:{topic}", coalmine_tests::REGION, coalmine_tests::ACCOUNT);
+    let (aws, config) = local.adapters(&missing_topic_arn);
+    let target = local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
+    let alarm = unique("canary-errors");
+    local.put_alarm(&alarm, Some(&target.to_string())).await;
+    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+
+    let err = invoke(&aws, &config, &event).await.unwrap_err();
+    assert!(err.is_retryable() && err.to_string().contains("sns:Publish"), "{err}");
+    assert!(local.alias_state(&target).await.1.is_empty(), "rolled back despite SNS");
+
+    let inbox = local.topic_with_queue(&topic).await;
+    assert_eq!(inbox.topic_arn, missing_topic_arn);
+    invoke(&aws, &config, &event).await.unwrap();
+    let messages = inbox.receive(1, MESSAGE_WAIT).await;
+    assert_eq!((messages.len(), messages[0].event()), (1, "already_zero"));
+}
+
+/// Changes the alias (someone else's write) after our read, before our write, once.
+struct Interloper<'a> {
+    inner: &'a coalmine::aws::AwsRouter,
+    local: &'a LocalAws,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl TrafficRouter for Interloper<'_> {
+    async fn read(&self, target: &Target) -> coalmine::Result<Split> {
+        self.inner.read(target).await
+    }
+
+    async fn write(&self, target: &Target, read: &Split, desired: &Split) -> coalmine::Result<Split> {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let Target::Lambda(alias) = target else { unreachable!() };
+            self.local
+                .lambda
+                .update_alias()
+                .function_name(&alias.function)
+                .name(&alias.alias)
+                .routing_config(aws_sdk_lambda::types::AliasRoutingConfiguration::builder().additional_version_weights("2", 0.5).build())
+                .send()
+                .await
+                .expect("interloping write");
+        }
+        self.inner.write(target, read, desired).await
+    }
+}
+
+#[tokio::test]
+async fn a_revision_conflict_is_read_again_and_handled_never_overwritten_blindly() {
+    let s = scene().await;
+    let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
+    let alarm = unique("canary-errors");
+    s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+    let router = Interloper { inner: &s.aws.router, local: &s.local, done: Default::default() };
+    let deps = RollbackDeps { router: &router, notifier: &s.aws.notifier, alarms: &s.aws.alarms, mapping: &s.config.rollback_targets };
+
+    let summary = handle_payload(&sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None), &deps).await.unwrap();
+
+    // The first write carried a stale RevisionId and was refused; the re-read saw 50%.
+    assert_eq!(summary["targets"][0]["weight_before"], 0.5);
+    assert!(s.local.alias_state(&target).await.1.is_empty());
+    let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert!(messages[0].message.contains("50% -> 0%"), "{}", messages[0].message);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_alarm_events_over_ten_targets_roll_each_back_exactly_once() {
+    let s = scene().await;
+    let mut targets = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..10 {
+        let target = s.local.seed_lambda_canary(&unique("storm"), 0.1).await;
+        let alarm = unique("storm-alarm");
+        s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+        for _ in 0..5 {
+            events.push(sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None));
+        }
+        targets.push(target);
+    }
+
+    let started = Instant::now();
+    let results = futures::future::join_all(events.iter().map(|e| invoke(&s.aws, &s.config, e))).await;
+    eprintln!("50 concurrent alarm events over 10 targets: {:?}", started.elapsed());
+
+    for result in &results {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    for target in &targets {
+        assert!(s.local.alias_state(target).await.1.is_empty(), "{target} still has canary weight");
+    }
+    let messages = s.inbox.receive(50, Duration::from_secs(30)).await;
+    assert_eq!(messages.len(), 50);
+    for target in &targets {
+        let name = target.to_string();
+        let rolled_back = messages.iter().filter(|m| m.target() == name && m.event() == "rolled_back").count();
+        let already_zero = messages.iter().filter(|m| m.target() == name && m.event() == "already_zero").count();
+        assert_eq!((rolled_back, already_zero), (1, 4), "{name}");
+    }
+}
