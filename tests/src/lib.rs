@@ -90,7 +90,13 @@ impl LocalAws {
             .await
             .expect("create function");
         let stable = self.lambda.publish_version().function_name(function).send().await.expect("publish v1");
-        self.lambda.update_function_code().function_name(function).zip_file(Blob::new(code)).send().await.expect("update code");
+        self.lambda
+            .update_function_code()
+            .function_name(function)
+            .zip_file(Blob::new(code))
+            .send()
+            .await
+            .expect("update code");
         let canary = self.lambda.publish_version().function_name(function).send().await.expect("publish v2");
         let mut alias = self
             .lambda
@@ -100,7 +106,9 @@ impl LocalAws {
             .function_version(stable.version.clone().unwrap_or_default());
         if canary_weight > 0.0 {
             alias = alias.routing_config(
-                AliasRoutingConfiguration::builder().additional_version_weights(canary.version.unwrap_or_default(), canary_weight).build(),
+                AliasRoutingConfiguration::builder()
+                    .additional_version_weights(canary.version.unwrap_or_default(), canary_weight)
+                    .build(),
             );
         }
         alias.send().await.expect("create alias");
@@ -110,7 +118,8 @@ impl LocalAws {
     /// (stable version, canary weights, RevisionId) of a seeded alias.
     pub async fn alias_state(&self, target: &Target) -> (String, HashMap<String, f64>, String) {
         let Target::Lambda(alias) = target else { panic!("{target} is not a Lambda alias") };
-        let out = self.lambda.get_alias().function_name(&alias.function).name(&alias.alias).send().await.expect("get alias");
+        let out =
+            self.lambda.get_alias().function_name(&alias.function).name(&alias.alias).send().await.expect("get alias");
         (
             out.function_version.unwrap_or_default(),
             out.routing_config.and_then(|r| r.additional_version_weights).unwrap_or_default(),
@@ -134,7 +143,11 @@ impl LocalAws {
                 .create_model()
                 .model_name(format!("{endpoint}-{model}"))
                 .execution_role_arn("arn:aws:iam::123456789012:role/sagemaker")
-                .primary_container(ContainerDefinition::builder().image("123456789012.dkr.ecr.us-east-1.amazonaws.com/ai-model:1").build())
+                .primary_container(
+                    ContainerDefinition::builder()
+                        .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/ai-model:1")
+                        .build(),
+                )
                 .send()
                 .await
                 .expect("create model");
@@ -169,8 +182,10 @@ impl LocalAws {
 
     /// A topic with a queue subscribed to it, so tests read back what was published.
     pub async fn topic_with_queue(&self, name: &str) -> Inbox {
-        let topic_arn = self.sns.create_topic().name(name).send().await.expect("create topic").topic_arn.unwrap_or_default();
-        let queue_url = self.sqs.create_queue().queue_name(name).send().await.expect("create queue").queue_url.unwrap_or_default();
+        let topic_arn =
+            self.sns.create_topic().name(name).send().await.expect("create topic").topic_arn.unwrap_or_default();
+        let queue_url =
+            self.sqs.create_queue().queue_name(name).send().await.expect("create queue").queue_url.unwrap_or_default();
         let queue_arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}");
         self.sns
             .subscribe()
@@ -197,7 +212,8 @@ impl LocalAws {
             .threshold(5.0)
             .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold);
         if let Some(tag) = target_tag {
-            request = request.tags(aws_sdk_cloudwatch::types::Tag::builder().key(coalmine::resolve::TARGET_TAG).value(tag).build());
+            request = request
+                .tags(aws_sdk_cloudwatch::types::Tag::builder().key(coalmine::resolve::TARGET_TAG).value(tag).build());
         }
         request.send().await.expect("put alarm");
         alarm_arn(name)
@@ -206,7 +222,8 @@ impl LocalAws {
     /// Creates a function from a real bootstrap binary, with the local AWS endpoints in
     /// its environment (MiniStack gives functions none of their own).
     pub async fn create_function_from(&self, name: &str, bootstrap: &Path, env: &[(&str, &str)]) -> String {
-        let binary = std::fs::read(bootstrap).unwrap_or_else(|e| panic!("{}: {e}; build it first (`make test` does)", bootstrap.display()));
+        let binary = std::fs::read(bootstrap)
+            .unwrap_or_else(|e| panic!("{}: {e}; build it first (`make test` does)", bootstrap.display()));
         let mut vars: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER"] {
             vars.insert(var.into(), std::env::var(var).unwrap_or_default());
@@ -237,7 +254,10 @@ pub fn alarm_arn(name: &str) -> String {
 /// on the host: `$COALMINE_BIN_DIR/NAME`, else the workspace's `target/debug/NAME`.
 pub fn bootstrap_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("COALMINE_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target")).join("debug")
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join("debug")
     });
     dir.join(name)
 }
@@ -290,7 +310,12 @@ impl Inbox {
                 let envelope: Value = serde_json::from_str(message.body().unwrap_or_default()).expect("SNS envelope");
                 let attributes = envelope["MessageAttributes"]
                     .as_object()
-                    .map(|attrs| attrs.iter().map(|(k, v)| (k.clone(), v["Value"].as_str().unwrap_or_default().to_owned())).collect())
+                    .map(|attrs| {
+                        attrs
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v["Value"].as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 received.push(Received {
                     subject: envelope["Subject"].as_str().unwrap_or_default().to_owned(),
@@ -298,7 +323,13 @@ impl Inbox {
                     attributes,
                 });
                 if let Some(handle) = message.receipt_handle() {
-                    self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await.expect("delete");
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .expect("delete");
                 }
             }
         }
@@ -325,7 +356,9 @@ pub fn sample_event(file: &str, alarm: &str, function: Option<&str>) -> Value {
         &mut event["alarmData"]
     };
     data["alarmName"] = serde_json::json!(alarm);
-    if let (Some(function), Some(metrics)) = (function, data.pointer_mut("/configuration/metrics").and_then(Value::as_array_mut)) {
+    if let (Some(function), Some(metrics)) =
+        (function, data.pointer_mut("/configuration/metrics").and_then(Value::as_array_mut))
+    {
         for metric in metrics {
             if let Some(dims) = metric.pointer_mut("/metricStat/metric/dimensions").and_then(Value::as_object_mut) {
                 dims.insert("FunctionName".into(), serde_json::json!(function));

@@ -75,13 +75,16 @@ async fn the_real_bootstrap_fails_bad_input_without_changing_traffic() {
         .lambda
         .invoke()
         .function_name(&rollback_fn)
-        .payload(Blob::new(br#"{"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}"#.to_vec()))
+        .payload(Blob::new(
+            br#"{"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}"#.to_vec(),
+        ))
         .send()
         .await
         .expect("invoke");
 
     assert_eq!(out.function_error.as_deref(), Some("Unhandled"));
-    let body: serde_json::Value = serde_json::from_slice(out.payload.as_ref().map(|p| p.as_ref()).unwrap_or_default()).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_slice(out.payload.as_ref().map(|p| p.as_ref()).unwrap_or_default()).unwrap();
     assert_eq!(body["errorType"], "NonRetryable");
     assert!(body["errorMessage"].as_str().unwrap_or_default().contains("rule's event pattern"), "{body}");
 }

@@ -14,7 +14,12 @@ use serde_json::Value;
 const MESSAGE_WAIT: Duration = Duration::from_secs(10);
 
 async fn invoke(aws: &Aws, config: &Config, payload: &Value) -> coalmine::Result<Value> {
-    let deps = RollbackDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, mapping: &config.rollback_targets };
+    let deps = RollbackDeps {
+        router: &aws.router,
+        notifier: &aws.notifier,
+        alarms: &aws.alarms,
+        mapping: &config.rollback_targets,
+    };
     handle_payload(payload, &deps).await
 }
 
@@ -41,7 +46,8 @@ async fn lambda_canary_at_5_percent_goes_to_zero_and_the_team_is_told() {
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;
 
     let started = Instant::now();
-    let summary = invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None)).await.unwrap();
+    let summary =
+        invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None)).await.unwrap();
     eprintln!("rollback handler, Lambda target, local AWS: {:?}", started.elapsed());
 
     let (stable, weights, _) = s.local.alias_state(&target).await;
@@ -52,7 +58,11 @@ async fn lambda_canary_at_5_percent_goes_to_zero_and_the_team_is_told() {
     assert_eq!(messages.len(), 1);
     assert_eq!((messages[0].event(), messages[0].target()), ("rolled_back", target.to_string().as_str()));
     assert!(messages[0].subject.len() <= 100 && messages[0].subject.contains("rolled back"), "{}", messages[0].subject);
-    assert!(messages[0].message.contains(&alarm) && messages[0].message.contains("5% -> 0%"), "{}", messages[0].message);
+    assert!(
+        messages[0].message.contains(&alarm) && messages[0].message.contains("5% -> 0%"),
+        "{}",
+        messages[0].message
+    );
 }
 
 #[tokio::test]
@@ -63,7 +73,10 @@ async fn the_alarm_action_payload_rolls_back_by_dimensions() {
     let alarm = unique("untagged");
     s.local.put_alarm(&alarm, None).await;
 
-    let summary = invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.alarm-action.json", &alarm, Some(&function))).await.unwrap();
+    let summary =
+        invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.alarm-action.json", &alarm, Some(&function)))
+            .await
+            .unwrap();
 
     assert_eq!(summary["resolved_by"], "dimensions");
     assert!(s.local.alias_state(&target).await.1.is_empty());
@@ -182,7 +195,11 @@ impl TrafficRouter for Interloper<'_> {
                 .update_alias()
                 .function_name(&alias.function)
                 .name(&alias.alias)
-                .routing_config(aws_sdk_lambda::types::AliasRoutingConfiguration::builder().additional_version_weights("2", 0.5).build())
+                .routing_config(
+                    aws_sdk_lambda::types::AliasRoutingConfiguration::builder()
+                        .additional_version_weights("2", 0.5)
+                        .build(),
+                )
                 .send()
                 .await
                 .expect("interloping write");
@@ -198,9 +215,15 @@ async fn a_revision_conflict_is_read_again_and_handled_never_overwritten_blindly
     let alarm = unique("canary-errors");
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;
     let router = Interloper { inner: &s.aws.router, local: &s.local, done: Default::default() };
-    let deps = RollbackDeps { router: &router, notifier: &s.aws.notifier, alarms: &s.aws.alarms, mapping: &s.config.rollback_targets };
+    let deps = RollbackDeps {
+        router: &router,
+        notifier: &s.aws.notifier,
+        alarms: &s.aws.alarms,
+        mapping: &s.config.rollback_targets,
+    };
 
-    let summary = handle_payload(&sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None), &deps).await.unwrap();
+    let summary =
+        handle_payload(&sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None), &deps).await.unwrap();
 
     // The first write carried a stale RevisionId and was refused; the re-read saw 50%.
     assert_eq!(summary["targets"][0]["weight_before"], 0.5);

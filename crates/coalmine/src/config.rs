@@ -27,13 +27,9 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let topic_arn = lookup(TOPIC_ARN_VAR)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "{TOPIC_ARN_VAR} is not set: set it to the ARN of the SNS topic to notify"
-                ))
-            })?;
+        let topic_arn = lookup(TOPIC_ARN_VAR).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            Error::Config(format!("{TOPIC_ARN_VAR} is not set: set it to the ARN of the SNS topic to notify"))
+        })?;
         if !topic_arn.starts_with("arn:") || topic_arn.split(':').count() != 6 {
             return Err(Error::Config(format!(
                 "{TOPIC_ARN_VAR}={topic_arn:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
@@ -44,22 +40,12 @@ impl Config {
             _ => TargetMapping::default(),
         };
         let sagemaker_max_wait = match lookup(SAGEMAKER_MAX_WAIT_VAR) {
-            Some(raw) => raw
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_secs)
-                .map_err(|_| {
-                    Error::Config(format!(
-                        "{SAGEMAKER_MAX_WAIT_VAR}={raw:?} is not a whole number of seconds"
-                    ))
-                })?,
+            Some(raw) => raw.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| {
+                Error::Config(format!("{SAGEMAKER_MAX_WAIT_VAR}={raw:?} is not a whole number of seconds"))
+            })?,
             None => DEFAULT_SAGEMAKER_MAX_WAIT,
         };
-        Ok(Config {
-            topic_arn,
-            rollback_targets,
-            sagemaker_max_wait,
-        })
+        Ok(Config { topic_arn, rollback_targets, sagemaker_max_wait })
     }
 }
 
@@ -75,8 +61,7 @@ impl TargetMapping {
         let bad = |why: String| {
             Error::Config(format!("{ROLLBACK_TARGETS_VAR} {why}; expected a JSON object like {{\"alarm-name-or-prefix-*\": [\"lambda:FUNCTION:ALIAS\"]}}"))
         };
-        let value: Value =
-            serde_json::from_str(raw).map_err(|e| bad(format!("is not valid JSON ({e})")))?;
+        let value: Value = serde_json::from_str(raw).map_err(|e| bad(format!("is not valid JSON ({e})")))?;
         let Value::Object(object) = value else {
             return Err(bad("is not a JSON object".into()));
         };
@@ -88,9 +73,7 @@ impl TargetMapping {
             let targets = targets
                 .iter()
                 .map(|t| match t.as_str() {
-                    Some(s) => s
-                        .parse::<Target>()
-                        .map_err(|e| bad(format!("entry {key:?}: {e}"))),
+                    Some(s) => s.parse::<Target>().map_err(|e| bad(format!("entry {key:?}: {e}"))),
                     None => Err(bad(format!("entry {key:?} holds {t}, not a target string"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -107,13 +90,15 @@ impl TargetMapping {
     pub fn lookup(&self, alarm_name: &str) -> Option<&[Target]> {
         self.entries
             .iter()
-            .filter(|(name, is_prefix, _)| {
-                if *is_prefix {
-                    alarm_name.starts_with(name.as_str())
-                } else {
-                    alarm_name == name
-                }
-            })
+            .filter(
+                |(name, is_prefix, _)| {
+                    if *is_prefix {
+                        alarm_name.starts_with(name.as_str())
+                    } else {
+                        alarm_name == name
+                    }
+                },
+            )
             .max_by_key(|(name, is_prefix, _)| (!is_prefix, name.len()))
             .map(|(_, _, targets)| targets.as_slice())
     }
@@ -124,16 +109,8 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:coalmine";
@@ -151,28 +128,10 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], TOPIC_ARN_VAR),
             (&[(TOPIC_ARN_VAR, "coalmine")], TOPIC_ARN_VAR),
-            (
-                &[(TOPIC_ARN_VAR, TOPIC), (ROLLBACK_TARGETS_VAR, "{")],
-                ROLLBACK_TARGETS_VAR,
-            ),
-            (
-                &[
-                    (TOPIC_ARN_VAR, TOPIC),
-                    (ROLLBACK_TARGETS_VAR, r#"{"a": "lambda:f:a"}"#),
-                ],
-                ROLLBACK_TARGETS_VAR,
-            ),
-            (
-                &[
-                    (TOPIC_ARN_VAR, TOPIC),
-                    (ROLLBACK_TARGETS_VAR, r#"{"a": ["lambda:f"]}"#),
-                ],
-                ROLLBACK_TARGETS_VAR,
-            ),
-            (
-                &[(TOPIC_ARN_VAR, TOPIC), (SAGEMAKER_MAX_WAIT_VAR, "soon")],
-                SAGEMAKER_MAX_WAIT_VAR,
-            ),
+            (&[(TOPIC_ARN_VAR, TOPIC), (ROLLBACK_TARGETS_VAR, "{")], ROLLBACK_TARGETS_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (ROLLBACK_TARGETS_VAR, r#"{"a": "lambda:f:a"}"#)], ROLLBACK_TARGETS_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (ROLLBACK_TARGETS_VAR, r#"{"a": ["lambda:f"]}"#)], ROLLBACK_TARGETS_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (SAGEMAKER_MAX_WAIT_VAR, "soon")], SAGEMAKER_MAX_WAIT_VAR),
         ];
         for (vars, named) in cases {
             let err = Config::from_lookup(env(vars)).unwrap_err();
@@ -187,18 +146,9 @@ mod tests {
             r#"{"ai-*": ["lambda:a:live"], "ai-handler-*": ["lambda:b:live"], "ai-handler-p95": ["lambda:c:live"]}"#,
         )
         .unwrap();
-        assert_eq!(
-            mapping.lookup("ai-handler-p95"),
-            Some(&[Target::lambda("c", "live")][..])
-        );
-        assert_eq!(
-            mapping.lookup("ai-handler-errors"),
-            Some(&[Target::lambda("b", "live")][..])
-        );
-        assert_eq!(
-            mapping.lookup("ai-model"),
-            Some(&[Target::lambda("a", "live")][..])
-        );
+        assert_eq!(mapping.lookup("ai-handler-p95"), Some(&[Target::lambda("c", "live")][..]));
+        assert_eq!(mapping.lookup("ai-handler-errors"), Some(&[Target::lambda("b", "live")][..]));
+        assert_eq!(mapping.lookup("ai-model"), Some(&[Target::lambda("a", "live")][..]));
         assert_eq!(mapping.lookup("other"), None);
     }
 }

@@ -30,20 +30,14 @@ pub enum Error {
     Unsupported { target: Target, detail: String },
 
     /// The SageMaker endpoint stayed busy (Updating, ...) for the whole wait budget.
-    #[error("{target}: endpoint still {status} after waiting {waited_ms} ms; the invocation fails so Lambda retries it")]
-    EndpointBusy {
-        target: Target,
-        status: String,
-        waited_ms: u128,
-    },
+    #[error(
+        "{target}: endpoint still {status} after waiting {waited_ms} ms; the invocation fails so Lambda retries it"
+    )]
+    EndpointBusy { target: Target, status: String, waited_ms: u128 },
 
     /// An AWS call failed after the SDK's own retries.
     #[error("{operation} failed: {detail}")]
-    Aws {
-        operation: &'static str,
-        detail: String,
-        retryable: bool,
-    },
+    Aws { operation: &'static str, detail: String, retryable: bool },
 
     /// Some targets could not be rolled back or some notifications not sent; the rest were.
     #[error("{summary}")]

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use aws_lambda_events::event::cloudwatch_alarms::{
-    CloudWatchAlarm, CloudWatchAlarmData, CloudWatchAlarmStateValue,
-};
+use aws_lambda_events::event::cloudwatch_alarms::{CloudWatchAlarm, CloudWatchAlarmData, CloudWatchAlarmStateValue};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde_json::Value;
 
@@ -80,28 +78,21 @@ impl AlarmEvent {
             )));
         };
         if let Some(detail_type) = object.get("detail-type") {
-            let source = object
-                .get("source")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let source = object.get("source").and_then(Value::as_str).unwrap_or_default();
             if detail_type.as_str() != Some(ALARM_STATE_CHANGE) || source != CLOUDWATCH_SOURCE {
                 return Err(Error::BadEvent(format!(
                     "EventBridge event with detail-type {detail_type} from source {source:?}; only \
                      {ALARM_STATE_CHANGE:?} from {CLOUDWATCH_SOURCE:?} is handled: check the rule's event pattern"
                 )));
             }
-            let event: EventBridgeEvent<CloudWatchAlarmData<Value, Value>> =
-                serde_json::from_value(payload.clone()).map_err(|e| {
-                    Error::BadEvent(format!("malformed {ALARM_STATE_CHANGE:?} event: {e}"))
-                })?;
+            let event: EventBridgeEvent<CloudWatchAlarmData<Value, Value>> = serde_json::from_value(payload.clone())
+                .map_err(|e| Error::BadEvent(format!("malformed {ALARM_STATE_CHANGE:?} event: {e}")))?;
             let arn = event.resources.as_ref().and_then(|r| r.first().cloned());
             return Self::from_alarm_data(Delivery::EventBridge, event.detail, arn);
         }
         if object.contains_key("alarmData") {
             let event: CloudWatchAlarm<Value, Value> = serde_json::from_value(payload.clone())
-                .map_err(|e| {
-                    Error::BadEvent(format!("malformed CloudWatch alarm action payload: {e}"))
-                })?;
+                .map_err(|e| Error::BadEvent(format!("malformed CloudWatch alarm action payload: {e}")))?;
             return Self::from_alarm_data(Delivery::AlarmAction, event.alarm_data, event.alarm_arn);
         }
         let keys: Vec<&str> = object.keys().map(String::as_str).take(8).collect();
@@ -119,9 +110,7 @@ impl AlarmEvent {
         if data.alarm_name.trim().is_empty() {
             return Err(Error::BadEvent("alarmName is empty".into()));
         }
-        let state = data
-            .state
-            .ok_or_else(|| Error::BadEvent(format!("alarm {:?} has no state", data.alarm_name)))?;
+        let state = data.state.ok_or_else(|| Error::BadEvent(format!("alarm {:?} has no state", data.alarm_name)))?;
         Ok(AlarmEvent {
             delivery,
             metrics: watched_metrics(&data.configuration),
@@ -157,17 +146,10 @@ fn watched_metrics(configuration: &Value) -> Vec<WatchedMetric> {
             let dimensions = metric
                 .get("dimensions")
                 .and_then(Value::as_object)
-                .map(|d| {
-                    d.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                        .collect()
-                })
+                .map(|d| d.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
                 .unwrap_or_default();
             Some(WatchedMetric {
-                namespace: metric
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                namespace: metric.get("namespace").and_then(Value::as_str).map(str::to_owned),
                 name,
                 dimensions,
             })
@@ -210,17 +192,12 @@ pub(crate) mod tests {
             if !(name.ends_with(".eventbridge.json") || name.ends_with(".alarm-action.json")) {
                 continue;
             }
-            let raw: Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let raw: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let event = AlarmEvent::decode(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(
-                !event.alarm_name.is_empty() && event.alarm_arn.is_some(),
-                "{name}"
-            );
+            assert!(!event.alarm_name.is_empty() && event.alarm_arn.is_some(), "{name}");
             // Round trip through the aws_lambda_events types keeps what we read.
             let again = if name.ends_with(".eventbridge.json") {
-                let typed: EventBridgeEvent<CloudWatchAlarmData<Value, Value>> =
-                    serde_json::from_value(raw).unwrap();
+                let typed: EventBridgeEvent<CloudWatchAlarmData<Value, Value>> = serde_json::from_value(raw).unwrap();
                 AlarmEvent::decode(&serde_json::to_value(typed).unwrap()).unwrap()
             } else {
                 let typed: CloudWatchAlarm<Value, Value> = serde_json::from_value(raw).unwrap();
@@ -237,43 +214,22 @@ pub(crate) mod tests {
         let alarm = sample("alarm-lambda-canary.eventbridge.json");
         assert_eq!(
             (alarm.state, alarm.previous_state, alarm.delivery),
-            (
-                AlarmState::Alarm,
-                Some(AlarmState::Ok),
-                Delivery::EventBridge
-            )
+            (AlarmState::Alarm, Some(AlarmState::Ok), Delivery::EventBridge)
         );
-        assert_eq!(
-            alarm.metrics[0].dimensions["Resource"],
-            "ai-handler:production"
-        );
+        assert_eq!(alarm.metrics[0].dimensions["Resource"], "ai-handler:production");
         assert_eq!(alarm.state_time, "2026-11-23T17:04:40.989+00:00");
 
         let action = sample("alarm-lambda-canary.alarm-action.json");
         assert_eq!(
             (action.delivery, action.alarm_name.as_str(), action.state),
-            (
-                Delivery::AlarmAction,
-                "ai-handler-canary-errors",
-                AlarmState::Alarm
-            )
+            (Delivery::AlarmAction, "ai-handler-canary-errors", AlarmState::Alarm)
         );
         assert_eq!(action.alarm_arn, alarm.alarm_arn);
 
-        assert_eq!(
-            sample("ok-lambda-canary.eventbridge.json").state,
-            AlarmState::Ok
-        );
-        assert_eq!(
-            sample("insufficient-data-lambda-canary.eventbridge.json").state,
-            AlarmState::InsufficientData
-        );
+        assert_eq!(sample("ok-lambda-canary.eventbridge.json").state, AlarmState::Ok);
+        assert_eq!(sample("insufficient-data-lambda-canary.eventbridge.json").state, AlarmState::InsufficientData);
         let math = sample("alarm-metric-math.eventbridge.json");
-        assert_eq!(
-            math.metrics.len(),
-            2,
-            "the expression contributes no metric"
-        );
+        assert_eq!(math.metrics.len(), 2, "the expression contributes no metric");
         let sagemaker = sample("alarm-sagemaker-canary.eventbridge.json");
         assert_eq!(sagemaker.metrics[0].dimensions["VariantName"], "canary");
     }
@@ -281,17 +237,13 @@ pub(crate) mod tests {
     #[test]
     fn malformed_input_is_a_clear_error_not_a_panic() {
         let base: Value = serde_json::from_str(
-            &std::fs::read_to_string(events_dir().join("alarm-lambda-canary.eventbridge.json"))
-                .unwrap(),
+            &std::fs::read_to_string(events_dir().join("alarm-lambda-canary.eventbridge.json")).unwrap(),
         )
         .unwrap();
         let mut no_state = base.clone();
         no_state["detail"].as_object_mut().unwrap().remove("state");
         let mut no_name = base.clone();
-        no_name["detail"]
-            .as_object_mut()
-            .unwrap()
-            .remove("alarmName");
+        no_name["detail"].as_object_mut().unwrap().remove("alarmName");
         let mut wrong_type = base.clone();
         wrong_type["detail"]["state"]["value"] = serde_json::json!(42);
         let mut bad_time = base.clone();
@@ -312,18 +264,12 @@ pub(crate) mod tests {
             (no_name, "alarmName"),
             (wrong_type, "malformed"),
             (bad_time, "malformed"),
-            (
-                serde_json::json!({"alarmData": {"alarmName": "x"}}),
-                "alarm action payload",
-            ),
+            (serde_json::json!({"alarmData": {"alarmName": "x"}}), "alarm action payload"),
         ];
         for (payload, expected) in cases {
             let err = AlarmEvent::decode(&payload).expect_err(&payload.to_string());
             assert!(matches!(err, Error::BadEvent(_)));
-            assert!(
-                err.to_string().contains(expected),
-                "{err} should mention {expected:?}"
-            );
+            assert!(err.to_string().contains(expected), "{err} should mention {expected:?}");
         }
     }
 }

@@ -43,12 +43,7 @@ impl FakeRouter {
 }
 
 pub fn lambda_split(stable: &str, canary: &str, weight: f64) -> Split {
-    Split {
-        stable: stable.into(),
-        canary: Some(canary.into()),
-        canary_weight: weight,
-        revision: Some("rev-0".into()),
-    }
+    Split { stable: stable.into(), canary: Some(canary.into()), canary_weight: weight, revision: Some("rev-0".into()) }
 }
 
 impl TrafficRouter for FakeRouter {
@@ -59,55 +54,26 @@ impl TrafficRouter for FakeRouter {
             .unwrap()
             .get(target)
             .cloned()
-            .ok_or_else(|| Error::NotFound {
-                target: target.clone(),
-                detail: "no such alias".into(),
-            })
+            .ok_or_else(|| Error::NotFound { target: target.clone(), detail: "no such alias".into() })
     }
 
     async fn write(&self, target: &Target, read: &Split, desired: &Split) -> Result<Split> {
-        if let Some(change) = self
-            .interleaved
-            .lock()
-            .unwrap()
-            .get_mut(target)
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(change) = self.interleaved.lock().unwrap().get_mut(target).and_then(VecDeque::pop_front) {
             let revision = self.next_revision();
-            self.splits
-                .lock()
-                .unwrap()
-                .insert(target.clone(), Split { revision, ..change });
+            self.splits.lock().unwrap().insert(target.clone(), Split { revision, ..change });
         }
-        if let Some(error) = self
-            .write_failures
-            .lock()
-            .unwrap()
-            .get_mut(target)
-            .and_then(VecDeque::pop_front)
-        {
+        if let Some(error) = self.write_failures.lock().unwrap().get_mut(target).and_then(VecDeque::pop_front) {
             return Err(error);
         }
         let mut splits = self.splits.lock().unwrap();
-        let live = splits.get(target).ok_or_else(|| Error::NotFound {
-            target: target.clone(),
-            detail: "gone".into(),
-        })?;
+        let live =
+            splits.get(target).ok_or_else(|| Error::NotFound { target: target.clone(), detail: "gone".into() })?;
         if live.revision != read.revision {
-            return Err(Error::Conflict {
-                target: target.clone(),
-                detail: "revision mismatch".into(),
-            });
+            return Err(Error::Conflict { target: target.clone(), detail: "revision mismatch".into() });
         }
-        let written = Split {
-            revision: self.next_revision(),
-            ..desired.clone()
-        };
+        let written = Split { revision: self.next_revision(), ..desired.clone() };
         splits.insert(target.clone(), written.clone());
-        self.writes
-            .lock()
-            .unwrap()
-            .push((target.clone(), written.clone()));
+        self.writes.lock().unwrap().push((target.clone(), written.clone()));
         Ok(written)
     }
 }
@@ -122,26 +88,14 @@ pub struct FakeNotifier {
 
 impl FakeNotifier {
     pub fn failing(times: usize) -> Self {
-        FakeNotifier {
-            failures_left: Mutex::new(times),
-            ..Default::default()
-        }
+        FakeNotifier { failures_left: Mutex::new(times), ..Default::default() }
     }
 
     pub fn events(&self) -> Vec<(String, String)> {
         let attr = |n: &Notification, key: &str| {
-            n.attributes
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
+            n.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap_or_default()
         };
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|n| (attr(n, "event"), attr(n, "target")))
-            .collect()
+        self.sent.lock().unwrap().iter().map(|n| (attr(n, "event"), attr(n, "target"))).collect()
     }
 }
 
@@ -151,11 +105,7 @@ impl Notifier for FakeNotifier {
         let mut left = self.failures_left.lock().unwrap();
         if *left > 0 {
             *left -= 1;
-            return Err(Error::Aws {
-                operation: "sns:Publish",
-                detail: "service unavailable".into(),
-                retryable: true,
-            });
+            return Err(Error::Aws { operation: "sns:Publish", detail: "service unavailable".into(), retryable: true });
         }
         self.sent.lock().unwrap().push(notification.clone());
         Ok(())

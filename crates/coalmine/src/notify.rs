@@ -17,41 +17,28 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
         ZeroOutcome::RolledBack { before, after } => ("rolled back", before, after),
         ZeroOutcome::AlreadyZero { split } => ("already at zero", split, split),
     };
-    let subject = subject(&format!(
-        "coalmine: {target} {headline} (alarm {})",
-        event.alarm_name
-    ));
+    let subject = subject(&format!("coalmine: {target} {headline} (alarm {})", event.alarm_name));
     let mut body = String::new();
     let _ = writeln!(
         body,
         "{}",
         match outcome {
-            ZeroOutcome::RolledBack { .. } => "coalmine rolled back a canary: its traffic is now zero and this release will not climb again.",
-            ZeroOutcome::AlreadyZero { .. } => "The canary already had no traffic: nothing was changed (a repeated alarm, or an earlier rollback).",
+            ZeroOutcome::RolledBack { .. } =>
+                "coalmine rolled back a canary: its traffic is now zero and this release will not climb again.",
+            ZeroOutcome::AlreadyZero { .. } =>
+                "The canary already had no traffic: nothing was changed (a repeated alarm, or an earlier rollback).",
         }
     );
     let _ = writeln!(body);
     alarm_lines(&mut body, event);
     let _ = writeln!(body, "Target:   {target}");
     let _ = writeln!(body, "Stable:   {}", before.stable);
-    let _ = writeln!(
-        body,
-        "Canary:   {}",
-        before.canary.as_deref().unwrap_or("(none)")
-    );
-    let _ = writeln!(
-        body,
-        "Weight:   {} -> {}",
-        percent(before.canary_weight),
-        percent(after.canary_weight)
-    );
+    let _ = writeln!(body, "Canary:   {}", before.canary.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(body, "Weight:   {} -> {}", percent(before.canary_weight), percent(after.canary_weight));
     Notification {
         subject,
         body,
-        attributes: vec![
-            (ATTR_EVENT, outcome.event_name().to_owned()),
-            (ATTR_TARGET, target.to_string()),
-        ],
+        attributes: vec![(ATTR_EVENT, outcome.event_name().to_owned()), (ATTR_TARGET, target.to_string())],
     }
 }
 
@@ -63,10 +50,7 @@ pub fn no_target(event: &AlarmEvent) -> Notification {
     );
     alarm_lines(&mut body, event);
     Notification {
-        subject: subject(&format!(
-            "coalmine: alarm {} guards no known canary",
-            event.alarm_name
-        )),
+        subject: subject(&format!("coalmine: alarm {} guards no known canary", event.alarm_name)),
         body,
         attributes: vec![(ATTR_EVENT, "no_target".to_owned())],
     }
@@ -77,12 +61,7 @@ fn alarm_lines(body: &mut String, event: &AlarmEvent) {
     if let Some(arn) = &event.alarm_arn {
         let _ = writeln!(body, "ARN:      {arn}");
     }
-    let _ = writeln!(
-        body,
-        "State:    {} since {}",
-        event.state.as_str(),
-        event.state_time
-    );
+    let _ = writeln!(body, "State:    {} since {}", event.state.as_str(), event.state_time);
     let _ = writeln!(body, "Reason:   {}", event.reason);
 }
 
@@ -124,10 +103,7 @@ mod tests {
     fn subjects_are_ascii_without_controls_and_at_most_100_chars() {
         let s = subject(&format!("coalmine: alarm ünïcode\n{}", "x".repeat(200)));
         assert!(s.len() <= SUBJECT_MAX);
-        assert!(
-            s.chars().all(|c| c.is_ascii() && !c.is_ascii_control()),
-            "{s}"
-        );
+        assert!(s.chars().all(|c| c.is_ascii() && !c.is_ascii_control()), "{s}");
         assert!(s.ends_with("..."));
         assert_eq!(subject("short"), "short");
     }

@@ -25,11 +25,7 @@ pub struct Split {
 impl Split {
     /// The same routing with the canary at `weight`.
     pub fn with_canary_weight(&self, weight: f64) -> Split {
-        Split {
-            canary_weight: weight,
-            revision: None,
-            ..self.clone()
-        }
+        Split { canary_weight: weight, revision: None, ..self.clone() }
     }
 
     pub fn canary_is_zero(&self) -> bool {
@@ -51,12 +47,7 @@ pub trait TrafficRouter: Send + Sync {
     /// (otherwise [`crate::Error::Conflict`]); returns the split as written.
     /// Lambda: `desired.stable` becomes the alias's version (so promotion is a new stable
     /// with no canary); SageMaker: the variants stay, the weights move.
-    fn write(
-        &self,
-        target: &Target,
-        read: &Split,
-        desired: &Split,
-    ) -> impl Future<Output = Result<Split>> + Send;
+    fn write(&self, target: &Target, read: &Split, desired: &Split) -> impl Future<Output = Result<Split>> + Send;
 }
 
 /// One SNS message: a subject, a human-readable body, and attributes for filter policies.

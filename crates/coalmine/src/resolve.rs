@@ -41,21 +41,13 @@ pub struct Resolution {
     pub tag_lookup_failed: Option<Error>,
 }
 
-pub async fn resolve_targets(
-    event: &AlarmEvent,
-    mapping: &TargetMapping,
-    alarms: &impl AlarmSource,
-) -> Resolution {
+pub async fn resolve_targets(event: &AlarmEvent, mapping: &TargetMapping, alarms: &impl AlarmSource) -> Resolution {
     let mut tag_lookup_failed = None;
     if let Some(arn) = &event.alarm_arn {
         match alarms.target_tag(arn).await {
             Ok(Some(value)) => match parse_target_list(&value) {
                 Ok(targets) if !targets.is_empty() => {
-                    return Resolution {
-                        targets: dedup(targets),
-                        by: ResolvedBy::Tag,
-                        tag_lookup_failed: None,
-                    }
+                    return Resolution { targets: dedup(targets), by: ResolvedBy::Tag, tag_lookup_failed: None }
                 }
                 Ok(_) => {
                     warn!(alarm = %event.alarm_name, tag = TARGET_TAG, "tag is empty; trying other sources")
@@ -75,18 +67,10 @@ pub async fn resolve_targets(
         (dedup(targets.to_vec()), ResolvedBy::Mapping)
     } else {
         let targets = targets_from_dimensions(event);
-        let by = if targets.is_empty() {
-            ResolvedBy::Nothing
-        } else {
-            ResolvedBy::Dimensions
-        };
+        let by = if targets.is_empty() { ResolvedBy::Nothing } else { ResolvedBy::Dimensions };
         (targets, by)
     };
-    Resolution {
-        targets,
-        by,
-        tag_lookup_failed,
-    }
+    Resolution { targets, by, tag_lookup_failed }
 }
 
 /// `AWS/Lambda` metrics by `FunctionName` + `Resource` "function:alias", and
@@ -97,9 +81,7 @@ pub fn targets_from_dimensions(event: &AlarmEvent) -> Vec<Target> {
         let dims = &metric.dimensions;
         match metric.namespace.as_deref() {
             Some("AWS/Lambda") => {
-                let (Some(function), Some(resource)) =
-                    (dims.get("FunctionName"), dims.get("Resource"))
-                else {
+                let (Some(function), Some(resource)) = (dims.get("FunctionName"), dims.get("Resource")) else {
                     continue;
                 };
                 if let Some((resource_function, alias)) = resource.rsplit_once(':') {
@@ -109,9 +91,7 @@ pub fn targets_from_dimensions(event: &AlarmEvent) -> Vec<Target> {
                 }
             }
             Some("AWS/SageMaker") => {
-                if let (Some(endpoint), Some(variant)) =
-                    (dims.get("EndpointName"), dims.get("VariantName"))
-                {
+                if let (Some(endpoint), Some(variant)) = (dims.get("EndpointName"), dims.get("VariantName")) {
                     targets.insert(Target::Sagemaker(SageMakerVariants {
                         endpoint: endpoint.clone(),
                         stable_variant: None,
@@ -127,8 +107,5 @@ pub fn targets_from_dimensions(event: &AlarmEvent) -> Vec<Target> {
 
 fn dedup(targets: Vec<Target>) -> Vec<Target> {
     let mut seen = BTreeSet::new();
-    targets
-        .into_iter()
-        .filter(|t| seen.insert(t.clone()))
-        .collect()
+    targets.into_iter().filter(|t| seen.insert(t.clone())).collect()
 }

@@ -41,10 +41,7 @@ pub async fn zero_canary(router: &impl TrafficRouter, target: &Target) -> Result
         if before.canary_is_zero() {
             return Ok(ZeroOutcome::AlreadyZero { split: before });
         }
-        match router
-            .write(target, &before, &before.with_canary_weight(0.0))
-            .await
-        {
+        match router.write(target, &before, &before.with_canary_weight(0.0)).await {
             Ok(after) => return Ok(ZeroOutcome::RolledBack { before, after }),
             Err(conflict @ Error::Conflict { .. }) => {
                 warn!(target = %target, error = %conflict, "traffic changed between read and write; reading again");
@@ -53,10 +50,7 @@ pub async fn zero_canary(router: &impl TrafficRouter, target: &Target) -> Result
             Err(other) => return Err(other),
         }
     }
-    Err(last_conflict.unwrap_or_else(|| Error::Conflict {
-        target: target.clone(),
-        detail: "no attempt made".into(),
-    }))
+    Err(last_conflict.unwrap_or_else(|| Error::Conflict { target: target.clone(), detail: "no attempt made".into() }))
 }
 
 pub struct RollbackDeps<'a, R, N, A> {
@@ -78,10 +72,7 @@ pub struct RollbackReport {
 /// Handles one alarm event. Returns an error, after every target was attempted and every
 /// message tried, when any rollback or notification failed: Lambda then retries the
 /// event, and a retry finds zeroed targets `already_zero` and sends what was missed.
-pub async fn handle_alarm<R, N, A>(
-    event: &AlarmEvent,
-    deps: &RollbackDeps<'_, R, N, A>,
-) -> Result<RollbackReport>
+pub async fn handle_alarm<R, N, A>(event: &AlarmEvent, deps: &RollbackDeps<'_, R, N, A>) -> Result<RollbackReport>
 where
     R: TrafficRouter,
     N: Notifier,
@@ -89,29 +80,23 @@ where
 {
     if event.state != AlarmState::Alarm {
         info!(alarm = %event.alarm_name, state = event.state.as_str(), decision = "ignored", "only ALARM rolls back");
-        return Ok(RollbackReport {
-            ignored_state: Some(event.state),
-            ..Default::default()
-        });
+        return Ok(RollbackReport { ignored_state: Some(event.state), ..Default::default() });
     }
 
     let resolution = resolve_targets(event, deps.mapping, deps.alarms).await;
-    let mut report = RollbackReport {
-        resolved_by: Some(resolution.by),
-        ..Default::default()
-    };
+    let mut report = RollbackReport { resolved_by: Some(resolution.by), ..Default::default() };
 
     if resolution.targets.is_empty() {
         warn!(alarm = %event.alarm_name, decision = "no_target", "the alarm guards no target coalmine knows");
         let sent = deps.notifier.publish(&notify::no_target(event)).await;
         report.notified += usize::from(sent.is_ok());
         return match (resolution.tag_lookup_failed, sent) {
-            (Some(tag_error), _) => Err(retryable(format!(
-                "no target resolved because the alarm's tags could not be read: {tag_error}"
-            ))),
-            (None, Err(notify_error)) => Err(retryable(format!(
-                "the no-target warning could not be sent: {notify_error}"
-            ))),
+            (Some(tag_error), _) => {
+                Err(retryable(format!("no target resolved because the alarm's tags could not be read: {tag_error}")))
+            }
+            (None, Err(notify_error)) => {
+                Err(retryable(format!("the no-target warning could not be sent: {notify_error}")))
+            }
             (None, Ok(())) => Ok(report),
         };
     }
@@ -162,18 +147,12 @@ where
     if problems.is_empty() {
         Ok(report)
     } else {
-        Err(Error::Incomplete {
-            summary: problems.join("; "),
-            retryable,
-        })
+        Err(Error::Incomplete { summary: problems.join("; "), retryable })
     }
 }
 
 fn retryable(summary: String) -> Error {
-    Error::Incomplete {
-        summary,
-        retryable: true,
-    }
+    Error::Incomplete { summary, retryable: true }
 }
 
 fn log_outcome(event: &AlarmEvent, target: &Target, outcome: &Result<ZeroOutcome>, by: ResolvedBy) {
@@ -208,9 +187,8 @@ where
     N: Notifier,
     A: AlarmSource,
 {
-    let event = AlarmEvent::decode(payload).inspect_err(
-        |e| error!(error = %e, decision = "rejected", "event not understood; no traffic changed"),
-    )?;
+    let event = AlarmEvent::decode(payload)
+        .inspect_err(|e| error!(error = %e, decision = "rejected", "event not understood; no traffic changed"))?;
     let report = handle_alarm(&event, deps).await?;
     Ok(report.summary(&event))
 }
@@ -229,7 +207,9 @@ impl RollbackReport {
                     "target": target.to_string(), "outcome": "already_zero",
                     "weight_before": split.canary_weight, "weight_after": split.canary_weight,
                 }),
-                Err(e) => serde_json::json!({"target": target.to_string(), "outcome": "failed", "error": e.to_string()}),
+                Err(e) => {
+                    serde_json::json!({"target": target.to_string(), "outcome": "failed", "error": e.to_string()})
+                }
             })
             .collect();
         serde_json::json!({
@@ -264,16 +244,7 @@ mod tests {
         alarms: &FakeAlarms,
         mapping: &TargetMapping,
     ) -> Result<RollbackReport> {
-        handle_alarm(
-            event,
-            &RollbackDeps {
-                router,
-                notifier,
-                alarms,
-                mapping,
-            },
-        )
-        .await
+        handle_alarm(event, &RollbackDeps { router, notifier, alarms, mapping }).await
     }
 
     #[tokio::test]
@@ -296,16 +267,9 @@ mod tests {
         assert_eq!(router.split(&handler()).stable, "41");
         assert_eq!(router.write_count(), 1);
         assert_eq!(report.resolved_by, Some(ResolvedBy::Dimensions));
-        assert_eq!(
-            notifier.events(),
-            vec![("rolled_back".into(), "lambda:ai-handler:production".into())]
-        );
+        assert_eq!(notifier.events(), vec![("rolled_back".into(), "lambda:ai-handler:production".into())]);
         let message = &notifier.sent.lock().unwrap()[0];
-        assert!(
-            message.subject.contains("rolled back") && message.subject.len() <= 100,
-            "{}",
-            message.subject
-        );
+        assert!(message.subject.contains("rolled back") && message.subject.len() <= 100, "{}", message.subject);
         for expected in [
             "ai-handler-canary-errors",
             "Threshold Crossed",
@@ -315,11 +279,7 @@ mod tests {
             "Stable:   41",
             "Canary:   42",
         ] {
-            assert!(
-                message.body.contains(expected),
-                "body lacks {expected:?}:\n{}",
-                message.body
-            );
+            assert!(message.body.contains(expected), "body lacks {expected:?}:\n{}", message.body);
         }
     }
 
@@ -328,24 +288,8 @@ mod tests {
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
         let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
         let event = sample("alarm-lambda-canary.eventbridge.json");
-        run(
-            &event,
-            &router,
-            &notifier,
-            &alarms,
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap();
-        run(
-            &event,
-            &router,
-            &notifier,
-            &alarms,
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap();
+        run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
+        run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
         assert_eq!(router.write_count(), 1);
         let events: Vec<String> = notifier.events().into_iter().map(|(e, _)| e).collect();
         assert_eq!(events, ["rolled_back", "already_zero"]);
@@ -353,32 +297,13 @@ mod tests {
 
     #[tokio::test]
     async fn only_alarm_acts() {
-        for file in [
-            "ok-lambda-canary.eventbridge.json",
-            "insufficient-data-lambda-canary.eventbridge.json",
-        ] {
+        for file in ["ok-lambda-canary.eventbridge.json", "insufficient-data-lambda-canary.eventbridge.json"] {
             let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
             let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
-            let report = run(
-                &sample(file),
-                &router,
-                &notifier,
-                &alarms,
-                &TargetMapping::default(),
-            )
-            .await
-            .unwrap();
+            let report = run(&sample(file), &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
             assert!(report.ignored_state.is_some(), "{file}");
-            assert_eq!(
-                (*router.reads.lock().unwrap(), router.write_count()),
-                (0, 0),
-                "{file}"
-            );
-            assert_eq!(
-                *notifier.attempts.lock().unwrap() + *alarms.calls.lock().unwrap(),
-                0,
-                "{file}"
-            );
+            assert_eq!((*router.reads.lock().unwrap(), router.write_count()), (0, 0), "{file}");
+            assert_eq!(*notifier.attempts.lock().unwrap() + *alarms.calls.lock().unwrap(), 0, "{file}");
         }
     }
 
@@ -388,20 +313,10 @@ mod tests {
         let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
         let mut event = sample("alarm-lambda-canary.eventbridge.json");
         event.metrics.clear();
-        let report = run(
-            &event,
-            &router,
-            &notifier,
-            &alarms,
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap();
+        let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
         assert_eq!(report.resolved_by, Some(ResolvedBy::Nothing));
         assert_eq!(notifier.events(), vec![("no_target".into(), String::new())]);
-        assert!(notifier.sent.lock().unwrap()[0]
-            .body
-            .contains("coalmine:target"));
+        assert!(notifier.sent.lock().unwrap()[0].body.contains("coalmine:target"));
         assert_eq!(*router.reads.lock().unwrap(), 0);
     }
 
@@ -417,112 +332,46 @@ mod tests {
         let mapping = TargetMapping::parse(r#"{"ai-handler-*": ["lambda:mapped:live"]}"#).unwrap();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
-        let alarms = FakeAlarms {
-            tags: HashMap::from([(ARN.into(), "lambda:tagged:live".into())]),
-            ..Default::default()
-        };
-        let report = run(&event, &router, &FakeNotifier::default(), &alarms, &mapping)
-            .await
-            .unwrap();
-        assert_eq!(
-            (report.resolved_by, report.outcomes[0].0.clone()),
-            (Some(ResolvedBy::Tag), tagged)
-        );
+        let alarms =
+            FakeAlarms { tags: HashMap::from([(ARN.into(), "lambda:tagged:live".into())]), ..Default::default() };
+        let report = run(&event, &router, &FakeNotifier::default(), &alarms, &mapping).await.unwrap();
+        assert_eq!((report.resolved_by, report.outcomes[0].0.clone()), (Some(ResolvedBy::Tag), tagged));
 
-        let report = run(
-            &event,
-            &router,
-            &FakeNotifier::default(),
-            &FakeAlarms::default(),
-            &mapping,
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            (report.resolved_by, report.outcomes[0].0.clone()),
-            (Some(ResolvedBy::Mapping), mapped)
-        );
+        let report = run(&event, &router, &FakeNotifier::default(), &FakeAlarms::default(), &mapping).await.unwrap();
+        assert_eq!((report.resolved_by, report.outcomes[0].0.clone()), (Some(ResolvedBy::Mapping), mapped));
 
-        let malformed = FakeAlarms {
-            tags: HashMap::from([(ARN.into(), "lambda:only-two".into())]),
-            ..Default::default()
-        };
-        let report = run(
-            &event,
-            &router,
-            &FakeNotifier::default(),
-            &malformed,
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            (report.resolved_by, report.outcomes[0].0.clone()),
-            (Some(ResolvedBy::Dimensions), handler())
-        );
+        let malformed =
+            FakeAlarms { tags: HashMap::from([(ARN.into(), "lambda:only-two".into())]), ..Default::default() };
+        let report =
+            run(&event, &router, &FakeNotifier::default(), &malformed, &TargetMapping::default()).await.unwrap();
+        assert_eq!((report.resolved_by, report.outcomes[0].0.clone()), (Some(ResolvedBy::Dimensions), handler()));
     }
 
     #[tokio::test]
     async fn every_target_is_attempted_when_one_fails_and_the_invocation_fails_retryable() {
-        let (a, b, c) = (
-            Target::lambda("a", "live"),
-            Target::lambda("b", "live"),
-            Target::lambda("c", "live"),
-        );
-        let router = FakeRouter::with(
-            [a.clone(), b.clone(), c.clone()].map(|t| (t, lambda_split("1", "2", 0.25))),
-        );
+        let (a, b, c) = (Target::lambda("a", "live"), Target::lambda("b", "live"), Target::lambda("c", "live"));
+        let router = FakeRouter::with([a.clone(), b.clone(), c.clone()].map(|t| (t, lambda_split("1", "2", 0.25))));
         router.write_failures.lock().unwrap().insert(
             b.clone(),
-            VecDeque::from([Error::Aws {
-                operation: "lambda:UpdateAlias",
-                detail: "503".into(),
-                retryable: true,
-            }]),
+            VecDeque::from([Error::Aws { operation: "lambda:UpdateAlias", detail: "503".into(), retryable: true }]),
         );
         let alarms = FakeAlarms {
-            tags: HashMap::from([(
-                ARN.into(),
-                "lambda:a:live lambda:b:live lambda:c:live".into(),
-            )]),
+            tags: HashMap::from([(ARN.into(), "lambda:a:live lambda:b:live lambda:c:live".into())]),
             ..Default::default()
         };
         let notifier = FakeNotifier::default();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
-        let err = run(
-            &event,
-            &router,
-            &notifier,
-            &alarms,
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap_err();
+        let err = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap_err();
         assert!(err.is_retryable());
-        assert!(
-            err.to_string().contains("rollback of lambda:b:live failed"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("rollback of lambda:b:live failed"), "{err}");
         assert_eq!(router.split(&a).canary_weight, 0.0);
         assert_eq!(router.split(&b).canary_weight, 0.25);
         assert_eq!(router.split(&c).canary_weight, 0.0);
-        assert_eq!(
-            notifier.sent.lock().unwrap().len(),
-            2,
-            "no message for the target that was not rolled back"
-        );
+        assert_eq!(notifier.sent.lock().unwrap().len(), 2, "no message for the target that was not rolled back");
 
         // The retry Lambda makes finishes the job and re-tells the others as already_zero.
-        run(
-            &event,
-            &router,
-            &notifier,
-            &alarms,
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap();
+        run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
         assert_eq!(router.split(&b).canary_weight, 0.0);
         let mut retry_events = notifier.events()[2..].to_vec();
         retry_events.sort();
@@ -557,38 +406,12 @@ mod tests {
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
         let notifier = FakeNotifier::failing(1);
         let event = sample("alarm-lambda-canary.eventbridge.json");
-        let err = run(
-            &event,
-            &router,
-            &notifier,
-            &FakeAlarms::default(),
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            err.is_retryable() && err.to_string().contains("not sent"),
-            "{err}"
-        );
-        assert_eq!(
-            router.split(&handler()).canary_weight,
-            0.0,
-            "the rollback stands"
-        );
+        let err = run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap_err();
+        assert!(err.is_retryable() && err.to_string().contains("not sent"), "{err}");
+        assert_eq!(router.split(&handler()).canary_weight, 0.0, "the rollback stands");
 
-        run(
-            &event,
-            &router,
-            &notifier,
-            &FakeAlarms::default(),
-            &TargetMapping::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            notifier.events(),
-            vec![("already_zero".into(), "lambda:ai-handler:production".into())]
-        );
+        run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap();
+        assert_eq!(notifier.events(), vec![("already_zero".into(), "lambda:ai-handler:production".into())]);
         assert_eq!(router.write_count(), 1);
     }
 
@@ -596,11 +419,7 @@ mod tests {
     async fn a_change_between_read_and_write_is_read_again_not_overwritten() {
         // Someone raises the canary to 10% after our read: our write is refused, we re-read.
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        router
-            .interleaved
-            .lock()
-            .unwrap()
-            .insert(handler(), VecDeque::from([lambda_split("41", "42", 0.10)]));
+        router.interleaved.lock().unwrap().insert(handler(), VecDeque::from([lambda_split("41", "42", 0.10)]));
         let report = run(
             &sample("alarm-lambda-canary.eventbridge.json"),
             &router,
@@ -618,11 +437,7 @@ mod tests {
 
         // A concurrent rollback lands first: we find zero and write nothing.
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        router
-            .interleaved
-            .lock()
-            .unwrap()
-            .insert(handler(), VecDeque::from([lambda_split("41", "42", 0.0)]));
+        router.interleaved.lock().unwrap().insert(handler(), VecDeque::from([lambda_split("41", "42", 0.0)]));
         let notifier = FakeNotifier::default();
         run(
             &sample("alarm-lambda-canary.eventbridge.json"),
@@ -640,15 +455,8 @@ mod tests {
     #[tokio::test]
     async fn endless_conflicts_give_up_retryable_after_a_bound() {
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let conflict = || Error::Conflict {
-            target: handler(),
-            detail: "412".into(),
-        };
-        router
-            .write_failures
-            .lock()
-            .unwrap()
-            .insert(handler(), (0..MAX_CONFLICTS).map(|_| conflict()).collect());
+        let conflict = || Error::Conflict { target: handler(), detail: "412".into() };
+        router.write_failures.lock().unwrap().insert(handler(), (0..MAX_CONFLICTS).map(|_| conflict()).collect());
         let err = zero_canary(&router, &handler()).await.unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable());
         assert_eq!(*router.reads.lock().unwrap(), MAX_CONFLICTS);
@@ -657,10 +465,7 @@ mod tests {
     #[tokio::test]
     async fn unreadable_tags_still_roll_back_from_other_sources_then_fail_for_a_retry() {
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let alarms = FakeAlarms {
-            fail: true,
-            ..Default::default()
-        };
+        let alarms = FakeAlarms { fail: true, ..Default::default() };
         let err = run(
             &sample("alarm-lambda-canary.eventbridge.json"),
             &router,
@@ -670,10 +475,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(
-            err.is_retryable() && err.to_string().contains("tag could not be read"),
-            "{err}"
-        );
+        assert!(err.is_retryable() && err.to_string().contains("tag could not be read"), "{err}");
         assert_eq!(router.split(&handler()).canary_weight, 0.0);
     }
 
@@ -690,9 +492,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::BadEvent(_)) && !err.is_retryable());
-        assert_eq!(
-            (*router.reads.lock().unwrap(), router.write_count()),
-            (0, 0)
-        );
+        assert_eq!((*router.reads.lock().unwrap(), router.write_count()), (0, 0));
     }
 }

@@ -34,17 +34,10 @@ pub struct SageMakerVariants {
 
 impl Target {
     pub fn lambda(function: impl Into<String>, alias: impl Into<String>) -> Self {
-        Target::Lambda(LambdaAlias {
-            function: function.into(),
-            alias: alias.into(),
-        })
+        Target::Lambda(LambdaAlias { function: function.into(), alias: alias.into() })
     }
 
-    pub fn sagemaker(
-        endpoint: impl Into<String>,
-        stable: impl Into<String>,
-        canary: impl Into<String>,
-    ) -> Self {
+    pub fn sagemaker(endpoint: impl Into<String>, stable: impl Into<String>, canary: impl Into<String>) -> Self {
         Target::Sagemaker(SageMakerVariants {
             endpoint: endpoint.into(),
             stable_variant: Some(stable.into()),
@@ -59,11 +52,7 @@ impl fmt::Display for Target {
         match self {
             Target::Lambda(t) => write!(f, "lambda:{}:{}", t.function, t.alias),
             Target::Sagemaker(t) => match &t.stable_variant {
-                Some(stable) => write!(
-                    f,
-                    "sagemaker:{}:{}:{}",
-                    t.endpoint, stable, t.canary_variant
-                ),
+                Some(stable) => write!(f, "sagemaker:{}:{}:{}", t.endpoint, stable, t.canary_variant),
                 None => write!(f, "sagemaker:{}:{}", t.endpoint, t.canary_variant),
             },
         }
@@ -74,32 +63,23 @@ impl FromStr for Target {
     type Err = Error;
 
     fn from_str(input: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::BadTarget {
-            input: input.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let bad = |reason: &str| Error::BadTarget { input: input.to_owned(), reason: reason.to_owned() };
         let parts: Vec<&str> = input.trim().split(':').collect();
         if parts.iter().any(|p| p.is_empty()) {
-            return Err(bad(
-                "empty part; expected lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY",
-            ));
+            return Err(bad("empty part; expected lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY"));
         }
         match parts.as_slice() {
             ["lambda", function, alias] => Ok(Target::lambda(*function, *alias)),
             ["sagemaker", endpoint, stable, canary] if stable == canary => {
                 Err(bad("the stable and canary variants must differ"))
             }
-            ["sagemaker", endpoint, stable, canary] => {
-                Ok(Target::sagemaker(*endpoint, *stable, *canary))
-            }
+            ["sagemaker", endpoint, stable, canary] => Ok(Target::sagemaker(*endpoint, *stable, *canary)),
             ["sagemaker", endpoint, canary] => Ok(Target::Sagemaker(SageMakerVariants {
                 endpoint: (*endpoint).to_owned(),
                 stable_variant: None,
                 canary_variant: (*canary).to_owned(),
             })),
-            _ => Err(bad(
-                "expected lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY",
-            )),
+            _ => Err(bad("expected lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY")),
         }
     }
 }
@@ -116,25 +96,14 @@ mod tests {
 
     #[test]
     fn strings_round_trip() {
-        for s in [
-            "lambda:ai-handler:production",
-            "sagemaker:ep:stable:canary",
-            "sagemaker:ep:canary",
-        ] {
+        for s in ["lambda:ai-handler:production", "sagemaker:ep:stable:canary", "sagemaker:ep:canary"] {
             assert_eq!(s.parse::<Target>().unwrap().to_string(), s);
         }
     }
 
     #[test]
     fn malformed_strings_are_rejected_with_the_expected_form() {
-        for s in [
-            "",
-            "lambda:fn",
-            "lambda::alias",
-            "ecs:svc:x",
-            "sagemaker:ep:a:a",
-            "lambda:a:b:c",
-        ] {
+        for s in ["", "lambda:fn", "lambda::alias", "ecs:svc:x", "sagemaker:ep:a:a", "lambda:a:b:c"] {
             let err = s.parse::<Target>().unwrap_err().to_string();
             assert!(err.contains(&format!("{s:?}")), "{err}");
         }
@@ -143,22 +112,13 @@ mod tests {
     #[test]
     fn a_tag_value_holds_several_targets() {
         let targets = parse_target_list(" lambda:a:live  sagemaker:ep:s:c ").unwrap();
-        assert_eq!(
-            targets,
-            vec![
-                Target::lambda("a", "live"),
-                Target::sagemaker("ep", "s", "c")
-            ]
-        );
+        assert_eq!(targets, vec![Target::lambda("a", "live"), Target::sagemaker("ep", "s", "c")]);
     }
 
     #[test]
     fn json_form_is_externally_tagged_and_strict() {
         let t: Target = serde_json::from_str(r#"{"lambda":{"function":"f","alias":"a"}}"#).unwrap();
         assert_eq!(t, Target::lambda("f", "a"));
-        assert!(
-            serde_json::from_str::<Target>(r#"{"lambda":{"function":"f","alias":"a","x":1}}"#)
-                .is_err()
-        );
+        assert!(serde_json::from_str::<Target>(r#"{"lambda":{"function":"f","alias":"a","x":1}}"#).is_err());
     }
 }

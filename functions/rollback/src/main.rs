@@ -25,10 +25,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         async move {
             handle_payload(&event.payload, deps)
                 .await
-                .map_err(|e| Diagnostic {
-                    error_type: e.error_type().into(),
-                    error_message: e.to_string(),
-                })
+                .map_err(|e| Diagnostic { error_type: e.error_type().into(), error_message: e.to_string() })
         }
     }))
     .await

@@ -32,7 +32,10 @@ async fn main() {
     let setup = Instant::now();
     local.create_function_from(&rollback_fn, &bootstrap_path("rollback"), &[("SNS_TOPIC_ARN", &inbox.topic_arn)]).await;
     let t = Timeline(Instant::now());
-    t.say(format!("deployed the real rollback bootstrap as {rollback_fn} ({:.1}s), and the team's SNS topic", setup.elapsed().as_secs_f64()));
+    t.say(format!(
+        "deployed the real rollback bootstrap as {rollback_fn} ({:.1}s), and the team's SNS topic",
+        setup.elapsed().as_secs_f64()
+    ));
 
     println!("\n  Lambda: a new model version behind a weighted alias");
     let function = name("ai-handler");
@@ -41,11 +44,14 @@ async fn main() {
     t.say(format!("{target}: version {stable} serves {}, canary {}", share(1.0 - total(&weights)), describe(&weights)));
     let alarm = name("ai-handler-canary-errors");
     fire(&local, &t, &rollback_fn, &alarm, &target, "alarm-lambda-canary.eventbridge.json").await;
-    let zeroed = poll(Duration::from_secs(30), || async { local.alias_state(&target).await.1.is_empty().then_some(()) }).await;
+    let zeroed =
+        poll(Duration::from_secs(30), || async { local.alias_state(&target).await.1.is_empty().then_some(()) }).await;
     let (stable, _, _) = local.alias_state(&target).await;
     t.say(match zeroed {
         Some(()) => format!("{target}: canary weight 5% -> 0%, version {stable} serves 100%"),
-        None => format!("{target}: canary still has traffic after 30 s (see .local-aws/ministack.log)"),
+        None => {
+            format!("{target}: canary still has traffic after 30 s (see .local-aws/ministack.log)")
+        }
     });
     show_message(&inbox, &t).await;
 
@@ -56,7 +62,10 @@ async fn main() {
     t.say(format!("{target}: variant stable weight {:.2}, canary {:.2}", w["stable"], w["canary"]));
     let alarm = name("ai-model-canary-5xx");
     let event = fire(&local, &t, &rollback_fn, &alarm, &target, "alarm-sagemaker-canary.eventbridge.json").await;
-    let zeroed = poll(Duration::from_secs(30), || async { (local.variant_weights(&endpoint).await["canary"] == 0.0).then_some(()) }).await;
+    let zeroed = poll(Duration::from_secs(30), || async {
+        (local.variant_weights(&endpoint).await["canary"] == 0.0).then_some(())
+    })
+    .await;
     let w = local.variant_weights(&endpoint).await;
     t.say(match zeroed {
         Some(()) => format!("{target}: variant stable weight {:.2}, canary {:.2}", w["stable"], w["canary"]),
@@ -72,8 +81,16 @@ async fn main() {
 }
 
 /// Sends the alarm to ALARM and delivers its state-change event; returns the event.
-async fn fire(local: &LocalAws, t: &Timeline, rollback_fn: &str, alarm: &str, target: &Target, sample: &str) -> serde_json::Value {
-    const REASON: &str = "Threshold Crossed: 1 out of the last 1 datapoints [17.0] was greater than the threshold (5.0)";
+async fn fire(
+    local: &LocalAws,
+    t: &Timeline,
+    rollback_fn: &str,
+    alarm: &str,
+    target: &Target,
+    sample: &str,
+) -> serde_json::Value {
+    const REASON: &str =
+        "Threshold Crossed: 1 out of the last 1 datapoints [17.0] was greater than the threshold (5.0)";
     local.put_alarm(alarm, Some(&target.to_string())).await;
     local
         .cloudwatch
@@ -131,6 +148,9 @@ fn describe(weights: &std::collections::HashMap<String, f64>) -> String {
 /// Four hex digits so names stay readable and a second run against the same local AWS
 /// does not collide with the first.
 fn run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
     format!("{:04x}", (nanos ^ std::process::id()) & 0xffff)
 }

@@ -21,28 +21,20 @@ impl LambdaAliases {
     }
 
     pub(super) async fn read(&self, target: &Target, alias: &LambdaAlias) -> Result<Split> {
-        let out = self
-            .client
-            .get_alias()
-            .function_name(&alias.function)
-            .name(&alias.alias)
-            .send()
-            .await
-            .map_err(|e| match service_code(&e) {
-                Some(("ResourceNotFoundException", message)) => Error::NotFound {
-                    target: target.clone(),
-                    detail: message.to_owned(),
-                },
-                _ => aws_error("lambda:GetAlias", e),
+        let out =
+            self.client.get_alias().function_name(&alias.function).name(&alias.alias).send().await.map_err(|e| {
+                match service_code(&e) {
+                    Some(("ResourceNotFoundException", message)) => {
+                        Error::NotFound { target: target.clone(), detail: message.to_owned() }
+                    }
+                    _ => aws_error("lambda:GetAlias", e),
+                }
             })?;
         let stable = out.function_version.ok_or_else(|| Error::Unsupported {
             target: target.clone(),
             detail: "GetAlias returned no FunctionVersion".into(),
         })?;
-        let weights = out
-            .routing_config
-            .and_then(|r| r.additional_version_weights)
-            .unwrap_or_default();
+        let weights = out.routing_config.and_then(|r| r.additional_version_weights).unwrap_or_default();
         let mut weights = weights.into_iter();
         let (canary, canary_weight) = match (weights.next(), weights.next()) {
             (None, _) => (None, 0.0),
@@ -54,12 +46,7 @@ impl LambdaAliases {
                 })
             }
         };
-        Ok(Split {
-            stable,
-            canary,
-            canary_weight,
-            revision: out.revision_id,
-        })
+        Ok(Split { stable, canary, canary_weight, revision: out.revision_id })
     }
 
     pub(super) async fn write(
@@ -90,28 +77,19 @@ impl LambdaAliases {
             .function_name(&alias.function)
             .name(&alias.alias)
             .function_version(&desired.stable)
-            .routing_config(
-                AliasRoutingConfiguration::builder()
-                    .set_additional_version_weights(Some(weights))
-                    .build(),
-            )
+            .routing_config(AliasRoutingConfiguration::builder().set_additional_version_weights(Some(weights)).build())
             .set_revision_id(read.revision.clone())
             .send()
             .await
             .map_err(|e| match service_code(&e) {
-                Some(("PreconditionFailedException", message)) => Error::Conflict {
-                    target: target.clone(),
-                    detail: message.to_owned(),
-                },
-                Some(("ResourceNotFoundException", message)) => Error::NotFound {
-                    target: target.clone(),
-                    detail: message.to_owned(),
-                },
+                Some(("PreconditionFailedException", message)) => {
+                    Error::Conflict { target: target.clone(), detail: message.to_owned() }
+                }
+                Some(("ResourceNotFoundException", message)) => {
+                    Error::NotFound { target: target.clone(), detail: message.to_owned() }
+                }
                 _ => aws_error("lambda:UpdateAlias", e),
             })?;
-        Ok(Split {
-            revision: out.revision_id,
-            ..desired.clone()
-        })
+        Ok(Split { revision: out.revision_id, ..desired.clone() })
     }
 }

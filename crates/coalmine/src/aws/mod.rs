@@ -62,9 +62,7 @@ impl TrafficRouter for AwsRouter {
     async fn write(&self, target: &Target, read: &Split, desired: &Split) -> Result<Split> {
         match target {
             Target::Lambda(alias) => self.lambda.write(target, alias, read, desired).await,
-            Target::Sagemaker(variants) => {
-                self.sagemaker.write(target, variants, read, desired).await
-            }
+            Target::Sagemaker(variants) => self.sagemaker.write(target, variants, read, desired).await,
         }
     }
 }
@@ -84,11 +82,7 @@ where
         SdkError::ConstructionFailure(_) => false,
         _ => true,
     };
-    Error::Aws {
-        operation,
-        detail: DisplayErrorContext(&err).to_string(),
-        retryable,
-    }
+    Error::Aws { operation, detail: DisplayErrorContext(&err).to_string(), retryable }
 }
 
 fn is_throttling_code(code: &str) -> bool {
@@ -106,13 +100,6 @@ fn is_throttling_code(code: &str) -> bool {
 }
 
 /// The service error's code and message, when the call reached the service.
-pub(crate) fn service_code<E: ProvideErrorMetadata, R>(
-    err: &SdkError<E, R>,
-) -> Option<(&str, &str)> {
-    err.as_service_error().map(|e| {
-        (
-            e.code().unwrap_or_default(),
-            e.message().unwrap_or_default(),
-        )
-    })
+pub(crate) fn service_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<(&str, &str)> {
+    err.as_service_error().map(|e| (e.code().unwrap_or_default(), e.message().unwrap_or_default()))
 }

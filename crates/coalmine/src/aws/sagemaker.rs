@@ -20,11 +20,7 @@ pub struct UpdatingBackoff {
 
 impl UpdatingBackoff {
     pub fn within(budget: Duration) -> Self {
-        UpdatingBackoff {
-            first: Duration::from_millis(500),
-            max: Duration::from_secs(8),
-            budget,
-        }
+        UpdatingBackoff { first: Duration::from_millis(500), max: Duration::from_secs(8), budget }
     }
 }
 
@@ -46,11 +42,7 @@ impl SageMakerEndpoints {
         SageMakerEndpoints { client, backoff }
     }
 
-    pub(super) async fn read(
-        &self,
-        target: &Target,
-        variants: &SageMakerVariants,
-    ) -> Result<Split> {
+    pub(super) async fn read(&self, target: &Target, variants: &SageMakerVariants) -> Result<Split> {
         Ok(self.describe(target, variants).await?.split)
     }
 
@@ -67,27 +59,16 @@ impl SageMakerEndpoints {
         {
             return Err(Error::Unsupported {
                 target: target.clone(),
-                detail: format!(
-                    "a SageMaker write moves weights between {} and {:?} only",
-                    read.stable, read.canary
-                ),
+                detail: format!("a SageMaker write moves weights between {} and {:?} only", read.stable, read.canary),
             });
         }
         let started = Instant::now();
         let mut pause = self.backoff.first;
         loop {
             let live = self.describe(target, variants).await?;
-            let busy_status = live
-                .status
-                .as_ref()
-                .filter(|s| is_busy(s))
-                .map(|s| s.as_str().to_owned());
+            let busy_status = live.status.as_ref().filter(|s| is_busy(s)).map(|s| s.as_str().to_owned());
             if busy_status.is_none() {
-                if let Some(status) = live
-                    .status
-                    .as_ref()
-                    .filter(|s| !matches!(s, EndpointStatus::InService))
-                {
+                if let Some(status) = live.status.as_ref().filter(|s| !matches!(s, EndpointStatus::InService)) {
                     return Err(Error::Unsupported {
                         target: target.clone(),
                         detail: format!(
@@ -105,15 +86,7 @@ impl SageMakerEndpoints {
                         ),
                     });
                 }
-                match self
-                    .update_weights(
-                        target,
-                        &variants.endpoint,
-                        &live.split,
-                        desired.canary_weight,
-                    )
-                    .await
-                {
+                match self.update_weights(target, &variants.endpoint, &live.split, desired.canary_weight).await {
                     Ok(()) => return Ok(desired.clone()),
                     Err(Busy(status)) if started.elapsed() + pause <= self.backoff.budget => {
                         warn!(target = %target, status, "endpoint became busy; waiting to write")
@@ -130,32 +103,19 @@ impl SageMakerEndpoints {
     }
 
     fn busy(&self, target: &Target, status: String, started: Instant) -> Error {
-        Error::EndpointBusy {
-            target: target.clone(),
-            status,
-            waited_ms: started.elapsed().as_millis(),
-        }
+        Error::EndpointBusy { target: target.clone(), status, waited_ms: started.elapsed().as_millis() }
     }
 
     async fn describe(&self, target: &Target, variants: &SageMakerVariants) -> Result<Live> {
-        let out = self
-            .client
-            .describe_endpoint()
-            .endpoint_name(&variants.endpoint)
-            .send()
-            .await
-            .map_err(|e| match service_code(&e) {
+        let out = self.client.describe_endpoint().endpoint_name(&variants.endpoint).send().await.map_err(|e| {
+            match service_code(&e) {
                 // SageMaker reports a missing endpoint as a ValidationException.
-                Some(("ValidationException", message))
-                    if message.contains("Could not find endpoint") =>
-                {
-                    Error::NotFound {
-                        target: target.clone(),
-                        detail: message.to_owned(),
-                    }
+                Some(("ValidationException", message)) if message.contains("Could not find endpoint") => {
+                    Error::NotFound { target: target.clone(), detail: message.to_owned() }
                 }
                 _ => aws_error("sagemaker:DescribeEndpoint", e),
-            })?;
+            }
+        })?;
         let summaries = out.production_variants.unwrap_or_default();
         let weight_of = |name: &str| {
             summaries
@@ -171,20 +131,19 @@ impl SageMakerEndpoints {
         let stable = match &variants.stable_variant {
             Some(stable) => stable.clone(),
             None => {
-                let others: Vec<&str> = summaries
-                    .iter()
-                    .filter_map(|v| v.variant_name())
-                    .filter(|n| n != canary)
-                    .collect();
+                let others: Vec<&str> =
+                    summaries.iter().filter_map(|v| v.variant_name()).filter(|n| n != canary).collect();
                 match others.as_slice() {
                     [only] => (*only).to_owned(),
-                    _ => return Err(Error::Unsupported {
-                        target: target.clone(),
-                        detail: format!(
-                            "cannot tell the stable variant among {others:?}; tag the alarm with \
+                    _ => {
+                        return Err(Error::Unsupported {
+                            target: target.clone(),
+                            detail: format!(
+                                "cannot tell the stable variant among {others:?}; tag the alarm with \
                                  coalmine:target sagemaker:ENDPOINT:STABLE:CANARY"
-                        ),
-                    }),
+                            ),
+                        })
+                    }
                 }
             }
         };
@@ -194,25 +153,11 @@ impl SageMakerEndpoints {
                 detail: format!("endpoint has no production variant {stable:?}"),
             });
         }
-        let total: f64 = summaries
-            .iter()
-            .map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0)))
-            .sum();
-        let share = if total > WEIGHT_TOLERANCE {
-            canary_weight / total
-        } else {
-            0.0
-        };
-        let split = Split {
-            stable,
-            canary: Some(canary.clone()),
-            canary_weight: share,
-            revision: None,
-        };
-        Ok(Live {
-            status: out.endpoint_status,
-            split,
-        })
+        let total: f64 =
+            summaries.iter().map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0))).sum();
+        let share = if total > WEIGHT_TOLERANCE { canary_weight / total } else { 0.0 };
+        let split = Split { stable, canary: Some(canary.clone()), canary_weight: share, revision: None };
+        Ok(Live { status: out.endpoint_status, split })
     }
 
     async fn update_weights(
@@ -224,10 +169,7 @@ impl SageMakerEndpoints {
     ) -> Result<(), WriteFailure> {
         let canary = live.canary.as_deref().unwrap_or_default();
         let weight = |variant: &str, w: f64| {
-            DesiredWeightAndCapacity::builder()
-                .variant_name(variant)
-                .desired_weight(w as f32)
-                .build()
+            DesiredWeightAndCapacity::builder().variant_name(variant).desired_weight(w as f32).build()
         };
         let request = self
             .client
@@ -238,19 +180,11 @@ impl SageMakerEndpoints {
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) => match service_code(&e) {
-                Some(("ValidationException", message)) if is_busy_message(message) => {
-                    Err(Busy(message.to_owned()))
-                }
+                Some(("ValidationException", message)) if is_busy_message(message) => Err(Busy(message.to_owned())),
                 Some(("ValidationException", message)) if message.contains("not present") => {
-                    Err(Failed(Error::NotFound {
-                        target: target.clone(),
-                        detail: message.to_owned(),
-                    }))
+                    Err(Failed(Error::NotFound { target: target.clone(), detail: message.to_owned() }))
                 }
-                _ => Err(Failed(aws_error(
-                    "sagemaker:UpdateEndpointWeightsAndCapacities",
-                    e,
-                ))),
+                _ => Err(Failed(aws_error("sagemaker:UpdateEndpointWeightsAndCapacities", e))),
             },
         }
     }

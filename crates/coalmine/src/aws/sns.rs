@@ -18,28 +18,17 @@ impl SnsNotifier {
 
 impl Notifier for SnsNotifier {
     async fn publish(&self, notification: &Notification) -> Result<()> {
-        let mut request = self
-            .client
-            .publish()
-            .topic_arn(&self.topic_arn)
-            .subject(&notification.subject)
-            .message(&notification.body);
+        let mut request =
+            self.client.publish().topic_arn(&self.topic_arn).subject(&notification.subject).message(&notification.body);
         for (name, value) in &notification.attributes {
             let value = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| Error::Aws {
-                    operation: "sns:Publish",
-                    detail: e.to_string(),
-                    retryable: false,
-                })?;
+                .map_err(|e| Error::Aws { operation: "sns:Publish", detail: e.to_string(), retryable: false })?;
             request = request.message_attributes(*name, value);
         }
-        request
-            .send()
-            .await
-            .map_err(|e| aws_error("sns:Publish", e))?;
+        request.send().await.map_err(|e| aws_error("sns:Publish", e))?;
         Ok(())
     }
 }

@@ -28,29 +28,19 @@ fn error(code: &str, message: &str) -> ErrorMetadata {
 }
 
 fn fast_retries() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(1))
+    RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(1))
 }
 
 macro_rules! client {
     ($krate:ident, $rules:expr) => {
-        mock_client!($krate, RuleMode::MatchAny, $rules, |c| c
-            .retry_config(fast_retries()))
+        mock_client!($krate, RuleMode::MatchAny, $rules, |c| c.retry_config(fast_retries()))
     };
 }
 
 fn alias(version: &str, canary: Option<(&str, f64)>, revision: &str) -> GetAliasOutput {
-    let mut out = GetAliasOutput::builder()
-        .name("production")
-        .function_version(version)
-        .revision_id(revision);
+    let mut out = GetAliasOutput::builder().name("production").function_version(version).revision_id(revision);
     if let Some((v, w)) = canary {
-        out = out.routing_config(
-            AliasRoutingConfiguration::builder()
-                .additional_version_weights(v, w)
-                .build(),
-        );
+        out = out.routing_config(AliasRoutingConfiguration::builder().additional_version_weights(v, w).build());
     }
     out.build()
 }
@@ -81,26 +71,17 @@ async fn throttled_and_5xx_alias_calls_are_retried_by_the_sdk() {
         .match_requests(|r| {
             r.revision_id() == Some("r1")
                 && r.function_version() == Some("41")
-                && r.routing_config()
-                    .and_then(|c| c.additional_version_weights())
-                    .is_some_and(|w| w.is_empty())
+                && r.routing_config().and_then(|c| c.additional_version_weights()).is_some_and(|w| w.is_empty())
         })
         .sequence()
         .error(|| UpdateAliasError::generic(error("ThrottlingException", "slow down")))
-        .output(|| {
-            UpdateAliasOutput::builder()
-                .function_version("41")
-                .revision_id("r2")
-                .build()
-        })
+        .output(|| UpdateAliasOutput::builder().function_version("41").revision_id("r2").build())
         .build();
     let router = lambda_router(&[&get, &update]);
 
     let outcome = zero_canary(&router, &handler()).await.unwrap();
 
-    assert!(
-        matches!(outcome, ZeroOutcome::RolledBack { ref after, .. } if after.revision.as_deref() == Some("r2"))
-    );
+    assert!(matches!(outcome, ZeroOutcome::RolledBack { ref after, .. } if after.revision.as_deref() == Some("r2")));
     assert_eq!((get.num_calls(), update.num_calls()), (3, 2));
 }
 
@@ -114,10 +95,7 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error_naming_th
     let router = lambda_router(&[&get]);
     let err = zero_canary(&router, &handler()).await.unwrap_err();
     assert!(err.is_retryable());
-    assert!(
-        err.to_string().contains("lambda:GetAlias") && err.to_string().contains("Rate exceeded"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("lambda:GetAlias") && err.to_string().contains("Rate exceeded"), "{err}");
     assert_eq!(get.num_calls(), 3);
 }
 
@@ -132,39 +110,22 @@ async fn a_stale_revision_is_a_conflict_that_reads_again_and_never_overwrites() 
     let stale = mock!(aws_sdk_lambda::Client::update_alias)
         .match_requests(|r| r.revision_id() == Some("r1"))
         .then_error(|| {
-            UpdateAliasError::generic(error(
-                "PreconditionFailedException",
-                "The RevisionId provided does not match",
-            ))
+            UpdateAliasError::generic(error("PreconditionFailedException", "The RevisionId provided does not match"))
         });
     let fresh = mock!(aws_sdk_lambda::Client::update_alias)
         .match_requests(|r| r.revision_id() == Some("r2"))
-        .then_output(|| {
-            UpdateAliasOutput::builder()
-                .function_version("41")
-                .revision_id("r3")
-                .build()
-        });
+        .then_output(|| UpdateAliasOutput::builder().function_version("41").revision_id("r3").build());
     let router = lambda_router(&[&get, &stale, &fresh]);
 
     let outcome = zero_canary(&router, &handler()).await.unwrap();
 
-    assert!(
-        matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.10)
-    );
-    assert_eq!(
-        (get.num_calls(), stale.num_calls(), fresh.num_calls()),
-        (2, 1, 1)
-    );
+    assert!(matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.10));
+    assert_eq!((get.num_calls(), stale.num_calls(), fresh.num_calls()), (2, 1, 1));
 }
 
 fn endpoint(status: EndpointStatus, stable: f32, canary: f32) -> DescribeEndpointOutput {
     let variant = |name: &str, w: f32| {
-        ProductionVariantSummary::builder()
-            .variant_name(name)
-            .current_weight(w)
-            .desired_weight(w)
-            .build()
+        ProductionVariantSummary::builder().variant_name(name).current_weight(w).desired_weight(w).build()
     };
     DescribeEndpointOutput::builder()
         .endpoint_name("ai-model-endpoint")
@@ -177,10 +138,7 @@ fn endpoint(status: EndpointStatus, stable: f32, canary: f32) -> DescribeEndpoin
 fn sagemaker_router(rules: &[&Rule], budget: Duration) -> AwsRouter {
     AwsRouter {
         lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
-        sagemaker: SageMakerEndpoints::new(
-            client!(aws_sdk_sagemaker, rules),
-            UpdatingBackoff::within(budget),
-        ),
+        sagemaker: SageMakerEndpoints::new(client!(aws_sdk_sagemaker, rules), UpdatingBackoff::within(budget)),
     }
 }
 
@@ -191,11 +149,8 @@ fn model_endpoint() -> Target {
 fn zeroing_request(
     r: &aws_sdk_sagemaker::operation::update_endpoint_weights_and_capacities::UpdateEndpointWeightsAndCapacitiesInput,
 ) -> bool {
-    let weights: Vec<(Option<&str>, Option<f32>)> = r
-        .desired_weights_and_capacities()
-        .iter()
-        .map(|d| (d.variant_name(), d.desired_weight()))
-        .collect();
+    let weights: Vec<(Option<&str>, Option<f32>)> =
+        r.desired_weights_and_capacities().iter().map(|d| (d.variant_name(), d.desired_weight())).collect();
     r.endpoint_name() == Some("ai-model-endpoint")
         && weights == [(Some("stable"), Some(1.0)), (Some("canary"), Some(0.0))]
 }
@@ -243,15 +198,8 @@ async fn an_endpoint_updating_past_the_budget_gives_up_with_a_retryable_error() 
     let err = zero_canary(&router, &model_endpoint()).await.unwrap_err();
 
     assert!(matches!(err, Error::EndpointBusy { .. }) && err.is_retryable());
-    assert!(
-        err.to_string().contains("still Updating") && err.to_string().contains("Lambda retries"),
-        "{err}"
-    );
-    assert!(
-        started.elapsed() <= Duration::from_secs(10),
-        "waited {:?}, past the budget",
-        started.elapsed()
-    );
+    assert!(err.to_string().contains("still Updating") && err.to_string().contains("Lambda retries"), "{err}");
+    assert!(started.elapsed() <= Duration::from_secs(10), "waited {:?}, past the budget", started.elapsed());
     assert_eq!(update.num_calls(), 0, "never written while Updating");
 }
 
@@ -268,10 +216,7 @@ async fn sagemaker_weights_that_moved_since_the_read_are_not_overwritten() {
     let target = model_endpoint();
     let read = router.read(&target).await.unwrap();
 
-    let err = router
-        .write(&target, &read, &read.with_canary_weight(0.0))
-        .await
-        .unwrap_err();
+    let err = router.write(&target, &read, &read.with_canary_weight(0.0)).await.unwrap_err();
 
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
     assert_eq!(update.num_calls(), 0);
@@ -279,24 +224,13 @@ async fn sagemaker_weights_that_moved_since_the_read_are_not_overwritten() {
 
 #[tokio::test]
 async fn sns_failing_past_its_retries_never_blocks_the_rollback() {
-    let get = mock!(aws_sdk_lambda::Client::get_alias)
-        .then_output(|| alias("41", Some(("42", 0.05)), "r1"));
-    let update = mock!(aws_sdk_lambda::Client::update_alias).then_output(|| {
-        UpdateAliasOutput::builder()
-            .function_version("41")
-            .revision_id("r2")
-            .build()
-    });
-    let publish = mock!(aws_sdk_sns::Client::publish)
-        .sequence()
-        .http_status(503, None)
-        .repeatedly()
-        .build();
+    let get = mock!(aws_sdk_lambda::Client::get_alias).then_output(|| alias("41", Some(("42", 0.05)), "r1"));
+    let update = mock!(aws_sdk_lambda::Client::update_alias)
+        .then_output(|| UpdateAliasOutput::builder().function_version("41").revision_id("r2").build());
+    let publish = mock!(aws_sdk_sns::Client::publish).sequence().http_status(503, None).repeatedly().build();
     let router = lambda_router(&[&get, &update]);
-    let notifier = SnsNotifier::new(
-        client!(aws_sdk_sns, [&publish]),
-        "arn:aws:sns:us-east-1:123456789012:coalmine".into(),
-    );
+    let notifier =
+        SnsNotifier::new(client!(aws_sdk_sns, [&publish]), "arn:aws:sns:us-east-1:123456789012:coalmine".into());
     let deps = RollbackDeps {
         router: &router,
         notifier: &notifier,
@@ -304,15 +238,10 @@ async fn sns_failing_past_its_retries_never_blocks_the_rollback() {
         mapping: &TargetMapping::default(),
     };
 
-    let err = handle_alarm(&sample("alarm-lambda-canary.eventbridge.json"), &deps)
-        .await
-        .unwrap_err();
+    let err = handle_alarm(&sample("alarm-lambda-canary.eventbridge.json"), &deps).await.unwrap_err();
 
     assert_eq!(update.num_calls(), 1, "the canary was zeroed");
-    assert!(
-        err.is_retryable() && err.to_string().contains("sns:Publish"),
-        "{err}"
-    );
+    assert!(err.is_retryable() && err.to_string().contains("sns:Publish"), "{err}");
     assert_eq!(publish.num_calls(), 3, "the SDK retried before giving up");
 }
 
@@ -328,15 +257,10 @@ async fn sns_messages_carry_subject_body_and_filterable_attributes() {
                 && attrs.get("event").map(|v| v.data_type()) == Some("String")
         })
         .then_output(|| PublishOutput::builder().message_id("m1").build());
-    let notifier = SnsNotifier::new(
-        client!(aws_sdk_sns, [&publish]),
-        "arn:aws:sns:us-east-1:123456789012:coalmine".into(),
-    );
-    let note = Notification {
-        subject: "s".into(),
-        body: "b".into(),
-        attributes: vec![("event", "rolled_back".into())],
-    };
+    let notifier =
+        SnsNotifier::new(client!(aws_sdk_sns, [&publish]), "arn:aws:sns:us-east-1:123456789012:coalmine".into());
+    let note =
+        Notification { subject: "s".into(), body: "b".into(), attributes: vec![("event", "rolled_back".into())] };
     notifier.publish(&note).await.unwrap();
     assert_eq!(publish.num_calls(), 1);
 }
@@ -345,19 +269,10 @@ async fn sns_messages_carry_subject_body_and_filterable_attributes() {
 async fn an_ok_transition_makes_no_aws_call_at_all() {
     // Clients with no rules: any call would fail the handler.
     let router = lambda_router(&[]);
-    let notifier = SnsNotifier::new(
-        client!(aws_sdk_sns, &[] as &[&Rule]),
-        "arn:aws:sns:us-east-1:1:t".into(),
-    );
+    let notifier = SnsNotifier::new(client!(aws_sdk_sns, &[] as &[&Rule]), "arn:aws:sns:us-east-1:1:t".into());
     let alarms = CloudWatchAlarms::new(client!(aws_sdk_cloudwatch, &[] as &[&Rule]));
-    let deps = RollbackDeps {
-        router: &router,
-        notifier: &notifier,
-        alarms: &alarms,
-        mapping: &TargetMapping::default(),
-    };
-    let report = handle_alarm(&sample("ok-lambda-canary.eventbridge.json"), &deps)
-        .await
-        .unwrap();
+    let deps =
+        RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &TargetMapping::default() };
+    let report = handle_alarm(&sample("ok-lambda-canary.eventbridge.json"), &deps).await.unwrap();
     assert!(report.outcomes.is_empty() && report.notified == 0);
 }
