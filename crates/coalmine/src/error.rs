@@ -13,6 +13,10 @@ pub enum Error {
     #[error("unsupported event: {0}")]
     BadEvent(String),
 
+    /// The release (the execution input) is invalid; nothing was changed.
+    #[error("invalid release: {0}")]
+    InvalidRelease(String),
+
     /// A target string or object could not be understood.
     #[error("invalid target {input:?}: {reason}")]
     BadTarget { input: String, reason: String },
@@ -47,7 +51,7 @@ pub enum Error {
 impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Config(_) | Error::BadEvent(_) | Error::BadTarget { .. } => false,
+            Error::Config(_) | Error::BadEvent(_) | Error::InvalidRelease(_) | Error::BadTarget { .. } => false,
             Error::NotFound { .. } | Error::Unsupported { .. } => false,
             Error::Conflict { .. } | Error::EndpointBusy { .. } => true,
             Error::Aws { retryable, .. } | Error::Incomplete { retryable, .. } => *retryable,

@@ -5,7 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::ports::{AlarmSource, Notification, Notifier, Split, TrafficRouter};
+use crate::event::AlarmState;
+use crate::ports::{
+    AlarmSource, MetricQuery, MetricSnapshot, MetricSource, Notification, Notifier, SideMetrics, Split, TrafficRouter,
+};
 use crate::target::Target;
 
 #[derive(Default)]
@@ -17,6 +20,8 @@ pub struct FakeRouter {
     pub write_failures: Mutex<HashMap<Target, VecDeque<Error>>>,
     /// Someone else's change applied between our read and our write, once per entry.
     pub interleaved: Mutex<HashMap<Target, VecDeque<Split>>>,
+    /// Canary versions `check_canary` reports missing.
+    pub missing_versions: Mutex<Vec<String>>,
     revision: Mutex<u64>,
 }
 
@@ -76,6 +81,13 @@ impl TrafficRouter for FakeRouter {
         self.writes.lock().unwrap().push((target.clone(), written.clone()));
         Ok(written)
     }
+
+    async fn check_canary(&self, target: &Target, canary: &str) -> Result<()> {
+        if self.missing_versions.lock().unwrap().iter().any(|v| v == canary) {
+            return Err(Error::InvalidRelease(format!("canary_version: {target} has no version {canary}")));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -117,6 +129,7 @@ pub struct FakeAlarms {
     pub tags: HashMap<String, String>,
     pub fail: bool,
     pub calls: Mutex<usize>,
+    pub states: Mutex<HashMap<String, AlarmState>>,
 }
 
 impl AlarmSource for FakeAlarms {
@@ -130,5 +143,31 @@ impl AlarmSource for FakeAlarms {
             });
         }
         Ok(self.tags.get(alarm_arn).cloned())
+    }
+
+    async fn states(&self, names: &[String]) -> Result<Vec<(String, AlarmState)>> {
+        let states = self.states.lock().unwrap();
+        Ok(names.iter().filter_map(|n| states.get(n).map(|s| (n.clone(), *s))).collect())
+    }
+}
+
+/// Serves whatever snapshot the test put in, and remembers the queries.
+#[derive(Default)]
+pub struct FakeMetrics {
+    pub snapshot: Mutex<MetricSnapshot>,
+    pub windows: Mutex<Vec<(u64, u64)>>,
+}
+
+impl FakeMetrics {
+    pub fn set(&self, canary: (f64, f64), stable: (f64, f64)) {
+        let side = |(requests, errors): (f64, f64)| SideMetrics { requests, errors, ..Default::default() };
+        *self.snapshot.lock().unwrap() = MetricSnapshot { canary: side(canary), stable: side(stable) };
+    }
+}
+
+impl MetricSource for FakeMetrics {
+    async fn fetch(&self, query: &MetricQuery<'_>) -> Result<MetricSnapshot> {
+        self.windows.lock().unwrap().push((query.start_epoch, query.end_epoch));
+        Ok(self.snapshot.lock().unwrap().clone())
     }
 }

@@ -8,11 +8,14 @@ pub mod aws;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod health;
 pub mod logging;
 pub mod notify;
 pub mod ports;
+pub mod release;
 pub mod resolve;
 pub mod rollback;
+pub mod step;
 pub mod target;
 
 #[cfg(test)]

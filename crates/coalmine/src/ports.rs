@@ -3,7 +3,11 @@
 
 use std::future::Future;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Result;
+use crate::event::AlarmState;
+use crate::release::CustomGate;
 use crate::target::Target;
 
 /// Weights read back from AWS are floats: two weights closer than this are equal.
@@ -48,6 +52,10 @@ pub trait TrafficRouter: Send + Sync {
     /// Lambda: `desired.stable` becomes the alias's version (so promotion is a new stable
     /// with no canary); SageMaker: the variants stay, the weights move.
     fn write(&self, target: &Target, read: &Split, desired: &Split) -> impl Future<Output = Result<Split>> + Send;
+
+    /// Fails with [`crate::Error::InvalidRelease`] unless the canary (Lambda version,
+    /// SageMaker variant) exists on the target.
+    fn check_canary(&self, target: &Target, canary: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// One SNS message: a subject, a human-readable body, and attributes for filter policies.
@@ -65,4 +73,42 @@ pub trait Notifier: Send + Sync {
 pub trait AlarmSource: Send + Sync {
     /// The value of the alarm's `coalmine:target` tag, if it has one.
     fn target_tag(&self, alarm_arn: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// The current state of each named alarm; a name missing from the answer does not exist.
+    fn states(&self, names: &[String]) -> impl Future<Output = Result<Vec<(String, AlarmState)>>> + Send;
+}
+
+/// What the judge compares: one side (canary or stable) over the stage's window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SideMetrics {
+    pub requests: f64,
+    pub errors: f64,
+    /// p95 latency in milliseconds; `None` without data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<f64>,
+    /// The value of each of the release's custom gates, in order; `None` without data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom: Vec<Option<f64>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricSnapshot {
+    pub canary: SideMetrics,
+    pub stable: SideMetrics,
+}
+
+/// Which metrics to fetch: both sides of a target over a window, plus custom gates.
+#[derive(Clone, Debug)]
+pub struct MetricQuery<'a> {
+    pub target: &'a Target,
+    pub canary: &'a str,
+    pub stable: &'a str,
+    pub start_epoch: u64,
+    pub end_epoch: u64,
+    pub custom: &'a [CustomGate],
+}
+
+pub trait MetricSource: Send + Sync {
+    /// Everything in one call (CloudWatch GetMetricData).
+    fn fetch(&self, query: &MetricQuery<'_>) -> impl Future<Output = Result<MetricSnapshot>> + Send;
 }

@@ -35,13 +35,32 @@ impl ZeroOutcome {
 /// the split just read; a conflict re-reads, so someone else's change is never
 /// overwritten blindly (and a concurrent rollback shows up as `AlreadyZero`).
 pub async fn zero_canary(router: &impl TrafficRouter, target: &Target) -> Result<ZeroOutcome> {
+    restore_stable(router, target, None, None).await
+}
+
+/// [`zero_canary`], and when `stable` is given, also undoes a promotion: a Lambda alias
+/// whose version is no longer `stable` gets it back. `first_read` saves a read when the
+/// caller has just made one.
+pub async fn restore_stable(
+    router: &impl TrafficRouter,
+    target: &Target,
+    stable: Option<&str>,
+    mut first_read: Option<Split>,
+) -> Result<ZeroOutcome> {
     let mut last_conflict = None;
     for _ in 0..MAX_CONFLICTS {
-        let before = router.read(target).await?;
-        if before.canary_is_zero() {
-            return Ok(ZeroOutcome::AlreadyZero { split: before });
-        }
-        match router.write(target, &before, &before.with_canary_weight(0.0)).await {
+        let before = match first_read.take() {
+            Some(split) => split,
+            None => router.read(target).await?,
+        };
+        let desired = match stable {
+            Some(stable) if before.stable != stable => {
+                Split { stable: stable.to_owned(), canary: None, canary_weight: 0.0, revision: None }
+            }
+            _ if before.canary_is_zero() => return Ok(ZeroOutcome::AlreadyZero { split: before }),
+            _ => before.with_canary_weight(0.0),
+        };
+        match router.write(target, &before, &desired).await {
             Ok(after) => return Ok(ZeroOutcome::RolledBack { before, after }),
             Err(conflict @ Error::Conflict { .. }) => {
                 warn!(target = %target, error = %conflict, "traffic changed between read and write; reading again");

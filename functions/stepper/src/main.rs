@@ -1,18 +1,31 @@
-//! The stepper function: one tick of a release's state machine. Until the stepper lands
-//! (the stepper issue), it refuses every tick without touching traffic, so a state
-//! machine wired to it fails safe.
+//! The stepper function: one tick of a release, invoked by the state machine. Its output
+//! (the release plus `progress`) is the next tick's input; `progress.wait_seconds` is how
+//! long the state machine waits before the next tick.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use coalmine::aws::Aws;
+use coalmine::step::{tick_payload, StepDeps};
+use coalmine::Config;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     coalmine::logging::init();
-    lambda_runtime::run(service_fn(|_: LambdaEvent<Value>| async {
-        Err::<Value, _>(Diagnostic {
-            error_type: "NonRetryable".into(),
-            error_message: "the stepper is not implemented yet; no traffic was changed".into(),
-        })
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = Aws::new(&sdk, &config);
+    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let deps = &deps;
+        async move {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+            tick_payload(&event.payload, deps, now)
+                .await
+                .map_err(|e| Diagnostic { error_type: e.error_type().into(), error_message: e.to_string() })
+        }
     }))
     .await
 }

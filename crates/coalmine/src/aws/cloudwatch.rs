@@ -1,9 +1,14 @@
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
 use aws_sdk_cloudwatch::Client;
 
 use super::{aws_error, service_code};
-use crate::error::Result;
-use crate::ports::AlarmSource;
+use crate::error::{Error, Result};
+use crate::event::AlarmState;
+use crate::ports::{AlarmSource, MetricQuery, MetricSnapshot, MetricSource, SideMetrics};
+use crate::release::VERSION_PLACEHOLDER;
 use crate::resolve::TARGET_TAG;
+use crate::target::Target;
 
 pub struct CloudWatchAlarms {
     client: Client,
@@ -24,5 +29,210 @@ impl AlarmSource for CloudWatchAlarms {
             Err(e) => return Err(aws_error("cloudwatch:ListTagsForResource", e)),
         };
         Ok(out.tags.unwrap_or_default().into_iter().find(|t| t.key() == Some(TARGET_TAG)).and_then(|t| t.value))
+    }
+
+    async fn states(&self, names: &[String]) -> Result<Vec<(String, AlarmState)>> {
+        let mut states = Vec::with_capacity(names.len());
+        for chunk in names.chunks(100) {
+            let mut next = None;
+            loop {
+                let out = self
+                    .client
+                    .describe_alarms()
+                    .set_alarm_names(Some(chunk.to_vec()))
+                    .set_next_token(next)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("cloudwatch:DescribeAlarms", e))?;
+                let metric = out.metric_alarms.unwrap_or_default().into_iter().map(|a| (a.alarm_name, a.state_value));
+                let composite =
+                    out.composite_alarms.unwrap_or_default().into_iter().map(|a| (a.alarm_name, a.state_value));
+                for (name, state) in metric.chain(composite) {
+                    if let (Some(name), Some(state)) = (name, state) {
+                        states.push((name, state_of(&state)));
+                    }
+                }
+                next = out.next_token;
+                if next.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(states)
+    }
+}
+
+fn state_of(state: &StateValue) -> AlarmState {
+    match state {
+        StateValue::Alarm => AlarmState::Alarm,
+        StateValue::InsufficientData => AlarmState::InsufficientData,
+        _ => AlarmState::Ok,
+    }
+}
+
+/// Canary-vs-stable metrics in one GetMetricData call. Rates are computed here from two
+/// `Sum`s (no metric math: cheaper to reason about, and the local AWS lacks it).
+pub struct CloudWatchMetrics {
+    client: Client,
+}
+
+impl CloudWatchMetrics {
+    pub fn new(client: Client) -> Self {
+        CloudWatchMetrics { client }
+    }
+}
+
+/// What one side's standard metrics are called for a target type.
+struct Standard {
+    namespace: &'static str,
+    requests: &'static str,
+    errors: &'static str,
+    latency: &'static str,
+    /// Multiply the latency statistic by this to get milliseconds.
+    latency_to_ms: f64,
+}
+
+const LAMBDA: Standard = Standard {
+    namespace: "AWS/Lambda",
+    requests: "Invocations",
+    errors: "Errors",
+    latency: "Duration",
+    latency_to_ms: 1.0,
+};
+// ModelLatency is in microseconds.
+const SAGEMAKER: Standard = Standard {
+    namespace: "AWS/SageMaker",
+    requests: "Invocations",
+    errors: "Invocation5XXErrors",
+    latency: "ModelLatency",
+    latency_to_ms: 0.001,
+};
+
+fn side_dimensions(target: &Target, id: &str) -> Vec<Dimension> {
+    let dim = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+    match target {
+        Target::Lambda(a) => vec![
+            dim("FunctionName", &a.function),
+            dim("Resource", &format!("{}:{}", a.function, a.alias)),
+            dim("ExecutedVersion", id),
+        ],
+        Target::Sagemaker(s) => vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)],
+    }
+}
+
+fn query(
+    id: String,
+    namespace: &str,
+    metric: &str,
+    dimensions: Vec<Dimension>,
+    stat: &str,
+    period: i32,
+) -> MetricDataQuery {
+    let metric = Metric::builder().namespace(namespace).metric_name(metric).set_dimensions(Some(dimensions)).build();
+    MetricDataQuery::builder()
+        .id(id)
+        .metric_stat(MetricStat::builder().metric(metric).stat(stat).period(period).build())
+        .return_data(true)
+        .build()
+}
+
+/// The query ids: `{side}_{what}` with side `c` (canary) or `s` (stable).
+fn ids(side: char) -> [String; 3] {
+    [format!("{side}_req"), format!("{side}_err"), format!("{side}_p95")]
+}
+
+impl MetricSource for CloudWatchMetrics {
+    async fn fetch(&self, q: &MetricQuery<'_>) -> Result<MetricSnapshot> {
+        let standard = match q.target {
+            Target::Lambda(_) => &LAMBDA,
+            Target::Sagemaker(_) => &SAGEMAKER,
+        };
+        // One datapoint per window: the period covers the stage so far.
+        let window = q.end_epoch.saturating_sub(q.start_epoch).max(60);
+        let period = i32::try_from(window.div_ceil(60) * 60).unwrap_or(i32::MAX - 59);
+        let mut queries = Vec::new();
+        for (side, id) in [('c', q.canary), ('s', q.stable)] {
+            let [req, err, p95] = ids(side);
+            let dims = side_dimensions(q.target, id);
+            queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
+            queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));
+            queries.push(query(p95, standard.namespace, standard.latency, dims, "p95", period));
+            for (i, gate) in q.custom.iter().enumerate() {
+                let dims = gate
+                    .dimensions
+                    .iter()
+                    .map(|(k, v)| Dimension::builder().name(k).value(v.replace(VERSION_PLACEHOLDER, id)).build())
+                    .collect();
+                let gate_period = i32::try_from(gate.period_seconds).unwrap_or(60).max(period);
+                queries.push(query(
+                    format!("{side}_x{i}"),
+                    &gate.namespace,
+                    &gate.metric,
+                    dims,
+                    &gate.stat,
+                    gate_period,
+                ));
+            }
+        }
+
+        let start = DateTime::from_secs(i64::try_from(q.start_epoch).unwrap_or(i64::MAX));
+        let end = DateTime::from_secs(i64::try_from(q.end_epoch.max(q.start_epoch + 1)).unwrap_or(i64::MAX));
+        let mut values: Vec<(String, Vec<f64>)> = Vec::new();
+        let mut next = None;
+        loop {
+            let out = self
+                .client
+                .get_metric_data()
+                .set_metric_data_queries(Some(queries.clone()))
+                .start_time(start)
+                .end_time(end)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(|e| aws_error("cloudwatch:GetMetricData", e))?;
+            for result in out.metric_data_results.unwrap_or_default() {
+                if let Some(code) =
+                    result.status_code.as_ref().filter(|c| c.as_str() == "InternalError" || c.as_str() == "Forbidden")
+                {
+                    return Err(Error::Aws {
+                        operation: "cloudwatch:GetMetricData",
+                        detail: format!("query {} returned {}", result.id.as_deref().unwrap_or("?"), code.as_str()),
+                        retryable: true,
+                    });
+                }
+                let id = result.id.unwrap_or_default();
+                let vals = result.values.unwrap_or_default();
+                match values.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, v)) => v.extend(vals),
+                    None => values.push((id, vals)),
+                }
+            }
+            next = out.next_token;
+            if next.is_none() {
+                break;
+            }
+        }
+        let get = |id: &str| values.iter().find(|(i, _)| i == id).map(|(_, v)| v.as_slice()).unwrap_or_default();
+        let side = |side: char| {
+            let [req, err, p95] = ids(side);
+            SideMetrics {
+                requests: get(&req).iter().sum(),
+                errors: get(&err).iter().sum(),
+                // Windows spanning two periods give two p95s: keep the worse.
+                p95_ms: get(&p95).iter().copied().reduce(f64::max).map(|v| v * standard.latency_to_ms),
+                custom: (0..q.custom.len())
+                    .map(|i| {
+                        let vals = get(&format!("{side}_x{i}"));
+                        let stat = q.custom[i].stat.as_str();
+                        match stat {
+                            "Sum" | "SampleCount" => (!vals.is_empty()).then(|| vals.iter().sum()),
+                            "Minimum" => vals.iter().copied().reduce(f64::min),
+                            _ => vals.iter().copied().reduce(f64::max),
+                        }
+                    })
+                    .collect(),
+            }
+        };
+        Ok(MetricSnapshot { canary: side('c'), stable: side('s') })
     }
 }

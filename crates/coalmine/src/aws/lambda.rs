@@ -92,4 +92,14 @@ impl LambdaAliases {
             })?;
         Ok(Split { revision: out.revision_id, ..desired.clone() })
     }
+
+    pub(super) async fn check_version(&self, target: &Target, alias: &LambdaAlias, version: &str) -> Result<()> {
+        match self.client.get_function_configuration().function_name(&alias.function).qualifier(version).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(service_code(&e), Some(("ResourceNotFoundException", _))) => Err(Error::InvalidRelease(
+                format!("canary_version: {target} has no published version {version}; publish it first"),
+            )),
+            Err(e) => Err(aws_error("lambda:GetFunctionConfiguration", e)),
+        }
+    }
 }

@@ -7,7 +7,7 @@ mod sns;
 #[cfg(test)]
 mod tests;
 
-pub use cloudwatch::CloudWatchAlarms;
+pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
 pub use lambda::LambdaAliases;
 pub use sagemaker::{SageMakerEndpoints, UpdatingBackoff};
 pub use sns::SnsNotifier;
@@ -27,6 +27,7 @@ pub struct Aws {
     pub router: AwsRouter,
     pub notifier: SnsNotifier,
     pub alarms: CloudWatchAlarms,
+    pub metrics: CloudWatchMetrics,
 }
 
 impl Aws {
@@ -41,6 +42,7 @@ impl Aws {
             },
             notifier: SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn.clone()),
             alarms: CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(sdk)),
+            metrics: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(sdk)),
         }
     }
 }
@@ -63,6 +65,17 @@ impl TrafficRouter for AwsRouter {
         match target {
             Target::Lambda(alias) => self.lambda.write(target, alias, read, desired).await,
             Target::Sagemaker(variants) => self.sagemaker.write(target, variants, read, desired).await,
+        }
+    }
+
+    async fn check_canary(&self, target: &Target, canary: &str) -> Result<()> {
+        match target {
+            Target::Lambda(alias) => self.lambda.check_version(target, alias, canary).await,
+            // Reading the split already requires both variants to exist.
+            Target::Sagemaker(variants) => self.sagemaker.read(target, variants).await.map(drop).map_err(|e| match e {
+                Error::NotFound { detail, .. } => Error::InvalidRelease(format!("target: {detail}")),
+                other => other,
+            }),
         }
     }
 }

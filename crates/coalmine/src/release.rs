@@ -1,0 +1,295 @@
+//! A release: the Step Functions execution input, validated strictly before any traffic
+//! moves. Every error names the field and what is allowed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::target::Target;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub release: String,
+    pub target: Target,
+    /// Lambda: the published version to canary. SageMaker: absent (the target names the
+    /// canary variant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_version: Option<String>,
+    pub stages: Vec<Stage>,
+    pub check_every_seconds: u64,
+    #[serde(default)]
+    pub gates: Gates,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub percent: f64,
+    pub bake_seconds: u64,
+}
+
+impl Stage {
+    pub fn weight(&self) -> f64 {
+        self.percent / 100.0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.percent >= 100.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInsufficientData {
+    /// Keep the weight and keep checking, for at most `max_hold_seconds`, then roll back.
+    #[default]
+    Hold,
+    Rollback,
+    Proceed,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InsufficientDataAlarm {
+    /// A gate alarm without data does not block (a fresh canary often has none).
+    #[default]
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    #[serde(default)]
+    pub alarm_insufficient_data: InsufficientDataAlarm,
+    /// Canary error rate (errors / requests), absolute.
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+    #[serde(default)]
+    pub max_p95_latency_ms: Option<f64>,
+    /// Canary error rate minus stable error rate.
+    #[serde(default)]
+    pub max_error_rate_increase: Option<f64>,
+    /// Canary p95 over stable p95, minus one (0.2 = 20% slower).
+    #[serde(default)]
+    pub max_p95_increase_ratio: Option<f64>,
+    /// One-sided two-proportion z-test: the canary fails only when its error rate is
+    /// higher than stable's with at least this confidence.
+    #[serde(default = "default_confidence")]
+    pub error_rate_confidence: f64,
+    #[serde(default)]
+    pub min_requests: u64,
+    #[serde(default)]
+    pub on_insufficient_data: OnInsufficientData,
+    #[serde(default = "default_max_hold")]
+    pub max_hold_seconds: u64,
+    #[serde(default)]
+    pub custom: Vec<CustomGate>,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            alarms: Vec::new(),
+            alarm_insufficient_data: InsufficientDataAlarm::default(),
+            max_error_rate: None,
+            max_p95_latency_ms: None,
+            max_error_rate_increase: None,
+            max_p95_increase_ratio: None,
+            error_rate_confidence: default_confidence(),
+            min_requests: 0,
+            on_insufficient_data: OnInsufficientData::default(),
+            max_hold_seconds: default_max_hold(),
+            custom: Vec::new(),
+        }
+    }
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+
+fn default_max_hold() -> u64 {
+    1800
+}
+
+/// A metric of the AI service itself (tokens, response length, schema failures,
+/// guardrail blocks...). In `dimensions`, `{version}` becomes the canary's (or stable's)
+/// Lambda version or SageMaker variant name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomGate {
+    pub namespace: String,
+    pub metric: String,
+    pub stat: String,
+    #[serde(default = "default_period")]
+    pub period_seconds: u32,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    /// Absolute limit on the canary's value.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Relative limit: canary value over stable value, minus one.
+    #[serde(default)]
+    pub max_increase_ratio: Option<f64>,
+}
+
+fn default_period() -> u32 {
+    60
+}
+
+pub const VERSION_PLACEHOLDER: &str = "{version}";
+const STATS: &[&str] = &["Sum", "Average", "Minimum", "Maximum", "SampleCount"];
+
+impl Release {
+    /// Parses and validates: unknown fields, bad values and impossible combinations are
+    /// errors naming the field.
+    pub fn parse(value: &Value) -> Result<Release, Error> {
+        let release: Release =
+            serde_json::from_value(value.clone()).map_err(|e| Error::InvalidRelease(format!("{e}")))?;
+        release.validate()?;
+        Ok(release)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("{field}: {why}")));
+        if self.release.trim().is_empty() || self.release.len() > 80 {
+            return bad("release", "a name of 1 to 80 characters is required".into());
+        }
+        match (&self.target, &self.canary_version) {
+            (Target::Lambda(_), None) => {
+                return bad("canary_version", "required for a Lambda target: the published version to canary".into())
+            }
+            (Target::Lambda(_), Some(v)) if v == "$LATEST" => {
+                return bad("canary_version", "must be a published version number, not $LATEST".into())
+            }
+            (Target::Lambda(_), Some(v))
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') =>
+            {
+                return bad("canary_version", format!("{v:?} is not a published version number (1, 2, ...)"))
+            }
+            (Target::Sagemaker(_), Some(_)) => {
+                return bad(
+                    "canary_version",
+                    "not used for a SageMaker target: the target names the canary variant".into(),
+                )
+            }
+            (Target::Sagemaker(t), None) => match &t.stable_variant {
+                None => return bad("target.sagemaker.stable_variant", "required".into()),
+                Some(stable) if stable == &t.canary_variant => {
+                    return bad("target.sagemaker", "stable_variant and canary_variant must differ".into())
+                }
+                Some(_) => {}
+            },
+            (Target::Lambda(_), Some(_)) => {}
+        }
+        if self.stages.is_empty() {
+            return bad("stages", "at least one stage is required, the last at percent 100".into());
+        }
+        let mut previous = 0.0;
+        for (i, stage) in self.stages.iter().enumerate() {
+            if !(stage.percent > 0.0 && stage.percent <= 100.0) {
+                return bad(&format!("stages[{i}].percent"), format!("{} is outside (0, 100]", stage.percent));
+            }
+            if stage.percent <= previous {
+                return bad(
+                    &format!("stages[{i}].percent"),
+                    format!("{} must be above the previous stage's {previous}", stage.percent),
+                );
+            }
+            previous = stage.percent;
+        }
+        if previous != 100.0 {
+            return bad("stages", format!("the last stage must be at percent 100, not {previous}"));
+        }
+        if self.check_every_seconds == 0 || self.check_every_seconds > 86_400 {
+            return bad("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
+        }
+        self.gates.validate()
+    }
+
+    /// The canary's identity in metrics and splits: Lambda version or SageMaker variant.
+    pub fn canary_id(&self) -> &str {
+        match &self.target {
+            Target::Lambda(_) => self.canary_version.as_deref().unwrap_or_default(),
+            Target::Sagemaker(t) => &t.canary_variant,
+        }
+    }
+}
+
+impl Gates {
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("gates.{field}: {why}")));
+        for (i, alarm) in self.alarms.iter().enumerate() {
+            if alarm.trim().is_empty() || alarm.len() > 255 {
+                return bad(&format!("alarms[{i}]"), "an alarm name of 1 to 255 characters is required".into());
+            }
+        }
+        if self.alarms.len() > 100 {
+            return bad("alarms", format!("{} alarms; at most 100", self.alarms.len()));
+        }
+        for (field, value) in
+            [("max_error_rate", self.max_error_rate), ("max_error_rate_increase", self.max_error_rate_increase)]
+        {
+            if let Some(v) = value {
+                if !(0.0..=1.0).contains(&v) {
+                    return bad(field, format!("{v} is not a fraction in [0, 1]"));
+                }
+            }
+        }
+        for (field, value) in
+            [("max_p95_latency_ms", self.max_p95_latency_ms), ("max_p95_increase_ratio", self.max_p95_increase_ratio)]
+        {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 {
+                    return bad(field, format!("{v} must be a number >= 0"));
+                }
+            }
+        }
+        if !(0.5..1.0).contains(&self.error_rate_confidence) {
+            return bad("error_rate_confidence", format!("{} is outside [0.5, 1)", self.error_rate_confidence));
+        }
+        for (i, gate) in self.custom.iter().enumerate() {
+            let field = |name: &str| format!("custom[{i}].{name}");
+            if gate.namespace.trim().is_empty() {
+                return bad(&field("namespace"), "required".into());
+            }
+            if gate.metric.trim().is_empty() {
+                return bad(&field("metric"), "required".into());
+            }
+            if !STATS.contains(&gate.stat.as_str()) && !is_percentile(&gate.stat) {
+                return bad(
+                    &field("stat"),
+                    format!("{:?} is not one of {STATS:?} or a percentile like p95", gate.stat),
+                );
+            }
+            if gate.period_seconds == 0 || gate.period_seconds % 60 != 0 {
+                return bad(
+                    &field("period_seconds"),
+                    format!("{} is not a positive multiple of 60", gate.period_seconds),
+                );
+            }
+            if gate.max.is_none() && gate.max_increase_ratio.is_none() {
+                return bad(&field("max"), "a custom gate needs max, max_increase_ratio, or both".into());
+            }
+            if gate.max_increase_ratio.is_some() && !gate.dimensions.values().any(|v| v.contains(VERSION_PLACEHOLDER)) {
+                return bad(
+                    &field("dimensions"),
+                    format!(
+                        "a relative limit compares canary and stable, so a dimension must hold {VERSION_PLACEHOLDER}"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_percentile(stat: &str) -> bool {
+    stat.strip_prefix('p').and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0 && n < 100.0)
+}
