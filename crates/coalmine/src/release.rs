@@ -150,8 +150,15 @@ impl Release {
     /// Parses and validates: unknown fields, bad values and impossible combinations are
     /// errors naming the field.
     pub fn parse(value: &Value) -> Result<Release, Error> {
-        let release: Release =
-            serde_json::from_value(value.clone()).map_err(|e| Error::InvalidRelease(format!("{e}")))?;
+        let release: Release = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                Error::InvalidRelease(inner.to_string())
+            } else {
+                Error::InvalidRelease(format!("{path}: {inner}"))
+            }
+        })?;
         release.validate()?;
         Ok(release)
     }
@@ -292,4 +299,91 @@ impl Gates {
 
 fn is_percentile(stat: &str) -> bool {
     stat.strip_prefix('p').and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0 && n < 100.0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    pub(crate) fn sample_json(file: &str) -> Value {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/releases").join(file);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    pub(crate) fn lambda_release() -> Release {
+        Release::parse(&sample_json("lambda-ai-handler-42.json")).unwrap()
+    }
+
+    #[test]
+    fn the_sample_releases_are_valid() {
+        assert_eq!(lambda_release().canary_id(), "42");
+        let sagemaker = Release::parse(&sample_json("sagemaker-ai-model-7.json")).unwrap();
+        assert_eq!(sagemaker.canary_id(), "canary");
+        assert_eq!(sagemaker.gates.custom[0].max, Some(5.0));
+    }
+
+    /// Each case: a change to the valid Lambda sample, and what the error must say.
+    #[test]
+    fn every_rule_rejects_with_the_field_and_what_is_allowed() {
+        type Change = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Change, &str)> = vec![
+            ("unknown top-level field", Box::new(|r| r["speed"] = "fast".into()), "unknown field `speed`"),
+            ("unknown gate field", Box::new(|r| r["gates"]["max_errors"] = 1.into()), "unknown field `max_errors`"),
+            ("unknown stage field", Box::new(|r| r["stages"][0]["pct"] = 1.into()), "unknown field `pct`"),
+            ("missing stages", Box::new(|r| drop(r.as_object_mut().unwrap().remove("stages"))), "missing field `stages`"),
+            ("empty name", Box::new(|r| r["release"] = "".into()), "release: a name of 1 to 80"),
+            ("$LATEST", Box::new(|r| r["canary_version"] = "$LATEST".into()), "canary_version: must be a published version number, not $LATEST"),
+            ("not a number", Box::new(|r| r["canary_version"] = "v42".into()), "canary_version: \"v42\" is not a published version"),
+            ("no canary version", Box::new(|r| drop(r.as_object_mut().unwrap().remove("canary_version"))), "canary_version: required"),
+            ("no stages", Box::new(|r| r["stages"] = serde_json::json!([])), "stages: at least one stage"),
+            ("zero percent", Box::new(|r| r["stages"][0]["percent"] = 0.into()), "stages[0].percent: 0 is outside (0, 100]"),
+            ("over 100", Box::new(|r| r["stages"][3]["percent"] = 101.into()), "stages[3].percent: 101 is outside (0, 100]"),
+            ("not increasing", Box::new(|r| r["stages"][2]["percent"] = 25.into()), "stages[2].percent: 25 must be above the previous stage's 25"),
+            ("last not 100", Box::new(|r| drop(r["stages"].as_array_mut().unwrap().pop())), "the last stage must be at percent 100, not 50"),
+            ("negative bake", Box::new(|r| r["stages"][0]["bake_seconds"] = (-1).into()), "bake_seconds"),
+            ("zero check", Box::new(|r| r["check_every_seconds"] = 0.into()), "check_every_seconds: 0 is outside 1..=86400"),
+            ("error rate > 1", Box::new(|r| r["gates"]["max_error_rate"] = 5.into()), "gates.max_error_rate: 5 is not a fraction in [0, 1]"),
+            ("negative p95", Box::new(|r| r["gates"]["max_p95_latency_ms"] = (-1).into()), "gates.max_p95_latency_ms: -1 must be a number >= 0"),
+            ("bad policy", Box::new(|r| r["gates"]["on_insufficient_data"] = "panic".into()), "unknown variant `panic`, expected one of `hold`, `rollback`, `proceed`"),
+            ("bad confidence", Box::new(|r| r["gates"]["error_rate_confidence"] = 1.into()), "gates.error_rate_confidence: 1 is outside [0.5, 1)"),
+            ("empty alarm", Box::new(|r| r["gates"]["alarms"][0] = "".into()), "gates.alarms[0]: an alarm name"),
+            ("bad stat", Box::new(|r| r["gates"]["custom"][0]["stat"] = "Median".into()), "gates.custom[0].stat: \"Median\" is not one of"),
+            ("bad period", Box::new(|r| r["gates"]["custom"][0]["period_seconds"] = 90.into()), "gates.custom[0].period_seconds: 90 is not a positive multiple of 60"),
+            ("no limit", Box::new(|r| {
+                let g = r["gates"]["custom"][0].as_object_mut().unwrap();
+                g.remove("max");
+                g.remove("max_increase_ratio");
+            }), "gates.custom[0].max: a custom gate needs max, max_increase_ratio, or both"),
+            ("relative without placeholder", Box::new(|r| r["gates"]["custom"][1]["dimensions"]["Version"] = "42".into()), "gates.custom[1].dimensions: a relative limit compares canary and stable, so a dimension must hold {version}"),
+            ("bad target", Box::new(|r| r["target"] = serde_json::json!({"ecs": {"service": "x"}})), "unknown variant `ecs`"),
+        ];
+        for (name, change, expected) in cases {
+            let mut json = sample_json("lambda-ai-handler-42.json");
+            change(&mut json);
+            let err = Release::parse(&json).expect_err(name);
+            assert!(matches!(err, Error::InvalidRelease(_)), "{name}");
+            assert!(err.to_string().contains(expected), "{name}: {err}\nshould contain: {expected}");
+        }
+    }
+
+    #[test]
+    fn sagemaker_rules() {
+        let mut json = sample_json("sagemaker-ai-model-7.json");
+        json["target"]["sagemaker"]["canary_variant"] = "stable".into();
+        assert!(Release::parse(&json)
+            .unwrap_err()
+            .to_string()
+            .contains("stable_variant and canary_variant must differ"));
+        let mut json = sample_json("sagemaker-ai-model-7.json");
+        json["canary_version"] = "3".into();
+        assert!(Release::parse(&json)
+            .unwrap_err()
+            .to_string()
+            .contains("canary_version: not used for a SageMaker target"));
+        let mut json = sample_json("sagemaker-ai-model-7.json");
+        json["target"]["sagemaker"].as_object_mut().unwrap().remove("stable_variant");
+        assert!(Release::parse(&json).unwrap_err().to_string().contains("target.sagemaker.stable_variant: required"));
+    }
 }

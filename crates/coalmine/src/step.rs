@@ -218,7 +218,15 @@ where
     }
     let next = progress.stage + 1;
     let desired = stage_split(release, &progress.stable, &live, next);
-    let written = deps.router.write(target, &live, &desired).await.map_err(|e| conflict_as_stop(e, target))?;
+    let written = match deps.router.write(target, &live, &desired).await {
+        Ok(written) => written,
+        Err(Error::Conflict { detail, .. }) => {
+            let reason = format!("the split changed while advancing to stage {next} ({detail}); not overwritten");
+            warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, "stopping");
+            return Ok(finish(progress, now, Status::RolledBack, reason, evidence_json));
+        }
+        Err(other) => return Err(other),
+    };
     progress.stage = next;
     progress.weight = release.stages[next].weight();
     progress.last_written = Written::of(&written);
@@ -285,7 +293,8 @@ where
         history_dropped: 0,
     };
     let desired = stage_split(release, &progress.stable, &live, 0);
-    let written = deps.router.write(target, &live, &desired).await.map_err(|e| conflict_as_stop(e, target))?;
+    // A conflict here fails the tick (retryable): the retry starts afresh from a new read.
+    let written = deps.router.write(target, &live, &desired).await?;
     let first = release.stages[0];
     progress.weight = first.weight();
     progress.last_written = Written::of(&written);
@@ -346,14 +355,6 @@ where
     Ok(finish(progress, now, Status::RolledBack, reason, serde_json::to_value(evidence).ok()))
 }
 
-/// A lost conditional write during advance means someone changed the split: stop.
-fn conflict_as_stop(error: Error, target: &crate::Target) -> Error {
-    match error {
-        Error::Conflict { detail, .. } => Error::Conflict { target: target.clone(), detail },
-        other => other,
-    }
-}
-
 fn finish(mut progress: Progress, now: u64, status: Status, reason: String, evidence: Option<Value>) -> Progress {
     progress.status = status;
     progress.wait_seconds = 0;
@@ -403,5 +404,332 @@ fn describe(split: &Split) -> String {
             format!("stable {} with canary {c} at {}", split.stable, notify::percent(split.canary_weight))
         }
         _ => format!("stable {} with no canary", split.stable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::event::AlarmState;
+    use crate::fakes::{lambda_split, FakeAlarms, FakeMetrics, FakeNotifier, FakeRouter};
+    use crate::release::Gates;
+    use crate::Target;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn release(gates: Gates) -> Release {
+        let release = Release {
+            release: "ai-handler-42".into(),
+            target: Target::lambda("ai-handler", "live"),
+            canary_version: Some("42".into()),
+            stages: vec![
+                crate::release::Stage { percent: 5.0, bake_seconds: 600 },
+                crate::release::Stage { percent: 25.0, bake_seconds: 600 },
+                crate::release::Stage { percent: 100.0, bake_seconds: 300 },
+            ],
+            check_every_seconds: 60,
+            gates,
+        };
+        release.validate().unwrap();
+        release
+    }
+
+    fn gates() -> Gates {
+        Gates { alarms: vec!["errors".into()], max_error_rate: Some(0.05), min_requests: 100, ..Gates::default() }
+    }
+
+    struct World {
+        router: FakeRouter,
+        notifier: FakeNotifier,
+        alarms: FakeAlarms,
+        metrics: FakeMetrics,
+    }
+
+    impl World {
+        fn new(split: Split) -> Self {
+            let alarms = FakeAlarms::default();
+            alarms.states.lock().unwrap().insert("errors".into(), AlarmState::Ok);
+            let metrics = FakeMetrics::default();
+            metrics.set((1000.0, 1.0), (20_000.0, 20.0));
+            World { router: FakeRouter::with([(target(), split)]), notifier: FakeNotifier::default(), alarms, metrics }
+        }
+
+        async fn tick(&self, release: &Release, progress: Option<Progress>, now: u64) -> Result<Progress> {
+            let deps = StepDeps {
+                router: &self.router,
+                notifier: &self.notifier,
+                alarms: &self.alarms,
+                metrics: &self.metrics,
+            };
+            tick(release, progress, &deps, now).await
+        }
+
+        fn live(&self) -> Split {
+            self.router.split(&target())
+        }
+    }
+
+    fn target() -> Target {
+        Target::lambda("ai-handler", "live")
+    }
+
+    fn stable_only() -> Split {
+        Split { stable: "41".into(), canary: None, canary_weight: 0.0, revision: Some("rev-0".into()) }
+    }
+
+    #[tokio::test]
+    async fn the_first_tick_records_stable_and_enters_stage_zero() {
+        let world = World::new(stable_only());
+        let p = world.tick(&release(gates()), None, T0).await.unwrap();
+        assert_eq!((p.status, p.stage, p.stable.as_str(), p.wait_seconds), (Status::Advanced, 0, "41", 60));
+        let live = world.live();
+        assert_eq!((live.stable.as_str(), live.canary.as_deref(), live.canary_weight), ("41", Some("42"), 0.05));
+        assert_eq!(world.router.write_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_starting_point_fails_before_any_traffic_moves() {
+        let in_flight = World::new(lambda_split("41", "40", 0.1));
+        let err = in_flight.tick(&release(gates()), None, T0).await.unwrap_err();
+        assert!(err.to_string().contains("already has a canary in flight"), "{err}");
+
+        let already_stable = World::new(Split { stable: "42".into(), ..stable_only() });
+        let err = already_stable.tick(&release(gates()), None, T0).await.unwrap_err();
+        assert!(err.to_string().contains("42 is already the stable version"), "{err}");
+
+        let unpublished = World::new(stable_only());
+        unpublished.router.missing_versions.lock().unwrap().push("42".into());
+        let err = unpublished.tick(&release(gates()), None, T0).await.unwrap_err();
+        assert!(err.to_string().contains("has no version 42"), "{err}");
+
+        let no_alarm = World::new(stable_only());
+        no_alarm.alarms.states.lock().unwrap().clear();
+        let err = no_alarm.tick(&release(gates()), None, T0).await.unwrap_err();
+        assert!(err.to_string().contains("gates.alarms: alarm \"errors\" does not exist"), "{err}");
+
+        for world in [in_flight, already_stable, unpublished, no_alarm] {
+            assert_eq!(world.router.write_count(), 0);
+            assert!(!err.is_retryable());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_healthy_release_bakes_advances_promotes() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        assert_eq!((p.status, p.wait_seconds, world.router.write_count()), (Status::Baking, 60, 1));
+        assert_eq!(world.metrics.windows.lock().unwrap().last(), Some(&(T0, T0 + 60)), "judged over the stage so far");
+
+        let p = world.tick(&r, Some(p), T0 + 570).await.unwrap();
+        assert_eq!((p.status, p.wait_seconds), (Status::Baking, 30), "never waits past the bake");
+
+        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        assert_eq!((p.status, p.stage, p.weight, p.stage_entered_at), (Status::Advanced, 1, 0.25, T0 + 600));
+        assert_eq!(world.live().canary_weight, 0.25);
+
+        let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
+        assert_eq!((p.status, p.stage), (Status::Advanced, 2));
+        let live = world.live();
+        assert_eq!((live.stable.as_str(), live.canary), ("42", None), "Lambda at 100%: the alias points at the canary");
+
+        let p = world.tick(&r, Some(p), T0 + 1500).await.unwrap();
+        assert_eq!((p.status, p.wait_seconds), (Status::Promoted, 0));
+        assert_eq!(world.router.write_count(), 3, "promotion at the end writes nothing more");
+        assert!(world.notifier.sent.lock().unwrap().is_empty());
+        assert_eq!(
+            p.history.iter().map(|d| d.status).collect::<Vec<_>>(),
+            [Status::Advanced, Status::Baking, Status::Baking, Status::Advanced, Status::Advanced, Status::Promoted]
+        );
+
+        let err = world.tick(&r, Some(p), T0 + 1600).await.unwrap_err();
+        assert!(err.to_string().contains("already ended"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_alarm_rolls_back_with_the_shared_code_and_tells_the_team() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.alarms.states.lock().unwrap().insert("errors".into(), AlarmState::Alarm);
+
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+        assert_eq!(p.status, Status::RolledBack);
+        assert!(p.reason.contains("alarm errors is ALARM"), "{}", p.reason);
+        assert_eq!((world.live().canary_weight, world.live().stable.as_str()), (0.0, "41"));
+        let sent = world.notifier.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].attributes.contains(&("release", "ai-handler-42".into())));
+        assert!(sent[0].body.contains("alarm errors is ALARM"));
+        assert!(world.metrics.windows.lock().unwrap().is_empty(), "an alarm needs no metrics");
+    }
+
+    #[tokio::test]
+    async fn bad_metrics_roll_back_with_evidence() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.metrics.set((1000.0, 80.0), (20_000.0, 20.0));
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        assert_eq!(p.status, Status::RolledBack);
+        let evidence = p.history.last().unwrap().evidence.as_ref().unwrap();
+        assert_eq!(evidence["metrics"]["canary"]["errors"], 80.0);
+        assert!(p.reason.contains("8.00% > max_error_rate 5.00%"), "{}", p.reason);
+    }
+
+    #[tokio::test]
+    async fn a_split_changed_by_someone_else_stops_the_release_without_writing() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        // The rollback function zeroed it.
+        let zeroed = Split { canary_weight: 0.0, canary: None, ..world.live() };
+        world.router.splits.lock().unwrap().insert(target(), zeroed);
+
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+        assert_eq!(p.status, Status::RolledBack);
+        assert!(p.reason.contains("set to zero outside this release"), "{}", p.reason);
+        assert_eq!(world.router.write_count(), 1, "only the first stage's write");
+
+        // A manual change to the weight is not overwritten either.
+        let world = World::new(stable_only());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.router.splits.lock().unwrap().insert(target(), lambda_split("41", "42", 0.5));
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        assert!(
+            p.reason.contains("expected stable 41 with canary 42 at 5%, found stable 41 with canary 42 at 50%"),
+            "{}",
+            p.reason
+        );
+        assert_eq!(world.live().canary_weight, 0.5);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_while_advancing_is_not_overwritten_and_says_why() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.router.interleaved.lock().unwrap().insert(target(), VecDeque::from([lambda_split("41", "42", 0.0)]));
+
+        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+
+        assert_eq!(p.status, Status::RolledBack);
+        assert!(
+            p.reason.contains("changed while advancing to stage 1") && p.reason.contains("not overwritten"),
+            "{}",
+            p.reason
+        );
+        assert_eq!(world.live().canary_weight, 0.0);
+    }
+
+    #[tokio::test]
+    async fn unhealthy_after_promotion_restores_the_recorded_stable_version() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let mut p = world.tick(&r, None, T0).await.unwrap();
+        for at in [T0 + 600, T0 + 1200] {
+            p = world.tick(&r, Some(p), at).await.unwrap();
+        }
+        assert_eq!(world.live().stable, "42");
+        world.alarms.states.lock().unwrap().insert("errors".into(), AlarmState::Alarm);
+
+        let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
+
+        assert_eq!(p.status, Status::RolledBack);
+        assert_eq!((world.live().stable.as_str(), world.live().canary), ("41", None));
+    }
+
+    #[tokio::test]
+    async fn insufficient_data_holds_then_fails_safe() {
+        let world = World::new(stable_only());
+        let r = release(Gates { max_hold_seconds: 300, ..gates() });
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.metrics.set((10.0, 0.0), (1000.0, 0.0));
+
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        assert_eq!(p.status, Status::Baking, "mid-bake, too little data is no reason to stop");
+        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        assert_eq!((p.status, p.holding_since, p.wait_seconds), (Status::Holding, Some(T0 + 600), 60));
+        let p = world.tick(&r, Some(p), T0 + 840).await.unwrap();
+        assert_eq!(p.status, Status::Holding);
+        assert_eq!(world.live().canary_weight, 0.05, "holding keeps the weight");
+        let p = world.tick(&r, Some(p), T0 + 900).await.unwrap();
+        assert_eq!(p.status, Status::RolledBack);
+        assert!(p.reason.contains("still inconclusive after holding 300 s"), "{}", p.reason);
+        assert_eq!(world.live().canary_weight, 0.0);
+    }
+
+    #[tokio::test]
+    async fn insufficient_data_policies_rollback_and_proceed() {
+        for (policy, expected) in
+            [(OnInsufficientData::Rollback, Status::RolledBack), (OnInsufficientData::Proceed, Status::Advanced)]
+        {
+            let world = World::new(stable_only());
+            let r = release(Gates { on_insufficient_data: policy, ..gates() });
+            let p = world.tick(&r, None, T0).await.unwrap();
+            world.metrics.set((10.0, 0.0), (1000.0, 0.0));
+            let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+            assert_eq!(p.status, expected, "{policy:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_rollback_message_fails_the_tick_and_the_retry_stops_cleanly() {
+        let world = World { notifier: FakeNotifier::failing(1), ..World::new(stable_only()) };
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.alarms.states.lock().unwrap().insert("errors".into(), AlarmState::Alarm);
+
+        let err = world.tick(&r, Some(p.clone()), T0 + 60).await.unwrap_err();
+        assert!(err.is_retryable() && err.to_string().contains("message was not sent"), "{err}");
+        assert_eq!(world.live().canary_weight, 0.0, "the rollback stands");
+
+        let p = world.tick(&r, Some(p), T0 + 61).await.unwrap();
+        assert_eq!(p.status, Status::RolledBack);
+    }
+
+    #[tokio::test]
+    async fn history_stays_bounded() {
+        let world = World::new(stable_only());
+        let r = Release {
+            stages: vec![crate::release::Stage { percent: 100.0, bake_seconds: 100_000 }],
+            ..release(gates())
+        };
+        let mut p = world.tick(&r, None, T0).await.unwrap();
+        for i in 1..=100 {
+            p = world.tick(&r, Some(p), T0 + i * 60).await.unwrap();
+        }
+        assert_eq!(p.history.len(), HISTORY_LIMIT);
+        assert_eq!(p.history_dropped, 101 - HISTORY_LIMIT as u64);
+        assert_eq!(p.history.last().unwrap().at, T0 + 6000);
+        assert!(serde_json::to_string(&p).unwrap().len() < 64 * 1024);
+    }
+
+    #[tokio::test]
+    async fn the_payload_round_trips_release_and_progress() {
+        let world = World::new(stable_only());
+        let deps = StepDeps {
+            router: &world.router,
+            notifier: &world.notifier,
+            alarms: &world.alarms,
+            metrics: &world.metrics,
+        };
+        let input = serde_json::to_value(release(gates())).unwrap();
+        let out = tick_payload(&input, &deps, T0).await.unwrap();
+        assert_eq!(out["progress"]["status"], "advanced");
+        assert_eq!(out["release"], "ai-handler-42");
+        let again = tick_payload(&out, &deps, T0 + 60).await.unwrap();
+        assert_eq!(again["progress"]["status"], "baking");
+
+        let mut edited = out.clone();
+        edited["progress"]["stage"] = "two".into();
+        let err = tick_payload(&edited, &deps, T0 + 60).await.unwrap_err();
+        assert!(err.to_string().contains("progress:"), "{err}");
     }
 }
