@@ -13,6 +13,7 @@ use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
 use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
 use coalmine::aws::Aws;
 use coalmine::config::{Config, TargetMapping};
+use coalmine::ports::{Split, TrafficRouter};
 use coalmine::Target;
 use serde_json::Value;
 
@@ -384,6 +385,56 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A router that lets someone else change a Lambda alias once, between our read and
+/// our write: the race the conditional write exists for.
+pub struct Interloper<'a> {
+    inner: &'a coalmine::aws::AwsRouter,
+    local: &'a LocalAws,
+    /// The weight the interloper gives version 2 (0 removes the canary: a rollback).
+    weight: f64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Interloper<'a> {
+    pub fn new(inner: &'a coalmine::aws::AwsRouter, local: &'a LocalAws, weight: f64) -> Self {
+        Interloper { inner, local, weight, done: Default::default() }
+    }
+
+    pub fn interfered(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
+impl TrafficRouter for Interloper<'_> {
+    async fn read(&self, target: &Target) -> coalmine::Result<Split> {
+        self.inner.read(target).await
+    }
+
+    async fn write(&self, target: &Target, read: &Split, desired: &Split) -> coalmine::Result<Split> {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            let Target::Lambda(alias) = target else { panic!("the interloper changes Lambda aliases only") };
+            let weights =
+                if self.weight > 0.0 { HashMap::from([("2".to_owned(), self.weight)]) } else { HashMap::new() };
+            self.local
+                .lambda
+                .update_alias()
+                .function_name(&alias.function)
+                .name(&alias.alias)
+                .routing_config(
+                    AliasRoutingConfiguration::builder().set_additional_version_weights(Some(weights)).build(),
+                )
+                .send()
+                .await
+                .expect("interloping write");
+        }
+        self.inner.write(target, read, desired).await
+    }
+
+    async fn check_canary(&self, target: &Target, canary: &str) -> coalmine::Result<()> {
+        self.inner.check_canary(target, canary).await
     }
 }
 

@@ -5,10 +5,8 @@ use std::time::{Duration, Instant};
 
 use coalmine::aws::Aws;
 use coalmine::config::Config;
-use coalmine::ports::{Split, TrafficRouter};
 use coalmine::rollback::{handle_payload, RollbackDeps};
-use coalmine::Target;
-use coalmine_tests::{sample_event, unique, Inbox, LocalAws};
+use coalmine_tests::{sample_event, unique, Inbox, Interloper, LocalAws};
 use serde_json::Value;
 
 const MESSAGE_WAIT: Duration = Duration::from_secs(10);
@@ -175,46 +173,13 @@ async fn sns_failing_then_recovering_delivers_on_the_retried_invocation() {
     assert_eq!((messages.len(), messages[0].event()), (1, "already_zero"));
 }
 
-/// Changes the alias (someone else's write) after our read, before our write, once.
-struct Interloper<'a> {
-    inner: &'a coalmine::aws::AwsRouter,
-    local: &'a LocalAws,
-    done: std::sync::atomic::AtomicBool,
-}
-
-impl TrafficRouter for Interloper<'_> {
-    async fn read(&self, target: &Target) -> coalmine::Result<Split> {
-        self.inner.read(target).await
-    }
-
-    async fn write(&self, target: &Target, read: &Split, desired: &Split) -> coalmine::Result<Split> {
-        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            let Target::Lambda(alias) = target else { unreachable!() };
-            self.local
-                .lambda
-                .update_alias()
-                .function_name(&alias.function)
-                .name(&alias.alias)
-                .routing_config(
-                    aws_sdk_lambda::types::AliasRoutingConfiguration::builder()
-                        .additional_version_weights("2", 0.5)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("interloping write");
-        }
-        self.inner.write(target, read, desired).await
-    }
-}
-
 #[tokio::test]
 async fn a_revision_conflict_is_read_again_and_handled_never_overwritten_blindly() {
     let s = scene().await;
     let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
     let alarm = unique("canary-errors");
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;
-    let router = Interloper { inner: &s.aws.router, local: &s.local, done: Default::default() };
+    let router = Interloper::new(&s.aws.router, &s.local, 0.5);
     let deps = RollbackDeps {
         router: &router,
         notifier: &s.aws.notifier,
