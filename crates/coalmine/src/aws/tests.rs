@@ -276,3 +276,150 @@ async fn an_ok_transition_makes_no_aws_call_at_all() {
     let report = handle_alarm(&sample("ok-lambda-canary.eventbridge.json"), &deps).await.unwrap();
     assert!(report.outcomes.is_empty() && report.notified == 0);
 }
+
+mod stepper {
+    use aws_sdk_cloudwatch::operation::get_metric_data::{GetMetricDataInput, GetMetricDataOutput};
+    use aws_sdk_cloudwatch::types::{MetricDataResult, StatusCode};
+
+    use super::*;
+    use crate::fakes::{FakeMetrics, FakeNotifier};
+    use crate::ports::{MetricQuery, MetricSource};
+    use crate::release::tests::lambda_release;
+    use crate::step::{tick, Progress, Status, StepDeps, Written};
+
+    fn result(id: &str, values: &[f64]) -> MetricDataResult {
+        MetricDataResult::builder().id(id).set_values(Some(values.to_vec())).status_code(StatusCode::Complete).build()
+    }
+
+    fn dims(q: &aws_sdk_cloudwatch::types::MetricDataQuery) -> Vec<(String, String)> {
+        let metric = q.metric_stat().and_then(|s| s.metric()).unwrap();
+        metric.dimensions().iter().map(|d| (d.name().unwrap().to_owned(), d.value().unwrap().to_owned())).collect()
+    }
+
+    fn shape_is_right(r: &GetMetricDataInput) -> bool {
+        let queries = r.metric_data_queries();
+        let find = |id: &str| queries.iter().find(|q| q.id() == Some(id));
+        let (Some(c_p95), Some(s_err), Some(c_x0), Some(s_x1)) =
+            (find("c_p95"), find("s_err"), find("c_x0"), find("s_x1"))
+        else {
+            return false;
+        };
+        let stat = |q: &aws_sdk_cloudwatch::types::MetricDataQuery| {
+            q.metric_stat().and_then(|s| s.stat()).unwrap_or_default().to_owned()
+        };
+        let period = c_p95.metric_stat().and_then(|s| s.period()).unwrap_or_default();
+        queries.len() == 10
+            && stat(c_p95) == "p95"
+            && c_p95.metric_stat().and_then(|s| s.metric()).and_then(|m| m.metric_name()) == Some("Duration")
+            && dims(c_p95).contains(&("ExecutedVersion".into(), "42".into()))
+            && dims(c_p95).contains(&("Resource".into(), "ai-handler:production".into()))
+            && dims(s_err).contains(&("ExecutedVersion".into(), "41".into()))
+            && dims(c_x0).contains(&("Version".into(), "42".into()))
+            && dims(s_x1).contains(&("Version".into(), "41".into()))
+            && stat(s_x1) == "p95"
+            && period == 540
+            && r.start_time().map(|t| t.secs()) == Some(1_800_000_000)
+            && r.end_time().map(|t| t.secs()) == Some(1_800_000_540)
+    }
+
+    #[tokio::test]
+    async fn one_get_metric_data_call_fetches_both_sides_and_parses_percentiles() {
+        let rule =
+            mock!(aws_sdk_cloudwatch::Client::get_metric_data).match_requests(shape_is_right).then_output(|| {
+                GetMetricDataOutput::builder()
+                    .metric_data_results(result("c_req", &[600.0, 400.0]))
+                    .metric_data_results(result("c_err", &[3.0, 2.0]))
+                    .metric_data_results(result("c_p95", &[800.0, 950.5]))
+                    .metric_data_results(result("s_req", &[19_000.0]))
+                    .metric_data_results(result("s_err", &[19.0]))
+                    .metric_data_results(result("s_p95", &[]))
+                    .metric_data_results(result("c_x0", &[4.0, 5.0]))
+                    .metric_data_results(result("s_x0", &[]))
+                    .metric_data_results(result("c_x1", &[120.0, 300.0]))
+                    .metric_data_results(result("s_x1", &[250.0]))
+                    .build()
+            });
+        let metrics = CloudWatchMetrics::new(client!(aws_sdk_cloudwatch, [&rule]));
+        let release = lambda_release();
+        let query = MetricQuery {
+            target: &release.target,
+            canary: "42",
+            stable: "41",
+            start_epoch: 1_800_000_000,
+            end_epoch: 1_800_000_540,
+            custom: &release.gates.custom,
+        };
+
+        let snapshot = metrics.fetch(&query).await.unwrap();
+
+        assert_eq!(rule.num_calls(), 1);
+        assert_eq!(
+            (snapshot.canary.requests, snapshot.canary.errors, snapshot.canary.p95_ms),
+            (1000.0, 5.0, Some(950.5))
+        );
+        assert_eq!((snapshot.stable.requests, snapshot.stable.p95_ms), (19_000.0, None));
+        assert_eq!(snapshot.canary.custom, [Some(9.0), Some(300.0)], "Sum adds periods; percentiles keep the worst");
+        assert_eq!(snapshot.stable.custom, [None, Some(250.0)]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_query_inside_a_200_is_an_error_not_a_zero() {
+        let rule = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(
+                    MetricDataResult::builder().id("c_req").status_code(StatusCode::InternalError).build(),
+                )
+                .build()
+        });
+        let metrics = CloudWatchMetrics::new(client!(aws_sdk_cloudwatch, [&rule]));
+        let release = lambda_release();
+        let query = MetricQuery {
+            target: &release.target,
+            canary: "42",
+            stable: "41",
+            start_epoch: 0,
+            end_epoch: 60,
+            custom: &[],
+        };
+        let err = metrics.fetch(&query).await.unwrap_err();
+        assert!(err.is_retryable() && err.to_string().contains("c_req returned InternalError"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_revision_conflict_while_advancing_is_not_overwritten_and_the_reason_says_why() {
+        let get = mock!(aws_sdk_lambda::Client::get_alias).then_output(|| alias("41", Some(("42", 0.05)), "r1"));
+        let update = mock!(aws_sdk_lambda::Client::update_alias).then_error(|| {
+            UpdateAliasError::generic(error("PreconditionFailedException", "The RevisionId provided does not match"))
+        });
+        let router = lambda_router(&[&get, &update]);
+        let release = crate::release::Release { gates: crate::release::Gates::default(), ..lambda_release() };
+        let t0 = 1_800_000_000;
+        let progress = Progress {
+            stage: 0,
+            weight: 0.05,
+            stable: "41".into(),
+            last_written: Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05 },
+            started_at: t0,
+            stage_entered_at: t0,
+            holding_since: None,
+            status: Status::Baking,
+            wait_seconds: 60,
+            reason: String::new(),
+            ticks: 5,
+            history: Vec::new(),
+            history_dropped: 0,
+        };
+        let deps = StepDeps {
+            router: &router,
+            notifier: &FakeNotifier::default(),
+            alarms: &FakeAlarms::default(),
+            metrics: &FakeMetrics::default(),
+        };
+
+        let p = tick(&release, Some(progress), &deps, t0 + 900).await.unwrap();
+
+        assert_eq!(p.status, Status::RolledBack);
+        assert!(p.reason.contains("changed while advancing") && p.reason.contains("RevisionId"), "{}", p.reason);
+        assert_eq!(update.num_calls(), 1, "no second, blind write");
+    }
+}
