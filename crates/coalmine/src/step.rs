@@ -102,7 +102,12 @@ where
             Error::InvalidRelease(format!("progress: {e}; it is the stepper's own output, do not edit it"))
         })?),
     };
+    // The state machine's Catch puts the failed tick's error here: undo, don't tick.
+    let failure = release_json.remove("failure");
     let release = Release::parse(&Value::Object(release_json))?;
+    if let Some(failure) = failure {
+        return safety_rollback(&release, progress.as_ref(), &failure, deps).await;
+    }
     let progress = tick(&release, progress, deps, now).await?;
     let mut output = serde_json::to_value(&release).map_err(|e| Error::InvalidRelease(e.to_string()))?;
     output["progress"] = serde_json::to_value(&progress).map_err(|e| Error::InvalidRelease(e.to_string()))?;
@@ -304,6 +309,38 @@ where
     info!(release = %release.release, target = %target, decision = "advanced", stage = 0, weight = first.weight(), stable = %progress.stable, canary, "release started");
     record(&mut progress, now, None);
     Ok(progress)
+}
+
+/// After a tick failed for good: bring the canary's traffic back to zero if this release
+/// put any there, and tell the team. It only ever lowers the canary.
+pub async fn safety_rollback<R, N, A, M>(
+    release: &Release,
+    progress: Option<&Progress>,
+    failure: &Value,
+    deps: &StepDeps<'_, R, N, A, M>,
+) -> Result<Value>
+where
+    R: TrafficRouter,
+    N: Notifier,
+    A: AlarmSource,
+    M: MetricSource,
+{
+    let target = &release.target;
+    let cause = failure.get("Cause").and_then(Value::as_str).unwrap_or("unknown");
+    let live = deps.router.read(target).await?;
+    let canary = release.canary_id();
+    let carries_canary = live.canary.as_deref() == Some(canary) && !live.canary_is_zero();
+    let promoted_by_us = progress.is_some_and(|p| live.stable == canary && p.stable != canary);
+    if !carries_canary && !promoted_by_us {
+        info!(release = %release.release, target = %target, decision = "nothing_to_undo", cause, "safety rollback");
+        return Ok(serde_json::json!({"safety_rollback": "nothing_to_undo", "cause": cause}));
+    }
+    let stable = progress.map(|p| p.stable.as_str());
+    let outcome = restore_stable(deps.router, target, stable, Some(live)).await?;
+    let reason = format!("the release's tick kept failing ({cause}); safety rollback");
+    warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, "safety rollback");
+    deps.notifier.publish(&notify::stepper_rollback(release, target, &outcome, &reason)).await?;
+    Ok(serde_json::json!({"safety_rollback": outcome.event_name(), "cause": cause}))
 }
 
 /// The split a stage asks for. Lambda at 100% is a promotion: the canary becomes the
@@ -692,6 +729,36 @@ mod tests {
 
         let p = world.tick(&r, Some(p), T0 + 61).await.unwrap();
         assert_eq!(p.status, Status::RolledBack);
+    }
+
+    #[tokio::test]
+    async fn the_safety_rollback_only_lowers_the_canary() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let deps = StepDeps { router: &world.router, notifier: &world.notifier, alarms: &world.alarms, metrics: &world.metrics };
+        let p = world.tick(&r, None, T0).await.unwrap();
+        let mut input = serde_json::to_value(&r).unwrap();
+        input["progress"] = serde_json::to_value(&p).unwrap();
+        input["failure"] = serde_json::json!({"Error": "Retryable", "Cause": "GetMetricData throttled"});
+
+        let out = tick_payload(&input, &deps, T0 + 60).await.unwrap();
+        assert_eq!(out["safety_rollback"], "rolled_back");
+        assert_eq!(world.live().canary_weight, 0.0);
+        assert!(world.notifier.sent.lock().unwrap()[0].body.contains("GetMetricData throttled"));
+
+        // Run again (the state machine retries): nothing left to undo, nothing written.
+        let out = tick_payload(&input, &deps, T0 + 61).await.unwrap();
+        assert_eq!(out["safety_rollback"], "nothing_to_undo");
+        assert_eq!(world.router.write_count(), 2);
+
+        // Another release's canary is not ours to touch.
+        let world = World::new(lambda_split("41", "40", 0.3));
+        let deps = StepDeps { router: &world.router, notifier: &world.notifier, alarms: &world.alarms, metrics: &world.metrics };
+        let mut input = serde_json::to_value(&r).unwrap();
+        input["failure"] = serde_json::json!({"Error": "NonRetryable", "Cause": "already has a canary in flight"});
+        let out = tick_payload(&input, &deps, T0).await.unwrap();
+        assert_eq!(out["safety_rollback"], "nothing_to_undo");
+        assert_eq!(world.live().canary_weight, 0.3);
     }
 
     #[tokio::test]
