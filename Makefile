@@ -25,6 +25,7 @@ unit:
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	node_modules/.bin/asl-validator --json-path infra/statemachine/release.asl.json
 
 fmt:
 	$(CARGO) fmt --all
