@@ -247,6 +247,62 @@ impl LocalAws {
     }
 }
 
+impl LocalAws {
+    /// Puts the metrics CloudWatch would hold for one side of a target at `at` (epoch
+    /// seconds): requests, errors, and latency samples (ms for Lambda, µs for SageMaker).
+    pub async fn put_side_metrics(
+        &self,
+        target: &Target,
+        id: &str,
+        at: u64,
+        requests: f64,
+        errors: f64,
+        latencies: &[f64],
+    ) {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+        let dim = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+        let (namespace, dims, names) = match target {
+            Target::Lambda(a) => (
+                "AWS/Lambda",
+                vec![
+                    dim("FunctionName", &a.function),
+                    dim("Resource", &format!("{}:{}", a.function, a.alias)),
+                    dim("ExecutedVersion", id),
+                ],
+                ["Invocations", "Errors", "Duration"],
+            ),
+            Target::Sagemaker(s) => (
+                "AWS/SageMaker",
+                vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)],
+                ["Invocations", "Invocation5XXErrors", "ModelLatency"],
+            ),
+        };
+        let when = aws_sdk_cloudwatch::primitives::DateTime::from_secs(at as i64);
+        let datum =
+            |name: &str| MetricDatum::builder().metric_name(name).set_dimensions(Some(dims.clone())).timestamp(when);
+        self.cloudwatch
+            .put_metric_data()
+            .namespace(namespace)
+            .metric_data(datum(names[0]).value(requests).build())
+            .metric_data(datum(names[1]).value(errors).build())
+            .metric_data(datum(names[2]).set_values(Some(latencies.to_vec())).build())
+            .send()
+            .await
+            .expect("put metric data");
+    }
+
+    pub async fn set_alarm(&self, name: &str, state: aws_sdk_cloudwatch::types::StateValue) {
+        self.cloudwatch
+            .set_alarm_state()
+            .alarm_name(name)
+            .state_value(state)
+            .state_reason("set by the test")
+            .send()
+            .await
+            .expect("set alarm state");
+    }
+}
+
 pub fn alarm_arn(name: &str) -> String {
     format!("arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}")
 }

@@ -735,7 +735,12 @@ mod tests {
     async fn the_safety_rollback_only_lowers_the_canary() {
         let world = World::new(stable_only());
         let r = release(gates());
-        let deps = StepDeps { router: &world.router, notifier: &world.notifier, alarms: &world.alarms, metrics: &world.metrics };
+        let deps = StepDeps {
+            router: &world.router,
+            notifier: &world.notifier,
+            alarms: &world.alarms,
+            metrics: &world.metrics,
+        };
         let p = world.tick(&r, None, T0).await.unwrap();
         let mut input = serde_json::to_value(&r).unwrap();
         input["progress"] = serde_json::to_value(&p).unwrap();
@@ -753,7 +758,12 @@ mod tests {
 
         // Another release's canary is not ours to touch.
         let world = World::new(lambda_split("41", "40", 0.3));
-        let deps = StepDeps { router: &world.router, notifier: &world.notifier, alarms: &world.alarms, metrics: &world.metrics };
+        let deps = StepDeps {
+            router: &world.router,
+            notifier: &world.notifier,
+            alarms: &world.alarms,
+            metrics: &world.metrics,
+        };
         let mut input = serde_json::to_value(&r).unwrap();
         input["failure"] = serde_json::json!({"Error": "NonRetryable", "Cause": "already has a canary in flight"});
         let out = tick_payload(&input, &deps, T0).await.unwrap();
