@@ -303,6 +303,82 @@ impl LocalAws {
     }
 }
 
+/// The deployed system as `sam deploy` would leave it, in the local AWS: the real
+/// bootstraps as functions, the real ASL as a state machine.
+pub struct Deployed {
+    pub rollback_fn: String,
+    pub stepper_fn: String,
+    pub state_machine_arn: String,
+}
+
+impl LocalAws {
+    pub async fn deploy(&self, topic_arn: &str) -> Deployed {
+        let env = [("SNS_TOPIC_ARN", topic_arn), ("SAGEMAKER_UPDATE_MAX_WAIT_SECONDS", "20")];
+        let rollback_fn = unique("coalmine-rollback");
+        self.create_function_from(&rollback_fn, &bootstrap_path("rollback"), &env).await;
+        let stepper_fn = unique("coalmine-stepper");
+        let stepper_arn = self.create_function_from(&stepper_fn, &bootstrap_path("stepper"), &env).await;
+        let asl = std::fs::read_to_string(workspace_root().join("infra/statemachine/release.asl.json")).expect("ASL");
+        let definition = asl.replace("${StepperFunctionArn}", &stepper_arn);
+        assert!(!definition.contains("${"), "every substitution filled in");
+        let state_machine_arn = self
+            .sfn
+            .create_state_machine()
+            .name(unique("coalmine-release"))
+            .definition(definition)
+            .role_arn(ROLE_ARN)
+            .send()
+            .await
+            .expect("create state machine")
+            .state_machine_arn;
+        Deployed { rollback_fn, stepper_fn, state_machine_arn }
+    }
+
+    pub async fn start_release(&self, deployed: &Deployed, release: &Value) -> String {
+        self.sfn
+            .start_execution()
+            .state_machine_arn(&deployed.state_machine_arn)
+            .name(unique("release"))
+            .input(release.to_string())
+            .send()
+            .await
+            .expect("start execution")
+            .execution_arn
+    }
+
+    /// Waits for the execution to end; returns (status, error, cause, output).
+    pub async fn finished(&self, execution_arn: &str, within: Duration) -> (String, String, String, Value) {
+        poll(within, || async {
+            let out =
+                self.sfn.describe_execution().execution_arn(execution_arn).send().await.expect("describe execution");
+            let status = out.status.as_str().to_owned();
+            (status != "RUNNING").then(|| {
+                (
+                    status,
+                    out.error.unwrap_or_default(),
+                    out.cause.unwrap_or_default(),
+                    out.output.and_then(|o| serde_json::from_str(&o).ok()).unwrap_or(Value::Null),
+                )
+            })
+        })
+        .await
+        .unwrap_or_else(|| panic!("execution {execution_arn} still running after {within:?}"))
+    }
+
+    pub async fn invoke_async(&self, function: &str, event: &Value) {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name(function)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(Blob::new(serde_json::to_vec(event).expect("JSON")))
+            .send()
+            .await
+            .expect("async invoke");
+        assert_eq!(out.status_code, 202);
+    }
+}
+
 pub fn alarm_arn(name: &str) -> String {
     format!("arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}")
 }

@@ -104,10 +104,15 @@ where
     };
     // The state machine's Catch puts the failed tick's error here: undo, don't tick.
     let failure = release_json.remove("failure");
-    let release = Release::parse(&Value::Object(release_json))?;
+    let release = Release::parse(&Value::Object(release_json));
     if let Some(failure) = failure {
-        return safety_rollback(&release, progress.as_ref(), &failure, deps).await;
+        return match release {
+            Ok(release) => safety_rollback(&release, progress.as_ref(), &failure, deps).await,
+            // The first tick refused it, so it never moved traffic.
+            Err(invalid) => Ok(serde_json::json!({"safety_rollback": "nothing_to_undo", "cause": invalid.to_string()})),
+        };
     }
+    let release = release?;
     let progress = tick(&release, progress, deps, now).await?;
     let mut output = serde_json::to_value(&release).map_err(|e| Error::InvalidRelease(e.to_string()))?;
     output["progress"] = serde_json::to_value(&progress).map_err(|e| Error::InvalidRelease(e.to_string()))?;
@@ -769,6 +774,12 @@ mod tests {
         let out = tick_payload(&input, &deps, T0).await.unwrap();
         assert_eq!(out["safety_rollback"], "nothing_to_undo");
         assert_eq!(world.live().canary_weight, 0.3);
+
+        // An invalid release never moved traffic: nothing to undo, and no error to retry.
+        input["canary_version"] = "$LATEST".into();
+        let out = tick_payload(&input, &deps, T0).await.unwrap();
+        assert_eq!(out["safety_rollback"], "nothing_to_undo");
+        assert!(out["cause"].as_str().unwrap().contains("$LATEST"));
     }
 
     #[tokio::test]
