@@ -116,6 +116,19 @@ impl LocalAws {
         Target::lambda(function, "live")
     }
 
+    /// Publishes one more version of a seeded function (a new model release); returns it.
+    pub async fn publish_next_version(&self, function: &str) -> String {
+        let code = zip_bootstrap(b"#!/bin/sh\necho '{}'\n");
+        self.lambda
+            .update_function_code()
+            .function_name(function)
+            .zip_file(Blob::new(code))
+            .send()
+            .await
+            .expect("update code");
+        self.lambda.publish_version().function_name(function).send().await.expect("publish").version.unwrap_or_default()
+    }
+
     /// (stable version, canary weights, RevisionId) of a seeded alias.
     pub async fn alias_state(&self, target: &Target) -> (String, HashMap<String, f64>, String) {
         let Target::Lambda(alias) = target else { panic!("{target} is not a Lambda alias") };
@@ -200,13 +213,16 @@ impl LocalAws {
     }
 
     /// A metric alarm named `name`, tagged `coalmine:target` = `target_tag` when given.
+    /// It watches a metric nobody puts: MiniStack evaluates alarms on namespace and name
+    /// alone, ignoring dimensions, so an alarm on `AWS/Lambda Errors` would follow every
+    /// test's data. Tests move it with `set_alarm`.
     pub async fn put_alarm(&self, name: &str, target_tag: Option<&str>) -> String {
         let mut request = self
             .cloudwatch
             .put_metric_alarm()
             .alarm_name(name)
-            .namespace("AWS/Lambda")
-            .metric_name("Errors")
+            .namespace("Coalmine/Test")
+            .metric_name("CanaryErrors")
             .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
             .period(60)
             .evaluation_periods(1)

@@ -220,7 +220,8 @@ where
 
     // 5. Bake over and healthy: promote after the last stage, else the next stage.
     if progress.stage + 1 == release.stages.len() {
-        let reason = format!("stage {} baked healthy: promoted. {}", stage.percent, evidence.summary());
+        let reason =
+            format!("stage {} baked healthy: promoted. {}", notify::percent(stage.weight()), evidence.summary());
         info!(release = %release.release, target = %target, decision = "promoted", %reason);
         let mut done = finish(progress, now, Status::Promoted, reason, evidence_json);
         done.wait_seconds = 0;
@@ -245,7 +246,7 @@ where
     progress.wait_seconds = release.check_every_seconds.min(release.stages[next].bake_seconds.max(1));
     progress.reason = format!(
         "stage {} baked healthy; now at {}. {}",
-        stage.percent,
+        notify::percent(stage.weight()),
         notify::percent(release.stages[next].weight()),
         evidence.summary()
     );
@@ -310,7 +311,7 @@ where
     progress.last_written = Written::of(&written);
     progress.wait_seconds = release.check_every_seconds.min(first.bake_seconds.max(1));
     progress.reason =
-        format!("started: stable {}, canary {canary} at {}", progress.stable, notify::percent(first.weight()));
+        format!("started: canary {canary} at {} (stable {})", notify::percent(first.weight()), progress.stable);
     info!(release = %release.release, target = %target, decision = "advanced", stage = 0, weight = first.weight(), stable = %progress.stable, canary, "release started");
     record(&mut progress, now, None);
     Ok(progress)

@@ -1,156 +1,162 @@
-//! `make demo`: the rollback story against the local AWS, as a short timeline.
-//!
-//! The real rollback bootstrap runs as a function in MiniStack. A Lambda canary and a
-//! SageMaker canary each take 5% of traffic; their alarm fires; the function, invoked
-//! asynchronously as EventBridge would, zeroes the canary and tells the team on SNS.
+//! `make demo`: the whole story against the local AWS, as a timeline a person reads in
+//! twenty seconds. Everything runs as deployed: the real stepper and rollback bootstraps
+//! as functions, the real state machine, one execution per release. Bakes are seconds.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
-use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::InvocationType;
 use coalmine::Target;
-use coalmine_tests::{bootstrap_path, poll, sample_event, Inbox, LocalAws};
-
-struct Timeline(Instant);
-
-impl Timeline {
-    fn say(&self, what: impl AsRef<str>) {
-        println!("  [{:>5.1}s] {}", self.0.elapsed().as_secs_f64(), what.as_ref());
-    }
-}
+use coalmine_tests::{poll, sample_event, Deployed, Inbox, LocalAws};
+use serde_json::{json, Value};
 
 #[tokio::main]
 async fn main() {
     let local = LocalAws::connect().await;
-    println!("coalmine demo: rollback on alarm, against the local AWS (MiniStack + moto)\n");
-
     let run = run_id();
     let name = |base: &str| format!("{base}-{run}");
-    let inbox = local.topic_with_queue(&name("coalmine-alerts")).await;
-    let rollback_fn = name("coalmine-rollback");
-    let setup = Instant::now();
-    local.create_function_from(&rollback_fn, &bootstrap_path("rollback"), &[("SNS_TOPIC_ARN", &inbox.topic_arn)]).await;
-    let t = Timeline(Instant::now());
-    t.say(format!(
-        "deployed the real rollback bootstrap as {rollback_fn} ({:.1}s), and the team's SNS topic",
-        setup.elapsed().as_secs_f64()
-    ));
+    println!("coalmine demo: canary releases against the local AWS (MiniStack + moto)\n");
 
-    println!("\n  Lambda: a new model version behind a weighted alias");
+    let setup = Instant::now();
+    let inbox = local.topic_with_queue(&name("coalmine-alerts")).await;
+    let deployed = local.deploy(&inbox.topic_arn).await;
+    println!(
+        "deployed in {:.1}s: stepper + rollback functions (real bootstraps), release state machine, SNS topic\n",
+        setup.elapsed().as_secs_f64()
+    );
+
+    // 1. A healthy release of a Lambda model handler climbs 5 -> 25 -> 50 -> 100.
     let function = name("ai-handler");
-    let target = local.seed_lambda_canary(&function, 0.05).await;
-    let (stable, weights, _) = local.alias_state(&target).await;
-    t.say(format!("{target}: version {stable} serves {}, canary {}", share(1.0 - total(&weights)), describe(&weights)));
+    let target = local.seed_lambda_canary(&function, 0.0).await;
     let alarm = name("ai-handler-canary-errors");
-    fire(&local, &t, &rollback_fn, &alarm, &target, "alarm-lambda-canary.eventbridge.json").await;
+    local.put_alarm(&alarm, Some(&target.to_string())).await;
+    local.set_alarm(&alarm, StateValue::Ok).await;
+    let release = lambda_release("ai-handler-v2", &function, "2", &alarm, &[5, 25, 50, 100], 2);
+    let pump = tokio::spawn(pump_metrics(target.clone(), "2", "1"));
+    run_release(&local, &deployed, &release, &target).await;
+    pump.abort();
+
+    // 2. The next release: its alarm fires mid-bake; the rollback function zeroes it.
+    let version = local.publish_next_version(&function).await;
+    let release = lambda_release("ai-handler-v3", &function, &version, &alarm, &[5, 25, 50, 100], 600);
+    let started = Instant::now();
+    let execution = local.start_release(&deployed, &release).await;
+    header(&release, &target);
+    let reached =
+        poll(Duration::from_secs(60), || async { local.alias_state(&target).await.1.get(&version).copied() }).await;
+    say(started, format!("stage 1/4 at {} (version {version}), baking", pct(reached.unwrap_or_default())));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    local.set_alarm(&alarm, StateValue::Alarm).await;
+    say(started, format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
+    local
+        .invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None))
+        .await;
     let zeroed =
         poll(Duration::from_secs(30), || async { local.alias_state(&target).await.1.is_empty().then_some(()) }).await;
-    let (stable, _, _) = local.alias_state(&target).await;
-    t.say(match zeroed {
-        Some(()) => format!("{target}: canary weight 5% -> 0%, version {stable} serves 100%"),
-        None => {
-            format!("{target}: canary still has traffic after 30 s (see .local-aws/ministack.log)")
-        }
-    });
-    show_message(&inbox, &t).await;
+    if zeroed.is_some() {
+        say(started, "rollback function: canary weight 5% -> 0%");
+    }
+    show_messages(&inbox, started, 1).await;
+    let (status, error, cause, _) = local.finished(&execution, Duration::from_secs(60)).await;
+    say(started, format!("execution {status} {error}: {cause}"));
+    let (stable, weights, _) = local.alias_state(&target).await;
+    println!("  => {target}: version {stable} serves 100%, canary weights {weights:?}\n");
 
-    println!("\n  SageMaker: a canary production variant on an endpoint");
+    // 3. A healthy release of a SageMaker model: a canary variant climbs to 100%.
     let endpoint = name("ai-model-endpoint");
-    let target = local.seed_sagemaker_canary(&endpoint, 0.05).await;
-    let w = local.variant_weights(&endpoint).await;
-    t.say(format!("{target}: variant stable weight {:.2}, canary {:.2}", w["stable"], w["canary"]));
-    let alarm = name("ai-model-canary-5xx");
-    let event = fire(&local, &t, &rollback_fn, &alarm, &target, "alarm-sagemaker-canary.eventbridge.json").await;
-    let zeroed = poll(Duration::from_secs(30), || async {
-        (local.variant_weights(&endpoint).await["canary"] == 0.0).then_some(())
-    })
-    .await;
-    let w = local.variant_weights(&endpoint).await;
-    t.say(match zeroed {
-        Some(()) => format!("{target}: variant stable weight {:.2}, canary {:.2}", w["stable"], w["canary"]),
-        None => format!("{target}: canary still has traffic after 30 s"),
+    let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
+    let release = json!({
+        "release": "ai-model-v7",
+        "target": {"sagemaker": {"endpoint": endpoint, "stable_variant": "stable", "canary_variant": "canary"}},
+        "stages": [{"percent": 10, "bake_seconds": 2}, {"percent": 50, "bake_seconds": 2}, {"percent": 100, "bake_seconds": 2}],
+        "check_every_seconds": 1,
+        "gates": {"max_error_rate": 0.05, "max_p95_latency_ms": 2000, "min_requests": 50}
     });
-    show_message(&inbox, &t).await;
-
-    println!("\n  The same alarm delivered again (EventBridge is at-least-once)");
-    invoke_async(&local, &rollback_fn, event).await;
-    t.say("EventBridge delivers the same event a second time");
-    show_message(&inbox, &t).await;
-    println!("\ndone: both canaries at zero, the team told once per rollback, repeats harmless.");
+    let pump = tokio::spawn(pump_metrics(target.clone(), "canary", "stable"));
+    run_release(&local, &deployed, &release, &target).await;
+    pump.abort();
+    println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
 }
 
-/// Sends the alarm to ALARM and delivers its state-change event; returns the event.
-async fn fire(
-    local: &LocalAws,
-    t: &Timeline,
-    rollback_fn: &str,
-    alarm: &str,
-    target: &Target,
-    sample: &str,
-) -> serde_json::Value {
-    const REASON: &str =
-        "Threshold Crossed: 1 out of the last 1 datapoints [17.0] was greater than the threshold (5.0)";
-    local.put_alarm(alarm, Some(&target.to_string())).await;
-    local
-        .cloudwatch
-        .set_alarm_state()
-        .alarm_name(alarm)
-        .state_value(StateValue::Alarm)
-        .state_reason(REASON)
-        .send()
-        .await
-        .expect("set alarm state");
-    t.say(format!("alarm {alarm} (tagged coalmine:target={target}) -> ALARM"));
-    let mut event = sample_event(sample, alarm, None);
-    event["detail"]["state"]["reason"] = REASON.into();
-    invoke_async(local, rollback_fn, event.clone()).await;
-    t.say("EventBridge delivers the state change to the rollback function (async invoke)");
-    event
+fn lambda_release(name: &str, function: &str, version: &str, alarm: &str, stages: &[u32], bake: u64) -> Value {
+    json!({
+        "release": name,
+        "target": {"lambda": {"function": function, "alias": "live"}},
+        "canary_version": version,
+        "stages": stages.iter().map(|p| json!({"percent": p, "bake_seconds": bake})).collect::<Vec<_>>(),
+        "check_every_seconds": 1,
+        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_error_rate_increase": 0.01,
+                  "max_p95_latency_ms": 2000, "min_requests": 50}
+    })
 }
 
-async fn invoke_async(local: &LocalAws, function: &str, event: serde_json::Value) {
-    local
-        .lambda
-        .invoke()
-        .function_name(function)
-        .invocation_type(InvocationType::Event)
-        .payload(Blob::new(serde_json::to_vec(&event).expect("JSON")))
-        .send()
-        .await
-        .expect("async invoke");
-}
-
-async fn show_message(inbox: &Inbox, t: &Timeline) {
-    match inbox.receive(1, Duration::from_secs(30)).await.first() {
-        Some(m) => {
-            t.say(format!("SNS: \"{}\"  [event={}]", m.subject, m.event()));
-            for line in m.message.lines().filter(|l| l.starts_with("Weight") || l.starts_with("Reason")) {
-                println!("           {line}");
-            }
+/// Runs a release to its end and prints its decisions from the execution's history.
+async fn run_release(local: &LocalAws, deployed: &Deployed, release: &Value, target: &Target) {
+    header(release, target);
+    let started = Instant::now();
+    let execution = local.start_release(deployed, release).await;
+    let (status, error, cause, output) = local.finished(&execution, Duration::from_secs(120)).await;
+    let progress = &output["progress"];
+    let t0 = progress["started_at"].as_u64().unwrap_or_default();
+    let stages = release["stages"].as_array().map(Vec::len).unwrap_or_default();
+    let mut last_line = String::new();
+    for decision in progress["history"].as_array().into_iter().flatten() {
+        let line = format!(
+            "stage {}/{stages} {:>4}  {:<8} {}",
+            decision["stage"].as_u64().unwrap_or_default() + 1,
+            pct(decision["weight"].as_f64().unwrap_or_default()),
+            decision["status"].as_str().unwrap_or_default(),
+            decision["reason"].as_str().unwrap_or_default()
+        );
+        // Consecutive identical bake checks say nothing new.
+        if line != last_line {
+            println!("  [t+{:>2}s] {line}", decision["at"].as_u64().unwrap_or_default().saturating_sub(t0));
         }
-        None => t.say("SNS: no message within 30 s"),
+        last_line = line;
+    }
+    let outcome = if status == "SUCCEEDED" { "promoted".to_owned() } else { format!("{error}: {cause}") };
+    println!("  => execution {status} after {:.1}s: {outcome}\n", started.elapsed().as_secs_f64());
+}
+
+fn header(release: &Value, target: &Target) {
+    let canary =
+        release["canary_version"].as_str().map(|v| format!("version {v}")).unwrap_or_else(|| "variant canary".into());
+    println!("release {} on {target}: {canary}", release["release"].as_str().unwrap_or_default());
+}
+
+/// Healthy traffic on both sides while a release runs, as CloudWatch would record it.
+async fn pump_metrics(target: Target, canary: &'static str, stable: &'static str) {
+    let local = LocalAws::connect().await;
+    loop {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        local.put_side_metrics(&target, canary, now, 60.0, 0.0, &latencies(&target, 850.0)).await;
+        local.put_side_metrics(&target, stable, now, 600.0, 3.0, &latencies(&target, 800.0)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-fn total(weights: &std::collections::HashMap<String, f64>) -> f64 {
-    weights.values().sum()
+/// Lambda reports Duration in ms, SageMaker ModelLatency in µs.
+fn latencies(target: &Target, p95_ms: f64) -> Vec<f64> {
+    let unit = if matches!(target, Target::Sagemaker(_)) { 1000.0 } else { 1.0 };
+    (1..=20).map(|i| p95_ms * f64::from(i) / 19.0 * unit).collect()
 }
 
-fn share(weight: f64) -> String {
+async fn show_messages(inbox: &Inbox, started: Instant, want: usize) {
+    for m in inbox.receive(want, Duration::from_secs(30)).await {
+        say(started, format!("SNS [{}] \"{}\"", m.event(), m.subject));
+    }
+}
+
+fn say(started: Instant, what: impl AsRef<str>) {
+    println!("  [t+{:>2.0}s] {}", started.elapsed().as_secs_f64(), what.as_ref());
+}
+
+fn pct(weight: f64) -> String {
     coalmine::notify::percent(weight)
-}
-
-fn describe(weights: &std::collections::HashMap<String, f64>) -> String {
-    weights.iter().map(|(v, w)| format!("version {v} {}", share(*w))).collect::<Vec<_>>().join(", ")
 }
 
 /// Four hex digits so names stay readable and a second run against the same local AWS
 /// does not collide with the first.
 fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
     format!("{:04x}", (nanos ^ std::process::id()) & 0xffff)
 }
