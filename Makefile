@@ -3,34 +3,69 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-VENV := .venv
-export PATH := $(CURDIR)/$(VENV)/bin:$(HOME)/.cargo/bin:$(PATH)
+export PATH := $(CURDIR)/.venv/bin:$(HOME)/.cargo/bin:$(PATH)
+INFRA := $(CURDIR)/.venv-infra/bin
+CHECKOV := $(CURDIR)/.venv-checkov/bin/checkov
+# SAM's rust-cargolambda build method is a beta feature; no telemetry from CI.
+export SAM_CLI_BETA_RUST_CARGO_LAMBDA := 1
+export SAM_CLI_TELEMETRY := 0
+TEMPLATES := infra/template.yaml infra/example-alarms.yaml
+ASL := infra/statemachine/release.asl.json
 
-.PHONY: setup build test unit lint fmt demo local-aws-start local-aws-stop ci clean
+.PHONY: setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-rust lint-infra fmt \
+        demo local-aws-start local-aws-stop ci clean
 
 setup:
 	@scripts/setup
 
+setup-infra: setup
+	@scripts/setup-infra
+
 # Debug bootstraps for this machine: MiniStack runs them as the Lambda functions.
-build: setup
+bins: setup
 	$(CARGO) build --workspace --bins
 
-test: build
+# Deployment bootstraps: release, arm64, in target/lambda/<function>/bootstrap.
+build: setup
+	$(CARGO) lambda build --release --arm64 --bin rollback --bin stepper
+
+# `sam build`: both functions built by cargo-lambda for arm64, then checked to be arm64 ELF.
+package: setup-infra
+	$(INFRA)/sam build --template-file infra/template.yaml --build-dir .aws-sam/build --beta-features
+	scripts/check-arm64 .aws-sam/build/RollbackFunction/bootstrap .aws-sam/build/StepperFunction/bootstrap
+
+deploy: package
+	cd infra && if [[ -f samconfig.toml ]]; then $(INFRA)/sam deploy --template-file ../.aws-sam/build/template.yaml; \
+	  else $(INFRA)/sam deploy --guided --template-file ../.aws-sam/build/template.yaml; fi
+
+test: test-rust test-infra
+
+test-rust: bins
 	scripts/with-local-aws $(CARGO) test --workspace --no-fail-fast
+
+test-infra: setup-infra
+	scripts/with-local-aws $(INFRA)/python -m pytest -q tests/infra
 
 # Tests that need no local AWS: unit and aws-smithy-mocks tests.
 unit:
 	$(CARGO) test --workspace --lib
 
-lint: setup
+lint: lint-rust lint-infra
+
+lint-rust: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	node_modules/.bin/asl-validator --json-path infra/statemachine/release.asl.json
+
+lint-infra: setup-infra
+	node_modules/.bin/asl-validator --json-path $(ASL)
+	$(INFRA)/sam validate --lint --region us-east-1 --template-file infra/template.yaml
+	$(INFRA)/cfn-lint $(TEMPLATES)
+	$(CHECKOV) --framework cloudformation --compact --quiet --skip-download $(addprefix -f ,$(TEMPLATES))
 
 fmt:
 	$(CARGO) fmt --all
 
-demo: build
+demo: bins
 	@scripts/with-local-aws $(CARGO) run --quiet -p coalmine-tests --bin demo
 
 local-aws-start: setup
@@ -39,8 +74,9 @@ local-aws-start: setup
 local-aws-stop:
 	scripts/local-aws stop
 
-ci: lint test
+ci: lint test package
 
 clean:
 	scripts/local-aws stop || true
 	$(CARGO) clean
+	rm -rf .aws-sam

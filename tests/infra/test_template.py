@@ -1,0 +1,218 @@
+"""The SAM template, rendered by samtranslator with a platform team's parameters: every
+IAM statement grants exactly the intended actions on exactly the intended resources, and
+the EventBridge rule's pattern matches the sample events that should roll back and no
+others (checked by the local AWS's own TestEventPattern)."""
+
+import json
+import os
+import pathlib
+
+import boto3
+import pytest
+import samtranslator
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+REGION, ACCOUNT = "us-east-1", "123456789012"
+PARAMS = {
+    "AlarmNamePrefix": "ai-",
+    "LambdaTargetFunctionArns": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ai-handler,arn:aws:lambda:{REGION}:{ACCOUNT}:function:ai-ranker",
+    "SageMakerEndpointArns": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/ai-model-endpoint",
+    "RollbackTargets": "",
+    "NotificationEmail": "",
+    "LogLevel": "INFO",
+}
+LAMBDA_ARNS = PARAMS["LambdaTargetFunctionArns"].split(",")
+ALARMS = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:ai-*"
+
+
+class ManagedPolicies:
+    """samtranslator's bundled map of AWS managed policies: no IAM call."""
+
+    def load(self):
+        path = pathlib.Path(samtranslator.__file__).parent / "internal/data/aws_managed_policies.json"
+        return json.loads(path.read_text())["aws"]
+
+
+def render(params):
+    template = yaml_parse((ROOT / "infra/template.yaml").read_text())
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "DefinitionUri"):
+            if key in props:  # as `sam validate` does: local paths are uploaded at deploy
+                props[key] = f"s3://render/{name}"
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    return transform(template, params, ManagedPolicies())
+
+
+class Resolver:
+    """Evaluates the intrinsic functions the template uses, with the given parameters."""
+
+    def __init__(self, template, params):
+        self.params = {**{k: v["Default"] for k, v in template.get("Parameters", {}).items() if "Default" in v}, **params}
+        self.params.update({"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"})
+        for name, spec in template.get("Parameters", {}).items():
+            if spec["Type"] == "CommaDelimitedList" and isinstance(self.params[name], str):
+                self.params[name] = [] if self.params[name] == "" else self.params[name].split(",")
+        self.conditions = {}
+        for name, expr in template.get("Conditions", {}).items():
+            self.conditions[name] = self.resolve(expr)
+
+    def ref(self, name):
+        return self.params[name] if name in self.params else f"<{name}>"
+
+    def resolve(self, node):
+        if isinstance(node, list):
+            return [v for v in (self.resolve(n) for n in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return NO_VALUE if arg == "AWS::NoValue" else self.ref(arg)
+            if key == "Fn::GetAtt":
+                return f"<{arg[0]}.{arg[1]}>"
+            if key == "Fn::Join":
+                return arg[0].join(self.resolve(arg[1]))
+            if key == "Fn::Split":
+                return self.resolve(arg[1]).split(arg[0])
+            if key == "Fn::Sub":
+                text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+                values = {**self.params, **extra}
+                out, i = "", 0
+                while i < len(text):
+                    if text.startswith("${", i):
+                        j = text.index("}", i)
+                        name = text[i + 2 : j]
+                        value = values.get(name, f"<{name}>")
+                        out += value if isinstance(value, str) else ",".join(value)
+                        i = j + 1
+                    else:
+                        out += text[i]
+                        i += 1
+                return out
+            if key == "Fn::If":
+                return self.resolve(arg[1] if self.conditions[arg[0]] else arg[2])
+            if key == "Fn::Equals":
+                a, b = self.resolve(arg)
+                return a == b
+            if key == "Fn::Not":
+                return not self.resolve(arg[0])
+        return {k: v for k, v in ((k, self.resolve(v)) for k, v in node.items()) if v is not NO_VALUE}
+
+
+NO_VALUE = object()
+
+
+def statements(resolved, role):
+    """(sorted actions, sorted resources) of every statement of a role's inline policies."""
+    out = []
+    for policy in resolved["Resources"][role]["Properties"].get("Policies", []):
+        for st in policy["PolicyDocument"]["Statement"]:
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            assert st["Effect"] == "Allow"
+            out.append((tuple(sorted(actions)), tuple(sorted(resources))))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def resolved():
+    rendered = render(PARAMS)
+    return Resolver(rendered, PARAMS).resolve(rendered)
+
+
+def both_forms(arns):
+    return tuple(sorted(arns + [a + ":*" for a in arns]))
+
+
+def test_rollback_role_grants_exactly_what_a_rollback_needs(resolved):
+    assert statements(resolved, "RollbackFunctionRole") == sorted([
+        (("sqs:SendMessage",), ("<RollbackFailures.Arn>",)),
+        (("sns:Publish",), ("<AlertTopic>",)),
+        (("kms:Decrypt", "kms:GenerateDataKey"), ("<AlertKey.Arn>",)),
+        (("cloudwatch:ListTagsForResource",), (ALARMS,)),
+        (("lambda:GetAlias", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
+        (("sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"), (PARAMS["SageMakerEndpointArns"],)),
+    ])
+
+
+def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
+    assert statements(resolved, "StepperFunctionRole") == sorted([
+        (("sns:Publish",), ("<AlertTopic>",)),
+        (("kms:Decrypt", "kms:GenerateDataKey"), ("<AlertKey.Arn>",)),
+        (("cloudwatch:DescribeAlarms",), (ALARMS,)),
+        (("cloudwatch:GetMetricData",), ("*",)),
+        (("lambda:GetAlias", "lambda:GetFunctionConfiguration", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
+        (("sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"), (PARAMS["SageMakerEndpointArns"],)),
+    ])
+
+
+def test_state_machine_may_invoke_only_the_stepper(resolved):
+    grants = statements(resolved, "ReleaseStateMachineRole")
+    invoke = [g for g in grants if "lambda:InvokeFunction" in g[0]]
+    assert invoke == [(("lambda:InvokeFunction",), (f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:<StepperFunction>*",))]
+    definition_subs = resolved["Resources"]["ReleaseStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert definition_subs == {"StepperFunctionArn": "<StepperFunction.Arn>"}
+
+
+def test_star_appears_only_where_no_resource_can_be_named(resolved):
+    allowed = {"cloudwatch:GetMetricData"} | {a for a in ("logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+               "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
+               "logs:DescribeLogGroups")}
+    for role in ("RollbackFunctionRole", "StepperFunctionRole", "ReleaseStateMachineRole"):
+        for actions, resources in statements(resolved, role):
+            if "*" in resources:
+                assert set(actions) <= allowed, (role, actions)
+            assert all(not a.endswith(":*") or a.startswith("arn:") for a in actions), (role, actions)
+
+
+def test_without_targets_no_traffic_permission_is_granted():
+    params = {**PARAMS, "LambdaTargetFunctionArns": "", "SageMakerEndpointArns": ""}
+    rendered = render(params)
+    resolved = Resolver(rendered, params).resolve(rendered)
+    for role in ("RollbackFunctionRole", "StepperFunctionRole"):
+        actions = {a for acts, _ in statements(resolved, role) for a in acts}
+        assert not any(a.startswith(("lambda:", "sagemaker:")) for a in actions), (role, actions)
+
+
+def test_functions_are_arm64_al2023_cargolambda_with_json_logs(resolved):
+    for name in ("RollbackFunction", "StepperFunction"):
+        props = resolved["Resources"][name]["Properties"]
+        assert props["Runtime"] == "provided.al2023" and props["Architectures"] == ["arm64"] and props["Handler"] == "bootstrap"
+        assert props["LoggingConfig"]["LogFormat"] == "JSON" and props["TracingConfig"] == {"Mode": "Active"}
+    invoke_config = resolved["Resources"]["RollbackFunctionEventInvokeConfig"]["Properties"]
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == "<RollbackFailures.Arn>"
+    permission = resolved["Resources"]["RollbackFromAlarmActions"]["Properties"]
+    assert permission["Principal"] == "lambda.alarms.cloudwatch.amazonaws.com" and permission["SourceArn"] == ALARMS
+
+
+def event_files():
+    return sorted(p for p in (ROOT / "events").glob("*.eventbridge.json"))
+
+
+@pytest.fixture(scope="module")
+def events_client():
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    if not endpoint.startswith("http://127.0.0.1:"):
+        pytest.fail("AWS_ENDPOINT_URL must point at the local AWS (make test-infra starts it)")
+    return boto3.client("events", endpoint_url=endpoint, region_name=REGION,
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+@pytest.mark.parametrize("path", event_files(), ids=lambda p: p.name)
+def test_rule_matches_exactly_the_events_that_should_roll_back(resolved, events_client, path):
+    pattern = resolved["Resources"]["RollbackFunctionAlarmToAlarm"]["Properties"]["EventPattern"]
+    event = json.loads(path.read_text())
+    should_match = path.name.startswith("alarm-")
+    matched = events_client.test_event_pattern(EventPattern=json.dumps(pattern), Event=json.dumps(event))["Result"]
+    assert matched == should_match, (path.name, pattern)
+    # Outside the prefix, nothing matches.
+    event["detail"]["alarmName"] = "other-" + event["detail"]["alarmName"]
+    assert not events_client.test_event_pattern(EventPattern=json.dumps(pattern), Event=json.dumps(event))["Result"]
+
+
+def test_every_sample_kind_is_covered():
+    names = [p.name for p in event_files()]
+    assert sum(n.startswith("alarm-") for n in names) >= 3 and sum(not n.startswith("alarm-") for n in names) >= 2
