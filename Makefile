@@ -21,9 +21,13 @@ setup:
 setup-infra: setup
 	@scripts/setup-infra
 
-# Debug bootstraps for this machine: MiniStack runs them as the Lambda functions.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+
+# Debug bootstraps for this machine (MiniStack runs them as the Lambda functions), the
+# demo, and every test, in one invocation: the tests' dev-dependency features then apply
+# to all of it, so `cargo test` rebuilds nothing (the SDK crates are the slow part).
 bins: setup
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --all-targets
 
 # Deployment bootstraps: release, arm64, in target/lambda/<function>/bootstrap.
 build: setup
@@ -66,7 +70,7 @@ fmt:
 	$(CARGO) fmt --all
 
 demo: bins
-	@scripts/with-local-aws $(CARGO) run --quiet -p coalmine-tests --bin demo
+	@scripts/with-local-aws $(TARGET_DIR)/debug/demo
 
 local-aws-start: setup
 	scripts/local-aws start
