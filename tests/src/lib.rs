@@ -54,7 +54,7 @@ impl LocalAws {
                  (`scripts/local-aws start && source .local-aws/env`, which `make test` does)"
             );
         }
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = coalmine::aws::sdk_config().await;
         LocalAws {
             lambda: aws_sdk_lambda::Client::new(&sdk),
             sagemaker: aws_sdk_sagemaker::Client::new(&sdk),

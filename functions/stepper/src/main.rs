@@ -14,7 +14,7 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     coalmine::logging::init();
     let config = Config::from_env()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = coalmine::aws::sdk_config().await;
     let aws = Aws::new(&sdk, &config);
     let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
 

@@ -22,6 +22,24 @@ use crate::error::{Error, Result};
 use crate::ports::{Split, TrafficRouter};
 use crate::target::Target;
 
+/// Each AWS call gives up well inside the functions' timeouts (rollback 120 s, stepper
+/// 60 s), so a hung connection fails the invocation with time left to report it, and
+/// Lambda (or the state machine) retries, instead of the sandbox being killed silently.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The SDK configuration both functions use: environment credentials and region, the
+/// timeouts above, the SDK's standard retries (3 attempts, jittered backoff).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(OPERATION_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await
+}
+
 /// Every adapter the functions use, from one `SdkConfig`.
 pub struct Aws {
     pub router: AwsRouter,

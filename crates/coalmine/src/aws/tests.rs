@@ -423,3 +423,161 @@ mod stepper {
         assert_eq!(update.num_calls(), 1, "no second, blind write");
     }
 }
+
+/// Faults on every call the rollback makes: each is retried by the SDK and the rollback
+/// completes; a call that hangs times out well inside the function's timeout.
+mod faults {
+    use std::collections::HashMap;
+
+    use aws_sdk_cloudwatch::operation::list_tags_for_resource::{ListTagsForResourceError, ListTagsForResourceOutput};
+    use aws_sdk_sns::operation::publish::{PublishError, PublishOutput};
+    use aws_smithy_runtime::client::http::test_util::NeverClient;
+
+    use super::*;
+    use crate::rollback::handle_alarm;
+
+    /// A throttle, then a 503, then success: what the SDK's standard retries absorb.
+    macro_rules! flaky {
+        ($op:path, $throttle:expr, $ok:expr $(,)?) => {
+            mock!($op).sequence().error($throttle).http_status(503, None).output($ok).build()
+        };
+    }
+
+    #[tokio::test]
+    async fn every_call_survives_a_throttle_and_a_503() {
+        let tags = flaky!(
+            aws_sdk_cloudwatch::Client::list_tags_for_resource,
+            || ListTagsForResourceError::generic(error("Throttling", "Rate exceeded")),
+            || {
+                ListTagsForResourceOutput::builder()
+                    .tags(
+                        aws_sdk_cloudwatch::types::Tag::builder()
+                            .key("coalmine:target")
+                            .value("sagemaker:ai-model-endpoint:stable:canary lambda:ai-handler:production")
+                            .build(),
+                    )
+                    .build()
+            },
+        );
+        let get = flaky!(
+            aws_sdk_lambda::Client::get_alias,
+            || GetAliasError::generic(error("TooManyRequestsException", "Rate exceeded")),
+            || alias("41", Some(("42", 0.05)), "r1"),
+        );
+        let update = flaky!(
+            aws_sdk_lambda::Client::update_alias,
+            || UpdateAliasError::generic(error("TooManyRequestsException", "Rate exceeded")),
+            || UpdateAliasOutput::builder().function_version("41").revision_id("r2").build(),
+        );
+        let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
+            .sequence()
+            .error(|| {
+                aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointError::generic(error(
+                    "ThrottlingException",
+                    "Rate exceeded",
+                ))
+            })
+            .http_status(503, None)
+            .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
+            .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
+            .build();
+        let weights = flaky!(
+            aws_sdk_sagemaker::Client::update_endpoint_weights_and_capacities,
+            || UpdateEndpointWeightsAndCapacitiesError::generic(error("ThrottlingException", "Rate exceeded")),
+            || UpdateEndpointWeightsAndCapacitiesOutput::builder().endpoint_arn("arn").build(),
+        );
+        // The two targets publish concurrently: one flaky rule each.
+        let publish_for = |kind: &'static str| {
+            mock!(aws_sdk_sns::Client::publish)
+                .match_requests(move |r| r.subject().is_some_and(|s| s.contains(kind)))
+                .sequence()
+                .error(|| PublishError::generic(error("Throttling", "Rate exceeded")))
+                .http_status(503, None)
+                .output(|| PublishOutput::builder().message_id("m").build())
+                .build()
+        };
+        let (publish_lambda, publish_sagemaker) = (publish_for("lambda:"), publish_for("sagemaker:"));
+        let router = AwsRouter {
+            lambda: LambdaAliases::new(client!(aws_sdk_lambda, [&get, &update])),
+            sagemaker: SageMakerEndpoints::new(
+                client!(aws_sdk_sagemaker, [&describe, &weights]),
+                UpdatingBackoff::within(Duration::from_secs(5)),
+            ),
+        };
+        let notifier = SnsNotifier::new(
+            client!(aws_sdk_sns, [&publish_lambda, &publish_sagemaker]),
+            "arn:aws:sns:us-east-1:123456789012:coalmine".into(),
+        );
+        let alarms = CloudWatchAlarms::new(client!(aws_sdk_cloudwatch, [&tags]));
+        let deps =
+            RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &TargetMapping::default() };
+
+        let report = handle_alarm(&sample("alarm-sagemaker-canary.eventbridge.json"), &deps).await.unwrap();
+
+        assert_eq!(report.outcomes.len(), 2);
+        assert!(
+            report.outcomes.iter().all(|(_, o)| matches!(o, Ok(ZeroOutcome::RolledBack { .. }))),
+            "{:?}",
+            report.outcomes
+        );
+        assert_eq!(report.notified, 2);
+        let calls: HashMap<&str, usize> = HashMap::from([
+            ("ListTagsForResource", tags.num_calls()),
+            ("GetAlias", get.num_calls()),
+            ("UpdateAlias", update.num_calls()),
+            ("DescribeEndpoint", describe.num_calls()),
+            ("UpdateEndpointWeightsAndCapacities", weights.num_calls()),
+            ("Publish", publish_lambda.num_calls() + publish_sagemaker.num_calls()),
+        ]);
+        assert_eq!(
+            calls,
+            HashMap::from([
+                ("ListTagsForResource", 3),
+                ("GetAlias", 3),
+                ("UpdateAlias", 3),
+                ("DescribeEndpoint", 4),
+                ("UpdateEndpointWeightsAndCapacities", 3),
+                ("Publish", 6),
+            ])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_call_times_out_inside_the_function_timeout_and_fails_retryable() {
+        let get = mock!(aws_sdk_lambda::Client::get_alias).then_output(|| alias("41", Some(("42", 0.05)), "r1"));
+        let update = mock!(aws_sdk_lambda::Client::update_alias)
+            .then_output(|| UpdateAliasOutput::builder().function_version("41").revision_id("r2").build());
+        let router = lambda_router(&[&get, &update]);
+        let timeouts = aws_smithy_types::timeout::TimeoutConfig::builder()
+            .operation_timeout(OPERATION_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .build();
+        let hanging_sns = aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::Config::builder()
+                .with_test_defaults_v2()
+                .http_client(NeverClient::new())
+                .timeout_config(timeouts)
+                .retry_config(fast_retries())
+                .build(),
+        );
+        let notifier = SnsNotifier::new(hanging_sns, "arn:aws:sns:us-east-1:123456789012:coalmine".into());
+        let deps = RollbackDeps {
+            router: &router,
+            notifier: &notifier,
+            alarms: &FakeAlarms::default(),
+            mapping: &TargetMapping::default(),
+        };
+        let started = tokio::time::Instant::now();
+
+        let err = handle_alarm(&sample("alarm-lambda-canary.eventbridge.json"), &deps).await.unwrap_err();
+
+        assert_eq!(update.num_calls(), 1, "the rollback happened before the hung publish");
+        assert!(err.is_retryable() && err.to_string().contains("sns:Publish"), "{err}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= ATTEMPT_TIMEOUT && waited <= OPERATION_TIMEOUT + Duration::from_secs(1),
+            "gave up after {waited:?}"
+        );
+        assert!(OPERATION_TIMEOUT * 2 < Duration::from_secs(60), "well below both functions' timeouts");
+    }
+}
