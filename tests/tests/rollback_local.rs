@@ -231,3 +231,43 @@ async fn fifty_concurrent_alarm_events_over_ten_targets_roll_each_back_exactly_o
         assert_eq!((rolled_back, already_zero), (1, 4), "{name}");
     }
 }
+
+#[tokio::test]
+async fn missing_aliases_and_variants_fail_clearly_and_change_nothing_else() {
+    let s = scene().await;
+    let real = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
+    let endpoint = unique("ai-model");
+    s.local.seed_sagemaker_canary(&endpoint, 0.05).await;
+    let alarm = unique("canary-errors");
+    let tag = format!("lambda:{}:no-such-alias sagemaker:{endpoint}:stable:no-such-variant {real}", unique("ghost"));
+    s.local.put_alarm(&alarm, Some(&tag)).await;
+
+    let err = invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None))
+        .await
+        .unwrap_err();
+
+    let message = err.to_string();
+    assert!(!err.is_retryable(), "a missing alias will not appear on a retry: {message}");
+    assert!(message.contains("not found") && message.contains("no-such-alias"), "{message}");
+    assert!(message.contains("no production variant \"no-such-variant\""), "{message}");
+    assert!(s.local.alias_state(&real).await.1.is_empty(), "the real target was still rolled back");
+    let weights = s.local.variant_weights(&endpoint).await;
+    assert_eq!(weights["canary"], 0.05, "an unknown variant never changes the endpoint");
+    let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert_eq!((messages.len(), messages[0].target()), (1, real.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn unicode_alarm_names_roll_back_with_an_ascii_subject() {
+    let s = scene().await;
+    let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
+    let alarm = format!("{}-模型-错误率-🚨", unique("canary"));
+    s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+
+    invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None)).await.unwrap();
+
+    assert!(s.local.alias_state(&target).await.1.is_empty());
+    let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert!(messages[0].subject.is_ascii() && messages[0].subject.len() <= 100, "{}", messages[0].subject);
+    assert!(messages[0].message.contains(&alarm), "the body keeps the real name");
+}
