@@ -12,7 +12,8 @@ export SAM_CLI_TELEMETRY := 0
 TEMPLATES := infra/template.yaml infra/example-alarms.yaml
 ASL := infra/statemachine/release.asl.json
 
-.PHONY: setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-rust lint-infra fmt \
+
+.PHONY: bench setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-rust lint-infra fmt \
         demo local-aws-start local-aws-stop ci clean
 
 setup:
@@ -68,6 +69,10 @@ lint-infra: setup-infra
 
 fmt:
 	$(CARGO) fmt --all
+
+# Release builds, measurements against the local AWS, BENCHMARKS.md.
+bench: setup
+	scripts/bench
 
 demo: bins
 	@scripts/with-local-aws $(TARGET_DIR)/debug/demo

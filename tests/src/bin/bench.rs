@@ -1,0 +1,245 @@
+//! `make bench` (in-process part): warm rollback handler vs the floor of its two essential
+//! SDK calls, one stepper tick, init cost, and an alarm storm, against the local AWS.
+//! Prints one JSON object per measurement; scripts/bench writes BENCHMARKS.md from them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_cloudwatch::types::StateValue;
+use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use coalmine::config::Config;
+use coalmine::ports::{
+    AlarmSource, MetricQuery, MetricSnapshot, MetricSource, Notification, Notifier, Split, TrafficRouter,
+};
+use coalmine::release::Release;
+use coalmine::rollback::{handle_payload, RollbackDeps};
+use coalmine::step::{tick, StepDeps};
+use coalmine::{AlarmState, Target};
+use coalmine_tests::{sample_event, unique, LocalAws};
+use serde_json::json;
+
+const WARM_RUNS: usize = 500;
+const TICK_RUNS: usize = 200;
+
+/// Counts the AWS calls made through each port (one port call is one AWS call, except a
+/// SageMaker write, which re-reads first; the benchmark uses Lambda targets).
+struct Counting<'a, T> {
+    inner: &'a T,
+    calls: &'a AtomicUsize,
+}
+
+impl<T: TrafficRouter> TrafficRouter for Counting<'_, T> {
+    async fn read(&self, target: &Target) -> coalmine::Result<Split> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.read(target).await
+    }
+    async fn write(&self, target: &Target, read: &Split, desired: &Split) -> coalmine::Result<Split> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.write(target, read, desired).await
+    }
+    async fn check_canary(&self, target: &Target, canary: &str) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.check_canary(target, canary).await
+    }
+}
+
+impl<T: Notifier> Notifier for Counting<'_, T> {
+    async fn publish(&self, n: &Notification) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.publish(n).await
+    }
+}
+
+impl<T: AlarmSource> AlarmSource for Counting<'_, T> {
+    async fn target_tag(&self, arn: &str) -> coalmine::Result<Option<String>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.target_tag(arn).await
+    }
+    async fn states(&self, names: &[String]) -> coalmine::Result<Vec<(String, AlarmState)>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.states(names).await
+    }
+}
+
+impl<T: MetricSource> MetricSource for Counting<'_, T> {
+    async fn fetch(&self, q: &MetricQuery<'_>) -> coalmine::Result<MetricSnapshot> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.fetch(q).await
+    }
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.99))
+}
+
+async fn put_canary(local: &LocalAws, function: &str, weight: f64) {
+    local
+        .lambda
+        .update_alias()
+        .function_name(function)
+        .name("live")
+        .function_version("1")
+        .routing_config(AliasRoutingConfiguration::builder().additional_version_weights("2", weight).build())
+        .send()
+        .await
+        .expect("reset alias");
+}
+
+#[tokio::main]
+async fn main() {
+    let local = LocalAws::connect().await;
+    let inbox = local.topic_with_queue(&unique("bench-topic")).await;
+    let (aws, config) = local.adapters(&inbox.topic_arn);
+
+    // Warm rollback handler: tag lookup, read, conditional write, publish.
+    let function = unique("bench-handler");
+    let target = local.seed_lambda_canary(&function, 0.05).await;
+    let alarm = unique("bench-alarm");
+    local.put_alarm(&alarm, Some(&target.to_string())).await;
+    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+    let calls = AtomicUsize::new(0);
+    let (router, notifier, alarms) = (
+        Counting { inner: &aws.router, calls: &calls },
+        Counting { inner: &aws.notifier, calls: &calls },
+        Counting { inner: &aws.alarms, calls: &calls },
+    );
+    let deps =
+        RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &config.rollback_targets };
+    let mut handler = Vec::with_capacity(WARM_RUNS);
+    for _ in 0..WARM_RUNS {
+        put_canary(&local, &function, 0.05).await;
+        let started = Instant::now();
+        let summary = handle_payload(&event, &deps).await.expect("rollback");
+        handler.push(started.elapsed());
+        assert_eq!(summary["targets"][0]["outcome"], "rolled_back");
+    }
+    let handler_calls = calls.load(Ordering::Relaxed) as f64 / WARM_RUNS as f64;
+    let (h50, h99) = percentiles(handler);
+
+    // The floor: the two calls a rollback cannot do without, bare SDK, same clients.
+    let mut floor = Vec::with_capacity(WARM_RUNS);
+    for _ in 0..WARM_RUNS {
+        put_canary(&local, &function, 0.05).await;
+        let started = Instant::now();
+        local
+            .lambda
+            .update_alias()
+            .function_name(&function)
+            .name("live")
+            .function_version("1")
+            .routing_config(
+                AliasRoutingConfiguration::builder().set_additional_version_weights(Some(Default::default())).build(),
+            )
+            .send()
+            .await
+            .expect("floor update");
+        local
+            .sns
+            .publish()
+            .topic_arn(&inbox.topic_arn)
+            .subject("floor")
+            .message("floor")
+            .send()
+            .await
+            .expect("floor publish");
+        floor.push(started.elapsed());
+    }
+    let (f50, f99) = percentiles(floor);
+    println!(
+        "{}",
+        json!({"bench": "warm_rollback", "runs": WARM_RUNS, "p50_ms": h50, "p99_ms": h99, "aws_calls": handler_calls,
+               "floor_p50_ms": f50, "floor_p99_ms": f99, "floor_calls": 2, "ratio_p50": h50 / f50})
+    );
+
+    // One stepper tick while baking: read, alarm states, one GetMetricData.
+    let step_fn = unique("bench-stepper");
+    let step_target = local.seed_lambda_canary(&step_fn, 0.0).await;
+    let gate = unique("bench-gate");
+    local.put_alarm(&gate, None).await;
+    local.set_alarm(&gate, StateValue::Ok).await;
+    let release = Release::parse(&json!({
+        "release": "bench", "target": {"lambda": {"function": step_fn, "alias": "live"}}, "canary_version": "2",
+        "stages": [{"percent": 5, "bake_seconds": 86400}, {"percent": 100, "bake_seconds": 60}], "check_every_seconds": 60,
+        "gates": {"alarms": [gate], "max_error_rate": 0.05, "max_error_rate_increase": 0.01, "max_p95_latency_ms": 2000, "min_requests": 10}
+    }))
+    .expect("release");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    local.put_side_metrics(&step_target, "2", now - 30, 500.0, 1.0, &[100.0, 200.0]).await;
+    local.put_side_metrics(&step_target, "1", now - 30, 9500.0, 10.0, &[100.0, 200.0]).await;
+    let metrics = Counting { inner: &aws.metrics, calls: &calls };
+    let step_deps = StepDeps { router: &router, notifier: &notifier, alarms: &alarms, metrics: &metrics };
+    let mut progress = tick(&release, None, &step_deps, now - 60).await.expect("start");
+    calls.store(0, Ordering::Relaxed);
+    let mut ticks = Vec::with_capacity(TICK_RUNS);
+    for _ in 0..TICK_RUNS {
+        let started = Instant::now();
+        progress = tick(&release, Some(progress), &step_deps, now).await.expect("tick");
+        ticks.push(started.elapsed());
+        assert_eq!(progress.status, coalmine::step::Status::Baking, "{}", progress.reason);
+    }
+    let tick_calls = calls.load(Ordering::Relaxed) as f64 / TICK_RUNS as f64;
+    let (t50, t99) = percentiles(ticks);
+    println!(
+        "{}",
+        json!({"bench": "warm_tick", "runs": TICK_RUNS, "p50_ms": t50, "p99_ms": t99, "aws_calls": tick_calls})
+    );
+
+    // Init: what a cold start does before the first event, in-process.
+    let mut init = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let config = Config::from_lookup(|name| match name {
+            "SNS_TOPIC_ARN" => Some(inbox.topic_arn.clone()),
+            _ => None,
+        })
+        .expect("config");
+        let sdk = coalmine::aws::sdk_config().await;
+        let _aws = coalmine::aws::Aws::new(&sdk, &config);
+        init.push(started.elapsed());
+    }
+    let (i50, i99) = percentiles(init);
+    println!("{}", json!({"bench": "init", "runs": 50, "p50_ms": i50, "p99_ms": i99}));
+
+    // An alarm storm: 200 events for 50 targets, all at once.
+    let mut targets = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let t = local.seed_lambda_canary(&unique("storm"), 0.1).await;
+        let a = unique("storm-alarm");
+        local.put_alarm(&a, Some(&t.to_string())).await;
+        for _ in 0..4 {
+            events.push(sample_event("alarm-lambda-canary.eventbridge.json", &a, None));
+        }
+        targets.push(t);
+    }
+    let storm_inbox = local.topic_with_queue(&unique("storm-topic")).await;
+    let (storm_aws, storm_config) = local.adapters(&storm_inbox.topic_arn);
+    let storm_deps = RollbackDeps {
+        router: &storm_aws.router,
+        notifier: &storm_aws.notifier,
+        alarms: &storm_aws.alarms,
+        mapping: &storm_config.rollback_targets,
+    };
+    let started = Instant::now();
+    let results = futures::future::join_all(events.iter().map(|e| handle_payload(e, &storm_deps))).await;
+    let wall = started.elapsed();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let mut at_zero = 0;
+    for t in &targets {
+        at_zero += usize::from(local.alias_state(t).await.1.is_empty());
+    }
+    let messages = storm_inbox.receive(200, Duration::from_secs(60)).await;
+    let rolled_back = messages.iter().filter(|m| m.event() == "rolled_back").count();
+    let per_target_once = targets.iter().all(|t| {
+        let name = t.to_string();
+        messages.iter().filter(|m| m.target() == name && m.event() == "rolled_back").count() == 1
+    });
+    println!(
+        "{}",
+        json!({"bench": "storm", "events": 200, "targets": 50, "wall_ms": wall.as_secs_f64() * 1000.0, "failed": failed,
+               "targets_at_zero": at_zero, "rolled_back_messages": rolled_back, "messages": messages.len(),
+               "one_rolled_back_per_target": per_target_once})
+    );
+}
