@@ -181,7 +181,7 @@ where
     let bake_over = now >= progress.stage_entered_at + stage.bake_seconds;
 
     // 3. Unhealthy: roll back with the rollback function's own code.
-    let inconclusive_verdict = match (evidence.verdict, bake_over) {
+    let rollback_reason = match (evidence.verdict, bake_over) {
         (Verdict::Unhealthy, _) => Some(format!("unhealthy: {}", evidence.summary())),
         (Verdict::Inconclusive, true) => match release.gates.on_insufficient_data {
             OnInsufficientData::Rollback => {
@@ -196,7 +196,7 @@ where
         },
         _ => None,
     };
-    if let Some(reason) = inconclusive_verdict {
+    if let Some(reason) = rollback_reason {
         return roll_back(release, progress, live, deps, now, reason, &evidence).await;
     }
 
