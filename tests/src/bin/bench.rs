@@ -147,10 +147,37 @@ async fn main() {
         floor.push(started.elapsed());
     }
     let (f50, f99) = percentiles(floor);
+
+    // The same four calls the handler makes, bare: what is left is the handler's own cost.
+    let alarm_arn = coalmine_tests::alarm_arn(&alarm);
+    let mut same_calls = Vec::with_capacity(WARM_RUNS);
+    for _ in 0..WARM_RUNS {
+        put_canary(&local, &function, 0.05).await;
+        let started = Instant::now();
+        local.cloudwatch.list_tags_for_resource().resource_arn(&alarm_arn).send().await.expect("tags");
+        let read = local.lambda.get_alias().function_name(&function).name("live").send().await.expect("get alias");
+        local
+            .lambda
+            .update_alias()
+            .function_name(&function)
+            .name("live")
+            .function_version("1")
+            .set_revision_id(read.revision_id)
+            .routing_config(
+                AliasRoutingConfiguration::builder().set_additional_version_weights(Some(Default::default())).build(),
+            )
+            .send()
+            .await
+            .expect("update");
+        local.sns.publish().topic_arn(&inbox.topic_arn).subject("same").message("same").send().await.expect("publish");
+        same_calls.push(started.elapsed());
+    }
+    let (s50, s99) = percentiles(same_calls);
     println!(
         "{}",
         json!({"bench": "warm_rollback", "runs": WARM_RUNS, "p50_ms": h50, "p99_ms": h99, "aws_calls": handler_calls,
-               "floor_p50_ms": f50, "floor_p99_ms": f99, "floor_calls": 2, "ratio_p50": h50 / f50})
+               "floor_p50_ms": f50, "floor_p99_ms": f99, "floor_calls": 2, "ratio_p50": h50 / f50,
+               "same_calls_p50_ms": s50, "same_calls_p99_ms": s99, "ratio_same_calls_p50": h50 / s50})
     );
 
     // One stepper tick while baking: read, alarm states, one GetMetricData.
