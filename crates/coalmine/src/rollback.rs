@@ -91,12 +91,10 @@ pub struct RollbackReport {
 /// Handles one alarm event. Returns an error, after every target was attempted and every
 /// message tried, when any rollback or notification failed: Lambda then retries the
 /// event, and a retry finds zeroed targets `already_zero` and sends what was missed.
-pub async fn handle_alarm<R, N, A>(event: &AlarmEvent, deps: &RollbackDeps<'_, R, N, A>) -> Result<RollbackReport>
-where
-    R: TrafficRouter,
-    N: Notifier,
-    A: AlarmSource,
-{
+pub async fn handle_alarm(
+    event: &AlarmEvent,
+    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
+) -> Result<RollbackReport> {
     if event.state != AlarmState::Alarm {
         info!(alarm = %event.alarm_name, state = event.state.as_str(), decision = "ignored", "only ALARM rolls back");
         return Ok(RollbackReport { ignored_state: Some(event.state), ..Default::default() });
@@ -197,15 +195,10 @@ fn log_outcome(event: &AlarmEvent, target: &Target, outcome: &Result<ZeroOutcome
 
 /// The rollback function's whole job on one payload: decode, act, and summarise as JSON
 /// (the invocation's result, handy in tests and in Lambda's console).
-pub async fn handle_payload<R, N, A>(
+pub async fn handle_payload(
     payload: &serde_json::Value,
-    deps: &RollbackDeps<'_, R, N, A>,
-) -> Result<serde_json::Value>
-where
-    R: TrafficRouter,
-    N: Notifier,
-    A: AlarmSource,
-{
+    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
+) -> Result<serde_json::Value> {
     let event = AlarmEvent::decode(payload)
         .inspect_err(|e| error!(error = %e, decision = "rejected", "event not understood; no traffic changed"))?;
     let report = handle_alarm(&event, deps).await?;

@@ -85,13 +85,11 @@ pub struct StepDeps<'a, R, N, A, M> {
 
 /// The tick as the function runs it: the input is the release, plus `progress` from
 /// the tick before; the output is the same with `progress` updated.
-pub async fn tick_payload<R, N, A, M>(input: &Value, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Result<Value>
-where
-    R: TrafficRouter,
-    N: Notifier,
-    A: AlarmSource,
-    M: MetricSource,
-{
+pub async fn tick_payload(
+    input: &Value,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    now: u64,
+) -> Result<Value> {
     let Some(object) = input.as_object() else {
         return Err(Error::InvalidRelease("the execution input must be a JSON object (a release)".into()));
     };
@@ -119,18 +117,12 @@ where
     Ok(output)
 }
 
-pub async fn tick<R, N, A, M>(
+pub async fn tick(
     release: &Release,
     progress: Option<Progress>,
-    deps: &StepDeps<'_, R, N, A, M>,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
-) -> Result<Progress>
-where
-    R: TrafficRouter,
-    N: Notifier,
-    A: AlarmSource,
-    M: MetricSource,
-{
+) -> Result<Progress> {
     let target = &release.target;
     let live = deps.router.read(target).await?;
     let Some(mut progress) = progress else {
@@ -256,18 +248,12 @@ where
 }
 
 /// The first tick: check the starting point, record the stable version, enter stage 0.
-async fn start<R, N, A, M>(
+async fn start(
     release: &Release,
     live: Split,
-    deps: &StepDeps<'_, R, N, A, M>,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
-) -> Result<Progress>
-where
-    R: TrafficRouter,
-    N: Notifier,
-    A: AlarmSource,
-    M: MetricSource,
-{
+) -> Result<Progress> {
     let target = &release.target;
     let canary = release.canary_id();
     if !live.canary_is_zero() {
@@ -319,18 +305,12 @@ where
 
 /// After a tick failed for good: bring the canary's traffic back to zero if this release
 /// put any there, and tell the team. It only ever lowers the canary.
-pub async fn safety_rollback<R, N, A, M>(
+pub async fn safety_rollback(
     release: &Release,
     progress: Option<&Progress>,
     failure: &Value,
-    deps: &StepDeps<'_, R, N, A, M>,
-) -> Result<Value>
-where
-    R: TrafficRouter,
-    N: Notifier,
-    A: AlarmSource,
-    M: MetricSource,
-{
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+) -> Result<Value> {
     let target = &release.target;
     let cause = failure.get("Cause").and_then(Value::as_str).unwrap_or("unknown");
     let live = deps.router.read(target).await?;
@@ -367,21 +347,15 @@ fn stage_split(release: &Release, stable: &str, live: &Split, stage: usize) -> S
     }
 }
 
-async fn roll_back<R, N, A, M>(
+async fn roll_back(
     release: &Release,
     progress: Progress,
     live: Split,
-    deps: &StepDeps<'_, R, N, A, M>,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
     reason: String,
     evidence: &Evidence,
-) -> Result<Progress>
-where
-    R: TrafficRouter,
-    N: Notifier,
-    A: AlarmSource,
-    M: MetricSource,
-{
+) -> Result<Progress> {
     let target = &release.target;
     let outcome = restore_stable(deps.router, target, Some(&progress.stable), Some(live)).await?;
     warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, evidence = %serde_json::to_string(evidence).unwrap_or_default());
