@@ -19,6 +19,9 @@ use serde_json::Value;
 
 pub const ACCOUNT: &str = "000000000000";
 pub const REGION: &str = "us-east-1";
+/// The code of the functions that stand for a team's model handler: never invoked,
+/// only versioned and aliased.
+const PLACEHOLDER_CODE: &[u8] = b"#!/bin/sh\necho '{}'\n";
 pub const ROLE_ARN: &str = "arn:aws:iam::000000000000:role/coalmine-local";
 
 pub fn workspace_root() -> PathBuf {
@@ -79,37 +82,28 @@ impl LocalAws {
     /// A function with versions 1 (stable) and 2 (canary) behind alias `live`, the
     /// canary at `canary_weight`.
     pub async fn seed_lambda_canary(&self, function: &str, canary_weight: f64) -> Target {
-        let code = zip_bootstrap(b"#!/bin/sh\necho '{}'\n");
+        let code = zip_bootstrap(PLACEHOLDER_CODE);
         self.lambda
             .create_function()
             .function_name(function)
             .runtime(Runtime::Providedal2023)
             .role(ROLE_ARN)
             .handler("bootstrap")
-            .code(FunctionCode::builder().zip_file(Blob::new(code.clone())).build())
+            .code(FunctionCode::builder().zip_file(Blob::new(code)).build())
             .send()
             .await
             .expect("create function");
         let stable = self.lambda.publish_version().function_name(function).send().await.expect("publish v1");
-        self.lambda
-            .update_function_code()
-            .function_name(function)
-            .zip_file(Blob::new(code))
-            .send()
-            .await
-            .expect("update code");
-        let canary = self.lambda.publish_version().function_name(function).send().await.expect("publish v2");
+        let canary = self.publish_next_version(function).await;
         let mut alias = self
             .lambda
             .create_alias()
             .function_name(function)
             .name("live")
-            .function_version(stable.version.clone().unwrap_or_default());
+            .function_version(stable.version.unwrap_or_default());
         if canary_weight > 0.0 {
             alias = alias.routing_config(
-                AliasRoutingConfiguration::builder()
-                    .additional_version_weights(canary.version.unwrap_or_default(), canary_weight)
-                    .build(),
+                AliasRoutingConfiguration::builder().additional_version_weights(canary, canary_weight).build(),
             );
         }
         alias.send().await.expect("create alias");
@@ -118,7 +112,7 @@ impl LocalAws {
 
     /// Publishes one more version of a seeded function (a new model release); returns it.
     pub async fn publish_next_version(&self, function: &str) -> String {
-        let code = zip_bootstrap(b"#!/bin/sh\necho '{}'\n");
+        let code = zip_bootstrap(PLACEHOLDER_CODE);
         self.lambda
             .update_function_code()
             .function_name(function)
