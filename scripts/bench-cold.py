@@ -101,6 +101,9 @@ def main():
     event = json.load(open(os.path.join(events_dir, "alarm-lambda-canary.eventbridge.json")))
     event["resources"] = [f"arn:aws:cloudwatch:us-east-1:000000000000:alarm:{alarm}"]
     event["detail"]["alarmName"] = alarm
+    # A real canary alarm watches the alias it is tagged with.
+    for metric in event["detail"]["configuration"]["metrics"]:
+        metric["metricStat"]["metric"]["dimensions"].update({"FunctionName": function, "Resource": f"{function}:{alias}"})
 
     def reset():
         lam.update_alias(FunctionName=function, Name=alias, FunctionVersion="1",

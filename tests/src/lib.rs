@@ -57,7 +57,10 @@ impl LocalAws {
                  (`scripts/local-aws start && source .local-aws/env`, which `make test` does)"
             );
         }
-        let sdk = coalmine::aws::sdk_config().await;
+        Self::from_sdk(coalmine::aws::sdk_config().await)
+    }
+
+    pub fn from_sdk(sdk: aws_config::SdkConfig) -> Self {
         LocalAws {
             lambda: aws_sdk_lambda::Client::new(&sdk),
             sagemaker: aws_sdk_sagemaker::Client::new(&sdk),

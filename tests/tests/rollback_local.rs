@@ -203,11 +203,14 @@ async fn fifty_concurrent_alarm_events_over_ten_targets_roll_each_back_exactly_o
     let mut targets = Vec::new();
     let mut events = Vec::new();
     for _ in 0..10 {
-        let target = s.local.seed_lambda_canary(&unique("storm"), 0.1).await;
+        let function = unique("storm");
+        let target = s.local.seed_lambda_canary(&function, 0.1).await;
         let alarm = unique("storm-alarm");
         s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+        // Dimensions naming the tagged alias: every event reads it early, beside its tag
+        // lookup, so the five race with the same revision and four must lose.
         for _ in 0..5 {
-            events.push(sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None));
+            events.push(sample_event("alarm-lambda-canary.eventbridge.json", &alarm, Some(&function)));
         }
         targets.push(target);
     }

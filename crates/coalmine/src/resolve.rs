@@ -41,36 +41,64 @@ pub struct Resolution {
     pub tag_lookup_failed: Option<Error>,
 }
 
-pub async fn resolve_targets(event: &AlarmEvent, mapping: &TargetMapping, alarms: &impl AlarmSource) -> Resolution {
-    let mut tag_lookup_failed = None;
-    if let Some(arn) = &event.alarm_arn {
-        match alarms.target_tag(arn).await {
-            Ok(Some(value)) => match parse_target_list(&value) {
-                Ok(targets) if !targets.is_empty() => {
-                    return Resolution { targets: dedup(targets), by: ResolvedBy::Tag, tag_lookup_failed: None }
-                }
-                Ok(_) => {
-                    warn!(alarm = %event.alarm_name, tag = TARGET_TAG, "tag is empty; trying other sources")
-                }
-                Err(error) => {
-                    warn!(alarm = %event.alarm_name, tag = TARGET_TAG, %error, "tag is malformed; trying other sources")
-                }
-            },
-            Ok(None) => {}
-            Err(error) => {
-                warn!(alarm = %event.alarm_name, %error, "could not read the alarm's tags; trying other sources");
-                tag_lookup_failed = Some(error);
+/// The targets an alarm guards when its tag names none: the configured mapping, else its
+/// dimensions. Known without any AWS call, so the rollback can read these targets while
+/// the tag lookup is still in flight.
+#[derive(Debug)]
+pub struct Fallback {
+    pub targets: Vec<Target>,
+    pub by: ResolvedBy,
+}
+
+pub fn fallback_targets(event: &AlarmEvent, mapping: &TargetMapping) -> Fallback {
+    if let Some(targets) = mapping.lookup(&event.alarm_name) {
+        return Fallback { targets: dedup(targets.to_vec()), by: ResolvedBy::Mapping };
+    }
+    let targets = targets_from_dimensions(event);
+    let by = if targets.is_empty() { ResolvedBy::Nothing } else { ResolvedBy::Dimensions };
+    Fallback { targets, by }
+}
+
+/// What the alarm's `coalmine:target` tag says.
+#[derive(Debug)]
+pub enum TagLookup {
+    Targets(Vec<Target>),
+    /// No ARN, no tag, or a tag that names nothing usable (logged).
+    NoTargets,
+    Failed(Error),
+}
+
+pub async fn tag_targets(event: &AlarmEvent, alarms: &impl AlarmSource) -> TagLookup {
+    let Some(arn) = &event.alarm_arn else { return TagLookup::NoTargets };
+    match alarms.target_tag(arn).await {
+        Ok(Some(value)) => match parse_target_list(&value) {
+            Ok(targets) if !targets.is_empty() => TagLookup::Targets(dedup(targets)),
+            Ok(_) => {
+                warn!(alarm = %event.alarm_name, tag = TARGET_TAG, "tag is empty; trying other sources");
+                TagLookup::NoTargets
             }
+            Err(error) => {
+                warn!(alarm = %event.alarm_name, tag = TARGET_TAG, %error, "tag is malformed; trying other sources");
+                TagLookup::NoTargets
+            }
+        },
+        Ok(None) => TagLookup::NoTargets,
+        Err(error) => {
+            warn!(alarm = %event.alarm_name, %error, "could not read the alarm's tags; trying other sources");
+            TagLookup::Failed(error)
         }
     }
-    let (targets, by) = if let Some(targets) = mapping.lookup(&event.alarm_name) {
-        (dedup(targets.to_vec()), ResolvedBy::Mapping)
-    } else {
-        let targets = targets_from_dimensions(event);
-        let by = if targets.is_empty() { ResolvedBy::Nothing } else { ResolvedBy::Dimensions };
-        (targets, by)
-    };
-    Resolution { targets, by, tag_lookup_failed }
+}
+
+/// The tag wins when it names targets; otherwise the fallback does.
+pub fn resolve(tag: TagLookup, fallback: Fallback) -> Resolution {
+    match tag {
+        TagLookup::Targets(targets) => Resolution { targets, by: ResolvedBy::Tag, tag_lookup_failed: None },
+        TagLookup::NoTargets => Resolution { targets: fallback.targets, by: fallback.by, tag_lookup_failed: None },
+        TagLookup::Failed(error) => {
+            Resolution { targets: fallback.targets, by: fallback.by, tag_lookup_failed: Some(error) }
+        }
+    }
 }
 
 /// `AWS/Lambda` metrics by `FunctionName` + `Resource` "function:alias", and

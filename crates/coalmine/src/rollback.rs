@@ -1,6 +1,8 @@
 //! The rollback use case: an alarm in ALARM zeroes the canary of every target it guards,
 //! then tells the team, one message per target.
 
+use std::collections::HashMap;
+
 use futures::future::join_all;
 use tracing::{error, info, warn};
 
@@ -9,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::event::{AlarmEvent, AlarmState};
 use crate::notify;
 use crate::ports::{AlarmSource, Notifier, Split, TrafficRouter};
-use crate::resolve::{resolve_targets, ResolvedBy};
+use crate::resolve::{fallback_targets, resolve, tag_targets, ResolvedBy};
 use crate::target::Target;
 
 /// A read-then-write that loses a race re-reads; past this many losses in one
@@ -100,7 +102,19 @@ pub async fn handle_alarm(
         return Ok(RollbackReport { ignored_state: Some(event.state), ..Default::default() });
     }
 
-    let resolution = resolve_targets(event, deps.mapping, deps.alarms).await;
+    // The tag, when there is one, usually names the very targets the mapping or the
+    // dimensions name, so those are read while the tag lookup is in flight: a round trip
+    // fewer before traffic moves. A read the tag overrules is dropped unused; a failed one
+    // is simply made again.
+    let fallback = fallback_targets(event, deps.mapping);
+    let early_targets = fallback.targets.clone();
+    let (tag, early_reads) = futures::join!(
+        tag_targets(event, deps.alarms),
+        join_all(early_targets.iter().map(|target| deps.router.read(target)))
+    );
+    let mut early_reads: HashMap<Target, Split> =
+        early_targets.into_iter().zip(early_reads).filter_map(|(target, read)| Some((target, read.ok()?))).collect();
+    let resolution = resolve(tag, fallback);
     let mut report = RollbackReport { resolved_by: Some(resolution.by), ..Default::default() };
 
     if resolution.targets.is_empty() {
@@ -120,8 +134,10 @@ pub async fn handle_alarm(
 
     // Each target's zeroing and then its message run on their own, so a slow or
     // failing notification never delays another target's rollback.
-    let per_target = resolution.targets.iter().map(|target| async move {
-        let outcome = zero_canary(deps.router, target).await;
+    let per_target = resolution.targets.iter().map(|target| {
+        let first_read = early_reads.remove(target);
+        async move {
+        let outcome = restore_stable(deps.router, target, None, first_read).await;
         log_outcome(event, target, &outcome, resolution.by);
         let sent = match &outcome {
             Ok(done) => Some(deps.notifier.publish(&notify::outcome(event, target, done)).await),
@@ -131,7 +147,7 @@ pub async fn handle_alarm(
             error!(alarm = %event.alarm_name, target = %target, error = %e, "notification failed after the SDK's retries");
         }
         (target.clone(), outcome, sent)
-    });
+    }});
     let results = join_all(per_target).await;
 
     let mut problems = Vec::new();
@@ -238,6 +254,7 @@ impl RollbackReport {
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
 
     use super::*;
     use crate::event::tests::sample;
@@ -253,7 +270,7 @@ mod tests {
         event: &AlarmEvent,
         router: &FakeRouter,
         notifier: &FakeNotifier,
-        alarms: &FakeAlarms,
+        alarms: &impl AlarmSource,
         mapping: &TargetMapping,
     ) -> Result<RollbackReport> {
         handle_alarm(event, &RollbackDeps { router, notifier, alarms, mapping }).await
@@ -357,6 +374,79 @@ mod tests {
         let report =
             run(&event, &router, &FakeNotifier::default(), &malformed, &TargetMapping::default()).await.unwrap();
         assert_eq!((report.resolved_by, report.outcomes[0].0.clone()), (Some(ResolvedBy::Dimensions), handler()));
+    }
+
+    /// Answers the tag lookup only once the router has been read (or after a bounded
+    /// number of polls), and remembers how many reads it saw: a lookup that ran before
+    /// any read started sees none.
+    struct TagAfterRead<'a> {
+        router: &'a FakeRouter,
+        tag: Option<String>,
+        reads_seen: Mutex<Option<usize>>,
+    }
+
+    impl AlarmSource for TagAfterRead<'_> {
+        async fn target_tag(&self, _alarm_arn: &str) -> Result<Option<String>> {
+            for _ in 0..1_000 {
+                if *self.router.reads.lock().unwrap() > 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            *self.reads_seen.lock().unwrap() = Some(*self.router.reads.lock().unwrap());
+            Ok(self.tag.clone())
+        }
+
+        async fn states(&self, _names: &[String]) -> Result<Vec<(String, AlarmState)>> {
+            unreachable!("the rollback never asks for alarm states")
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dimension_target_is_read_while_the_tag_lookup_runs_and_that_read_is_used() {
+        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let alarms = TagAfterRead { router: &router, tag: None, reads_seen: Mutex::new(None) };
+        let notifier = FakeNotifier::default();
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+
+        let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
+
+        assert_eq!(*alarms.reads_seen.lock().unwrap(), Some(1), "the read did not overlap the tag lookup");
+        assert_eq!(report.resolved_by, Some(ResolvedBy::Dimensions));
+        assert_eq!((*router.reads.lock().unwrap(), router.write_count()), (1, 1), "one read, one write in all");
+        assert_eq!(router.split(&handler()).canary_weight, 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_target_the_tag_overrules_is_read_early_but_never_written() {
+        let tagged = Target::lambda("tagged", "live");
+        let router = FakeRouter::with([
+            (handler(), lambda_split("41", "42", 0.05)),
+            (tagged.clone(), lambda_split("7", "8", 0.25)),
+        ]);
+        let alarms =
+            TagAfterRead { router: &router, tag: Some("lambda:tagged:live".into()), reads_seen: Mutex::new(None) };
+        let notifier = FakeNotifier::default();
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+
+        let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
+
+        assert_eq!(report.resolved_by, Some(ResolvedBy::Tag));
+        assert_eq!(router.split(&handler()), lambda_split("41", "42", 0.05), "the dimension target was changed");
+        assert_eq!(router.split(&tagged).canary_weight, 0.0);
+        assert_eq!(*router.reads.lock().unwrap(), 2, "the tagged target needs a read of its own");
+        assert_eq!(notifier.events(), vec![("rolled_back".into(), "lambda:tagged:live".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_early_read_is_made_again_before_giving_up() {
+        let router = FakeRouter::default();
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+        let no_tags = FakeAlarms::default();
+        let error =
+            run(&event, &router, &FakeNotifier::default(), &no_tags, &TargetMapping::default()).await.unwrap_err();
+        assert!(error.to_string().contains("no such alias"), "{error}");
+        assert_eq!((*router.reads.lock().unwrap(), router.write_count()), (2, 0));
     }
 
     #[tokio::test]

@@ -2,11 +2,18 @@
 //! SDK calls, one stepper tick, init cost, and an alarm storm, against the local AWS.
 //! Prints one JSON object per measurement; scripts/bench writes BENCHMARKS.md from them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use coalmine::config::Config;
 use coalmine::ports::{
     AlarmSource, MetricQuery, MetricSnapshot, MetricSource, Notification, Notifier, Split, TrafficRouter,
@@ -20,6 +27,10 @@ use serde_json::json;
 
 const WARM_RUNS: usize = 500;
 const TICK_RUNS: usize = 200;
+/// An in-region AWS API call's round trip is of this order; the ratios it yields change
+/// little above a few milliseconds, where the round trips dominate.
+const MODELED_RTT_MS: u64 = 10;
+const MODELED_RUNS: usize = 100;
 
 /// Counts the AWS calls made through each port (one port call is one AWS call, except a
 /// SageMaker write, which re-reads first; the benchmark uses Lambda targets).
@@ -74,31 +85,102 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-async fn put_canary(local: &LocalAws, function: &str, weight: f64) {
+/// UpdateAlias of `live` to version 1 with these canary weights, conditional when
+/// `revision` is given.
+async fn put_alias(local: &LocalAws, function: &str, weights: HashMap<String, f64>, revision: Option<String>) {
     local
         .lambda
         .update_alias()
         .function_name(function)
         .name("live")
         .function_version("1")
-        .routing_config(AliasRoutingConfiguration::builder().additional_version_weights("2", weight).build())
+        .set_revision_id(revision)
+        .routing_config(AliasRoutingConfiguration::builder().set_additional_version_weights(Some(weights)).build())
         .send()
         .await
-        .expect("reset alias");
+        .expect("update alias");
 }
 
-#[tokio::main]
-async fn main() {
-    let local = LocalAws::connect().await;
+async fn put_canary(local: &LocalAws, function: &str, weight: f64) {
+    put_alias(local, function, HashMap::from([("2".to_owned(), weight)]), None).await;
+}
+
+async fn zero_alias(local: &LocalAws, function: &str, revision: Option<String>) {
+    put_alias(local, function, HashMap::new(), revision).await;
+}
+
+async fn publish(local: &LocalAws, topic_arn: &str) {
+    local.sns.publish().topic_arn(topic_arn).subject("bench").message("bench").send().await.expect("publish");
+}
+
+/// The floor: the two calls a rollback cannot do without, bare SDK, same clients.
+async fn floor_calls(local: &LocalAws, function: &str, topic_arn: &str) {
+    zero_alias(local, function, None).await;
+    publish(local, topic_arn).await;
+}
+
+/// The handler's calls made bare, in its order: the tag lookup and the read together,
+/// then the conditional write, then the message. What is left is the handler's own cost.
+async fn same_calls_bare(local: &LocalAws, function: &str, alarm_arn: &str, topic_arn: &str) {
+    let (tags, read) = tokio::join!(
+        local.cloudwatch.list_tags_for_resource().resource_arn(alarm_arn).send(),
+        local.lambda.get_alias().function_name(function).name("live").send()
+    );
+    tags.expect("tags");
+    zero_alias(local, function, read.expect("get alias").revision_id).await;
+    publish(local, topic_arn).await;
+}
+
+/// Loopback to a single-threaded emulator hides what overlapping calls buy in AWS, where
+/// each call is a network round trip: this client adds one (half each way) to every call.
+#[derive(Debug)]
+struct RoundTrip {
+    inner: SharedHttpClient,
+    rtt: Duration,
+}
+
+impl HttpClient for RoundTrip {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(RoundTripConnector {
+            inner: self.inner.http_connector(settings, components),
+            rtt: self.rtt,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RoundTripConnector {
+    inner: SharedHttpConnector,
+    rtt: Duration,
+}
+
+impl HttpConnector for RoundTripConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let (inner, half) = (self.inner.clone(), self.rtt / 2);
+        HttpConnectorFuture::new(async move {
+            tokio::time::sleep(half).await;
+            let response = inner.call(request).await;
+            tokio::time::sleep(half).await;
+            response
+        })
+    }
+}
+
+/// The warm rollback handler against its floor and against its own calls made bare, in
+/// interleaved rounds so drift on a shared machine touches every variant alike.
+/// The usual alarm is tagged with its target and watches that alias's metrics. The
+/// `tag_only` alarm's tag names a target its dimensions do not (a composite, or another
+/// service's metric), so its early read is wasted and its target's read waits for the tag.
+async fn warm_rollback(local: &LocalAws, runs: usize) -> serde_json::Value {
     let inbox = local.topic_with_queue(&unique("bench-topic")).await;
     let (aws, config) = local.adapters(&inbox.topic_arn);
-
-    // Warm rollback handler: tag lookup, read, conditional write, publish.
     let function = unique("bench-handler");
     let target = local.seed_lambda_canary(&function, 0.05).await;
     let alarm = unique("bench-alarm");
     local.put_alarm(&alarm, Some(&target.to_string())).await;
-    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+    let alarm_arn = coalmine_tests::alarm_arn(&alarm);
+    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, Some(&function));
+    let tag_only_event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
     let calls = AtomicUsize::new(0);
     let (router, notifier, alarms) = (
         Counting { inner: &aws.router, calls: &calls },
@@ -107,78 +189,66 @@ async fn main() {
     );
     let deps =
         RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &config.rollback_targets };
-    let mut handler = Vec::with_capacity(WARM_RUNS);
-    for _ in 0..WARM_RUNS {
-        put_canary(&local, &function, 0.05).await;
-        let started = Instant::now();
-        let summary = handle_payload(&event, &deps).await.expect("rollback");
-        handler.push(started.elapsed());
-        assert_eq!(summary["targets"][0]["outcome"], "rolled_back");
-    }
-    let handler_calls = calls.load(Ordering::Relaxed) as f64 / WARM_RUNS as f64;
-    let (h50, h99) = percentiles(handler);
+    let [mut handler, mut tag_only, mut floor, mut same_calls] = std::array::from_fn(|_| Vec::with_capacity(runs));
+    let (mut handler_calls, mut tag_only_calls) = (0, 0);
+    for _ in 0..runs {
+        for (event, samples, call_count) in
+            [(&event, &mut handler, &mut handler_calls), (&tag_only_event, &mut tag_only, &mut tag_only_calls)]
+        {
+            put_canary(local, &function, 0.05).await;
+            let before = calls.load(Ordering::Relaxed);
+            let started = Instant::now();
+            let summary = handle_payload(event, &deps).await.expect("rollback");
+            samples.push(started.elapsed());
+            *call_count += calls.load(Ordering::Relaxed) - before;
+            assert_eq!(summary["targets"][0]["outcome"], "rolled_back");
+        }
 
-    // The floor: the two calls a rollback cannot do without, bare SDK, same clients.
-    let mut floor = Vec::with_capacity(WARM_RUNS);
-    for _ in 0..WARM_RUNS {
-        put_canary(&local, &function, 0.05).await;
+        put_canary(local, &function, 0.05).await;
         let started = Instant::now();
-        local
-            .lambda
-            .update_alias()
-            .function_name(&function)
-            .name("live")
-            .function_version("1")
-            .routing_config(
-                AliasRoutingConfiguration::builder().set_additional_version_weights(Some(Default::default())).build(),
-            )
-            .send()
-            .await
-            .expect("floor update");
-        local
-            .sns
-            .publish()
-            .topic_arn(&inbox.topic_arn)
-            .subject("floor")
-            .message("floor")
-            .send()
-            .await
-            .expect("floor publish");
+        floor_calls(local, &function, &inbox.topic_arn).await;
         floor.push(started.elapsed());
-    }
-    let (f50, f99) = percentiles(floor);
 
-    // The same four calls the handler makes, bare: what is left is the handler's own cost.
-    let alarm_arn = coalmine_tests::alarm_arn(&alarm);
-    let mut same_calls = Vec::with_capacity(WARM_RUNS);
-    for _ in 0..WARM_RUNS {
-        put_canary(&local, &function, 0.05).await;
+        put_canary(local, &function, 0.05).await;
         let started = Instant::now();
-        local.cloudwatch.list_tags_for_resource().resource_arn(&alarm_arn).send().await.expect("tags");
-        let read = local.lambda.get_alias().function_name(&function).name("live").send().await.expect("get alias");
-        local
-            .lambda
-            .update_alias()
-            .function_name(&function)
-            .name("live")
-            .function_version("1")
-            .set_revision_id(read.revision_id)
-            .routing_config(
-                AliasRoutingConfiguration::builder().set_additional_version_weights(Some(Default::default())).build(),
-            )
-            .send()
-            .await
-            .expect("update");
-        local.sns.publish().topic_arn(&inbox.topic_arn).subject("same").message("same").send().await.expect("publish");
+        same_calls_bare(local, &function, &alarm_arn, &inbox.topic_arn).await;
         same_calls.push(started.elapsed());
     }
-    let (s50, s99) = percentiles(same_calls);
-    println!(
-        "{}",
-        json!({"bench": "warm_rollback", "runs": WARM_RUNS, "p50_ms": h50, "p99_ms": h99, "aws_calls": handler_calls,
-               "floor_p50_ms": f50, "floor_p99_ms": f99, "floor_calls": 2, "ratio_p50": h50 / f50,
-               "same_calls_p50_ms": s50, "same_calls_p99_ms": s99, "ratio_same_calls_p50": h50 / s50})
+    let per_run = |n: usize| n as f64 / runs as f64;
+    let ((h50, h99), (o50, o99), (f50, f99), (s50, s99)) =
+        (percentiles(handler), percentiles(tag_only), percentiles(floor), percentiles(same_calls));
+    json!({"runs": runs, "p50_ms": h50, "p99_ms": h99, "aws_calls": per_run(handler_calls),
+           "floor_p50_ms": f50, "floor_p99_ms": f99, "floor_calls": 2, "ratio_p50": h50 / f50,
+           "same_calls_p50_ms": s50, "same_calls_p99_ms": s99, "ratio_same_calls_p50": h50 / s50,
+           "tag_only_p50_ms": o50, "tag_only_p99_ms": o99, "tag_only_aws_calls": per_run(tag_only_calls),
+           "tag_only_ratio_p50": o50 / f50})
+}
+
+#[tokio::main]
+async fn main() {
+    let local = LocalAws::connect().await;
+    let inbox = local.topic_with_queue(&unique("bench-topic")).await;
+    let (aws, _) = local.adapters(&inbox.topic_arn);
+    let calls = AtomicUsize::new(0);
+    let (router, notifier, alarms) = (
+        Counting { inner: &aws.router, calls: &calls },
+        Counting { inner: &aws.notifier, calls: &calls },
+        Counting { inner: &aws.alarms, calls: &calls },
     );
+
+    let mut loopback = warm_rollback(&local, WARM_RUNS).await;
+    loopback["bench"] = json!("warm_rollback");
+    println!("{loopback}");
+
+    let rtt = Duration::from_millis(MODELED_RTT_MS);
+    let inner = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .build_https();
+    let remote = LocalAws::from_sdk(local.sdk.to_builder().http_client(RoundTrip { inner, rtt }).build());
+    let mut modeled = warm_rollback(&remote, MODELED_RUNS).await;
+    modeled["bench"] = json!("warm_rollback_modeled_rtt");
+    modeled["rtt_ms"] = json!(MODELED_RTT_MS);
+    println!("{modeled}");
 
     // One stepper tick while baking: read, alarm states, one GetMetricData.
     let step_fn = unique("bench-stepper");
@@ -233,11 +303,12 @@ async fn main() {
     let mut targets = Vec::new();
     let mut events = Vec::new();
     for _ in 0..50 {
-        let t = local.seed_lambda_canary(&unique("storm"), 0.1).await;
+        let function = unique("storm");
+        let t = local.seed_lambda_canary(&function, 0.1).await;
         let a = unique("storm-alarm");
         local.put_alarm(&a, Some(&t.to_string())).await;
         for _ in 0..4 {
-            events.push(sample_event("alarm-lambda-canary.eventbridge.json", &a, None));
+            events.push(sample_event("alarm-lambda-canary.eventbridge.json", &a, Some(&function)));
         }
         targets.push(t);
     }

@@ -480,6 +480,7 @@ mod faults {
             .http_status(503, None)
             .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
             .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
+            .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
             .build();
         let weights = flaky!(
             aws_sdk_sagemaker::Client::update_endpoint_weights_and_capacities,
@@ -535,7 +536,10 @@ mod faults {
                 ("ListTagsForResource", 3),
                 ("GetAlias", 3),
                 ("UpdateAlias", 3),
-                ("DescribeEndpoint", 4),
+                // The early read of the variant the dimensions name (its stable unknown, so
+                // not the tag's target), then the tag target's read and the re-read before
+                // its write.
+                ("DescribeEndpoint", 5),
                 ("UpdateEndpointWeightsAndCapacities", 3),
                 ("Publish", 6),
             ])
