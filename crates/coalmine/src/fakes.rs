@@ -22,6 +22,8 @@ pub struct FakeRouter {
     pub interleaved: Mutex<HashMap<Target, VecDeque<Split>>>,
     /// Canary versions `check_canary` reports missing.
     pub missing_versions: Mutex<Vec<String>>,
+    /// Targets whose read never answers.
+    pub hanging_reads: Mutex<Vec<Target>>,
     revision: Mutex<u64>,
 }
 
@@ -54,6 +56,9 @@ pub fn lambda_split(stable: &str, canary: &str, weight: f64) -> Split {
 impl TrafficRouter for FakeRouter {
     async fn read(&self, target: &Target) -> Result<Split> {
         *self.reads.lock().unwrap() += 1;
+        if self.hanging_reads.lock().unwrap().contains(target) {
+            std::future::pending::<()>().await;
+        }
         self.splits
             .lock()
             .unwrap()

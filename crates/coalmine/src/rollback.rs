@@ -2,8 +2,10 @@
 //! then tells the team, one message per target.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::{pin, Pin};
 
-use futures::future::join_all;
+use futures::future::{join_all, maybe_done, select, Either, MaybeDone};
 use tracing::{error, info, warn};
 
 use crate::config::TargetMapping;
@@ -104,16 +106,22 @@ pub async fn handle_alarm(
 
     // The tag, when there is one, usually names the very targets the mapping or the
     // dimensions name, so those are read while the tag lookup is in flight: a round trip
-    // fewer before traffic moves. A read the tag overrules is dropped unused; a failed one
-    // is simply made again.
+    // fewer before traffic moves. The lookup never waits for these reads, and a resolved
+    // target waits only for its own, so a slow read the tag overrules holds nothing up;
+    // it is dropped unused, and a failed read is simply made again.
     let fallback = fallback_targets(event, deps.mapping);
     let early_targets = fallback.targets.clone();
-    let (tag, early_reads) = futures::join!(
-        tag_targets(event, deps.alarms),
-        join_all(early_targets.iter().map(|target| deps.router.read(target)))
-    );
-    let mut early_reads: HashMap<Target, Split> =
-        early_targets.into_iter().zip(early_reads).filter_map(|(target, read)| Some((target, read.ok()?))).collect();
+    let mut early_reads: HashMap<Target, EarlyRead<'_>> = early_targets
+        .iter()
+        .map(|target| (target.clone(), maybe_done(Box::pin(deps.router.read(target)) as BoxedRead<'_>)))
+        .collect();
+    let tag = {
+        let lookup = pin!(tag_targets(event, deps.alarms));
+        match select(lookup, join_all(early_reads.values_mut())).await {
+            Either::Left((tag, _unfinished_reads)) => tag,
+            Either::Right((_all_read, lookup)) => lookup.await,
+        }
+    };
     let resolution = resolve(tag, fallback);
     let mut report = RollbackReport { resolved_by: Some(resolution.by), ..Default::default() };
 
@@ -134,20 +142,12 @@ pub async fn handle_alarm(
 
     // Each target's zeroing and then its message run on their own, so a slow or
     // failing notification never delays another target's rollback.
-    let per_target = resolution.targets.iter().map(|target| {
-        let first_read = early_reads.remove(target);
-        async move {
-        let outcome = restore_stable(deps.router, target, None, first_read).await;
-        log_outcome(event, target, &outcome, resolution.by);
-        let sent = match &outcome {
-            Ok(done) => Some(deps.notifier.publish(&notify::outcome(event, target, done)).await),
-            Err(_) => None,
-        };
-        if let Some(Err(e)) = &sent {
-            error!(alarm = %event.alarm_name, target = %target, error = %e, "notification failed after the SDK's retries");
-        }
-        (target.clone(), outcome, sent)
-    }});
+    let per_target: Vec<_> = resolution
+        .targets
+        .iter()
+        .map(|target| roll_back_target(event, deps, target, resolution.by, early_reads.remove(target)))
+        .collect();
+    drop(early_reads); // the reads no target claimed: cancelled, not awaited
     let results = join_all(per_target).await;
 
     let mut problems = Vec::new();
@@ -182,6 +182,36 @@ pub async fn handle_alarm(
     } else {
         Err(Error::Incomplete { summary: problems.join("; "), retryable })
     }
+}
+
+type BoxedRead<'a> = Pin<Box<dyn Future<Output = Result<Split>> + Send + 'a>>;
+/// A read started before the targets were known, finished or still in flight.
+type EarlyRead<'a> = MaybeDone<BoxedRead<'a>>;
+
+async fn roll_back_target(
+    event: &AlarmEvent,
+    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
+    target: &Target,
+    resolved_by: ResolvedBy,
+    early_read: Option<EarlyRead<'_>>,
+) -> (Target, Result<ZeroOutcome>, Option<Result<()>>) {
+    let first_read = match early_read {
+        Some(mut read) => {
+            (&mut read).await;
+            Pin::new(&mut read).take_output().and_then(Result::ok)
+        }
+        None => None,
+    };
+    let outcome = restore_stable(deps.router, target, None, first_read).await;
+    log_outcome(event, target, &outcome, resolved_by);
+    let sent = match &outcome {
+        Ok(done) => Some(deps.notifier.publish(&notify::outcome(event, target, done)).await),
+        Err(_) => None,
+    };
+    if let Some(Err(e)) = &sent {
+        error!(alarm = %event.alarm_name, target = %target, error = %e, "notification failed after the SDK's retries");
+    }
+    (target.clone(), outcome, sent)
 }
 
 fn retryable(summary: String) -> Error {
@@ -255,6 +285,7 @@ impl RollbackReport {
 mod tests {
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
     use crate::event::tests::sample;
@@ -435,6 +466,28 @@ mod tests {
         assert_eq!(router.split(&handler()), lambda_split("41", "42", 0.05), "the dimension target was changed");
         assert_eq!(router.split(&tagged).canary_weight, 0.0);
         assert_eq!(*router.reads.lock().unwrap(), 2, "the tagged target needs a read of its own");
+        assert_eq!(notifier.events(), vec![("rolled_back".into(), "lambda:tagged:live".into())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_read_of_a_target_the_tag_overrules_holds_nothing_up() {
+        let tagged = Target::lambda("tagged", "live");
+        let router = FakeRouter::with([(tagged.clone(), lambda_split("7", "8", 0.25))]);
+        router.hanging_reads.lock().unwrap().push(handler());
+        let alarms =
+            FakeAlarms { tags: HashMap::from([(ARN.into(), "lambda:tagged:live".into())]), ..Default::default() };
+        let notifier = FakeNotifier::default();
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+
+        let handled = tokio::time::timeout(
+            Duration::from_secs(3600),
+            run(&event, &router, &notifier, &alarms, &TargetMapping::default()),
+        )
+        .await;
+
+        let report = handled.expect("the overruled target's read held the rollback up").unwrap();
+        assert_eq!(report.resolved_by, Some(ResolvedBy::Tag));
+        assert_eq!(router.split(&tagged).canary_weight, 0.0);
         assert_eq!(notifier.events(), vec![("rolled_back".into(), "lambda:tagged:live".into())]);
     }
 

@@ -453,7 +453,7 @@ mod faults {
                     .tags(
                         aws_sdk_cloudwatch::types::Tag::builder()
                             .key("coalmine:target")
-                            .value("sagemaker:ai-model-endpoint:stable:canary lambda:ai-handler:production")
+                            .value("sagemaker:ai-model-endpoint:canary lambda:ai-handler:production")
                             .build(),
                     )
                     .build()
@@ -478,7 +478,6 @@ mod faults {
                 ))
             })
             .http_status(503, None)
-            .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
             .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
             .output(|| endpoint(EndpointStatus::InService, 0.95, 0.05))
             .build();
@@ -536,10 +535,8 @@ mod faults {
                 ("ListTagsForResource", 3),
                 ("GetAlias", 3),
                 ("UpdateAlias", 3),
-                // The early read of the variant the dimensions name (its stable unknown, so
-                // not the tag's target), then the tag target's read and the re-read before
-                // its write.
-                ("DescribeEndpoint", 5),
+                // The read (made while the tag was looked up) and the re-read before the write.
+                ("DescribeEndpoint", 4),
                 ("UpdateEndpointWeightsAndCapacities", 3),
                 ("Publish", 6),
             ])
