@@ -108,7 +108,9 @@ pub async fn handle_alarm(
     // dimensions name, so those are read while the tag lookup is in flight: a round trip
     // fewer before traffic moves. The lookup never waits for these reads, and a resolved
     // target waits only for its own, so a slow read the tag overrules holds nothing up;
-    // it is dropped unused, and a failed read is simply made again.
+    // it is dropped unused, and a failed read is simply made again. (A SageMaker pair the
+    // tag names with its stable variant takes the read of its canary variant, if that read
+    // found the same stable.)
     let fallback = fallback_targets(event, deps.mapping);
     let early_targets = fallback.targets.clone();
     let mut early_reads: HashMap<Target, EarlyRead<'_>> = early_targets
@@ -145,7 +147,10 @@ pub async fn handle_alarm(
     let per_target: Vec<_> = resolution
         .targets
         .iter()
-        .map(|target| roll_back_target(event, deps, target, resolution.by, early_reads.remove(target)))
+        .map(|target| {
+            let early_read = early_reads.remove(target).or_else(|| early_reads.remove(&target.as_dimensions_name_it()));
+            roll_back_target(event, deps, target, resolution.by, early_read)
+        })
         .collect();
     drop(early_reads); // the reads no target claimed: cancelled, not awaited
     let results = join_all(per_target).await;
@@ -198,7 +203,7 @@ async fn roll_back_target(
     let first_read = match early_read {
         Some(mut read) => {
             (&mut read).await;
-            Pin::new(&mut read).take_output().and_then(Result::ok)
+            Pin::new(&mut read).take_output().and_then(Result::ok).filter(|split| target.is_split_of(split))
         }
         None => None,
     };
@@ -467,6 +472,38 @@ mod tests {
         assert_eq!(router.split(&tagged).canary_weight, 0.0);
         assert_eq!(*router.reads.lock().unwrap(), 2, "the tagged target needs a read of its own");
         assert_eq!(notifier.events(), vec![("rolled_back".into(), "lambda:tagged:live".into())]);
+    }
+
+    /// A SageMaker canary at 10%, with `stable` as its stable variant.
+    fn sagemaker_split(stable: &str) -> Split {
+        Split { stable: stable.into(), canary: Some("canary".into()), canary_weight: 0.1, revision: None }
+    }
+
+    /// The sample SageMaker alarm, tagged with `tag`, against an endpoint whose stable
+    /// variant the dimensions' read finds to be `inferred_stable`: how many reads it takes.
+    async fn sagemaker_reads(tag: &str, inferred_stable: &str) -> usize {
+        let tagged: Target = tag.parse().unwrap();
+        let router = FakeRouter::with([
+            (tagged.as_dimensions_name_it(), sagemaker_split(inferred_stable)),
+            (tagged.clone(), sagemaker_split("stable")),
+        ]);
+        let alarms = TagAfterRead { router: &router, tag: Some(tag.into()), reads_seen: Mutex::new(None) };
+        let event = sample("alarm-sagemaker-canary.eventbridge.json");
+        let report = run(&event, &router, &FakeNotifier::default(), &alarms, &TargetMapping::default()).await.unwrap();
+        assert_eq!(report.resolved_by, Some(ResolvedBy::Tag));
+        assert_eq!(router.split(&tagged).canary_weight, 0.0);
+        let reads = *router.reads.lock().unwrap();
+        reads
+    }
+
+    #[tokio::test]
+    async fn a_sagemaker_tag_naming_the_stable_variant_uses_the_read_of_the_canary_the_dimensions_name() {
+        assert_eq!(sagemaker_reads("sagemaker:ai-model-endpoint:stable:canary", "stable").await, 1);
+    }
+
+    #[tokio::test]
+    async fn that_read_is_not_used_when_it_found_another_stable_variant() {
+        assert_eq!(sagemaker_reads("sagemaker:ai-model-endpoint:stable:canary", "shadow").await, 2);
     }
 
     #[tokio::test(start_paused = true)]

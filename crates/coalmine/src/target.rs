@@ -46,6 +46,28 @@ impl Target {
     }
 }
 
+impl Target {
+    /// This target as an alarm's dimensions name it: a SageMaker pair without its stable
+    /// variant (the dimensions carry only the canary's), a Lambda alias as it is.
+    pub fn as_dimensions_name_it(&self) -> Target {
+        match self {
+            Target::Sagemaker(variants) => {
+                Target::Sagemaker(SageMakerVariants { stable_variant: None, ..variants.clone() })
+            }
+            lambda => lambda.clone(),
+        }
+    }
+
+    /// Whether `split`, read through [`Self::as_dimensions_name_it`], is this target's:
+    /// the stable variant the dimensions' read inferred must be the one this target names.
+    pub fn is_split_of(&self, split: &crate::ports::Split) -> bool {
+        match self {
+            Target::Sagemaker(SageMakerVariants { stable_variant: Some(stable), .. }) => &split.stable == stable,
+            _ => true,
+        }
+    }
+}
+
 /// `lambda:FUNCTION:ALIAS`, `sagemaker:ENDPOINT:STABLE:CANARY`, or `sagemaker:ENDPOINT:CANARY`.
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

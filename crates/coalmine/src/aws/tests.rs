@@ -453,7 +453,7 @@ mod faults {
                     .tags(
                         aws_sdk_cloudwatch::types::Tag::builder()
                             .key("coalmine:target")
-                            .value("sagemaker:ai-model-endpoint:canary lambda:ai-handler:production")
+                            .value("sagemaker:ai-model-endpoint:stable:canary lambda:ai-handler:production")
                             .build(),
                     )
                     .build()
