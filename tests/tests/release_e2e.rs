@@ -4,32 +4,66 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::StateValue;
-use coalmine_tests::{poll, sample_event, unique, LocalAws};
-use serde_json::json;
+use coalmine::Target;
+use coalmine_tests::{poll, sample_event, unique, Deployed, Inbox, LocalAws};
+use serde_json::{json, Value};
 
 const RUN: Duration = Duration::from_secs(90);
 
-#[tokio::test]
-async fn a_healthy_lambda_release_is_promoted() {
+struct Scene {
+    local: LocalAws,
+    inbox: Inbox,
+    deployed: Deployed,
+}
+
+async fn scene() -> Scene {
     let local = LocalAws::connect().await;
     let inbox = local.topic_with_queue(&unique("e2e-topic")).await;
     let deployed = local.deploy(&inbox.topic_arn).await;
-    let target = local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-    let alarm = unique("canary-errors");
-    local.put_alarm(&alarm, Some(&target.to_string())).await;
-    local.set_alarm(&alarm, StateValue::Ok).await;
-    let coalmine::Target::Lambda(a) = &target else { unreachable!() };
-    let release = json!({
-        "release": "e2e-healthy",
+    Scene { local, inbox, deployed }
+}
+
+impl Scene {
+    /// A Lambda canary not started yet (version 2 at 0%), and a gate alarm in OK tagged
+    /// with it, so the rollback function finds it too.
+    async fn lambda_canary(&self) -> (Target, String) {
+        let target = self.local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
+        let alarm = unique("canary-errors");
+        self.local.put_alarm(&alarm, Some(&target.to_string())).await;
+        self.local.set_alarm(&alarm, StateValue::Ok).await;
+        (target, alarm)
+    }
+}
+
+/// A release of version 2 behind `target`; `rest` gives the stages, checks and gates.
+fn lambda_release(name: &str, target: &Target, rest: Value) -> Value {
+    let Target::Lambda(a) = target else { unreachable!() };
+    let mut release = json!({
+        "release": name,
         "target": {"lambda": {"function": a.function, "alias": a.alias}},
         "canary_version": "2",
-        "stages": [{"percent": 5, "bake_seconds": 1}, {"percent": 25, "bake_seconds": 1},
-                   {"percent": 50, "bake_seconds": 1}, {"percent": 100, "bake_seconds": 1}],
-        "check_every_seconds": 1,
-        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_p95_latency_ms": 10000}
     });
+    release.as_object_mut().unwrap().extend(rest.as_object().unwrap().clone());
+    release
+}
 
-    let execution = local.start_release(&deployed, &release).await;
+#[tokio::test]
+async fn a_healthy_lambda_release_is_promoted() {
+    let s = scene().await;
+    let (target, alarm) = s.lambda_canary().await;
+    let (local, deployed) = (&s.local, &s.deployed);
+    let release = lambda_release(
+        "e2e-healthy",
+        &target,
+        json!({
+            "stages": [{"percent": 5, "bake_seconds": 1}, {"percent": 25, "bake_seconds": 1},
+                       {"percent": 50, "bake_seconds": 1}, {"percent": 100, "bake_seconds": 1}],
+            "check_every_seconds": 1,
+            "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_p95_latency_ms": 10000}
+        }),
+    );
+
+    let execution = local.start_release(deployed, &release).await;
     let (status, error, cause, output) = local.finished(&execution, RUN).await;
 
     assert_eq!(status, "SUCCEEDED", "{error}: {cause}");
@@ -48,24 +82,20 @@ async fn a_healthy_lambda_release_is_promoted() {
 
 #[tokio::test]
 async fn an_alarm_mid_release_ends_the_execution_rolled_back_within_one_tick() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("e2e-topic")).await;
-    let deployed = local.deploy(&inbox.topic_arn).await;
-    let target = local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-    let alarm = unique("canary-errors");
-    local.put_alarm(&alarm, Some(&target.to_string())).await;
-    local.set_alarm(&alarm, StateValue::Ok).await;
-    let coalmine::Target::Lambda(a) = &target else { unreachable!() };
+    let s = scene().await;
+    let (target, alarm) = s.lambda_canary().await;
+    let (local, deployed) = (&s.local, &s.deployed);
     let check_every = 2;
-    let release = json!({
-        "release": "e2e-alarm",
-        "target": {"lambda": {"function": a.function, "alias": a.alias}},
-        "canary_version": "2",
-        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 60}],
-        "check_every_seconds": check_every,
-        "gates": {"alarms": [alarm]}
-    });
-    let execution = local.start_release(&deployed, &release).await;
+    let release = lambda_release(
+        "e2e-alarm",
+        &target,
+        json!({
+            "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 60}],
+            "check_every_seconds": check_every,
+            "gates": {"alarms": [alarm]}
+        }),
+    );
+    let execution = local.start_release(deployed, &release).await;
     let at_five =
         poll(RUN, || async { local.alias_state(&target).await.1.get("2").copied().filter(|w| *w > 0.0) }).await;
     assert_eq!(at_five, Some(0.05), "the release reached its first stage");
@@ -84,18 +114,16 @@ async fn an_alarm_mid_release_ends_the_execution_rolled_back_within_one_tick() {
     // One tick: a wait of check_every, the tick itself, and the emulator's own latency.
     assert!(took < Duration::from_secs(check_every + 10), "took {took:?}");
     assert!(local.alias_state(&target).await.1.is_empty());
-    let messages = inbox.receive(1, Duration::from_secs(10)).await;
+    let messages = s.inbox.receive(1, Duration::from_secs(10)).await;
     assert!(!messages.is_empty(), "the team was told");
-    // Nothing raises it again.
-    tokio::time::sleep(Duration::from_secs(check_every * 2)).await;
-    assert!(local.alias_state(&target).await.1.is_empty(), "the canary stays at zero");
+    // Nothing raises it again: the execution has ended, so no tick is left to run, and
+    // stepper_local shows that a late tick (a retry) would stop without writing.
 }
 
 #[tokio::test]
 async fn a_healthy_sagemaker_release_is_promoted() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("e2e-topic")).await;
-    let deployed = local.deploy(&inbox.topic_arn).await;
+    let s = scene().await;
+    let (local, deployed) = (&s.local, &s.deployed);
     let endpoint = unique("ai-model");
     local.seed_sagemaker_canary(&endpoint, 0.0).await;
     let release = json!({
@@ -106,7 +134,7 @@ async fn a_healthy_sagemaker_release_is_promoted() {
         "gates": {"max_error_rate": 0.05}
     });
 
-    let execution = local.start_release(&deployed, &release).await;
+    let execution = local.start_release(deployed, &release).await;
     let (status, error, cause, _) = local.finished(&execution, RUN).await;
 
     assert_eq!(status, "SUCCEEDED", "{error}: {cause}");
@@ -116,21 +144,21 @@ async fn a_healthy_sagemaker_release_is_promoted() {
 
 #[tokio::test]
 async fn an_invalid_release_fails_before_any_traffic_moves() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("e2e-topic")).await;
-    let deployed = local.deploy(&inbox.topic_arn).await;
-    let target = local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-    let coalmine::Target::Lambda(a) = &target else { unreachable!() };
+    let s = scene().await;
+    let (target, _) = s.lambda_canary().await;
+    let (local, deployed) = (&s.local, &s.deployed);
     let (_, _, revision) = local.alias_state(&target).await;
-    let release = json!({
-        "release": "e2e-invalid",
-        "target": {"lambda": {"function": a.function, "alias": a.alias}},
-        "canary_version": "$LATEST",
-        "stages": [{"percent": 100, "bake_seconds": 1}],
-        "check_every_seconds": 1
-    });
+    let release = lambda_release(
+        "e2e-invalid",
+        &target,
+        json!({
+            "canary_version": "$LATEST",
+            "stages": [{"percent": 100, "bake_seconds": 1}],
+            "check_every_seconds": 1
+        }),
+    );
 
-    let execution = local.start_release(&deployed, &release).await;
+    let execution = local.start_release(deployed, &release).await;
     let (status, error, cause, _) = local.finished(&execution, RUN).await;
 
     assert_eq!((status.as_str(), error.as_str()), ("FAILED", "ReleaseFailed"), "{cause}");

@@ -4,15 +4,58 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
+use coalmine::aws::{Aws, AwsRouter, CloudWatchAlarms, CloudWatchMetrics, SnsNotifier};
+use coalmine::config::Config;
 use coalmine::release::Release;
 use coalmine::step::{tick, Progress, Status, StepDeps};
 use coalmine::Target;
-use coalmine_tests::{unique, Interloper, LocalAws};
+use coalmine_tests::{unique, Inbox, Interloper, LocalAws};
 use serde_json::json;
 
 /// An hour ago, so every tick and metric timestamp of a release is in the past.
 fn t0() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 3600
+}
+
+struct Scene {
+    local: LocalAws,
+    inbox: Inbox,
+    aws: Aws,
+    config: Config,
+}
+
+/// A Lambda canary not started yet (version 2 at 0% behind `live`) and its gate alarm.
+struct Canary {
+    function: String,
+    target: Target,
+    alarm: String,
+}
+
+async fn scene() -> Scene {
+    let local = LocalAws::connect().await;
+    let inbox = local.topic_with_queue(&unique("stepper-topic")).await;
+    let (aws, config) = local.adapters(&inbox.topic_arn);
+    Scene { local, inbox, aws, config }
+}
+
+impl Scene {
+    fn deps(&self) -> StepDeps<'_, AwsRouter, SnsNotifier, CloudWatchAlarms, CloudWatchMetrics> {
+        StepDeps {
+            router: &self.aws.router,
+            notifier: &self.aws.notifier,
+            alarms: &self.aws.alarms,
+            metrics: &self.aws.metrics,
+        }
+    }
+
+    /// `tagged`: the alarm carries the canary's target tag, as the rollback function needs.
+    async fn lambda_canary(&self, tagged: bool) -> Canary {
+        let function = unique("ai-handler");
+        let target = self.local.seed_lambda_canary(&function, 0.0).await;
+        let alarm = unique("canary-errors");
+        self.local.put_alarm(&alarm, tagged.then(|| target.to_string()).as_deref()).await;
+        Canary { function, target, alarm }
+    }
 }
 
 fn lambda_release(target: &Target, alarm: &str) -> Release {
@@ -62,17 +105,13 @@ async fn run_to_end(
 
 #[tokio::test]
 async fn a_healthy_lambda_release_climbs_to_promotion() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("stepper-topic")).await;
-    let (aws, _) = local.adapters(&inbox.topic_arn);
-    let target = local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-    let alarm = unique("canary-errors");
-    local.put_alarm(&alarm, None).await;
+    let s = scene().await;
+    let Canary { target, alarm, .. } = s.lambda_canary(false).await;
+    let local = &s.local;
     local.set_alarm(&alarm, StateValue::Ok).await;
     let release = lambda_release(&target, &alarm);
-    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
 
-    let progress = run_to_end(&local, &release, &deps, t0(), "1").await;
+    let progress = run_to_end(local, &release, &s.deps(), t0(), "1").await;
 
     assert_eq!(progress.status, Status::Promoted, "{}", progress.reason);
     let (stable, weights, _) = local.alias_state(&target).await;
@@ -87,9 +126,8 @@ async fn a_healthy_lambda_release_climbs_to_promotion() {
 
 #[tokio::test]
 async fn a_healthy_sagemaker_release_climbs_to_promotion() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("stepper-topic")).await;
-    let (aws, _) = local.adapters(&inbox.topic_arn);
+    let s = scene().await;
+    let local = &s.local;
     let endpoint = unique("ai-model");
     let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
     let release = Release::parse(&json!({
@@ -100,9 +138,8 @@ async fn a_healthy_sagemaker_release_climbs_to_promotion() {
         "gates": {"max_error_rate": 0.05, "max_p95_latency_ms": 2000, "min_requests": 100}
     }))
     .unwrap();
-    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
 
-    let progress = run_to_end(&local, &release, &deps, t0(), "stable").await;
+    let progress = run_to_end(local, &release, &s.deps(), t0(), "stable").await;
 
     assert_eq!(progress.status, Status::Promoted, "{}", progress.reason);
     let weights = local.variant_weights(&endpoint).await;
@@ -112,14 +149,10 @@ async fn a_healthy_sagemaker_release_climbs_to_promotion() {
 
 #[tokio::test]
 async fn an_alarm_mid_release_rolls_back() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("stepper-topic")).await;
-    let (aws, _) = local.adapters(&inbox.topic_arn);
-    let target = local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-    let alarm = unique("canary-errors");
-    local.put_alarm(&alarm, None).await;
+    let s = scene().await;
+    let Canary { target, alarm, .. } = s.lambda_canary(false).await;
+    let (local, deps) = (&s.local, s.deps());
     let release = lambda_release(&target, &alarm);
-    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
     let start = t0();
 
     let progress = tick(&release, None, &deps, start).await.unwrap();
@@ -131,7 +164,7 @@ async fn an_alarm_mid_release_rolls_back() {
     assert!(progress.reason.contains(&format!("alarm {alarm} is ALARM")), "{}", progress.reason);
     let (stable, weights, _) = local.alias_state(&target).await;
     assert_eq!((stable.as_str(), weights.len()), ("1", 0));
-    let messages = inbox.receive(1, std::time::Duration::from_secs(10)).await;
+    let messages = s.inbox.receive(1, std::time::Duration::from_secs(10)).await;
     assert_eq!(
         (messages[0].event(), messages[0].attributes.get("release").map(String::as_str)),
         ("rolled_back", Some("local-2"))
@@ -140,21 +173,18 @@ async fn an_alarm_mid_release_rolls_back() {
 
 #[tokio::test]
 async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("stepper-topic")).await;
-    let (aws, _) = local.adapters(&inbox.topic_arn);
-    let target = local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-    let alarm = unique("canary-errors");
-    local.put_alarm(&alarm, None).await;
+    let s = scene().await;
+    let Canary { target, alarm, .. } = s.lambda_canary(false).await;
+    let (local, aws) = (&s.local, &s.aws);
     let release = lambda_release(&target, &alarm);
     let start = t0();
-    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+    let deps = s.deps();
     let progress = tick(&release, None, &deps, start).await.unwrap();
     local.put_side_metrics(&target, "2", start + 300, 500.0, 0.0, &[100.0]).await;
     local.put_side_metrics(&target, "1", start + 300, 5000.0, 10.0, &[100.0]).await;
 
     // The rollback function zeroes the canary after the stepper's read, before its write.
-    let racing = Interloper::new(&aws.router, &local, 0.0);
+    let racing = Interloper::new(&aws.router, local, 0.0);
     let deps = StepDeps { router: &racing, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
     let progress = tick(&release, Some(progress), &deps, start + 600).await.unwrap();
 
@@ -164,7 +194,7 @@ async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
     assert!(local.alias_state(&target).await.1.is_empty(), "the canary stays at zero");
     // And a later tick (a retry, say) stops too, without writing.
     let (_, _, revision) = local.alias_state(&target).await;
-    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+    let deps = s.deps();
     let err = tick(&release, Some(progress), &deps, start + 660).await.unwrap_err();
     assert!(err.to_string().contains("already ended"), "{err}");
     assert_eq!(local.alias_state(&target).await.2, revision);
@@ -172,26 +202,23 @@ async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
 
 #[tokio::test]
 async fn a_tick_and_a_rollback_racing_never_leave_the_canary_up() {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("race-topic")).await;
-    let (aws, config) = local.adapters(&inbox.topic_arn);
-    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+    let s = scene().await;
+    let (local, aws, deps) = (&s.local, &s.aws, s.deps());
     let rollback_deps = coalmine::rollback::RollbackDeps {
         router: &aws.router,
         notifier: &aws.notifier,
         alarms: &aws.alarms,
-        mapping: &config.rollback_targets,
+        mapping: &s.config.rollback_targets,
     };
     let mut orders = std::collections::BTreeMap::new();
     for round in 0..20 {
-        let target = local.seed_lambda_canary(&unique("race"), 0.0).await;
-        let alarm = unique("race-alarm");
-        local.put_alarm(&alarm, Some(&target.to_string())).await;
+        let Canary { function, target, alarm } = s.lambda_canary(true).await;
         let mut release = lambda_release(&target, &alarm);
         release.gates = Default::default();
         let start = t0();
         let progress = tick(&release, None, &deps, start).await.unwrap();
-        let event = coalmine_tests::sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+        // On the alias's own metrics: the rollback reads it while looking up the tag.
+        let event = coalmine_tests::sample_event("alarm-lambda-canary.eventbridge.json", &alarm, Some(&function));
 
         // The bake is over: the stepper advances to 50% while the alarm's rollback runs.
         // Staggering one side by 0-4.5 ms, alternately, walks the interleavings: this
