@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
 use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
-use coalmine::aws::Aws;
+use coalmine::aws::{Aws, AwsRouter, CloudWatchAlarms, CloudWatchMetrics, SnsNotifier};
 use coalmine::config::{Config, TargetMapping};
 use coalmine::ports::{Split, TrafficRouter};
+use coalmine::step::StepDeps;
 use coalmine::Target;
 use serde_json::Value;
 
@@ -33,6 +34,49 @@ pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
     format!("{prefix}-{:x}{:x}-{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What most integration tests start from: the local AWS, a topic read back through
+/// SQS, and the library's adapters publishing to it.
+pub struct Scene {
+    pub local: LocalAws,
+    pub inbox: Inbox,
+    pub aws: Aws,
+    pub config: Config,
+}
+
+/// A Lambda canary not started yet (version 2 at 0% behind `live`) and its gate alarm.
+pub struct Canary {
+    pub function: String,
+    pub target: Target,
+    pub alarm: String,
+}
+
+impl Scene {
+    pub async fn connect() -> Scene {
+        let local = LocalAws::connect().await;
+        let inbox = local.topic_with_queue(&unique("coalmine-topic")).await;
+        let (aws, config) = local.adapters(&inbox.topic_arn);
+        Scene { local, inbox, aws, config }
+    }
+
+    pub fn step_deps(&self) -> StepDeps<'_, AwsRouter, SnsNotifier, CloudWatchAlarms, CloudWatchMetrics> {
+        StepDeps {
+            router: &self.aws.router,
+            notifier: &self.aws.notifier,
+            alarms: &self.aws.alarms,
+            metrics: &self.aws.metrics,
+        }
+    }
+
+    /// `tagged`: the alarm carries the canary's target tag, as the rollback function needs.
+    pub async fn lambda_canary(&self, tagged: bool) -> Canary {
+        let function = unique("ai-handler");
+        let target = self.local.seed_lambda_canary(&function, 0.0).await;
+        let alarm = unique("canary-errors");
+        self.local.put_alarm(&alarm, tagged.then(|| target.to_string()).as_deref()).await;
+        Canary { function, target, alarm }
+    }
 }
 
 /// Clients for the local AWS, configured the way the functions configure themselves:

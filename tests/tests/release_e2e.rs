@@ -5,34 +5,24 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use coalmine::Target;
-use coalmine_tests::{poll, sample_event, unique, Deployed, Inbox, LocalAws};
+use coalmine_tests::{poll, sample_event, unique, Canary, Deployed, Scene};
 use serde_json::{json, Value};
 
 const RUN: Duration = Duration::from_secs(90);
 
-struct Scene {
-    local: LocalAws,
-    inbox: Inbox,
-    deployed: Deployed,
+/// The real functions and state machine deployed, publishing to the scene's topic.
+async fn deployed_scene() -> (Scene, Deployed) {
+    let scene = Scene::connect().await;
+    let deployed = scene.local.deploy(&scene.inbox.topic_arn).await;
+    (scene, deployed)
 }
 
-async fn scene() -> Scene {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("e2e-topic")).await;
-    let deployed = local.deploy(&inbox.topic_arn).await;
-    Scene { local, inbox, deployed }
-}
-
-impl Scene {
-    /// A Lambda canary not started yet (version 2 at 0%), and a gate alarm in OK tagged
-    /// with it, so the rollback function finds it too.
-    async fn lambda_canary(&self) -> (Target, String) {
-        let target = self.local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-        let alarm = unique("canary-errors");
-        self.local.put_alarm(&alarm, Some(&target.to_string())).await;
-        self.local.set_alarm(&alarm, StateValue::Ok).await;
-        (target, alarm)
-    }
+/// A Lambda canary whose gate alarm is tagged with it (so the rollback function finds it
+/// too) and starts in OK.
+async fn lambda_canary(s: &Scene) -> (Target, String) {
+    let Canary { target, alarm, .. } = s.lambda_canary(true).await;
+    s.local.set_alarm(&alarm, StateValue::Ok).await;
+    (target, alarm)
 }
 
 /// A release of version 2 behind `target`; `rest` gives the stages, checks and gates.
@@ -49,9 +39,9 @@ fn lambda_release(name: &str, target: &Target, rest: Value) -> Value {
 
 #[tokio::test]
 async fn a_healthy_lambda_release_is_promoted() {
-    let s = scene().await;
-    let (target, alarm) = s.lambda_canary().await;
-    let (local, deployed) = (&s.local, &s.deployed);
+    let (s, deployed) = deployed_scene().await;
+    let (target, alarm) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
     let release = lambda_release(
         "e2e-healthy",
         &target,
@@ -82,9 +72,9 @@ async fn a_healthy_lambda_release_is_promoted() {
 
 #[tokio::test]
 async fn an_alarm_mid_release_ends_the_execution_rolled_back_within_one_tick() {
-    let s = scene().await;
-    let (target, alarm) = s.lambda_canary().await;
-    let (local, deployed) = (&s.local, &s.deployed);
+    let (s, deployed) = deployed_scene().await;
+    let (target, alarm) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
     let check_every = 2;
     let release = lambda_release(
         "e2e-alarm",
@@ -122,8 +112,8 @@ async fn an_alarm_mid_release_ends_the_execution_rolled_back_within_one_tick() {
 
 #[tokio::test]
 async fn a_healthy_sagemaker_release_is_promoted() {
-    let s = scene().await;
-    let (local, deployed) = (&s.local, &s.deployed);
+    let (s, deployed) = deployed_scene().await;
+    let (local, deployed) = (&s.local, &deployed);
     let endpoint = unique("ai-model");
     local.seed_sagemaker_canary(&endpoint, 0.0).await;
     let release = json!({
@@ -144,9 +134,9 @@ async fn a_healthy_sagemaker_release_is_promoted() {
 
 #[tokio::test]
 async fn an_invalid_release_fails_before_any_traffic_moves() {
-    let s = scene().await;
-    let (target, _) = s.lambda_canary().await;
-    let (local, deployed) = (&s.local, &s.deployed);
+    let (s, deployed) = deployed_scene().await;
+    let (target, _) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
     let (_, _, revision) = local.alias_state(&target).await;
     let release = lambda_release(
         "e2e-invalid",

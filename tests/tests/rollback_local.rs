@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use coalmine::aws::Aws;
 use coalmine::config::Config;
 use coalmine::rollback::{handle_payload, RollbackDeps};
-use coalmine_tests::{sample_event, unique, Inbox, Interloper, LocalAws};
+use coalmine_tests::{sample_event, unique, Interloper, LocalAws, Scene};
 use serde_json::Value;
 
 const MESSAGE_WAIT: Duration = Duration::from_secs(10);
@@ -21,23 +21,9 @@ async fn invoke(aws: &Aws, config: &Config, payload: &Value) -> coalmine::Result
     handle_payload(payload, &deps).await
 }
 
-struct Scene {
-    local: LocalAws,
-    inbox: Inbox,
-    aws: Aws,
-    config: Config,
-}
-
-async fn scene() -> Scene {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("coalmine-topic")).await;
-    let (aws, config) = local.adapters(&inbox.topic_arn);
-    Scene { local, inbox, aws, config }
-}
-
 #[tokio::test]
 async fn lambda_canary_at_5_percent_goes_to_zero_and_the_team_is_told() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let function = unique("ai-handler");
     let target = s.local.seed_lambda_canary(&function, 0.05).await;
     let alarm = unique("canary-errors");
@@ -65,7 +51,7 @@ async fn lambda_canary_at_5_percent_goes_to_zero_and_the_team_is_told() {
 
 #[tokio::test]
 async fn the_alarm_action_payload_rolls_back_by_dimensions() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let function = unique("ai-handler");
     let target = s.local.seed_lambda_canary(&function, 0.25).await;
     let alarm = unique("untagged");
@@ -83,7 +69,7 @@ async fn the_alarm_action_payload_rolls_back_by_dimensions() {
 
 #[tokio::test]
 async fn sagemaker_canary_variant_goes_to_stable_1_canary_0() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let endpoint = unique("ai-model");
     let target = s.local.seed_sagemaker_canary(&endpoint, 0.1).await;
     let alarm = unique("model-5xx");
@@ -101,7 +87,7 @@ async fn sagemaker_canary_variant_goes_to_stable_1_canary_0() {
 
 #[tokio::test]
 async fn a_second_delivery_writes_nothing_and_says_already_zero() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
     let alarm = unique("canary-errors");
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;
@@ -119,7 +105,7 @@ async fn a_second_delivery_writes_nothing_and_says_already_zero() {
 
 #[tokio::test]
 async fn ok_and_insufficient_data_change_nothing() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
     let alarm = unique("canary-errors");
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;
@@ -136,7 +122,7 @@ async fn ok_and_insufficient_data_change_nothing() {
 
 #[tokio::test]
 async fn an_alarm_guarding_nothing_known_warns_and_succeeds() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let alarm = unique("stray");
     s.local.put_alarm(&alarm, None).await;
     let mut event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, Some("no-such-function"));
@@ -175,7 +161,7 @@ async fn sns_failing_then_recovering_delivers_on_the_retried_invocation() {
 
 #[tokio::test]
 async fn a_revision_conflict_is_read_again_and_handled_never_overwritten_blindly() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
     let alarm = unique("canary-errors");
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;
@@ -199,7 +185,7 @@ async fn a_revision_conflict_is_read_again_and_handled_never_overwritten_blindly
 
 #[tokio::test]
 async fn fifty_concurrent_alarm_events_over_ten_targets_roll_each_back_exactly_once() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let mut targets = Vec::new();
     let mut events = Vec::new();
     for _ in 0..10 {
@@ -237,7 +223,7 @@ async fn fifty_concurrent_alarm_events_over_ten_targets_roll_each_back_exactly_o
 
 #[tokio::test]
 async fn missing_aliases_and_variants_fail_clearly_and_change_nothing_else() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let real = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
     let endpoint = unique("ai-model");
     s.local.seed_sagemaker_canary(&endpoint, 0.05).await;
@@ -262,7 +248,7 @@ async fn missing_aliases_and_variants_fail_clearly_and_change_nothing_else() {
 
 #[tokio::test]
 async fn unicode_alarm_names_roll_back_with_an_ascii_subject() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;
     let alarm = format!("{}-模型-错误率-🚨", unique("canary"));
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;

@@ -4,58 +4,15 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
-use coalmine::aws::{Aws, AwsRouter, CloudWatchAlarms, CloudWatchMetrics, SnsNotifier};
-use coalmine::config::Config;
 use coalmine::release::Release;
 use coalmine::step::{tick, Progress, Status, StepDeps};
 use coalmine::Target;
-use coalmine_tests::{unique, Inbox, Interloper, LocalAws};
+use coalmine_tests::{unique, Canary, Interloper, LocalAws, Scene};
 use serde_json::json;
 
 /// An hour ago, so every tick and metric timestamp of a release is in the past.
 fn t0() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 3600
-}
-
-struct Scene {
-    local: LocalAws,
-    inbox: Inbox,
-    aws: Aws,
-    config: Config,
-}
-
-/// A Lambda canary not started yet (version 2 at 0% behind `live`) and its gate alarm.
-struct Canary {
-    function: String,
-    target: Target,
-    alarm: String,
-}
-
-async fn scene() -> Scene {
-    let local = LocalAws::connect().await;
-    let inbox = local.topic_with_queue(&unique("stepper-topic")).await;
-    let (aws, config) = local.adapters(&inbox.topic_arn);
-    Scene { local, inbox, aws, config }
-}
-
-impl Scene {
-    fn deps(&self) -> StepDeps<'_, AwsRouter, SnsNotifier, CloudWatchAlarms, CloudWatchMetrics> {
-        StepDeps {
-            router: &self.aws.router,
-            notifier: &self.aws.notifier,
-            alarms: &self.aws.alarms,
-            metrics: &self.aws.metrics,
-        }
-    }
-
-    /// `tagged`: the alarm carries the canary's target tag, as the rollback function needs.
-    async fn lambda_canary(&self, tagged: bool) -> Canary {
-        let function = unique("ai-handler");
-        let target = self.local.seed_lambda_canary(&function, 0.0).await;
-        let alarm = unique("canary-errors");
-        self.local.put_alarm(&alarm, tagged.then(|| target.to_string()).as_deref()).await;
-        Canary { function, target, alarm }
-    }
 }
 
 fn lambda_release(target: &Target, alarm: &str) -> Release {
@@ -105,13 +62,13 @@ async fn run_to_end(
 
 #[tokio::test]
 async fn a_healthy_lambda_release_climbs_to_promotion() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let Canary { target, alarm, .. } = s.lambda_canary(false).await;
     let local = &s.local;
     local.set_alarm(&alarm, StateValue::Ok).await;
     let release = lambda_release(&target, &alarm);
 
-    let progress = run_to_end(local, &release, &s.deps(), t0(), "1").await;
+    let progress = run_to_end(local, &release, &s.step_deps(), t0(), "1").await;
 
     assert_eq!(progress.status, Status::Promoted, "{}", progress.reason);
     let (stable, weights, _) = local.alias_state(&target).await;
@@ -126,7 +83,7 @@ async fn a_healthy_lambda_release_climbs_to_promotion() {
 
 #[tokio::test]
 async fn a_healthy_sagemaker_release_climbs_to_promotion() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let local = &s.local;
     let endpoint = unique("ai-model");
     let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
@@ -139,7 +96,7 @@ async fn a_healthy_sagemaker_release_climbs_to_promotion() {
     }))
     .unwrap();
 
-    let progress = run_to_end(local, &release, &s.deps(), t0(), "stable").await;
+    let progress = run_to_end(local, &release, &s.step_deps(), t0(), "stable").await;
 
     assert_eq!(progress.status, Status::Promoted, "{}", progress.reason);
     let weights = local.variant_weights(&endpoint).await;
@@ -149,9 +106,9 @@ async fn a_healthy_sagemaker_release_climbs_to_promotion() {
 
 #[tokio::test]
 async fn an_alarm_mid_release_rolls_back() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let Canary { target, alarm, .. } = s.lambda_canary(false).await;
-    let (local, deps) = (&s.local, s.deps());
+    let (local, deps) = (&s.local, s.step_deps());
     let release = lambda_release(&target, &alarm);
     let start = t0();
 
@@ -173,12 +130,12 @@ async fn an_alarm_mid_release_rolls_back() {
 
 #[tokio::test]
 async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
-    let s = scene().await;
+    let s = Scene::connect().await;
     let Canary { target, alarm, .. } = s.lambda_canary(false).await;
     let (local, aws) = (&s.local, &s.aws);
     let release = lambda_release(&target, &alarm);
     let start = t0();
-    let deps = s.deps();
+    let deps = s.step_deps();
     let progress = tick(&release, None, &deps, start).await.unwrap();
     local.put_side_metrics(&target, "2", start + 300, 500.0, 0.0, &[100.0]).await;
     local.put_side_metrics(&target, "1", start + 300, 5000.0, 10.0, &[100.0]).await;
@@ -194,7 +151,7 @@ async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
     assert!(local.alias_state(&target).await.1.is_empty(), "the canary stays at zero");
     // And a later tick (a retry, say) stops too, without writing.
     let (_, _, revision) = local.alias_state(&target).await;
-    let deps = s.deps();
+    let deps = s.step_deps();
     let err = tick(&release, Some(progress), &deps, start + 660).await.unwrap_err();
     assert!(err.to_string().contains("already ended"), "{err}");
     assert_eq!(local.alias_state(&target).await.2, revision);
@@ -202,8 +159,8 @@ async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
 
 #[tokio::test]
 async fn a_tick_and_a_rollback_racing_never_leave_the_canary_up() {
-    let s = scene().await;
-    let (local, aws, deps) = (&s.local, &s.aws, s.deps());
+    let s = Scene::connect().await;
+    let (local, aws, deps) = (&s.local, &s.aws, s.step_deps());
     let rollback_deps = coalmine::rollback::RollbackDeps {
         router: &aws.router,
         notifier: &aws.notifier,

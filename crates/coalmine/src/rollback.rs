@@ -38,8 +38,13 @@ impl ZeroOutcome {
 /// Zeroes the canary's traffic unless it already is zero. Every write is conditional on
 /// the split just read; a conflict re-reads, so someone else's change is never
 /// overwritten blindly (and a concurrent rollback shows up as `AlreadyZero`).
-pub async fn zero_canary(router: &impl TrafficRouter, target: &Target) -> Result<ZeroOutcome> {
-    restore_stable(router, target, None, None).await
+/// `first_read` saves a read when the caller has just made one.
+pub async fn zero_canary(
+    router: &impl TrafficRouter,
+    target: &Target,
+    first_read: Option<Split>,
+) -> Result<ZeroOutcome> {
+    restore_stable(router, target, None, first_read).await
 }
 
 /// [`zero_canary`], and when `stable` is given, also undoes a promotion: a Lambda alias
@@ -207,7 +212,7 @@ async fn roll_back_target(
         }
         None => None,
     };
-    let outcome = restore_stable(deps.router, target, None, first_read).await;
+    let outcome = zero_canary(deps.router, target, first_read).await;
     log_outcome(event, target, &outcome, resolved_by);
     let sent = match &outcome {
         Ok(done) => Some(deps.notifier.publish(&notify::outcome(event, target, done)).await),
@@ -640,7 +645,7 @@ mod tests {
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
         let conflict = || Error::Conflict { target: handler(), detail: "412".into() };
         router.write_failures.lock().unwrap().insert(handler(), (0..MAX_CONFLICTS).map(|_| conflict()).collect());
-        let err = zero_canary(&router, &handler()).await.unwrap_err();
+        let err = zero_canary(&router, &handler(), None).await.unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable());
         assert_eq!(*router.reads.lock().unwrap(), MAX_CONFLICTS);
     }

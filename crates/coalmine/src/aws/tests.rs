@@ -79,7 +79,7 @@ async fn throttled_and_5xx_alias_calls_are_retried_by_the_sdk() {
         .build();
     let router = lambda_router(&[&get, &update]);
 
-    let outcome = zero_canary(&router, &handler()).await.unwrap();
+    let outcome = zero_canary(&router, &handler(), None).await.unwrap();
 
     assert!(matches!(outcome, ZeroOutcome::RolledBack { ref after, .. } if after.revision.as_deref() == Some("r2")));
     assert_eq!((get.num_calls(), update.num_calls()), (3, 2));
@@ -93,7 +93,7 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error_naming_th
         .repeatedly()
         .build();
     let router = lambda_router(&[&get]);
-    let err = zero_canary(&router, &handler()).await.unwrap_err();
+    let err = zero_canary(&router, &handler(), None).await.unwrap_err();
     assert!(err.is_retryable());
     assert!(err.to_string().contains("lambda:GetAlias") && err.to_string().contains("Rate exceeded"), "{err}");
     assert_eq!(get.num_calls(), 3);
@@ -117,7 +117,7 @@ async fn a_stale_revision_is_a_conflict_that_reads_again_and_never_overwrites() 
         .then_output(|| UpdateAliasOutput::builder().function_version("41").revision_id("r3").build());
     let router = lambda_router(&[&get, &stale, &fresh]);
 
-    let outcome = zero_canary(&router, &handler()).await.unwrap();
+    let outcome = zero_canary(&router, &handler(), None).await.unwrap();
 
     assert!(matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.10));
     assert_eq!((get.num_calls(), stale.num_calls(), fresh.num_calls()), (2, 1, 1));
@@ -173,7 +173,7 @@ async fn an_updating_endpoint_is_waited_for_then_zeroed() {
         .build();
     let router = sagemaker_router(&[&describe, &update], Duration::from_secs(60));
 
-    let outcome = zero_canary(&router, &model_endpoint()).await.unwrap();
+    let outcome = zero_canary(&router, &model_endpoint(), None).await.unwrap();
 
     assert!(
         matches!(outcome, ZeroOutcome::RolledBack { ref before, ref after } if (before.canary_weight - 0.05).abs() < 1e-6 && after.canary_weight == 0.0)
@@ -195,7 +195,7 @@ async fn an_endpoint_updating_past_the_budget_gives_up_with_a_retryable_error() 
     let router = sagemaker_router(&[&describe, &update], Duration::from_secs(10));
     let started = tokio::time::Instant::now();
 
-    let err = zero_canary(&router, &model_endpoint()).await.unwrap_err();
+    let err = zero_canary(&router, &model_endpoint(), None).await.unwrap_err();
 
     assert!(matches!(err, Error::EndpointBusy { .. }) && err.is_retryable());
     assert!(err.to_string().contains("still Updating") && err.to_string().contains("Lambda retries"), "{err}");
