@@ -13,8 +13,9 @@ use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
 use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
 use coalmine::aws::{Aws, AwsRouter, CloudWatchAlarms, CloudWatchMetrics, SnsNotifier};
 use coalmine::config::{Config, TargetMapping};
-use coalmine::ports::{Split, TrafficRouter};
-use coalmine::step::StepDeps;
+use coalmine::ports::TrafficRouter;
+use coalmine::release::tick::StepDeps;
+use coalmine::Split;
 use coalmine::Target;
 use serde_json::Value;
 
@@ -270,8 +271,12 @@ impl LocalAws {
             .threshold(5.0)
             .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold);
         if let Some(tag) = target_tag {
-            request = request
-                .tags(aws_sdk_cloudwatch::types::Tag::builder().key(coalmine::resolve::TARGET_TAG).value(tag).build());
+            request = request.tags(
+                aws_sdk_cloudwatch::types::Tag::builder()
+                    .key(coalmine::rollback::resolve::TARGET_TAG)
+                    .value(tag)
+                    .build(),
+            );
         }
         request.send().await.expect("put alarm");
         alarm_arn(name)

@@ -4,8 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
+use coalmine::release::tick::{tick, Progress, Status, StepDeps};
 use coalmine::release::Release;
-use coalmine::step::{tick, Progress, Status, StepDeps};
 use coalmine::Target;
 use coalmine_tests::{unique, Canary, Interloper, LocalAws, Scene};
 use serde_json::json;

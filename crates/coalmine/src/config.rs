@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::Error;
-use crate::target::Target;
+use crate::domain::error::Error;
+use crate::domain::target::Target;
 
 pub const TOPIC_ARN_VAR: &str = "SNS_TOPIC_ARN";
 pub const ROLLBACK_TARGETS_VAR: &str = "ROLLBACK_TARGETS";

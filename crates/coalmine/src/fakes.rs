@@ -4,12 +4,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
-use crate::event::AlarmState;
-use crate::ports::{
-    AlarmSource, MetricQuery, MetricSnapshot, MetricSource, Notification, Notifier, SideMetrics, Split, TrafficRouter,
-};
-use crate::target::Target;
+use crate::domain::error::{Error, Result};
+use crate::domain::event::AlarmState;
+use crate::domain::metrics::{MetricSnapshot, SideMetrics};
+use crate::domain::split::Split;
+use crate::domain::target::Target;
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notification, Notifier, TrafficRouter};
 
 #[derive(Default)]
 pub struct FakeRouter {

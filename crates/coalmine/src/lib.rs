@@ -1,27 +1,28 @@
 //! coalmine: canary delivery for AI models on AWS.
 //!
-//! The domain (targets, alarm events, the rollback use case) depends only on the small
-//! traits in [`ports`]; [`aws`] implements them with the AWS SDK. The Lambda functions
-//! are thin shells around this crate.
+//! Layers, lowest first; each may use only those above it in this list:
+//! - [`domain`]: targets, splits, alarm events, metrics, errors. No I/O.
+//! - [`ports`]: the small traits the use cases need from AWS.
+//! - [`rollback`]: an alarm zeroes the canaries it guards (resolve, zero, notify).
+//! - [`release`]: a release climbs its stages (spec, judge, tick); it rolls back with
+//!   the rollback use case's own code.
+//! - [`aws`]: the SDK adapters behind the ports; [`config`] and [`logging`] for the shells.
+//!
+//! The two Lambda functions and the CLI are thin shells on this crate.
 
 pub mod aws;
 pub mod config;
-pub mod error;
-pub mod event;
-pub mod health;
+pub mod domain;
 pub mod logging;
-pub mod notify;
 pub mod ports;
 pub mod release;
-pub mod resolve;
 pub mod rollback;
-pub mod step;
-pub mod target;
 
 #[cfg(test)]
 pub(crate) mod fakes;
 
 pub use config::Config;
-pub use error::{Error, Result};
-pub use event::{AlarmEvent, AlarmState};
-pub use target::Target;
+pub use domain::error::{Error, Result};
+pub use domain::event::{AlarmEvent, AlarmState};
+pub use domain::split::Split;
+pub use domain::target::Target;

@@ -3,46 +3,11 @@
 
 use std::future::Future;
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::Result;
-use crate::event::AlarmState;
-use crate::release::CustomGate;
-use crate::target::Target;
-
-/// Weights read back from AWS are floats: two weights closer than this are equal.
-pub const WEIGHT_TOLERANCE: f64 = 1e-4;
-
-/// How traffic is split between the stable and the canary, as last read.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Split {
-    /// Lambda: the alias's `FunctionVersion`; SageMaker: the stable variant's name.
-    pub stable: String,
-    /// Lambda: the version in `AdditionalVersionWeights`, if any; SageMaker: the canary variant.
-    pub canary: Option<String>,
-    /// The canary's share of traffic, in [0, 1].
-    pub canary_weight: f64,
-    /// What a conditional write must present: Lambda's alias `RevisionId`.
-    pub revision: Option<String>,
-}
-
-impl Split {
-    /// The same routing with the canary at `weight`.
-    pub fn with_canary_weight(&self, weight: f64) -> Split {
-        Split { canary_weight: weight, revision: None, ..self.clone() }
-    }
-
-    pub fn canary_is_zero(&self) -> bool {
-        self.canary.is_none() || self.canary_weight <= WEIGHT_TOLERANCE
-    }
-
-    /// Same routing, whatever the revision: what the stepper compares with what it wrote.
-    pub fn same_routing(&self, other: &Split) -> bool {
-        self.stable == other.stable
-            && (self.canary_weight - other.canary_weight).abs() <= WEIGHT_TOLERANCE
-            && (self.canary_is_zero() || self.canary == other.canary)
-    }
-}
+use crate::domain::error::Result;
+use crate::domain::event::AlarmState;
+use crate::domain::metrics::{CustomGate, MetricSnapshot};
+use crate::domain::split::Split;
+use crate::domain::target::Target;
 
 pub trait TrafficRouter: Send + Sync {
     fn read(&self, target: &Target) -> impl Future<Output = Result<Split>> + Send;
@@ -76,25 +41,6 @@ pub trait AlarmSource: Send + Sync {
 
     /// The current state of each named alarm; a name missing from the answer does not exist.
     fn states(&self, names: &[String]) -> impl Future<Output = Result<Vec<(String, AlarmState)>>> + Send;
-}
-
-/// What the judge compares: one side (canary or stable) over the stage's window.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SideMetrics {
-    pub requests: f64,
-    pub errors: f64,
-    /// p95 latency in milliseconds; `None` without data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p95_ms: Option<f64>,
-    /// The value of each of the release's custom gates, in order; `None` without data.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub custom: Vec<Option<f64>>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct MetricSnapshot {
-    pub canary: SideMetrics,
-    pub stable: SideMetrics,
 }
 
 /// Which metrics to fetch: both sides of a target over a window, plus custom gates.

@@ -175,7 +175,7 @@ fn huge_and_hostile_payloads_fail_cleanly() {
     event["detail"]["state"]["reason"] = json!("x".repeat(1_000_000));
     let decoded = AlarmEvent::decode(&event).unwrap();
     assert_eq!(decoded.alarm_name.chars().count(), 300_000, "unicode survives decoding");
-    let subject = coalmine::notify::subject(&format!("coalmine: alarm {}", decoded.alarm_name));
+    let subject = coalmine::rollback::notify::subject(&format!("coalmine: alarm {}", decoded.alarm_name));
     assert!(subject.len() <= 100 && subject.is_ascii());
 
     let mut deep = json!(null);

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use coalmine::aws::Aws;
-use coalmine::step::{tick_payload, StepDeps};
+use coalmine::release::tick::{tick_payload, StepDeps};
 use coalmine::Config;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;

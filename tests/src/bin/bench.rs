@@ -15,12 +15,12 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use coalmine::config::Config;
-use coalmine::ports::{
-    AlarmSource, MetricQuery, MetricSnapshot, MetricSource, Notification, Notifier, Split, TrafficRouter,
-};
+use coalmine::domain::metrics::MetricSnapshot;
+use coalmine::ports::{AlarmSource, MetricQuery, MetricSource, Notification, Notifier, TrafficRouter};
+use coalmine::release::tick::{tick, StepDeps};
 use coalmine::release::Release;
 use coalmine::rollback::{handle_payload, RollbackDeps};
-use coalmine::step::{tick, StepDeps};
+use coalmine::Split;
 use coalmine::{AlarmState, Target};
 use coalmine_tests::{sample_event, unique, LocalAws};
 use serde_json::json;
@@ -274,7 +274,7 @@ async fn main() {
         let started = Instant::now();
         progress = tick(&release, Some(progress), &step_deps, now).await.expect("tick");
         ticks.push(started.elapsed());
-        assert_eq!(progress.status, coalmine::step::Status::Baking, "{}", progress.reason);
+        assert_eq!(progress.status, coalmine::release::tick::Status::Baking, "{}", progress.reason);
     }
     let tick_calls = calls.load(Ordering::Relaxed) as f64 / TICK_RUNS as f64;
     let (t50, t99) = percentiles(ticks);

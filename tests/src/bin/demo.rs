@@ -151,7 +151,7 @@ fn say(started: Instant, what: impl AsRef<str>) {
 }
 
 fn pct(weight: f64) -> String {
-    coalmine::notify::percent(weight)
+    coalmine::rollback::notify::percent(weight)
 }
 
 /// Four hex digits so names stay readable and a second run against the same local AWS

@@ -3,12 +3,13 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, 
 use aws_sdk_cloudwatch::Client;
 
 use super::{aws_error, service_code};
-use crate::error::{Error, Result};
-use crate::event::AlarmState;
-use crate::ports::{AlarmSource, MetricQuery, MetricSnapshot, MetricSource, SideMetrics};
+use crate::domain::error::{Error, Result};
+use crate::domain::event::AlarmState;
+use crate::domain::metrics::{MetricSnapshot, SideMetrics};
+use crate::domain::target::Target;
+use crate::ports::{AlarmSource, MetricQuery, MetricSource};
 use crate::release::VERSION_PLACEHOLDER;
-use crate::resolve::TARGET_TAG;
-use crate::target::Target;
+use crate::rollback::resolve::TARGET_TAG;
 
 pub struct CloudWatchAlarms {
     client: Client,

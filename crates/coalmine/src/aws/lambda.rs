@@ -4,9 +4,9 @@ use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use aws_sdk_lambda::Client;
 
 use super::{aws_error, service_code};
-use crate::error::{Error, Result};
-use crate::ports::{Split, WEIGHT_TOLERANCE};
-use crate::target::{LambdaAlias, Target};
+use crate::domain::error::{Error, Result};
+use crate::domain::split::{Split, WEIGHT_TOLERANCE};
+use crate::domain::target::{LambdaAlias, Target};
 
 /// A weighted alias: `FunctionVersion` is stable, the one `AdditionalVersionWeights`
 /// entry is the canary. Writes carry the `RevisionId` read, so Lambda refuses them

@@ -18,9 +18,10 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::ports::{Split, TrafficRouter};
-use crate::target::Target;
+use crate::domain::error::{Error, Result};
+use crate::domain::split::Split;
+use crate::domain::target::Target;
+use crate::ports::TrafficRouter;
 
 /// Each AWS call gives up well inside the functions' timeouts (rollback 120 s, stepper
 /// 60 s), so a hung connection fails the invocation with time left to report it, and

@@ -6,9 +6,9 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::{aws_error, service_code};
-use crate::error::{Error, Result};
-use crate::ports::{Split, WEIGHT_TOLERANCE};
-use crate::target::{SageMakerVariants, Target};
+use crate::domain::error::{Error, Result};
+use crate::domain::split::{Split, WEIGHT_TOLERANCE};
+use crate::domain::target::{SageMakerVariants, Target};
 
 /// How long to wait, and how, for an endpoint that is `Updating` before writing.
 #[derive(Clone, Copy, Debug)]

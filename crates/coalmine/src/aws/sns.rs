@@ -2,7 +2,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 
 use super::aws_error;
-use crate::error::{Error, Result};
+use crate::domain::error::{Error, Result};
 use crate::ports::{Notification, Notifier};
 
 pub struct SnsNotifier {

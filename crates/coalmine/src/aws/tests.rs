@@ -18,7 +18,7 @@ use aws_smithy_types::retry::RetryConfig;
 
 use super::*;
 use crate::config::TargetMapping;
-use crate::event::tests::sample;
+use crate::domain::event::tests::sample;
 use crate::fakes::FakeAlarms;
 use crate::ports::{Notification, Notifier};
 use crate::rollback::{handle_alarm, zero_canary, RollbackDeps, ZeroOutcome};
@@ -284,8 +284,8 @@ mod stepper {
     use super::*;
     use crate::fakes::{FakeMetrics, FakeNotifier};
     use crate::ports::{MetricQuery, MetricSource};
-    use crate::release::tests::lambda_release;
-    use crate::step::{tick, Progress, Status, StepDeps, Written};
+    use crate::release::spec::tests::lambda_release;
+    use crate::release::tick::{tick, Progress, Status, StepDeps, Written};
 
     fn result(id: &str, values: &[f64]) -> MetricDataResult {
         MetricDataResult::builder().id(id).set_values(Some(values.to_vec())).status_code(StatusCode::Complete).build()

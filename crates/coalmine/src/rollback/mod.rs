@@ -1,6 +1,12 @@
 //! The rollback use case: an alarm in ALARM zeroes the canary of every target it guards,
 //! then tells the team, one message per target.
 
+pub mod notify;
+pub mod resolve;
+mod zero;
+
+pub use zero::{restore_stable, zero_canary, ZeroOutcome};
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -9,77 +15,12 @@ use futures::future::{join_all, maybe_done, select, Either, MaybeDone};
 use tracing::{error, info, warn};
 
 use crate::config::TargetMapping;
-use crate::error::{Error, Result};
-use crate::event::{AlarmEvent, AlarmState};
-use crate::notify;
-use crate::ports::{AlarmSource, Notifier, Split, TrafficRouter};
-use crate::resolve::{fallback_targets, resolve, tag_targets, ResolvedBy};
-use crate::target::Target;
-
-/// A read-then-write that loses a race re-reads; past this many losses in one
-/// invocation, something keeps changing the alias and the invocation fails (retryable).
-const MAX_CONFLICTS: usize = 5;
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum ZeroOutcome {
-    RolledBack { before: Split, after: Split },
-    AlreadyZero { split: Split },
-}
-
-impl ZeroOutcome {
-    pub fn event_name(&self) -> &'static str {
-        match self {
-            ZeroOutcome::RolledBack { .. } => "rolled_back",
-            ZeroOutcome::AlreadyZero { .. } => "already_zero",
-        }
-    }
-}
-
-/// Zeroes the canary's traffic unless it already is zero. Every write is conditional on
-/// the split just read; a conflict re-reads, so someone else's change is never
-/// overwritten blindly (and a concurrent rollback shows up as `AlreadyZero`).
-/// `first_read` saves a read when the caller has just made one.
-pub async fn zero_canary(
-    router: &impl TrafficRouter,
-    target: &Target,
-    first_read: Option<Split>,
-) -> Result<ZeroOutcome> {
-    restore_stable(router, target, None, first_read).await
-}
-
-/// [`zero_canary`], and when `stable` is given, also undoes a promotion: a Lambda alias
-/// whose version is no longer `stable` gets it back. `first_read` saves a read when the
-/// caller has just made one.
-pub async fn restore_stable(
-    router: &impl TrafficRouter,
-    target: &Target,
-    stable: Option<&str>,
-    mut first_read: Option<Split>,
-) -> Result<ZeroOutcome> {
-    let mut last_conflict = None;
-    for _ in 0..MAX_CONFLICTS {
-        let before = match first_read.take() {
-            Some(split) => split,
-            None => router.read(target).await?,
-        };
-        let desired = match stable {
-            Some(stable) if before.stable != stable => {
-                Split { stable: stable.to_owned(), canary: None, canary_weight: 0.0, revision: None }
-            }
-            _ if before.canary_is_zero() => return Ok(ZeroOutcome::AlreadyZero { split: before }),
-            _ => before.with_canary_weight(0.0),
-        };
-        match router.write(target, &before, &desired).await {
-            Ok(after) => return Ok(ZeroOutcome::RolledBack { before, after }),
-            Err(conflict @ Error::Conflict { .. }) => {
-                warn!(target = %target, error = %conflict, "traffic changed between read and write; reading again");
-                last_conflict = Some(conflict);
-            }
-            Err(other) => return Err(other),
-        }
-    }
-    Err(last_conflict.unwrap_or_else(|| Error::Conflict { target: target.clone(), detail: "no attempt made".into() }))
-}
+use crate::domain::error::{Error, Result};
+use crate::domain::event::{AlarmEvent, AlarmState};
+use crate::domain::split::Split;
+use crate::domain::target::Target;
+use crate::ports::{AlarmSource, Notifier, TrafficRouter};
+use crate::rollback::resolve::{fallback_targets, resolve, tag_targets, ResolvedBy};
 
 pub struct RollbackDeps<'a, R, N, A> {
     pub router: &'a R,
@@ -183,7 +124,7 @@ pub async fn handle_alarm(
         retryable = true;
         problems.push(format!(
             "the alarm's {} tag could not be read, so targets came from the {}: {tag_error}",
-            crate::resolve::TARGET_TAG,
+            crate::rollback::resolve::TARGET_TAG,
             resolution.by.as_str()
         ));
     }
@@ -298,8 +239,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::event::tests::sample;
+    use crate::domain::event::tests::sample;
     use crate::fakes::{lambda_split, FakeAlarms, FakeNotifier, FakeRouter};
+    use crate::rollback::zero::MAX_CONFLICTS;
 
     const ARN: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:ai-handler-canary-errors";
 

@@ -6,11 +6,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::error::{Error, Result};
-use crate::health::{judge, judge_alarms, Evidence, Verdict};
-use crate::notify;
-use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, Split, TrafficRouter};
+use crate::domain::error::{Error, Result};
+use crate::domain::split::Split;
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
+use crate::release::judge::{judge, judge_alarms, Evidence, Verdict};
+use crate::release::notify as release_notify;
 use crate::release::{OnInsufficientData, Release};
+use crate::rollback::notify;
 use crate::rollback::restore_stable;
 
 /// The history kept in the execution's state (whose payload is capped at 256 KB): the
@@ -325,7 +327,7 @@ pub async fn safety_rollback(
     let outcome = restore_stable(deps.router, target, stable, Some(live)).await?;
     let reason = format!("the release's tick kept failing ({cause}); safety rollback");
     warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, "safety rollback");
-    deps.notifier.publish(&notify::stepper_rollback(release, target, &outcome, &reason)).await?;
+    deps.notifier.publish(&release_notify::stepper_rollback(release, target, &outcome, &reason)).await?;
     Ok(serde_json::json!({"safety_rollback": outcome.event_name(), "cause": cause}))
 }
 
@@ -359,7 +361,7 @@ async fn roll_back(
     let target = &release.target;
     let outcome = restore_stable(deps.router, target, Some(&progress.stable), Some(live)).await?;
     warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, evidence = %serde_json::to_string(evidence).unwrap_or_default());
-    let message = notify::stepper_rollback(release, target, &outcome, &reason);
+    let message = release_notify::stepper_rollback(release, target, &outcome, &reason);
     if let Err(e) = deps.notifier.publish(&message).await {
         // The rollback stands; the message is what failed. Fail the tick so the state
         // machine's retry (which finds the canary at zero and stops) re-sends it.
@@ -429,7 +431,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::event::AlarmState;
+    use crate::domain::event::AlarmState;
     use crate::fakes::{lambda_split, FakeAlarms, FakeMetrics, FakeNotifier, FakeRouter};
     use crate::release::Gates;
     use crate::Target;

@@ -1,7 +1,7 @@
 //! The one error type of the library. Its [`Error::error_type`] is the stable string the
 //! Lambda runtime reports and the state machine's `Retry`/`Catch` match on.
 
-use crate::target::Target;
+use crate::domain::target::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

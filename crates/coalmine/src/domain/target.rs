@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::domain::error::Error;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -60,7 +60,7 @@ impl Target {
 
     /// Whether `split`, read through [`Self::as_dimensions_name_it`], is this target's:
     /// the stable variant the dimensions' read inferred must be the one this target names.
-    pub fn is_split_of(&self, split: &crate::ports::Split) -> bool {
+    pub fn is_split_of(&self, split: &crate::domain::split::Split) -> bool {
         match self {
             Target::Sagemaker(SageMakerVariants { stable_variant: Some(stable), .. }) => &split.stable == stable,
             _ => true,

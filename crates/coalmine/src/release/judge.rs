@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::event::AlarmState;
-use crate::ports::{MetricSnapshot, SideMetrics};
+use crate::domain::event::AlarmState;
+use crate::domain::metrics::{MetricSnapshot, SideMetrics};
 use crate::release::{Gates, InsufficientDataAlarm};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -1,13 +1,11 @@
 //! A release: the Step Functions execution input, validated strictly before any traffic
 //! moves. Every error names the field and what is allowed.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
-use crate::target::Target;
+use crate::domain::error::Error;
+use crate::domain::target::Target;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,32 +116,7 @@ fn default_max_hold() -> u64 {
     1800
 }
 
-/// A metric of the AI service itself (tokens, response length, schema failures,
-/// guardrail blocks...). In `dimensions`, `{version}` becomes the canary's (or stable's)
-/// Lambda version or SageMaker variant name.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CustomGate {
-    pub namespace: String,
-    pub metric: String,
-    pub stat: String,
-    #[serde(default = "default_period")]
-    pub period_seconds: u32,
-    #[serde(default)]
-    pub dimensions: BTreeMap<String, String>,
-    /// Absolute limit on the canary's value.
-    #[serde(default)]
-    pub max: Option<f64>,
-    /// Relative limit: canary value over stable value, minus one.
-    #[serde(default)]
-    pub max_increase_ratio: Option<f64>,
-}
-
-fn default_period() -> u32 {
-    60
-}
-
-pub const VERSION_PLACEHOLDER: &str = "{version}";
+pub use crate::domain::metrics::{CustomGate, VERSION_PLACEHOLDER};
 const STATS: &[&str] = &["Sum", "Average", "Minimum", "Maximum", "SampleCount"];
 
 impl Release {

@@ -8,7 +8,7 @@ use aws_lambda_events::event::cloudwatch_alarms::{CloudWatchAlarm, CloudWatchAla
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::domain::error::Error;
 
 pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
 const CLOUDWATCH_SOURCE: &str = "aws.cloudwatch";

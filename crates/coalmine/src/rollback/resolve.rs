@@ -6,10 +6,10 @@ use std::collections::BTreeSet;
 use tracing::warn;
 
 use crate::config::TargetMapping;
-use crate::error::Error;
-use crate::event::AlarmEvent;
+use crate::domain::error::Error;
+use crate::domain::event::AlarmEvent;
+use crate::domain::target::{parse_target_list, SageMakerVariants, Target};
 use crate::ports::AlarmSource;
-use crate::target::{parse_target_list, SageMakerVariants, Target};
 
 pub const TARGET_TAG: &str = "coalmine:target";
 

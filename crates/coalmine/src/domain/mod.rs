@@ -1,0 +1,8 @@
+//! What coalmine reasons about, free of I/O: targets and their traffic splits, alarm
+//! events, metric snapshots, and the one error type.
+
+pub mod error;
+pub mod event;
+pub mod metrics;
+pub mod split;
+pub mod target;

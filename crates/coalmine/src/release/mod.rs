@@ -1,0 +1,9 @@
+//! A release climbing its stages: the release as written ([`spec`]), the health judge
+//! ([`judge`]), and one tick of the state machine ([`tick`]).
+
+pub mod judge;
+pub mod notify;
+pub mod spec;
+pub mod tick;
+
+pub use spec::{CustomGate, Gates, InsufficientDataAlarm, OnInsufficientData, Release, Stage, VERSION_PLACEHOLDER};
