@@ -397,10 +397,14 @@ impl LocalAws {
     }
 
     pub async fn start_release(&self, deployed: &Deployed, release: &Value) -> String {
+        self.start_release_named(deployed, &unique("release"), release).await
+    }
+
+    pub async fn start_release_named(&self, deployed: &Deployed, name: &str, release: &Value) -> String {
         self.sfn
             .start_execution()
             .state_machine_arn(&deployed.state_machine_arn)
-            .name(unique("release"))
+            .name(name)
             .input(release.to_string())
             .send()
             .await
@@ -439,6 +443,46 @@ impl LocalAws {
             .expect("async invoke");
         assert_eq!(out.status_code, 202);
     }
+}
+
+impl Deployed {
+    /// The ARN an execution named `name` gets: known before it starts.
+    pub fn execution_arn(&self, name: &str) -> String {
+        format!("{}:{name}", self.state_machine_arn.replacen(":stateMachine:", ":execution:", 1))
+    }
+}
+
+/// Healthy traffic on both sides of a target, put into CloudWatch every half second as
+/// it would record it, until dropped.
+pub struct Traffic(tokio::task::JoinHandle<()>);
+
+impl LocalAws {
+    /// `canary`, `stable`: the Lambda versions or SageMaker variants serving.
+    pub fn pump_healthy_traffic(&self, target: &Target, canary: &str, stable: &str) -> Traffic {
+        let local = LocalAws::from_sdk(self.sdk.clone());
+        let (target, canary, stable) = (target.clone(), canary.to_owned(), stable.to_owned());
+        Traffic(tokio::spawn(async move {
+            loop {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+                local.put_side_metrics(&target, &canary, now, 60.0, 0.0, &latencies(&target, 850.0)).await;
+                local.put_side_metrics(&target, &stable, now, 600.0, 3.0, &latencies(&target, 800.0)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Twenty latency samples whose p95 is about `p95_ms`: Lambda reports Duration in ms,
+/// SageMaker ModelLatency in µs.
+pub fn latencies(target: &Target, p95_ms: f64) -> Vec<f64> {
+    let unit = if matches!(target, Target::Sagemaker(_)) { 1000.0 } else { 1.0 };
+    (1..=20).map(|i| p95_ms * f64::from(i) / 19.0 * unit).collect()
 }
 
 pub fn alarm_arn(name: &str) -> String {

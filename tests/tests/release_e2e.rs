@@ -37,21 +37,22 @@ fn lambda_release(name: &str, target: &Target, rest: Value) -> Value {
     release
 }
 
+/// Stages of one-second bakes, checked every second, gated on `alarm` and on metrics.
+fn quick(stages: &[u32], alarm: &str) -> Value {
+    json!({
+        "stages": stages.iter().map(|p| json!({"percent": p, "bake_seconds": 1})).collect::<Vec<_>>(),
+        "check_every_seconds": 1,
+        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_p95_latency_ms": 10000, "min_requests": 50}
+    })
+}
+
 #[tokio::test]
 async fn a_healthy_lambda_release_is_promoted() {
     let (s, deployed) = deployed_scene().await;
     let (target, alarm) = lambda_canary(&s).await;
     let (local, deployed) = (&s.local, &deployed);
-    let release = lambda_release(
-        "e2e-healthy",
-        &target,
-        json!({
-            "stages": [{"percent": 5, "bake_seconds": 1}, {"percent": 25, "bake_seconds": 1},
-                       {"percent": 50, "bake_seconds": 1}, {"percent": 100, "bake_seconds": 1}],
-            "check_every_seconds": 1,
-            "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_p95_latency_ms": 10000}
-        }),
-    );
+    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let release = lambda_release("e2e-healthy", &target, quick(&[5, 25, 50, 100], &alarm));
 
     let execution = local.start_release(deployed, &release).await;
     let (status, error, cause, output) = local.finished(&execution, RUN).await;
@@ -100,14 +101,162 @@ async fn an_alarm_mid_release_ends_the_execution_rolled_back_within_one_tick() {
     let took = fired.elapsed();
 
     assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
-    assert!(cause.contains("set to zero outside this release") || cause.contains("is ALARM"), "{cause}");
+    assert!(
+        cause.starts_with(&format!("Rolled back by the rollback function on alarm {alarm}, at stage 1 of 2 (5%)")),
+        "{cause}"
+    );
     // One tick: a wait of check_every, the tick itself, and the emulator's own latency.
     assert!(took < Duration::from_secs(check_every + 10), "took {took:?}");
     assert!(local.alias_state(&target).await.1.is_empty());
     let messages = s.inbox.receive(1, Duration::from_secs(10)).await;
-    assert!(!messages.is_empty(), "the team was told");
-    // Nothing raises it again: the execution has ended, so no tick is left to run, and
-    // stepper_local shows that a late tick (a retry) would stop without writing.
+    assert_eq!(messages.len(), 1, "the team was told once, by the rollback function");
+    assert_eq!(messages[0].attributes.get("release").map(String::as_str), Some("e2e-alarm"));
+    assert!(messages[0].message.contains("Stage:     1 of 2"), "{}", messages[0].message);
+    assert!(s.inbox.drain(Duration::from_secs(3)).await.is_empty(), "the stepper does not announce it again");
+}
+
+#[tokio::test]
+async fn an_alarm_during_the_final_bake_puts_the_previous_version_back_at_once() {
+    let (s, deployed) = deployed_scene().await;
+    let (target, alarm) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
+    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let release = lambda_release(
+        "e2e-final",
+        &target,
+        json!({
+            "stages": [{"percent": 5, "bake_seconds": 1}, {"percent": 100, "bake_seconds": 600}],
+            "check_every_seconds": 30,
+            "gates": {"alarms": [alarm], "max_error_rate": 0.05, "min_requests": 50}
+        }),
+    );
+    let execution = local.start_release(deployed, &release).await;
+    let promoted = poll(RUN, || async { (local.alias_state(&target).await.0 == "2").then_some(()) }).await;
+    assert!(promoted.is_some(), "the release reached 100%: the alias serves version 2");
+
+    local.set_alarm(&alarm, StateValue::Alarm).await;
+    local
+        .invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None))
+        .await;
+    // The rollback function alone puts version 1 back: the stepper's next check is 30 s away.
+    let fired = Instant::now();
+    let restored =
+        poll(Duration::from_secs(20), || async { (local.alias_state(&target).await.0 == "1").then_some(()) }).await;
+    assert!(restored.is_some(), "version 1 serves again");
+    assert!(fired.elapsed() < Duration::from_secs(20));
+    let messages = s.inbox.receive(1, Duration::from_secs(10)).await;
+    assert_eq!(messages[0].event(), "rolled_back");
+    assert!(
+        messages[0].message.contains("version 2 had been promoted and served all traffic; version 1 serves again"),
+        "{}",
+        messages[0].message
+    );
+
+    let (status, error, cause, _) = local.finished(&execution, RUN).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
+    assert!(cause.contains(&format!("on alarm {alarm}, at stage 2 of 2 (100%)")), "{cause}");
+    assert_eq!(local.alias_state(&target).await.0, "1", "nothing raised it again");
+}
+
+#[tokio::test]
+async fn after_a_release_ends_promoted_an_alarm_no_longer_reverts_it() {
+    let (s, deployed) = deployed_scene().await;
+    let (target, alarm) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
+    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let release = lambda_release("e2e-done", &target, quick(&[100], &alarm));
+    let execution = local.start_release(deployed, &release).await;
+    let (status, error, cause, _) = local.finished(&execution, RUN).await;
+    assert_eq!(status, "SUCCEEDED", "{error}: {cause}");
+
+    local.set_alarm(&alarm, StateValue::Alarm).await;
+    local
+        .invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None))
+        .await;
+    let messages = s.inbox.receive(1, Duration::from_secs(20)).await;
+
+    assert_eq!(messages[0].event(), "already_zero", "{}", messages[0].message);
+    assert!(
+        messages[0].message.contains("ended promoted, so the alarm no longer reverts it"),
+        "{}",
+        messages[0].message
+    );
+    assert_eq!(local.alias_state(&target).await.0, "2");
+}
+
+#[tokio::test]
+async fn a_second_execution_of_a_running_release_is_refused_and_touches_nothing() {
+    let (s, deployed) = deployed_scene().await;
+    let (target, alarm) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
+    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let release = lambda_release(
+        "e2e-twice",
+        &target,
+        json!({
+            "stages": [{"percent": 5, "bake_seconds": 6}, {"percent": 100, "bake_seconds": 1}],
+            "check_every_seconds": 1,
+            "gates": {"alarms": [alarm], "max_error_rate": 0.05, "min_requests": 50}
+        }),
+    );
+    let first = local.start_release(deployed, &release).await;
+    let at_five =
+        poll(RUN, || async { local.alias_state(&target).await.1.get("2").copied().filter(|w| *w > 0.0) }).await;
+    assert_eq!(at_five, Some(0.05));
+
+    // A CI retry, a double click: the same release again, a few seconds later.
+    let second = local.start_release(deployed, &release).await;
+    let (status, error, cause, _) = local.finished(&second, RUN).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "InvalidRelease"), "{cause}");
+    assert!(cause.starts_with("Invalid release, nothing moved: refused: "), "{cause}");
+    assert!(cause.contains("already has a canary in flight") && cause.contains("release e2e-twice"), "{cause}");
+    assert_eq!(local.alias_state(&target).await.1.get("2"), Some(&0.05), "the first release's canary is untouched");
+
+    let (status, error, cause, _) = local.finished(&first, RUN).await;
+    assert_eq!(status, "SUCCEEDED", "the first goes on to promotion: {error}: {cause}");
+    assert_eq!(local.alias_state(&target).await.0, "2");
+    assert!(s.inbox.drain(Duration::from_secs(2)).await.is_empty(), "nobody was told of a rollback");
+}
+
+#[tokio::test]
+async fn a_release_never_starts_into_a_firing_alarm() {
+    let (s, deployed) = deployed_scene().await;
+    let (target, alarm) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
+    local.set_alarm(&alarm, StateValue::Alarm).await;
+    let (_, _, revision) = local.alias_state(&target).await;
+
+    let execution = local.start_release(deployed, &lambda_release("e2e-fire", &target, quick(&[100], &alarm))).await;
+    let (status, error, cause, _) = local.finished(&execution, RUN).await;
+
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "InvalidRelease"), "{cause}");
+    assert!(cause.contains(&format!("gate alarm {alarm} is ALARM")), "{cause}");
+    assert_eq!(local.alias_state(&target).await.2, revision, "the alias was never written");
+}
+
+#[tokio::test]
+async fn a_tick_that_fails_after_its_write_is_undone_by_the_safety_rollback() {
+    let (s, deployed) = deployed_scene().await;
+    let (target, alarm) = lambda_canary(&s).await;
+    let (local, deployed) = (&s.local, &deployed);
+    let release = lambda_release("e2e-crash", &target, quick(&[5, 100], &alarm));
+    // The first tick of execution NAME wrote stage 1 and its answer was lost: only the
+    // alias's stamp knows. The execution's input then fails its next tick for good.
+    let name = unique("crashed");
+    let first_tick = json!({"execution": deployed.execution_arn(&name), "state": release});
+    coalmine::release::tick::tick_payload(&first_tick, &s.step_deps(), 0).await.unwrap();
+    assert_eq!(local.alias_state(&target).await.1.get("2"), Some(&0.05));
+    let mut lost = release.clone();
+    lost["progress"] = json!("lost with the crashed tick");
+
+    let execution = local.start_release_named(deployed, &name, &lost).await;
+    let (status, error, cause, _) = local.finished(&execution, RUN).await;
+
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "ReleaseFailed"), "{cause}");
+    assert!(cause.starts_with("Failed after undoing: the release's tick kept failing: progress:"), "{cause}");
+    assert!(local.alias_state(&target).await.1.is_empty(), "its own canary is down");
+    let messages = s.inbox.receive(1, Duration::from_secs(10)).await;
+    assert!(messages[0].message.contains("Kind:      safety"), "{}", messages[0].message);
 }
 
 #[tokio::test]
@@ -115,13 +264,14 @@ async fn a_healthy_sagemaker_release_is_promoted() {
     let (s, deployed) = deployed_scene().await;
     let (local, deployed) = (&s.local, &deployed);
     let endpoint = unique("ai-model");
-    local.seed_sagemaker_canary(&endpoint, 0.0).await;
+    let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
+    let _traffic = local.pump_healthy_traffic(&target, "canary", "stable");
     let release = json!({
         "release": "e2e-model",
         "target": {"sagemaker": {"endpoint": endpoint, "stable_variant": "stable", "canary_variant": "canary"}},
         "stages": [{"percent": 10, "bake_seconds": 1}, {"percent": 50, "bake_seconds": 1}, {"percent": 100, "bake_seconds": 1}],
         "check_every_seconds": 1,
-        "gates": {"max_error_rate": 0.05}
+        "gates": {"max_error_rate": 0.05, "min_requests": 50}
     });
 
     let execution = local.start_release(deployed, &release).await;
@@ -133,25 +283,32 @@ async fn a_healthy_sagemaker_release_is_promoted() {
 }
 
 #[tokio::test]
-async fn an_invalid_release_fails_before_any_traffic_moves() {
+async fn an_invalid_release_or_a_typo_in_its_target_ends_invalid_not_stuck() {
     let (s, deployed) = deployed_scene().await;
     let (target, _) = lambda_canary(&s).await;
     let (local, deployed) = (&s.local, &deployed);
     let (_, _, revision) = local.alias_state(&target).await;
-    let release = lambda_release(
+    let latest = lambda_release(
         "e2e-invalid",
         &target,
-        json!({
-            "canary_version": "$LATEST",
-            "stages": [{"percent": 100, "bake_seconds": 1}],
-            "check_every_seconds": 1
-        }),
+        json!({"canary_version": "$LATEST", "stages": [{"percent": 100, "bake_seconds": 1}], "check_every_seconds": 1}),
+    );
+    let typo = lambda_release(
+        "e2e-typo",
+        &Target::lambda(unique("ai-handlr"), "live"),
+        json!({"stages": [{"percent": 100, "bake_seconds": 1}], "check_every_seconds": 1}),
     );
 
-    let execution = local.start_release(deployed, &release).await;
-    let (status, error, cause, _) = local.finished(&execution, RUN).await;
+    let (latest, typo) = (local.start_release(deployed, &latest).await, local.start_release(deployed, &typo).await);
+    let (status, error, cause, _) = local.finished(&latest, RUN).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "InvalidRelease"), "{cause}");
+    assert_eq!(
+        cause,
+        "Invalid release, nothing moved: canary_version: must be a published version number, not $LATEST"
+    );
+    let (status, error, cause, _) = local.finished(&typo, RUN).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "InvalidRelease"), "{cause}");
+    assert!(cause.contains("was not found") && cause.contains("check the names in the release"), "{cause}");
 
-    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "ReleaseFailed"), "{cause}");
-    assert!(cause.contains("canary_version: must be a published version number, not $LATEST"), "{cause}");
     assert_eq!(local.alias_state(&target).await.2, revision, "the alias was never written");
 }

@@ -42,11 +42,13 @@ async fn lambda_canary_at_5_percent_goes_to_zero_and_the_team_is_told() {
     assert_eq!(messages.len(), 1);
     assert_eq!((messages[0].event(), messages[0].target()), ("rolled_back", target.to_string().as_str()));
     assert!(messages[0].subject.len() <= 100 && messages[0].subject.contains("rolled back"), "{}", messages[0].subject);
-    assert!(
-        messages[0].message.contains(&alarm) && messages[0].message.contains("5% -> 0%"),
-        "{}",
-        messages[0].message
-    );
+    for line in [
+        format!("on alarm {alarm}: its canary's traffic is now zero"),
+        "Before:    version 1 at 95%, canary version 2 at 5%".to_owned(),
+        "After:     version 1 serves all traffic, no canary".to_owned(),
+    ] {
+        assert!(messages[0].message.contains(&line), "lacks {line:?}:\n{}", messages[0].message);
+    }
 }
 
 #[tokio::test]
@@ -180,7 +182,11 @@ async fn a_revision_conflict_is_read_again_and_handled_never_overwritten_blindly
     assert_eq!(summary["targets"][0]["weight_before"], 0.5);
     assert!(s.local.alias_state(&target).await.1.is_empty());
     let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
-    assert!(messages[0].message.contains("50% -> 0%"), "{}", messages[0].message);
+    assert!(
+        messages[0].message.contains("Before:    version 1 at 50%, canary version 2 at 50%"),
+        "{}",
+        messages[0].message
+    );
 }
 
 #[tokio::test]

@@ -5,10 +5,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use coalmine::release::tick::{tick, Progress, Status, StepDeps};
-use coalmine::release::Release;
+use coalmine::release::{Gates, OnInsufficientData, Release};
 use coalmine::Target;
 use coalmine_tests::{unique, Canary, Interloper, LocalAws, Scene};
 use serde_json::json;
+
+/// An execution of the release state machine, as its ARN: each test's own.
+fn execution() -> String {
+    format!("arn:aws:states:us-east-1:000000000000:execution:coalmine-release:{}", unique("run"))
+}
 
 /// An hour ago, so every tick and metric timestamp of a release is in the past.
 fn t0() -> u64 {
@@ -43,7 +48,8 @@ async fn run_to_end(
     stable_id: &str,
 ) -> Progress {
     let mut now = start;
-    let mut progress = tick(release, None, deps, now).await.unwrap();
+    let execution = execution();
+    let mut progress = tick(release, None, &execution, deps, now).await.unwrap();
     for _ in 0..50 {
         if matches!(progress.status, Status::Promoted | Status::RolledBack) {
             return progress;
@@ -55,7 +61,7 @@ async fn run_to_end(
             .await;
         local.put_side_metrics(&release.target, stable_id, next - 1, 4000.0, 20.0, &[110.0, 140.0, 800.0]).await;
         now = next;
-        progress = tick(release, Some(progress), deps, now).await.unwrap();
+        progress = tick(release, Some(progress), &execution, deps, now).await.unwrap();
     }
     panic!("no end after 50 ticks: {progress:?}");
 }
@@ -110,12 +116,12 @@ async fn an_alarm_mid_release_rolls_back() {
     let Canary { target, alarm, .. } = s.lambda_canary(false).await;
     let (local, deps) = (&s.local, s.step_deps());
     let release = lambda_release(&target, &alarm);
-    let start = t0();
+    let (start, execution) = (t0(), execution());
 
-    let progress = tick(&release, None, &deps, start).await.unwrap();
+    let progress = tick(&release, None, &execution, &deps, start).await.unwrap();
     assert_eq!(local.alias_state(&target).await.1["2"], 0.05);
     local.set_alarm(&alarm, StateValue::Alarm).await;
-    let progress = tick(&release, Some(progress), &deps, start + 60).await.unwrap();
+    let progress = tick(&release, Some(progress), &execution, &deps, start + 60).await.unwrap();
 
     assert_eq!(progress.status, Status::RolledBack);
     assert!(progress.reason.contains(&format!("alarm {alarm} is ALARM")), "{}", progress.reason);
@@ -134,27 +140,26 @@ async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
     let Canary { target, alarm, .. } = s.lambda_canary(false).await;
     let (local, aws) = (&s.local, &s.aws);
     let release = lambda_release(&target, &alarm);
-    let start = t0();
+    let (start, execution) = (t0(), execution());
     let deps = s.step_deps();
-    let progress = tick(&release, None, &deps, start).await.unwrap();
+    let progress = tick(&release, None, &execution, &deps, start).await.unwrap();
     local.put_side_metrics(&target, "2", start + 300, 500.0, 0.0, &[100.0]).await;
     local.put_side_metrics(&target, "1", start + 300, 5000.0, 10.0, &[100.0]).await;
 
-    // The rollback function zeroes the canary after the stepper's read, before its write.
+    // Someone zeroes the canary after the stepper's read, before its write.
     let racing = Interloper::new(&aws.router, local, 0.0);
-    let deps = StepDeps { router: &racing, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
-    let progress = tick(&release, Some(progress), &deps, start + 600).await.unwrap();
+    let racing_deps = StepDeps { router: &racing, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+    let err = tick(&release, Some(progress.clone()), &execution, &racing_deps, start + 600).await.unwrap_err();
 
     assert!(racing.interfered());
-    assert_eq!(progress.status, Status::RolledBack, "{}", progress.reason);
-    assert!(progress.reason.contains("not overwritten"), "{}", progress.reason);
+    assert!(err.is_retryable() && err.to_string().contains("changed while advancing"), "{err}");
     assert!(local.alias_state(&target).await.1.is_empty(), "the canary stays at zero");
-    // And a later tick (a retry, say) stops too, without writing.
+    // The state machine's retry reads again, and stops without writing.
     let (_, _, revision) = local.alias_state(&target).await;
-    let deps = s.step_deps();
-    let err = tick(&release, Some(progress), &deps, start + 660).await.unwrap_err();
-    assert!(err.to_string().contains("already ended"), "{err}");
-    assert_eq!(local.alias_state(&target).await.2, revision);
+    let progress = tick(&release, Some(progress), &execution, &deps, start + 602).await.unwrap();
+    assert_eq!(progress.status, Status::RolledBack, "{}", progress.reason);
+    assert!(progress.reason.contains("changed outside the release"), "{}", progress.reason);
+    assert_eq!(local.alias_state(&target).await.2, revision, "not written over");
 }
 
 #[tokio::test]
@@ -171,9 +176,10 @@ async fn a_tick_and_a_rollback_racing_never_leave_the_canary_up() {
     for round in 0..20 {
         let Canary { function, target, alarm } = s.lambda_canary(true).await;
         let mut release = lambda_release(&target, &alarm);
-        release.gates = Default::default();
-        let start = t0();
-        let progress = tick(&release, None, &deps, start).await.unwrap();
+        // No metrics here: the release proceeds on none, so the bake's end advances.
+        release.gates = Gates { on_insufficient_data: OnInsufficientData::Proceed, ..Gates::default() };
+        let (start, execution) = (t0(), execution());
+        let progress = tick(&release, None, &execution, &deps, start).await.unwrap();
         // On the alias's own metrics: the rollback reads it while looking up the tag.
         let event = coalmine_tests::sample_event("alarm-lambda-canary.eventbridge.json", &alarm, Some(&function));
 
@@ -185,7 +191,11 @@ async fn a_tick_and_a_rollback_racing_never_leave_the_canary_up() {
             if round % 2 == 1 {
                 tokio::time::sleep(stagger).await;
             }
-            tick(&release, Some(progress), &deps, start + 600).await
+            // A tick whose write loses the race fails retryable; the state machine retries.
+            match tick(&release, Some(progress.clone()), &execution, &deps, start + 600).await {
+                Err(e) if e.is_retryable() => tick(&release, Some(progress), &execution, &deps, start + 602).await,
+                other => other,
+            }
         };
         let rolling = async {
             if round % 2 == 0 {
@@ -202,7 +212,7 @@ async fn a_tick_and_a_rollback_racing_never_leave_the_canary_up() {
         *orders.entry(format!("{:?}/{}", ticked.status, rolled["targets"][0]["outcome"])).or_insert(0) += 1;
         // Whatever happened, the next tick never raises it again.
         if ticked.status != Status::RolledBack {
-            let next = tick(&release, Some(ticked), &deps, start + 660).await.unwrap();
+            let next = tick(&release, Some(ticked), &execution, &deps, start + 660).await.unwrap();
             assert_eq!(next.status, Status::RolledBack, "round {round}");
             assert!(local.alias_state(&target).await.1.is_empty(), "round {round}");
         }

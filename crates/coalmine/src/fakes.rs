@@ -50,7 +50,13 @@ impl FakeRouter {
 }
 
 pub fn lambda_split(stable: &str, canary: &str, weight: f64) -> Split {
-    Split { stable: stable.into(), canary: Some(canary.into()), canary_weight: weight, revision: Some("rev-0".into()) }
+    Split {
+        stable: stable.into(),
+        canary: Some(canary.into()),
+        canary_weight: weight,
+        revision: Some("rev-0".into()),
+        stamp: None,
+    }
 }
 
 impl TrafficRouter for FakeRouter {
@@ -81,7 +87,9 @@ impl TrafficRouter for FakeRouter {
         if live.revision != read.revision {
             return Err(Error::Conflict { target: target.clone(), detail: "revision mismatch".into() });
         }
-        let written = Split { revision: self.next_revision(), ..desired.clone() };
+        // As the adapters do: no stamp in the desired split leaves the live one.
+        let stamp = desired.stamp.clone().or_else(|| live.stamp.clone());
+        let written = Split { revision: self.next_revision(), stamp, ..desired.clone() };
         splits.insert(target.clone(), written.clone());
         self.writes.lock().unwrap().push((target.clone(), written.clone()));
         Ok(written)

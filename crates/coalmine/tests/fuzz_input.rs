@@ -120,8 +120,8 @@ proptest! {
         let all = samples();
         let sample = all[which % all.len()].clone();
         let mutated = mutate(sample, path, replacement);
-        if let Ok(event) = AlarmEvent::decode(&mutated) {
-            prop_assert!(!event.alarm_name.trim().is_empty());
+        if let Ok(events) = AlarmEvent::decode(&mutated) {
+            prop_assert!(events.iter().all(|event| !event.alarm_name.trim().is_empty()));
         }
     }
 
@@ -173,7 +173,7 @@ fn huge_and_hostile_payloads_fail_cleanly() {
     let mut event = file("events/alarm-lambda-canary.eventbridge.json");
     event["detail"]["alarmName"] = json!("ä".repeat(300_000));
     event["detail"]["state"]["reason"] = json!("x".repeat(1_000_000));
-    let decoded = AlarmEvent::decode(&event).unwrap();
+    let decoded = AlarmEvent::decode(&event).unwrap().remove(0);
     assert_eq!(decoded.alarm_name.chars().count(), 300_000, "unicode survives decoding");
     let subject = coalmine::rollback::notify::subject(&format!("coalmine: alarm {}", decoded.alarm_name));
     assert!(subject.len() <= 100 && subject.is_ascii());

@@ -267,12 +267,13 @@ async fn main() {
     local.put_side_metrics(&step_target, "1", now - 30, 9500.0, 10.0, &[100.0, 200.0]).await;
     let metrics = Counting { inner: &aws.metrics, calls: &calls };
     let step_deps = StepDeps { router: &router, notifier: &notifier, alarms: &alarms, metrics: &metrics };
-    let mut progress = tick(&release, None, &step_deps, now - 60).await.expect("start");
+    let execution = "arn:aws:states:us-east-1:000000000000:execution:bench:bench";
+    let mut progress = tick(&release, None, execution, &step_deps, now - 60).await.expect("start");
     calls.store(0, Ordering::Relaxed);
     let mut ticks = Vec::with_capacity(TICK_RUNS);
     for _ in 0..TICK_RUNS {
         let started = Instant::now();
-        progress = tick(&release, Some(progress), &step_deps, now).await.expect("tick");
+        progress = tick(&release, Some(progress), execution, &step_deps, now).await.expect("tick");
         ticks.push(started.elapsed());
         assert_eq!(progress.status, coalmine::release::tick::Status::Baking, "{}", progress.reason);
     }

@@ -31,9 +31,9 @@ async fn main() {
     local.put_alarm(&alarm, Some(&target.to_string())).await;
     local.set_alarm(&alarm, StateValue::Ok).await;
     let release = lambda_release("ai-handler-v2", &function, "2", &alarm, &[5, 25, 50, 100], 2);
-    let pump = tokio::spawn(pump_metrics(target.clone(), "2", "1"));
+    let traffic = local.pump_healthy_traffic(&target, "2", "1");
     run_release(&local, &deployed, &release, &target).await;
-    pump.abort();
+    drop(traffic);
 
     // 2. The next release: its alarm fires mid-bake; the rollback function zeroes it.
     let version = local.publish_next_version(&function).await;
@@ -71,9 +71,9 @@ async fn main() {
         "check_every_seconds": 1,
         "gates": {"max_error_rate": 0.05, "max_p95_latency_ms": 2000, "min_requests": 50}
     });
-    let pump = tokio::spawn(pump_metrics(target.clone(), "canary", "stable"));
+    let traffic = local.pump_healthy_traffic(&target, "canary", "stable");
     run_release(&local, &deployed, &release, &target).await;
-    pump.abort();
+    drop(traffic);
     println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
 }
 
@@ -121,23 +121,6 @@ fn header(release: &Value, target: &Target) {
     let canary =
         release["canary_version"].as_str().map(|v| format!("version {v}")).unwrap_or_else(|| "variant canary".into());
     println!("release {} on {target}: {canary}", release["release"].as_str().unwrap_or_default());
-}
-
-/// Healthy traffic on both sides while a release runs, as CloudWatch would record it.
-async fn pump_metrics(target: Target, canary: &'static str, stable: &'static str) {
-    let local = LocalAws::connect().await;
-    loop {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        local.put_side_metrics(&target, canary, now, 60.0, 0.0, &latencies(&target, 850.0)).await;
-        local.put_side_metrics(&target, stable, now, 600.0, 3.0, &latencies(&target, 800.0)).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Lambda reports Duration in ms, SageMaker ModelLatency in µs.
-fn latencies(target: &Target, p95_ms: f64) -> Vec<f64> {
-    let unit = if matches!(target, Target::Sagemaker(_)) { 1000.0 } else { 1.0 };
-    (1..=20).map(|i| p95_ms * f64::from(i) / 19.0 * unit).collect()
 }
 
 async fn show_messages(inbox: &Inbox, started: Instant, want: usize) {

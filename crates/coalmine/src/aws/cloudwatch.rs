@@ -25,8 +25,11 @@ impl AlarmSource for CloudWatchAlarms {
     async fn target_tag(&self, alarm_arn: &str) -> Result<Option<String>> {
         let out = match self.client.list_tags_for_resource().resource_arn(alarm_arn).send().await {
             Ok(out) => out,
-            // An alarm deleted since it fired has no tags to honour.
-            Err(e) if matches!(service_code(&e), Some(("ResourceNotFoundException", _))) => return Ok(None),
+            // An alarm deleted since it fired has no tags to honour; AWS says
+            // ResourceNotFoundException, the local emulator ResourceNotFound.
+            Err(e) if matches!(service_code(&e), Some(("ResourceNotFoundException" | "ResourceNotFound", _))) => {
+                return Ok(None)
+            }
             Err(e) => return Err(aws_error("cloudwatch:ListTagsForResource", e)),
         };
         Ok(out.tags.unwrap_or_default().into_iter().find(|t| t.key() == Some(TARGET_TAG)).and_then(|t| t.value))
@@ -217,8 +220,8 @@ impl MetricSource for CloudWatchMetrics {
         let side = |side: char| {
             let [req, err, p95] = ids(side);
             SideMetrics {
-                requests: get(&req).iter().sum(),
-                errors: get(&err).iter().sum(),
+                requests: total(get(&req)),
+                errors: total(get(&err)),
                 // Windows spanning two periods give two p95s: keep the worse.
                 p95_ms: get(&p95).iter().copied().reduce(f64::max).map(|v| v * standard.latency_to_ms),
                 custom: (0..q.custom.len())
@@ -226,7 +229,7 @@ impl MetricSource for CloudWatchMetrics {
                         let vals = get(&format!("{side}_x{i}"));
                         let stat = q.custom[i].stat.as_str();
                         match stat {
-                            "Sum" | "SampleCount" => (!vals.is_empty()).then(|| vals.iter().sum()),
+                            "Sum" | "SampleCount" => (!vals.is_empty()).then(|| total(vals)),
                             "Minimum" => vals.iter().copied().reduce(f64::min),
                             _ => vals.iter().copied().reduce(f64::max),
                         }
@@ -236,4 +239,10 @@ impl MetricSource for CloudWatchMetrics {
         };
         Ok(MetricSnapshot { canary: side('c'), stable: side('s') })
     }
+}
+
+/// A sum that is `0`, not `-0`, over no values: `f64`'s `Sum` starts at negative zero,
+/// which reads "-0 requests" in a message.
+fn total(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() + 0.0
 }

@@ -6,11 +6,13 @@ use aws_sdk_lambda::Client;
 use super::{aws_error, service_code};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
+use crate::domain::stamp::Stamp;
 use crate::domain::target::{LambdaAlias, Target};
 
 /// A weighted alias: `FunctionVersion` is stable, the one `AdditionalVersionWeights`
-/// entry is the canary. Writes carry the `RevisionId` read, so Lambda refuses them
-/// (412) if anyone changed the alias in between.
+/// entry is the canary, the `Description` holds the release's stamp. Writes carry the
+/// `RevisionId` read, so Lambda refuses them (412) if anyone changed the alias in
+/// between, and the stamp moves in the same call as the traffic.
 pub struct LambdaAliases {
     client: Client,
 }
@@ -46,7 +48,8 @@ impl LambdaAliases {
                 })
             }
         };
-        Ok(Split { stable, canary, canary_weight, revision: out.revision_id })
+        let stamp = out.description.as_deref().and_then(Stamp::parse);
+        Ok(Split { stable, canary, canary_weight, revision: out.revision_id, stamp })
     }
 
     pub(super) async fn write(
@@ -79,6 +82,7 @@ impl LambdaAliases {
             .function_version(&desired.stable)
             .routing_config(AliasRoutingConfiguration::builder().set_additional_version_weights(Some(weights)).build())
             .set_revision_id(read.revision.clone())
+            .set_description(desired.stamp.as_ref().map(Stamp::render))
             .send()
             .await
             .map_err(|e| match service_code(&e) {
@@ -90,7 +94,8 @@ impl LambdaAliases {
                 }
                 _ => aws_error("lambda:UpdateAlias", e),
             })?;
-        Ok(Split { revision: out.revision_id, ..desired.clone() })
+        let stamp = desired.stamp.clone().or_else(|| read.stamp.clone());
+        Ok(Split { revision: out.revision_id, stamp, ..desired.clone() })
     }
 
     pub(super) async fn check_version(&self, target: &Target, alias: &LambdaAlias, version: &str) -> Result<()> {

@@ -14,7 +14,6 @@ pub use sns::SnsNotifier;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Config;
@@ -99,22 +98,71 @@ impl TrafficRouter for AwsRouter {
     }
 }
 
-/// An SDK failure that survived the SDK's own retries. Throttling, 5xx, timeouts and
-/// connection failures may pass on a later invocation; other service errors will not.
+/// An SDK failure that survived the SDK's own retries, as one line a person can act on:
+/// the operation, the service's error code and message, the HTTP status and the request
+/// id (what AWS support asks for), or what kept the request from an answer. Throttling,
+/// 5xx, timeouts and connection failures may pass on a later invocation; other service
+/// errors will not. A denied call is its own kind: the name is wrong or the stack's
+/// parameters do not cover the resource.
 pub(crate) fn aws_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let retryable = match &err {
+    let (detail, retryable, denied) = match &err {
         SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code().unwrap_or_default();
-            status >= 500 || status == 429 || is_throttling_code(code)
+            let raw = service.raw();
+            let status = raw.status().as_u16();
+            let code = service.err().code().unwrap_or("UnknownError");
+            let message = service.err().message().unwrap_or("no message");
+            let request_id = service
+                .err()
+                .meta()
+                .extra("aws_request_id")
+                .or_else(|| ["x-amzn-requestid", "x-amz-request-id"].iter().find_map(|h| raw.headers().get(*h)))
+                .unwrap_or("none");
+            let detail = format!("{code}: {} (HTTP {status}, request id {request_id})", one_line(message));
+            let retryable = status >= 500 || status == 429 || is_throttling_code(code);
+            (detail, retryable, is_denied_code(code))
         }
-        SdkError::ConstructionFailure(_) => false,
-        _ => true,
+        SdkError::TimeoutError(_) => ("no answer before the SDK's timeout".to_owned(), true, false),
+        SdkError::DispatchFailure(_) => (format!("could not reach the service: {}", error_chain(&err)), true, false),
+        SdkError::ResponseError(response) => (
+            format!("unreadable response (HTTP {}): {}", response.raw().status().as_u16(), error_chain(&err)),
+            true,
+            false,
+        ),
+        SdkError::ConstructionFailure(_) => {
+            (format!("the request could not be built: {}", error_chain(&err)), false, false)
+        }
+        _ => (error_chain(&err), true, false),
     };
-    Error::Aws { operation, detail: DisplayErrorContext(&err).to_string(), retryable }
+    if denied {
+        Error::AccessDenied { operation, detail }
+    } else {
+        Error::Aws { operation, detail, retryable }
+    }
+}
+
+/// An error and its sources on one line, each said once.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = one_line(&e.to_string());
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn is_denied_code(code: &str) -> bool {
+    matches!(code, "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation" | "AuthorizationError")
 }
 
 fn is_throttling_code(code: &str) -> bool {

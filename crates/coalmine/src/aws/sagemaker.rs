@@ -1,6 +1,8 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_sagemaker::types::{DesiredWeightAndCapacity, EndpointStatus};
+use aws_sdk_sagemaker::types::{DesiredWeightAndCapacity, EndpointStatus, Tag};
 use aws_sdk_sagemaker::Client;
 use tokio::time::Instant;
 use tracing::warn;
@@ -8,6 +10,7 @@ use tracing::warn;
 use super::{aws_error, service_code};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
+use crate::domain::stamp::Stamp;
 use crate::domain::target::{SageMakerVariants, Target};
 
 /// How long to wait, and how, for an endpoint that is `Updating` before writing.
@@ -24,26 +27,102 @@ impl UpdatingBackoff {
     }
 }
 
+/// The endpoint tag that holds the release stamp.
+pub const STAMP_TAG: &str = "coalmine:release";
+
 /// An endpoint with a stable and a canary production variant. SageMaker has no
 /// conditional write, so the weights are read again just before each write and the
-/// write is refused if they moved since the caller's read.
+/// write is refused if they moved since the caller's read. The release stamp is an
+/// endpoint tag: written before the canary's traffic is raised (so a release owns what
+/// it is about to move), after it is lowered (so a rollback waits for nothing).
 pub struct SageMakerEndpoints {
     client: Client,
     backoff: UpdatingBackoff,
+    /// Endpoint ARNs by name, as DescribeEndpoint gave them: the tag calls need the ARN,
+    /// which never changes for a name, so later reads fetch the tags alongside.
+    arns: Mutex<HashMap<String, String>>,
 }
 
 struct Live {
     status: Option<EndpointStatus>,
     split: Split,
+    arn: Option<String>,
 }
 
 impl SageMakerEndpoints {
     pub fn new(client: Client, backoff: UpdatingBackoff) -> Self {
-        SageMakerEndpoints { client, backoff }
+        SageMakerEndpoints { client, backoff, arns: Mutex::default() }
     }
 
     pub(super) async fn read(&self, target: &Target, variants: &SageMakerVariants) -> Result<Split> {
-        Ok(self.describe(target, variants).await?.split)
+        let known_arn = self.arns.lock().ok().and_then(|arns| arns.get(&variants.endpoint).cloned());
+        let (live, stamp) = match known_arn {
+            Some(arn) => {
+                let (live, stamp) = tokio::join!(self.describe(target, variants), self.stamp(&arn));
+                (live?, stamp?)
+            }
+            None => {
+                let live = self.describe(target, variants).await?;
+                let stamp = match &live.arn {
+                    Some(arn) => self.stamp(arn).await?,
+                    None => None,
+                };
+                (live, stamp)
+            }
+        };
+        Ok(Split { stamp, ..live.split })
+    }
+
+    async fn stamp(&self, arn: &str) -> Result<Option<Stamp>> {
+        let out = self
+            .client
+            .list_tags()
+            .resource_arn(arn)
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|e| aws_error("sagemaker:ListTags", e))?;
+        // The last one: AWS keeps one value per key; moto appends instead of replacing.
+        Ok(out.tags().iter().rev().find(|t| t.key() == Some(STAMP_TAG)).and_then(|t| t.value()).and_then(Stamp::parse))
+    }
+
+    async fn record(&self, target: &Target, endpoint: &str, stamp: &Stamp) -> Result<()> {
+        let known_arn = self.arns.lock().ok().and_then(|arns| arns.get(endpoint).cloned());
+        let arn = match known_arn {
+            Some(arn) => arn,
+            None => self.describe_arn(target, endpoint).await?,
+        };
+        let tag = Tag::builder().key(STAMP_TAG).value(stamp.render()).build();
+        self.client
+            .add_tags()
+            .resource_arn(arn)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| aws_error("sagemaker:AddTags", e))?;
+        Ok(())
+    }
+
+    async fn describe_arn(&self, target: &Target, endpoint: &str) -> Result<String> {
+        let out = self
+            .client
+            .describe_endpoint()
+            .endpoint_name(endpoint)
+            .send()
+            .await
+            .map_err(|e| Self::describe_error(target, e))?;
+        let arn = out.endpoint_arn.ok_or_else(|| Error::Unsupported {
+            target: target.clone(),
+            detail: "DescribeEndpoint returned no EndpointArn".into(),
+        })?;
+        self.remember_arn(endpoint, &arn);
+        Ok(arn)
+    }
+
+    fn remember_arn(&self, endpoint: &str, arn: &str) {
+        if let Ok(mut arns) = self.arns.lock() {
+            arns.insert(endpoint.to_owned(), arn.to_owned());
+        }
     }
 
     pub(super) async fn write(
@@ -62,6 +141,33 @@ impl SageMakerEndpoints {
                 detail: format!("a SageMaker write moves weights between {} and {:?} only", read.stable, read.canary),
             });
         }
+        let moves_traffic = !read.same_routing(desired);
+        let new_stamp = desired.stamp.as_ref().filter(|stamp| read.stamp.as_ref() != Some(*stamp));
+        let raises = desired.canary_weight > read.canary_weight + WEIGHT_TOLERANCE;
+        if let Some(stamp) = new_stamp.filter(|_| raises || !moves_traffic) {
+            self.record(target, &variants.endpoint, stamp).await?;
+        }
+        if moves_traffic {
+            self.move_weights(target, variants, read, desired).await?;
+        }
+        let mut written = Split { stamp: desired.stamp.clone().or_else(|| read.stamp.clone()), ..desired.clone() };
+        if let Some(stamp) = new_stamp.filter(|_| !raises && moves_traffic) {
+            if let Err(e) = self.record(target, &variants.endpoint, stamp).await {
+                // The traffic is down, which is what mattered; the record says less.
+                warn!(target = %target, error = %e, "weights lowered, but the release stamp was not updated");
+                written.stamp = read.stamp.clone();
+            }
+        }
+        Ok(written)
+    }
+
+    async fn move_weights(
+        &self,
+        target: &Target,
+        variants: &SageMakerVariants,
+        read: &Split,
+        desired: &Split,
+    ) -> Result<()> {
         let started = Instant::now();
         let mut pause = self.backoff.first;
         loop {
@@ -87,7 +193,7 @@ impl SageMakerEndpoints {
                     });
                 }
                 match self.update_weights(target, &variants.endpoint, &live.split, desired.canary_weight).await {
-                    Ok(()) => return Ok(desired.clone()),
+                    Ok(()) => return Ok(()),
                     Err(Busy(status)) if started.elapsed() + pause <= self.backoff.budget => {
                         warn!(target = %target, status, "endpoint became busy; waiting to write")
                     }
@@ -106,16 +212,33 @@ impl SageMakerEndpoints {
         Error::EndpointBusy { target: target.clone(), status, waited_ms: started.elapsed().as_millis() }
     }
 
-    async fn describe(&self, target: &Target, variants: &SageMakerVariants) -> Result<Live> {
-        let out = self.client.describe_endpoint().endpoint_name(&variants.endpoint).send().await.map_err(|e| {
-            match service_code(&e) {
-                // SageMaker reports a missing endpoint as a ValidationException.
-                Some(("ValidationException", message)) if message.contains("Could not find endpoint") => {
-                    Error::NotFound { target: target.clone(), detail: message.to_owned() }
-                }
-                _ => aws_error("sagemaker:DescribeEndpoint", e),
+    fn describe_error(
+        target: &Target,
+        e: aws_smithy_runtime_api::client::result::SdkError<
+            aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointError,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
+    ) -> Error {
+        match service_code(&e) {
+            // SageMaker reports a missing endpoint as a ValidationException.
+            Some(("ValidationException", message)) if message.contains("Could not find endpoint") => {
+                Error::NotFound { target: target.clone(), detail: message.to_owned() }
             }
-        })?;
+            _ => aws_error("sagemaker:DescribeEndpoint", e),
+        }
+    }
+
+    async fn describe(&self, target: &Target, variants: &SageMakerVariants) -> Result<Live> {
+        let out = self
+            .client
+            .describe_endpoint()
+            .endpoint_name(&variants.endpoint)
+            .send()
+            .await
+            .map_err(|e| Self::describe_error(target, e))?;
+        if let Some(arn) = &out.endpoint_arn {
+            self.remember_arn(&variants.endpoint, arn);
+        }
         let summaries = out.production_variants.unwrap_or_default();
         let weight_of = |name: &str| {
             summaries
@@ -156,8 +279,8 @@ impl SageMakerEndpoints {
         let total: f64 =
             summaries.iter().map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0))).sum();
         let share = if total > WEIGHT_TOLERANCE { canary_weight / total } else { 0.0 };
-        let split = Split { stable, canary: Some(canary.clone()), canary_weight: share, revision: None };
-        Ok(Live { status: out.endpoint_status, split })
+        let split = Split { stable, canary: Some(canary.clone()), canary_weight: share, revision: None, stamp: None };
+        Ok(Live { status: out.endpoint_status, split, arn: out.endpoint_arn })
     }
 
     async fn update_weights(

@@ -19,9 +19,14 @@ use aws_smithy_types::retry::RetryConfig;
 use super::*;
 use crate::config::TargetMapping;
 use crate::domain::event::tests::sample;
+use crate::domain::stamp::RolledBackBy;
 use crate::fakes::FakeAlarms;
 use crate::ports::{Notification, Notifier};
-use crate::rollback::{handle_alarm, zero_canary, RollbackDeps, ZeroOutcome};
+use crate::rollback::{handle_alarm, zero_canary, Owner, RollbackDeps, ZeroOutcome};
+
+fn by_alarm() -> RolledBackBy {
+    RolledBackBy::Alarm("coalmine-ai-handler-canary-errors".into())
+}
 
 fn error(code: &str, message: &str) -> ErrorMetadata {
     ErrorMetadata::builder().code(code).message(message).build()
@@ -79,7 +84,7 @@ async fn throttled_and_5xx_alias_calls_are_retried_by_the_sdk() {
         .build();
     let router = lambda_router(&[&get, &update]);
 
-    let outcome = zero_canary(&router, &handler(), None).await.unwrap();
+    let outcome = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap();
 
     assert!(matches!(outcome, ZeroOutcome::RolledBack { ref after, .. } if after.revision.as_deref() == Some("r2")));
     assert_eq!((get.num_calls(), update.num_calls()), (3, 2));
@@ -93,7 +98,7 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error_naming_th
         .repeatedly()
         .build();
     let router = lambda_router(&[&get]);
-    let err = zero_canary(&router, &handler(), None).await.unwrap_err();
+    let err = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
     assert!(err.is_retryable());
     assert!(err.to_string().contains("lambda:GetAlias") && err.to_string().contains("Rate exceeded"), "{err}");
     assert_eq!(get.num_calls(), 3);
@@ -117,7 +122,7 @@ async fn a_stale_revision_is_a_conflict_that_reads_again_and_never_overwrites() 
         .then_output(|| UpdateAliasOutput::builder().function_version("41").revision_id("r3").build());
     let router = lambda_router(&[&get, &stale, &fresh]);
 
-    let outcome = zero_canary(&router, &handler(), None).await.unwrap();
+    let outcome = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap();
 
     assert!(matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.10));
     assert_eq!((get.num_calls(), stale.num_calls(), fresh.num_calls()), (2, 1, 1));
@@ -173,7 +178,7 @@ async fn an_updating_endpoint_is_waited_for_then_zeroed() {
         .build();
     let router = sagemaker_router(&[&describe, &update], Duration::from_secs(60));
 
-    let outcome = zero_canary(&router, &model_endpoint(), None).await.unwrap();
+    let outcome = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Anyone, None).await.unwrap();
 
     assert!(
         matches!(outcome, ZeroOutcome::RolledBack { ref before, ref after } if (before.canary_weight - 0.05).abs() < 1e-6 && after.canary_weight == 0.0)
@@ -195,7 +200,7 @@ async fn an_endpoint_updating_past_the_budget_gives_up_with_a_retryable_error() 
     let router = sagemaker_router(&[&describe, &update], Duration::from_secs(10));
     let started = tokio::time::Instant::now();
 
-    let err = zero_canary(&router, &model_endpoint(), None).await.unwrap_err();
+    let err = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
 
     assert!(matches!(err, Error::EndpointBusy { .. }) && err.is_retryable());
     assert!(err.to_string().contains("still Updating") && err.to_string().contains("Lambda retries"), "{err}");
@@ -386,8 +391,14 @@ mod stepper {
     }
 
     #[tokio::test]
-    async fn a_revision_conflict_while_advancing_is_not_overwritten_and_the_reason_says_why() {
-        let get = mock!(aws_sdk_lambda::Client::get_alias).then_output(|| alias("41", Some(("42", 0.05)), "r1"));
+    async fn a_revision_conflict_while_advancing_is_not_overwritten_and_fails_the_tick_for_a_fresh_read() {
+        let execution = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42";
+        let stamp = "coalmine/1 phase=live execution=Release:ai-handler-42 stable=41 stage=1/4 release=ai-handler-42";
+        let get = mock!(aws_sdk_lambda::Client::get_alias).then_output(move || {
+            let mut out = alias("41", Some(("42", 0.05)), "r1");
+            out.description = Some(stamp.into());
+            out
+        });
         let update = mock!(aws_sdk_lambda::Client::update_alias).then_error(|| {
             UpdateAliasError::generic(error("PreconditionFailedException", "The RevisionId provided does not match"))
         });
@@ -403,23 +414,26 @@ mod stepper {
             stage_entered_at: t0,
             holding_since: None,
             status: Status::Baking,
+            rolled_back_by: None,
             wait_seconds: 60,
             reason: String::new(),
             ticks: 5,
             history: Vec::new(),
             history_dropped: 0,
         };
+        let metrics = FakeMetrics::default();
+        metrics.set((1000.0, 0.0), (20_000.0, 10.0));
         let deps = StepDeps {
             router: &router,
             notifier: &FakeNotifier::default(),
             alarms: &FakeAlarms::default(),
-            metrics: &FakeMetrics::default(),
+            metrics: &metrics,
         };
 
-        let p = tick(&release, Some(progress), &deps, t0 + 900).await.unwrap();
+        let err = tick(&release, Some(progress), execution, &deps, t0 + 900).await.unwrap_err();
 
-        assert_eq!(p.status, Status::RolledBack);
-        assert!(p.reason.contains("changed while advancing") && p.reason.contains("RevisionId"), "{}", p.reason);
+        assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("changed while advancing"), "{err}");
         assert_eq!(update.num_calls(), 1, "no second, blind write");
     }
 }

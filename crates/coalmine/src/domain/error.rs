@@ -17,6 +17,16 @@ pub enum Error {
     #[error("invalid release: {0}")]
     InvalidRelease(String),
 
+    /// The release is valid but its target is not ready for it (another canary in
+    /// flight, a gate alarm firing); nothing was changed. Say what to wait for.
+    #[error("refused: {0}")]
+    Refused(String),
+
+    /// This role may not make the call: the name is wrong, or the stack's parameters
+    /// do not cover the resource. Nothing was changed by this call.
+    #[error("{operation} was denied: {detail}")]
+    AccessDenied { operation: &'static str, detail: String },
+
     /// A target string or object could not be understood.
     #[error("invalid target {input:?}: {reason}")]
     BadTarget { input: String, reason: String },
@@ -52,20 +62,26 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Config(_) | Error::BadEvent(_) | Error::InvalidRelease(_) | Error::BadTarget { .. } => false,
+            Error::Refused(_) | Error::AccessDenied { .. } => false,
             Error::NotFound { .. } | Error::Unsupported { .. } => false,
             Error::Conflict { .. } | Error::EndpointBusy { .. } => true,
             Error::Aws { retryable, .. } | Error::Incomplete { retryable, .. } => *retryable,
         }
     }
 
-    /// `Retryable` or `NonRetryable`: what Lambda's error response carries as `errorType`.
+    /// What Lambda's error response carries as `errorType`, and the state machine's
+    /// `Retry` and `Catch` match: `Retryable`, `InvalidRelease` (nothing moved; fix the
+    /// release or wait), or `NonRetryable`.
     pub fn error_type(&self) -> &'static str {
-        if self.is_retryable() {
-            "Retryable"
-        } else {
-            "NonRetryable"
+        match self {
+            Error::InvalidRelease(_) | Error::Refused(_) => INVALID_RELEASE,
+            _ if self.is_retryable() => "Retryable",
+            _ => "NonRetryable",
         }
     }
 }
+
+/// The `errorType` of a release that never moved traffic.
+pub const INVALID_RELEASE: &str = "InvalidRelease";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

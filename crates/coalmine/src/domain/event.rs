@@ -1,11 +1,14 @@
-//! The two ways an alarm reaches the rollback function, decoded into one [`AlarmEvent`]:
-//! EventBridge's "CloudWatch Alarm State Change" event and the payload a CloudWatch
-//! alarm's direct Lambda action sends.
+//! The three ways an alarm reaches the rollback function, decoded into one
+//! [`AlarmEvent`]: EventBridge's "CloudWatch Alarm State Change" event, the payload a
+//! CloudWatch alarm's direct Lambda action sends, and the SNS notification an alarm
+//! publishes to a topic (the team's paging topic, subscribed to the function).
 
 use std::collections::BTreeMap;
 
 use aws_lambda_events::event::cloudwatch_alarms::{CloudWatchAlarm, CloudWatchAlarmData, CloudWatchAlarmStateValue};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sns::SnsEvent;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::error::Error;
@@ -44,6 +47,17 @@ impl AlarmState {
 pub enum Delivery {
     EventBridge,
     AlarmAction,
+    Sns,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::EventBridge => "eventbridge",
+            Delivery::AlarmAction => "alarm_action",
+            Delivery::Sns => "sns",
+        }
+    }
 }
 
 /// One metric an alarm watches: its namespace and dimensions (metric-math expressions
@@ -69,11 +83,19 @@ pub struct AlarmEvent {
 }
 
 impl AlarmEvent {
-    /// Decodes either shape. Anything else is an error that names what was found.
-    pub fn decode(payload: &Value) -> Result<Self, Error> {
+    /// Decodes any of the three shapes: one event, or one per SNS record. Anything else
+    /// is an error that names what was found.
+    pub fn decode(payload: &Value) -> Result<Vec<Self>, Error> {
+        if payload.get("Records").is_some() {
+            return Self::from_sns(payload);
+        }
+        Self::decode_one(payload).map(|event| vec![event])
+    }
+
+    fn decode_one(payload: &Value) -> Result<Self, Error> {
         let Some(object) = payload.as_object() else {
             return Err(Error::BadEvent(format!(
-                "expected a JSON object (an EventBridge alarm event or an alarm action payload), got {}",
+                "expected a JSON object (an EventBridge alarm event, an alarm action payload or SNS records), got {}",
                 json_kind(payload)
             )));
         };
@@ -97,9 +119,42 @@ impl AlarmEvent {
         }
         let keys: Vec<&str> = object.keys().map(String::as_str).take(8).collect();
         Err(Error::BadEvent(format!(
-            "neither an EventBridge event (no \"detail-type\") nor an alarm action payload (no \"alarmData\"); \
-             top-level keys: {keys:?}"
+            "neither an EventBridge event (no \"detail-type\"), an alarm action payload (no \"alarmData\") nor SNS \
+             records (no \"Records\"); top-level keys: {keys:?}"
         )))
+    }
+
+    /// SNS delivers one record per invocation; each `Sns.Message` is the alarm's
+    /// notification as JSON (`AlarmName`, `NewStateValue`, `Trigger`, ...).
+    fn from_sns(payload: &Value) -> Result<Vec<Self>, Error> {
+        let sources: Vec<&str> = payload["Records"]
+            .as_array()
+            .map(|records| records.iter().filter_map(|r| r.get("EventSource").and_then(Value::as_str)).collect())
+            .unwrap_or_default();
+        if let Some(other) = sources.iter().find(|s| **s != "aws:sns") {
+            return Err(Error::BadEvent(format!(
+                "records from {other:?}; only SNS records (\"aws:sns\") carrying CloudWatch alarm notifications are handled"
+            )));
+        }
+        let event: SnsEvent = serde_json::from_value(payload.clone())
+            .map_err(|e| Error::BadEvent(format!("malformed SNS event: {e}")))?;
+        if event.records.is_empty() {
+            return Err(Error::BadEvent("SNS event with no records".into()));
+        }
+        event
+            .records
+            .iter()
+            .map(|record| {
+                let notification: SnsAlarmNotification = serde_json::from_str(&record.sns.message).map_err(|e| {
+                    Error::BadEvent(format!(
+                        "SNS message {} on {} is not a CloudWatch alarm notification ({e}); subscribe the rollback \
+                         function only to topics its alarms publish to",
+                        record.sns.message_id, record.sns.topic_arn
+                    ))
+                })?;
+                notification.into_event()
+            })
+            .collect()
     }
 
     fn from_alarm_data(
@@ -121,6 +176,118 @@ impl AlarmEvent {
             reason: state.reason,
             state_time: state.timestamp.to_rfc3339(),
         })
+    }
+}
+
+/// CloudWatch's alarm notification as SNS carries it, read leniently: alarms without a
+/// description send `null`, metric-math alarms send `Metrics` instead of one metric.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsAlarmNotification {
+    alarm_name: String,
+    #[serde(default)]
+    alarm_arn: Option<String>,
+    new_state_value: String,
+    #[serde(default)]
+    old_state_value: Option<String>,
+    #[serde(default)]
+    new_state_reason: Option<String>,
+    #[serde(default)]
+    state_change_time: Option<String>,
+    #[serde(default)]
+    trigger: Option<SnsTrigger>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsTrigger {
+    namespace: Option<String>,
+    metric_name: Option<String>,
+    #[serde(default)]
+    dimensions: Vec<SnsDimension>,
+    #[serde(default)]
+    metrics: Vec<SnsMetricQuery>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsMetricQuery {
+    metric_stat: Option<SnsMetricStat>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsMetricStat {
+    metric: SnsMetric,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SnsMetric {
+    namespace: Option<String>,
+    metric_name: Option<String>,
+    #[serde(default)]
+    dimensions: Vec<SnsDimension>,
+}
+
+/// The notification spells dimensions `{"name": ..., "value": ...}`, in lower case.
+#[derive(Deserialize)]
+struct SnsDimension {
+    name: String,
+    value: String,
+}
+
+impl SnsAlarmNotification {
+    fn into_event(self) -> Result<AlarmEvent, Error> {
+        if self.alarm_name.trim().is_empty() {
+            return Err(Error::BadEvent("AlarmName is empty".into()));
+        }
+        let state = AlarmState::parse(&self.new_state_value).ok_or_else(|| {
+            Error::BadEvent(format!("alarm {:?} has state {:?}", self.alarm_name, self.new_state_value))
+        })?;
+        let dimensions = |dims: Vec<SnsDimension>| dims.into_iter().map(|d| (d.name, d.value)).collect();
+        let trigger = self.trigger.unwrap_or_default();
+        let mut metrics: Vec<WatchedMetric> = trigger
+            .metrics
+            .into_iter()
+            .filter_map(|query| query.metric_stat)
+            .filter_map(|stat| {
+                Some(WatchedMetric {
+                    namespace: stat.metric.namespace,
+                    name: stat.metric.metric_name?,
+                    dimensions: dimensions(stat.metric.dimensions),
+                })
+            })
+            .collect();
+        if let Some(name) = trigger.metric_name {
+            metrics.push(WatchedMetric {
+                namespace: trigger.namespace,
+                name,
+                dimensions: dimensions(trigger.dimensions),
+            });
+        }
+        Ok(AlarmEvent {
+            delivery: Delivery::Sns,
+            alarm_name: self.alarm_name,
+            alarm_arn: self.alarm_arn,
+            state,
+            previous_state: self.old_state_value.as_deref().and_then(AlarmState::parse),
+            reason: self.new_state_reason.unwrap_or_default(),
+            state_time: self.state_change_time.map(|t| rfc3339_offset(&t)).unwrap_or_default(),
+            metrics,
+        })
+    }
+}
+
+/// CloudWatch's notifications write the offset without a colon (`+0000`); RFC 3339,
+/// as the other two shapes give it, wants `+00:00`.
+fn rfc3339_offset(time: &str) -> String {
+    let bytes = time.as_bytes();
+    let n = bytes.len();
+    if n > 5 && matches!(bytes[n - 5], b'+' | b'-') && bytes[n - 4..].iter().all(u8::is_ascii_digit) {
+        format!("{}:{}", &time[..n - 2], &time[n - 2..])
+    } else {
+        time.to_owned()
     }
 }
 
@@ -178,9 +345,18 @@ pub(crate) mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events")
     }
 
+    pub(crate) fn sample_json(file: &str) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(events_dir().join(file)).unwrap()).unwrap()
+    }
+
+    /// The one alarm event a sample file holds.
     pub(crate) fn sample(file: &str) -> AlarmEvent {
-        let raw = std::fs::read_to_string(events_dir().join(file)).unwrap();
-        AlarmEvent::decode(&serde_json::from_str(&raw).unwrap()).unwrap()
+        one(AlarmEvent::decode(&sample_json(file)).unwrap())
+    }
+
+    fn one(mut events: Vec<AlarmEvent>) -> AlarmEvent {
+        assert_eq!(events.len(), 1);
+        events.remove(0)
     }
 
     #[test]
@@ -189,24 +365,28 @@ pub(crate) mod tests {
         for entry in std::fs::read_dir(events_dir()).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if !(name.ends_with(".eventbridge.json") || name.ends_with(".alarm-action.json")) {
+            if !name.ends_with(".json") {
                 continue;
             }
             let raw: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let event = AlarmEvent::decode(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let event = one(AlarmEvent::decode(&raw).unwrap_or_else(|e| panic!("{name}: {e}")));
             assert!(!event.alarm_name.is_empty() && event.alarm_arn.is_some(), "{name}");
+            assert!(event.alarm_name.starts_with("coalmine-"), "{name}: the template's default AlarmNamePrefix");
             // Round trip through the aws_lambda_events types keeps what we read.
-            let again = if name.ends_with(".eventbridge.json") {
-                let typed: EventBridgeEvent<CloudWatchAlarmData<Value, Value>> = serde_json::from_value(raw).unwrap();
-                AlarmEvent::decode(&serde_json::to_value(typed).unwrap()).unwrap()
+            let typed = if name.ends_with(".eventbridge.json") {
+                serde_json::to_value(
+                    serde_json::from_value::<EventBridgeEvent<CloudWatchAlarmData<Value, Value>>>(raw).unwrap(),
+                )
+            } else if name.ends_with(".alarm-action.json") {
+                serde_json::to_value(serde_json::from_value::<CloudWatchAlarm<Value, Value>>(raw).unwrap())
             } else {
-                let typed: CloudWatchAlarm<Value, Value> = serde_json::from_value(raw).unwrap();
-                AlarmEvent::decode(&serde_json::to_value(typed).unwrap()).unwrap()
+                assert!(name.ends_with(".sns.json"), "{name}: an unknown kind of sample");
+                serde_json::to_value(serde_json::from_value::<SnsEvent>(raw).unwrap())
             };
-            assert_eq!(again, event, "{name}");
+            assert_eq!(one(AlarmEvent::decode(&typed.unwrap()).unwrap()), event, "{name}");
             seen += 1;
         }
-        assert!(seen >= 6, "expected the six documented samples, saw {seen}");
+        assert!(seen >= 8, "expected the eight documented samples, saw {seen}");
     }
 
     #[test]
@@ -222,7 +402,7 @@ pub(crate) mod tests {
         let action = sample("alarm-lambda-canary.alarm-action.json");
         assert_eq!(
             (action.delivery, action.alarm_name.as_str(), action.state),
-            (Delivery::AlarmAction, "ai-handler-canary-errors", AlarmState::Alarm)
+            (Delivery::AlarmAction, "coalmine-ai-handler-canary-errors", AlarmState::Alarm)
         );
         assert_eq!(action.alarm_arn, alarm.alarm_arn);
 
@@ -232,6 +412,45 @@ pub(crate) mod tests {
         assert_eq!(math.metrics.len(), 2, "the expression contributes no metric");
         let sagemaker = sample("alarm-sagemaker-canary.eventbridge.json");
         assert_eq!(sagemaker.metrics[0].dimensions["VariantName"], "canary");
+    }
+
+    #[test]
+    fn an_sns_delivered_alarm_reads_like_the_other_shapes() {
+        let eventbridge = sample("alarm-lambda-canary.eventbridge.json");
+        let sns = sample("alarm-lambda-canary.sns.json");
+        assert_eq!(sns.delivery, Delivery::Sns);
+        assert_eq!(
+            (&sns.alarm_name, &sns.alarm_arn, sns.state, sns.previous_state, &sns.reason, &sns.state_time),
+            (
+                &eventbridge.alarm_name,
+                &eventbridge.alarm_arn,
+                eventbridge.state,
+                eventbridge.previous_state,
+                &eventbridge.reason,
+                &eventbridge.state_time
+            ),
+        );
+        assert_eq!(sns.metrics, eventbridge.metrics, "Trigger.Dimensions as a list of {{name, value}}");
+
+        let math = sample("alarm-metric-math.sns.json");
+        assert_eq!(math.metrics.len(), 2, "Trigger.Metrics: the expression contributes no metric");
+        assert_eq!(math.metrics[0].dimensions["Resource"], "ai-handler:production");
+    }
+
+    #[test]
+    fn sns_records_that_are_not_alarm_notifications_are_refused_by_name() {
+        let mut not_an_alarm = sample_json("alarm-lambda-canary.sns.json");
+        not_an_alarm["Records"][0]["Sns"]["Message"] = "Deploy finished".into();
+        let err = AlarmEvent::decode(&not_an_alarm).unwrap_err();
+        assert!(err.to_string().contains("is not a CloudWatch alarm notification"), "{err}");
+        assert!(err.to_string().contains("arn:aws:sns:us-east-1:123456789012:team-paging"), "{err}");
+
+        let mut sqs = sample_json("alarm-lambda-canary.sns.json");
+        sqs["Records"][0]["EventSource"] = "aws:sqs".into();
+        assert!(AlarmEvent::decode(&sqs).unwrap_err().to_string().contains("\"aws:sqs\""));
+
+        let empty = serde_json::json!({"Records": []});
+        assert!(AlarmEvent::decode(&empty).unwrap_err().to_string().contains("no records"));
     }
 
     #[test]

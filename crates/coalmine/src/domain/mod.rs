@@ -5,4 +5,5 @@ pub mod error;
 pub mod event;
 pub mod metrics;
 pub mod split;
+pub mod stamp;
 pub mod target;

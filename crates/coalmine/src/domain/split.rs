@@ -1,5 +1,7 @@
 //! How a target's traffic is split between the stable and the canary.
 
+use crate::domain::stamp::Stamp;
+
 /// Weights read back from AWS are floats: two weights closer than this are equal.
 pub const WEIGHT_TOLERANCE: f64 = 1e-4;
 
@@ -14,6 +16,9 @@ pub struct Split {
     pub canary_weight: f64,
     /// What a conditional write must present: Lambda's alias `RevisionId`.
     pub revision: Option<String>,
+    /// The release that last moved this traffic, as the target records it. In a write,
+    /// `None` leaves the record as it is.
+    pub stamp: Option<Stamp>,
 }
 
 impl Split {
@@ -24,6 +29,17 @@ impl Split {
 
     pub fn canary_is_zero(&self) -> bool {
         self.canary.is_none() || self.canary_weight <= WEIGHT_TOLERANCE
+    }
+
+    /// Only the stable serves, with `stamp` recorded: a promoted Lambda canary, or a
+    /// stable version put back.
+    pub fn stable_only(stable: &str, stamp: Option<Stamp>) -> Split {
+        Split { stable: stable.to_owned(), canary: None, canary_weight: 0.0, revision: None, stamp }
+    }
+
+    /// The live stamp, if this execution wrote it.
+    pub fn stamp_by(&self, execution: &str) -> Option<&Stamp> {
+        self.stamp.as_ref().filter(|stamp| stamp.is_by(execution))
     }
 
     /// Same routing, whatever the revision: what the stepper compares with what it wrote.

@@ -72,15 +72,19 @@ pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&Me
         return evidence;
     }
     let Some(m) = metrics else {
-        evidence.reasons.push("alarms OK; no metrics needed".into());
+        evidence.verdict = Verdict::Inconclusive;
+        evidence.reasons.push("inconclusive: no metrics to judge the canary by".into());
         return evidence;
     };
     let (canary, stable) = (&m.canary, &m.stable);
-    if canary.requests < gates.min_requests as f64 {
+    // A canary that served nothing is never healthy, whatever the release says.
+    let min_requests = gates.min_requests.max(1);
+    if canary.requests < min_requests as f64 {
         evidence.verdict = Verdict::Inconclusive;
-        evidence
-            .reasons
-            .push(format!("{} canary requests, fewer than min_requests {}", canary.requests, gates.min_requests));
+        evidence.reasons.push(format!(
+            "inconclusive: {} canary requests, fewer than min_requests {min_requests}",
+            count(canary.requests)
+        ));
         return evidence;
     }
 
@@ -153,7 +157,7 @@ pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&Me
     if failed.is_empty() {
         evidence.reasons.push(format!(
             "healthy: canary {} requests, error rate {}, p95 {}; stable error rate {}",
-            canary.requests,
+            count(canary.requests),
             canary_rate.map(pct).unwrap_or_else(|| "n/a".into()),
             canary.p95_ms.map(|p| format!("{p:.0} ms")).unwrap_or_else(|| "n/a".into()),
             stable_rate.map(pct).unwrap_or_else(|| "n/a".into()),
@@ -163,6 +167,36 @@ pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&Me
         evidence.reasons = failed;
     }
     evidence
+}
+
+/// A request or error count as a person reads it: whole, and never "-0".
+pub fn count(value: f64) -> String {
+    format!("{:.0}", value.max(0.0) + 0.0)
+}
+
+impl Evidence {
+    /// The numbers behind a verdict, in a line: "canary 1000 requests, 80 errors (8.00%),
+    /// p95 850 ms; stable 20000 requests, 20 errors (0.10%), p95 800 ms".
+    pub fn metrics_line(&self) -> Option<String> {
+        let m = self.metrics.as_ref()?;
+        let side = |name: &str, s: &SideMetrics| {
+            format!(
+                "{name} {} requests, {} errors ({}), p95 {}",
+                count(s.requests),
+                count(s.errors),
+                rate(s).map(pct).unwrap_or_else(|| "n/a".into()),
+                s.p95_ms.map(|p| format!("{p:.0} ms")).unwrap_or_else(|| "n/a".into())
+            )
+        };
+        Some(format!("{}; {}", side("canary", &m.canary), side("stable", &m.stable)))
+    }
+
+    /// Whether the verdict came from the gate alarms rather than the metrics.
+    pub fn from_alarms(&self) -> bool {
+        self.verdict == Verdict::Unhealthy
+            && self.metrics.is_none()
+            && self.reasons.iter().any(|r| r.starts_with("alarm "))
+    }
 }
 
 fn rate(side: &SideMetrics) -> Option<f64> {
@@ -288,6 +322,16 @@ mod tests {
         let e = judge(&gates(), &[], Some(&snapshot(side(99.0, 50.0, None), side(10_000.0, 0.0, None))));
         assert_eq!(e.verdict, Verdict::Inconclusive);
         assert!(e.summary().contains("99 canary requests, fewer than min_requests 100"), "{}", e.summary());
+    }
+
+    #[test]
+    fn a_canary_that_served_nothing_is_inconclusive_even_with_min_requests_zero() {
+        let g = Gates { min_requests: 0, ..gates() };
+        let e = judge(&g, &[], Some(&snapshot(side(-0.0, 0.0, None), side(10_000.0, 0.0, None))));
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+        assert_eq!(e.summary(), "inconclusive: 0 canary requests, fewer than min_requests 1");
+        let one = judge(&g, &[], Some(&snapshot(side(1.0, 0.0, None), side(10_000.0, 0.0, None))));
+        assert!(one.summary().starts_with("healthy: canary 1 requests"), "{}", one.summary());
     }
 
     #[test]

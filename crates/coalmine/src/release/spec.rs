@@ -80,7 +80,8 @@ pub struct Gates {
     /// higher than stable's with at least this confidence.
     #[serde(default = "default_confidence")]
     pub error_rate_confidence: f64,
-    #[serde(default)]
+    /// A stage whose canary served fewer requests is inconclusive, never healthy.
+    #[serde(default = "default_min_requests")]
     pub min_requests: u64,
     #[serde(default)]
     pub on_insufficient_data: OnInsufficientData,
@@ -100,7 +101,7 @@ impl Default for Gates {
             max_error_rate_increase: None,
             max_p95_increase_ratio: None,
             error_rate_confidence: default_confidence(),
-            min_requests: 0,
+            min_requests: default_min_requests(),
             on_insufficient_data: OnInsufficientData::default(),
             max_hold_seconds: default_max_hold(),
             custom: Vec::new(),
@@ -110,6 +111,15 @@ impl Default for Gates {
 
 fn default_confidence() -> f64 {
     0.95
+}
+
+/// Below about a hundred requests a canary's error rate cannot be told from noise at
+/// the rates teams alarm on (a few percent), and a stage with no traffic at all says
+/// nothing: such a stage is inconclusive, never healthy.
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
+
+fn default_min_requests() -> u64 {
+    DEFAULT_MIN_REQUESTS
 }
 
 fn default_max_hold() -> u64 {
@@ -138,8 +148,18 @@ impl Release {
 
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("{field}: {why}")));
-        if self.release.trim().is_empty() || self.release.len() > 80 {
-            return bad("release", "a name of 1 to 80 characters is required".into());
+        if self.release.is_empty()
+            || self.release.len() > 80
+            || !self.release.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return bad(
+                "release",
+                format!(
+                    "{:?}: a name of 1 to 80 letters, digits, '-', '_' or '.' is required (it names the \
+                     execution, and is recorded on the target)",
+                    self.release
+                ),
+            );
         }
         match (&self.target, &self.canary_version) {
             (Target::Lambda(_), None) => {
@@ -183,6 +203,12 @@ impl Release {
                 );
             }
             previous = stage.percent;
+            if stage.bake_seconds == 0 {
+                return bad(
+                    &format!("stages[{i}].bake_seconds"),
+                    "0: every stage must bake for at least a second, or it is promoted on no evidence".into(),
+                );
+            }
         }
         if previous != 100.0 {
             return bad("stages", format!("the last stage must be at percent 100, not {previous}"));
@@ -230,6 +256,15 @@ impl Gates {
                     return bad(field, format!("{v} must be a number >= 0"));
                 }
             }
+        }
+        if self.min_requests == 0 {
+            return bad(
+                "min_requests",
+                format!(
+                    "0: a stage whose canary served no request says nothing about it; use at least 1 \
+                     (default {DEFAULT_MIN_REQUESTS})"
+                ),
+            );
         }
         if !(0.5..1.0).contains(&self.error_rate_confidence) {
             return bad("error_rate_confidence", format!("{} is outside [0.5, 1)", self.error_rate_confidence));
@@ -306,7 +341,10 @@ pub(crate) mod tests {
             ("unknown gate field", Box::new(|r| r["gates"]["max_errors"] = 1.into()), "unknown field `max_errors`"),
             ("unknown stage field", Box::new(|r| r["stages"][0]["pct"] = 1.into()), "unknown field `pct`"),
             ("missing stages", Box::new(|r| drop(r.as_object_mut().unwrap().remove("stages"))), "missing field `stages`"),
-            ("empty name", Box::new(|r| r["release"] = "".into()), "release: a name of 1 to 80"),
+            ("empty name", Box::new(|r| r["release"] = "".into()), "release: \"\": a name of 1 to 80"),
+            ("spaced name", Box::new(|r| r["release"] = "ai handler 42".into()), "release: \"ai handler 42\": a name of 1 to 80 letters"),
+            ("zero bake", Box::new(|r| r["stages"][1]["bake_seconds"] = 0.into()), "stages[1].bake_seconds: 0: every stage must bake"),
+            ("zero min requests", Box::new(|r| r["gates"]["min_requests"] = 0.into()), "gates.min_requests: 0: a stage whose canary served no request"),
             ("$LATEST", Box::new(|r| r["canary_version"] = "$LATEST".into()), "canary_version: must be a published version number, not $LATEST"),
             ("not a number", Box::new(|r| r["canary_version"] = "v42".into()), "canary_version: \"v42\" is not a published version"),
             ("no canary version", Box::new(|r| drop(r.as_object_mut().unwrap().remove("canary_version"))), "canary_version: required"),

@@ -1,19 +1,27 @@
-//! The stepper use case: one tick of a release. Reads the live split, stops if someone
+//! The stepper use case: one tick of a release. Reads the live split, stops if anyone
 //! else changed it, judges health, and then rolls back, keeps baking, holds, advances or
 //! promotes. Its output is the next tick's input.
+//!
+//! Every write carries the release's stamp (see [`crate::domain::stamp`]) naming this
+//! execution, so the release knows its own writes without its output: a retried tick
+//! picks up what the failed attempt wrote, and the safety rollback undoes only traffic
+//! this execution moved.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::domain::error::{Error, Result};
+use crate::domain::error::{Error, Result, INVALID_RELEASE};
+use crate::domain::event::AlarmState;
 use crate::domain::split::Split;
+use crate::domain::stamp::{execution_id, Phase, RolledBackBy, Stamp};
+use crate::domain::target::Target;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
 use crate::release::judge::{judge, judge_alarms, Evidence, Verdict};
-use crate::release::notify as release_notify;
-use crate::release::{OnInsufficientData, Release};
-use crate::rollback::notify;
-use crate::rollback::restore_stable;
+use crate::release::notify::{self as release_notify, RollbackKind};
+use crate::release::{InsufficientDataAlarm, OnInsufficientData, Release};
+use crate::rollback::notify::{describe, percent};
+use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 
 /// The history kept in the execution's state (whose payload is capped at 256 KB): the
 /// latest decisions, with a count of those dropped.
@@ -27,6 +35,19 @@ pub enum Status {
     Holding,
     Promoted,
     RolledBack,
+}
+
+impl Status {
+    /// The spelling of `decision` in logs, the same as in the output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Baking => "baking",
+            Status::Advanced => "advanced",
+            Status::Holding => "holding",
+            Status::Promoted => "promoted",
+            Status::RolledBack => "rolled_back",
+        }
+    }
 }
 
 /// The split as the stepper wrote it, to compare with the live one.
@@ -43,7 +64,13 @@ impl Written {
     }
 
     fn as_split(&self) -> Split {
-        Split { stable: self.stable.clone(), canary: self.canary.clone(), canary_weight: self.weight, revision: None }
+        Split {
+            stable: self.stable.clone(),
+            canary: self.canary.clone(),
+            canary_weight: self.weight,
+            revision: None,
+            stamp: None,
+        }
     }
 }
 
@@ -70,7 +97,12 @@ pub struct Progress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding_since: Option<u64>,
     pub status: Status,
+    /// When `rolled_back`: what took the traffic away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<RollbackKind>,
     pub wait_seconds: u64,
+    /// A sentence a person reads: why this tick decided what it did. When the release
+    /// ends, the execution's cause.
     pub reason: String,
     pub ticks: u64,
     pub history: Vec<Decision>,
@@ -85,35 +117,56 @@ pub struct StepDeps<'a, R, N, A, M> {
     pub metrics: &'a M,
 }
 
-/// The tick as the function runs it: the input is the release, plus `progress` from
-/// the tick before; the output is the same with `progress` updated.
+/// How an execution ended after a tick failed for good: what the state machine's
+/// `SafetyRollback` step returns, and the `Choice` after it branches on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// The release was promoted before the failure; nothing to undo.
+    Promoted,
+    /// The release had been rolled back before the failure.
+    RolledBack,
+    /// Nothing moved: the release is invalid, or its target was not ready.
+    InvalidRelease,
+    /// The tick failed; whatever this release had moved was undone.
+    FailedAfterUndoing,
+}
+
+/// The tick as the function runs it. The state machine's task passes
+/// `{"execution": "<execution ARN>", "state": <release, plus progress from the tick
+/// before>}`; the output is the state with `progress` updated. A state holding `failure`
+/// (the `Catch` puts the failed tick's error there) runs the safety rollback instead.
 pub async fn tick_payload(
     input: &Value,
     deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
 ) -> Result<Value> {
-    let Some(object) = input.as_object() else {
-        return Err(Error::InvalidRelease("the execution input must be a JSON object (a release)".into()));
+    let (Some(execution), Some(state)) =
+        (input.get("execution").and_then(Value::as_str), input.get("state").and_then(Value::as_object))
+    else {
+        return Err(Error::InvalidRelease(
+            "the stepper expects {\"execution\": <execution ARN>, \"state\": <release>}, as the release state \
+             machine passes it; start a release with StartExecution, not by invoking the stepper"
+                .into(),
+        ));
     };
-    let mut release_json = object.clone();
-    let progress = match release_json.remove("progress") {
-        None | Some(Value::Null) => None,
-        Some(p) => Some(serde_json::from_value::<Progress>(p).map_err(|e| {
-            Error::InvalidRelease(format!("progress: {e}; it is the stepper's own output, do not edit it"))
-        })?),
-    };
-    // The state machine's Catch puts the failed tick's error here: undo, don't tick.
+    let mut release_json = state.clone();
     let failure = release_json.remove("failure");
+    let progress = match release_json.remove("progress") {
+        None | Some(Value::Null) => Ok(None),
+        Some(p) => serde_json::from_value::<Progress>(p).map(Some).map_err(|e| {
+            Error::InvalidRelease(format!("progress: {e}; it is the stepper's own output, do not edit it"))
+        }),
+    };
     let release = Release::parse(&Value::Object(release_json));
     if let Some(failure) = failure {
-        return match release {
-            Ok(release) => safety_rollback(&release, progress.as_ref(), &failure, deps).await,
-            // The first tick refused it, so it never moved traffic.
-            Err(invalid) => Ok(serde_json::json!({"safety_rollback": "nothing_to_undo", "cause": invalid.to_string()})),
-        };
+        // The safety rollback needs neither: the target's stamp says what is this
+        // execution's to undo, even when what failed was reading them.
+        let ended = safety_rollback(release, progress.ok().flatten().as_ref(), &failure, execution, deps).await?;
+        return serde_json::to_value(ended).map_err(|e| Error::InvalidRelease(e.to_string()));
     }
-    let release = release?;
-    let progress = tick(&release, progress, deps, now).await?;
+    let (release, progress) = (release?, progress?);
+    let progress = tick(&release, progress, execution, deps, now).await?;
     let mut output = serde_json::to_value(&release).map_err(|e| Error::InvalidRelease(e.to_string()))?;
     output["progress"] = serde_json::to_value(&progress).map_err(|e| Error::InvalidRelease(e.to_string()))?;
     Ok(output)
@@ -122,42 +175,36 @@ pub async fn tick_payload(
 pub async fn tick(
     release: &Release,
     progress: Option<Progress>,
+    execution: &str,
     deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
 ) -> Result<Progress> {
     let target = &release.target;
-    let live = deps.router.read(target).await?;
     let Some(mut progress) = progress else {
-        return start(release, live, deps, now).await;
+        return start(release, execution, deps, now).await;
     };
     if matches!(progress.status, Status::Promoted | Status::RolledBack) {
         return Err(Error::InvalidRelease(format!(
-            "the release already ended {:?}; start a new execution",
-            progress.status
+            "the release already ended {}; start a new execution",
+            progress.status.as_str()
         )));
     }
+    let live = deps.router.read(target).await?;
     progress.ticks += 1;
 
-    // 1. Someone else's change wins: stop, never write over it.
-    if !live.same_routing(&progress.last_written.as_split()) {
-        let reason = if live.canary_is_zero() && live.stable == progress.stable {
-            "the canary's traffic was set to zero outside this release (the rollback function, on alarm?)".to_owned()
-        } else {
-            format!(
-                "the split changed outside this release: expected {}, found {}",
-                describe(&progress.last_written.as_split()),
-                describe(&live)
-            )
-        };
-        warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, "stopping");
-        return Ok(finish(progress, now, Status::RolledBack, reason, None));
+    // 1. Only traffic as this release left it is judged; anything else is looked into,
+    //    never written over.
+    let as_left =
+        live.stamp_by(execution).is_some_and(Stamp::is_live) && live.same_routing(&progress.last_written.as_split());
+    if !as_left {
+        return after_change(release, progress, live, execution, deps, now).await;
     }
 
     // 2. Judge health over the stage so far.
     let stage = release.stages[progress.stage];
     let states =
         if release.gates.alarms.is_empty() { Vec::new() } else { deps.alarms.states(&release.gates.alarms).await? };
-    let evidence = if judge_alarms(&release.gates, &states).is_some() || !needs_metrics(release) {
+    let evidence = if judge_alarms(&release.gates, &states).is_some() {
         judge(&release.gates, &states, None)
     } else {
         let query = MetricQuery {
@@ -176,22 +223,21 @@ pub async fn tick(
 
     // 3. Unhealthy: roll back with the rollback function's own code.
     let rollback_reason = match (evidence.verdict, bake_over) {
-        (Verdict::Unhealthy, _) => Some(format!("unhealthy: {}", evidence.summary())),
+        (Verdict::Unhealthy, _) => Some(evidence.summary()),
         (Verdict::Inconclusive, true) => match release.gates.on_insufficient_data {
-            OnInsufficientData::Rollback => {
-                Some(format!("inconclusive at the end of the bake: {}", evidence.summary()))
-            }
+            OnInsufficientData::Rollback => Some(format!("{} at the end of the bake", evidence.summary())),
             OnInsufficientData::Hold => {
                 let since = *progress.holding_since.get_or_insert(now);
                 (now >= since + release.gates.max_hold_seconds)
-                    .then(|| format!("still inconclusive after holding {} s: {}", now - since, evidence.summary()))
+                    .then(|| format!("{}, still after holding {} s", evidence.summary(), now - since))
             }
             OnInsufficientData::Proceed => None,
         },
         _ => None,
     };
-    if let Some(reason) = rollback_reason {
-        return roll_back(release, progress, live, deps, now, reason, &evidence).await;
+    if let Some(why) = rollback_reason {
+        let kind = if evidence.from_alarms() { RollbackKind::GateAlarm } else { RollbackKind::Health };
+        return roll_back(release, progress, live, execution, deps, now, kind, why, Some(&evidence)).await;
     }
 
     // 4. Keep baking (or holding).
@@ -206,30 +252,42 @@ pub async fn tick(
         progress.status = status;
         progress.wait_seconds = wait;
         progress.reason = evidence.summary();
-        log_decision(release, &progress, &evidence);
+        log_decision(release, &progress, Some(&evidence));
         record(&mut progress, now, evidence_json);
         return Ok(progress);
     }
     progress.holding_since = None;
+    // Proceeding on too little data is the release's own choice; it is never "healthy".
+    let verdict = match evidence.verdict {
+        Verdict::Inconclusive => format!("{}; proceeding, as on_insufficient_data says", evidence.summary()),
+        _ => evidence.summary(),
+    };
 
-    // 5. Bake over and healthy: promote after the last stage, else the next stage.
+    // 5. Bake over: promote after the last stage, else the next stage.
+    let stamp = live.stamp.clone().unwrap_or_else(|| own_stamp(release, execution, &progress.stable, progress.stage));
     if progress.stage + 1 == release.stages.len() {
-        let reason =
-            format!("stage {} baked healthy: promoted. {}", notify::percent(stage.weight()), evidence.summary());
-        info!(release = %release.release, target = %target, decision = "promoted", %reason);
+        // Recorded on the target first: from here on, an alarm no longer reverts it.
+        let promoted = Split { stamp: Some(stamp.promoted()), ..live.clone() };
+        match deps.router.write(target, &live, &promoted).await {
+            Ok(_) => {}
+            Err(Error::Conflict { .. }) => return Err(retry_after_conflict(target, "recording the promotion")),
+            Err(other) => return Err(other),
+        }
+        let reason = format!("Promoted: stage {} baked; {verdict}", percent(stage.weight()));
         let mut done = finish(progress, now, Status::Promoted, reason, evidence_json);
         done.wait_seconds = 0;
+        log_decision(release, &done, Some(&evidence));
         return Ok(done);
     }
     let next = progress.stage + 1;
-    let desired = stage_split(release, &progress.stable, &live, next);
+    let desired = Split {
+        stamp: Some(own_stamp(release, execution, &progress.stable, next)),
+        ..stage_split(release, &progress.stable, &live, next)
+    };
     let written = match deps.router.write(target, &live, &desired).await {
         Ok(written) => written,
-        Err(Error::Conflict { detail, .. }) => {
-            let reason = format!("the split changed while advancing to stage {next} ({detail}); not overwritten");
-            warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, "stopping");
-            return Ok(finish(progress, now, Status::RolledBack, reason, evidence_json));
-        }
+        // Someone moved it between the read and the write: the next tick sees what.
+        Err(Error::Conflict { .. }) => return Err(retry_after_conflict(target, "advancing")),
         Err(other) => return Err(other),
     };
     progress.stage = next;
@@ -239,29 +297,67 @@ pub async fn tick(
     progress.status = Status::Advanced;
     progress.wait_seconds = release.check_every_seconds.min(release.stages[next].bake_seconds.max(1));
     progress.reason = format!(
-        "stage {} baked healthy; now at {}. {}",
-        notify::percent(stage.weight()),
-        notify::percent(release.stages[next].weight()),
-        evidence.summary()
+        "Stage {} baked; now at {}. {verdict}",
+        percent(stage.weight()),
+        percent(release.stages[next].weight()),
     );
-    log_decision(release, &progress, &evidence);
+    log_decision(release, &progress, Some(&evidence));
     record(&mut progress, now, evidence_json);
     Ok(progress)
 }
 
+/// A conditional write lost a race: the tick fails retryable, and its retry reads
+/// afresh and sees (and names) whatever won.
+fn retry_after_conflict(target: &Target, doing: &str) -> Error {
+    Error::Conflict { target: target.clone(), detail: format!("the traffic changed while {doing}; reading it again") }
+}
+
+/// The stamp this execution writes while at `stage` (0-based).
+fn own_stamp(release: &Release, execution: &str, stable: &str, stage: usize) -> Stamp {
+    Stamp {
+        execution: execution_id(execution).to_owned(),
+        stable: stable.to_owned(),
+        phase: Phase::Live,
+        stage: Some((stage + 1, release.stages.len())),
+        release: Some(release.release.clone()),
+    }
+}
+
 /// The first tick: check the starting point, record the stable version, enter stage 0.
+/// When an earlier attempt of this very tick already wrote, it picks that up instead.
 async fn start(
     release: &Release,
-    live: Split,
+    execution: &str,
     deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
 ) -> Result<Progress> {
     let target = &release.target;
     let canary = release.canary_id();
+    let live = deps.router.read(target).await.map_err(|e| not_ready(target, e))?;
+    if let Some(stamp) = live.stamp_by(execution).cloned() {
+        let adopted = adopt(release, &stamp, &live, now);
+        return match stamp.phase {
+            Phase::Live => {
+                info!(release = %release.release, target = %target, decision = "advanced", "picked up the stage an earlier attempt of this tick wrote");
+                Ok(adopted)
+            }
+            _ => after_change(release, adopted, live, execution, deps, now).await,
+        };
+    }
     if !live.canary_is_zero() {
-        return Err(Error::InvalidRelease(format!(
-            "{target} already has a canary in flight ({}); finish or roll it back first",
-            describe(&live)
+        let owner = match &live.stamp {
+            Some(stamp) if stamp.is_live() => format!(
+                " (release {}, execution {}{})",
+                stamp.release.as_deref().unwrap_or("unnamed"),
+                stamp.execution,
+                stamp.stage.map(|(at, of)| format!(", stage {at} of {of}")).unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        return Err(Error::Refused(format!(
+            "{target} already has a canary in flight: {}{owner}. Wait for it to end, or roll it back, then start \
+             this release again",
+            describe(target, &live)
         )));
     }
     if live.stable == canary {
@@ -269,11 +365,22 @@ async fn start(
             "canary_version: {canary} is already the stable version of {target}"
         )));
     }
-    deps.router.check_canary(target, canary).await?;
+    deps.router.check_canary(target, canary).await.map_err(|e| not_ready(target, e))?;
     if !release.gates.alarms.is_empty() {
         let states = deps.alarms.states(&release.gates.alarms).await?;
         if let Some(missing) = release.gates.alarms.iter().find(|a| !states.iter().any(|(n, _)| n == *a)) {
             return Err(Error::InvalidRelease(format!("gates.alarms: alarm {missing:?} does not exist")));
+        }
+        let strict = release.gates.alarm_insufficient_data == InsufficientDataAlarm::Unhealthy;
+        if let Some((name, state)) = states
+            .iter()
+            .find(|(_, state)| *state == AlarmState::Alarm || (strict && *state == AlarmState::InsufficientData))
+        {
+            return Err(Error::Refused(format!(
+                "gate alarm {name} is {}: coalmine does not start a release into a firing alarm. Start it again once \
+                 the alarm is OK",
+                state.as_str()
+            )));
         }
     }
     let mut progress = Progress {
@@ -285,50 +392,296 @@ async fn start(
         stage_entered_at: now,
         holding_since: None,
         status: Status::Advanced,
+        rolled_back_by: None,
         wait_seconds: 0,
         reason: String::new(),
         ticks: 1,
         history: Vec::new(),
         history_dropped: 0,
     };
-    let desired = stage_split(release, &progress.stable, &live, 0);
-    // A conflict here fails the tick (retryable): the retry starts afresh from a new read.
+    let desired = Split {
+        stamp: Some(own_stamp(release, execution, &live.stable, 0)),
+        ..stage_split(release, &live.stable, &live, 0)
+    };
+    // A conflict fails the tick (retryable): the retry starts afresh from a new read.
     let written = deps.router.write(target, &live, &desired).await?;
     let first = release.stages[0];
     progress.weight = first.weight();
     progress.last_written = Written::of(&written);
     progress.wait_seconds = release.check_every_seconds.min(first.bake_seconds.max(1));
-    progress.reason =
-        format!("started: canary {canary} at {} (stable {})", notify::percent(first.weight()), progress.stable);
-    info!(release = %release.release, target = %target, decision = "advanced", stage = 0, weight = first.weight(), stable = %progress.stable, canary, "release started");
+    progress.reason = format!(
+        "Started: {} at {} ({} stable)",
+        crate::rollback::notify::side(target, canary),
+        percent(first.weight()),
+        crate::rollback::notify::side(target, &progress.stable)
+    );
+    log_decision(release, &progress, None);
     record(&mut progress, now, None);
     Ok(progress)
 }
 
-/// After a tick failed for good: bring the canary's traffic back to zero if this release
-/// put any there, and tell the team. It only ever lowers the canary.
-pub async fn safety_rollback(
+/// A first tick that cannot even see its target moved nothing: the release is invalid
+/// (a typo in a name), and saying so beats a generic failure.
+fn not_ready(target: &Target, error: Error) -> Error {
+    match error {
+        Error::NotFound { detail, .. } => {
+            Error::InvalidRelease(format!("target: {target} was not found ({detail}); check the names in the release"))
+        }
+        Error::AccessDenied { operation, detail } => Error::InvalidRelease(format!(
+            "target: coalmine may not use {target} ({operation}: {detail}); check the names in the release, and \
+             that the stack's LambdaTargetFunctionArns or SageMakerEndpointArns parameter covers it"
+        )),
+        other => other,
+    }
+}
+
+/// The progress an earlier attempt of a tick left only on the target, from its stamp.
+fn adopt(release: &Release, stamp: &Stamp, live: &Split, now: u64) -> Progress {
+    let stage = stamp.stage.map_or(0, |(at, _)| at.saturating_sub(1)).min(release.stages.len() - 1);
+    let mut progress = Progress {
+        stage,
+        weight: release.stages[stage].weight(),
+        stable: stamp.stable.clone(),
+        last_written: Written::of(live),
+        started_at: now,
+        stage_entered_at: now,
+        holding_since: None,
+        status: Status::Advanced,
+        rolled_back_by: None,
+        wait_seconds: release.check_every_seconds.min(release.stages[stage].bake_seconds.max(1)),
+        reason: format!(
+            "At stage {} of {} ({}): an earlier attempt of this tick wrote it and then failed; baking from now",
+            stage + 1,
+            release.stages.len(),
+            percent(release.stages[stage].weight())
+        ),
+        ticks: 1,
+        history: Vec::new(),
+        history_dropped: 0,
+    };
+    record(&mut progress, now, None);
+    progress
+}
+
+/// The live traffic is not as this release left it. Its own stamp may say why (an
+/// earlier attempt of this tick advanced, promoted or rolled back; the rollback function
+/// or a person rolled it back); otherwise someone changed it outside the release, and
+/// the release stops without writing over it.
+async fn after_change(
     release: &Release,
+    mut progress: Progress,
+    live: Split,
+    execution: &str,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    now: u64,
+) -> Result<Progress> {
+    let target = &release.target;
+    let stage_text = stage_text(release, progress.stage);
+    let Some(stamp) = live.stamp_by(execution).cloned() else {
+        return outside_change(release, progress, live, execution, deps, now).await;
+    };
+    match &stamp.phase {
+        Phase::Live => {
+            let next = progress.stage + 1;
+            let advanced = stamp.stage.is_some_and(|(at, _)| at == next + 1)
+                && next < release.stages.len()
+                && live.same_routing(&stage_split(release, &progress.stable, &live, next));
+            if !advanced {
+                return outside_change(release, progress, live, execution, deps, now).await;
+            }
+            progress.stage = next;
+            progress.weight = release.stages[next].weight();
+            progress.last_written = Written::of(&live);
+            progress.stage_entered_at = now;
+            progress.status = Status::Advanced;
+            progress.wait_seconds = release.check_every_seconds.min(release.stages[next].bake_seconds.max(1));
+            progress.reason = format!(
+                "Now at {}: an earlier attempt of this tick advanced and then failed; baking from now",
+                percent(release.stages[next].weight())
+            );
+            log_decision(release, &progress, None);
+            record(&mut progress, now, None);
+            Ok(progress)
+        }
+        Phase::Promoted => {
+            let reason = "Promoted (recorded by an earlier attempt of this tick)".to_owned();
+            Ok(finish(progress, now, Status::Promoted, reason, None))
+        }
+        Phase::RolledBack(RolledBackBy::Alarm(alarm)) => {
+            let reason = format!(
+                "Rolled back by the rollback function on alarm {alarm}, at {stage_text}: the canary's traffic was \
+                 taken away as soon as the alarm fired"
+            );
+            warn!(release = %release.release, target = %target, decision = "rolled_back", rolled_back_by = "alarm", alarm = %alarm, "{reason}");
+            progress.rolled_back_by = Some(RollbackKind::Alarm);
+            Ok(finish(progress, now, Status::RolledBack, reason, None))
+        }
+        Phase::RolledBack(RolledBackBy::Operator(who)) => {
+            let reason = format!("Rolled back by hand by {who}, at {stage_text}");
+            warn!(release = %release.release, target = %target, decision = "rolled_back", rolled_back_by = "operator", "{reason}");
+            progress.rolled_back_by = Some(RollbackKind::Operator);
+            Ok(finish(progress, now, Status::RolledBack, reason, None))
+        }
+        // An earlier attempt of this tick rolled back and then failed, perhaps before
+        // its message went out: say it again (at least once beats never).
+        Phase::RolledBack(by @ (RolledBackBy::Health | RolledBackBy::Safety)) => {
+            let why = format!("{} rolled it back (an earlier attempt of this tick)", by.describe());
+            let outcome = ZeroOutcome::AlreadyZero { split: live };
+            roll_back_notified(release, progress, execution, deps, now, RollbackKind::Health, why, None, outcome).await
+        }
+    }
+}
+
+async fn outside_change(
+    release: &Release,
+    mut progress: Progress,
+    live: Split,
+    execution: &str,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    now: u64,
+) -> Result<Progress> {
+    let target = &release.target;
+    let reason = format!(
+        "Stopped at {}: the traffic was changed outside the release (expected {}, found {}); coalmine left it as \
+         found",
+        stage_text(release, progress.stage),
+        describe(target, &progress.last_written.as_split()),
+        describe(target, &live)
+    );
+    warn!(release = %release.release, target = %target, decision = "rolled_back", rolled_back_by = "outside_change", "{reason}");
+    let message = release_notify::rolled_back(&release_notify::Stopped {
+        release,
+        execution,
+        kind: RollbackKind::OutsideChange,
+        why: &reason,
+        evidence: None,
+        stage: progress.stage,
+        before: &progress.last_written.as_split(),
+        after: &live,
+    });
+    deps.notifier.publish(&message).await.map_err(|e| unsent(release, e))?;
+    progress.rolled_back_by = Some(RollbackKind::OutsideChange);
+    Ok(finish(progress, now, Status::RolledBack, reason, None))
+}
+
+/// After a tick failed for good: undo whatever this execution moved (only that), tell
+/// the team, and say how the execution ends. It only ever lowers the canary.
+pub async fn safety_rollback(
+    release: Result<Release>,
     progress: Option<&Progress>,
     failure: &Value,
+    execution: &str,
     deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
-) -> Result<Value> {
+) -> Result<SafetyOutcome> {
+    let error = failure.get("Error").and_then(Value::as_str).unwrap_or("unknown");
+    let cause = unprefixed(&plain_cause(failure)).to_owned();
+    let invalid = |cause: &str| SafetyOutcome {
+        ending: Ending::InvalidRelease,
+        undone: false,
+        cause: format!("Invalid release, nothing moved: {}", unprefixed(cause)),
+    };
+    let release = match release {
+        Ok(release) => release,
+        // It never parsed, so no tick of it ever ran.
+        Err(e) => return Ok(invalid(&e.to_string())),
+    };
     let target = &release.target;
-    let cause = failure.get("Cause").and_then(Value::as_str).unwrap_or("unknown");
-    let live = deps.router.read(target).await?;
-    let canary = release.canary_id();
-    let carries_canary = live.canary.as_deref() == Some(canary) && !live.canary_is_zero();
-    let promoted_by_us = progress.is_some_and(|p| live.stable == canary && p.stable != canary);
-    if !carries_canary && !promoted_by_us {
-        info!(release = %release.release, target = %target, decision = "nothing_to_undo", cause, "safety rollback");
-        return Ok(serde_json::json!({"safety_rollback": "nothing_to_undo", "cause": cause}));
+    let live = match deps.router.read(target).await {
+        Ok(live) => live,
+        // Not there, or not ours to touch: this release cannot have moved it.
+        Err(Error::NotFound { .. } | Error::AccessDenied { .. }) => return Ok(invalid(&cause)),
+        Err(other) => return Err(other),
+    };
+    let stamp = live.stamp_by(execution).cloned();
+    let outcome = match stamp.as_ref().map(|s| &s.phase) {
+        Some(Phase::Promoted) => SafetyOutcome {
+            ending: Ending::Promoted,
+            undone: false,
+            cause: format!("Promoted; the tick after the promotion failed ({cause})"),
+        },
+        Some(Phase::RolledBack(by)) => SafetyOutcome {
+            ending: Ending::RolledBack,
+            undone: false,
+            cause: format!("Rolled back by {}; then a tick failed ({cause})", by.describe()),
+        },
+        Some(Phase::Live) => {
+            let done = zero_canary(deps.router, target, &RolledBackBy::Safety, Owner::Execution(execution), Some(live))
+                .await?;
+            let stage = progress.map_or_else(
+                || stamp.as_ref().and_then(|s| s.stage).map_or(0, |(at, _)| at.saturating_sub(1)),
+                |p| p.stage,
+            );
+            let why = format!("the release's tick kept failing: {cause}");
+            let changed = matches!(done, ZeroOutcome::RolledBack { .. });
+            if changed {
+                let message = release_notify::rolled_back(&release_notify::Stopped {
+                    release: &release,
+                    execution,
+                    kind: RollbackKind::Safety,
+                    why: &why,
+                    evidence: None,
+                    stage,
+                    before: done.before(),
+                    after: done.after(),
+                });
+                deps.notifier.publish(&message).await.map_err(|e| unsent(&release, e))?;
+            }
+            SafetyOutcome {
+                ending: Ending::FailedAfterUndoing,
+                undone: changed,
+                cause: format!(
+                    "Failed after undoing: {why}. {}",
+                    if changed {
+                        format!("coalmine set the traffic back: {}", describe(target, done.after()))
+                    } else {
+                        "Its traffic had already been taken away".to_owned()
+                    }
+                ),
+            }
+        }
+        None if error == INVALID_RELEASE => invalid(&cause),
+        None => SafetyOutcome {
+            ending: Ending::FailedAfterUndoing,
+            undone: false,
+            cause: format!("Failed: {cause}. This release had moved no traffic, so there was nothing to undo"),
+        },
+    };
+    warn!(
+        release = %release.release, target = %target, decision = "safety_rollback", ending = ?outcome.ending,
+        undone = outcome.undone, error, "{}", outcome.cause
+    );
+    Ok(outcome)
+}
+
+/// What the safety rollback did and how the execution ends.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SafetyOutcome {
+    pub ending: Ending,
+    /// Whether this step took traffic away.
+    pub undone: bool,
+    /// The execution's cause: a sentence, not JSON.
+    pub cause: String,
+}
+
+/// "Invalid release, nothing moved: invalid release: ..." would say it twice.
+fn unprefixed(cause: &str) -> &str {
+    cause.strip_prefix("invalid release: ").unwrap_or(cause)
+}
+
+/// The failed tick's error as a sentence. Lambda puts the function's error in `Cause` as
+/// JSON (`{"errorType": ..., "errorMessage": ...}`); Step Functions' own errors
+/// (`States.Timeout`, ...) carry text or nothing.
+fn plain_cause(failure: &Value) -> String {
+    let error = failure.get("Error").and_then(Value::as_str).unwrap_or("unknown error");
+    let cause = failure.get("Cause").and_then(Value::as_str).unwrap_or_default();
+    let from_lambda = serde_json::from_str::<Value>(cause)
+        .ok()
+        .and_then(|v| v.get("errorMessage").and_then(Value::as_str).map(str::to_owned));
+    match from_lambda {
+        Some(message) if !message.is_empty() => message,
+        _ if cause.trim().is_empty() => format!("{error}, with no more detail"),
+        _ => format!("{error}: {}", cause.trim()),
     }
-    let stable = progress.map(|p| p.stable.as_str());
-    let outcome = restore_stable(deps.router, target, stable, Some(live)).await?;
-    let reason = format!("the release's tick kept failing ({cause}); safety rollback");
-    warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, "safety rollback");
-    deps.notifier.publish(&release_notify::stepper_rollback(release, target, &outcome, &reason)).await?;
-    Ok(serde_json::json!({"safety_rollback": outcome.event_name(), "cause": cause}))
 }
 
 /// The split a stage asks for. Lambda at 100% is a promotion: the canary becomes the
@@ -336,42 +689,82 @@ pub async fn safety_rollback(
 fn stage_split(release: &Release, stable: &str, live: &Split, stage: usize) -> Split {
     let s = release.stages[stage];
     match &release.target {
-        crate::Target::Lambda(_) if s.is_full() => {
-            Split { stable: release.canary_id().to_owned(), canary: None, canary_weight: 0.0, revision: None }
-        }
-        crate::Target::Lambda(_) => Split {
+        Target::Lambda(_) if s.is_full() => Split::stable_only(release.canary_id(), None),
+        Target::Lambda(_) => Split {
             stable: stable.to_owned(),
             canary: Some(release.canary_id().to_owned()),
             canary_weight: s.weight(),
             revision: None,
+            stamp: None,
         },
-        crate::Target::Sagemaker(_) => live.with_canary_weight(s.weight()),
+        Target::Sagemaker(_) => live.with_canary_weight(s.weight()),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn roll_back(
     release: &Release,
     progress: Progress,
     live: Split,
+    execution: &str,
     deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
-    reason: String,
-    evidence: &Evidence,
+    kind: RollbackKind,
+    why: String,
+    evidence: Option<&Evidence>,
 ) -> Result<Progress> {
     let target = &release.target;
-    let outcome = restore_stable(deps.router, target, Some(&progress.stable), Some(live)).await?;
-    warn!(release = %release.release, target = %target, decision = "rolled_back", %reason, evidence = %serde_json::to_string(evidence).unwrap_or_default());
-    let message = release_notify::stepper_rollback(release, target, &outcome, &reason);
-    if let Err(e) = deps.notifier.publish(&message).await {
-        // The rollback stands; the message is what failed. Fail the tick so the state
-        // machine's retry (which finds the canary at zero and stops) re-sends it.
-        warn!(release = %release.release, error = %e, "rollback notification failed");
-        return Err(Error::Incomplete {
-            summary: format!("rolled back, but the message was not sent: {e}"),
-            retryable: true,
-        });
+    let outcome =
+        zero_canary(deps.router, target, &RolledBackBy::Health, Owner::Execution(execution), Some(live)).await?;
+    if let ZeroOutcome::NotOurs { split } = outcome {
+        // Changed between the read and the write: see what happened instead.
+        return after_change(release, progress, split, execution, deps, now).await;
     }
-    Ok(finish(progress, now, Status::RolledBack, reason, serde_json::to_value(evidence).ok()))
+    roll_back_notified(release, progress, execution, deps, now, kind, why, evidence, outcome).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn roll_back_notified(
+    release: &Release,
+    mut progress: Progress,
+    execution: &str,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    now: u64,
+    kind: RollbackKind,
+    why: String,
+    evidence: Option<&Evidence>,
+    outcome: ZeroOutcome,
+) -> Result<Progress> {
+    let message = release_notify::rolled_back(&release_notify::Stopped {
+        release,
+        execution,
+        kind,
+        why: &why,
+        evidence,
+        stage: progress.stage,
+        before: outcome.before(),
+        after: outcome.after(),
+    });
+    // The rollback stands whatever happens to the message; a failed message fails the
+    // tick so the state machine's retry (which finds the rollback in the stamp) re-sends it.
+    deps.notifier.publish(&message).await.map_err(|e| unsent(release, e))?;
+    let reason = format!("{} at {}: {why}", kind.headline(), stage_text(release, progress.stage));
+    progress.rolled_back_by = Some(kind);
+    let done = finish(progress, now, Status::RolledBack, reason, evidence.and_then(|e| serde_json::to_value(e).ok()));
+    log_decision(release, &done, evidence);
+    Ok(done)
+}
+
+fn unsent(release: &Release, error: Error) -> Error {
+    Error::Incomplete {
+        summary: format!("release {}: rolled back, but the message was not sent: {error}", release.release),
+        retryable: true,
+    }
+}
+
+/// "stage 2 of 4 (25%)"
+fn stage_text(release: &Release, stage: usize) -> String {
+    format!("stage {} of {} ({})", stage + 1, release.stages.len(), percent(release.stages[stage].weight()))
 }
 
 fn finish(mut progress: Progress, now: u64, status: Status, reason: String, evidence: Option<Value>) -> Progress {
@@ -398,38 +791,19 @@ fn record(progress: &mut Progress, now: u64, evidence: Option<Value>) {
     }
 }
 
-fn log_decision(release: &Release, progress: &Progress, evidence: &Evidence) {
+/// One JSON line per decision, with the evidence as an object (see [`crate::logging`]).
+fn log_decision(release: &Release, progress: &Progress, evidence: Option<&Evidence>) {
+    let evidence = evidence.and_then(|e| serde_json::to_string(e).ok());
     info!(
-        release = %release.release, target = %release.target, decision = ?progress.status,
-        stage = progress.stage, weight = progress.weight, verdict = ?evidence.verdict,
-        evidence = %serde_json::to_string(evidence).unwrap_or_default(), wait_seconds = progress.wait_seconds,
-        "tick"
+        release = %release.release, target = %release.target, decision = progress.status.as_str(),
+        stage = progress.stage, weight = progress.weight, wait_seconds = progress.wait_seconds,
+        rolled_back_by = progress.rolled_back_by.map(RollbackKind::as_str),
+        evidence = evidence.as_deref(),
+        "{}", progress.reason
     );
 }
-
-fn needs_metrics(release: &Release) -> bool {
-    let g = &release.gates;
-    g.min_requests > 0
-        || g.max_error_rate.is_some()
-        || g.max_error_rate_increase.is_some()
-        || g.max_p95_latency_ms.is_some()
-        || g.max_p95_increase_ratio.is_some()
-        || !g.custom.is_empty()
-}
-
-fn describe(split: &Split) -> String {
-    match &split.canary {
-        Some(c) if !split.canary_is_zero() => {
-            format!("stable {} with canary {c} at {}", split.stable, notify::percent(split.canary_weight))
-        }
-        _ => format!("stable {} with no canary", split.stable),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
     use super::*;
     use crate::domain::event::AlarmState;
     use crate::fakes::{lambda_split, FakeAlarms, FakeMetrics, FakeNotifier, FakeRouter};
@@ -437,6 +811,8 @@ mod tests {
     use crate::Target;
 
     const T0: u64 = 1_800_000_000;
+    const ME: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42";
+    const OTHER: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42-again";
 
     fn release(gates: Gates) -> Release {
         let release = Release {
@@ -475,18 +851,36 @@ mod tests {
             World { router: FakeRouter::with([(target(), split)]), notifier: FakeNotifier::default(), alarms, metrics }
         }
 
+        fn deps(&self) -> StepDeps<'_, FakeRouter, FakeNotifier, FakeAlarms, FakeMetrics> {
+            StepDeps { router: &self.router, notifier: &self.notifier, alarms: &self.alarms, metrics: &self.metrics }
+        }
+
         async fn tick(&self, release: &Release, progress: Option<Progress>, now: u64) -> Result<Progress> {
-            let deps = StepDeps {
-                router: &self.router,
-                notifier: &self.notifier,
-                alarms: &self.alarms,
-                metrics: &self.metrics,
-            };
-            tick(release, progress, &deps, now).await
+            self.tick_as(ME, release, progress, now).await
+        }
+
+        async fn tick_as(
+            &self,
+            execution: &str,
+            release: &Release,
+            progress: Option<Progress>,
+            now: u64,
+        ) -> Result<Progress> {
+            tick(release, progress, execution, &self.deps(), now).await
+        }
+
+        /// The state machine's safety step, after a tick of `execution` failed.
+        async fn safety(&self, execution: &str, release: &Release, progress: Option<&Progress>) -> SafetyOutcome {
+            let failure = serde_json::json!({"Error": "Retryable", "Cause": "{\"errorType\":\"Retryable\",\"errorMessage\":\"cloudwatch:GetMetricData failed: ThrottlingException: Rate exceeded (HTTP 400, request id r-1)\"}"});
+            safety_rollback(Ok(release.clone()), progress, &failure, execution, &self.deps()).await.unwrap()
         }
 
         fn live(&self) -> Split {
             self.router.split(&target())
+        }
+
+        fn sent(&self) -> Vec<crate::ports::Notification> {
+            self.notifier.sent.lock().unwrap().clone()
         }
     }
 
@@ -495,24 +889,34 @@ mod tests {
     }
 
     fn stable_only() -> Split {
-        Split { stable: "41".into(), canary: None, canary_weight: 0.0, revision: Some("rev-0".into()) }
+        Split { revision: Some("rev-0".into()), ..Split::stable_only("41", None) }
     }
 
     #[tokio::test]
-    async fn the_first_tick_records_stable_and_enters_stage_zero() {
+    async fn the_first_tick_records_stable_and_stamps_the_alias_with_this_execution() {
         let world = World::new(stable_only());
         let p = world.tick(&release(gates()), None, T0).await.unwrap();
         assert_eq!((p.status, p.stage, p.stable.as_str(), p.wait_seconds), (Status::Advanced, 0, "41", 60));
         let live = world.live();
         assert_eq!((live.stable.as_str(), live.canary.as_deref(), live.canary_weight), ("41", Some("42"), 0.05));
+        let stamp = live.stamp.unwrap();
+        assert_eq!(
+            (stamp.execution.as_str(), stamp.stable.as_str(), stamp.phase, stamp.stage),
+            ("Release:ai-handler-42", "41", Phase::Live, Some((1, 3)))
+        );
         assert_eq!(world.router.write_count(), 1);
+        assert_eq!(p.reason, "Started: version 42 at 5% (version 41 stable)");
     }
 
     #[tokio::test]
     async fn a_bad_starting_point_fails_before_any_traffic_moves() {
         let in_flight = World::new(lambda_split("41", "40", 0.1));
         let err = in_flight.tick(&release(gates()), None, T0).await.unwrap_err();
-        assert!(err.to_string().contains("already has a canary in flight"), "{err}");
+        assert!(
+            err.to_string().contains("already has a canary in flight: version 41 at 90%, canary version 40 at 10%"),
+            "{err}"
+        );
+        assert_eq!(err.error_type(), "InvalidRelease");
 
         let already_stable = World::new(Split { stable: "42".into(), ..stable_only() });
         let err = already_stable.tick(&release(gates()), None, T0).await.unwrap_err();
@@ -528,10 +932,34 @@ mod tests {
         let err = no_alarm.tick(&release(gates()), None, T0).await.unwrap_err();
         assert!(err.to_string().contains("gates.alarms: alarm \"errors\" does not exist"), "{err}");
 
-        for world in [in_flight, already_stable, unpublished, no_alarm] {
+        let no_alias = World::new(stable_only());
+        no_alias.router.splits.lock().unwrap().clear();
+        let err = no_alias.tick(&release(gates()), None, T0).await.unwrap_err();
+        assert!(err.to_string().contains("target: lambda:ai-handler:live was not found"), "{err}");
+        assert_eq!(err.error_type(), "InvalidRelease");
+
+        for world in [in_flight, already_stable, unpublished, no_alarm, no_alias] {
             assert_eq!(world.router.write_count(), 0);
-            assert!(!err.is_retryable());
         }
+    }
+
+    #[tokio::test]
+    async fn a_release_never_starts_into_a_firing_gate_alarm() {
+        let firing = World::new(stable_only());
+        firing.alarms.states.lock().unwrap().insert("errors".into(), AlarmState::Alarm);
+        let err = firing.tick(&release(gates()), None, T0).await.unwrap_err();
+        assert!(err.to_string().contains("refused: gate alarm errors is ALARM"), "{err}");
+        assert_eq!((err.error_type(), firing.router.write_count()), ("InvalidRelease", 0));
+
+        // INSUFFICIENT_DATA blocks only when the release says such an alarm is unhealthy.
+        let no_data = World::new(stable_only());
+        no_data.alarms.states.lock().unwrap().insert("errors".into(), AlarmState::InsufficientData);
+        let strict = release(Gates { alarm_insufficient_data: InsufficientDataAlarm::Unhealthy, ..gates() });
+        let err = no_data.tick(&strict, None, T0).await.unwrap_err();
+        assert!(err.to_string().contains("gate alarm errors is INSUFFICIENT_DATA"), "{err}");
+        assert_eq!(no_data.router.write_count(), 0);
+        no_data.tick(&release(gates()), None, T0).await.unwrap();
+        assert_eq!(no_data.router.write_count(), 1, "the lenient default starts");
     }
 
     #[tokio::test]
@@ -550,27 +978,46 @@ mod tests {
         let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
         assert_eq!((p.status, p.stage, p.weight, p.stage_entered_at), (Status::Advanced, 1, 0.25, T0 + 600));
         assert_eq!(world.live().canary_weight, 0.25);
+        assert_eq!(world.live().stamp.unwrap().stage, Some((2, 3)));
 
         let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
         assert_eq!((p.status, p.stage), (Status::Advanced, 2));
         let live = world.live();
         assert_eq!((live.stable.as_str(), live.canary), ("42", None), "Lambda at 100%: the alias points at the canary");
+        let stamp = live.stamp.unwrap();
+        assert_eq!((stamp.stable.as_str(), stamp.phase), ("41", Phase::Live), "the stable to restore is recorded");
 
         let p = world.tick(&r, Some(p), T0 + 1500).await.unwrap();
         assert_eq!((p.status, p.wait_seconds), (Status::Promoted, 0));
-        assert_eq!(world.router.write_count(), 3, "promotion at the end writes nothing more");
-        assert!(world.notifier.sent.lock().unwrap().is_empty());
+        assert!(p.reason.starts_with("Promoted: stage 100% baked; healthy: canary 1000 requests"), "{}", p.reason);
+        assert_eq!(world.live().stamp.unwrap().phase, Phase::Promoted, "an alarm no longer reverts it");
+        assert_eq!(world.router.write_count(), 4, "three stages and the promotion's record");
+        assert!(world.sent().is_empty());
         assert_eq!(
             p.history.iter().map(|d| d.status).collect::<Vec<_>>(),
             [Status::Advanced, Status::Baking, Status::Baking, Status::Advanced, Status::Advanced, Status::Promoted]
         );
 
         let err = world.tick(&r, Some(p), T0 + 1600).await.unwrap_err();
-        assert!(err.to_string().contains("already ended"), "{err}");
+        assert!(err.to_string().contains("already ended promoted"), "{err}");
     }
 
     #[tokio::test]
-    async fn an_alarm_rolls_back_with_the_shared_code_and_tells_the_team() {
+    async fn a_stage_with_no_canary_traffic_is_never_healthy() {
+        let world = World::new(stable_only());
+        world.metrics.set((-0.0, 0.0), (20_000.0, 20.0));
+        let r = release(Gates { max_hold_seconds: 120, ..gates() });
+        let p = world.tick(&r, None, T0).await.unwrap();
+        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        assert_eq!(p.status, Status::Holding);
+        assert_eq!(p.reason, "inconclusive: 0 canary requests, fewer than min_requests 100");
+        let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
+        assert_eq!(p.status, Status::RolledBack);
+        assert_eq!(world.live().canary_weight, 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_gate_alarm_rolls_back_with_the_shared_code_and_says_so() {
         let world = World::new(stable_only());
         let r = release(gates());
         let p = world.tick(&r, None, T0).await.unwrap();
@@ -578,13 +1025,26 @@ mod tests {
 
         let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
 
-        assert_eq!(p.status, Status::RolledBack);
-        assert!(p.reason.contains("alarm errors is ALARM"), "{}", p.reason);
+        assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::GateAlarm)));
+        assert_eq!(p.reason, "Rolled back on a gate alarm at stage 1 of 3 (5%): alarm errors is ALARM");
         assert_eq!((world.live().canary_weight, world.live().stable.as_str()), (0.0, "41"));
-        let sent = world.notifier.sent.lock().unwrap();
+        assert_eq!(world.live().stamp.unwrap().phase, Phase::RolledBack(RolledBackBy::Health));
+        let sent = world.sent();
         assert_eq!(sent.len(), 1);
         assert!(sent[0].attributes.contains(&("release", "ai-handler-42".into())));
-        assert!(sent[0].body.contains("alarm errors is ALARM"));
+        assert_eq!(sent[0].subject, "coalmine: ai-handler-42 rolled back on lambda:ai-handler:live (gate alarm)");
+        for line in [
+            "one of its gate alarms fired",
+            "Stage:     stage 1 of 3 (5%)",
+            "Kind:      gate_alarm",
+            "Before:    version 41 at 95%, canary version 42 at 5%",
+            "After:     version 41 serves all traffic, no canary",
+            "Why:       alarm errors is ALARM",
+            "executions/details/arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42",
+            "will not start until it is OK",
+        ] {
+            assert!(sent[0].body.contains(line), "lacks {line:?}:\n{}", sent[0].body);
+        }
         assert!(world.metrics.windows.lock().unwrap().is_empty(), "an alarm needs no metrics");
     }
 
@@ -595,10 +1055,18 @@ mod tests {
         let p = world.tick(&r, None, T0).await.unwrap();
         world.metrics.set((1000.0, 80.0), (20_000.0, 20.0));
         let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
-        assert_eq!(p.status, Status::RolledBack);
+        assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::Health)));
         let evidence = p.history.last().unwrap().evidence.as_ref().unwrap();
         assert_eq!(evidence["metrics"]["canary"]["errors"], 80.0);
         assert!(p.reason.contains("8.00% > max_error_rate 5.00%"), "{}", p.reason);
+        let body = &world.sent()[0].body;
+        assert!(body.contains("its canary failed a health check"), "{body}");
+        assert!(
+            body.contains(
+                "Evidence:  canary 1000 requests, 80 errors (8.00%), p95 n/a; stable 20000 requests, 20 errors (0.10%)"
+            ),
+            "{body}"
+        );
     }
 
     #[tokio::test]
@@ -606,44 +1074,65 @@ mod tests {
         let world = World::new(stable_only());
         let r = release(gates());
         let p = world.tick(&r, None, T0).await.unwrap();
-        // The rollback function zeroed it.
-        let zeroed = Split { canary_weight: 0.0, canary: None, ..world.live() };
-        world.router.splits.lock().unwrap().insert(target(), zeroed);
+        // A person raises the weight in the console; the description (the stamp) stays.
+        let stamp = world.live().stamp;
+        world.router.splits.lock().unwrap().insert(target(), Split { stamp, ..lambda_split("41", "42", 0.5) });
 
         let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
 
-        assert_eq!(p.status, Status::RolledBack);
-        assert!(p.reason.contains("set to zero outside this release"), "{}", p.reason);
-        assert_eq!(world.router.write_count(), 1, "only the first stage's write");
-
-        // A manual change to the weight is not overwritten either.
-        let world = World::new(stable_only());
-        let p = world.tick(&r, None, T0).await.unwrap();
-        world.router.splits.lock().unwrap().insert(target(), lambda_split("41", "42", 0.5));
-        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::OutsideChange)));
         assert!(
-            p.reason.contains("expected stable 41 with canary 42 at 5%, found stable 41 with canary 42 at 50%"),
+            p.reason.contains(
+                "changed outside the release (expected version 41 at 95%, canary version 42 at 5%, found version 41 \
+                 at 50%, canary version 42 at 50%); coalmine left it as found"
+            ),
             "{}",
             p.reason
         );
-        assert_eq!(world.live().canary_weight, 0.5);
+        assert_eq!((world.live().canary_weight, world.router.write_count()), (0.5, 1), "not written over");
+        assert!(world.sent()[0].subject.ends_with("(changed outside the release)"), "{}", world.sent()[0].subject);
     }
 
     #[tokio::test]
-    async fn a_conflict_while_advancing_is_not_overwritten_and_says_why() {
+    async fn a_rollback_by_the_rollback_function_is_named_and_not_announced_twice() {
         let world = World::new(stable_only());
         let r = release(gates());
         let p = world.tick(&r, None, T0).await.unwrap();
-        world.router.interleaved.lock().unwrap().insert(target(), VecDeque::from([lambda_split("41", "42", 0.0)]));
+        let by = RolledBackBy::Alarm("coalmine-ai-handler-errors".into());
+        crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Anyone, None).await.unwrap();
 
-        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
 
-        assert_eq!(p.status, Status::RolledBack);
+        assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::Alarm)));
         assert!(
-            p.reason.contains("changed while advancing to stage 1") && p.reason.contains("not overwritten"),
+            p.reason.starts_with(
+                "Rolled back by the rollback function on alarm coalmine-ai-handler-errors, at stage 1 of 3 (5%)"
+            ),
             "{}",
             p.reason
         );
+        assert!(world.sent().is_empty(), "the rollback function told the team already");
+        assert_eq!(world.router.write_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_conflict_while_advancing_is_not_overwritten_and_the_retry_says_what_won() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        // The rollback function zeroes it between the stepper's read and its write.
+        let zeroed = Split {
+            stamp: world.live().stamp.map(|s| s.rolled_back(RolledBackBy::Alarm("errors-fast".into()))),
+            ..lambda_split("41", "42", 0.0)
+        };
+        world.router.interleaved.lock().unwrap().insert(target(), [zeroed].into());
+
+        let err = world.tick(&r, Some(p.clone()), T0 + 600).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable(), "{err}");
+        assert_eq!(world.live().canary_weight, 0.0, "not overwritten");
+
+        let p = world.tick(&r, Some(p), T0 + 602).await.unwrap();
+        assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::Alarm)));
         assert_eq!(world.live().canary_weight, 0.0);
     }
 
@@ -662,6 +1151,7 @@ mod tests {
 
         assert_eq!(p.status, Status::RolledBack);
         assert_eq!((world.live().stable.as_str(), world.live().canary), ("41", None));
+        assert!(world.sent()[0].body.contains("Before:    version 42 serves all traffic"), "{}", world.sent()[0].body);
     }
 
     #[tokio::test]
@@ -680,7 +1170,7 @@ mod tests {
         assert_eq!(world.live().canary_weight, 0.05, "holding keeps the weight");
         let p = world.tick(&r, Some(p), T0 + 900).await.unwrap();
         assert_eq!(p.status, Status::RolledBack);
-        assert!(p.reason.contains("still inconclusive after holding 300 s"), "{}", p.reason);
+        assert!(p.reason.contains("fewer than min_requests 100, still after holding 300 s"), "{}", p.reason);
         assert_eq!(world.live().canary_weight, 0.0);
     }
 
@@ -695,11 +1185,14 @@ mod tests {
             world.metrics.set((10.0, 0.0), (1000.0, 0.0));
             let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
             assert_eq!(p.status, expected, "{policy:?}");
+            if policy == OnInsufficientData::Proceed {
+                assert!(p.reason.contains("proceeding, as on_insufficient_data says"), "never 'healthy': {}", p.reason);
+            }
         }
     }
 
     #[tokio::test]
-    async fn a_failed_rollback_message_fails_the_tick_and_the_retry_stops_cleanly() {
+    async fn a_failed_rollback_message_fails_the_tick_and_the_retry_sends_it() {
         let world = World { notifier: FakeNotifier::failing(1), ..World::new(stable_only()) };
         let r = release(gates());
         let p = world.tick(&r, None, T0).await.unwrap();
@@ -711,52 +1204,124 @@ mod tests {
 
         let p = world.tick(&r, Some(p), T0 + 61).await.unwrap();
         assert_eq!(p.status, Status::RolledBack);
+        assert_eq!(world.sent().len(), 1, "the retry told the team");
+        assert_eq!(world.router.write_count(), 2, "and wrote nothing more");
     }
 
     #[tokio::test]
-    async fn the_safety_rollback_only_lowers_the_canary() {
+    async fn a_retried_tick_picks_up_what_its_failed_attempt_wrote() {
+        // The first tick wrote stage 0, then its answer was lost.
         let world = World::new(stable_only());
         let r = release(gates());
-        let deps = StepDeps {
-            router: &world.router,
-            notifier: &world.notifier,
-            alarms: &world.alarms,
-            metrics: &world.metrics,
-        };
+        world.tick(&r, None, T0).await.unwrap();
+        let p = world.tick(&r, None, T0 + 2).await.unwrap();
+        assert_eq!((p.status, p.stage, p.stable.as_str()), (Status::Advanced, 0, "41"));
+        assert_eq!(world.router.write_count(), 1, "not started twice");
+
+        // An advance wrote stage 1, then its answer was lost: the retry has the old progress.
+        let before_advance = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        world.tick(&r, Some(before_advance.clone()), T0 + 700).await.unwrap();
+        let p = world.tick(&r, Some(before_advance), T0 + 702).await.unwrap();
+        assert_eq!((p.status, p.stage, p.weight), (Status::Advanced, 1, 0.25));
+        assert!(p.reason.contains("an earlier attempt of this tick advanced"), "{}", p.reason);
+        assert_eq!(world.router.write_count(), 2);
+        let p = world.tick(&r, Some(p), T0 + 760).await.unwrap();
+        assert_eq!(p.status, Status::Baking);
+    }
+
+    #[tokio::test]
+    async fn a_second_execution_of_the_same_release_is_refused_and_its_safety_step_undoes_nothing() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let first = world.tick(&r, None, T0).await.unwrap();
+
+        let err = world.tick_as(OTHER, &r, None, T0 + 5).await.unwrap_err();
+        assert!(
+            err.to_string().contains("already has a canary in flight: version 41 at 95%, canary version 42 at 5% (release ai-handler-42, execution Release:ai-handler-42, stage 1 of 3)"),
+            "{err}"
+        );
+        let failure = serde_json::json!({"Error": err.error_type(), "Cause": serde_json::json!({"errorType": err.error_type(), "errorMessage": err.to_string()}).to_string()});
+        let ended = safety_rollback(Ok(r.clone()), None, &failure, OTHER, &world.deps()).await.unwrap();
+
+        assert_eq!((ended.ending, ended.undone), (Ending::InvalidRelease, false));
+        assert!(
+            ended
+                .cause
+                .starts_with("Invalid release, nothing moved: refused: lambda:ai-handler:live already has a canary"),
+            "{}",
+            ended.cause
+        );
+        assert_eq!(world.live().canary_weight, 0.05, "the first release's canary is untouched");
+        assert!(world.sent().is_empty());
+        let p = world.tick(&r, Some(first), T0 + 600).await.unwrap();
+        assert_eq!((p.status, p.stage), (Status::Advanced, 1), "and it climbs on");
+    }
+
+    #[tokio::test]
+    async fn the_safety_rollback_undoes_only_this_executions_traffic() {
+        let world = World::new(stable_only());
+        let r = release(gates());
         let p = world.tick(&r, None, T0).await.unwrap();
-        let mut input = serde_json::to_value(&r).unwrap();
-        input["progress"] = serde_json::to_value(&p).unwrap();
-        input["failure"] = serde_json::json!({"Error": "Retryable", "Cause": "GetMetricData throttled"});
 
-        let out = tick_payload(&input, &deps, T0 + 60).await.unwrap();
-        assert_eq!(out["safety_rollback"], "rolled_back");
+        let ended = world.safety(ME, &r, Some(&p)).await;
+        assert_eq!((ended.ending, ended.undone), (Ending::FailedAfterUndoing, true));
+        assert_eq!(
+            ended.cause,
+            "Failed after undoing: the release's tick kept failing: cloudwatch:GetMetricData failed: \
+             ThrottlingException: Rate exceeded (HTTP 400, request id r-1). coalmine set the traffic back: version 41 \
+             serves all traffic, no canary"
+        );
         assert_eq!(world.live().canary_weight, 0.0);
-        assert!(world.notifier.sent.lock().unwrap()[0].body.contains("GetMetricData throttled"));
+        assert_eq!(world.live().stamp.unwrap().phase, Phase::RolledBack(RolledBackBy::Safety));
+        assert!(world.sent()[0].body.contains("Kind:      safety"), "{}", world.sent()[0].body);
 
-        // Run again (the state machine retries): nothing left to undo, nothing written.
-        let out = tick_payload(&input, &deps, T0 + 61).await.unwrap();
-        assert_eq!(out["safety_rollback"], "nothing_to_undo");
+        // Run again (the state machine retries): the stamp says it is done.
+        let again = world.safety(ME, &r, Some(&p)).await;
+        assert_eq!((again.ending, again.undone), (Ending::RolledBack, false));
         assert_eq!(world.router.write_count(), 2);
 
-        // Another release's canary is not ours to touch.
-        let world = World::new(lambda_split("41", "40", 0.3));
-        let deps = StepDeps {
-            router: &world.router,
-            notifier: &world.notifier,
-            alarms: &world.alarms,
-            metrics: &world.metrics,
-        };
-        let mut input = serde_json::to_value(&r).unwrap();
-        input["failure"] = serde_json::json!({"Error": "NonRetryable", "Cause": "already has a canary in flight"});
-        let out = tick_payload(&input, &deps, T0).await.unwrap();
-        assert_eq!(out["safety_rollback"], "nothing_to_undo");
-        assert_eq!(world.live().canary_weight, 0.3);
+        // A crash after the first write but before the tick answered: no progress, the
+        // stamp alone tells the safety step the traffic is this execution's.
+        let crashed = World::new(stable_only());
+        crashed.tick(&r, None, T0).await.unwrap();
+        assert_eq!(crashed.safety(ME, &r, None).await.ending, Ending::FailedAfterUndoing);
+        assert_eq!(crashed.live().canary_weight, 0.0);
 
-        // An invalid release never moved traffic: nothing to undo, and no error to retry.
-        input["canary_version"] = "$LATEST".into();
-        let out = tick_payload(&input, &deps, T0).await.unwrap();
-        assert_eq!(out["safety_rollback"], "nothing_to_undo");
-        assert!(out["cause"].as_str().unwrap().contains("$LATEST"));
+        // Another execution's canary, or one with no stamp at all, is not ours to touch.
+        let theirs = World::new(lambda_split("41", "40", 0.3));
+        let ended = theirs.safety(ME, &r, None).await;
+        assert_eq!((ended.ending, ended.undone), (Ending::FailedAfterUndoing, false));
+        assert!(
+            ended.cause.ends_with("This release had moved no traffic, so there was nothing to undo"),
+            "{}",
+            ended.cause
+        );
+        assert_eq!(theirs.live().canary_weight, 0.3);
+    }
+
+    #[tokio::test]
+    async fn a_typo_in_the_target_ends_invalid_not_stuck() {
+        let world = World::new(stable_only());
+        let mut r = release(gates());
+        r.target = Target::lambda("ai-handlr", "live");
+        let err = world.tick(&r, None, T0).await.unwrap_err();
+        let failure = serde_json::json!({"Error": err.error_type(), "Cause": serde_json::json!({"errorMessage": err.to_string()}).to_string()});
+        let ended = safety_rollback(Ok(r), None, &failure, ME, &world.deps()).await.unwrap();
+        assert_eq!(ended.ending, Ending::InvalidRelease);
+        assert!(ended.cause.contains("lambda:ai-handlr:live was not found"), "{}", ended.cause);
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_the_promotion_was_recorded_ends_promoted() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let mut p = world.tick(&r, None, T0).await.unwrap();
+        for at in [T0 + 600, T0 + 1200, T0 + 1500] {
+            p = world.tick(&r, Some(p), at).await.unwrap();
+        }
+        let ended = world.safety(ME, &r, Some(&p)).await;
+        assert_eq!((ended.ending, ended.undone), (Ending::Promoted, false));
+        assert_eq!(world.live().stable, "42", "a promotion whose bake passed is not undone");
     }
 
     #[tokio::test]
@@ -777,24 +1342,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_payload_round_trips_release_and_progress() {
+    async fn the_payload_is_the_execution_and_the_state_and_round_trips() {
         let world = World::new(stable_only());
-        let deps = StepDeps {
-            router: &world.router,
-            notifier: &world.notifier,
-            alarms: &world.alarms,
-            metrics: &world.metrics,
-        };
-        let input = serde_json::to_value(release(gates())).unwrap();
-        let out = tick_payload(&input, &deps, T0).await.unwrap();
+        let deps = world.deps();
+        let state = serde_json::to_value(release(gates())).unwrap();
+        let out = tick_payload(&serde_json::json!({"execution": ME, "state": state}), &deps, T0).await.unwrap();
         assert_eq!(out["progress"]["status"], "advanced");
         assert_eq!(out["release"], "ai-handler-42");
-        let again = tick_payload(&out, &deps, T0 + 60).await.unwrap();
+        let again = tick_payload(&serde_json::json!({"execution": ME, "state": out}), &deps, T0 + 60).await.unwrap();
         assert_eq!(again["progress"]["status"], "baking");
 
-        let mut edited = out.clone();
+        let mut edited = again.clone();
         edited["progress"]["stage"] = "two".into();
-        let err = tick_payload(&edited, &deps, T0 + 60).await.unwrap_err();
+        let err =
+            tick_payload(&serde_json::json!({"execution": ME, "state": edited}), &deps, T0 + 60).await.unwrap_err();
         assert!(err.to_string().contains("progress:"), "{err}");
+
+        let err = tick_payload(&again, &deps, T0 + 60).await.unwrap_err();
+        assert!(err.to_string().contains("start a release with StartExecution"), "{err}");
+
+        let mut failed = again.clone();
+        failed["canary_version"] = "$LATEST".into();
+        failed["failure"] = serde_json::json!({"Error": "InvalidRelease", "Cause": "x"});
+        let ended = tick_payload(&serde_json::json!({"execution": ME, "state": failed}), &deps, T0).await.unwrap();
+        assert_eq!(ended["ending"], "invalid_release");
+        assert!(ended["cause"].as_str().unwrap().contains("$LATEST"), "{ended}");
     }
 }

@@ -5,7 +5,7 @@ pub mod notify;
 pub mod resolve;
 mod zero;
 
-pub use zero::{restore_stable, zero_canary, ZeroOutcome};
+pub use zero::{zero_canary, Owner, ZeroOutcome};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,6 +18,7 @@ use crate::config::TargetMapping;
 use crate::domain::error::{Error, Result};
 use crate::domain::event::{AlarmEvent, AlarmState};
 use crate::domain::split::Split;
+use crate::domain::stamp::RolledBackBy;
 use crate::domain::target::Target;
 use crate::ports::{AlarmSource, Notifier, TrafficRouter};
 use crate::rollback::resolve::{fallback_targets, resolve, tag_targets, ResolvedBy};
@@ -153,14 +154,18 @@ async fn roll_back_target(
         }
         None => None,
     };
-    let outcome = zero_canary(deps.router, target, first_read).await;
+    let by = RolledBackBy::Alarm(event.alarm_name.clone());
+    let outcome = zero_canary(deps.router, target, &by, Owner::Anyone, first_read).await;
     log_outcome(event, target, &outcome, resolved_by);
     let sent = match &outcome {
         Ok(done) => Some(deps.notifier.publish(&notify::outcome(event, target, done)).await),
         Err(_) => None,
     };
     if let Some(Err(e)) = &sent {
-        error!(alarm = %event.alarm_name, target = %target, error = %e, "notification failed after the SDK's retries");
+        error!(
+            alarm = %event.alarm_name, target = %target, decision = "notify_failed", error = %e,
+            "the message was not sent after the SDK's retries; the invocation fails so Lambda sends it again"
+        );
     }
     (target.clone(), outcome, sent)
 }
@@ -171,35 +176,62 @@ fn retryable(summary: String) -> Error {
 
 fn log_outcome(event: &AlarmEvent, target: &Target, outcome: &Result<ZeroOutcome>, by: ResolvedBy) {
     let alarm = event.alarm_name.as_str();
-    match outcome {
-        Ok(ZeroOutcome::RolledBack { before, after }) => info!(
-            alarm, target = %target, resolved_by = by.as_str(), decision = "rolled_back",
-            canary = before.canary.as_deref().unwrap_or(""), stable = %before.stable,
-            weight_before = before.canary_weight, weight_after = after.canary_weight,
-            "canary traffic set to zero"
-        ),
-        Ok(ZeroOutcome::AlreadyZero { split }) => info!(
-            alarm, target = %target, resolved_by = by.as_str(), decision = "already_zero",
-            stable = %split.stable, weight_before = split.canary_weight, weight_after = split.canary_weight,
-            "canary already had no traffic; nothing written"
-        ),
-        Err(error) => error!(
-            alarm, target = %target, resolved_by = by.as_str(), decision = "rollback_failed",
-            error = %error, retryable = error.is_retryable(), "could not zero the canary"
-        ),
-    }
+    let (delivery, resolved_by) = (event.delivery.as_str(), by.as_str());
+    let Ok(done) = outcome else {
+        if let Err(error) = outcome {
+            error!(
+                alarm, target = %target, resolved_by, delivery, decision = "rollback_failed",
+                error = %error, retryable = error.is_retryable(), "could not zero the canary"
+            );
+        }
+        return;
+    };
+    let (before, after) = (done.before(), done.after());
+    let stamp = before.stamp.as_ref();
+    info!(
+        alarm, target = %target, resolved_by, delivery, decision = done.event_name(),
+        release = stamp.and_then(|s| s.release.as_deref()), execution = stamp.map(|s| s.execution.as_str()),
+        stable_before = %before.stable, stable_after = %after.stable, canary = before.canary.as_deref(),
+        weight_before = before.canary_weight, weight_after = after.canary_weight,
+        "{}",
+        match done {
+            ZeroOutcome::RolledBack { .. } => "canary traffic set to zero",
+            _ => "canary already had no traffic; nothing written",
+        }
+    );
 }
 
-/// The rollback function's whole job on one payload: decode, act, and summarise as JSON
-/// (the invocation's result, handy in tests and in Lambda's console).
+/// The rollback function's whole job on one payload: decode, act on each alarm event it
+/// holds (SNS may carry several), and summarise as JSON (the invocation's result, handy
+/// in tests and in Lambda's console). Every event is handled before a failure is returned.
 pub async fn handle_payload(
     payload: &serde_json::Value,
     deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
 ) -> Result<serde_json::Value> {
-    let event = AlarmEvent::decode(payload)
+    let events = AlarmEvent::decode(payload)
         .inspect_err(|e| error!(error = %e, decision = "rejected", "event not understood; no traffic changed"))?;
-    let report = handle_alarm(&event, deps).await?;
-    Ok(report.summary(&event))
+    let results = join_all(events.iter().map(|event| handle_alarm(event, deps))).await;
+    let mut summaries = Vec::new();
+    let mut problems = Vec::new();
+    let mut retryable = false;
+    for (event, result) in events.iter().zip(results) {
+        match result {
+            Ok(report) => summaries.push(report.summary(event)),
+            Err(e) => {
+                retryable |= e.is_retryable();
+                problems.push(if events.len() > 1 {
+                    format!("alarm {}: {e}", event.alarm_name)
+                } else {
+                    e.to_string()
+                });
+            }
+        }
+    }
+    match (problems.is_empty(), summaries.len()) {
+        (false, _) => Err(Error::Incomplete { summary: problems.join("; "), retryable }),
+        (true, 1) => Ok(summaries.remove(0)),
+        (true, _) => Ok(serde_json::json!({ "events": summaries })),
+    }
 }
 
 impl RollbackReport {
@@ -208,13 +240,10 @@ impl RollbackReport {
             .outcomes
             .iter()
             .map(|(target, outcome)| match outcome {
-                Ok(ZeroOutcome::RolledBack { before, after }) => serde_json::json!({
-                    "target": target.to_string(), "outcome": "rolled_back",
-                    "weight_before": before.canary_weight, "weight_after": after.canary_weight,
-                }),
-                Ok(ZeroOutcome::AlreadyZero { split }) => serde_json::json!({
-                    "target": target.to_string(), "outcome": "already_zero",
-                    "weight_before": split.canary_weight, "weight_after": split.canary_weight,
+                Ok(done) => serde_json::json!({
+                    "target": target.to_string(), "outcome": done.event_name(),
+                    "weight_before": done.before().canary_weight, "weight_after": done.after().canary_weight,
+                    "stable_before": done.before().stable, "stable_after": done.after().stable,
                 }),
                 Err(e) => {
                     serde_json::json!({"target": target.to_string(), "outcome": "failed", "error": e.to_string()})
@@ -240,10 +269,11 @@ mod tests {
 
     use super::*;
     use crate::domain::event::tests::sample;
+    use crate::domain::stamp::{Phase, Stamp};
     use crate::fakes::{lambda_split, FakeAlarms, FakeNotifier, FakeRouter};
     use crate::rollback::zero::MAX_CONFLICTS;
 
-    const ARN: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:ai-handler-canary-errors";
+    const ARN: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:coalmine-ai-handler-canary-errors";
 
     fn handler() -> Target {
         Target::lambda("ai-handler", "production")
@@ -283,16 +313,78 @@ mod tests {
         let message = &notifier.sent.lock().unwrap()[0];
         assert!(message.subject.contains("rolled back") && message.subject.len() <= 100, "{}", message.subject);
         for expected in [
-            "ai-handler-canary-errors",
-            "Threshold Crossed",
-            "2026-11-23T17:04:40.989",
-            "lambda:ai-handler:production",
-            "5% -> 0%",
-            "Stable:   41",
-            "Canary:   42",
+            "coalmine rolled back the canary of lambda:ai-handler:production on alarm coalmine-ai-handler-canary-errors",
+            "Target:    lambda:ai-handler:production",
+            "Before:    version 41 at 95%, canary version 42 at 5%",
+            "After:     version 41 serves all traffic, no canary",
+            "Alarm:     coalmine-ai-handler-canary-errors (ALARM since 2026-11-23T17:04:40.989+00:00)",
+            "Reason:    Threshold Crossed",
+            "Next:      No coalmine release owned this canary",
+            "a release that gates on it will not start until it is OK",
         ] {
             assert!(message.body.contains(expected), "body lacks {expected:?}:\n{}", message.body);
         }
+    }
+
+    fn promoted_to(version: &str) -> Split {
+        Split { revision: Some("rev-0".into()), ..Split::stable_only(version, None) }
+    }
+
+    /// The alias as a release in flight leaves it: its stamp names the release, and the
+    /// version that was stable before it.
+    fn stamped(split: Split, phase: Phase) -> Split {
+        let stamp = Stamp {
+            execution: "Release-Ab12:ai-handler-42".into(),
+            stable: "41".into(),
+            phase,
+            stage: Some((4, 4)),
+            release: Some("ai-handler-42".into()),
+        };
+        Split { stamp: Some(stamp), ..split }
+    }
+
+    #[tokio::test]
+    async fn an_alarm_during_the_final_bake_puts_the_previous_stable_back_at_once() {
+        // GIVEN a release that promoted version 42 and is still baking at 100%
+        let router = FakeRouter::with([(handler(), stamped(promoted_to("42"), Phase::Live))]);
+        let notifier = FakeNotifier::default();
+        // WHEN its alarm fires
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+        run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap();
+        // THEN version 41 serves again, in the same invocation, and the stamp says who did it
+        let live = router.split(&handler());
+        assert_eq!((live.stable.as_str(), live.canary_is_zero()), ("41", true));
+        assert_eq!(
+            live.stamp.unwrap().phase,
+            Phase::RolledBack(RolledBackBy::Alarm("coalmine-ai-handler-canary-errors".into()))
+        );
+        let message = &notifier.sent.lock().unwrap()[0];
+        assert_eq!(message.subject, "coalmine: ai-handler-42 on lambda:ai-handler:production rolled back (alarm...");
+        for expected in [
+            "coalmine rolled back release ai-handler-42 on alarm coalmine-ai-handler-canary-errors: version 42 had been promoted and served all traffic; version 41 serves again.",
+            "Release:   ai-handler-42",
+            "Stage:     4 of 4",
+            "Before:    version 42 serves all traffic, no canary",
+            "After:     version 41 serves all traffic, no canary",
+            "Execution: https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/arn:aws:states:us-east-1:123456789012:execution:Release-Ab12:ai-handler-42",
+            "Next:      The release's execution sees the rollback at its next check and ends rolled back.",
+        ] {
+            assert!(message.body.contains(expected), "body lacks {expected:?}:\n{}", message.body);
+        }
+        assert!(message.attributes.contains(&("release", "ai-handler-42".into())));
+    }
+
+    #[tokio::test]
+    async fn after_the_release_ended_promoted_the_alarm_no_longer_reverts_it() {
+        let router = FakeRouter::with([(handler(), stamped(promoted_to("42"), Phase::Promoted))]);
+        let notifier = FakeNotifier::default();
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+        let report = run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap();
+        assert!(matches!(report.outcomes[0].1, Ok(ZeroOutcome::AlreadyZero { .. })));
+        assert_eq!((router.split(&handler()).stable.as_str(), router.write_count()), ("42", 0));
+        let body = &notifier.sent.lock().unwrap()[0].body;
+        assert!(body.contains("Its release had ended promoted"), "{body}");
+        assert!(body.contains("ended promoted, so the alarm no longer reverts it"), "{body}");
     }
 
     #[tokio::test]
@@ -341,7 +433,7 @@ mod tests {
             (tagged.clone(), lambda_split("1", "2", 0.1)),
             (mapped.clone(), lambda_split("1", "2", 0.1)),
         ]);
-        let mapping = TargetMapping::parse(r#"{"ai-handler-*": ["lambda:mapped:live"]}"#).unwrap();
+        let mapping = TargetMapping::parse(r#"{"coalmine-ai-handler-*": ["lambda:mapped:live"]}"#).unwrap();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
         let alarms =
@@ -423,7 +515,7 @@ mod tests {
 
     /// A SageMaker canary at 10%, with `stable` as its stable variant.
     fn sagemaker_split(stable: &str) -> Split {
-        Split { stable: stable.into(), canary: Some("canary".into()), canary_weight: 0.1, revision: None }
+        Split { stable: stable.into(), canary: Some("canary".into()), canary_weight: 0.1, revision: None, stamp: None }
     }
 
     /// The sample SageMaker alarm, tagged with `tag`, against an endpoint whose stable
@@ -587,7 +679,8 @@ mod tests {
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
         let conflict = || Error::Conflict { target: handler(), detail: "412".into() };
         router.write_failures.lock().unwrap().insert(handler(), (0..MAX_CONFLICTS).map(|_| conflict()).collect());
-        let err = zero_canary(&router, &handler(), None).await.unwrap_err();
+        let by = RolledBackBy::Alarm("a".into());
+        let err = zero_canary(&router, &handler(), &by, Owner::Anyone, None).await.unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable());
         assert_eq!(*router.reads.lock().unwrap(), MAX_CONFLICTS);
     }

@@ -4,6 +4,7 @@ use tracing::warn;
 
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
+use crate::domain::stamp::{RolledBackBy, Stamp};
 use crate::domain::target::Target;
 use crate::ports::TrafficRouter;
 
@@ -11,10 +12,23 @@ use crate::ports::TrafficRouter;
 /// invocation, something keeps changing the alias and the invocation fails (retryable).
 pub(crate) const MAX_CONFLICTS: usize = 5;
 
+// One per target per invocation, moved rarely: boxing the splits would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum ZeroOutcome {
-    RolledBack { before: Split, after: Split },
-    AlreadyZero { split: Split },
+    /// The canary's traffic went to zero. When a release in flight had promoted a Lambda
+    /// canary (its stamp still names the version it replaced), that version came back.
+    RolledBack {
+        before: Split,
+        after: Split,
+    },
+    AlreadyZero {
+        split: Split,
+    },
+    /// The traffic is not the caller's execution's to undo; nothing was written.
+    NotOurs {
+        split: Split,
+    },
 }
 
 impl ZeroOutcome {
@@ -22,29 +36,48 @@ impl ZeroOutcome {
         match self {
             ZeroOutcome::RolledBack { .. } => "rolled_back",
             ZeroOutcome::AlreadyZero { .. } => "already_zero",
+            ZeroOutcome::NotOurs { .. } => "not_ours",
+        }
+    }
+
+    /// The split before anything was (or would have been) written.
+    pub fn before(&self) -> &Split {
+        match self {
+            ZeroOutcome::RolledBack { before, .. } => before,
+            ZeroOutcome::AlreadyZero { split } | ZeroOutcome::NotOurs { split } => split,
+        }
+    }
+
+    /// The split as it is now.
+    pub fn after(&self) -> &Split {
+        match self {
+            ZeroOutcome::RolledBack { after, .. } => after,
+            ZeroOutcome::AlreadyZero { split } | ZeroOutcome::NotOurs { split } => split,
         }
     }
 }
 
-/// Zeroes the canary's traffic unless it already is zero. Every write is conditional on
-/// the split just read; a conflict re-reads, so someone else's change is never
-/// overwritten blindly (and a concurrent rollback shows up as `AlreadyZero`).
+/// Whose traffic a rollback may take down.
+#[derive(Clone, Copy, Debug)]
+pub enum Owner<'a> {
+    /// Any canary: an alarm, or an operator, stops whatever runs behind the target.
+    Anyone,
+    /// Only traffic this execution (an execution ARN or `MACHINE:NAME`) moved and still
+    /// owns: a release undoes only its own writes.
+    Execution(&'a str),
+}
+
+/// Takes the canary's traffic to zero unless it already is, and puts back the stable
+/// version a release in flight promoted away from. The stamp goes along, marked rolled
+/// back `by`, so the release and everyone after it know what happened. Every write is
+/// conditional on the split just read; a conflict re-reads, so someone else's change is
+/// never overwritten blindly (and a concurrent rollback shows up as `AlreadyZero`).
 /// `first_read` saves a read when the caller has just made one.
 pub async fn zero_canary(
     router: &impl TrafficRouter,
     target: &Target,
-    first_read: Option<Split>,
-) -> Result<ZeroOutcome> {
-    restore_stable(router, target, None, first_read).await
-}
-
-/// [`zero_canary`], and when `stable` is given, also undoes a promotion: a Lambda alias
-/// whose version is no longer `stable` gets it back. `first_read` saves a read when the
-/// caller has just made one.
-pub async fn restore_stable(
-    router: &impl TrafficRouter,
-    target: &Target,
-    stable: Option<&str>,
+    by: &RolledBackBy,
+    owner: Owner<'_>,
     mut first_read: Option<Split>,
 ) -> Result<ZeroOutcome> {
     let mut last_conflict = None;
@@ -53,12 +86,19 @@ pub async fn restore_stable(
             Some(split) => split,
             None => router.read(target).await?,
         };
-        let desired = match stable {
-            Some(stable) if before.stable != stable => {
-                Split { stable: stable.to_owned(), canary: None, canary_weight: 0.0, revision: None }
+        if let Owner::Execution(execution) = owner {
+            if !before.stamp_by(execution).is_some_and(Stamp::is_live) {
+                return Ok(ZeroOutcome::NotOurs { split: before });
             }
-            _ if before.canary_is_zero() => return Ok(ZeroOutcome::AlreadyZero { split: before }),
-            _ => before.with_canary_weight(0.0),
+        }
+        let promoted_away = before.stamp.as_ref().filter(|stamp| stamp.is_live() && stamp.stable != before.stable);
+        let desired = match promoted_away {
+            Some(stamp) => Split::stable_only(&stamp.stable, Some(stamp.rolled_back(by.clone()))),
+            None if before.canary_is_zero() => return Ok(ZeroOutcome::AlreadyZero { split: before }),
+            None => Split {
+                stamp: before.stamp.as_ref().map(|stamp| stamp.rolled_back(by.clone())),
+                ..before.with_canary_weight(0.0)
+            },
         };
         match router.write(target, &before, &desired).await {
             Ok(after) => return Ok(ZeroOutcome::RolledBack { before, after }),
