@@ -582,11 +582,26 @@ impl Inbox {
 }
 
 /// A sample event from `events/`, rewritten to name `alarm` (its name and ARN) and, for
-/// dimensions, the given Lambda function's alias `live`.
+/// dimensions, the given Lambda function's alias `live`. SNS samples are rewritten inside
+/// their JSON message.
 pub fn sample_event(file: &str, alarm: &str, function: Option<&str>) -> Value {
     let path = workspace_root().join("events").join(file);
     let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut event: Value = serde_json::from_str(&raw).expect("sample event is JSON");
+    if let Some(records) = event.get_mut("Records").and_then(Value::as_array_mut) {
+        for record in records {
+            let message = &mut record["Sns"]["Message"];
+            let mut notification: Value =
+                serde_json::from_str(message.as_str().unwrap_or_default()).expect("alarm JSON");
+            notification["AlarmName"] = serde_json::json!(alarm);
+            notification["AlarmArn"] = serde_json::json!(alarm_arn(alarm));
+            if let Some(function) = function {
+                name_function(&mut notification["Trigger"], function);
+            }
+            *message = serde_json::json!(notification.to_string());
+        }
+        return event;
+    }
     let data = if event.get("detail").is_some() {
         event["resources"] = serde_json::json!([alarm_arn(alarm)]);
         &mut event["detail"]
@@ -606,6 +621,26 @@ pub fn sample_event(file: &str, alarm: &str, function: Option<&str>) -> Value {
         }
     }
     event
+}
+
+/// Every `{"name": "FunctionName" | "Resource", "value": ...}` dimension below `value`
+/// (an SNS alarm notification's trigger) made to name `function`'s alias `live`.
+fn name_function(value: &mut Value, function: &str) {
+    match value {
+        Value::Object(object) => {
+            let new_value = match object.get("name").and_then(Value::as_str) {
+                Some("FunctionName") => Some(function.to_owned()),
+                Some("Resource") => Some(format!("{function}:live")),
+                _ => None,
+            };
+            match new_value {
+                Some(v) => drop(object.insert("value".into(), Value::String(v))),
+                None => object.values_mut().for_each(|v| name_function(v, function)),
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| name_function(v, function)),
+        _ => {}
+    }
 }
 
 /// Polls `check` until it returns `Some`, at most `within`; `None` when time ran out.

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use aws_sdk_lambda::Client;
 
-use super::{aws_error, service_code};
+use super::{aws_error, call_detail, service_code};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 use crate::domain::stamp::Stamp;
@@ -26,8 +26,8 @@ impl LambdaAliases {
         let out =
             self.client.get_alias().function_name(&alias.function).name(&alias.alias).send().await.map_err(|e| {
                 match service_code(&e) {
-                    Some(("ResourceNotFoundException", message)) => {
-                        Error::NotFound { target: target.clone(), detail: message.to_owned() }
+                    Some(("ResourceNotFoundException", _)) => {
+                        Error::NotFound { target: target.clone(), detail: call_detail("lambda:GetAlias", &e) }
                     }
                     _ => aws_error("lambda:GetAlias", e),
                 }
@@ -86,11 +86,11 @@ impl LambdaAliases {
             .send()
             .await
             .map_err(|e| match service_code(&e) {
-                Some(("PreconditionFailedException", message)) => {
-                    Error::Conflict { target: target.clone(), detail: message.to_owned() }
+                Some(("PreconditionFailedException", _)) => {
+                    Error::Conflict { target: target.clone(), detail: call_detail("lambda:UpdateAlias", &e) }
                 }
-                Some(("ResourceNotFoundException", message)) => {
-                    Error::NotFound { target: target.clone(), detail: message.to_owned() }
+                Some(("ResourceNotFoundException", _)) => {
+                    Error::NotFound { target: target.clone(), detail: call_detail("lambda:UpdateAlias", &e) }
                 }
                 _ => aws_error("lambda:UpdateAlias", e),
             })?;

@@ -108,7 +108,34 @@ pub(crate) fn aws_error<E>(operation: &'static str, err: SdkError<E, HttpRespons
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (detail, retryable, denied) = match &err {
+    let Failure { detail, retryable, denied } = failure(&err);
+    if denied {
+        Error::AccessDenied { operation, detail }
+    } else {
+        Error::Aws { operation, detail, retryable }
+    }
+}
+
+/// `operation: Code: message (HTTP status, request id ...)`: the detail of a service
+/// error an adapter maps to one of the library's own kinds (not found, conflict, ...).
+pub(crate) fn call_detail<E>(operation: &'static str, err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    format!("{operation}: {}", failure(err).detail)
+}
+
+struct Failure {
+    detail: String,
+    retryable: bool,
+    denied: bool,
+}
+
+fn failure<E>(err: &SdkError<E, HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (detail, retryable, denied) = match err {
         SdkError::ServiceError(service) => {
             let raw = service.raw();
             let status = raw.status().as_u16();
@@ -125,22 +152,18 @@ where
             (detail, retryable, is_denied_code(code))
         }
         SdkError::TimeoutError(_) => ("no answer before the SDK's timeout".to_owned(), true, false),
-        SdkError::DispatchFailure(_) => (format!("could not reach the service: {}", error_chain(&err)), true, false),
+        SdkError::DispatchFailure(_) => (format!("could not reach the service: {}", error_chain(err)), true, false),
         SdkError::ResponseError(response) => (
-            format!("unreadable response (HTTP {}): {}", response.raw().status().as_u16(), error_chain(&err)),
+            format!("unreadable response (HTTP {}): {}", response.raw().status().as_u16(), error_chain(err)),
             true,
             false,
         ),
         SdkError::ConstructionFailure(_) => {
-            (format!("the request could not be built: {}", error_chain(&err)), false, false)
+            (format!("the request could not be built: {}", error_chain(err)), false, false)
         }
-        _ => (error_chain(&err), true, false),
+        _ => (error_chain(err), true, false),
     };
-    if denied {
-        Error::AccessDenied { operation, detail }
-    } else {
-        Error::Aws { operation, detail, retryable }
-    }
+    Failure { detail, retryable, denied }
 }
 
 /// An error and its sources on one line, each said once.

@@ -7,7 +7,7 @@ use aws_sdk_sagemaker::Client;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{aws_error, service_code};
+use super::{aws_error, call_detail, service_code};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 use crate::domain::stamp::Stamp;
@@ -222,7 +222,7 @@ impl SageMakerEndpoints {
         match service_code(&e) {
             // SageMaker reports a missing endpoint as a ValidationException.
             Some(("ValidationException", message)) if message.contains("Could not find endpoint") => {
-                Error::NotFound { target: target.clone(), detail: message.to_owned() }
+                Error::NotFound { target: target.clone(), detail: call_detail("sagemaker:DescribeEndpoint", &e) }
             }
             _ => aws_error("sagemaker:DescribeEndpoint", e),
         }
@@ -305,7 +305,8 @@ impl SageMakerEndpoints {
             Err(e) => match service_code(&e) {
                 Some(("ValidationException", message)) if is_busy_message(message) => Err(Busy(message.to_owned())),
                 Some(("ValidationException", message)) if message.contains("not present") => {
-                    Err(Failed(Error::NotFound { target: target.clone(), detail: message.to_owned() }))
+                    let detail = call_detail("sagemaker:UpdateEndpointWeightsAndCapacities", &e);
+                    Err(Failed(Error::NotFound { target: target.clone(), detail }))
                 }
                 _ => Err(Failed(aws_error("sagemaker:UpdateEndpointWeightsAndCapacities", e))),
             },

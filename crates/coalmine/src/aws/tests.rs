@@ -105,6 +105,50 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error_naming_th
 }
 
 #[tokio::test]
+async fn an_aws_failure_is_one_line_with_operation_code_message_status_and_request_id() {
+    let missing = mock!(aws_sdk_lambda::Client::get_alias)
+        .sequence()
+        .error(|| {
+            GetAliasError::generic(
+                ErrorMetadata::builder()
+                    .code("ResourceNotFoundException")
+                    .message("Function not found: arn:aws:lambda:us-east-1:123456789012:function:ai-handler")
+                    .custom("aws_request_id", "7f1c2e3a-0000-4d5e-9f00-1a2b3c4d5e6f")
+                    .build(),
+            )
+        })
+        .build();
+    let router = lambda_router(&[&missing]);
+
+    let err = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
+
+    // (aws-smithy-mocks answers every modeled error with HTTP 418.)
+    assert_eq!(
+        err.to_string(),
+        "lambda:ai-handler:production: not found: lambda:GetAlias: ResourceNotFoundException: Function not found: \
+         arn:aws:lambda:us-east-1:123456789012:function:ai-handler (HTTP 418, request id \
+         7f1c2e3a-0000-4d5e-9f00-1a2b3c4d5e6f)"
+    );
+
+    let denied = mock!(aws_sdk_lambda::Client::get_alias)
+        .sequence()
+        .error(|| {
+            GetAliasError::generic(error(
+                "AccessDeniedException",
+                "User: arn:aws:sts::1:assumed-role/x is not authorized to perform: lambda:GetAlias",
+            ))
+        })
+        .build();
+    let err = zero_canary(&lambda_router(&[&denied]), &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
+    assert!(matches!(err, Error::AccessDenied { .. }) && !err.is_retryable(), "{err}");
+    assert!(
+        !err.to_string().contains('\n')
+            && err.to_string().contains("lambda:GetAlias was denied: AccessDeniedException: User:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_stale_revision_is_a_conflict_that_reads_again_and_never_overwrites() {
     // The alias moved to 10% between our read and write; the second read sees it.
     let get = mock!(aws_sdk_lambda::Client::get_alias)

@@ -132,11 +132,42 @@ pub enum Ending {
     FailedAfterUndoing,
 }
 
-/// The tick as the function runs it. The state machine's task passes
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Promoted => "promoted",
+            Ending::RolledBack => "rolled_back",
+            Ending::InvalidRelease => "invalid_release",
+            Ending::FailedAfterUndoing => "failed_after_undoing",
+        }
+    }
+}
+
+/// The tick as the function runs it, its failure logged once with the release it
+/// concerns. The state machine's task passes
 /// `{"execution": "<execution ARN>", "state": <release, plus progress from the tick
 /// before>}`; the output is the state with `progress` updated. A state holding `failure`
 /// (the `Catch` puts the failed tick's error there) runs the safety rollback instead.
 pub async fn tick_payload(
+    input: &Value,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    now: u64,
+) -> Result<Value> {
+    tick_state(input, deps, now).await.inspect_err(|e| {
+        let state = input.get("state");
+        let release = state.and_then(|s| s.get("release")).and_then(Value::as_str);
+        let execution = input.get("execution").and_then(Value::as_str);
+        let safety = state.is_some_and(|s| s.get("failure").is_some());
+        tracing::error!(
+            release, execution,
+            decision = if safety { "safety_rollback_failed" } else { "tick_failed" },
+            error_type = e.error_type(), retryable = e.is_retryable(), error = %e,
+            "the tick failed; the state machine retries it or ends the release"
+        )
+    })
+}
+
+async fn tick_state(
     input: &Value,
     deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     now: u64,
@@ -647,7 +678,7 @@ pub async fn safety_rollback(
         },
     };
     warn!(
-        release = %release.release, target = %target, decision = "safety_rollback", ending = ?outcome.ending,
+        release = %release.release, target = %target, decision = "safety_rollback", ending = outcome.ending.as_str(),
         undone = outcome.undone, error, "{}", outcome.cause
     );
     Ok(outcome)

@@ -675,6 +675,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_rollback_is_logged_once_with_its_alarm_and_returned_on_one_line() {
+        let capture = crate::logging::Capture::start();
+        let router = FakeRouter::default();
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+        let err = run(&event, &router, &FakeNotifier::default(), &FakeAlarms::default(), &TargetMapping::default())
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains('\n'), "{err}");
+        let errors: Vec<_> = capture.lines().into_iter().filter(|l| l["level"] == "ERROR").collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            (errors[0]["alarm"].as_str(), errors[0]["decision"].as_str(), errors[0]["target"].as_str()),
+            (Some("coalmine-ai-handler-canary-errors"), Some("rollback_failed"), Some("lambda:ai-handler:production"))
+        );
+    }
+
+    #[tokio::test]
     async fn endless_conflicts_give_up_retryable_after_a_bound() {
         let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
         let conflict = || Error::Conflict { target: handler(), detail: "412".into() };
