@@ -39,16 +39,19 @@ package: setup-infra
 	$(INFRA)/sam build --template-file infra/template.yaml --build-dir .aws-sam/build --beta-features
 	scripts/check-arm64 .aws-sam/build/RollbackFunction/bootstrap .aws-sam/build/StepperFunction/bootstrap
 
+# `sam deploy` with infra/samconfig.toml; the first time, a guided deploy that explains
+# each parameter (scripts/deploy).
 deploy: package
-	cd infra && if [[ -f samconfig.toml ]]; then $(INFRA)/sam deploy --template-file ../.aws-sam/build/template.yaml; \
-	  else $(INFRA)/sam deploy --guided --template-file ../.aws-sam/build/template.yaml; fi
+	scripts/deploy
 
 test: test-rust test-infra
 
 test-rust: bins
 	scripts/with-local-aws $(CARGO) test --workspace --no-fail-fast
 
-test-infra: setup-infra
+# The template's tests, and a real `sam deploy` of it into the local AWS (which runs the
+# debug bootstraps `bins` builds) with a release and a rollback through the stack.
+test-infra: setup-infra bins
 	scripts/with-local-aws $(INFRA)/python -m pytest -q tests/infra
 
 # Tests that need no local AWS: unit and aws-smithy-mocks tests.

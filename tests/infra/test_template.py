@@ -16,7 +16,7 @@ from samtranslator.yaml_helper import yaml_parse
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REGION, ACCOUNT = "us-east-1", "123456789012"
 PARAMS = {
-    "AlarmNamePrefix": "ai-",
+    "AlarmNamePrefix": "coalmine-",
     "LambdaTargetFunctionArns": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:ai-handler,arn:aws:lambda:{REGION}:{ACCOUNT}:function:ai-ranker",
     "SageMakerEndpointArns": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/ai-model-endpoint",
     "RollbackTargets": "",
@@ -24,7 +24,8 @@ PARAMS = {
     "LogLevel": "INFO",
 }
 LAMBDA_ARNS = PARAMS["LambdaTargetFunctionArns"].split(",")
-ALARMS = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:ai-*"
+ALARMS = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:coalmine-*"
+SAGEMAKER = ("sagemaker:AddTags", "sagemaker:DescribeEndpoint", "sagemaker:ListTags", "sagemaker:UpdateEndpointWeightsAndCapacities")
 
 
 class ManagedPolicies:
@@ -134,7 +135,7 @@ def test_rollback_role_grants_exactly_what_a_rollback_needs(resolved):
         (("kms:Decrypt", "kms:GenerateDataKey"), ("<AlertKey.Arn>",)),
         (("cloudwatch:ListTagsForResource",), (ALARMS,)),
         (("lambda:GetAlias", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
-        (("sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"), (PARAMS["SageMakerEndpointArns"],)),
+        (SAGEMAKER, (PARAMS["SageMakerEndpointArns"],)),
     ])
 
 
@@ -145,7 +146,7 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
         (("cloudwatch:DescribeAlarms",), (ALARMS,)),
         (("cloudwatch:GetMetricData",), ("*",)),
         (("lambda:GetAlias", "lambda:GetFunctionConfiguration", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
-        (("sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"), (PARAMS["SageMakerEndpointArns"],)),
+        (SAGEMAKER, (PARAMS["SageMakerEndpointArns"],)),
     ])
 
 
@@ -188,6 +189,43 @@ def test_functions_are_arm64_al2023_cargolambda_with_json_logs(resolved):
     assert permission["Principal"] == "lambda.alarms.cloudwatch.amazonaws.com" and permission["SourceArn"] == ALARMS
 
 
+def test_x86_only_teams_choose_the_architecture():
+    params = {**PARAMS, "Architecture": "x86_64"}
+    rendered = render(params)
+    resolved = Resolver(rendered, params).resolve(rendered)
+    for name in ("RollbackFunction", "StepperFunction"):
+        assert resolved["Resources"][name]["Properties"]["Architectures"] == ["x86_64"]
+
+
+def test_an_alarm_topic_subscribes_the_rollback_function_to_coalmines_alarms_only(resolved):
+    for name in ("RollbackFromAlarmTopic", "RollbackFromAlarmTopicPermission"):
+        assert resolved["Resources"][name]["Condition"] == "HasAlarmTopic"
+    assert resolved["Conditions"]["HasAlarmTopic"] is False, "no topic given, no subscription"
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:team-paging"
+    params = {**PARAMS, "AlarmTopicArn": topic}
+    rendered = render(params)
+    resolver = Resolver(rendered, params)
+    assert resolver.conditions["HasAlarmTopic"] is True
+    with_topic = resolver.resolve(rendered)["Resources"]
+    subscription = with_topic["RollbackFromAlarmTopic"]["Properties"]
+    assert (subscription["TopicArn"], subscription["Protocol"], subscription["Endpoint"]) == (topic, "lambda", "<RollbackFunction.Arn>")
+    assert subscription["FilterPolicyScope"] == "MessageBody"
+    assert subscription["FilterPolicy"] == {"AlarmName": [{"prefix": "coalmine-"}], "NewStateValue": ["ALARM"]}
+    permission = with_topic["RollbackFromAlarmTopicPermission"]["Properties"]
+    assert (permission["Principal"], permission["SourceArn"]) == ("sns.amazonaws.com", topic)
+    # The filter passes the shipped SNS sample: its message's name and state.
+    message = json.loads(json.loads((ROOT / "events/alarm-lambda-canary.sns.json").read_text())["Records"][0]["Sns"]["Message"])
+    assert message["AlarmName"].startswith("coalmine-") and message["NewStateValue"] == "ALARM"
+
+
+def test_the_key_lets_cloudwatch_logs_encrypt_the_release_log_group(resolved):
+    statements = resolved["Resources"]["AlertKey"]["Properties"]["KeyPolicy"]["Statement"]
+    logs = [s for s in statements if s["Principal"] == {"Service": f"logs.{REGION}.amazonaws.com"}]
+    assert len(logs) == 1 and "kms:GenerateDataKey*" in logs[0]["Action"] and "kms:Decrypt*" in logs[0]["Action"]
+    assert logs[0]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*"
+    assert resolved["Resources"]["ReleaseLogs"]["Properties"]["KmsKeyId"] == "<AlertKey.Arn>"
+
+
 def event_files():
     return sorted(p for p in (ROOT / "events").glob("*.eventbridge.json"))
 
@@ -211,6 +249,14 @@ def test_rule_matches_exactly_the_events_that_should_roll_back(resolved, events_
     # Outside the prefix, nothing matches.
     event["detail"]["alarmName"] = "other-" + event["detail"]["alarmName"]
     assert not events_client.test_event_pattern(EventPattern=json.dumps(pattern), Event=json.dumps(event))["Result"]
+
+
+def test_the_samples_and_the_docs_use_the_default_alarm_prefix():
+    default = yaml_parse((ROOT / "infra/template.yaml").read_text())["Parameters"]["AlarmNamePrefix"]["Default"]
+    assert PARAMS["AlarmNamePrefix"] == default
+    for path in sorted((ROOT / "events/releases").glob("*.json")):
+        for alarm in json.loads(path.read_text()).get("gates", {}).get("alarms", []):
+            assert alarm.startswith(default), (path.name, alarm)
 
 
 def test_every_sample_kind_is_covered():

@@ -271,6 +271,119 @@ async fn sagemaker_weights_that_moved_since_the_read_are_not_overwritten() {
     assert_eq!(update.num_calls(), 0);
 }
 
+mod stamps {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_sagemaker::operation::add_tags::AddTagsOutput;
+    use aws_sdk_sagemaker::operation::list_tags::ListTagsOutput;
+    use aws_sdk_sagemaker::types::Tag;
+
+    use super::*;
+    use crate::aws::sagemaker::STAMP_TAG;
+    use crate::domain::stamp::{Phase, Stamp};
+
+    const ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ai-model-endpoint";
+
+    fn stamp(phase: Phase) -> Stamp {
+        Stamp {
+            execution: "Release:model-7".into(),
+            stable: "stable".into(),
+            phase,
+            stage: Some((1, 2)),
+            release: Some("model-7".into()),
+        }
+    }
+
+    /// An endpoint at `canary`%, tagged with `tagged`; every call is written to `calls`.
+    fn endpoint_rules(canary: f32, tagged: Option<Stamp>, calls: &Arc<Mutex<Vec<String>>>) -> Vec<Rule> {
+        fn log<T>(calls: &Arc<Mutex<Vec<String>>>, what: &'static str) -> impl Fn(&T) -> bool + Send + Sync {
+            let calls = calls.clone();
+            move |_| {
+                calls.lock().unwrap().push(what.to_owned());
+                true
+            }
+        }
+        let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
+            .match_requests(log(calls, "DescribeEndpoint"))
+            .then_output(move || {
+                let mut out = endpoint(EndpointStatus::InService, 1.0 - canary, canary);
+                out.endpoint_arn = Some(ARN.into());
+                out
+            });
+        let tags = tagged.map(|s| Tag::builder().key(STAMP_TAG).value(s.render()).build());
+        let list = mock!(aws_sdk_sagemaker::Client::list_tags)
+            .match_requests(log(calls, "ListTags"))
+            .then_output(move || ListTagsOutput::builder().set_tags(tags.clone().map(|t| vec![t])).build());
+        let calls_for_add = calls.clone();
+        let add = mock!(aws_sdk_sagemaker::Client::add_tags)
+            .match_requests(move |r| {
+                let value = r.tags().first().and_then(|t| t.value()).unwrap_or_default();
+                calls_for_add.lock().unwrap().push(format!("AddTags {value}"));
+                r.resource_arn() == Some(ARN)
+            })
+            .then_output(|| AddTagsOutput::builder().build());
+        let update = mock!(aws_sdk_sagemaker::Client::update_endpoint_weights_and_capacities)
+            .match_requests(log(calls, "UpdateEndpointWeightsAndCapacities"))
+            .then_output(|| UpdateEndpointWeightsAndCapacitiesOutput::builder().endpoint_arn(ARN).build());
+        vec![describe, list, add, update]
+    }
+
+    fn router(rules: &[Rule]) -> AwsRouter {
+        sagemaker_router(&rules.iter().collect::<Vec<_>>(), Duration::from_secs(10))
+    }
+
+    #[tokio::test]
+    async fn raising_a_sagemaker_canary_records_the_stamp_first() {
+        let calls = Arc::default();
+        let router = router(&endpoint_rules(0.0, None, &calls));
+        let read = router.read(&model_endpoint()).await.unwrap();
+        let desired = Split { stamp: Some(stamp(Phase::Live)), ..read.with_canary_weight(0.1) };
+
+        let written = router.write(&model_endpoint(), &read, &desired).await.unwrap();
+
+        assert_eq!(written.stamp, Some(stamp(Phase::Live)));
+        let calls = calls.lock().unwrap().clone();
+        let stamp_at = calls.iter().position(|c| c.starts_with("AddTags coalmine/1 phase=live")).expect("stamped");
+        let weights_at = calls.iter().position(|c| c == "UpdateEndpointWeightsAndCapacities").expect("weights");
+        assert!(stamp_at < weights_at, "the release owns what it is about to move: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn lowering_a_sagemaker_canary_moves_the_weights_before_anything_else() {
+        let calls = Arc::default();
+        let router = router(&endpoint_rules(0.1, Some(stamp(Phase::Live)), &calls));
+
+        let outcome = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Anyone, None).await.unwrap();
+
+        let ZeroOutcome::RolledBack { after, .. } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(after.stamp.unwrap().phase, Phase::RolledBack(by_alarm()));
+        let calls = calls.lock().unwrap().clone();
+        let weights_at = calls.iter().position(|c| c == "UpdateEndpointWeightsAndCapacities").expect("weights");
+        let stamp_at = calls
+            .iter()
+            .position(|c| c.starts_with("AddTags coalmine/1 phase=rolled_back by=alarm:"))
+            .expect("stamped");
+        assert!(weights_at < stamp_at, "a rollback waits for no record: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn recording_a_promotion_on_sagemaker_moves_no_weights() {
+        let calls = Arc::default();
+        let router = router(&endpoint_rules(1.0, Some(stamp(Phase::Live)), &calls));
+        let read = router.read(&model_endpoint()).await.unwrap();
+        assert_eq!(read.stamp, Some(stamp(Phase::Live)), "the stamp is read from the endpoint's tags");
+
+        router
+            .write(&model_endpoint(), &read, &Split { stamp: Some(stamp(Phase::Promoted)), ..read.clone() })
+            .await
+            .unwrap();
+
+        let calls = calls.lock().unwrap().clone();
+        assert!(!calls.iter().any(|c| c == "UpdateEndpointWeightsAndCapacities"), "{calls:?}");
+        assert!(calls.iter().any(|c| c.starts_with("AddTags coalmine/1 phase=promoted")), "{calls:?}");
+    }
+}
+
 #[tokio::test]
 async fn sns_failing_past_its_retries_never_blocks_the_rollback() {
     let get = mock!(aws_sdk_lambda::Client::get_alias).then_output(|| alias("41", Some(("42", 0.05)), "r1"));
