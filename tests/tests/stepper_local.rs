@@ -219,3 +219,40 @@ async fn a_tick_and_a_rollback_racing_never_leave_the_canary_up() {
     }
     eprintln!("race outcomes over 20 rounds (stepper/rollback): {orders:?}");
 }
+
+#[tokio::test]
+async fn a_release_whose_canary_serves_nothing_is_never_promoted() {
+    let s = Scene::connect().await;
+    let Canary { target, alarm, .. } = s.lambda_canary(false).await;
+    let (local, deps) = (&s.local, s.step_deps());
+    local.set_alarm(&alarm, StateValue::Ok).await;
+    let Target::Lambda(a) = &target else { unreachable!() };
+    // One-second bakes, as short as allowed, and not one request on either side.
+    let release = Release::parse(&json!({
+        "release": "no-traffic",
+        "target": {"lambda": {"function": a.function, "alias": a.alias}},
+        "canary_version": "2",
+        "stages": [{"percent": 5, "bake_seconds": 1}, {"percent": 100, "bake_seconds": 1}],
+        "check_every_seconds": 1,
+        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_hold_seconds": 5}
+    }))
+    .unwrap();
+    let (start, execution) = (t0(), execution());
+
+    let mut progress = tick(&release, None, &execution, &deps, start).await.unwrap();
+    let mut now = start;
+    while !matches!(progress.status, Status::Promoted | Status::RolledBack) {
+        assert!(now < start + 60, "{progress:?}");
+        now += progress.wait_seconds;
+        progress = tick(&release, Some(progress), &execution, &deps, now).await.unwrap();
+        assert_ne!(progress.status, Status::Advanced, "no evidence, no next stage: {}", progress.reason);
+    }
+
+    assert_eq!(progress.status, Status::RolledBack);
+    assert!(
+        progress.reason.contains("inconclusive: 0 canary requests, fewer than min_requests 100, still after holding"),
+        "real GetMetricData with no datapoints reads as 0, never -0: {}",
+        progress.reason
+    );
+    assert!(local.alias_state(&target).await.1.is_empty());
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use coalmine::Target;
-use coalmine_tests::{poll, sample_event, Deployed, Inbox, LocalAws};
+use coalmine_tests::{poll, sample_event, Deployed, Inbox, LocalAws, Received};
 use serde_json::{json, Value};
 
 #[tokio::main]
@@ -27,7 +27,7 @@ async fn main() {
     // 1. A healthy release of a Lambda model handler climbs 5 -> 25 -> 50 -> 100.
     let function = name("ai-handler");
     let target = local.seed_lambda_canary(&function, 0.0).await;
-    let alarm = name("ai-handler-canary-errors");
+    let alarm = name("coalmine-ai-handler-canary-errors");
     local.put_alarm(&alarm, Some(&target.to_string())).await;
     local.set_alarm(&alarm, StateValue::Ok).await;
     let release = lambda_release("ai-handler-v2", &function, "2", &alarm, &[5, 25, 50, 100], 2);
@@ -55,13 +55,57 @@ async fn main() {
     if zeroed.is_some() {
         say(started, "rollback function: canary weight 5% -> 0%");
     }
-    show_messages(&inbox, started, 1).await;
+    let told = show_messages(&inbox, started, 1).await;
     let (status, error, cause, _) = local.finished(&execution, Duration::from_secs(60)).await;
     say(started, format!("execution {status} {error}: {cause}"));
     let (stable, weights, _) = local.alias_state(&target).await;
-    println!("  => {target}: version {stable} serves 100%, canary weights {weights:?}\n");
+    println!("  => {target}: version {stable} serves 100%, canary weights {weights:?}");
+    if let Some(message) = told.first() {
+        println!("  what the team read on SNS:\n");
+        for line in message.message.lines() {
+            println!("      {line}");
+        }
+    }
+    println!();
 
-    // 3. A healthy release of a SageMaker model: a canary variant climbs to 100%.
+    // 3. Promoted but still baking at 100%: an alarm puts the previous version back at once.
+    local.set_alarm(&alarm, StateValue::Ok).await;
+    let version = local.publish_next_version(&function).await;
+    let mut release = lambda_release("ai-handler-v4", &function, &version, &alarm, &[5, 100], 1);
+    release["stages"][1]["bake_seconds"] = json!(600);
+    release["check_every_seconds"] = json!(5);
+    let traffic = local.pump_healthy_traffic(&target, &version, "2");
+    let started = Instant::now();
+    let execution = local.start_release(&deployed, &release).await;
+    header(&release, &target);
+    let promoted =
+        poll(Duration::from_secs(60), || async { (local.alias_state(&target).await.0 == version).then_some(()) }).await;
+    if promoted.is_some() {
+        say(
+            started,
+            format!("stage 2/2: version {version} promoted, serving 100%, baking for 10 minutes, checked every 5 s"),
+        );
+    }
+    local.set_alarm(&alarm, StateValue::Alarm).await;
+    say(started, format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
+    local
+        .invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None))
+        .await;
+    let restored =
+        poll(Duration::from_secs(30), || async { (local.alias_state(&target).await.0 == "2").then_some(()) }).await;
+    if restored.is_some() {
+        say(
+            started,
+            format!("rollback function: version {version} -> version 2, named by the release's stamp on the alias"),
+        );
+    }
+    show_messages(&inbox, started, 1).await;
+    let (status, error, cause, _) = local.finished(&execution, Duration::from_secs(60)).await;
+    say(started, format!("execution {status} {error}: {cause}"));
+    drop(traffic);
+    println!();
+
+    // 4. A healthy release of a SageMaker model: a canary variant climbs to 100%.
     let endpoint = name("ai-model-endpoint");
     let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
     let release = json!({
@@ -123,10 +167,12 @@ fn header(release: &Value, target: &Target) {
     println!("release {} on {target}: {canary}", release["release"].as_str().unwrap_or_default());
 }
 
-async fn show_messages(inbox: &Inbox, started: Instant, want: usize) {
-    for m in inbox.receive(want, Duration::from_secs(30)).await {
+async fn show_messages(inbox: &Inbox, started: Instant, want: usize) -> Vec<Received> {
+    let messages = inbox.receive(want, Duration::from_secs(30)).await;
+    for m in &messages {
         say(started, format!("SNS [{}] \"{}\"", m.event(), m.subject));
     }
+    messages
 }
 
 fn say(started: Instant, what: impl AsRef<str>) {

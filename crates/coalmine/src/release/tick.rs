@@ -441,7 +441,7 @@ async fn start(
     progress.last_written = Written::of(&written);
     progress.wait_seconds = release.check_every_seconds.min(first.bake_seconds.max(1));
     progress.reason = format!(
-        "Started: {} at {} ({} stable)",
+        "Started: {} at {} beside {}",
         crate::rollback::notify::side(target, canary),
         percent(first.weight()),
         crate::rollback::notify::side(target, &progress.stable)
@@ -936,7 +936,7 @@ mod tests {
             ("Release:ai-handler-42", "41", Phase::Live, Some((1, 3)))
         );
         assert_eq!(world.router.write_count(), 1);
-        assert_eq!(p.reason, "Started: version 42 at 5% (version 41 stable)");
+        assert_eq!(p.reason, "Started: version 42 at 5% beside version 41");
     }
 
     #[tokio::test]
