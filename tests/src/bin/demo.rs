@@ -45,11 +45,7 @@ async fn main() {
         poll(Duration::from_secs(60), || async { local.alias_state(&target).await.1.get(&version).copied() }).await;
     say(started, format!("stage 1/4 at {} (version {version}), baking", pct(reached.unwrap_or_default())));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    local.set_alarm(&alarm, StateValue::Alarm).await;
-    say(started, format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
-    local
-        .invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None))
-        .await;
+    fire(&local, &deployed, &alarm, started).await;
     let zeroed =
         poll(Duration::from_secs(30), || async { local.alias_state(&target).await.1.is_empty().then_some(()) }).await;
     if zeroed.is_some() {
@@ -86,11 +82,7 @@ async fn main() {
             format!("stage 2/2: version {version} promoted, serving 100%, baking for 10 minutes, checked every 5 s"),
         );
     }
-    local.set_alarm(&alarm, StateValue::Alarm).await;
-    say(started, format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
-    local
-        .invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None))
-        .await;
+    fire(&local, &deployed, &alarm, started).await;
     let restored =
         poll(Duration::from_secs(30), || async { (local.alias_state(&target).await.0 == "2").then_some(()) }).await;
     if restored.is_some() {
@@ -165,6 +157,13 @@ fn header(release: &Value, target: &Target) {
     let canary =
         release["canary_version"].as_str().map(|v| format!("version {v}")).unwrap_or_else(|| "variant canary".into());
     println!("release {} on {target}: {canary}", release["release"].as_str().unwrap_or_default());
+}
+
+/// The alarm goes to ALARM and, as EventBridge would, its event reaches the rollback function.
+async fn fire(local: &LocalAws, deployed: &Deployed, alarm: &str, started: Instant) {
+    local.set_alarm(alarm, StateValue::Alarm).await;
+    say(started, format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
+    local.invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", alarm, None)).await;
 }
 
 async fn show_messages(inbox: &Inbox, started: Instant, want: usize) -> Vec<Received> {
