@@ -291,6 +291,8 @@ mod stamps {
             phase,
             stage: Some((1, 2)),
             release: Some("model-7".into()),
+            hold: None,
+            request: None,
         }
     }
 
@@ -570,6 +572,7 @@ mod stepper {
             started_at: t0,
             stage_entered_at: t0,
             holding_since: None,
+            awaiting_since: None,
             status: Status::Baking,
             rolled_back_by: None,
             wait_seconds: 60,

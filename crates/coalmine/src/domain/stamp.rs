@@ -1,6 +1,7 @@
 //! The release stamp: what a target records about the release that last moved its
 //! traffic, so that everyone who reads the target knows without any state of its own
-//! which execution owns the canary, which stable to put back, and how it ended.
+//! which execution owns the canary, which stable to put back, how it ended, and what an
+//! operator asked of it.
 //!
 //! Lambda keeps it in the alias's `Description`, written by the same conditional
 //! `UpdateAlias` that moves the traffic; SageMaker in an endpoint tag written just before
@@ -8,6 +9,11 @@
 //! can read in the console:
 //!
 //! `coalmine/1 phase=live execution=MACHINE:NAME stable=41 stage=2/4 release=ai-handler-42`
+//!
+//! An operator's `coalmine pause` adds `hold=jane`, and `promote` or `approve` a
+//! `request=promote:jane` the release acts on at its next check: a stamp-only write,
+//! conditional like every other, so commands reach the release through the very record
+//! it reads each tick.
 
 use std::fmt;
 
@@ -15,6 +21,8 @@ use std::fmt;
 const MARKER: &str = "coalmine/1";
 /// Lambda alias descriptions and SageMaker tag values hold at most 256 characters.
 pub const STAMP_MAX: usize = 256;
+/// An operator's reason, as the stamp keeps it; the team's message has all of it.
+const WHY_MAX: usize = 80;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stamp {
@@ -29,6 +37,10 @@ pub struct Stamp {
     pub stage: Option<(usize, usize)>,
     /// The release's name; dropped first when the stamp would not fit.
     pub release: Option<String>,
+    /// Who paused the release: it holds its weight, still judged, until resumed.
+    pub hold: Option<String>,
+    /// What an operator asked the release to do at its next check.
+    pub request: Option<Request>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +63,26 @@ pub enum RolledBackBy {
     Health,
     /// The state machine's safety rollback after a tick kept failing.
     Safety,
-    /// A person, through `coalmine abort` or `coalmine rollback`.
-    Operator(String),
+    /// A person, through `coalmine abort` or `coalmine rollback`, and why.
+    Operator { who: String, why: Option<String> },
+}
+
+/// An operator's request, carried out by the release at its next check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// End the current stage's bake now (and approve it); `full`: go straight to 100%
+    /// and end promoted.
+    Promote { full: bool, by: String },
+    /// Let a stage that waits for approval go on.
+    Approve { by: String },
+}
+
+impl Request {
+    pub fn by(&self) -> &str {
+        match self {
+            Request::Promote { by, .. } | Request::Approve { by } => by,
+        }
+    }
 }
 
 impl Stamp {
@@ -66,12 +96,22 @@ impl Stamp {
         self.execution == id || self.execution == hashed(id)
     }
 
+    /// Whether it belongs to the release named `name`: by its `release`, or, when that
+    /// was dropped for room, by its execution's name (`coalmine start` names the
+    /// execution after the release).
+    pub fn is_of_release(&self, name: &str) -> bool {
+        match &self.release {
+            Some(release) => release == name,
+            None => self.execution.rsplit_once(':').is_some_and(|(_, execution)| execution == name),
+        }
+    }
+
     pub fn rolled_back(&self, by: RolledBackBy) -> Stamp {
-        Stamp { phase: Phase::RolledBack(by), ..self.clone() }
+        Stamp { phase: Phase::RolledBack(by), request: None, ..self.clone() }
     }
 
     pub fn promoted(&self) -> Stamp {
-        Stamp { phase: Phase::Promoted, ..self.clone() }
+        Stamp { phase: Phase::Promoted, request: None, ..self.clone() }
     }
 
     /// `None` for text that is not a stamp (an alias description someone else wrote).
@@ -80,63 +120,75 @@ impl Stamp {
         if words.next() != Some(MARKER) {
             return None;
         }
-        let (mut execution, mut stable, mut phase, mut by, mut stage, mut release) =
-            (None, None, None, None, None, None);
+        let mut fields = std::collections::HashMap::new();
         for word in words {
             let (key, value) = word.split_once('=')?;
-            match key {
-                "execution" => execution = Some(value.to_owned()),
-                "stable" => stable = Some(value.to_owned()),
-                "phase" => phase = Some(value),
-                "by" => by = Some(value),
-                "stage" => {
-                    let (at, of) = value.split_once('/')?;
-                    stage = Some((at.parse().ok()?, of.parse().ok()?));
+            // A later version's fields are kept and ignored, so old functions read new stamps.
+            fields.insert(key, value);
+        }
+        let phase = match (*fields.get("phase")?, fields.get("by")) {
+            ("live", _) => Phase::Live,
+            ("promoted", _) => Phase::Promoted,
+            ("rolled_back", Some(by)) => Phase::RolledBack(RolledBackBy::parse(by, fields.get("why").copied())?),
+            _ => return None,
+        };
+        let stage = match fields.get("stage") {
+            Some(value) => {
+                let (at, of) = value.split_once('/')?;
+                Some((at.parse().ok()?, of.parse().ok()?))
+            }
+            None => None,
+        };
+        let request = match fields.get("request") {
+            Some(value) => Some(Request::parse(value)?),
+            None => None,
+        };
+        Some(Stamp {
+            execution: fields.get("execution")?.to_string(),
+            stable: fields.get("stable")?.to_string(),
+            phase,
+            stage,
+            release: fields.get("release").map(|r| r.to_string()),
+            hold: fields.get("hold").map(|h| h.to_string()),
+            request,
+        })
+    }
+
+    /// The stamp as written: at most [`STAMP_MAX`] characters. When names are long, the
+    /// release's name goes first, then the stage, then an operator's reason; names near
+    /// their limits make the execution known by a hash of its id (which `is_by` accepts)
+    /// and shorten an alarm's or operator's name.
+    pub fn render(&self) -> String {
+        let mut stamp = self.clone();
+        let shorter: [fn(&mut Stamp); 3] = [
+            |s| s.release = None,
+            |s| s.stage = None,
+            |s| {
+                if let Phase::RolledBack(RolledBackBy::Operator { why, .. }) = &mut s.phase {
+                    *why = None;
                 }
-                "release" => release = Some(value.to_owned()),
-                // A later version's field: ignored, so old functions read new stamps.
+            },
+        ];
+        for drop_next in shorter {
+            if stamp.to_string().len() <= STAMP_MAX {
+                return stamp.to_string();
+            }
+            drop_next(&mut stamp);
+        }
+        if stamp.to_string().len() > STAMP_MAX && !stamp.execution.starts_with('@') {
+            stamp.execution = hashed(&stamp.execution);
+        }
+        let text = stamp.to_string();
+        let Some(excess) = text.len().checked_sub(STAMP_MAX).filter(|e| *e > 0) else { return text };
+        // Only a long alarm or operator name can still overflow: it is shortened.
+        if let Phase::RolledBack(by) = &mut stamp.phase {
+            match by {
+                RolledBackBy::Alarm(name) => *name = truncated(name, excess),
+                RolledBackBy::Operator { who, .. } => *who = truncated(who, excess),
                 _ => {}
             }
         }
-        let phase = match (phase?, by) {
-            ("live", _) => Phase::Live,
-            ("promoted", _) => Phase::Promoted,
-            ("rolled_back", Some(by)) => Phase::RolledBack(RolledBackBy::parse(by)?),
-            _ => return None,
-        };
-        Some(Stamp { execution: execution?, stable: stable?, phase, stage, release })
-    }
-
-    /// The stamp as written: at most [`STAMP_MAX`] characters, dropping the release's
-    /// name and then the stage when the names are long.
-    pub fn render(&self) -> String {
-        let full = self.to_string();
-        if full.len() <= STAMP_MAX {
-            return full;
-        }
-        let without_release = Stamp { release: None, ..self.clone() }.to_string();
-        if without_release.len() <= STAMP_MAX {
-            return without_release;
-        }
-        let mut bare = Stamp { release: None, stage: None, ..self.clone() };
-        // Names near their limits (80 characters each) could still overflow: the
-        // execution is then known by a hash of its id, which `is_by` also accepts.
-        if bare.to_string().len() > STAMP_MAX && !bare.execution.starts_with('@') {
-            bare.execution = hashed(&bare.execution);
-        }
-        let text = bare.to_string();
-        match (&bare.phase, text.len().checked_sub(STAMP_MAX)) {
-            // Only a long alarm or operator name can still overflow: it is shortened.
-            (Phase::RolledBack(by), Some(excess)) if excess > 0 => {
-                let shortened = match by {
-                    RolledBackBy::Alarm(name) => RolledBackBy::Alarm(truncated(name, excess)),
-                    RolledBackBy::Operator(who) => RolledBackBy::Operator(truncated(who, excess)),
-                    other => other.clone(),
-                };
-                Stamp { phase: Phase::RolledBack(shortened), ..bare }.to_string()
-            }
-            _ => text,
-        }
+        stamp.to_string()
     }
 }
 
@@ -146,9 +198,20 @@ impl fmt::Display for Stamp {
         match &self.phase {
             Phase::Live => write!(f, "live")?,
             Phase::Promoted => write!(f, "promoted")?,
-            Phase::RolledBack(by) => write!(f, "rolled_back by={by}")?,
+            Phase::RolledBack(by) => {
+                write!(f, "rolled_back by={by}")?;
+                if let RolledBackBy::Operator { why: Some(why), .. } = by {
+                    write!(f, " why={}", word(&why.chars().take(WHY_MAX).collect::<String>()))?;
+                }
+            }
         }
         write!(f, " execution={} stable={}", word(&self.execution), word(&self.stable))?;
+        if let Some(who) = &self.hold {
+            write!(f, " hold={}", word(who))?;
+        }
+        if let Some(request) = &self.request {
+            write!(f, " request={request}")?;
+        }
         if let Some((at, of)) = self.stage {
             write!(f, " stage={at}/{of}")?;
         }
@@ -160,23 +223,26 @@ impl fmt::Display for Stamp {
 }
 
 impl RolledBackBy {
-    fn parse(text: &str) -> Option<Self> {
+    fn parse(text: &str, why: Option<&str>) -> Option<Self> {
         match text.split_once(':') {
             Some(("alarm", name)) => Some(RolledBackBy::Alarm(name.to_owned())),
-            Some(("operator", who)) => Some(RolledBackBy::Operator(who.to_owned())),
+            Some(("operator", who)) => {
+                Some(RolledBackBy::Operator { who: who.to_owned(), why: why.map(|w| w.replace('_', " ")) })
+            }
             None if text == "health" => Some(RolledBackBy::Health),
             None if text == "safety" => Some(RolledBackBy::Safety),
             _ => None,
         }
     }
 
-    /// In a sentence: "alarm X", "the health check", ...
+    /// In a sentence: "the rollback function, on alarm X", ...
     pub fn describe(&self) -> String {
         match self {
             RolledBackBy::Alarm(name) => format!("the rollback function, on alarm {name}"),
             RolledBackBy::Health => "the release's own health check".to_owned(),
             RolledBackBy::Safety => "the safety rollback, after the release's tick kept failing".to_owned(),
-            RolledBackBy::Operator(who) => format!("{who}, by hand"),
+            RolledBackBy::Operator { who, why: Some(why) } => format!("{who}, by hand: {why}"),
+            RolledBackBy::Operator { who, why: None } => format!("{who}, by hand"),
         }
     }
 }
@@ -187,7 +253,30 @@ impl fmt::Display for RolledBackBy {
             RolledBackBy::Alarm(name) => write!(f, "alarm:{}", word(name)),
             RolledBackBy::Health => write!(f, "health"),
             RolledBackBy::Safety => write!(f, "safety"),
-            RolledBackBy::Operator(who) => write!(f, "operator:{}", word(who)),
+            RolledBackBy::Operator { who, .. } => write!(f, "operator:{}", word(who)),
+        }
+    }
+}
+
+impl Request {
+    fn parse(text: &str) -> Option<Self> {
+        let (what, by) = text.split_once(':')?;
+        let by = by.to_owned();
+        match what {
+            "promote" => Some(Request::Promote { full: false, by }),
+            "promote_full" => Some(Request::Promote { full: true, by }),
+            "approve" => Some(Request::Approve { by }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Promote { full: false, by } => write!(f, "promote:{}", word(by)),
+            Request::Promote { full: true, by } => write!(f, "promote_full:{}", word(by)),
+            Request::Approve { by } => write!(f, "approve:{}", word(by)),
         }
     }
 }
@@ -220,7 +309,7 @@ pub fn execution_id(execution: &str) -> &str {
 
 /// One word of the stamp: SageMaker tag values allow letters, digits, spaces and
 /// `_ . : / = + - @`; spaces and `=` separate the stamp's fields, so anything else
-/// becomes `_`. Alarm and operator names are the only free text that gets here.
+/// becomes `_`. Alarm and operator names and reasons are the only free text here.
 fn word(text: &str) -> String {
     let cleaned: String =
         text.chars().map(|c| if c.is_alphanumeric() || "_.:/+-@".contains(c) { c } else { '_' }).collect();
@@ -242,7 +331,13 @@ mod tests {
             phase: Phase::Live,
             stage: Some((2, 4)),
             release: Some("ai-handler-42".into()),
+            hold: None,
+            request: None,
         }
+    }
+
+    fn jane() -> RolledBackBy {
+        RolledBackBy::Operator { who: "jane".into(), why: Some("outputs look truncated".into()) }
     }
 
     #[test]
@@ -253,16 +348,31 @@ mod tests {
             "coalmine/1 phase=live execution=Release-AbC:ai-handler-42 stable=41 stage=2/4 release=ai-handler-42"
         );
         assert_eq!(Stamp::parse(&text), Some(live()));
-        for by in [
-            RolledBackBy::Alarm("ai-handler-errors".into()),
-            RolledBackBy::Health,
-            RolledBackBy::Safety,
-            RolledBackBy::Operator("jane".into()),
-        ] {
+        for by in [RolledBackBy::Alarm("ai-handler-errors".into()), RolledBackBy::Health, RolledBackBy::Safety, jane()]
+        {
             let stamp = live().rolled_back(by);
             assert_eq!(Stamp::parse(&stamp.render()), Some(stamp));
         }
         assert_eq!(Stamp::parse(&live().promoted().render()).map(|s| s.phase), Some(Phase::Promoted));
+        assert!(jane().describe().ends_with("by hand: outputs look truncated"));
+    }
+
+    #[test]
+    fn operator_holds_and_requests_ride_along_and_end_with_the_release() {
+        let requested = Stamp {
+            hold: Some("sam".into()),
+            request: Some(Request::Promote { full: true, by: "jane".into() }),
+            ..live()
+        };
+        let text = requested.render();
+        assert!(text.contains(" hold=sam request=promote_full:jane "), "{text}");
+        assert_eq!(Stamp::parse(&text), Some(requested.clone()));
+        for request in [Request::Promote { full: false, by: "j".into() }, Request::Approve { by: "j".into() }] {
+            let stamp = Stamp { request: Some(request), ..live() };
+            assert_eq!(Stamp::parse(&stamp.render()), Some(stamp));
+        }
+        assert_eq!(requested.promoted().request, None, "a request does not outlive the release");
+        assert_eq!(requested.rolled_back(RolledBackBy::Health).request, None);
     }
 
     #[test]
@@ -285,11 +395,14 @@ mod tests {
         let text = long.render();
         assert!(text.len() <= STAMP_MAX && !text.contains("release="), "{text}");
         assert_eq!(Stamp::parse(&text).unwrap().stage, Some((2, 4)));
-        let longest = Stamp { stable: "s".repeat(63), ..long.rolled_back(RolledBackBy::Alarm("a".repeat(255))) };
+        let longest = Stamp {
+            stable: "s".repeat(63),
+            ..long.rolled_back(RolledBackBy::Operator { who: "a".repeat(255), why: Some("w".repeat(200)) })
+        };
         let text = longest.render();
         assert!(text.len() <= STAMP_MAX, "{} chars: {text}", text.len());
         let parsed = Stamp::parse(&text).unwrap();
-        assert!(matches!(parsed.phase, Phase::RolledBack(RolledBackBy::Alarm(_))));
+        assert!(matches!(parsed.phase, Phase::RolledBack(RolledBackBy::Operator { why: None, .. })), "{text}");
         assert!(parsed.is_by(&longest.execution), "the hashed execution is still known as itself: {text}");
         assert!(!parsed.is_by("M:e"));
     }
@@ -303,16 +416,20 @@ mod tests {
             "coalmine/1 phase=live stable=41",
             "coalmine/1 phase=sideways execution=a stable=1",
             "coalmine/1 phase=rolled_back execution=a stable=1",
+            "coalmine/1 phase=live execution=a stable=1 request=dance:jane",
         ] {
             assert_eq!(Stamp::parse(text), None, "{text:?}");
         }
     }
 
     #[test]
-    fn an_execution_is_known_by_its_arn_or_its_id() {
+    fn an_execution_is_known_by_its_arn_or_its_id_and_a_release_by_its_name() {
         let stamp = live();
         assert!(stamp.is_by("arn:aws:states:us-east-1:123456789012:execution:Release-AbC:ai-handler-42"));
         assert!(stamp.is_by("Release-AbC:ai-handler-42"));
         assert!(!stamp.is_by("arn:aws:states:us-east-1:123456789012:execution:Release-AbC:ai-handler-42-retry"));
+        assert!(stamp.is_of_release("ai-handler-42") && !stamp.is_of_release("ai-handler-4"));
+        let nameless = Stamp { release: None, ..live() };
+        assert!(nameless.is_of_release("ai-handler-42"), "by the execution's name");
     }
 }

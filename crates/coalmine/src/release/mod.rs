@@ -1,8 +1,10 @@
 //! A release climbing its stages: the release as written ([`spec`]), the health judge
 //! ([`judge`]), and one tick of the state machine ([`tick`]).
 
+pub mod control;
 pub mod judge;
 pub mod notify;
+pub mod preflight;
 pub mod spec;
 pub mod tick;
 

@@ -28,6 +28,8 @@ pub enum RollbackKind {
     Safety,
     /// A person, by hand (`coalmine abort`).
     Operator,
+    /// A stage waited for approval longer than its `approval_timeout_seconds`.
+    ApprovalTimeout,
 }
 
 impl RollbackKind {
@@ -39,6 +41,7 @@ impl RollbackKind {
             RollbackKind::OutsideChange => "outside_change",
             RollbackKind::Safety => "safety",
             RollbackKind::Operator => "operator",
+            RollbackKind::ApprovalTimeout => "approval_timeout",
         }
     }
 
@@ -51,6 +54,7 @@ impl RollbackKind {
             RollbackKind::OutsideChange => "Stopped: changed outside the release",
             RollbackKind::Safety => "Undone by the safety rollback",
             RollbackKind::Operator => "Rolled back by hand",
+            RollbackKind::ApprovalTimeout => "Rolled back for want of approval",
         }
     }
 
@@ -63,6 +67,7 @@ impl RollbackKind {
             RollbackKind::OutsideChange => "changed outside the release",
             RollbackKind::Safety => "safety rollback",
             RollbackKind::Operator => "by hand",
+            RollbackKind::ApprovalTimeout => "no approval",
         }
     }
 }
@@ -99,6 +104,14 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
             "coalmine rolled back release {name} at {at}: one of its gate alarms fired. The canary's traffic is now \
              zero and the release will not climb again."
         ),
+        RollbackKind::ApprovalTimeout => format!(
+            "coalmine rolled back release {name} at {at}: the stage waited for approval and none came. The canary's \
+             traffic is now zero and the release will not climb again."
+        ),
+        RollbackKind::Operator => format!(
+            "coalmine rolled back release {name} at {at} by hand. The canary's traffic is now zero and the release \
+             will not climb again."
+        ),
         _ => format!(
             "coalmine rolled back release {name} at {at}: its canary failed a health check. The canary's traffic is \
              now zero and the release will not climb again."
@@ -130,6 +143,9 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
         RollbackKind::GateAlarm => {
             "The execution ends rolled back. A new release that gates on the alarm will not start until it is OK."
         }
+        RollbackKind::ApprovalTimeout | RollbackKind::Operator => {
+            "The execution ends rolled back. Start a new release when the model is ready."
+        }
         _ => "The execution ends rolled back. Fix the model, publish it, and start a new release.",
     };
     field(&mut body, "Next", next);
@@ -138,6 +154,48 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
         body,
         attributes: vec![
             (ATTR_EVENT, "rolled_back".to_owned()),
+            (ATTR_TARGET, target.to_string()),
+            (ATTR_RELEASE, name.clone()),
+        ],
+    }
+}
+
+/// A stage is waiting for a person: said once, when the wait begins.
+pub fn awaiting_approval(release: &Release, execution: &str, stage: usize, evidence: &Evidence) -> Notification {
+    let target = &release.target;
+    let name = &release.release;
+    let s = release.stages[stage];
+    let at = format!("stage {} of {} ({})", stage + 1, release.stages.len(), percent(s.weight()));
+    let mut body = format!(
+        "Release {name} baked healthy at {at} and waits for approval before it goes on. It stays at this weight, \
+         checked every {} s, and rolls back if it turns unhealthy.\n\n",
+        release.check_every_seconds
+    );
+    field(&mut body, "Release", name);
+    field(&mut body, "Stage", &at);
+    field(&mut body, "Target", &target.to_string());
+    field(&mut body, "Verdict", &evidence.summary());
+    if let Some(line) = evidence.metrics_line() {
+        field(&mut body, "Evidence", &line);
+    }
+    if let Some(link) = execution_link(execution, execution) {
+        field(&mut body, "Execution", &link);
+    }
+    body.push('\n');
+    field(
+        &mut body,
+        "Next",
+        &format!(
+            "coalmine approve {name} lets it go on; coalmine abort {name} --reason ... rolls it back. Without an \
+             answer it rolls back in {} s.",
+            s.approval_timeout()
+        ),
+    );
+    Notification {
+        subject: subject(&format!("coalmine: {name} on {target} waits for approval at {}", percent(s.weight()))),
+        body,
+        attributes: vec![
+            (ATTR_EVENT, "awaiting_approval".to_owned()),
             (ATTR_TARGET, target.to_string()),
             (ATTR_RELEASE, name.clone()),
         ],

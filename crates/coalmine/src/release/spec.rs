@@ -27,15 +27,34 @@ pub struct Release {
 pub struct Stage {
     pub percent: f64,
     pub bake_seconds: u64,
+    /// After its bake, the stage waits at its weight, still judged, until
+    /// `coalmine approve` (or a promote) lets it go on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
+    /// How long a stage waits for approval before it rolls back (fail safe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_seconds: Option<u64>,
 }
 
+/// A day: long enough for a person to look, short enough that a forgotten release
+/// does not sit half-rolled-out for a week.
+pub const DEFAULT_APPROVAL_TIMEOUT: u64 = 86_400;
+
 impl Stage {
+    pub fn new(percent: f64, bake_seconds: u64) -> Stage {
+        Stage { percent, bake_seconds, approval: false, approval_timeout_seconds: None }
+    }
+
     pub fn weight(&self) -> f64 {
         self.percent / 100.0
     }
 
     pub fn is_full(&self) -> bool {
         self.percent >= 100.0
+    }
+
+    pub fn approval_timeout(&self) -> u64 {
+        self.approval_timeout_seconds.unwrap_or(DEFAULT_APPROVAL_TIMEOUT)
     }
 }
 
@@ -136,14 +155,37 @@ impl Release {
         let release: Release = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
+            let hint = hint(value, &path).map(|h| format!("; {h}")).unwrap_or_default();
             if path == "." {
-                Error::InvalidRelease(inner.to_string())
+                Error::InvalidRelease(format!("{inner}{hint}"))
             } else {
-                Error::InvalidRelease(format!("{path}: {inner}"))
+                Error::InvalidRelease(format!("{path}: {inner}{hint}"))
             }
         })?;
         release.validate()?;
         Ok(release)
+    }
+
+    /// What running it takes at the least: each stage's bake, the time to promotion if
+    /// every stage is healthy at its first chance, and how many ticks that is.
+    pub fn plan(&self) -> Plan {
+        let checks = |bake: u64| bake.div_ceil(self.check_every_seconds).max(1);
+        let stages: Vec<PlannedStage> = self
+            .stages
+            .iter()
+            .map(|s| PlannedStage {
+                percent: s.percent,
+                bake_seconds: s.bake_seconds,
+                approval: s.approval,
+                ticks: checks(s.bake_seconds),
+            })
+            .collect();
+        Plan {
+            earliest_promotion_seconds: self.stages.iter().map(|s| s.bake_seconds).sum(),
+            ticks: 1 + stages.iter().map(|s| s.ticks).sum::<u64>(),
+            waits_for_approval: self.stages.iter().any(|s| s.approval),
+            stages,
+        }
     }
 
     pub fn validate(&self) -> Result<(), Error> {
@@ -191,6 +233,17 @@ impl Release {
         if self.stages.is_empty() {
             return bad("stages", "at least one stage is required, the last at percent 100".into());
         }
+        if self.stages.iter().all(|s| s.percent > 0.0 && s.percent <= 1.0) && self.stages.len() > 1 {
+            return bad(
+                "stages[0].percent",
+                format!(
+                    "{} looks like a fraction, but percent counts to 100: {} means {}%",
+                    self.stages[0].percent,
+                    self.stages[0].percent,
+                    self.stages[0].percent * 100.0
+                ),
+            );
+        }
         let mut previous = 0.0;
         for (i, stage) in self.stages.iter().enumerate() {
             if !(stage.percent > 0.0 && stage.percent <= 100.0) {
@@ -203,6 +256,20 @@ impl Release {
                 );
             }
             previous = stage.percent;
+            if let Some(timeout) = stage.approval_timeout_seconds {
+                if !stage.approval {
+                    return bad(
+                        &format!("stages[{i}].approval_timeout_seconds"),
+                        "only a stage with \"approval\": true waits for approval".into(),
+                    );
+                }
+                if !(60..=604_800).contains(&timeout) {
+                    return bad(
+                        &format!("stages[{i}].approval_timeout_seconds"),
+                        format!("{timeout} is outside 60..=604800"),
+                    );
+                }
+            }
             if stage.bake_seconds == 0 {
                 return bad(
                     &format!("stages[{i}].bake_seconds"),
@@ -226,6 +293,47 @@ impl Release {
             Target::Sagemaker(t) => &t.canary_variant,
         }
     }
+}
+
+/// [`Release::plan`]: what a release takes when all goes well.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub stages: Vec<PlannedStage>,
+    /// The sum of the bakes: no release is promoted sooner.
+    pub earliest_promotion_seconds: u64,
+    /// Ticks (stepper invocations) to promotion: the start, then a check per
+    /// `check_every_seconds` of each bake.
+    pub ticks: u64,
+    /// Some stage waits for a person, so promotion takes that long too.
+    pub waits_for_approval: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedStage {
+    pub percent: f64,
+    pub bake_seconds: u64,
+    pub approval: bool,
+    pub ticks: u64,
+}
+
+/// What a person most likely meant when a release does not parse at `path`.
+fn hint(value: &Value, path: &str) -> Option<String> {
+    let target = value.get("target")?;
+    if path.starts_with("target") && target.get("lambda").is_none() && target.get("sagemaker").is_none() {
+        if target.get("function").is_some() || target.get("alias").is_some() {
+            return Some(
+                "a Lambda target names its kind: {\"lambda\": {\"function\": ..., \"alias\": ...}}".to_owned(),
+            );
+        }
+        if target.get("endpoint").is_some() {
+            return Some(
+                "a SageMaker target names its kind: {\"sagemaker\": {\"endpoint\": ..., \"stable_variant\": ..., \
+                 \"canary_variant\": ...}}"
+                    .to_owned(),
+            );
+        }
+    }
+    None
 }
 
 impl Gates {
@@ -332,6 +440,23 @@ pub(crate) mod tests {
         assert_eq!(sagemaker.gates.custom[0].max, Some(5.0));
     }
 
+    #[test]
+    fn a_plan_says_how_long_at_the_least_and_how_many_ticks() {
+        let plan = lambda_release().plan();
+        // 5/25/50/100 with 900, 900, 900, 600 s bakes, checked every 60 s.
+        assert_eq!(plan.stages.iter().map(|s| s.percent).collect::<Vec<_>>(), [5.0, 25.0, 50.0, 100.0]);
+        assert_eq!(plan.earliest_promotion_seconds, 3300);
+        assert_eq!(plan.ticks, 1 + 15 + 15 + 15 + 10);
+        assert!(!plan.waits_for_approval);
+    }
+
+    #[test]
+    fn a_release_without_min_requests_gets_the_safe_default() {
+        let mut json = sample_json("lambda-ai-handler-42.json");
+        json["gates"].as_object_mut().unwrap().remove("min_requests");
+        assert_eq!(Release::parse(&json).unwrap().gates.min_requests, DEFAULT_MIN_REQUESTS);
+    }
+
     /// Each case: a change to the valid Lambda sample, and what the error must say.
     #[test]
     fn every_rule_rejects_with_the_field_and_what_is_allowed() {
@@ -358,6 +483,9 @@ pub(crate) mod tests {
             ("error rate > 1", Box::new(|r| r["gates"]["max_error_rate"] = 5.into()), "gates.max_error_rate: 5 is not a fraction in [0, 1]"),
             ("negative p95", Box::new(|r| r["gates"]["max_p95_latency_ms"] = (-1).into()), "gates.max_p95_latency_ms: -1 must be a number >= 0"),
             ("bad policy", Box::new(|r| r["gates"]["on_insufficient_data"] = "panic".into()), "unknown variant `panic`, expected one of `hold`, `rollback`, `proceed`"),
+            ("fractions", Box::new(|r| { for (i, p) in [0.05, 0.25, 0.5, 1.0].iter().enumerate() { r["stages"][i]["percent"] = (*p).into(); } }), "stages[0].percent: 0.05 looks like a fraction, but percent counts to 100: 0.05 means 5%"),
+            ("kindless target", Box::new(|r| r["target"] = serde_json::json!({"function": "ai-handler", "alias": "live"})), "a Lambda target names its kind: {\"lambda\": {\"function\": ..., \"alias\": ...}}"),
+            ("approval timeout without approval", Box::new(|r| r["stages"][1]["approval_timeout_seconds"] = 600.into()), "stages[1].approval_timeout_seconds: only a stage with \"approval\": true"),
             ("bad confidence", Box::new(|r| r["gates"]["error_rate_confidence"] = 1.into()), "gates.error_rate_confidence: 1 is outside [0.5, 1)"),
             ("empty alarm", Box::new(|r| r["gates"]["alarms"][0] = "".into()), "gates.alarms[0]: an alarm name"),
             ("bad stat", Box::new(|r| r["gates"]["custom"][0]["stat"] = "Median".into()), "gates.custom[0].stat: \"Median\" is not one of"),

@@ -12,14 +12,13 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::domain::error::{Error, Result, INVALID_RELEASE};
-use crate::domain::event::AlarmState;
 use crate::domain::split::Split;
-use crate::domain::stamp::{execution_id, Phase, RolledBackBy, Stamp};
+use crate::domain::stamp::{execution_id, Phase, Request, RolledBackBy, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
 use crate::release::judge::{judge, judge_alarms, Evidence, Verdict};
 use crate::release::notify::{self as release_notify, RollbackKind};
-use crate::release::{InsufficientDataAlarm, OnInsufficientData, Release};
+use crate::release::{preflight, OnInsufficientData, Release};
 use crate::rollback::notify::{describe, percent};
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 
@@ -32,7 +31,12 @@ pub const HISTORY_LIMIT: usize = 30;
 pub enum Status {
     Baking,
     Advanced,
+    /// Bake over, too little data: still checking (`on_insufficient_data: hold`).
     Holding,
+    /// Bake over, held by an operator's `coalmine pause`: still judged.
+    Paused,
+    /// Bake over at a stage that needs `coalmine approve`: still judged.
+    AwaitingApproval,
     Promoted,
     RolledBack,
 }
@@ -44,6 +48,8 @@ impl Status {
             Status::Baking => "baking",
             Status::Advanced => "advanced",
             Status::Holding => "holding",
+            Status::Paused => "paused",
+            Status::AwaitingApproval => "awaiting_approval",
             Status::Promoted => "promoted",
             Status::RolledBack => "rolled_back",
         }
@@ -96,6 +102,9 @@ pub struct Progress {
     pub stage_entered_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding_since: Option<u64>,
+    /// When the current stage began waiting for approval (and the team was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_since: Option<u64>,
     pub status: Status,
     /// When `rolled_back`: what took the traffic away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,12 +259,20 @@ pub async fn tick(
         judge(&release.gates, &states, Some(&snapshot))
     };
     let evidence_json = serde_json::to_value(&evidence).ok();
-    let bake_over = now >= progress.stage_entered_at + stage.bake_seconds;
+    let stamp =
+        live.stamp.clone().unwrap_or_else(|| own_stamp(release, execution, &progress.stable, progress.stage, None));
+    // An operator's promote ends the bake now, and goes on even on too little data:
+    // their call, said in the reason. Nothing overrides an unhealthy verdict.
+    let promote = match &stamp.request {
+        Some(Request::Promote { full, by }) => Some((*full, by.clone())),
+        _ => None,
+    };
+    let bake_done = now >= progress.stage_entered_at + stage.bake_seconds;
 
     // 3. Unhealthy: roll back with the rollback function's own code.
-    let rollback_reason = match (evidence.verdict, bake_over) {
-        (Verdict::Unhealthy, _) => Some(evidence.summary()),
-        (Verdict::Inconclusive, true) => match release.gates.on_insufficient_data {
+    let rollback_reason = match (evidence.verdict, bake_done, &promote) {
+        (Verdict::Unhealthy, _, _) => Some(evidence.summary()),
+        (Verdict::Inconclusive, true, None) => match release.gates.on_insufficient_data {
             OnInsufficientData::Rollback => Some(format!("{} at the end of the bake", evidence.summary())),
             OnInsufficientData::Hold => {
                 let since = *progress.holding_since.get_or_insert(now);
@@ -272,30 +289,98 @@ pub async fn tick(
     }
 
     // 4. Keep baking (or holding).
+    let bake_over = bake_done || promote.is_some();
     let holding = evidence.verdict == Verdict::Inconclusive
         && bake_over
+        && promote.is_none()
         && release.gates.on_insufficient_data == OnInsufficientData::Hold;
     if !bake_over || holding {
         let status = if holding { Status::Holding } else { Status::Baking };
         let remaining = (progress.stage_entered_at + stage.bake_seconds).saturating_sub(now);
         let wait =
             if holding { release.check_every_seconds } else { release.check_every_seconds.min(remaining.max(1)) };
-        progress.status = status;
-        progress.wait_seconds = wait;
-        progress.reason = evidence.summary();
-        log_decision(release, &progress, Some(&evidence));
-        record(&mut progress, now, evidence_json);
-        return Ok(progress);
+        return Ok(keep(release, progress, now, status, wait, evidence.summary(), &evidence));
     }
     progress.holding_since = None;
-    // Proceeding on too little data is the release's own choice; it is never "healthy".
-    let verdict = match evidence.verdict {
-        Verdict::Inconclusive => format!("{}; proceeding, as on_insufficient_data says", evidence.summary()),
+    // Proceeding on too little data is the release's own choice, or an operator's; it
+    // is never "healthy".
+    let verdict = match (evidence.verdict, &promote) {
+        (Verdict::Inconclusive, Some((_, by))) => format!("{}; proceeding, as {by} promoted it", evidence.summary()),
+        (Verdict::Inconclusive, None) => format!("{}; proceeding, as on_insufficient_data says", evidence.summary()),
         _ => evidence.summary(),
     };
 
-    // 5. Bake over: promote after the last stage, else the next stage.
-    let stamp = live.stamp.clone().unwrap_or_else(|| own_stamp(release, execution, &progress.stable, progress.stage));
+    // 5. Promoted by hand, all the way: the final split, recorded as promoted, at once.
+    if let Some((true, by)) = &promote {
+        let last = release.stages.len() - 1;
+        let desired = Split { stamp: Some(stamp.promoted()), ..stage_split(release, &progress.stable, &live, last) };
+        match deps.router.write(target, &live, &desired).await {
+            Ok(_) => {}
+            Err(Error::Conflict { .. }) => return Err(retry_after_conflict(target, "promoting")),
+            Err(other) => return Err(other),
+        }
+        progress.weight = release.stages[last].weight();
+        let reason =
+            format!("Promoted by {by} (promote --full) from {}; {verdict}", stage_text(release, progress.stage));
+        let done = finish(progress, now, Status::Promoted, reason, evidence_json);
+        log_decision(release, &done, Some(&evidence));
+        return Ok(done);
+    }
+
+    // 6. Paused: the judge goes on (and rolls back), only advancing waits.
+    if let (Some(who), None) = (&stamp.hold, &promote) {
+        let reason = format!(
+            "Paused by {who} at {}, bake done; the judge keeps checking ({verdict}). coalmine resume {} goes on",
+            stage_text(release, progress.stage),
+            release.release
+        );
+        return Ok(keep(release, progress, now, Status::Paused, release.check_every_seconds, reason, &evidence));
+    }
+
+    // 7. A stage that waits for approval: judged every check, rolled back on no answer.
+    let approved = promote.is_some() || matches!(stamp.request, Some(Request::Approve { .. }));
+    if stage.approval && !approved {
+        let since = match progress.awaiting_since {
+            Some(since) => since,
+            None => {
+                let message = release_notify::awaiting_approval(release, execution, progress.stage, &evidence);
+                deps.notifier.publish(&message).await.map_err(|e| unsent(release, "the approval request", e))?;
+                *progress.awaiting_since.insert(now)
+            }
+        };
+        let deadline = since + stage.approval_timeout();
+        if now >= deadline {
+            let why = format!("no approval within {} s", stage.approval_timeout());
+            return roll_back(
+                release,
+                progress,
+                live,
+                execution,
+                deps,
+                now,
+                RollbackKind::ApprovalTimeout,
+                why,
+                Some(&evidence),
+            )
+            .await;
+        }
+        let reason = format!(
+            "Waiting for approval at {} ({verdict}): coalmine approve {}; rolls back without it in {} s",
+            stage_text(release, progress.stage),
+            release.release,
+            deadline - now
+        );
+        let wait = release.check_every_seconds.min(deadline - now);
+        return Ok(keep(release, progress, now, Status::AwaitingApproval, wait, reason, &evidence));
+    }
+    progress.awaiting_since = None;
+    let by = match &stamp.request {
+        Some(Request::Approve { by }) if stage.approval => format!(" Approved by {by}."),
+        Some(Request::Promote { by, .. }) => format!(" Promoted by {by}."),
+        _ => String::new(),
+    };
+
+    // 8. Bake over: promote after the last stage, else the next stage.
     if progress.stage + 1 == release.stages.len() {
         // Recorded on the target first: from here on, an alarm no longer reverts it.
         let promoted = Split { stamp: Some(stamp.promoted()), ..live.clone() };
@@ -304,15 +389,14 @@ pub async fn tick(
             Err(Error::Conflict { .. }) => return Err(retry_after_conflict(target, "recording the promotion")),
             Err(other) => return Err(other),
         }
-        let reason = format!("Promoted: stage {} baked; {verdict}", percent(stage.weight()));
-        let mut done = finish(progress, now, Status::Promoted, reason, evidence_json);
-        done.wait_seconds = 0;
+        let reason = format!("Promoted: stage {} baked;{by} {verdict}", percent(stage.weight()));
+        let done = finish(progress, now, Status::Promoted, reason, evidence_json);
         log_decision(release, &done, Some(&evidence));
         return Ok(done);
     }
     let next = progress.stage + 1;
     let desired = Split {
-        stamp: Some(own_stamp(release, execution, &progress.stable, next)),
+        stamp: Some(own_stamp(release, execution, &progress.stable, next, stamp.hold.clone())),
         ..stage_split(release, &progress.stable, &live, next)
     };
     let written = match deps.router.write(target, &live, &desired).await {
@@ -328,7 +412,7 @@ pub async fn tick(
     progress.status = Status::Advanced;
     progress.wait_seconds = release.check_every_seconds.min(release.stages[next].bake_seconds.max(1));
     progress.reason = format!(
-        "Stage {} baked; now at {}. {verdict}",
+        "Stage {} baked; now at {}.{by} {verdict}",
         percent(stage.weight()),
         percent(release.stages[next].weight()),
     );
@@ -337,20 +421,41 @@ pub async fn tick(
     Ok(progress)
 }
 
+/// A tick that changes nothing on the target: baking, holding, paused, or waiting.
+fn keep(
+    release: &Release,
+    mut progress: Progress,
+    now: u64,
+    status: Status,
+    wait: u64,
+    reason: String,
+    evidence: &Evidence,
+) -> Progress {
+    progress.status = status;
+    progress.wait_seconds = wait;
+    progress.reason = reason;
+    log_decision(release, &progress, Some(evidence));
+    record(&mut progress, now, serde_json::to_value(evidence).ok());
+    progress
+}
+
 /// A conditional write lost a race: the tick fails retryable, and its retry reads
 /// afresh and sees (and names) whatever won.
 fn retry_after_conflict(target: &Target, doing: &str) -> Error {
     Error::Conflict { target: target.clone(), detail: format!("the traffic changed while {doing}; reading it again") }
 }
 
-/// The stamp this execution writes while at `stage` (0-based).
-fn own_stamp(release: &Release, execution: &str, stable: &str, stage: usize) -> Stamp {
+/// The stamp this execution writes while at `stage` (0-based); an operator's hold
+/// stays, a request it has carried out goes.
+fn own_stamp(release: &Release, execution: &str, stable: &str, stage: usize, hold: Option<String>) -> Stamp {
     Stamp {
         execution: execution_id(execution).to_owned(),
         stable: stable.to_owned(),
         phase: Phase::Live,
         stage: Some((stage + 1, release.stages.len())),
         release: Some(release.release.clone()),
+        hold,
+        request: None,
     }
 }
 
@@ -364,7 +469,7 @@ async fn start(
 ) -> Result<Progress> {
     let target = &release.target;
     let canary = release.canary_id();
-    let live = deps.router.read(target).await.map_err(|e| not_ready(target, e))?;
+    let live = preflight::read_target(deps.router, release).await?;
     if let Some(stamp) = live.stamp_by(execution).cloned() {
         let adopted = adopt(release, &stamp, &live, now);
         return match stamp.phase {
@@ -375,44 +480,10 @@ async fn start(
             _ => after_change(release, adopted, live, execution, deps, now).await,
         };
     }
-    if !live.canary_is_zero() {
-        let owner = match &live.stamp {
-            Some(stamp) if stamp.is_live() => format!(
-                " (release {}, execution {}{})",
-                stamp.release.as_deref().unwrap_or("unnamed"),
-                stamp.execution,
-                stamp.stage.map(|(at, of)| format!(", stage {at} of {of}")).unwrap_or_default()
-            ),
-            _ => String::new(),
-        };
-        return Err(Error::Refused(format!(
-            "{target} already has a canary in flight: {}{owner}. Wait for it to end, or roll it back, then start \
-             this release again",
-            describe(target, &live)
-        )));
-    }
-    if live.stable == canary {
-        return Err(Error::InvalidRelease(format!(
-            "canary_version: {canary} is already the stable version of {target}"
-        )));
-    }
-    deps.router.check_canary(target, canary).await.map_err(|e| not_ready(target, e))?;
-    if !release.gates.alarms.is_empty() {
-        let states = deps.alarms.states(&release.gates.alarms).await?;
-        if let Some(missing) = release.gates.alarms.iter().find(|a| !states.iter().any(|(n, _)| n == *a)) {
-            return Err(Error::InvalidRelease(format!("gates.alarms: alarm {missing:?} does not exist")));
-        }
-        let strict = release.gates.alarm_insufficient_data == InsufficientDataAlarm::Unhealthy;
-        if let Some((name, state)) = states
-            .iter()
-            .find(|(_, state)| *state == AlarmState::Alarm || (strict && *state == AlarmState::InsufficientData))
-        {
-            return Err(Error::Refused(format!(
-                "gate alarm {name} is {}: coalmine does not start a release into a firing alarm. Start it again once \
-                 the alarm is OK",
-                state.as_str()
-            )));
-        }
+    if let Some(failed) =
+        preflight::checks(release, &live, deps.router, deps.alarms).await.into_iter().find_map(|c| c.found.err())
+    {
+        return Err(failed);
     }
     let mut progress = Progress {
         stage: 0,
@@ -422,6 +493,7 @@ async fn start(
         started_at: now,
         stage_entered_at: now,
         holding_since: None,
+        awaiting_since: None,
         status: Status::Advanced,
         rolled_back_by: None,
         wait_seconds: 0,
@@ -431,7 +503,7 @@ async fn start(
         history_dropped: 0,
     };
     let desired = Split {
-        stamp: Some(own_stamp(release, execution, &live.stable, 0)),
+        stamp: Some(own_stamp(release, execution, &live.stable, 0, None)),
         ..stage_split(release, &live.stable, &live, 0)
     };
     // A conflict fails the tick (retryable): the retry starts afresh from a new read.
@@ -451,21 +523,6 @@ async fn start(
     Ok(progress)
 }
 
-/// A first tick that cannot even see its target moved nothing: the release is invalid
-/// (a typo in a name), and saying so beats a generic failure.
-fn not_ready(target: &Target, error: Error) -> Error {
-    match error {
-        Error::NotFound { detail, .. } => {
-            Error::InvalidRelease(format!("target: {target} was not found ({detail}); check the names in the release"))
-        }
-        Error::AccessDenied { operation, detail } => Error::InvalidRelease(format!(
-            "target: coalmine may not use {target} ({operation}: {detail}); check the names in the release, and \
-             that the stack's LambdaTargetFunctionArns or SageMakerEndpointArns parameter covers it"
-        )),
-        other => other,
-    }
-}
-
 /// The progress an earlier attempt of a tick left only on the target, from its stamp.
 fn adopt(release: &Release, stamp: &Stamp, live: &Split, now: u64) -> Progress {
     let stage = stamp.stage.map_or(0, |(at, _)| at.saturating_sub(1)).min(release.stages.len() - 1);
@@ -477,6 +534,7 @@ fn adopt(release: &Release, stamp: &Stamp, live: &Split, now: u64) -> Progress {
         started_at: now,
         stage_entered_at: now,
         holding_since: None,
+        awaiting_since: None,
         status: Status::Advanced,
         rolled_back_by: None,
         wait_seconds: release.check_every_seconds.min(release.stages[stage].bake_seconds.max(1)),
@@ -547,8 +605,8 @@ async fn after_change(
             progress.rolled_back_by = Some(RollbackKind::Alarm);
             Ok(finish(progress, now, Status::RolledBack, reason, None))
         }
-        Phase::RolledBack(RolledBackBy::Operator(who)) => {
-            let reason = format!("Rolled back by hand by {who}, at {stage_text}");
+        Phase::RolledBack(by @ RolledBackBy::Operator { .. }) => {
+            let reason = format!("Rolled back at {stage_text} by {}", by.describe());
             warn!(release = %release.release, target = %target, decision = "rolled_back", rolled_back_by = "operator", "{reason}");
             progress.rolled_back_by = Some(RollbackKind::Operator);
             Ok(finish(progress, now, Status::RolledBack, reason, None))
@@ -590,7 +648,7 @@ async fn outside_change(
         before: &progress.last_written.as_split(),
         after: &live,
     });
-    deps.notifier.publish(&message).await.map_err(|e| unsent(release, e))?;
+    deps.notifier.publish(&message).await.map_err(|e| unsent(release, "the rollback's message", e))?;
     progress.rolled_back_by = Some(RollbackKind::OutsideChange);
     Ok(finish(progress, now, Status::RolledBack, reason, None))
 }
@@ -655,7 +713,7 @@ pub async fn safety_rollback(
                     before: done.before(),
                     after: done.after(),
                 });
-                deps.notifier.publish(&message).await.map_err(|e| unsent(&release, e))?;
+                deps.notifier.publish(&message).await.map_err(|e| unsent(&release, "the rollback's message", e))?;
             }
             SafetyOutcome {
                 ending: Ending::FailedAfterUndoing,
@@ -778,7 +836,7 @@ async fn roll_back_notified(
     });
     // The rollback stands whatever happens to the message; a failed message fails the
     // tick so the state machine's retry (which finds the rollback in the stamp) re-sends it.
-    deps.notifier.publish(&message).await.map_err(|e| unsent(release, e))?;
+    deps.notifier.publish(&message).await.map_err(|e| unsent(release, "the rollback's message", e))?;
     let reason = format!("{} at {}: {why}", kind.headline(), stage_text(release, progress.stage));
     progress.rolled_back_by = Some(kind);
     let done = finish(progress, now, Status::RolledBack, reason, evidence.and_then(|e| serde_json::to_value(e).ok()));
@@ -786,11 +844,9 @@ async fn roll_back_notified(
     Ok(done)
 }
 
-fn unsent(release: &Release, error: Error) -> Error {
-    Error::Incomplete {
-        summary: format!("release {}: rolled back, but the message was not sent: {error}", release.release),
-        retryable: true,
-    }
+/// A message that did not go out fails the tick, so the state machine's retry sends it.
+fn unsent(release: &Release, what: &str, error: Error) -> Error {
+    Error::Incomplete { summary: format!("release {}: {what} was not sent: {error}", release.release), retryable: true }
 }
 
 /// "stage 2 of 4 (25%)"
@@ -838,7 +894,7 @@ mod tests {
     use super::*;
     use crate::domain::event::AlarmState;
     use crate::fakes::{lambda_split, FakeAlarms, FakeMetrics, FakeNotifier, FakeRouter};
-    use crate::release::Gates;
+    use crate::release::{Gates, InsufficientDataAlarm};
     use crate::Target;
 
     const T0: u64 = 1_800_000_000;
@@ -851,9 +907,9 @@ mod tests {
             target: Target::lambda("ai-handler", "live"),
             canary_version: Some("42".into()),
             stages: vec![
-                crate::release::Stage { percent: 5.0, bake_seconds: 600 },
-                crate::release::Stage { percent: 25.0, bake_seconds: 600 },
-                crate::release::Stage { percent: 100.0, bake_seconds: 300 },
+                crate::release::Stage::new(5.0, 600),
+                crate::release::Stage::new(25.0, 600),
+                crate::release::Stage::new(100.0, 300),
             ],
             check_every_seconds: 60,
             gates,
@@ -1355,13 +1411,133 @@ mod tests {
         assert_eq!(world.live().stable, "42", "a promotion whose bake passed is not undone");
     }
 
+    async fn operator(world: &World, command: crate::release::control::Command) {
+        crate::release::control::command(&world.router, &target(), "ai-handler-42", "jane", command).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_paused_release_is_still_judged_but_does_not_advance_until_resumed() {
+        use crate::release::control::Command;
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        operator(&world, Command::Pause).await;
+
+        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        assert_eq!((p.status, p.stage, p.wait_seconds), (Status::Paused, 0, 60));
+        assert!(p.reason.starts_with("Paused by jane at stage 1 of 3 (5%), bake done"), "{}", p.reason);
+        let p = world.tick(&r, Some(p), T0 + 660).await.unwrap();
+        assert_eq!((p.status, world.router.write_count()), (Status::Paused, 2), "only the pause was written");
+
+        operator(&world, Command::Resume).await;
+        let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
+        assert_eq!((p.status, p.stage), (Status::Advanced, 1));
+
+        // Paused, and then unhealthy: the judge still rolls back.
+        operator(&world, Command::Pause).await;
+        world.metrics.set((1000.0, 200.0), (20_000.0, 20.0));
+        let p = world.tick(&r, Some(p), T0 + 780).await.unwrap();
+        assert_eq!(p.status, Status::RolledBack);
+        assert_eq!(world.live().canary_weight, 0.0);
+    }
+
+    #[tokio::test]
+    async fn an_approval_stage_waits_asks_the_team_once_and_goes_on_when_approved() {
+        use crate::release::control::Command;
+        let world = World::new(stable_only());
+        let mut r = release(gates());
+        r.stages[1].approval = true;
+        r.stages[1].approval_timeout_seconds = Some(3600);
+        let mut p = world.tick(&r, None, T0).await.unwrap();
+        p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        assert_eq!(p.stage, 1);
+
+        let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
+        assert_eq!((p.status, p.awaiting_since, p.wait_seconds), (Status::AwaitingApproval, Some(T0 + 1200), 60));
+        assert!(p.reason.contains("coalmine approve ai-handler-42; rolls back without it in 3600 s"), "{}", p.reason);
+        let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
+        assert_eq!(p.status, Status::AwaitingApproval);
+        let sent = world.sent();
+        assert_eq!(sent.len(), 1, "asked once");
+        assert!(sent[0].attributes.contains(&("event", "awaiting_approval".into())));
+        assert_eq!(sent[0].subject, "coalmine: ai-handler-42 on lambda:ai-handler:live waits for approval at 25%");
+
+        operator(&world, Command::Approve).await;
+        let p = world.tick(&r, Some(p), T0 + 1320).await.unwrap();
+        assert_eq!((p.status, p.stage), (Status::Advanced, 2));
+        assert!(p.reason.contains("Approved by jane."), "{}", p.reason);
+        assert_eq!(world.live().stamp.unwrap().request, None, "carried out, then cleared");
+    }
+
+    #[tokio::test]
+    async fn no_approval_in_time_rolls_back() {
+        let world = World::new(stable_only());
+        let mut r = release(gates());
+        r.stages[0].approval = true;
+        r.stages[0].approval_timeout_seconds = Some(120);
+        let p = world.tick(&r, None, T0).await.unwrap();
+        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        assert_eq!(p.status, Status::AwaitingApproval);
+        let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
+        assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::ApprovalTimeout)));
+        assert!(p.reason.contains("no approval within 120 s"), "{}", p.reason);
+        assert_eq!(world.live().canary_weight, 0.0);
+    }
+
+    #[tokio::test]
+    async fn promote_ends_the_bake_now_and_promote_full_ends_the_release_promoted() {
+        use crate::release::control::Command;
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        operator(&world, Command::Promote { full: false }).await;
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        assert_eq!((p.status, p.stage), (Status::Advanced, 1), "10 minutes early");
+        assert!(p.reason.contains("Promoted by jane."), "{}", p.reason);
+
+        // Too little data is no reason to refuse an operator's promote; it says so.
+        world.metrics.set((3.0, 0.0), (1000.0, 0.0));
+        operator(&world, Command::Promote { full: true }).await;
+        let p = world.tick(&r, Some(p), T0 + 120).await.unwrap();
+        assert_eq!(p.status, Status::Promoted);
+        assert!(p.reason.starts_with("Promoted by jane (promote --full) from stage 2 of 3 (25%)"), "{}", p.reason);
+        assert!(p.reason.contains("proceeding, as jane promoted it"), "{}", p.reason);
+        let live = world.live();
+        assert_eq!((live.stable.as_str(), live.canary_is_zero()), ("42", true));
+        assert_eq!(live.stamp.unwrap().phase, Phase::Promoted);
+
+        // An unhealthy canary is rolled back, whatever was asked.
+        let world = World::new(stable_only());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        operator(&world, Command::Promote { full: true }).await;
+        world.metrics.set((1000.0, 200.0), (20_000.0, 20.0));
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+        assert_eq!(p.status, Status::RolledBack);
+    }
+
+    #[tokio::test]
+    async fn an_abort_by_hand_ends_the_release_naming_who_and_why() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        crate::release::control::abort(&world.router, &world.notifier, &r, ME, "jane", "answers look truncated")
+            .await
+            .unwrap();
+
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+        assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::Operator)));
+        assert_eq!(p.reason, "Rolled back at stage 1 of 3 (5%) by jane, by hand: answers look truncated");
+        assert_eq!(world.sent().len(), 1, "the abort told the team; the release does not again");
+        // A later release of the target starts.
+        let next = World { router: FakeRouter::with([(target(), world.live())]), ..World::new(stable_only()) };
+        next.tick_as(OTHER, &r, None, T0 + 120).await.unwrap();
+    }
+
     #[tokio::test]
     async fn history_stays_bounded() {
         let world = World::new(stable_only());
-        let r = Release {
-            stages: vec![crate::release::Stage { percent: 100.0, bake_seconds: 100_000 }],
-            ..release(gates())
-        };
+        let r = Release { stages: vec![crate::release::Stage::new(100.0, 100_000)], ..release(gates()) };
         let mut p = world.tick(&r, None, T0).await.unwrap();
         for i in 1..=100 {
             p = world.tick(&r, Some(p), T0 + i * 60).await.unwrap();

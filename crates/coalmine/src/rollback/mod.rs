@@ -201,6 +201,31 @@ fn log_outcome(event: &AlarmEvent, target: &Target, outcome: &Result<ZeroOutcome
     );
 }
 
+/// The rollback function's job by hand, for an incident outside any release: `who`
+/// takes `target`'s canary traffic away (putting back the stable a release in flight
+/// replaced), for `why`, and the team is told. The stamp says who, so a release in
+/// flight there ends rolled back at its next check.
+pub async fn by_hand(
+    router: &impl TrafficRouter,
+    notifier: &impl Notifier,
+    target: &Target,
+    who: &str,
+    why: &str,
+) -> Result<ZeroOutcome> {
+    let by = RolledBackBy::Operator { who: who.to_owned(), why: Some(why.to_owned()) };
+    let outcome = zero_canary(router, target, &by, Owner::Anyone, None).await?;
+    info!(
+        target = %target, decision = outcome.event_name(), operator = who, why,
+        weight_before = outcome.before().canary_weight, weight_after = outcome.after().canary_weight,
+        stable_before = %outcome.before().stable, stable_after = %outcome.after().stable, "rolled back by hand"
+    );
+    notifier.publish(&notify::by_hand(target, &outcome, &by)).await.map_err(|e| Error::Incomplete {
+        summary: format!("{target} was handled, but the team's message was not sent: {e}"),
+        retryable: true,
+    })?;
+    Ok(outcome)
+}
+
 /// The rollback function's whole job on one payload: decode, act on each alarm event it
 /// holds (SNS may carry several), and summarise as JSON (the invocation's result, handy
 /// in tests and in Lambda's console). Every event is handled before a failure is returned.
@@ -339,6 +364,8 @@ mod tests {
             phase,
             stage: Some((4, 4)),
             release: Some("ai-handler-42".into()),
+            hold: None,
+            request: None,
         };
         Split { stamp: Some(stamp), ..split }
     }

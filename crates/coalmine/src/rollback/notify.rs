@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use crate::domain::event::AlarmEvent;
 use crate::domain::split::Split;
-use crate::domain::stamp::{Phase, Stamp};
+use crate::domain::stamp::{Phase, RolledBackBy, Stamp};
 use crate::domain::target::Target;
 use crate::ports::Notification;
 use crate::rollback::ZeroOutcome;
@@ -83,6 +83,38 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
         body,
         attributes,
     }
+}
+
+/// A rollback a person made with `coalmine rollback`.
+pub fn by_hand(target: &Target, outcome: &ZeroOutcome, by: &RolledBackBy) -> Notification {
+    let before = outcome.before();
+    let stamp = before.stamp.as_ref();
+    let release = stamp.and_then(|s| s.release.as_deref());
+    let opening = match outcome {
+        ZeroOutcome::RolledBack { .. } => format!("{target}'s canary was rolled back by {}.", by.describe()),
+        _ => format!(
+            "{} asked to roll back {target}, whose canary already had no traffic: nothing changed.",
+            by.describe()
+        ),
+    };
+    let mut body = format!("{opening}\n\n");
+    release_lines(&mut body, stamp);
+    field(&mut body, "Target", &target.to_string());
+    field(&mut body, "Before", &describe(target, before));
+    field(&mut body, "After", &describe(target, outcome.after()));
+    body.push('\n');
+    let next = match (outcome, stamp.filter(|s| s.is_live())) {
+        (ZeroOutcome::RolledBack { .. }, Some(_)) => {
+            "The release in flight there sees it at its next check and ends rolled back."
+        }
+        _ => "Nothing else will run.",
+    };
+    field(&mut body, "Next", next);
+    let mut attributes = vec![(ATTR_EVENT, outcome.event_name().to_owned()), (ATTR_TARGET, target.to_string())];
+    if let Some(release) = release {
+        attributes.push((ATTR_RELEASE, release.to_owned()));
+    }
+    Notification { subject: subject(&format!("coalmine: {target} rolled back by hand")), body, attributes }
 }
 
 pub fn no_target(event: &AlarmEvent) -> Notification {

@@ -1,0 +1,168 @@
+//! The starting point a release needs, checked without moving anything: by the first
+//! tick (which refuses on the first failure) and by `coalmine validate --live` (which
+//! reports every check). One set of rules for both.
+
+use crate::domain::error::{Error, Result};
+use crate::domain::event::AlarmState;
+use crate::domain::split::Split;
+use crate::domain::target::Target;
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, TrafficRouter};
+use crate::release::{InsufficientDataAlarm, Release};
+use crate::rollback::notify::{describe, percent, side};
+
+/// One check: what was checked, and what was found (or why it fails).
+#[derive(Debug)]
+pub struct Check {
+    pub what: &'static str,
+    pub found: Result<String>,
+}
+
+impl Check {
+    fn new(what: &'static str, found: Result<String>) -> Self {
+        Check { what, found }
+    }
+}
+
+/// Reads the target: a typo in a name, or a target the stack may not touch, is an
+/// invalid release, said with what to check.
+pub async fn read_target(router: &impl TrafficRouter, release: &Release) -> Result<Split> {
+    router.read(&release.target).await.map_err(|e| not_ready(&release.target, e))
+}
+
+/// Every check a release must pass before its first write, given its target as read.
+pub async fn checks(
+    release: &Release,
+    live: &Split,
+    router: &impl TrafficRouter,
+    alarms: &impl AlarmSource,
+) -> Vec<Check> {
+    let target = &release.target;
+    let canary = release.canary_id();
+    let mut checks = Vec::new();
+    checks.push(Check::new(
+        "no canary in flight",
+        if live.canary_is_zero() {
+            Ok(describe(target, live))
+        } else {
+            let owner = match &live.stamp {
+                Some(stamp) if stamp.is_live() => format!(
+                    " (release {}, execution {}{})",
+                    stamp.release.as_deref().unwrap_or("unnamed"),
+                    stamp.execution,
+                    stamp.stage.map(|(at, of)| format!(", stage {at} of {of}")).unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            Err(Error::Refused(format!(
+                "{target} already has a canary in flight: {}{owner}. Wait for it to end, or roll it back, then \
+                 start this release again",
+                describe(target, live)
+            )))
+        },
+    ));
+    checks.push(Check::new(
+        "the canary is new",
+        if live.stable == canary {
+            Err(Error::InvalidRelease(format!("canary_version: {canary} is already the stable version of {target}")))
+        } else {
+            Ok(format!("{} replaces {}", side(target, canary), side(target, &live.stable)))
+        },
+    ));
+    checks.push(Check::new(
+        "the canary exists",
+        router.check_canary(target, canary).await.map(|()| side(target, canary)).map_err(|e| not_ready(target, e)),
+    ));
+    if !release.gates.alarms.is_empty() {
+        let (exist, calm) = match alarms.states(&release.gates.alarms).await {
+            Ok(states) => alarm_checks(release, &states),
+            Err(e) => (Err(e), Ok("not read".to_owned())),
+        };
+        checks.push(Check::new("the gate alarms exist", exist));
+        checks.push(Check::new("no gate alarm is firing", calm));
+    }
+    checks
+}
+
+fn alarm_checks(release: &Release, states: &[(String, AlarmState)]) -> (Result<String>, Result<String>) {
+    let gates = &release.gates;
+    let exist = match gates.alarms.iter().find(|a| !states.iter().any(|(n, _)| n == *a)) {
+        Some(missing) => Err(Error::InvalidRelease(format!("gates.alarms: alarm {missing:?} does not exist"))),
+        None => Ok(gates.alarms.join(", ")),
+    };
+    let strict = gates.alarm_insufficient_data == InsufficientDataAlarm::Unhealthy;
+    let firing = states
+        .iter()
+        .find(|(_, state)| *state == AlarmState::Alarm || (strict && *state == AlarmState::InsufficientData));
+    let calm = match firing {
+        Some((name, state)) => Err(Error::Refused(format!(
+            "gate alarm {name} is {}: coalmine does not start a release into a firing alarm. Start it again once \
+             the alarm is OK",
+            state.as_str()
+        ))),
+        None => Ok(states.iter().map(|(n, s)| format!("{n} {}", s.as_str())).collect::<Vec<_>>().join(", ")),
+    };
+    (exist, calm)
+}
+
+/// The metrics the judge needs, over the last hour of the stable: requests (and so
+/// what the canary can expect at the first stage) and each custom gate's metric. A
+/// stable that served nothing leaves the judge nothing to go on.
+pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl MetricSource, now: u64) -> Check {
+    let hour = 3600;
+    let query = MetricQuery {
+        target: &release.target,
+        canary: &live.stable,
+        stable: &live.stable,
+        start_epoch: now.saturating_sub(hour),
+        end_epoch: now,
+        custom: &release.gates.custom,
+    };
+    let found = metrics.fetch(&query).await.and_then(|snapshot| {
+        let stable = &snapshot.stable;
+        if stable.requests <= 0.0 {
+            return Err(Error::Refused(format!(
+                "{} served no request in the last hour: the judge would have no evidence; send traffic first",
+                side(&release.target, &live.stable)
+            )));
+        }
+        if let Some(i) = stable.custom.iter().position(Option::is_none) {
+            let gate = &release.gates.custom[i];
+            return Err(Error::Refused(format!(
+                "gates.custom[{i}]: {}/{} has no data for {} in the last hour",
+                gate.namespace,
+                gate.metric,
+                side(&release.target, &live.stable)
+            )));
+        }
+        let first = release.stages[0];
+        let per_minute = stable.requests / 60.0;
+        let expected = per_minute * first.weight() * first.bake_seconds as f64 / 60.0;
+        let verdict = if expected < release.gates.min_requests as f64 {
+            format!(
+                "; at {} for {} s the canary would see about {expected:.0}, below min_requests {}: it will hold",
+                percent(first.weight()),
+                first.bake_seconds,
+                release.gates.min_requests
+            )
+        } else {
+            format!("; about {expected:.0} for the canary in its first stage")
+        };
+        Ok(format!("stable: {per_minute:.0} requests a minute over the last hour{verdict}"))
+    });
+    Check::new("the metrics the judge needs", found)
+}
+
+/// A first tick that cannot even see its target moved nothing: the release is invalid
+/// (a typo in a name), and saying so beats a generic failure.
+pub fn not_ready(target: &Target, error: Error) -> Error {
+    match error {
+        Error::NotFound { detail, .. } => {
+            Error::InvalidRelease(format!("target: {target} was not found ({detail}); check the names in the release"))
+        }
+        Error::AccessDenied { operation, detail } => Error::InvalidRelease(format!(
+            "target: coalmine may not use {target} ({operation}: {detail}); check the names in the release, and \
+             that the stack's LambdaTargetFunctionArns or SageMakerEndpointArns parameter covers it"
+        )),
+        other => other,
+    }
+}
