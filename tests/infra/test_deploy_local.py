@@ -190,12 +190,17 @@ def test_make_deploy_creates_the_stack_that_runs_a_release_and_an_alarm_rollback
                 "stages": [{"percent": p, "bake_seconds": b} for p, b in stages],
                 "gates": {"alarms": [alarm], "max_error_rate": 0.05, "min_requests": 50}}
 
+    cli = [str(debug_bootstrap("coalmine")), "--stack", stack]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COALMINE_")}
     with Traffic(function) as traffic:
-        # A healthy release of version 2 climbs to promotion.
-        execution = sfn.start_execution(stateMachineArn=state_machine, name=f"summarizer-2-{run}",
-                                        input=json.dumps(release("summarizer-2", "2", [(5, 1), (50, 1), (100, 1)])))
-        out = finished(execution["executionArn"])
-        assert out["status"] == "SUCCEEDED", out
+        # A healthy release of version 2 climbs to promotion, started with the CLI,
+        # which finds the state machine in the stack's outputs.
+        path = tmp_path / "summarizer-2.json"
+        path.write_text(json.dumps(release(f"summarizer-2-{run}", "2", [(5, 1), (50, 1), (100, 1)])))
+        started = subprocess.run(cli + ["start", str(path), "--wait"], env=env, capture_output=True, text=True,
+                                 timeout=120)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "=> SUCCEEDED" in started.stdout, started.stdout
         assert alias() == ("2", {})
 
         # The next one: its alarm fires mid-bake and the deployed rollback function stops it.
@@ -223,6 +228,13 @@ def test_make_deploy_creates_the_stack_that_runs_a_release_and_an_alarm_rollback
     messages = poll("the team's message", received, within=30)
     assert messages[0]["MessageAttributes"]["event"]["Value"] == "rolled_back"
     assert messages[0]["MessageAttributes"]["release"]["Value"] == "summarizer-3"
+
+    listed = subprocess.run(cli + ["list"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "promoted" in rows[f"summarizer-2-{run}"] and "rolled_back" in rows[f"summarizer-3-{run}"], listed.stdout
+    status = subprocess.run(cli + ["status", f"summarizer-3-{run}"], env=env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 3, status.stdout + status.stderr
     cfn.delete_stack(StackName=stack)
 
 

@@ -1,12 +1,15 @@
-//! `make demo`: the whole story against the local AWS, as a timeline a person reads in
-//! twenty seconds. Everything runs as deployed: the real stepper and rollback bootstraps
-//! as functions, the real state machine, one execution per release. Bakes are seconds.
+//! `make demo`: the whole story against the local AWS, operated with the `coalmine` CLI
+//! as a platform engineer would. Everything runs as deployed: the real stepper and
+//! rollback bootstraps as functions, the real state machine, one execution per release.
+//! Bakes are seconds. Lines starting `$` are the commands run; what follows each is
+//! what it printed. `[demo]` lines are the world around (alarms firing, SNS).
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
-use coalmine::Target;
-use coalmine_tests::{poll, sample_event, Deployed, Inbox, LocalAws, Received};
+use coalmine_tests::{bootstrap_path, poll, sample_event, Deployed, Inbox, LocalAws};
 use serde_json::{json, Value};
 
 #[tokio::main]
@@ -19,6 +22,9 @@ async fn main() {
     let setup = Instant::now();
     let inbox = local.topic_with_queue(&name("coalmine-alerts")).await;
     let deployed = local.deploy(&inbox.topic_arn).await;
+    let dir = std::env::temp_dir().join(name("coalmine-demo"));
+    std::fs::create_dir_all(&dir).expect("a folder for the release files");
+    let shell = Shell { deployed: &deployed, topic: inbox.topic_arn.clone(), dir };
     println!(
         "deployed in {:.1}s: stepper + rollback functions (real bootstraps), release state machine, SNS topic\n",
         setup.elapsed().as_secs_f64()
@@ -30,34 +36,39 @@ async fn main() {
     let alarm = name("coalmine-ai-handler-canary-errors");
     local.put_alarm(&alarm, Some(&target.to_string())).await;
     local.set_alarm(&alarm, StateValue::Ok).await;
-    let release = lambda_release("ai-handler-v2", &function, "2", &alarm, &[5, 25, 50, 100], 2);
+    say("1. a healthy release of ai-handler's version 2");
     let traffic = local.pump_healthy_traffic(&target, "2", "1");
-    run_release(&local, &deployed, &release, &target).await;
+    let file = shell.write(&lambda_release(
+        &name("ai-handler-v2"),
+        &function,
+        "2",
+        &alarm,
+        &[(5, 2), (25, 2), (50, 2), (100, 2)],
+    ));
+    shell.run(&["validate", &file]).await;
+    shell.run(&["start", &file, "--wait"]).await;
     drop(traffic);
 
     // 2. The next release: its alarm fires mid-bake; the rollback function zeroes it.
+    say("2. version 3: its alarm fires at 5%");
     let version = local.publish_next_version(&function).await;
-    let release = lambda_release("ai-handler-v3", &function, &version, &alarm, &[5, 25, 50, 100], 600);
-    let started = Instant::now();
-    let execution = local.start_release(&deployed, &release).await;
-    header(&release, &target);
-    let reached =
-        poll(Duration::from_secs(60), || async { local.alias_state(&target).await.1.get(&version).copied() }).await;
-    say(started, format!("stage 1/4 at {} (version {version}), baking", pct(reached.unwrap_or_default())));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    fire(&local, &deployed, &alarm, started).await;
-    let zeroed =
-        poll(Duration::from_secs(30), || async { local.alias_state(&target).await.1.is_empty().then_some(()) }).await;
-    if zeroed.is_some() {
-        say(started, "rollback function: canary weight 5% -> 0%");
-    }
-    let told = show_messages(&inbox, started, 1).await;
-    let (status, error, cause, _) = local.finished(&execution, Duration::from_secs(60)).await;
-    say(started, format!("execution {status} {error}: {cause}"));
-    let (stable, weights, _) = local.alias_state(&target).await;
-    println!("  => {target}: version {stable} serves 100%, canary weights {weights:?}");
+    let release = name("ai-handler-v3");
+    let file = shell.write(&lambda_release(
+        &release,
+        &function,
+        &version,
+        &alarm,
+        &[(5, 600), (25, 600), (50, 600), (100, 600)],
+    ));
+    shell.run(&["start", &file]).await;
+    poll(Duration::from_secs(60), || async { local.alias_state(&target).await.1.get(&version).copied() }).await;
+    fire(&local, &deployed, &alarm).await;
+    poll(Duration::from_secs(30), || async { local.alias_state(&target).await.1.is_empty().then_some(()) }).await;
+    let told = show_messages(&inbox, 1).await;
+    shell.until_ended(&local, &release).await;
+    shell.run(&["status", &release]).await;
     if let Some(message) = told.first() {
-        println!("  what the team read on SNS:\n");
+        say("what the team read on SNS:");
         for line in message.message.lines() {
             println!("      {line}");
         }
@@ -65,121 +76,133 @@ async fn main() {
     println!();
 
     // 3. Promoted but still baking at 100%: an alarm puts the previous version back at once.
+    say("3. version 4 is promoted and baking at 100% when the alarm fires");
     local.set_alarm(&alarm, StateValue::Ok).await;
     let version = local.publish_next_version(&function).await;
-    let mut release = lambda_release("ai-handler-v4", &function, &version, &alarm, &[5, 100], 1);
-    release["stages"][1]["bake_seconds"] = json!(600);
-    release["check_every_seconds"] = json!(5);
+    let release = name("ai-handler-v4");
+    let mut json = lambda_release(&release, &function, &version, &alarm, &[(5, 1), (100, 600)]);
+    json["check_every_seconds"] = json!(5);
     let traffic = local.pump_healthy_traffic(&target, &version, "2");
-    let started = Instant::now();
-    let execution = local.start_release(&deployed, &release).await;
-    header(&release, &target);
-    let promoted =
-        poll(Duration::from_secs(60), || async { (local.alias_state(&target).await.0 == version).then_some(()) }).await;
-    if promoted.is_some() {
-        say(
-            started,
-            format!("stage 2/2: version {version} promoted, serving 100%, baking for 10 minutes, checked every 5 s"),
-        );
-    }
-    fire(&local, &deployed, &alarm, started).await;
-    let restored =
-        poll(Duration::from_secs(30), || async { (local.alias_state(&target).await.0 == "2").then_some(()) }).await;
-    if restored.is_some() {
-        say(
-            started,
-            format!("rollback function: version {version} -> version 2, named by the release's stamp on the alias"),
-        );
-    }
-    show_messages(&inbox, started, 1).await;
-    let (status, error, cause, _) = local.finished(&execution, Duration::from_secs(60)).await;
-    say(started, format!("execution {status} {error}: {cause}"));
+    shell.run(&["start", &shell.write(&json)]).await;
+    poll(Duration::from_secs(60), || async { (local.alias_state(&target).await.0 == version).then_some(()) }).await;
+    say(format!("alias live serves version {version}: promoted, baking for 10 minutes"));
+    fire(&local, &deployed, &alarm).await;
+    poll(Duration::from_secs(30), || async { (local.alias_state(&target).await.0 == "2").then_some(()) }).await;
+    say("alias live serves version 2 again: the release's stamp on the alias named it");
+    show_messages(&inbox, 1).await;
+    shell.until_ended(&local, &release).await;
+    shell.run(&["status", &release]).await;
     drop(traffic);
     println!();
 
-    // 4. A healthy release of a SageMaker model: a canary variant climbs to 100%.
+    // 4. An operator: a stage that waits for approval, then approved.
+    say("4. version 5 waits for a person at 25%");
+    local.set_alarm(&alarm, StateValue::Ok).await;
+    let version = local.publish_next_version(&function).await;
+    let release = name("ai-handler-v5");
+    let mut json = lambda_release(&release, &function, &version, &alarm, &[(5, 2), (25, 2), (100, 2)]);
+    json["stages"][1]["approval"] = json!(true);
+    let traffic = local.pump_healthy_traffic(&target, &version, "2");
+    shell.run(&["start", &shell.write(&json)]).await;
+    show_messages(&inbox, 1).await;
+    shell.run(&["list"]).await;
+    shell.run(&["approve", &release]).await;
+    shell.until_ended(&local, &release).await;
+    shell.run(&["status", &release]).await;
+    drop(traffic);
+    println!();
+
+    // 5. A healthy release of a SageMaker model: a canary variant climbs to 100%.
+    say("5. a SageMaker endpoint's canary variant");
     let endpoint = name("ai-model-endpoint");
     let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
     let release = json!({
-        "release": "ai-model-v7",
+        "release": name("ai-model-v7"),
         "target": {"sagemaker": {"endpoint": endpoint, "stable_variant": "stable", "canary_variant": "canary"}},
         "stages": [{"percent": 10, "bake_seconds": 2}, {"percent": 50, "bake_seconds": 2}, {"percent": 100, "bake_seconds": 2}],
         "check_every_seconds": 1,
         "gates": {"max_error_rate": 0.05, "max_p95_latency_ms": 2000, "min_requests": 50}
     });
     let traffic = local.pump_healthy_traffic(&target, "canary", "stable");
-    run_release(&local, &deployed, &release, &target).await;
+    shell.run(&["start", &shell.write(&release), "--wait"]).await;
     drop(traffic);
+    shell.run(&["list"]).await;
     println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
 }
 
-fn lambda_release(name: &str, function: &str, version: &str, alarm: &str, stages: &[u32], bake: u64) -> Value {
+/// Runs `coalmine` in the release files' folder, as a person would, with the deployed
+/// state machine and topic in its environment.
+struct Shell<'a> {
+    deployed: &'a Deployed,
+    topic: String,
+    dir: PathBuf,
+}
+
+impl Shell<'_> {
+    fn write(&self, release: &Value) -> String {
+        let file = format!("{}.json", release["release"].as_str().unwrap_or("release"));
+        std::fs::write(self.dir.join(&file), serde_json::to_vec_pretty(release).unwrap_or_default())
+            .expect("write the release file");
+        file
+    }
+
+    async fn run(&self, args: &[&str]) -> i32 {
+        println!("$ coalmine {}", args.join(" "));
+        let mut command = Command::new(bootstrap_path("coalmine"));
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env("COALMINE_STATE_MACHINE_ARN", &self.deployed.state_machine_arn)
+            .env("COALMINE_TOPIC_ARN", &self.topic)
+            .env("COALMINE_OPERATOR", "jane");
+        let status = tokio::task::spawn_blocking(move || command.status()).await;
+        let code = status.ok().and_then(Result::ok).and_then(|s| s.code()).unwrap_or(-1);
+        let meaning = match code {
+            0 => return code,
+            3 => "rolled back",
+            4 => "invalid, nothing moved",
+            5 => "failed",
+            _ => "error",
+        };
+        println!("(exit {code}: {meaning})");
+        code
+    }
+
+    async fn until_ended(&self, local: &LocalAws, release: &str) {
+        let arn = self.deployed.execution_arn(release);
+        local.finished(&arn, Duration::from_secs(90)).await;
+    }
+}
+
+fn lambda_release(name: &str, function: &str, version: &str, alarm: &str, stages: &[(u32, u64)]) -> Value {
     json!({
         "release": name,
         "target": {"lambda": {"function": function, "alias": "live"}},
         "canary_version": version,
-        "stages": stages.iter().map(|p| json!({"percent": p, "bake_seconds": bake})).collect::<Vec<_>>(),
+        "stages": stages.iter().map(|(p, bake)| json!({"percent": p, "bake_seconds": bake})).collect::<Vec<_>>(),
         "check_every_seconds": 1,
         "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_error_rate_increase": 0.01,
                   "max_p95_latency_ms": 2000, "min_requests": 50}
     })
 }
 
-/// Runs a release to its end and prints its decisions from the execution's history.
-async fn run_release(local: &LocalAws, deployed: &Deployed, release: &Value, target: &Target) {
-    header(release, target);
-    let started = Instant::now();
-    let execution = local.start_release(deployed, release).await;
-    let (status, error, cause, output) = local.finished(&execution, Duration::from_secs(120)).await;
-    let progress = &output["progress"];
-    let t0 = progress["started_at"].as_u64().unwrap_or_default();
-    let stages = release["stages"].as_array().map(Vec::len).unwrap_or_default();
-    let mut last_line = String::new();
-    for decision in progress["history"].as_array().into_iter().flatten() {
-        let line = format!(
-            "stage {}/{stages} {:>4}  {:<8} {}",
-            decision["stage"].as_u64().unwrap_or_default() + 1,
-            pct(decision["weight"].as_f64().unwrap_or_default()),
-            decision["status"].as_str().unwrap_or_default(),
-            decision["reason"].as_str().unwrap_or_default()
-        );
-        // Consecutive identical bake checks say nothing new.
-        if line != last_line {
-            println!("  [t+{:>2}s] {line}", decision["at"].as_u64().unwrap_or_default().saturating_sub(t0));
-        }
-        last_line = line;
-    }
-    let outcome = if status == "SUCCEEDED" { "promoted".to_owned() } else { format!("{error}: {cause}") };
-    println!("  => execution {status} after {:.1}s: {outcome}\n", started.elapsed().as_secs_f64());
-}
-
-fn header(release: &Value, target: &Target) {
-    let canary =
-        release["canary_version"].as_str().map(|v| format!("version {v}")).unwrap_or_else(|| "variant canary".into());
-    println!("release {} on {target}: {canary}", release["release"].as_str().unwrap_or_default());
-}
-
 /// The alarm goes to ALARM and, as EventBridge would, its event reaches the rollback function.
-async fn fire(local: &LocalAws, deployed: &Deployed, alarm: &str, started: Instant) {
+async fn fire(local: &LocalAws, deployed: &Deployed, alarm: &str) {
     local.set_alarm(alarm, StateValue::Alarm).await;
-    say(started, format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
+    say(format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
     local.invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", alarm, None)).await;
 }
 
-async fn show_messages(inbox: &Inbox, started: Instant, want: usize) -> Vec<Received> {
+async fn show_messages(inbox: &Inbox, want: usize) -> Vec<coalmine_tests::Received> {
     let messages = inbox.receive(want, Duration::from_secs(30)).await;
     for m in &messages {
-        say(started, format!("SNS [{}] \"{}\"", m.event(), m.subject));
+        say(format!("SNS [{}] \"{}\"", m.event(), m.subject));
     }
     messages
 }
 
-fn say(started: Instant, what: impl AsRef<str>) {
-    println!("  [t+{:>2.0}s] {}", started.elapsed().as_secs_f64(), what.as_ref());
-}
-
-fn pct(weight: f64) -> String {
-    coalmine::rollback::notify::percent(weight)
+fn say(what: impl AsRef<str>) {
+    println!("[demo] {}", what.as_ref());
 }
 
 /// Four hex digits so names stay readable and a second run against the same local AWS

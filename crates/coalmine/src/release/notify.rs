@@ -9,7 +9,7 @@ use crate::ports::Notification;
 use crate::release::judge::Evidence;
 use crate::release::Release;
 use crate::rollback::notify::{
-    describe, execution_link, field, percent, subject, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET,
+    describe, duration, execution_link, field, percent, subject, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET,
 };
 
 /// What took a release's traffic away.
@@ -187,8 +187,8 @@ pub fn awaiting_approval(release: &Release, execution: &str, stage: usize, evide
         "Next",
         &format!(
             "coalmine approve {name} lets it go on; coalmine abort {name} --reason ... rolls it back. Without an \
-             answer it rolls back in {} s.",
-            s.approval_timeout()
+             answer it rolls back in {}.",
+            duration(s.approval_timeout())
         ),
     );
     Notification {

@@ -114,7 +114,8 @@ pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl Metri
         canary: &live.stable,
         stable: &live.stable,
         start_epoch: now.saturating_sub(hour),
-        end_epoch: now,
+        // The minute under way too: a stable that just started serving counts.
+        end_epoch: now + 60,
         custom: &release.gates.custom,
     };
     let found = metrics.fetch(&query).await.and_then(|snapshot| {

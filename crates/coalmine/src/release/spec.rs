@@ -237,9 +237,9 @@ impl Release {
             return bad(
                 "stages[0].percent",
                 format!(
-                    "{} looks like a fraction, but percent counts to 100: {} means {}%",
+                    "{} looks like a fraction of 1, but percent counts to 100: write {} for {}%",
                     self.stages[0].percent,
-                    self.stages[0].percent,
+                    self.stages[0].percent * 100.0,
                     self.stages[0].percent * 100.0
                 ),
             );
@@ -483,7 +483,7 @@ pub(crate) mod tests {
             ("error rate > 1", Box::new(|r| r["gates"]["max_error_rate"] = 5.into()), "gates.max_error_rate: 5 is not a fraction in [0, 1]"),
             ("negative p95", Box::new(|r| r["gates"]["max_p95_latency_ms"] = (-1).into()), "gates.max_p95_latency_ms: -1 must be a number >= 0"),
             ("bad policy", Box::new(|r| r["gates"]["on_insufficient_data"] = "panic".into()), "unknown variant `panic`, expected one of `hold`, `rollback`, `proceed`"),
-            ("fractions", Box::new(|r| { for (i, p) in [0.05, 0.25, 0.5, 1.0].iter().enumerate() { r["stages"][i]["percent"] = (*p).into(); } }), "stages[0].percent: 0.05 looks like a fraction, but percent counts to 100: 0.05 means 5%"),
+            ("fractions", Box::new(|r| { for (i, p) in [0.05, 0.25, 0.5, 1.0].iter().enumerate() { r["stages"][i]["percent"] = (*p).into(); } }), "stages[0].percent: 0.05 looks like a fraction of 1, but percent counts to 100: write 5 for 5%"),
             ("kindless target", Box::new(|r| r["target"] = serde_json::json!({"function": "ai-handler", "alias": "live"})), "a Lambda target names its kind: {\"lambda\": {\"function\": ..., \"alias\": ...}}"),
             ("approval timeout without approval", Box::new(|r| r["stages"][1]["approval_timeout_seconds"] = 600.into()), "stages[1].approval_timeout_seconds: only a stage with \"approval\": true"),
             ("bad confidence", Box::new(|r| r["gates"]["error_rate_confidence"] = 1.into()), "gates.error_rate_confidence: 1 is outside [0.5, 1)"),

@@ -19,7 +19,7 @@ use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRout
 use crate::release::judge::{judge, judge_alarms, Evidence, Verdict};
 use crate::release::notify::{self as release_notify, RollbackKind};
 use crate::release::{preflight, OnInsufficientData, Release};
-use crate::rollback::notify::{describe, percent};
+use crate::rollback::notify::{describe, duration, percent};
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 
 /// The history kept in the execution's state (whose payload is capped at 256 KB): the
@@ -350,7 +350,7 @@ pub async fn tick(
         };
         let deadline = since + stage.approval_timeout();
         if now >= deadline {
-            let why = format!("no approval within {} s", stage.approval_timeout());
+            let why = format!("no approval within {}", duration(stage.approval_timeout()));
             return roll_back(
                 release,
                 progress,
@@ -365,10 +365,10 @@ pub async fn tick(
             .await;
         }
         let reason = format!(
-            "Waiting for approval at {} ({verdict}): coalmine approve {}; rolls back without it in {} s",
+            "Waiting for approval at {} ({verdict}): coalmine approve {}; rolls back without it in {}",
             stage_text(release, progress.stage),
             release.release,
-            deadline - now
+            duration(deadline - now)
         );
         let wait = release.check_every_seconds.min(deadline - now);
         return Ok(keep(release, progress, now, Status::AwaitingApproval, wait, reason, &evidence));
@@ -1454,7 +1454,7 @@ mod tests {
 
         let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
         assert_eq!((p.status, p.awaiting_since, p.wait_seconds), (Status::AwaitingApproval, Some(T0 + 1200), 60));
-        assert!(p.reason.contains("coalmine approve ai-handler-42; rolls back without it in 3600 s"), "{}", p.reason);
+        assert!(p.reason.contains("coalmine approve ai-handler-42; rolls back without it in 1h00m"), "{}", p.reason);
         let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
         assert_eq!(p.status, Status::AwaitingApproval);
         let sent = world.sent();
@@ -1480,7 +1480,7 @@ mod tests {
         assert_eq!(p.status, Status::AwaitingApproval);
         let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
         assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::ApprovalTimeout)));
-        assert!(p.reason.contains("no approval within 120 s"), "{}", p.reason);
+        assert!(p.reason.contains("no approval within 2m"), "{}", p.reason);
         assert_eq!(world.live().canary_weight, 0.0);
     }
 

@@ -213,6 +213,16 @@ pub fn execution_link(same_account_arn: &str, execution: &str) -> Option<String>
     Some(format!("https://{region}.{console}/states/home?region={region}#/v2/executions/details/{arn}"))
 }
 
+/// A span of time as a person reads it: 45s, 12m, 12m03s, 2h05m.
+pub fn duration(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 && s % 60 == 0 => format!("{}m", s / 60),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 pub fn percent(weight: f64) -> String {
     // `+ 0.0` turns a negative zero into zero: "-0%" reads as an error.
     let pct = weight * 100.0 + 0.0;
@@ -270,6 +280,11 @@ mod tests {
         assert!(s.len() <= SUBJECT_MAX, "{s}");
         let kept = s.strip_suffix("...").unwrap();
         assert!(text.starts_with(kept) && text[kept.len()..].starts_with(' '), "cut mid-word: {s}");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!([duration(45), duration(720), duration(723), duration(7500)], ["45s", "12m", "12m03s", "2h05m"]);
     }
 
     #[test]

@@ -1,0 +1,350 @@
+//! Each command: read what it needs, call the library, say what happened and what
+//! comes next. Results go to stdout, progress and errors to stderr.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coalmine::release::control::{self, Command as Request};
+use coalmine::release::preflight;
+use coalmine::release::Release;
+use coalmine::rollback::notify::describe;
+use coalmine::Target;
+use serde_json::{json, Value};
+
+use crate::context::{CliError, CliResult, Context};
+use crate::render;
+use crate::runs::{aws_failure, Run};
+use crate::{Cli, Command, Exit, Output, StackArgs};
+
+/// How often a followed release is looked at again.
+const POLL: Duration = Duration::from_secs(2);
+
+pub async fn run(cli: Cli) -> Exit {
+    match execute(cli).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("coalmine: {e}");
+            e.exit
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> CliResult<Exit> {
+    let Cli { command, stack } = cli;
+    match command {
+        Command::Validate { files, live, output } => validate(&files, live, output, stack).await,
+        Command::Start { file, wait } => start(&Context::new(stack).await, &file, wait).await,
+        Command::List { recent, output } => list(&Context::new(stack).await, recent, output).await,
+        Command::Status { release, watch, output } => status(&Context::new(stack).await, &release, watch, output).await,
+        Command::Pause { release } => operate(&Context::new(stack).await, &release, Request::Pause).await,
+        Command::Resume { release } => operate(&Context::new(stack).await, &release, Request::Resume).await,
+        Command::Approve { release } => operate(&Context::new(stack).await, &release, Request::Approve).await,
+        Command::Promote { release, full } => {
+            operate(&Context::new(stack).await, &release, Request::Promote { full }).await
+        }
+        Command::Abort { release, reason, wait } => abort(&Context::new(stack).await, &release, &reason, wait).await,
+        Command::Rollback { target, reason } => rollback(&Context::new(stack).await, &target, &reason).await,
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// The file as JSON and as a release, strictly validated: the same rules as the stepper.
+fn read_release(file: &Path) -> CliResult<(Value, Release)> {
+    let shown = file.display();
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::new(Exit::Error, format!("{shown}: cannot read it: {e}")))?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| CliError::new(Exit::Invalid, format!("{shown}: not JSON: {e}")))?;
+    let release = Release::parse(&json).map_err(|e| CliError::new(Exit::Invalid, format!("{shown}: {e}")))?;
+    Ok((json, release))
+}
+
+async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stack: StackArgs) -> CliResult<Exit> {
+    let context = if live { Some(Context::new(stack).await) } else { None };
+    let mut exit = Exit::Ok;
+    let mut reports = Vec::new();
+    for file in files {
+        let mut report = json!({"file": file.display().to_string()});
+        match read_release(file) {
+            Err(e) => {
+                exit = Exit::Invalid;
+                report["valid"] = json!(false);
+                report["error"] = json!(e.message);
+                if output == Output::Text {
+                    println!("{e}");
+                }
+            }
+            Ok((_, release)) => {
+                report["valid"] = json!(true);
+                report["plan"] = serde_json::to_value(release.plan()).unwrap_or(Value::Null);
+                if output == Output::Text {
+                    print!("{}", render::plan(&release));
+                }
+                if let Some(context) = &context {
+                    let checks = live_checks(context, &release).await;
+                    if checks.iter().any(|c| c.found.is_err()) {
+                        exit = Exit::Invalid;
+                    }
+                    report["checks"] = checks
+                        .iter()
+                        .map(|c| match &c.found {
+                            Ok(detail) => json!({"check": c.what, "ok": true, "detail": detail}),
+                            Err(e) => json!({"check": c.what, "ok": false, "detail": e.to_string()}),
+                        })
+                        .collect();
+                    if output == Output::Text {
+                        print!("  live, moving nothing:\n{}", render::checks(&checks));
+                    }
+                }
+            }
+        }
+        reports.push(report);
+    }
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+    }
+    Ok(exit)
+}
+
+/// The first tick's preconditions and the metrics the judge will need, against AWS.
+async fn live_checks(context: &Context, release: &Release) -> Vec<preflight::Check> {
+    let aws = context.adapters(None);
+    let live = match preflight::read_target(&aws.router, release).await {
+        Ok(live) => live,
+        Err(e) => return vec![preflight::Check { what: "the target exists", found: Err(e) }],
+    };
+    let mut checks = preflight::checks(release, &live, &aws.router, &aws.alarms).await;
+    checks.push(preflight::metrics_check(release, &live, &aws.metrics, now()).await);
+    checks
+}
+
+async fn start(context: &Context, file: &Path, wait: bool) -> CliResult<Exit> {
+    let (json, release) = read_release(file)?;
+    let machine = context.state_machine().await?;
+    let name = &release.release;
+    let arn =
+        match context.sfn.start_execution().state_machine_arn(&machine).name(name).input(json.to_string()).send().await
+        {
+            Ok(out) => {
+                println!("started release {name} on {}: execution {}", release.target, out.execution_arn());
+                out.execution_arn().to_owned()
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_execution_already_exists()) => {
+                let arn = context.execution_arn(name).await?;
+                let run = Run::load(context, &arn).await?;
+                let same = context
+                    .sfn
+                    .describe_execution()
+                    .execution_arn(&arn)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|d| d.input().and_then(|i| serde_json::from_str::<Value>(i).ok()))
+                    .is_some_and(|input| input == json);
+                if !(run.running() && same) {
+                    return Err(CliError::new(
+                        Exit::Invalid,
+                        format!(
+                        "release {name} already has an execution ({}); a new attempt needs a new name in the file, \
+                         e.g. {name}-2",
+                        run.state()
+                    ),
+                    ));
+                }
+                println!("release {name} is already running (execution {arn}): this start repeats it, nothing doubled");
+                arn
+            }
+            Err(e) => return Err(aws_failure("states:StartExecution", e)),
+        };
+    if !wait {
+        println!("follow it: coalmine status {name} --watch");
+        return Ok(Exit::Ok);
+    }
+    follow(context, &arn).await
+}
+
+/// Prints a release's decisions as they come, until it ends; its ending's exit code.
+async fn follow(context: &Context, arn: &str) -> CliResult<Exit> {
+    let mut printed: HashSet<(u64, String)> = HashSet::new();
+    let mut last_line = String::new();
+    loop {
+        let run = Run::load(context, arn).await?;
+        if let (Some(release), Some(progress)) = (&run.release, &run.progress) {
+            for decision in &progress.history {
+                if printed.insert((decision.at, decision.reason.clone())) {
+                    let line = format!(
+                        "stage {}/{} {:>4}  {:<17} {}",
+                        decision.stage + 1,
+                        release.stages.len(),
+                        coalmine::rollback::notify::percent(decision.weight),
+                        decision.status.as_str(),
+                        decision.reason
+                    );
+                    if line != last_line {
+                        println!(
+                            "  [t+{:>6}] {line}",
+                            render::duration(decision.at.saturating_sub(progress.started_at))
+                        );
+                    }
+                    last_line = line;
+                }
+            }
+        }
+        if let Some(ending) = render::ending(&run) {
+            println!("{ending}");
+            return Ok(run.exit());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn list(context: &Context, recent: usize, output: Output) -> CliResult<Exit> {
+    let runs = Run::list(context, recent).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default()),
+        Output::Text if runs.is_empty() => println!("no releases yet: coalmine start FILE starts one"),
+        Output::Text => print!("{}", render::table(&runs, now())),
+    }
+    Ok(Exit::Ok)
+}
+
+async fn status(context: &Context, name: &str, watch: bool, output: Output) -> CliResult<Exit> {
+    let arn = context.execution_arn(name).await?;
+    let run = Run::load(context, &arn).await?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
+        return Ok(run.exit());
+    }
+    if !watch || !run.running() {
+        println!("{}", render::status(&run, now()).join("\n"));
+        return Ok(run.exit());
+    }
+    if !std::io::stdout().is_terminal() {
+        println!("{}", render::header(&run));
+        return follow(context, &arn).await;
+    }
+    watch_live(context, &arn, run).await
+}
+
+/// `status --watch` on a terminal: new decisions scroll above a live bar of the bake.
+async fn watch_live(context: &Context, arn: &str, mut run: Run) -> CliResult<Exit> {
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  bake {wide_bar} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.println(render::header(&run));
+    let mut shown = 0;
+    loop {
+        if let (Some(release), Some(progress)) = (&run.release, &run.progress) {
+            let lines = render::timeline(release, progress);
+            for line in lines.iter().skip(shown) {
+                bar.println(line);
+            }
+            shown = lines.len();
+            if let Some(stage) = release.stages.get(progress.stage) {
+                bar.set_length(stage.bake_seconds.max(1));
+                bar.set_position(now().saturating_sub(progress.stage_entered_at).min(stage.bake_seconds));
+                bar.set_message(render::bake(release, progress, now()).unwrap_or_default().trim().to_owned());
+            }
+        }
+        if let Some(ending) = render::ending(&run) {
+            bar.finish_and_clear();
+            println!("{ending}");
+            return Ok(run.exit());
+        }
+        tokio::time::sleep(POLL).await;
+        run = Run::load(context, arn).await?;
+    }
+}
+
+/// How long a command waits for a release that has just been started to take its
+/// first step (a tick is seconds; its Lambda may be cold).
+const FIRST_TICK: Duration = Duration::from_secs(30);
+
+/// A release in flight, with its execution: what the operator commands act on. One
+/// started a moment ago is given its first tick.
+async fn running_release(context: &Context, name: &str) -> CliResult<(Run, Release)> {
+    let arn = context.execution_arn(name).await?;
+    let mut run = Run::load(context, &arn).await?;
+    let waited = std::time::Instant::now();
+    if run.running() && run.progress.is_none() {
+        eprintln!("coalmine: release {name} has not taken its first step yet; waiting for it");
+    }
+    while run.running() && run.progress.is_none() && waited.elapsed() < FIRST_TICK {
+        tokio::time::sleep(POLL / 2).await;
+        run = Run::load(context, &arn).await?;
+    }
+    if !run.running() {
+        return Err(CliError::new(Exit::Invalid, format!("release {name} has ended ({}); nothing to do", run.state())));
+    }
+    let release = run.release.clone().ok_or_else(|| {
+        CliError::new(Exit::Error, format!("release {name}'s execution input is not a release coalmine can read"))
+    })?;
+    Ok((run, release))
+}
+
+async fn operate(context: &Context, name: &str, request: Request) -> CliResult<Exit> {
+    let (_, release) = running_release(context, name).await?;
+    let who = context.operator().await;
+    let aws = context.adapters(None);
+    let stamp = control::command(&aws.router, &release.target, name, &who, request).await?;
+    let at = stamp.stage.map(|(at, of)| format!(" at stage {at} of {of}")).unwrap_or_default();
+    let within = format!("its next check, within {}", render::duration(release.check_every_seconds));
+    let what = match request {
+        Request::Pause => format!(
+            "paused by {who}{at}: once this stage's bake is over it holds its weight, still judged and rolled back \
+             if unhealthy, until coalmine resume {name}"
+        ),
+        Request::Resume => format!("resumed by {who}{at}: it goes on at {within}"),
+        Request::Approve => format!("approved by {who}{at}: it goes on at {within}"),
+        Request::Promote { full: false } => {
+            format!("{who} ended the bake{at}: it advances at {within}, unless it is unhealthy")
+        }
+        Request::Promote { full: true } => {
+            format!("{who} asked for a full promotion{at}: it goes to 100% and ends promoted at {within}, unless it is unhealthy")
+        }
+    };
+    println!("release {name}: {what}");
+    Ok(Exit::Ok)
+}
+
+async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliResult<Exit> {
+    let (run, release) = running_release(context, name).await?;
+    let who = context.operator().await;
+    let aws = context.adapters(Some(context.topic().await?));
+    let outcome = control::abort(&aws.router, &aws.notifier, &release, &run.execution_arn, &who, reason).await?;
+    println!(
+        "release {name}: aborted by {who}: {} now; the team was told. Its execution ends rolled back at its next \
+         check.",
+        describe(&release.target, outcome.after())
+    );
+    if !wait {
+        return Ok(Exit::Ok);
+    }
+    match follow(context, &run.execution_arn).await? {
+        Exit::RolledBack => Ok(Exit::Ok),
+        other => Ok(other),
+    }
+}
+
+async fn rollback(context: &Context, target: &str, reason: &str) -> CliResult<Exit> {
+    let target: Target = target.parse()?;
+    let who = context.operator().await;
+    let aws = context.adapters(Some(context.topic().await?));
+    let outcome = coalmine::rollback::by_hand(&aws.router, &aws.notifier, &target, &who, reason).await?;
+    println!(
+        "{target}: {} by {who}: {} now; the team was told.",
+        match outcome {
+            coalmine::rollback::ZeroOutcome::RolledBack { .. } => "rolled back",
+            _ => "already had no canary traffic, nothing changed,",
+        },
+        describe(&target, outcome.after())
+    );
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,141 @@
+//! `coalmine`: operate canary releases. The third shell on the library, beside the
+//! rollback and stepper functions: every rule it applies (validation, the start's
+//! checks, operator requests, rolling back) is the library's own.
+
+mod commands;
+mod context;
+mod render;
+mod runs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Canary releases of AI models on AWS: validate, start, follow, pause, approve,
+/// promote, abort.
+#[derive(Parser, Debug)]
+#[command(name = "coalmine", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StackArgs {
+    /// The coalmine stack whose outputs name the state machine and the topic.
+    #[arg(long, global = true, env = "COALMINE_STACK", default_value = "coalmine")]
+    pub stack: String,
+    /// The release state machine, instead of the stack's output.
+    #[arg(long, global = true, env = "COALMINE_STATE_MACHINE_ARN")]
+    pub state_machine: Option<String>,
+    /// The team's topic, instead of the stack's output (abort and rollback tell it).
+    #[arg(long, global = true, env = "COALMINE_TOPIC_ARN")]
+    pub topic: Option<String>,
+    /// Who is operating, as the team's messages and the release's record say it
+    /// (default: the caller's AWS identity).
+    #[arg(long = "as", global = true, env = "COALMINE_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check release files offline, as the stepper would, and show each one's plan.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also check the first tick's preconditions against AWS, moving nothing.
+        #[arg(long)]
+        live: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Start a release: one execution, named after the release.
+    Start {
+        file: PathBuf,
+        /// Follow it to the end; exit 0 promoted, 3 rolled back, 4 invalid, 5 failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Releases in flight and recently ended.
+    List {
+        /// How many ended releases to show beside the ones in flight.
+        #[arg(long, default_value_t = 10)]
+        recent: usize,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// A release's timeline, its current bake, and a chart of what the judge saw.
+    Status {
+        release: String,
+        /// Keep following until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Hold a release at its weight after its bake; the judge keeps judging.
+    Pause { release: String },
+    /// Let a paused release go on.
+    Resume { release: String },
+    /// Let a stage that waits for approval go on.
+    Approve { release: String },
+    /// End the current bake now; --full goes straight to 100% and ends promoted.
+    Promote {
+        release: String,
+        #[arg(long)]
+        full: bool,
+    },
+    /// Take a release's canary traffic away now, and end it rolled back.
+    Abort {
+        release: String,
+        /// Why, for the team's message and the record.
+        #[arg(long)]
+        reason: String,
+        /// Wait until the execution has ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The rollback function's job by hand, for an incident outside any release:
+    /// lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY.
+    Rollback {
+        target: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// What a CI/CD step branches on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The command could not do what was asked (AWS, a name not found, ...).
+    Error = 1,
+    RolledBack = 3,
+    /// Nothing moved: the release is invalid, or its target is not ready.
+    Invalid = 4,
+    /// The release failed (after undoing), or its safety rollback failed, or it was
+    /// stopped outside coalmine.
+    Failed = 5,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("coalmine: cannot start: {e}");
+            return ExitCode::from(Exit::Error as u8);
+        }
+    };
+    let exit = runtime.block_on(commands::run(cli));
+    ExitCode::from(exit as u8)
+}

@@ -1,0 +1,306 @@
+//! What the CLI prints: plans, checks, timelines, the bake in progress, a chart of
+//! what the judge saw, and tables. Plain text, no colour: it reads the same in a
+//! terminal, a CI log and a pasted ticket.
+
+use comfy_table::{presets, ContentArrangement, Table};
+use serde_json::Value;
+
+use coalmine::release::preflight::Check;
+use coalmine::release::tick::{Decision, Progress, Status};
+use coalmine::release::Release;
+use coalmine::rollback::notify::{percent, side};
+
+use crate::runs::Run;
+
+pub use coalmine::rollback::notify::duration;
+
+fn canary_of(release: &Release) -> String {
+    side(&release.target, release.canary_id())
+}
+
+pub fn plan(release: &Release) -> String {
+    let plan = release.plan();
+    let stages: Vec<String> = plan
+        .stages
+        .iter()
+        .map(|s| {
+            let approval = if s.approval { " then approval" } else { "" };
+            format!("{}% for {}{approval}", s.percent, duration(s.bake_seconds))
+        })
+        .collect();
+    let gates = &release.gates;
+    let mut limits = Vec::new();
+    if !gates.alarms.is_empty() {
+        limits.push(format!("alarms {}", gates.alarms.join(", ")));
+    }
+    for (name, value) in
+        [("max_error_rate", gates.max_error_rate), ("max_error_rate_increase", gates.max_error_rate_increase)]
+    {
+        if let Some(v) = value {
+            limits.push(format!("{name} {}", percent(v)));
+        }
+    }
+    if let Some(v) = gates.max_p95_latency_ms {
+        limits.push(format!("max_p95_latency_ms {v}"));
+    }
+    if let Some(v) = gates.max_p95_increase_ratio {
+        limits.push(format!("max_p95_increase_ratio {v}"));
+    }
+    if !gates.custom.is_empty() {
+        limits.push(format!("{} custom", gates.custom.len()));
+    }
+    limits.push(format!("min_requests {}", gates.min_requests));
+    let earliest = if plan.waits_for_approval { "plus the approvals" } else { "at the earliest" };
+    format!(
+        "{}: valid\n  target   {}, canary {}\n  stages   {}\n  checks   every {}; {} ticks; promoted {} after the start {earliest}\n  gates    {}\n",
+        release.release,
+        release.target,
+        canary_of(release),
+        stages.join(", "),
+        duration(release.check_every_seconds),
+        plan.ticks,
+        duration(plan.earliest_promotion_seconds),
+        limits.join(", ")
+    )
+}
+
+pub fn checks(checks: &[Check]) -> String {
+    checks
+        .iter()
+        .map(|c| match &c.found {
+            Ok(detail) => format!("  ✓ {}: {detail}\n", c.what),
+            Err(e) => format!("  ✗ {}: {e}\n", c.what),
+        })
+        .collect()
+}
+
+/// The release's decisions as a timeline, each line once.
+pub fn timeline(release: &Release, progress: &Progress) -> Vec<String> {
+    let stages = release.stages.len();
+    let mut lines = Vec::new();
+    if progress.history_dropped > 0 {
+        lines.push(format!("  ({} earlier checks not kept)", progress.history_dropped));
+    }
+    let mut last = String::new();
+    for decision in &progress.history {
+        let line = decision_line(decision, stages);
+        if line != last {
+            lines.push(format!("  [t+{:>6}] {line}", duration(decision.at.saturating_sub(progress.started_at))));
+        }
+        last = line;
+    }
+    lines
+}
+
+fn decision_line(decision: &Decision, stages: usize) -> String {
+    format!(
+        "stage {}/{stages} {:>4}  {:<17} {}",
+        decision.stage + 1,
+        percent(decision.weight),
+        decision.status.as_str(),
+        decision.reason
+    )
+}
+
+/// Where the current stage's bake is: `bake [#######.............] 4m00s of 15m00s`.
+pub fn bake(release: &Release, progress: &Progress, now: u64) -> Option<String> {
+    if matches!(progress.status, Status::Promoted | Status::RolledBack) {
+        return None;
+    }
+    let stage = release.stages.get(progress.stage)?;
+    let elapsed = now.saturating_sub(progress.stage_entered_at).min(stage.bake_seconds);
+    let filled = (elapsed * 20).checked_div(stage.bake_seconds).unwrap_or(20) as usize;
+    let last_check = progress.history.last().map_or(progress.stage_entered_at, |d| d.at);
+    let next = (last_check + progress.wait_seconds).saturating_sub(now);
+    Some(format!(
+        "  bake  [{}{}] {} of {} at {}; next check in {}",
+        "#".repeat(filled),
+        ".".repeat(20 - filled),
+        duration(elapsed),
+        duration(stage.bake_seconds),
+        percent(stage.weight()),
+        duration(next)
+    ))
+}
+
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// A one-line chart of `values` scaled to `max` (missing values as spaces).
+pub fn sparkline(values: &[Option<f64>], max: f64) -> String {
+    values
+        .iter()
+        .map(|v| match v {
+            Some(v) if max > 0.0 => BARS[((v / max).clamp(0.0, 1.0) * 7.0).round() as usize],
+            Some(_) => BARS[0],
+            None => ' ',
+        })
+        .collect()
+}
+
+/// Weight, and canary against stable error rate and p95, over the decisions kept: a
+/// chart drawn from the evidence the judge recorded.
+pub fn chart(progress: &Progress) -> Vec<String> {
+    let decisions = &progress.history;
+    if decisions.is_empty() {
+        return Vec::new();
+    }
+    let weights: Vec<Option<f64>> = decisions.iter().map(|d| Some(d.weight)).collect();
+    let metric = |side: &str, f: &dyn Fn(&Value) -> Option<f64>| -> Vec<Option<f64>> {
+        decisions
+            .iter()
+            .map(|d| d.evidence.as_ref().and_then(|e| e.pointer(&format!("/metrics/{side}"))).and_then(f))
+            .collect()
+    };
+    let rate = |s: &Value| {
+        let requests = s.get("requests")?.as_f64()?;
+        (requests > 0.0).then(|| s.get("errors").and_then(Value::as_f64).unwrap_or(0.0) / requests * 100.0)
+    };
+    let p95 = |s: &Value| s.get("p95_ms").and_then(Value::as_f64);
+    let max =
+        |series: &[&[Option<f64>]]| series.iter().flat_map(|s| s.iter().flatten()).fold(0.0_f64, |a, b| a.max(*b));
+    let range = |series: &[Option<f64>], unit: &dyn Fn(f64) -> String| {
+        let values: Vec<f64> = series.iter().flatten().copied().collect();
+        match (values.iter().copied().reduce(f64::min), values.iter().copied().reduce(f64::max)) {
+            (Some(lo), Some(hi)) => format!("{} .. {}", unit(lo), unit(hi)),
+            _ => "no data".to_owned(),
+        }
+    };
+    let pct = |v: f64| format!("{v:.2}%");
+    let ms = |v: f64| format!("{v:.0} ms");
+    // Canary and stable on one scale, so the bars compare.
+    let pair = |label: &str, read: &dyn Fn(&Value) -> Option<f64>, unit: &dyn Fn(f64) -> String| {
+        let (canary, stable) = (metric("canary", read), metric("stable", read));
+        let top = max(&[&canary, &stable]);
+        format!(
+            "  {label:<11} canary {}  {}   stable {}  {}",
+            sparkline(&canary, top),
+            range(&canary, unit),
+            sparkline(&stable, top),
+            range(&stable, unit)
+        )
+    };
+    vec![
+        format!("  chart of the last {} checks, canary against stable", decisions.len()),
+        format!("  weight      {}  {}", sparkline(&weights, 1.0), range(&weights, &|w| percent(w))),
+        pair("error rate", &rate, &pct),
+        pair("p95", &p95, &ms),
+    ]
+}
+
+/// `release X on T: canary version 42, RUNNING (baking)`
+pub fn header(run: &Run) -> String {
+    match &run.release {
+        Some(release) => {
+            format!("release {} on {}: canary {}, {}", run.name, release.target, canary_of(release), run.state())
+        }
+        None => format!("release {}: {}", run.name, run.state()),
+    }
+}
+
+/// How it ended, for a finished run.
+pub fn ending(run: &Run) -> Option<String> {
+    if run.running() {
+        return None;
+    }
+    let how = match (&run.error, &run.cause) {
+        (None, _) => "promoted".to_owned(),
+        (Some(error), Some(cause)) => format!("{error}: {cause}"),
+        (Some(error), None) => error.clone(),
+    };
+    let took = run.stopped_at.map(|s| duration(s.saturating_sub(run.started_at) as u64)).unwrap_or_default();
+    Some(format!("  => {} after {took}: {how}", run.status))
+}
+
+pub fn status(run: &Run, now: u64) -> Vec<String> {
+    let mut lines = vec![header(run)];
+    if let (Some(release), Some(progress)) = (&run.release, &run.progress) {
+        lines.extend(timeline(release, progress));
+        lines.extend(bake(release, progress, now).filter(|_| run.running()));
+        let chart = chart(progress);
+        if !chart.is_empty() {
+            lines.push(String::new());
+            lines.extend(chart);
+        }
+    }
+    lines.extend(ending(run));
+    lines
+}
+
+pub fn table(runs: &[Run], now: u64) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
+    table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "WEIGHT", "IN STAGE", "NEXT CHECK", "STARTED"]);
+    for run in runs {
+        let target = run.release.as_ref().map(|r| r.target.to_string()).unwrap_or_default();
+        let stages = run.release.as_ref().map_or(0, |r| r.stages.len());
+        let (stage, weight, in_stage, next) = match &run.progress {
+            Some(p) => {
+                let last = p.history.last().map_or(p.stage_entered_at, |d| d.at);
+                (
+                    format!("{}/{stages}", p.stage + 1),
+                    percent(p.weight),
+                    if run.running() { duration(now.saturating_sub(p.stage_entered_at)) } else { "-".into() },
+                    if run.running() {
+                        format!("in {}", duration((last + p.wait_seconds).saturating_sub(now)))
+                    } else {
+                        "-".into()
+                    },
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let started = format!("{} ago", duration(now.saturating_sub(run.started_at as u64)));
+        table.add_row([run.name.clone(), target, run.state(), stage, weight, in_stage, next, started]);
+    }
+    format!("{table}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparklines_scale_to_the_max_and_leave_gaps_for_missing_values() {
+        assert_eq!(sparkline(&[Some(0.0), Some(0.5), Some(1.0), None], 1.0), "▁▅█ ");
+        assert_eq!(sparkline(&[Some(3.0)], 0.0), "▁", "nothing to scale to");
+    }
+
+    #[test]
+    fn a_timeline_says_each_repeated_check_once() {
+        let release = Release::parse(&serde_json::json!({
+            "release": "r", "target": {"lambda": {"function": "f", "alias": "live"}}, "canary_version": "2",
+            "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 60}], "check_every_seconds": 60
+        }))
+        .unwrap();
+        let decision = |at, status, reason: &str| Decision {
+            at,
+            stage: 0,
+            weight: 0.05,
+            status,
+            reason: reason.into(),
+            evidence: None,
+        };
+        let progress: Progress = serde_json::from_value(serde_json::json!({
+            "stage": 0, "weight": 0.05, "stable": "1",
+            "last_written": {"stable": "1", "canary": "2", "weight": 0.05},
+            "started_at": 1000, "stage_entered_at": 1000, "status": "baking", "wait_seconds": 60,
+            "reason": "x", "ticks": 3, "history": []
+        }))
+        .unwrap();
+        let progress = Progress {
+            history: vec![
+                decision(1000, Status::Advanced, "Started"),
+                decision(1060, Status::Baking, "healthy"),
+                decision(1120, Status::Baking, "healthy"),
+            ],
+            ..progress
+        };
+        let lines = timeline(&release, &progress);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[1], "  [t+    1m] stage 1/2   5%  baking            healthy");
+        assert_eq!(
+            bake(&release, &progress, 1300).unwrap(),
+            "  bake  [##########..........] 5m of 10m at 5%; next check in 0s"
+        );
+    }
+}

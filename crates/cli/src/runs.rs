@@ -1,0 +1,211 @@
+//! A release's execution as the CLI shows it: its status and ending, the release it
+//! runs, and the progress its last tick recorded (from the execution's history, since a
+//! running execution has no output yet).
+
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
+use coalmine::release::tick::Progress;
+use coalmine::release::Release;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::context::{CliError, CliResult, Context};
+use crate::Exit;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub name: String,
+    pub execution_arn: String,
+    /// RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED.
+    pub status: String,
+    /// The state machine's ending: CanaryRolledBack, InvalidRelease, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    pub started_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<i64>,
+    #[serde(skip)]
+    pub release: Option<Release>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+impl Run {
+    pub async fn load(context: &Context, execution_arn: &str) -> CliResult<Run> {
+        let out = context.sfn.describe_execution().execution_arn(execution_arn).send().await.map_err(|e| {
+            if e.as_service_error().is_some_and(|s| s.is_execution_does_not_exist()) {
+                let name = execution_arn.rsplit(':').next().unwrap_or(execution_arn);
+                CliError::new(Exit::Error, format!("no release {name} in this state machine; coalmine list shows them"))
+            } else {
+                aws_failure("states:DescribeExecution", e)
+            }
+        })?;
+        let input: Value = out.input().and_then(|i| serde_json::from_str(i).ok()).unwrap_or(Value::Null);
+        let release = Release::parse(&without_progress(&input)).ok();
+        let progress = latest_progress(context, execution_arn).await?;
+        Ok(Run {
+            name: out.name().unwrap_or_default().to_owned(),
+            execution_arn: execution_arn.to_owned(),
+            status: out.status().as_str().to_owned(),
+            error: out.error().map(str::to_owned),
+            cause: out.cause().map(str::to_owned),
+            started_at: out.start_date().secs(),
+            stopped_at: out.stop_date().map(|d| d.secs()),
+            release,
+            progress,
+        })
+    }
+
+    /// The executions of the state machine, newest first: every one still running,
+    /// and up to `recent` that ended.
+    pub async fn list(context: &Context, recent: usize) -> CliResult<Vec<Run>> {
+        let machine = context.state_machine().await?;
+        let mut arns = Vec::new();
+        let mut ended = 0;
+        let mut next = None;
+        loop {
+            let out = context
+                .sfn
+                .list_executions()
+                .state_machine_arn(&machine)
+                .max_results(100)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(|e| aws_failure("states:ListExecutions", e))?;
+            for item in out.executions() {
+                let running = *item.status() == ExecutionStatus::Running;
+                if running || ended < recent {
+                    ended += usize::from(!running);
+                    arns.push((item.start_date().secs(), item.execution_arn().to_owned()));
+                }
+            }
+            next = out.next_token().map(str::to_owned);
+            if next.is_none() {
+                break;
+            }
+        }
+        arns.sort_by_key(|(started, _)| std::cmp::Reverse(*started));
+        let mut runs = Vec::with_capacity(arns.len());
+        for (_, arn) in arns {
+            runs.push(Run::load(context, &arn).await?);
+        }
+        Ok(runs)
+    }
+
+    pub fn running(&self) -> bool {
+        self.status == "RUNNING"
+    }
+
+    /// What a CI step branches on once it has ended; `Ok` while running.
+    pub fn exit(&self) -> Exit {
+        match (self.status.as_str(), self.error.as_deref()) {
+            ("RUNNING" | "SUCCEEDED", _) => Exit::Ok,
+            ("FAILED", Some("CanaryRolledBack")) => Exit::RolledBack,
+            ("FAILED", Some("InvalidRelease")) => Exit::Invalid,
+            _ => Exit::Failed,
+        }
+    }
+
+    /// One word for the release's state: its progress's status while it runs, its
+    /// ending once it has ended.
+    pub fn state(&self) -> String {
+        match (self.status.as_str(), self.error.as_deref()) {
+            ("RUNNING", _) => self.progress.as_ref().map_or("starting".to_owned(), |p| p.status.as_str().to_owned()),
+            ("SUCCEEDED", _) => "promoted".to_owned(),
+            ("FAILED", Some("CanaryRolledBack")) => "rolled_back".to_owned(),
+            ("FAILED", Some("InvalidRelease")) => "invalid".to_owned(),
+            ("FAILED", Some(error)) => format!("failed ({error})"),
+            (status, _) => status.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// The input as a release: the state machine's data carries the progress beside it.
+fn without_progress(input: &Value) -> Value {
+    let mut release = input.clone();
+    if let Some(object) = release.as_object_mut() {
+        for key in ["progress", "failure", "safety", "safety_failure"] {
+            object.remove(key);
+        }
+    }
+    release
+}
+
+/// The newest progress in the execution's history: a state's input or output that
+/// holds one (the tick's output, the wait's input, the final state's input).
+async fn latest_progress(context: &Context, execution_arn: &str) -> CliResult<Option<Progress>> {
+    let out = context
+        .sfn
+        .get_execution_history()
+        .execution_arn(execution_arn)
+        .reverse_order(true)
+        .max_results(100)
+        .send()
+        .await
+        .map_err(|e| aws_failure("states:GetExecutionHistory", e))?;
+    Ok(out.events().iter().find_map(progress_in))
+}
+
+fn progress_in(event: &HistoryEvent) -> Option<Progress> {
+    let data = event
+        .state_exited_event_details()
+        .and_then(|d| d.output())
+        .or_else(|| event.state_entered_event_details().and_then(|d| d.input()))?;
+    let state: Value = serde_json::from_str(data).ok()?;
+    serde_json::from_value(state.get("progress")?.clone()).ok()
+}
+
+/// An AWS call that failed, as one line: the operation, the code and the message.
+pub fn aws_failure<E, R>(operation: &str, e: aws_sdk_sfn::error::SdkError<E, R>) -> CliError
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = match e.as_service_error() {
+        Some(service) => {
+            format!("{}: {}", service.code().unwrap_or("UnknownError"), service.message().unwrap_or("no message"))
+        }
+        None => match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    };
+    CliError::new(Exit::Error, format!("{operation} failed: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: &str, error: Option<&str>) -> Run {
+        Run {
+            name: "r".into(),
+            execution_arn: "arn".into(),
+            status: status.into(),
+            error: error.map(str::to_owned),
+            cause: None,
+            started_at: 0,
+            stopped_at: None,
+            release: None,
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn every_ending_has_its_exit_code_for_a_ci_step() {
+        let cases = [
+            (run("RUNNING", None), Exit::Ok, "starting"),
+            (run("SUCCEEDED", None), Exit::Ok, "promoted"),
+            (run("FAILED", Some("CanaryRolledBack")), Exit::RolledBack, "rolled_back"),
+            (run("FAILED", Some("InvalidRelease")), Exit::Invalid, "invalid"),
+            (run("FAILED", Some("ReleaseFailed")), Exit::Failed, "failed (ReleaseFailed)"),
+            (run("FAILED", Some("SafetyRollbackFailed")), Exit::Failed, "failed (SafetyRollbackFailed)"),
+            (run("ABORTED", None), Exit::Failed, "aborted"),
+        ];
+        for (run, exit, state) in cases {
+            assert_eq!((run.exit(), run.state().as_str()), (exit, state), "{} {:?}", run.status, run.error);
+        }
+    }
+}

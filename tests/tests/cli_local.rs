@@ -1,0 +1,249 @@
+//! The `coalmine` CLI as an operator runs it, against the local AWS with the real state
+//! machine and the real stepper: a scripted run that validates, starts, pauses, resumes,
+//! approves, promotes, aborts and rolls back, checking the traffic and the team's
+//! messages after each.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::types::StateValue;
+use coalmine::Target;
+use coalmine_tests::{bootstrap_path, poll, unique, Canary, Deployed, Scene};
+use serde_json::{json, Value};
+
+const RUN: Duration = Duration::from_secs(90);
+
+struct Operator<'a> {
+    deployed: &'a Deployed,
+    topic: &'a str,
+    dir: PathBuf,
+}
+
+impl Operator<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bootstrap_path("coalmine"));
+        command
+            .args(args)
+            .env("COALMINE_STATE_MACHINE_ARN", &self.deployed.state_machine_arn)
+            .env("COALMINE_TOPIC_ARN", self.topic)
+            .env("COALMINE_OPERATOR", "jane")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `coalmine ARGS`; its exit code and what it printed.
+    fn run(&self, args: &[&str]) -> (i32, String) {
+        let Output { status, stdout, stderr } = self.command(args).output().expect("coalmine runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+        (status.code().unwrap_or(-1), text)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, text) = self.run(args);
+        assert_eq!(code, 0, "coalmine {args:?}:\n{text}");
+        text
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("coalmine runs")
+    }
+
+    fn file(&self, release: &Value) -> String {
+        let path = self.dir.join(format!("{}.json", release["release"].as_str().unwrap()));
+        std::fs::write(&path, serde_json::to_vec_pretty(release).unwrap()).unwrap();
+        path.display().to_string()
+    }
+
+    /// `status --output json` until `check` holds for it.
+    async fn until(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        poll(RUN, || async {
+            let (_, text) = self.run(&["status", name, "--output", "json"]);
+            serde_json::from_str::<Value>(&text).ok().filter(|status| check(status))
+        })
+        .await
+        .unwrap_or_else(|| panic!("{name}: not {what} within {RUN:?}: {}", self.run(&["status", name]).1))
+    }
+}
+
+/// Waits for a `coalmine` that runs until the release ends.
+async fn finished(child: Child) -> (i32, String) {
+    let child = std::sync::Arc::new(std::sync::Mutex::new(Some(child)));
+    poll(RUN, || async {
+        let mut guard = child.lock().unwrap();
+        let done = guard.as_mut().unwrap().try_wait().unwrap().is_some();
+        done.then(|| {
+            let out = guard.take().unwrap().wait_with_output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.code().unwrap_or(-1), text)
+        })
+    })
+    .await
+    .expect("coalmine --wait ends with the release")
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("coalmine-cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn lambda_release(name: &str, target: &Target, alarm: &str, version: &str, stages: Value) -> Value {
+    let Target::Lambda(a) = target else { unreachable!() };
+    json!({
+        "release": name,
+        "target": {"lambda": {"function": a.function, "alias": a.alias}},
+        "canary_version": version,
+        "stages": stages,
+        "check_every_seconds": 1,
+        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "min_requests": 50}
+    })
+}
+
+async fn setup() -> (Scene, Deployed, Canary) {
+    let scene = Scene::connect().await;
+    let deployed = scene.local.deploy(&scene.inbox.topic_arn).await;
+    let canary = scene.lambda_canary(true).await;
+    scene.local.set_alarm(&canary.alarm, StateValue::Ok).await;
+    (scene, deployed, canary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_release() {
+    let (s, deployed, Canary { target, alarm, .. }) = setup().await;
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
+    let _traffic = s.local.pump_healthy_traffic(&target, "2", "1");
+    let name = unique("summarizer");
+    let file = op.file(&lambda_release(
+        &name,
+        &target,
+        &alarm,
+        "2",
+        json!([{"percent": 5, "bake_seconds": 2}, {"percent": 25, "bake_seconds": 2, "approval": true, "approval_timeout_seconds": 600},
+               {"percent": 50, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 2}]),
+    ));
+
+    // validate: offline, then the first tick's checks against AWS, moving nothing.
+    let plan = op.ok(&["validate", &file]);
+    assert!(plan.contains(&format!("{name}: valid")) && plan.contains("25% for 2s then approval"), "{plan}");
+    let (_, _, revision) = s.local.alias_state(&target).await;
+    let live = op.ok(&["validate", "--live", &file]);
+    for check in
+        ["✓ no canary in flight", "✓ the canary exists", "✓ no gate alarm is firing", "✓ the metrics the judge needs"]
+    {
+        assert!(live.contains(check), "lacks {check:?}:\n{live}");
+    }
+    assert_eq!(s.local.alias_state(&target).await.2, revision, "validate moved nothing");
+
+    // start, twice: the second is recognised, not doubled.
+    assert!(op.ok(&["start", &file]).contains(&format!("started release {name}")));
+    assert!(op.ok(&["start", &file]).contains("this start repeats it, nothing doubled"));
+
+    // pause: after its bake the release holds at 5%, still judged.
+    op.ok(&["pause", &name]);
+    let paused = op.until(&name, "paused", |st| st["progress"]["status"] == "paused").await;
+    assert_eq!(paused["progress"]["stage"], 0);
+    assert_eq!(s.local.alias_state(&target).await.1.get("2"), Some(&0.05));
+
+    // resume: it climbs to 25% and waits there for approval; the team is asked.
+    op.ok(&["resume", &name]);
+    op.until(&name, "awaiting approval", |st| st["progress"]["status"] == "awaiting_approval").await;
+    assert_eq!(s.local.alias_state(&target).await.1.get("2"), Some(&0.25));
+    let asked = s.inbox.receive(1, Duration::from_secs(10)).await;
+    assert_eq!(asked[0].event(), "awaiting_approval", "{}", asked[0].message);
+    assert!(asked[0].message.contains(&format!("coalmine approve {name}")), "{}", asked[0].message);
+
+    // approve: on to 50%, with a ten-minute bake...
+    let said = op.ok(&["approve", &name]);
+    assert!(said.contains("approved by jane"), "{said}");
+    op.until(&name, "at 50%", |st| st["progress"]["stage"] == 2).await;
+    assert_eq!(s.local.alias_state(&target).await.1.get("2"), Some(&0.5));
+
+    // ...which promote ends now; the last stage's bake passes and it is promoted.
+    op.ok(&["promote", &name]);
+    let done = op.until(&name, "promoted", |st| st["status"] == "SUCCEEDED").await;
+    assert_eq!(done["progress"]["status"], "promoted");
+    assert_eq!(s.local.alias_state(&target).await.0, "2");
+
+    // What a person reads afterwards.
+    let status = op.ok(&["status", &name]);
+    for part in [
+        "paused by jane",
+        "Waiting for approval",
+        "Approved by jane.",
+        "Promoted by jane.",
+        "chart of the last",
+        "=> SUCCEEDED",
+    ] {
+        assert!(status.to_lowercase().contains(&part.to_lowercase()), "status lacks {part:?}:\n{status}");
+    }
+    let list = op.ok(&["list"]);
+    assert!(list.lines().any(|l| l.contains(&name) && l.contains("promoted")), "{list}");
+    let listed: Value = serde_json::from_str(&op.ok(&["list", "--output", "json"])).unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|r| r["name"] == name.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_ends_a_release_rolled_back_and_the_next_one_is_promoted_in_full() {
+    let (s, deployed, Canary { function, target, alarm }) = setup().await;
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
+    let _traffic = s.local.pump_healthy_traffic(&target, "2", "1");
+    let long = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
+    let first = unique("summarizer");
+    let waiting = op.spawn(&["start", &op.file(&lambda_release(&first, &target, &alarm, "2", long.clone())), "--wait"]);
+    poll(RUN, || async { s.local.alias_state(&target).await.1.get("2").copied().filter(|w| *w > 0.0) }).await;
+
+    let said = op.ok(&["abort", &first, "--reason", "answers look truncated"]);
+    assert!(said.contains("aborted by jane") && said.contains("serves all traffic, no canary"), "{said}");
+    assert!(s.local.alias_state(&target).await.1.is_empty(), "the canary is down at once");
+    let (code, text) = finished(waiting).await;
+    assert_eq!(code, 3, "start --wait exits 3 on a rollback:\n{text}");
+    assert!(text.contains("Rolled back at stage 1 of 2 (5%) by jane, by hand: answers look truncated"), "{text}");
+    let told = s.inbox.receive(1, Duration::from_secs(10)).await;
+    assert!(told[0].message.contains("Why:       jane, by hand: answers look truncated"), "{}", told[0].message);
+
+    // The target is free again: the next release starts, and promote --full ends it.
+    let version = s.local.publish_next_version(&function).await;
+    let second = unique("summarizer");
+    let waiting = op.spawn(&["start", &op.file(&lambda_release(&second, &target, &alarm, &version, long)), "--wait"]);
+    poll(RUN, || async { s.local.alias_state(&target).await.1.get(&version).copied() }).await;
+    op.ok(&["promote", &second, "--full"]);
+    let (code, text) = finished(waiting).await;
+    assert_eq!(code, 0, "promoted:\n{text}");
+    assert!(text.contains("Promoted by jane (promote --full)"), "{text}");
+    assert_eq!(s.local.alias_state(&target).await.0, version);
+    let (code, text) = op.run(&["abort", &second, "--reason", "too late"]);
+    assert_eq!(code, 4, "nothing to abort once promoted: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_by_hand_stops_whatever_runs_and_a_bad_file_never_starts() {
+    let (s, deployed, Canary { target, alarm, .. }) = setup().await;
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
+    let name = unique("summarizer");
+    let long = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
+    // An incident while a release is at 5%: the operator zeroes the target by hand.
+    op.ok(&["start", &op.file(&lambda_release(&name, &target, &alarm, "2", long))]);
+    poll(RUN, || async { s.local.alias_state(&target).await.1.get("2").copied() }).await;
+
+    let said = op.ok(&["rollback", &target.to_string(), "--reason", "pager says p99 doubled"]);
+    assert!(said.contains("rolled back by jane"), "{said}");
+    assert!(s.local.alias_state(&target).await.1.is_empty());
+    let ended = op.until(&name, "ended", |st| st["status"] != "RUNNING").await;
+    assert_eq!(ended["error"], "CanaryRolledBack");
+    assert_eq!(op.run(&["status", &name]).0, 3, "status exits 3 for a release rolled back");
+    let told = s.inbox.receive(1, Duration::from_secs(10)).await;
+    assert_eq!(told[0].subject, format!("coalmine: {target} rolled back by hand"));
+
+    // A typo'd file is refused before any StartExecution, with a hint.
+    let bad = op.dir.join("bad.json");
+    std::fs::write(&bad, r#"{"release": "x-1", "target": {"function": "f", "alias": "live"}, "canary_version": "2", "stages": [{"percent": 100, "bake_seconds": 60}], "check_every_seconds": 60}"#).unwrap();
+    let (code, text) = op.run(&["start", bad.to_str().unwrap()]);
+    assert_eq!(code, 4, "{text}");
+    assert!(text.contains(r#"a Lambda target names its kind: {"lambda": {"function": ..., "alias": ...}}"#), "{text}");
+    let (code, text) = op.run(&["status", "no-such-release"]);
+    assert_eq!(
+        (code, text.trim()),
+        (1, "coalmine: no release no-such-release in this state machine; coalmine list shows them")
+    );
+}
