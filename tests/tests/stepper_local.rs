@@ -28,7 +28,7 @@ fn lambda_release(target: &Target, alarm: &str) -> Release {
         "canary_version": "2",
         "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 50, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 300}],
         "check_every_seconds": 60,
-        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_error_rate_increase": 0.01, "max_p95_latency_ms": 2000,
+        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_error_rate_ratio": 1.2, "max_p95_latency_ms": 2000,
                   "min_requests": 100}
     }))
     .unwrap()

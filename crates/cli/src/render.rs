@@ -50,6 +50,13 @@ pub fn plan(release: &Release) -> String {
         limits.push(format!("{} custom", gates.custom.len()));
     }
     limits.push(format!("min_requests {}", gates.min_requests));
+    let judge = match gates.judge {
+        coalmine::release::JudgeKind::Sequential => {
+            format!("sequential, false_rollback_rate {}", percent(gates.false_rollback_rate))
+        }
+        coalmine::release::JudgeKind::FixedHorizon => "fixed_horizon".to_owned(),
+    };
+    limits.push(format!("judge {judge}"));
     let earliest = if plan.waits_for_approval { "plus the approvals" } else { "at the earliest" };
     format!(
         "{}: valid\n  target   {}, canary {}\n  stages   {}\n  checks   every {}; {} ticks; promoted {} after the start {earliest}\n  gates    {}\n",

@@ -259,7 +259,7 @@ async fn main() {
     let release = Release::parse(&json!({
         "release": "bench", "target": {"lambda": {"function": step_fn, "alias": "live"}}, "canary_version": "2",
         "stages": [{"percent": 5, "bake_seconds": 86400}, {"percent": 100, "bake_seconds": 60}], "check_every_seconds": 60,
-        "gates": {"alarms": [gate], "max_error_rate": 0.05, "max_error_rate_increase": 0.01, "max_p95_latency_ms": 2000, "min_requests": 10}
+        "gates": {"alarms": [gate], "max_error_rate": 0.05, "max_error_rate_ratio": 1.2, "max_p95_latency_ms": 2000, "min_requests": 10}
     }))
     .expect("release");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();

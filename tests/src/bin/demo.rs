@@ -181,7 +181,7 @@ fn lambda_release(name: &str, function: &str, version: &str, alarm: &str, stages
         "canary_version": version,
         "stages": stages.iter().map(|(p, bake)| json!({"percent": p, "bake_seconds": bake})).collect::<Vec<_>>(),
         "check_every_seconds": 1,
-        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_error_rate_increase": 0.01,
+        "gates": {"alarms": [alarm], "max_error_rate": 0.05, "max_error_rate_ratio": 1.2,
                   "max_p95_latency_ms": 2000, "min_requests": 50}
     })
 }

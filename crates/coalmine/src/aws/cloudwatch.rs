@@ -5,7 +5,7 @@ use aws_sdk_cloudwatch::Client;
 use super::{aws_error, service_code};
 use crate::domain::error::{Error, Result};
 use crate::domain::event::AlarmState;
-use crate::domain::metrics::{MetricSnapshot, SideMetrics};
+use crate::domain::metrics::{MetricSnapshot, SideMetrics, PERCENTILE_LEVELS};
 use crate::domain::target::Target;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource};
 use crate::release::VERSION_PLACEHOLDER;
@@ -160,7 +160,18 @@ impl MetricSource for CloudWatchMetrics {
             let dims = side_dimensions(q.target, id);
             queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
             queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));
-            queries.push(query(p95, standard.namespace, standard.latency, dims, "p95", period));
+            queries.push(query(p95, standard.namespace, standard.latency, dims.clone(), "p95", period));
+            for (i, level) in PERCENTILE_LEVELS.iter().enumerate() {
+                let stat = format!("p{level}");
+                queries.push(query(
+                    format!("{side}_q{i}"),
+                    standard.namespace,
+                    standard.latency,
+                    dims.clone(),
+                    &stat,
+                    period,
+                ));
+            }
             for (i, gate) in q.custom.iter().enumerate() {
                 let dims = gate
                     .dimensions
@@ -233,6 +244,15 @@ impl MetricSource for CloudWatchMetrics {
                             "Minimum" => vals.iter().copied().reduce(f64::min),
                             _ => vals.iter().copied().reduce(f64::max),
                         }
+                    })
+                    .collect(),
+                percentiles: (0..PERCENTILE_LEVELS.len())
+                    .map(|i| {
+                        get(&format!("{side}_q{i}"))
+                            .iter()
+                            .copied()
+                            .reduce(f64::max)
+                            .map(|v| v * standard.latency_to_ms)
                     })
                     .collect(),
             }

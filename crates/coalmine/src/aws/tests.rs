@@ -472,7 +472,9 @@ mod stepper {
             q.metric_stat().and_then(|s| s.stat()).unwrap_or_default().to_owned()
         };
         let period = c_p95.metric_stat().and_then(|s| s.period()).unwrap_or_default();
-        queries.len() == 10
+        let tail: Vec<String> = (0..9).filter_map(|i| find(&format!("c_q{i}")).map(stat)).collect();
+        queries.len() == 28
+            && tail == ["p50", "p75", "p90", "p95", "p97", "p98", "p99", "p99.5", "p99.9"]
             && stat(c_p95) == "p95"
             && c_p95.metric_stat().and_then(|s| s.metric()).and_then(|m| m.metric_name()) == Some("Duration")
             && dims(c_p95).contains(&("ExecutedVersion".into(), "42".into()))
@@ -501,6 +503,8 @@ mod stepper {
                     .metric_data_results(result("s_x0", &[]))
                     .metric_data_results(result("c_x1", &[120.0, 300.0]))
                     .metric_data_results(result("s_x1", &[250.0]))
+                    .metric_data_results(result("c_q3", &[900.0, 950.5]))
+                    .metric_data_results(result("c_q8", &[2000.0]))
                     .build()
             });
         let metrics = CloudWatchMetrics::new(client!(aws_sdk_cloudwatch, [&rule]));
@@ -524,6 +528,9 @@ mod stepper {
         assert_eq!((snapshot.stable.requests, snapshot.stable.p95_ms), (19_000.0, None));
         assert_eq!(snapshot.canary.custom, [Some(9.0), Some(300.0)], "Sum adds periods; percentiles keep the worst");
         assert_eq!(snapshot.stable.custom, [None, Some(250.0)]);
+        let expected: Vec<Option<f64>> =
+            (0..9).map(|i| [(3, 950.5), (8, 2000.0)].iter().find(|(at, _)| *at == i).map(|(_, v)| *v)).collect();
+        assert_eq!(snapshot.canary.percentiles, expected, "the tail's percentiles, worst of the periods");
     }
 
     #[tokio::test]
@@ -580,6 +587,7 @@ mod stepper {
             ticks: 5,
             history: Vec::new(),
             history_dropped: 0,
+            samples: Vec::new(),
         };
         let metrics = FakeMetrics::default();
         metrics.set((1000.0, 0.0), (20_000.0, 10.0));

@@ -15,7 +15,14 @@ pub struct SideMetrics {
     /// The value of each of the release's custom gates, in order; `None` without data.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom: Vec<Option<f64>>,
+    /// Latency in ms at each of [`PERCENTILE_LEVELS`]: the share of requests slower
+    /// than a threshold is read off these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub percentiles: Vec<Option<f64>>,
 }
+
+/// The latency percentiles fetched for each side, densest in the tail the judge reads.
+pub const PERCENTILE_LEVELS: [f64; 9] = [50.0, 75.0, 90.0, 95.0, 97.0, 98.0, 99.0, 99.5, 99.9];
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricSnapshot {

@@ -5,7 +5,10 @@ pub mod control;
 pub mod judge;
 pub mod notify;
 pub mod preflight;
+pub mod sequential;
 pub mod spec;
 pub mod tick;
 
-pub use spec::{CustomGate, Gates, InsufficientDataAlarm, OnInsufficientData, Release, Stage, VERSION_PLACEHOLDER};
+pub use spec::{
+    CustomGate, Gates, InsufficientDataAlarm, JudgeKind, OnInsufficientData, Release, Stage, VERSION_PLACEHOLDER,
+};

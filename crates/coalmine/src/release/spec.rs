@@ -84,21 +84,35 @@ pub struct Gates {
     pub alarms: Vec<String>,
     #[serde(default)]
     pub alarm_insufficient_data: InsufficientDataAlarm,
-    /// Canary error rate (errors / requests), absolute.
+    /// Which judge weighs the metrics: `sequential` (the default) or `fixed_horizon`,
+    /// the earlier one, kept for comparison and for releases written for it.
+    #[serde(default)]
+    pub judge: JudgeKind,
+    /// The chance a healthy canary is rolled back by the metrics, over the whole
+    /// release and every statistical test together (sequential judge).
+    #[serde(default = "default_false_rollback_rate")]
+    pub false_rollback_rate: f64,
+    /// Canary error rate (errors / requests), absolute: rolled back once the judge is
+    /// confident it is above this.
     #[serde(default)]
     pub max_error_rate: Option<f64>,
+    /// Canary p95 latency, absolute: rolled back once the judge is confident more than
+    /// 5% of the canary's requests are slower.
     #[serde(default)]
     pub max_p95_latency_ms: Option<f64>,
-    /// Canary error rate minus stable error rate.
+    /// Sequential judge: how many times the stable's error rate the canary's may be
+    /// before it counts as a regression (1.2: 20% worse). Default 1: any regression.
+    #[serde(default)]
+    pub max_error_rate_ratio: Option<f64>,
+    /// Fixed-horizon judge: canary error rate minus stable error rate.
     #[serde(default)]
     pub max_error_rate_increase: Option<f64>,
     /// Canary p95 over stable p95, minus one (0.2 = 20% slower).
     #[serde(default)]
     pub max_p95_increase_ratio: Option<f64>,
-    /// One-sided two-proportion z-test: the canary fails only when its error rate is
-    /// higher than stable's with at least this confidence.
-    #[serde(default = "default_confidence")]
-    pub error_rate_confidence: f64,
+    /// Fixed-horizon judge: the one-sided two-proportion z-test's confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_confidence: Option<f64>,
     /// A stage whose canary served fewer requests is inconclusive, never healthy.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
@@ -115,11 +129,14 @@ impl Default for Gates {
         Gates {
             alarms: Vec::new(),
             alarm_insufficient_data: InsufficientDataAlarm::default(),
+            judge: JudgeKind::default(),
+            false_rollback_rate: default_false_rollback_rate(),
             max_error_rate: None,
             max_p95_latency_ms: None,
+            max_error_rate_ratio: None,
             max_error_rate_increase: None,
             max_p95_increase_ratio: None,
-            error_rate_confidence: default_confidence(),
+            error_rate_confidence: None,
             min_requests: default_min_requests(),
             on_insufficient_data: OnInsufficientData::default(),
             max_hold_seconds: default_max_hold(),
@@ -128,8 +145,27 @@ impl Default for Gates {
     }
 }
 
-fn default_confidence() -> f64 {
-    0.95
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgeKind {
+    /// Anytime-valid sequential tests (mSPRT): looking every tick costs no validity.
+    #[default]
+    Sequential,
+    /// A two-proportion z-test and raw p95 comparisons, re-run every tick.
+    FixedHorizon,
+}
+
+/// The fixed-horizon judge's default confidence.
+pub const DEFAULT_ERROR_RATE_CONFIDENCE: f64 = 0.95;
+
+/// One healthy release in a hundred rolled back by the metrics, at most, by design (the
+/// simulation measures well below it): teams switch off canary analysis that cries wolf,
+/// and at 1 000 requests a minute this still catches a doubled error rate in the first
+/// stages (SIMULATION.md).
+pub const DEFAULT_FALSE_ROLLBACK_RATE: f64 = 0.01;
+
+fn default_false_rollback_rate() -> f64 {
+    DEFAULT_FALSE_ROLLBACK_RATE
 }
 
 /// Below about a hundred requests a canary's error rate cannot be told from noise at
@@ -374,8 +410,41 @@ impl Gates {
                 ),
             );
         }
-        if !(0.5..1.0).contains(&self.error_rate_confidence) {
-            return bad("error_rate_confidence", format!("{} is outside [0.5, 1)", self.error_rate_confidence));
+        if let Some(confidence) = self.error_rate_confidence {
+            if !(0.5..1.0).contains(&confidence) {
+                return bad("error_rate_confidence", format!("{confidence} is outside [0.5, 1)"));
+            }
+        }
+        if !(self.false_rollback_rate > 0.0 && self.false_rollback_rate <= 0.2) {
+            return bad("false_rollback_rate", format!("{} is outside (0, 0.2]", self.false_rollback_rate));
+        }
+        if let Some(ratio) = self.max_error_rate_ratio {
+            if !(1.0..=100.0).contains(&ratio) {
+                return bad(
+                    "max_error_rate_ratio",
+                    format!("{ratio} is outside [1, 100]: 1.2 lets the canary be 20% worse"),
+                );
+            }
+        }
+        if self.judge == JudgeKind::Sequential {
+            if let Some(margin) = self.max_error_rate_increase {
+                return bad(
+                    "max_error_rate_increase",
+                    format!(
+                        "{margin}: an absolute margin hides regressions at low error rates (1 point is 3x at 0.5%), so \
+                         the sequential judge takes max_error_rate_ratio instead (1.2 for 20% worse); or set \
+                         \"judge\": \"fixed_horizon\" to keep the earlier judge"
+                    ),
+                );
+            }
+            if self.error_rate_confidence.is_some() {
+                return bad(
+                    "error_rate_confidence",
+                    "belonged to the fixed-horizon z-test; the sequential judge takes false_rollback_rate, the chance \
+                     a healthy canary is rolled back (default 0.01); or set \"judge\": \"fixed_horizon\""
+                        .into(),
+                );
+            }
         }
         for (i, gate) in self.custom.iter().enumerate() {
             let field = |name: &str| format!("custom[{i}].{name}");
@@ -486,7 +555,11 @@ pub(crate) mod tests {
             ("fractions", Box::new(|r| { for (i, p) in [0.05, 0.25, 0.5, 1.0].iter().enumerate() { r["stages"][i]["percent"] = (*p).into(); } }), "stages[0].percent: 0.05 looks like a fraction of 1, but percent counts to 100: write 5 for 5%"),
             ("kindless target", Box::new(|r| r["target"] = serde_json::json!({"function": "ai-handler", "alias": "live"})), "a Lambda target names its kind: {\"lambda\": {\"function\": ..., \"alias\": ...}}"),
             ("approval timeout without approval", Box::new(|r| r["stages"][1]["approval_timeout_seconds"] = 600.into()), "stages[1].approval_timeout_seconds: only a stage with \"approval\": true"),
-            ("bad confidence", Box::new(|r| r["gates"]["error_rate_confidence"] = 1.into()), "gates.error_rate_confidence: 1 is outside [0.5, 1)"),
+            ("bad confidence", Box::new(|r| { r["gates"]["judge"] = "fixed_horizon".into(); r["gates"]["error_rate_confidence"] = 1.into(); }), "gates.error_rate_confidence: 1 is outside [0.5, 1)"),
+            ("margin under the sequential judge", Box::new(|r| r["gates"]["max_error_rate_increase"] = 0.01.into()), "gates.max_error_rate_increase: 0.01: an absolute margin hides regressions"),
+            ("z-test confidence under the sequential judge", Box::new(|r| r["gates"]["error_rate_confidence"] = 0.95.into()), "gates.error_rate_confidence: belonged to the fixed-horizon z-test"),
+            ("bad false rollback rate", Box::new(|r| r["gates"]["false_rollback_rate"] = 0.5.into()), "gates.false_rollback_rate: 0.5 is outside (0, 0.2]"),
+            ("bad ratio", Box::new(|r| r["gates"]["max_error_rate_ratio"] = 0.9.into()), "gates.max_error_rate_ratio: 0.9 is outside [1, 100]"),
             ("empty alarm", Box::new(|r| r["gates"]["alarms"][0] = "".into()), "gates.alarms[0]: an alarm name"),
             ("bad stat", Box::new(|r| r["gates"]["custom"][0]["stat"] = "Median".into()), "gates.custom[0].stat: \"Median\" is not one of"),
             ("bad period", Box::new(|r| r["gates"]["custom"][0]["period_seconds"] = 90.into()), "gates.custom[0].period_seconds: 90 is not a positive multiple of 60"),

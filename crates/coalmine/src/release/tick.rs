@@ -12,13 +12,14 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::domain::error::{Error, Result, INVALID_RELEASE};
+use crate::domain::metrics::MetricSnapshot;
 use crate::domain::split::Split;
 use crate::domain::stamp::{execution_id, Phase, Request, RolledBackBy, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
-use crate::release::judge::{judge, judge_alarms, Evidence, Verdict};
+use crate::release::judge::{judge, judge_alarms, judge_sequential, Evidence, StageSample, Verdict};
 use crate::release::notify::{self as release_notify, RollbackKind};
-use crate::release::{preflight, OnInsufficientData, Release};
+use crate::release::{preflight, JudgeKind, OnInsufficientData, Release};
 use crate::rollback::notify::{describe, duration, percent};
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 
@@ -117,6 +118,10 @@ pub struct Progress {
     pub history: Vec<Decision>,
     #[serde(default)]
     pub history_dropped: u64,
+    /// Each stage's metrics as the sequential judge weighs them: the evidence carried
+    /// from tick to tick and across stages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<StageSample>,
 }
 
 pub struct StepDeps<'a, R, N, A, M> {
@@ -256,7 +261,13 @@ pub async fn tick(
             custom: &release.gates.custom,
         };
         let snapshot = deps.metrics.fetch(&query).await?;
-        judge(&release.gates, &states, Some(&snapshot))
+        match release.gates.judge {
+            JudgeKind::FixedHorizon => judge(&release.gates, &states, Some(&snapshot)),
+            JudgeKind::Sequential => {
+                keep_sample(&mut progress, now, snapshot);
+                judge_sequential(&release.gates, &states, &progress.samples)
+            }
+        }
     };
     let evidence_json = serde_json::to_value(&evidence).ok();
     let stamp =
@@ -421,6 +432,16 @@ pub async fn tick(
     Ok(progress)
 }
 
+/// The current stage's metrics so far replace its previous sample; a new stage starts
+/// its own, and the ones before stay as they ended.
+fn keep_sample(progress: &mut Progress, now: u64, metrics: MetricSnapshot) {
+    let sample = StageSample { stage: progress.stage, seconds: now.saturating_sub(progress.stage_entered_at), metrics };
+    match progress.samples.last_mut() {
+        Some(last) if last.stage == progress.stage => *last = sample,
+        _ => progress.samples.push(sample),
+    }
+}
+
 /// A tick that changes nothing on the target: baking, holding, paused, or waiting.
 fn keep(
     release: &Release,
@@ -501,6 +522,7 @@ async fn start(
         ticks: 1,
         history: Vec::new(),
         history_dropped: 0,
+        samples: Vec::new(),
     };
     let desired = Split {
         stamp: Some(own_stamp(release, execution, &live.stable, 0, None)),
@@ -547,6 +569,7 @@ fn adopt(release: &Release, stamp: &Stamp, live: &Split, now: u64) -> Progress {
         ticks: 1,
         history: Vec::new(),
         history_dropped: 0,
+        samples: Vec::new(),
     };
     record(&mut progress, now, None);
     progress
@@ -1145,7 +1168,11 @@ mod tests {
         assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RollbackKind::Health)));
         let evidence = p.history.last().unwrap().evidence.as_ref().unwrap();
         assert_eq!(evidence["metrics"]["canary"]["errors"], 80.0);
-        assert!(p.reason.contains("8.00% > max_error_rate 5.00%"), "{}", p.reason);
+        assert!(
+            p.reason.contains("canary error rate 8.00% over 1000 requests, above max_error_rate 5.00%"),
+            "{}",
+            p.reason
+        );
         let body = &world.sent()[0].body;
         assert!(body.contains("its canary failed a health check"), "{body}");
         assert!(
