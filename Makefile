@@ -13,7 +13,7 @@ TEMPLATES := infra/template.yaml infra/example-alarms.yaml
 ASL := infra/statemachine/release.asl.json
 
 
-.PHONY: bench setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-rust lint-infra fmt \
+.PHONY: simulate bench setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-rust lint-infra fmt \
         demo local-aws-start local-aws-stop ci clean
 
 setup:
@@ -76,6 +76,11 @@ fmt:
 # Release builds, measurements against the local AWS, BENCHMARKS.md.
 bench: setup
 	scripts/bench
+
+# The judge over thousands of simulated releases, both judges on identical traffic:
+# false rollbacks and detection, written to SIMULATION.md (a few minutes).
+simulate:
+	$(CARGO) run --profile simulate -p coalmine-simulate
 
 demo: bins
 	@scripts/with-local-aws $(TARGET_DIR)/debug/demo

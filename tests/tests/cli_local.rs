@@ -128,11 +128,11 @@ async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_rel
     assert!(plan.contains(&format!("{name}: valid")) && plan.contains("25% for 2s then approval"), "{plan}");
     let (_, _, revision) = s.local.alias_state(&target).await;
     let live = op.ok(&["validate", "--live", &file]);
-    for check in
-        ["✓ no canary in flight", "✓ the canary exists", "✓ no gate alarm is firing", "✓ the metrics the judge needs"]
-    {
+    for check in ["✓ no canary in flight", "✓ the canary exists", "✓ no gate alarm is firing"] {
         assert!(live.contains(check), "lacks {check:?}:\n{live}");
     }
+    // A two-second first stage cannot gather evidence: said, not refused.
+    assert!(live.contains("! the metrics the judge needs: the stable served"), "{live}");
     assert_eq!(s.local.alias_state(&target).await.2, revision, "validate moved nothing");
 
     // start, twice: the second is recognised, not doubled.

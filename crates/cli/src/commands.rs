@@ -87,14 +87,16 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
                 }
                 if let Some(context) = &context {
                     let checks = live_checks(context, &release).await;
-                    if checks.iter().any(|c| c.found.is_err()) {
+                    if checks.iter().any(preflight::Check::blocks) {
                         exit = Exit::Invalid;
                     }
                     report["checks"] = checks
                         .iter()
                         .map(|c| match &c.found {
                             Ok(detail) => json!({"check": c.what, "ok": true, "detail": detail}),
-                            Err(e) => json!({"check": c.what, "ok": false, "detail": e.to_string()}),
+                            Err(e) => {
+                                json!({"check": c.what, "ok": false, "advisory": c.advisory, "detail": e.to_string()})
+                            }
                         })
                         .collect();
                     if output == Output::Text {
@@ -116,7 +118,7 @@ async fn live_checks(context: &Context, release: &Release) -> Vec<preflight::Che
     let aws = context.adapters(None);
     let live = match preflight::read_target(&aws.router, release).await {
         Ok(live) => live,
-        Err(e) => return vec![preflight::Check { what: "the target exists", found: Err(e) }],
+        Err(e) => return vec![preflight::Check { what: "the target exists", found: Err(e), advisory: false }],
     };
     let mut checks = preflight::checks(release, &live, &aws.router, &aws.alarms).await;
     checks.push(preflight::metrics_check(release, &live, &aws.metrics, now()).await);

@@ -76,6 +76,7 @@ pub fn checks(checks: &[Check]) -> String {
         .iter()
         .map(|c| match &c.found {
             Ok(detail) => format!("  ✓ {}: {detail}\n", c.what),
+            Err(e) if c.advisory => format!("  ! {}: {}\n", c.what, e.to_string().trim_start_matches("refused: ")),
             Err(e) => format!("  ✗ {}: {e}\n", c.what),
         })
         .collect()

@@ -10,6 +10,7 @@
 //!
 //! The two Lambda functions and the CLI are thin shells on this crate.
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod config;
 pub mod domain;

@@ -15,11 +15,19 @@ use crate::rollback::notify::{describe, percent, side};
 pub struct Check {
     pub what: &'static str,
     pub found: Result<String>,
+    /// A failure to know about, not to refuse for (thin traffic: the release would
+    /// hold for want of evidence, and say so).
+    pub advisory: bool,
 }
 
 impl Check {
     fn new(what: &'static str, found: Result<String>) -> Self {
-        Check { what, found }
+        Check { what, found, advisory: false }
+    }
+
+    /// Failed, and the start must not go ahead.
+    pub fn blocks(&self) -> bool {
+        self.found.is_err() && !self.advisory
     }
 }
 
@@ -138,19 +146,22 @@ pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl Metri
         let first = release.stages[0];
         let per_minute = stable.requests / 60.0;
         let expected = per_minute * first.weight() * first.bake_seconds as f64 / 60.0;
-        let verdict = if expected < release.gates.min_requests as f64 {
-            format!(
-                "; at {} for {} s the canary would see about {expected:.0}, below min_requests {}: it will hold",
+        if expected < release.gates.min_requests as f64 {
+            return Err(Error::Refused(format!(
+                "the stable served {per_minute:.0} requests a minute over the last hour: at {} for {} s the canary \
+                 would see about {expected:.0}, below min_requests {}, so the first stage will hold for want of \
+                 evidence; lengthen its bake or raise its weight",
                 percent(first.weight()),
                 first.bake_seconds,
                 release.gates.min_requests
-            )
-        } else {
-            format!("; about {expected:.0} for the canary in its first stage")
-        };
-        Ok(format!("stable: {per_minute:.0} requests a minute over the last hour{verdict}"))
+            )));
+        }
+        Ok(format!(
+            "stable: {per_minute:.0} requests a minute over the last hour; about {expected:.0} for the canary in its \
+             first stage"
+        ))
     });
-    Check::new("the metrics the judge needs", found)
+    Check { advisory: true, ..Check::new("the metrics the judge needs", found) }
 }
 
 /// A first tick that cannot even see its target moved nothing: the release is invalid

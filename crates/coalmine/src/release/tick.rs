@@ -501,8 +501,10 @@ async fn start(
             _ => after_change(release, adopted, live, execution, deps, now).await,
         };
     }
-    if let Some(failed) =
-        preflight::checks(release, &live, deps.router, deps.alarms).await.into_iter().find_map(|c| c.found.err())
+    if let Some(failed) = preflight::checks(release, &live, deps.router, deps.alarms)
+        .await
+        .into_iter()
+        .find_map(|c| c.blocks().then_some(c.found.err()).flatten())
     {
         return Err(failed);
     }
@@ -534,8 +536,17 @@ async fn start(
     progress.weight = first.weight();
     progress.last_written = Written::of(&written);
     progress.wait_seconds = release.check_every_seconds.min(first.bake_seconds.max(1));
+    // Too little traffic to judge is said up front, not found out after a silent hold.
+    let traffic = preflight::metrics_check(release, &live, deps.metrics, now).await;
+    let warning = match &traffic.found {
+        Ok(_) => String::new(),
+        Err(e) => {
+            warn!(release = %release.release, target = %target, decision = "low_traffic", "{e}");
+            format!(". Warning: {}", e.to_string().trim_start_matches("refused: "))
+        }
+    };
     progress.reason = format!(
-        "Started: {} at {} beside {}",
+        "Started: {} at {} beside {}{warning}",
         crate::rollback::notify::side(target, canary),
         percent(first.weight()),
         crate::rollback::notify::side(target, &progress.stable)
@@ -1019,6 +1030,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn too_little_traffic_to_judge_is_said_at_the_start() {
+        let world = World::new(stable_only());
+        // 600 stable requests in the last hour: at 5% for 10 minutes, about 5 for the canary.
+        world.metrics.set((0.0, 0.0), (600.0, 3.0));
+        let p = world.tick(&release(gates()), None, T0).await.unwrap();
+        assert!(
+            p.reason.contains("Warning: the stable served 10 requests a minute over the last hour: at 5% for 600 s the canary would see about 5, below min_requests 100"),
+            "{}",
+            p.reason
+        );
+        assert_eq!(world.metrics.windows.lock().unwrap()[0], (T0 - 3600, T0 + 60), "the stable's last hour");
+        assert_eq!(world.live().canary_weight, 0.05, "a warning, not a refusal");
+    }
+
+    #[tokio::test]
     async fn a_bad_starting_point_fails_before_any_traffic_moves() {
         let in_flight = World::new(lambda_split("41", "40", 0.1));
         let err = in_flight.tick(&release(gates()), None, T0).await.unwrap_err();
@@ -1132,6 +1158,7 @@ mod tests {
         let r = release(gates());
         let p = world.tick(&r, None, T0).await.unwrap();
         world.alarms.states.lock().unwrap().insert("errors".into(), AlarmState::Alarm);
+        let fetched_at_start = world.metrics.windows.lock().unwrap().len();
 
         let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
 
@@ -1155,7 +1182,7 @@ mod tests {
         ] {
             assert!(sent[0].body.contains(line), "lacks {line:?}:\n{}", sent[0].body);
         }
-        assert!(world.metrics.windows.lock().unwrap().is_empty(), "an alarm needs no metrics");
+        assert_eq!(world.metrics.windows.lock().unwrap().len(), fetched_at_start, "an alarm needs no metrics");
     }
 
     #[tokio::test]
