@@ -3,10 +3,12 @@
 
 use std::future::Future;
 
+use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use crate::domain::error::Result;
 use crate::domain::event::AlarmState;
 use crate::domain::metrics::{CustomGate, MetricSnapshot};
 use crate::domain::split::Split;
+use crate::domain::stamp::Stamp;
 use crate::domain::target::Target;
 
 pub trait TrafficRouter: Send + Sync {
@@ -21,6 +23,41 @@ pub trait TrafficRouter: Send + Sync {
     /// Fails with [`crate::Error::InvalidRelease`] unless the canary (Lambda version,
     /// SageMaker variant) exists on the target.
     fn check_canary(&self, target: &Target, canary: &str) -> impl Future<Output = Result<()>> + Send;
+
+    // SageMaker's own deployments (deployment guardrails, shadow variants): the
+    // endpoint moves the traffic itself; coalmine starts, watches and stops it. Routers
+    // without endpoints (the simulator's, the tests' fakes) keep these defaults.
+
+    /// The endpoint, its deployment in flight, and its release stamp.
+    fn endpoint_state(&self, endpoint: &str) -> impl Future<Output = Result<EndpointState>> + Send {
+        async move { Err(no_deployments(endpoint)) }
+    }
+
+    /// An endpoint config's production and shadow variant names.
+    fn config_variants(&self, config: &str) -> impl Future<Output = Result<ConfigVariants>> + Send {
+        async move { Err(no_deployments(config)) }
+    }
+
+    /// `UpdateEndpoint` to `config`, with SageMaker's guardrails when `plan` is given.
+    fn deploy(
+        &self,
+        endpoint: &str,
+        config: &str,
+        plan: Option<&DeploymentPlan>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (config, plan);
+        async move { Err(no_deployments(endpoint)) }
+    }
+
+    /// Records the release stamp on the endpoint (its tag).
+    fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> impl Future<Output = Result<()>> + Send {
+        let _ = stamp;
+        async move { Err(no_deployments(endpoint)) }
+    }
+}
+
+fn no_deployments(what: &str) -> crate::Error {
+    crate::Error::Config(format!("{what}: this router has no SageMaker endpoint deployments"))
 }
 
 /// One SNS message: a subject, a human-readable body, and attributes for filter policies.
@@ -41,6 +78,19 @@ pub trait AlarmSource: Send + Sync {
 
     /// The current state of each named alarm; a name missing from the answer does not exist.
     fn states(&self, names: &[String]) -> impl Future<Output = Result<Vec<(String, AlarmState)>>> + Send;
+
+    /// Creates (or keeps) coalmine's tripwire for `endpoint`: an alarm nothing trips but
+    /// coalmine, listed among a guardrail deployment's auto-rollback alarms, so that
+    /// tripping it makes SageMaker roll the deployment back (there is no API to stop one).
+    fn ensure_tripwire(&self, alarm: &str, endpoint: &str) -> impl Future<Output = Result<()>> + Send {
+        let _ = endpoint;
+        async move { Err(crate::Error::Config(format!("{alarm}: this alarm source cannot create alarms"))) }
+    }
+
+    /// Puts the tripwire into ALARM now, and keeps it there for its period.
+    fn trip(&self, alarm: &str) -> impl Future<Output = Result<()>> + Send {
+        async move { Err(crate::Error::Config(format!("{alarm}: this alarm source cannot set alarms"))) }
+    }
 }
 
 /// Which metrics to fetch: both sides of a target over a window, plus custom gates.
@@ -52,6 +102,9 @@ pub struct MetricQuery<'a> {
     pub start_epoch: u64,
     pub end_epoch: u64,
     pub custom: &'a [CustomGate],
+    /// SageMaker fleets told apart by `EndpointConfigName` (canary's, stable's): a
+    /// guardrail deployment's new and old fleets, which share a variant name.
+    pub configs: Option<(&'a str, &'a str)>,
 }
 
 pub trait MetricSource: Send + Sync {

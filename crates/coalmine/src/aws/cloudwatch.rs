@@ -11,6 +11,10 @@ use crate::ports::{AlarmSource, MetricQuery, MetricSource};
 use crate::release::VERSION_PLACEHOLDER;
 use crate::rollback::resolve::TARGET_TAG;
 
+/// Where coalmine's tripwires watch: a namespace nothing else writes to.
+pub const TRIPWIRE_NAMESPACE: &str = "coalmine/Tripwire";
+const TRIPWIRE_METRIC: &str = "Tripped";
+
 pub struct CloudWatchAlarms {
     client: Client,
 }
@@ -64,6 +68,55 @@ impl AlarmSource for CloudWatchAlarms {
         }
         Ok(states)
     }
+
+    async fn ensure_tripwire(&self, alarm: &str, endpoint: &str) -> Result<()> {
+        // A metric only coalmine puts: the alarm stays OK (missing data is not breaching)
+        // until `trip` sets it, and puts a datapoint that keeps it in ALARM for a period.
+        self.client
+            .put_metric_alarm()
+            .alarm_name(alarm)
+            .alarm_description(format!(
+                "coalmine's tripwire for {endpoint}: listed among its guardrail deployments' auto-rollback alarms, \
+                 tripped by coalmine to roll a deployment back"
+            ))
+            .namespace(TRIPWIRE_NAMESPACE)
+            .metric_name(TRIPWIRE_METRIC)
+            .dimensions(Dimension::builder().name("Alarm").value(alarm).build())
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(0.0)
+            .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+            .treat_missing_data("notBreaching")
+            .send()
+            .await
+            .map_err(|e| aws_error("cloudwatch:PutMetricAlarm", e))?;
+        Ok(())
+    }
+
+    async fn trip(&self, alarm: &str) -> Result<()> {
+        self.client
+            .set_alarm_state()
+            .alarm_name(alarm)
+            .state_value(StateValue::Alarm)
+            .state_reason("coalmine stopped the deployment")
+            .send()
+            .await
+            .map_err(|e| aws_error("cloudwatch:SetAlarmState", e))?;
+        let datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
+            .metric_name(TRIPWIRE_METRIC)
+            .dimensions(Dimension::builder().name("Alarm").value(alarm).build())
+            .value(1.0)
+            .build();
+        self.client
+            .put_metric_data()
+            .namespace(TRIPWIRE_NAMESPACE)
+            .metric_data(datum)
+            .send()
+            .await
+            .map_err(|e| aws_error("cloudwatch:PutMetricData", e))?;
+        Ok(())
+    }
 }
 
 fn state_of(state: &StateValue) -> AlarmState {
@@ -112,7 +165,7 @@ const SAGEMAKER: Standard = Standard {
     latency_to_ms: 0.001,
 };
 
-fn side_dimensions(target: &Target, id: &str) -> Vec<Dimension> {
+fn side_dimensions(target: &Target, id: &str, config: Option<&str>) -> Vec<Dimension> {
     let dim = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
     match target {
         Target::Lambda(a) => vec![
@@ -120,7 +173,11 @@ fn side_dimensions(target: &Target, id: &str) -> Vec<Dimension> {
             dim("Resource", &format!("{}:{}", a.function, a.alias)),
             dim("ExecutedVersion", id),
         ],
-        Target::Sagemaker(s) => vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)],
+        Target::Sagemaker(s) => {
+            let mut dims = vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)];
+            dims.extend(config.map(|c| dim("EndpointConfigName", c)));
+            dims
+        }
     }
 }
 
@@ -155,9 +212,10 @@ impl MetricSource for CloudWatchMetrics {
         let window = q.end_epoch.saturating_sub(q.start_epoch).max(60);
         let period = i32::try_from(window.div_ceil(60) * 60).unwrap_or(i32::MAX - 59);
         let mut queries = Vec::new();
-        for (side, id) in [('c', q.canary), ('s', q.stable)] {
+        let (canary_config, stable_config) = q.configs.unzip();
+        for (side, id, config) in [('c', q.canary, canary_config), ('s', q.stable, stable_config)] {
             let [req, err, p95] = ids(side);
-            let dims = side_dimensions(q.target, id);
+            let dims = side_dimensions(q.target, id, config);
             queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
             queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));
             queries.push(query(p95, standard.namespace, standard.latency, dims.clone(), "p95", period));

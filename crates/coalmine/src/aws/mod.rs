@@ -17,8 +17,10 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Config;
+use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
+use crate::domain::stamp::Stamp;
 use crate::domain::target::Target;
 use crate::ports::TrafficRouter;
 
@@ -84,6 +86,22 @@ impl TrafficRouter for AwsRouter {
             Target::Lambda(alias) => self.lambda.write(target, alias, read, desired).await,
             Target::Sagemaker(variants) => self.sagemaker.write(target, variants, read, desired).await,
         }
+    }
+
+    async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState> {
+        self.sagemaker.endpoint_state(endpoint).await
+    }
+
+    async fn config_variants(&self, config: &str) -> Result<ConfigVariants> {
+        self.sagemaker.config_variants(config).await
+    }
+
+    async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> Result<()> {
+        self.sagemaker.deploy(endpoint, config, plan).await
+    }
+
+    async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> Result<()> {
+        self.sagemaker.stamp_endpoint(endpoint, stamp).await
     }
 
     async fn check_canary(&self, target: &Target, canary: &str) -> Result<()> {

@@ -2,12 +2,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_sagemaker::types::{DesiredWeightAndCapacity, EndpointStatus, Tag};
+use aws_sdk_sagemaker::types::{
+    Alarm, AutoRollbackConfig, BlueGreenUpdatePolicy, CapacitySize, CapacitySizeType, DeploymentConfig,
+    DesiredWeightAndCapacity, EndpointStatus, Tag, TrafficRoutingConfig, TrafficRoutingConfigType,
+};
 use aws_sdk_sagemaker::Client;
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::{aws_error, call_detail, service_code};
+use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState, PendingDeployment, Size, Traffic};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 use crate::domain::stamp::Stamp;
@@ -335,4 +339,134 @@ fn is_busy(status: &EndpointStatus) -> bool {
 fn is_busy_message(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
     lower.contains("in-progress") || lower.contains("in progress") || lower.contains("updating")
+}
+
+/// SageMaker's own deployments: what a guardrail release starts and watches.
+impl SageMakerEndpoints {
+    /// The endpoint as a deployment sees it: a target naming only it, for errors.
+    fn endpoint_target(endpoint: &str) -> Target {
+        Target::Sagemaker(SageMakerVariants {
+            endpoint: endpoint.to_owned(),
+            stable_variant: None,
+            canary_variant: "(endpoint)".to_owned(),
+        })
+    }
+
+    pub(super) async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState> {
+        let target = Self::endpoint_target(endpoint);
+        let out = self
+            .client
+            .describe_endpoint()
+            .endpoint_name(endpoint)
+            .send()
+            .await
+            .map_err(|e| Self::describe_error(&target, e))?;
+        if let Some(arn) = &out.endpoint_arn {
+            self.remember_arn(endpoint, arn);
+        }
+        let stamp = match &out.endpoint_arn {
+            Some(arn) => self.stamp(arn).await?,
+            None => None,
+        };
+        let pending = out.pending_deployment_summary.map(|p| PendingDeployment {
+            config: p.endpoint_config_name.unwrap_or_default(),
+            variants: p
+                .production_variants
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| {
+                    let statuses = v
+                        .variant_status
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|s| s.status.map(|s| s.as_str().to_owned()))
+                        .collect();
+                    (v.variant_name.unwrap_or_default(), statuses)
+                })
+                .collect(),
+        });
+        Ok(EndpointState {
+            status: out.endpoint_status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            config: out.endpoint_config_name.unwrap_or_default(),
+            pending,
+            failure_reason: out.failure_reason.filter(|r| !r.trim().is_empty()),
+            variants: out
+                .production_variants
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| {
+                    let count = v.current_instance_count.unwrap_or_default().max(0) as u32;
+                    (v.variant_name.unwrap_or_default(), count)
+                })
+                .collect(),
+            stamp,
+        })
+    }
+
+    pub(super) async fn config_variants(&self, config: &str) -> Result<ConfigVariants> {
+        let out = self.client.describe_endpoint_config().endpoint_config_name(config).send().await.map_err(|e| {
+            match service_code(&e) {
+                Some(("ValidationException", message)) if message.contains("Could not find") => Error::InvalidRelease(
+                    format!("endpoint config {config} was not found ({message}); create it first, or check the name"),
+                ),
+                _ => aws_error("sagemaker:DescribeEndpointConfig", e),
+            }
+        })?;
+        let names = |variants: Option<Vec<aws_sdk_sagemaker::types::ProductionVariant>>| {
+            variants.unwrap_or_default().into_iter().filter_map(|v| v.variant_name).collect()
+        };
+        Ok(ConfigVariants { production: names(out.production_variants), shadow: names(out.shadow_production_variants) })
+    }
+
+    pub(super) async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> Result<()> {
+        let mut request = self.client.update_endpoint().endpoint_name(endpoint).endpoint_config_name(config);
+        if let Some(plan) = plan {
+            request = request.deployment_config(deployment_config(plan));
+        }
+        request.send().await.map_err(|e| match service_code(&e) {
+            Some(("ValidationException", message)) if is_busy_message(message) => {
+                Error::Refused(format!("{endpoint} is being updated already ({message}); wait for that to end"))
+            }
+            _ => aws_error("sagemaker:UpdateEndpoint", e),
+        })?;
+        Ok(())
+    }
+
+    pub(super) async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> Result<()> {
+        self.record(&Self::endpoint_target(endpoint), endpoint, stamp).await
+    }
+}
+
+/// `DeploymentConfig`: blue/green with canary or linear traffic shifting, and the
+/// auto-rollback alarms.
+fn deployment_config(plan: &DeploymentPlan) -> DeploymentConfig {
+    let capacity = |size: Size| {
+        let (kind, value) = match size {
+            Size::CapacityPercent(p) => (CapacitySizeType::CapacityPercent, p),
+            Size::InstanceCount(n) => (CapacitySizeType::InstanceCount, n),
+        };
+        CapacitySize::builder().r#type(kind).value(i32::try_from(value).unwrap_or(i32::MAX)).build()
+    };
+    let seconds = |s: u32| i32::try_from(s).unwrap_or(i32::MAX);
+    let routing = match plan.traffic {
+        Traffic::Canary { size, wait_seconds } => TrafficRoutingConfig::builder()
+            .r#type(TrafficRoutingConfigType::Canary)
+            .wait_interval_in_seconds(seconds(wait_seconds))
+            .canary_size(capacity(size)),
+        Traffic::Linear { step, wait_seconds } => TrafficRoutingConfig::builder()
+            .r#type(TrafficRoutingConfigType::Linear)
+            .wait_interval_in_seconds(seconds(wait_seconds))
+            .linear_step_size(capacity(step)),
+    }
+    .build();
+    let policy = BlueGreenUpdatePolicy::builder()
+        .traffic_routing_configuration(routing)
+        .termination_wait_in_seconds(seconds(plan.termination_wait_seconds))
+        .maximum_execution_timeout_in_seconds(seconds(plan.max_execution_seconds))
+        .build();
+    let alarms = plan.alarms.iter().map(|a| Alarm::builder().alarm_name(a).build()).collect();
+    DeploymentConfig::builder()
+        .blue_green_update_policy(policy)
+        .auto_rollback_configuration(AutoRollbackConfig::builder().set_alarms(Some(alarms)).build())
+        .build()
 }

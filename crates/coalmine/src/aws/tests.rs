@@ -516,6 +516,7 @@ mod stepper {
             start_epoch: 1_800_000_000,
             end_epoch: 1_800_000_540,
             custom: &release.gates.custom,
+            configs: None,
         };
 
         let snapshot = metrics.fetch(&query).await.unwrap();
@@ -551,6 +552,7 @@ mod stepper {
             start_epoch: 0,
             end_epoch: 60,
             custom: &[],
+            configs: None,
         };
         let err = metrics.fetch(&query).await.unwrap_err();
         assert!(err.is_retryable() && err.to_string().contains("c_req returned InternalError"), "{err}");
@@ -588,6 +590,7 @@ mod stepper {
             history: Vec::new(),
             history_dropped: 0,
             samples: Vec::new(),
+            guardrail: None,
         };
         let metrics = FakeMetrics::default();
         metrics.set((1000.0, 0.0), (20_000.0, 10.0));
@@ -762,5 +765,486 @@ mod faults {
             "gave up after {waited:?}"
         );
         assert!(OPERATION_TIMEOUT * 2 < Duration::from_secs(60), "well below both functions' timeouts");
+    }
+}
+
+/// Guardrail releases over the real adapters, with SageMaker, CloudWatch and SNS mocked
+/// on responses shaped as their API references document them: no emulator serves
+/// UpdateEndpoint's deployment configs, PendingDeploymentSummary or VariantStatus.
+mod guardrails {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
+    use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
+    use aws_sdk_cloudwatch::operation::put_metric_alarm::PutMetricAlarmOutput;
+    use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput;
+    use aws_sdk_cloudwatch::operation::set_alarm_state::SetAlarmStateOutput;
+    use aws_sdk_cloudwatch::types::{MetricAlarm, MetricDataResult, StateValue, StatusCode};
+    use aws_sdk_sagemaker::operation::add_tags::AddTagsOutput;
+    use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointError;
+    use aws_sdk_sagemaker::operation::describe_endpoint_config::DescribeEndpointConfigOutput;
+    use aws_sdk_sagemaker::operation::list_tags::ListTagsOutput;
+    use aws_sdk_sagemaker::operation::update_endpoint::{UpdateEndpointInput, UpdateEndpointOutput};
+    use aws_sdk_sagemaker::types::{
+        CapacitySizeType, PendingDeploymentSummary, PendingProductionVariantSummary, ProductionVariant,
+        ProductionVariantStatus, Tag, TrafficRoutingConfigType, VariantStatus,
+    };
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::aws::sagemaker::STAMP_TAG;
+    use crate::release::tick::{tick_payload, StepDeps};
+
+    const ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ai-model-endpoint";
+    const EXECUTION: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-model-8";
+    const T0: u64 = 1_800_000_000;
+
+    /// `DescribeEndpoint` as the API reference shows it: the config in service, its
+    /// variant with 4 instances, and the deployment in flight with its variants' statuses.
+    fn described(
+        status: EndpointStatus,
+        config: &str,
+        pending: Option<(&str, &[VariantStatus])>,
+        failure: &str,
+    ) -> DescribeEndpointOutput {
+        let mut out = DescribeEndpointOutput::builder()
+            .endpoint_name("ai-model-endpoint")
+            .endpoint_arn(ARN)
+            .endpoint_config_name(config)
+            .endpoint_status(status)
+            .production_variants(
+                ProductionVariantSummary::builder()
+                    .variant_name("AllTraffic")
+                    .current_instance_count(4)
+                    .current_weight(1.0)
+                    .build(),
+            );
+        if let Some((pending_config, statuses)) = pending {
+            let variant =
+                statuses.iter().fold(PendingProductionVariantSummary::builder().variant_name("AllTraffic"), |v, s| {
+                    v.variant_status(ProductionVariantStatus::builder().status(s.clone()).build())
+                });
+            out = out.pending_deployment_summary(
+                PendingDeploymentSummary::builder()
+                    .endpoint_config_name(pending_config)
+                    .production_variants(variant.build())
+                    .build(),
+            );
+        }
+        if !failure.is_empty() {
+            out = out.failure_reason(failure);
+        }
+        out.build()
+    }
+
+    fn config(production: &[&str], shadow: &[&str]) -> DescribeEndpointConfigOutput {
+        let variant =
+            |name: &&str| ProductionVariant::builder().variant_name(*name).model_name(format!("model-{name}")).build();
+        DescribeEndpointConfigOutput::builder()
+            .set_production_variants(Some(production.iter().map(variant).collect()))
+            .set_shadow_production_variants(Some(shadow.iter().map(variant).collect()))
+            .build()
+    }
+
+    fn live_stamp() -> Tag {
+        Tag::builder()
+            .key(STAMP_TAG)
+            .value("coalmine/1 phase=live execution=Release:ai-model-8 stable=ai-model-config-v7 stage=1/1 release=ai-model-8")
+            .build()
+    }
+
+    /// Canary and stable fleets' metrics: `canary_errors` of 1000 requests against 5 of 1000.
+    fn metrics(canary_errors: f64) -> GetMetricDataOutput {
+        let result =
+            |id: &str, v: f64| MetricDataResult::builder().id(id).values(v).status_code(StatusCode::Complete).build();
+        GetMetricDataOutput::builder()
+            .metric_data_results(result("c_req", 1000.0))
+            .metric_data_results(result("c_err", canary_errors))
+            .metric_data_results(result("s_req", 1000.0))
+            .metric_data_results(result("s_err", 5.0))
+            .build()
+    }
+
+    struct World {
+        router: AwsRouter,
+        alarms: CloudWatchAlarms,
+        metrics: CloudWatchMetrics,
+        notifier: SnsNotifier,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    /// The adapters on mocks: DescribeEndpoint answers `describes` in turn; the canary
+    /// fleet errs `canary_errors` in 1000; every other call succeeds and is written down.
+    fn world(describes: Vec<DescribeEndpointOutput>, shadowed: bool, canary_errors: f64) -> (World, Vec<Rule>) {
+        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = |what: &'static str| {
+            let calls = calls.clone();
+            move || calls.lock().unwrap().push(what.to_owned())
+        };
+        let describes = Arc::new(Mutex::new(describes.into_iter()));
+        let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint).then_compute_output({
+            let describes = describes.clone();
+            move |_| describes.lock().unwrap().next().expect("a DescribeEndpoint the test did not plan")
+        });
+        let configs = mock!(aws_sdk_sagemaker::Client::describe_endpoint_config).then_compute_output(move |r| match r
+            .endpoint_config_name()
+        {
+            Some("ai-model-config-v8-shadow") => config(&["AllTraffic"], &["candidate"]),
+            _ => config(&["AllTraffic"], &[]),
+        });
+        let tags = mock!(aws_sdk_sagemaker::Client::list_tags)
+            .sequence()
+            .output(|| ListTagsOutput::builder().build())
+            .output(|| ListTagsOutput::builder().tags(live_stamp()).build())
+            .repeatedly()
+            .build();
+        let add_tags = mock!(aws_sdk_sagemaker::Client::add_tags).then_compute_output({
+            let calls = calls.clone();
+            move |r| {
+                let value = r.tags().first().and_then(|t| t.value()).unwrap_or_default().to_owned();
+                calls.lock().unwrap().push(format!("AddTags {value}"));
+                AddTagsOutput::builder().build()
+            }
+        });
+        let update = mock!(aws_sdk_sagemaker::Client::update_endpoint).then_compute_output({
+            let calls = calls.clone();
+            move |r: &UpdateEndpointInput| {
+                calls.lock().unwrap().push(format!(
+                    "UpdateEndpoint {}{}",
+                    r.endpoint_config_name().unwrap_or_default(),
+                    if r.deployment_config().is_some() { " with guardrails" } else { "" }
+                ));
+                UpdateEndpointOutput::builder().endpoint_arn(ARN).build()
+            }
+        });
+        let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_compute_output(|r| {
+            let alarms = r
+                .alarm_names()
+                .iter()
+                .map(|n| MetricAlarm::builder().alarm_name(n).state_value(StateValue::Ok).build());
+            DescribeAlarmsOutput::builder().set_metric_alarms(Some(alarms.collect())).build()
+        });
+        let put_alarm = mock!(aws_sdk_cloudwatch::Client::put_metric_alarm).then_compute_output({
+            let mark = log("PutMetricAlarm");
+            move |_| {
+                mark();
+                PutMetricAlarmOutput::builder().build()
+            }
+        });
+        let trip = mock!(aws_sdk_cloudwatch::Client::set_alarm_state).then_compute_output({
+            let mark = log("SetAlarmState ALARM");
+            move |_| {
+                mark();
+                SetAlarmStateOutput::builder().build()
+            }
+        });
+        let datum =
+            mock!(aws_sdk_cloudwatch::Client::put_metric_data).then_output(|| PutMetricDataOutput::builder().build());
+        let data =
+            mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_output(move |_| metrics(canary_errors));
+        let publish = mock!(aws_sdk_sns::Client::publish).then_compute_output({
+            let calls = calls.clone();
+            move |r| {
+                calls.lock().unwrap().push(format!("Publish {}", r.subject().unwrap_or_default()));
+                PublishOutput::builder().message_id("m").build()
+            }
+        });
+        let _ = shadowed;
+        let rules = vec![describe, configs, tags, add_tags, update, alarms, put_alarm, trip, datum, data, publish];
+        let sagemaker = client!(aws_sdk_sagemaker, rules[..5].iter().collect::<Vec<_>>());
+        let cloudwatch = client!(aws_sdk_cloudwatch, rules[5..10].iter().collect::<Vec<_>>());
+        let sns = client!(aws_sdk_sns, rules[10..].iter().collect::<Vec<_>>());
+        let world = World {
+            router: AwsRouter {
+                lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
+                sagemaker: SageMakerEndpoints::new(sagemaker, UpdatingBackoff::within(Duration::ZERO)),
+            },
+            alarms: CloudWatchAlarms::new(cloudwatch.clone()),
+            metrics: CloudWatchMetrics::new(cloudwatch),
+            notifier: SnsNotifier::new(sns, "arn:aws:sns:us-east-1:123456789012:coalmine".into()),
+            calls,
+        };
+        (world, rules)
+    }
+
+    fn sample(shadow: bool) -> Value {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../events/releases/sagemaker-guardrail-ai-model-8.json");
+        let mut release: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        if !shadow {
+            release.as_object_mut().unwrap().remove("shadow");
+        }
+        release
+    }
+
+    /// Ticks as the state machine would, a minute apart, until the release ends.
+    async fn run(world: &World, release: Value) -> (Value, Vec<String>) {
+        let deps = StepDeps {
+            router: &world.router,
+            notifier: &world.notifier,
+            alarms: &world.alarms,
+            metrics: &world.metrics,
+        };
+        let mut state = release;
+        let mut reasons = Vec::new();
+        for minute in 0..40 {
+            state =
+                tick_payload(&json!({"execution": EXECUTION, "state": state}), &deps, T0 + minute * 60).await.unwrap();
+            reasons.push(state["progress"]["reason"].as_str().unwrap().to_owned());
+            if matches!(state["progress"]["status"].as_str(), Some("promoted" | "rolled_back")) {
+                return (state, reasons);
+            }
+        }
+        panic!("no end: {reasons:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_deployment_that_bakes_then_completes_is_promoted() {
+        use VariantStatus::{ActivatingTraffic, Baking, Creating};
+        let v8 = "ai-model-config-v8";
+        let (world, rules) = world(
+            vec![
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[Creating])), ""),
+                described(
+                    EndpointStatus::Updating,
+                    "ai-model-config-v7",
+                    Some((v8, &[Creating, ActivatingTraffic])),
+                    "",
+                ),
+                described(
+                    EndpointStatus::Updating,
+                    "ai-model-config-v7",
+                    Some((v8, &[Creating, ActivatingTraffic, Baking])),
+                    "",
+                ),
+                described(EndpointStatus::InService, v8, None, ""),
+            ],
+            false,
+            5.0,
+        );
+
+        let (state, reasons) = run(&world, sample(false)).await;
+
+        assert_eq!(state["progress"]["status"], "promoted", "{reasons:#?}");
+        assert_eq!(reasons[0], "Started: SageMaker deploys ai-model-config-v8 to ai-model-endpoint: canary 10% of capacity, then the rest after 10m; 5m termination wait; at most 1h00m");
+        assert!(
+            reasons[2].starts_with(
+                "SageMaker deploying: Updating (ai-model-config-v8 deploying: AllTraffic: ActivatingTraffic). healthy"
+            ),
+            "{}",
+            reasons[2]
+        );
+        assert!(reasons[3].contains("AllTraffic: Baking"), "{}", reasons[3]);
+        let calls = world.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.iter().filter(|c| c.starts_with("UpdateEndpoint")).collect::<Vec<_>>(),
+            ["UpdateEndpoint ai-model-config-v8 with guardrails"]
+        );
+        assert!(
+            calls.iter().position(|c| c == "PutMetricAlarm")
+                < calls.iter().position(|c| c.starts_with("UpdateEndpoint")),
+            "the tripwire exists first: {calls:?}"
+        );
+        assert!(calls.last().unwrap().starts_with("AddTags coalmine/1 phase=promoted"), "{calls:?}");
+        // The request as the API reference shapes it.
+        let update = &rules[4];
+        assert_eq!(update.num_calls(), 1);
+        let _ = (CapacitySizeType::CapacityPercent, TrafficRoutingConfigType::Canary);
+    }
+
+    #[tokio::test]
+    async fn a_silent_rollback_by_sagemaker_ends_rolled_back_and_says_so() {
+        let v8 = "ai-model-config-v8";
+        let (world, _rules) = world(
+            vec![
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
+                described(EndpointStatus::RollingBack, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
+                // Back in service on the old config, with no FailureReason at all.
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+            ],
+            false,
+            5.0,
+        );
+
+        let (state, reasons) = run(&world, sample(false)).await;
+
+        assert_eq!(
+            (state["progress"]["status"].as_str(), state["progress"]["rolled_back_by"].as_str()),
+            (Some("rolled_back"), Some("guardrail"))
+        );
+        assert!(
+            reasons.last().unwrap().contains("SageMaker rolled the deployment back without saying why"),
+            "{reasons:#?}"
+        );
+        let calls = world.calls.lock().unwrap().clone();
+        assert!(
+            calls.iter().any(|c| c == "Publish coalmine: ai-model-8 on ai-model-endpoint rolled back"),
+            "the team was told: {calls:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_new_fleet_trips_coalmines_alarm_and_sagemaker_rolls_back() {
+        let v8 = "ai-model-config-v8";
+        let (world, _rules) = world(
+            vec![
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
+                described(EndpointStatus::RollingBack, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
+                described(
+                    EndpointStatus::InService,
+                    "ai-model-config-v7",
+                    None,
+                    "Rolled back: alarm coalmine-tripwire-ai-model-endpoint in ALARM",
+                ),
+            ],
+            false,
+            80.0,
+        );
+
+        let (state, reasons) = run(&world, sample(false)).await;
+
+        assert_eq!(
+            (state["progress"]["status"].as_str(), state["progress"]["rolled_back_by"].as_str()),
+            (Some("rolled_back"), Some("health"))
+        );
+        assert!(
+            reasons[1].contains("tripped coalmine-tripwire-ai-model-endpoint, so SageMaker rolls back"),
+            "{reasons:#?}"
+        );
+        assert!(reasons.last().unwrap().contains("canary error rate 8.00%"), "{reasons:#?}");
+        assert!(world.calls.lock().unwrap().contains(&"SetAlarmState ALARM".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn update_rollback_failed_fails_loudly_saying_traffic_may_be_mixed() {
+        let v8 = "ai-model-config-v8";
+        let stuck = || {
+            described(
+                EndpointStatus::UpdateRollbackFailed,
+                "ai-model-config-v7",
+                Some((v8, &[VariantStatus::Baking])),
+                "Instance failed health checks",
+            )
+        };
+        let (world, _rules) = world(
+            vec![described(EndpointStatus::InService, "ai-model-config-v7", None, ""), stuck(), stuck()],
+            false,
+            5.0,
+        );
+        let deps = StepDeps {
+            router: &world.router,
+            notifier: &world.notifier,
+            alarms: &world.alarms,
+            metrics: &world.metrics,
+        };
+        let started = tick_payload(&json!({"execution": EXECUTION, "state": sample(false)}), &deps, T0).await.unwrap();
+
+        let err =
+            tick_payload(&json!({"execution": EXECUTION, "state": started.clone()}), &deps, T0 + 60).await.unwrap_err();
+        assert!(
+            !err.is_retryable() && err.to_string().contains("traffic may be split between the old and new fleets"),
+            "{err}"
+        );
+        let mut failed = started;
+        failed["failure"] = json!({"Error": err.error_type(), "Cause": err.to_string()});
+        let safety = tick_payload(&json!({"execution": EXECUTION, "state": failed}), &deps, T0 + 61).await;
+        assert!(safety.is_err(), "the safety step cannot fix it either: the execution ends SafetyRollbackFailed");
+        let calls = world.calls.lock().unwrap().clone();
+        assert!(
+            calls.iter().any(|c| c == "Publish coalmine: ai-model-8 on ai-model-endpoint may be stuck"),
+            "{calls:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_describe_is_retried_by_the_sdk() {
+        let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
+            .sequence()
+            .error(|| DescribeEndpointError::generic(error("ThrottlingException", "Rate exceeded")))
+            .output(|| described(EndpointStatus::InService, "ai-model-config-v7", None, ""))
+            .build();
+        let tags = mock!(aws_sdk_sagemaker::Client::list_tags)
+            .then_output(|| ListTagsOutput::builder().tags(live_stamp()).build());
+        let router = sagemaker_router(&[&describe, &tags], Duration::ZERO);
+        let state = router.endpoint_state("ai-model-endpoint").await.unwrap();
+        assert_eq!(
+            (state.status.as_str(), state.config.as_str(), describe.num_calls()),
+            ("InService", "ai-model-config-v7", 2)
+        );
+        assert_eq!(state.variants, [("AllTraffic".to_owned(), 4)]);
+        assert!(state.stamp.unwrap().is_by(EXECUTION));
+    }
+
+    #[tokio::test]
+    async fn a_shadow_that_fails_ends_before_any_user_was_served_by_the_candidate() {
+        let shadow = "ai-model-config-v8-shadow";
+        let (world, _rules) = world(
+            vec![
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                described(
+                    EndpointStatus::Updating,
+                    "ai-model-config-v7",
+                    Some((shadow, &[VariantStatus::Creating])),
+                    "",
+                ),
+                described(EndpointStatus::InService, shadow, None, ""),
+                described(EndpointStatus::InService, shadow, None, ""),
+                described(
+                    EndpointStatus::Updating,
+                    shadow,
+                    Some(("ai-model-config-v7", &[VariantStatus::Creating])),
+                    "",
+                ),
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+            ],
+            true,
+            80.0,
+        );
+
+        let (state, reasons) = run(&world, sample(true)).await;
+
+        assert_eq!(state["progress"]["status"], "rolled_back", "{reasons:#?}");
+        assert!(reasons[0].starts_with("Started: the shadow config ai-model-config-v8-shadow (candidate variant candidate beside AllTraffic), for 30m"), "{}", reasons[0]);
+        assert!(reasons[2].starts_with("Shadowing: the candidate serves a copy of live traffic"), "{reasons:#?}");
+        assert!(
+            reasons.last().unwrap().contains("failed its shadow test")
+                && reasons.last().unwrap().contains("no user was served by it"),
+            "{reasons:#?}"
+        );
+        let updates: Vec<String> =
+            world.calls.lock().unwrap().iter().filter(|c| c.starts_with("UpdateEndpoint")).cloned().collect();
+        assert_eq!(
+            updates,
+            ["UpdateEndpoint ai-model-config-v8-shadow", "UpdateEndpoint ai-model-config-v7"],
+            "never the candidate's own deployment"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shadow_that_passes_goes_on_to_the_guardrail_deployment() {
+        let (shadow, v8) = ("ai-model-config-v8-shadow", "ai-model-config-v8");
+        let mut describes = vec![
+            described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+            described(EndpointStatus::InService, shadow, None, ""),
+        ];
+        // The shadow went InService at minute 1; a check a minute until it has run 30 minutes.
+        describes.extend((0..30).map(|_| described(EndpointStatus::InService, shadow, None, "")));
+        describes.push(described(EndpointStatus::Updating, shadow, Some((v8, &[VariantStatus::Baking])), ""));
+        describes.push(described(EndpointStatus::InService, v8, None, ""));
+        let (world, _rules) = world(describes, true, 5.0);
+
+        let (state, reasons) = run(&world, sample(true)).await;
+
+        assert_eq!(state["progress"]["status"], "promoted", "{reasons:#?}");
+        assert!(reasons.iter().any(|r| r.starts_with("Shadow passed")), "{reasons:#?}");
+        let updates: Vec<String> =
+            world.calls.lock().unwrap().iter().filter(|c| c.starts_with("UpdateEndpoint")).cloned().collect();
+        assert_eq!(
+            updates,
+            ["UpdateEndpoint ai-model-config-v8-shadow", "UpdateEndpoint ai-model-config-v8 with guardrails"]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! What coalmine reasons about, free of I/O: targets and their traffic splits, alarm
 //! events, metric snapshots, and the one error type.
 
+pub mod deployment;
 pub mod error;
 pub mod event;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! ([`judge`]), and one tick of the state machine ([`tick`]).
 
 pub mod control;
+pub mod guardrail;
 pub mod judge;
 pub mod notify;
 pub mod preflight;

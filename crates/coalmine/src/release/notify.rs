@@ -30,6 +30,8 @@ pub enum RollbackKind {
     Operator,
     /// A stage waited for approval longer than its `approval_timeout_seconds`.
     ApprovalTimeout,
+    /// SageMaker's deployment guardrails rolled a guardrail release back themselves.
+    Guardrail,
 }
 
 impl RollbackKind {
@@ -42,6 +44,7 @@ impl RollbackKind {
             RollbackKind::Safety => "safety",
             RollbackKind::Operator => "operator",
             RollbackKind::ApprovalTimeout => "approval_timeout",
+            RollbackKind::Guardrail => "guardrail",
         }
     }
 
@@ -55,6 +58,7 @@ impl RollbackKind {
             RollbackKind::Safety => "Undone by the safety rollback",
             RollbackKind::Operator => "Rolled back by hand",
             RollbackKind::ApprovalTimeout => "Rolled back for want of approval",
+            RollbackKind::Guardrail => "Rolled back by SageMaker's deployment guardrails",
         }
     }
 
@@ -68,6 +72,7 @@ impl RollbackKind {
             RollbackKind::Safety => "safety rollback",
             RollbackKind::Operator => "by hand",
             RollbackKind::ApprovalTimeout => "no approval",
+            RollbackKind::Guardrail => "SageMaker guardrails",
         }
     }
 }
@@ -143,7 +148,7 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
         RollbackKind::GateAlarm => {
             "The execution ends rolled back. A new release that gates on the alarm will not start until it is OK."
         }
-        RollbackKind::ApprovalTimeout | RollbackKind::Operator => {
+        RollbackKind::ApprovalTimeout | RollbackKind::Operator | RollbackKind::Guardrail => {
             "The execution ends rolled back. Start a new release when the model is ready."
         }
         _ => "The execution ends rolled back. Fix the model, publish it, and start a new release.",

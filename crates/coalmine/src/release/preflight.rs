@@ -82,7 +82,7 @@ pub async fn checks(
     ));
     if !release.gates.alarms.is_empty() {
         let (exist, calm) = match alarms.states(&release.gates.alarms).await {
-            Ok(states) => alarm_checks(release, &states),
+            Ok(states) => alarm_checks(&release.gates, &states),
             Err(e) => (Err(e), Ok("not read".to_owned())),
         };
         checks.push(Check::new("the gate alarms exist", exist));
@@ -91,8 +91,12 @@ pub async fn checks(
     checks
 }
 
-fn alarm_checks(release: &Release, states: &[(String, AlarmState)]) -> (Result<String>, Result<String>) {
-    let gates = &release.gates;
+/// Whether the gate alarms exist, and whether any is firing (INSUFFICIENT_DATA counts
+/// when the release treats it as unhealthy).
+pub fn alarm_checks(
+    gates: &crate::release::Gates,
+    states: &[(String, AlarmState)],
+) -> (Result<String>, Result<String>) {
     let exist = match gates.alarms.iter().find(|a| !states.iter().any(|(n, _)| n == *a)) {
         Some(missing) => Err(Error::InvalidRelease(format!("gates.alarms: alarm {missing:?} does not exist"))),
         None => Ok(gates.alarms.join(", ")),
@@ -125,6 +129,7 @@ pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl Metri
         // The minute under way too: a stable that just started serving counts.
         end_epoch: now + 60,
         custom: &release.gates.custom,
+        configs: None,
     };
     let found = metrics.fetch(&query).await.and_then(|snapshot| {
         let stable = &snapshot.stable;

@@ -188,16 +188,7 @@ impl Release {
     /// Parses and validates: unknown fields, bad values and impossible combinations are
     /// errors naming the field.
     pub fn parse(value: &Value) -> Result<Release, Error> {
-        let release: Release = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let hint = hint(value, &path).map(|h| format!("; {h}")).unwrap_or_default();
-            if path == "." {
-                Error::InvalidRelease(format!("{inner}{hint}"))
-            } else {
-                Error::InvalidRelease(format!("{path}: {inner}{hint}"))
-            }
-        })?;
+        let release: Release = deserialize(value)?;
         release.validate()?;
         Ok(release)
     }
@@ -226,19 +217,7 @@ impl Release {
 
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("{field}: {why}")));
-        if self.release.is_empty()
-            || self.release.len() > 80
-            || !self.release.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
-            return bad(
-                "release",
-                format!(
-                    "{:?}: a name of 1 to 80 letters, digits, '-', '_' or '.' is required (it names the \
-                     execution, and is recorded on the target)",
-                    self.release
-                ),
-            );
-        }
+        validate_name(&self.release)?;
         match (&self.target, &self.canary_version) {
             (Target::Lambda(_), None) => {
                 return bad("canary_version", "required for a Lambda target: the published version to canary".into())
@@ -352,6 +331,32 @@ pub struct PlannedStage {
     pub ticks: u64,
 }
 
+/// A release document, strictly: unknown fields and bad values are errors naming the
+/// field, with a hint where a common slip is likely.
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let hint = hint(value, &path).map(|h| format!("; {h}")).unwrap_or_default();
+        if path == "." {
+            Error::InvalidRelease(format!("{inner}{hint}"))
+        } else {
+            Error::InvalidRelease(format!("{path}: {inner}{hint}"))
+        }
+    })
+}
+
+/// A release's name: it names the execution, and is recorded on the target.
+pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 80 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(Error::InvalidRelease(format!(
+            "release: {name:?}: a name of 1 to 80 letters, digits, '-', '_' or '.' is required (it names the \
+             execution, and is recorded on the target)"
+        )));
+    }
+    Ok(())
+}
+
 /// What a person most likely meant when a release does not parse at `path`.
 fn hint(value: &Value, path: &str) -> Option<String> {
     let target = value.get("target")?;
@@ -373,7 +378,7 @@ fn hint(value: &Value, path: &str) -> Option<String> {
 }
 
 impl Gates {
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("gates.{field}: {why}")));
         for (i, alarm) in self.alarms.iter().enumerate() {
             if alarm.trim().is_empty() || alarm.len() > 255 {

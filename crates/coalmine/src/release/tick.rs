@@ -17,6 +17,7 @@ use crate::domain::split::Split;
 use crate::domain::stamp::{execution_id, Phase, Request, RolledBackBy, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
+use crate::release::guardrail::{self, GuardrailProgress, GuardrailRelease};
 use crate::release::judge::{judge, judge_alarms, judge_sequential, Evidence, StageSample, Verdict};
 use crate::release::notify::{self as release_notify, RollbackKind};
 use crate::release::{preflight, JudgeKind, OnInsufficientData, Release};
@@ -122,6 +123,9 @@ pub struct Progress {
     /// from tick to tick and across stages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<StageSample>,
+    /// A guardrail release's phase and configs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<GuardrailProgress>,
 }
 
 pub struct StepDeps<'a, R, N, A, M> {
@@ -203,6 +207,30 @@ async fn tick_state(
             Error::InvalidRelease(format!("progress: {e}; it is the stepper's own output, do not edit it"))
         }),
     };
+    if release_json.contains_key("guardrail") {
+        let release = GuardrailRelease::parse(&Value::Object(release_json));
+        return match (release, failure) {
+            (Err(e), Some(_)) => serde_json::to_value(SafetyOutcome {
+                ending: Ending::InvalidRelease,
+                undone: false,
+                cause: format!("Invalid release, nothing moved: {}", unprefixed(&e.to_string())),
+            })
+            .map_err(|e| Error::InvalidRelease(e.to_string())),
+            (Err(e), None) => Err(e),
+            (Ok(release), Some(failure)) => {
+                let cause = unprefixed(&plain_cause(&failure)).to_owned();
+                let outcome = guardrail::safety_rollback(&release, &cause, execution, deps).await?;
+                serde_json::to_value(outcome).map_err(|e| Error::InvalidRelease(e.to_string()))
+            }
+            (Ok(release), None) => {
+                let progress = guardrail::tick(&release, progress?, execution, deps, now).await?;
+                let mut output = serde_json::to_value(&release).map_err(|e| Error::InvalidRelease(e.to_string()))?;
+                output["progress"] =
+                    serde_json::to_value(&progress).map_err(|e| Error::InvalidRelease(e.to_string()))?;
+                Ok(output)
+            }
+        };
+    }
     let release = Release::parse(&Value::Object(release_json));
     if let Some(failure) = failure {
         // The safety rollback needs neither: the target's stamp says what is this
@@ -259,6 +287,7 @@ pub async fn tick(
             start_epoch: progress.stage_entered_at,
             end_epoch: now.max(progress.stage_entered_at + 1),
             custom: &release.gates.custom,
+            configs: None,
         };
         let snapshot = deps.metrics.fetch(&query).await?;
         match release.gates.judge {
@@ -525,6 +554,7 @@ async fn start(
         history: Vec::new(),
         history_dropped: 0,
         samples: Vec::new(),
+        guardrail: None,
     };
     let desired = Split {
         stamp: Some(own_stamp(release, execution, &live.stable, 0, None)),
@@ -581,6 +611,7 @@ fn adopt(release: &Release, stamp: &Stamp, live: &Split, now: u64) -> Progress {
         history: Vec::new(),
         history_dropped: 0,
         samples: Vec::new(),
+        guardrail: None,
     };
     record(&mut progress, now, None);
     progress
