@@ -972,6 +972,8 @@ mod tests {
         sample_json("sagemaker-guardrail-ai-model-8.json")
     }
 
+    type Edit = fn(&mut Value);
+
     fn refused(edit: impl FnOnce(&mut Value)) -> String {
         let mut json = sample();
         edit(&mut json);
@@ -996,7 +998,7 @@ mod tests {
 
     #[test]
     fn what_aws_would_refuse_is_refused_before_any_call() {
-        let cases: [(&str, fn(&mut Value)); 8] = [
+        let cases: [(&str, Edit); 8] = [
             ("guardrail.traffic.canary.size", |j| {
                 j["guardrail"]["traffic"]["canary"]["size"] = json!({"capacity_percent": 60})
             }),
