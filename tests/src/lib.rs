@@ -185,6 +185,12 @@ impl LocalAws {
 
     /// An endpoint with variants `stable` and `canary`, the canary at `canary_weight`.
     pub async fn seed_sagemaker_canary(&self, endpoint: &str, canary_weight: f32) -> Target {
+        self.seed_sagemaker_endpoint(endpoint, &[("stable", 1.0 - canary_weight), ("canary", canary_weight)]).await;
+        Target::sagemaker(endpoint, "stable", "canary")
+    }
+
+    /// An endpoint in service with these production variants (name, weight), one model each.
+    pub async fn seed_sagemaker_endpoint(&self, endpoint: &str, variants: &[(&str, f32)]) {
         let variant = |name: &str, model: &str, weight: f32| {
             ProductionVariant::builder()
                 .variant_name(name)
@@ -194,7 +200,7 @@ impl LocalAws {
                 .initial_variant_weight(weight)
                 .build()
         };
-        for model in ["stable", "canary"] {
+        for (model, _) in variants {
             self.sagemaker
                 .create_model()
                 .model_name(format!("{endpoint}-{model}"))
@@ -211,8 +217,9 @@ impl LocalAws {
         self.sagemaker
             .create_endpoint_config()
             .endpoint_config_name(format!("{endpoint}-config"))
-            .production_variants(variant("stable", &format!("{endpoint}-stable"), 1.0 - canary_weight))
-            .production_variants(variant("canary", &format!("{endpoint}-canary"), canary_weight))
+            .set_production_variants(Some(
+                variants.iter().map(|(name, weight)| variant(name, &format!("{endpoint}-{name}"), *weight)).collect(),
+            ))
             .send()
             .await
             .expect("create endpoint config");
@@ -223,7 +230,6 @@ impl LocalAws {
             .send()
             .await
             .expect("create endpoint");
-        Target::sagemaker(endpoint, "stable", "canary")
     }
 
     /// Variant name → current weight.

@@ -88,6 +88,24 @@ async fn sagemaker_canary_variant_goes_to_stable_1_canary_0() {
 }
 
 #[tokio::test]
+async fn an_endpoint_with_one_variant_is_left_to_sagemakers_guardrails_and_said_so() {
+    let s = Scene::connect().await;
+    let endpoint = unique("ai-model");
+    s.local.seed_sagemaker_endpoint(&endpoint, &[("AllTraffic", 1.0)]).await;
+    let alarm = unique("model-5xx");
+    s.local.put_alarm(&alarm, Some(&format!("sagemaker:{endpoint}:AllTraffic"))).await;
+
+    let summary = invoke(&s.aws, &s.config, &sample_event("alarm-sagemaker-canary.eventbridge.json", &alarm, None))
+        .await
+        .unwrap();
+
+    assert_eq!(summary["targets"][0]["outcome"], "already_zero", "{summary}");
+    assert_eq!(s.local.variant_weights(&endpoint).await["AllTraffic"], 1.0, "the only variant keeps its traffic");
+    let message = &s.inbox.receive(1, MESSAGE_WAIT).await[0];
+    assert!(message.message.contains("only production variant"), "{}", message.message);
+}
+
+#[tokio::test]
 async fn a_second_delivery_writes_nothing_and_says_already_zero() {
     let s = Scene::connect().await;
     let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.05).await;

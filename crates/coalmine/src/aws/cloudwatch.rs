@@ -3,6 +3,7 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, 
 use aws_sdk_cloudwatch::Client;
 
 use super::{aws_error, service_code};
+use crate::domain::deployment::TRIPWIRE_NAMESPACE;
 use crate::domain::error::{Error, Result};
 use crate::domain::event::AlarmState;
 use crate::domain::metrics::{MetricSnapshot, SideMetrics, PERCENTILE_LEVELS};
@@ -11,8 +12,6 @@ use crate::ports::{AlarmSource, MetricQuery, MetricSource};
 use crate::release::VERSION_PLACEHOLDER;
 use crate::rollback::resolve::TARGET_TAG;
 
-/// Where coalmine's tripwires watch: a namespace nothing else writes to.
-pub const TRIPWIRE_NAMESPACE: &str = "coalmine/Tripwire";
 const TRIPWIRE_METRIC: &str = "Tripped";
 
 pub struct CloudWatchAlarms {

@@ -262,6 +262,12 @@ impl SageMakerEndpoints {
                     summaries.iter().filter_map(|v| v.variant_name()).filter(|n| n != canary).collect();
                 match others.as_slice() {
                     [only] => (*only).to_owned(),
+                    // One production variant (a guardrail deployment's endpoint): no canary
+                    // variant to zero; SageMaker's guardrails own the traffic.
+                    [] => {
+                        let split = Split::stable_only(canary, None);
+                        return Ok(Live { status: out.endpoint_status, split, arn: out.endpoint_arn });
+                    }
                     _ => {
                         return Err(Error::Unsupported {
                             target: target.clone(),

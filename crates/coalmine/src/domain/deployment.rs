@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::stamp::Stamp;
 
+/// Where coalmine's tripwires watch: a namespace nothing else writes to. An alarm event
+/// from it is coalmine stopping a guardrail deployment, not a canary to zero.
+pub const TRIPWIRE_NAMESPACE: &str = "coalmine/Tripwire";
+
 /// An endpoint as `DescribeEndpoint` shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EndpointState {

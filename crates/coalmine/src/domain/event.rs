@@ -83,6 +83,12 @@ pub struct AlarmEvent {
 }
 
 impl AlarmEvent {
+    /// coalmine's own tripwire, tripped to stop a guardrail deployment (SageMaker rolls
+    /// it back): whoever tripped it has already said so.
+    pub fn is_tripwire(&self) -> bool {
+        self.metrics.iter().any(|m| m.namespace.as_deref() == Some(crate::domain::deployment::TRIPWIRE_NAMESPACE))
+    }
+
     /// Decodes any of the three shapes: one event, or one per SNS record. Anything else
     /// is an error that names what was found.
     pub fn decode(payload: &Value) -> Result<Vec<Self>, Error> {

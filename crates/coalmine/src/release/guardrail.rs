@@ -56,7 +56,8 @@ pub struct Guardrail {
     #[serde(default)]
     pub termination_wait_seconds: u32,
     pub max_execution_seconds: u32,
-    /// SageMaker's auto-rollback alarms (coalmine judges them too).
+    /// SageMaker's auto-rollback alarms, with `gates.alarms` (coalmine judges them too).
+    #[serde(default)]
     pub alarms: Vec<String>,
     /// coalmine's own auto-rollback alarm for this endpoint; default
     /// `coalmine-tripwire-ENDPOINT` (name it with the stack's AlarmNamePrefix).
@@ -135,10 +136,14 @@ impl GuardrailRelease {
                 ),
             );
         }
-        if g.alarms.is_empty() || g.alarms.len() > MAX_ALARMS {
+        let alarms = self.judged_gates().alarms.len();
+        if alarms == 0 || alarms > MAX_ALARMS {
             return bad(
                 "guardrail.alarms",
-                format!("{} alarms: 1 to {MAX_ALARMS} (AWS allows 10, and coalmine's tripwire is one)", g.alarms.len()),
+                format!(
+                    "{alarms} alarms with gates.alarms: 1 to {MAX_ALARMS} (AWS allows 10 auto-rollback alarms, and \
+                     coalmine's tripwire is one)"
+                ),
             );
         }
         if let Some(shadow) = &self.shadow {
@@ -188,8 +193,10 @@ impl GuardrailRelease {
         Some(steps * u64::from(self.wait_seconds()) + u64::from(g.termination_wait_seconds))
     }
 
+    /// Every alarm of the release rolls the deployment back the moment it fires, with no
+    /// coalmine code in the path: SageMaker watches them all, coalmine's tripwire too.
     fn plan(&self) -> DeploymentPlan {
-        let mut alarms = self.guardrail.alarms.clone();
+        let mut alarms = self.judged_gates().alarms;
         alarms.push(self.tripwire());
         DeploymentPlan {
             traffic: self.guardrail.traffic,
@@ -1036,5 +1043,13 @@ mod tests {
         let release = GuardrailRelease::parse(&json).unwrap();
         assert_eq!(release.plan().alarms.last().unwrap(), "coalmine-prod-tripwire");
         assert!(release.judged_gates().alarms.contains(&"coalmine-ai-model-5xx".to_owned()));
+
+        json["gates"]["alarms"] = json!(["coalmine-ai-model-latency", "coalmine-ai-model-5xx"]);
+        let release = GuardrailRelease::parse(&json).unwrap();
+        assert_eq!(
+            release.plan().alarms,
+            ["coalmine-ai-model-latency", "coalmine-ai-model-5xx", "coalmine-prod-tripwire"],
+            "a gate alarm rolls back too, without waiting for a tick; each alarm once"
+        );
     }
 }

@@ -34,6 +34,8 @@ pub struct RollbackDeps<'a, R, N, A> {
 #[derive(Debug, Default)]
 pub struct RollbackReport {
     pub ignored_state: Option<AlarmState>,
+    /// The event was coalmine's own tripwire: nothing to zero, nothing to announce.
+    pub tripwire: bool,
     pub resolved_by: Option<ResolvedBy>,
     pub outcomes: Vec<(Target, Result<ZeroOutcome>)>,
     pub notified: usize,
@@ -49,6 +51,13 @@ pub async fn handle_alarm(
     if event.state != AlarmState::Alarm {
         info!(alarm = %event.alarm_name, state = event.state.as_str(), decision = "ignored", "only ALARM rolls back");
         return Ok(RollbackReport { ignored_state: Some(event.state), ..Default::default() });
+    }
+    if event.is_tripwire() {
+        info!(
+            alarm = %event.alarm_name, decision = "tripwire",
+            "coalmine tripped this alarm to stop a guardrail deployment; SageMaker rolls it back"
+        );
+        return Ok(RollbackReport { tripwire: true, ..Default::default() });
     }
 
     // The tag, when there is one, usually names the very targets the mapping or the
@@ -278,7 +287,8 @@ impl RollbackReport {
         serde_json::json!({
             "alarm": event.alarm_name,
             "state": event.state.as_str(),
-            "acted": self.ignored_state.is_none(),
+            "acted": self.ignored_state.is_none() && !self.tripwire,
+            "tripwire": self.tripwire,
             "resolved_by": self.resolved_by.map(ResolvedBy::as_str),
             "targets": targets,
             "notified": self.notified,
@@ -349,6 +359,19 @@ mod tests {
         ] {
             assert!(message.body.contains(expected), "body lacks {expected:?}:\n{}", message.body);
         }
+    }
+
+    #[tokio::test]
+    async fn coalmines_own_tripwire_is_not_a_canary_to_zero_nor_news() {
+        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
+        let mut event = sample("alarm-sagemaker-canary.eventbridge.json");
+        event.alarm_name = "coalmine-tripwire-ai-model-endpoint".into();
+        event.metrics[0].namespace = Some(crate::domain::deployment::TRIPWIRE_NAMESPACE.into());
+        let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
+        assert!(report.tripwire && report.outcomes.is_empty());
+        assert_eq!((router.write_count(), notifier.sent.lock().unwrap().len()), (0, 0));
+        assert_eq!(report.summary(&event)["acted"], false);
     }
 
     fn promoted_to(version: &str) -> Split {

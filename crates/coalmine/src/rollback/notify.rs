@@ -43,6 +43,15 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
                 if release.is_some() { " and the release will not climb again" } else { "" },
             ),
         ),
+        ZeroOutcome::AlreadyZero { split } if split.canary.is_none() && matches!(target, Target::Sagemaker(_)) => (
+            "no canary variant",
+            format!(
+                "{target} is the endpoint's only production variant, so coalmine has no canary variant to zero. \
+                 If a guardrail deployment is in flight, SageMaker rolls it back when {} is one of its \
+                 auto-rollback alarms (a coalmine guardrail release lists all of its alarms there).",
+                event.alarm_name
+            ),
+        ),
         ZeroOutcome::AlreadyZero { .. } | ZeroOutcome::NotOurs { .. } => (
             "already at zero",
             format!("The canary of {target} already had no traffic, so nothing was changed.{}", earlier(stamp)),

@@ -91,7 +91,12 @@ pub async fn zero_canary(
                 return Ok(ZeroOutcome::NotOurs { split: before });
             }
         }
-        let promoted_away = before.stamp.as_ref().filter(|stamp| stamp.is_live() && stamp.stable != before.stable);
+        // Only a Lambda alias is promoted by replacing its stable version; a SageMaker
+        // endpoint keeps its variants (and a guardrail stamp's `stable` is a config).
+        let promoted_away = before
+            .stamp
+            .as_ref()
+            .filter(|stamp| matches!(target, Target::Lambda(_)) && stamp.is_live() && stamp.stable != before.stable);
         let desired = match promoted_away {
             Some(stamp) => Split::stable_only(&stamp.stable, Some(stamp.rolled_back(by.clone()))),
             None if before.canary_is_zero() => return Ok(ZeroOutcome::AlreadyZero { split: before }),
