@@ -147,7 +147,19 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
         (("cloudwatch:GetMetricData",), ("*",)),
         (("lambda:GetAlias", "lambda:GetFunctionConfiguration", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
         (SAGEMAKER, (PARAMS["SageMakerEndpointArns"],)),
+        (("sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint"),
+         tuple(sorted([PARAMS["SageMakerEndpointArns"], f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/*"]))),
+        (("cloudwatch:PutMetricAlarm", "cloudwatch:SetAlarmState"), (ALARMS,)),
+        (("cloudwatch:PutMetricData",), ("*",)),
     ])
+
+
+def test_the_stepper_may_put_metric_data_only_in_the_tripwire_namespace(resolved):
+    policies = resolved["Resources"]["StepperFunctionRole"]["Properties"]["Policies"]
+    puts = [st for p in policies for st in p["PolicyDocument"]["Statement"] if "cloudwatch:PutMetricData" in st["Action"]]
+    assert [st.get("Condition") for st in puts] == [{"StringEquals": {"cloudwatch:namespace": "coalmine/Tripwire"}}]
+    rust = (ROOT / "crates/coalmine/src/domain/deployment.rs").read_text()
+    assert 'TRIPWIRE_NAMESPACE: &str = "coalmine/Tripwire";' in rust, "the policy and the code name one namespace"
 
 
 def test_state_machine_may_invoke_only_the_stepper(resolved):
@@ -159,7 +171,8 @@ def test_state_machine_may_invoke_only_the_stepper(resolved):
 
 
 def test_star_appears_only_where_no_resource_can_be_named(resolved):
-    allowed = {"cloudwatch:GetMetricData"} | {a for a in ("logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+    # PutMetricData is held to the tripwire's namespace by a condition (tested above).
+    allowed = {"cloudwatch:GetMetricData", "cloudwatch:PutMetricData"} | {a for a in ("logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
                "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
                "logs:DescribeLogGroups")}
     for role in ("RollbackFunctionRole", "StepperFunctionRole", "ReleaseStateMachineRole"):

@@ -846,6 +846,10 @@ mod guardrails {
             .build()
     }
 
+    fn stamp_tag(value: &str) -> Tag {
+        Tag::builder().key(STAMP_TAG).value(value).build()
+    }
+
     fn live_stamp() -> Tag {
         Tag::builder()
             .key(STAMP_TAG)
@@ -873,9 +877,10 @@ mod guardrails {
         calls: Arc<Mutex<Vec<String>>>,
     }
 
-    /// The adapters on mocks: DescribeEndpoint answers `describes` in turn; the canary
-    /// fleet errs `canary_errors` in 1000; every other call succeeds and is written down.
-    fn world(describes: Vec<DescribeEndpointOutput>, shadowed: bool, canary_errors: f64) -> (World, Vec<Rule>) {
+    /// The adapters on mocks: DescribeEndpoint answers `describes` in turn; the endpoint's
+    /// tags keep what AddTags wrote; the canary fleet errs `canary_errors` in 1000; every
+    /// other call succeeds and is written down.
+    fn world(describes: Vec<DescribeEndpointOutput>, canary_errors: f64) -> (World, Vec<Rule>) {
         let calls: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = |what: &'static str| {
             let calls = calls.clone();
@@ -892,17 +897,19 @@ mod guardrails {
             Some("ai-model-config-v8-shadow") => config(&["AllTraffic"], &["candidate"]),
             _ => config(&["AllTraffic"], &[]),
         });
-        let tags = mock!(aws_sdk_sagemaker::Client::list_tags)
-            .sequence()
-            .output(|| ListTagsOutput::builder().build())
-            .output(|| ListTagsOutput::builder().tags(live_stamp()).build())
-            .repeatedly()
-            .build();
+        let stamp: Arc<Mutex<Option<String>>> = Arc::default();
+        let tags = mock!(aws_sdk_sagemaker::Client::list_tags).then_compute_output({
+            let stamp = stamp.clone();
+            move |_| {
+                ListTagsOutput::builder().set_tags(stamp.lock().unwrap().as_deref().map(|v| vec![stamp_tag(v)])).build()
+            }
+        });
         let add_tags = mock!(aws_sdk_sagemaker::Client::add_tags).then_compute_output({
             let calls = calls.clone();
             move |r| {
                 let value = r.tags().first().and_then(|t| t.value()).unwrap_or_default().to_owned();
                 calls.lock().unwrap().push(format!("AddTags {value}"));
+                *stamp.lock().unwrap() = Some(value);
                 AddTagsOutput::builder().build()
             }
         });
@@ -949,7 +956,6 @@ mod guardrails {
                 PublishOutput::builder().message_id("m").build()
             }
         });
-        let _ = shadowed;
         let rules = vec![describe, configs, tags, add_tags, update, alarms, put_alarm, trip, datum, data, publish];
         let sagemaker = client!(aws_sdk_sagemaker, rules[..5].iter().collect::<Vec<_>>());
         let cloudwatch = client!(aws_sdk_cloudwatch, rules[5..10].iter().collect::<Vec<_>>());
@@ -977,25 +983,32 @@ mod guardrails {
         release
     }
 
-    /// Ticks as the state machine would, a minute apart, until the release ends.
-    async fn run(world: &World, release: Value) -> (Value, Vec<String>) {
+    /// One tick at `minute` after T0, as the state machine would make it.
+    async fn tick_at(world: &World, state: Value, minute: u64) -> Value {
         let deps = StepDeps {
             router: &world.router,
             notifier: &world.notifier,
             alarms: &world.alarms,
             metrics: &world.metrics,
         };
-        let mut state = release;
+        tick_payload(&json!({"execution": EXECUTION, "state": state}), &deps, T0 + minute * 60).await.unwrap()
+    }
+
+    /// Ticks a minute apart, from `minute`, until the release ends.
+    async fn run_from(world: &World, mut state: Value, minute: u64) -> (Value, Vec<String>) {
         let mut reasons = Vec::new();
-        for minute in 0..40 {
-            state =
-                tick_payload(&json!({"execution": EXECUTION, "state": state}), &deps, T0 + minute * 60).await.unwrap();
+        for minute in minute..minute + 40 {
+            state = tick_at(world, state, minute).await;
             reasons.push(state["progress"]["reason"].as_str().unwrap().to_owned());
             if matches!(state["progress"]["status"].as_str(), Some("promoted" | "rolled_back")) {
                 return (state, reasons);
             }
         }
         panic!("no end: {reasons:#?}");
+    }
+
+    async fn run(world: &World, release: Value) -> (Value, Vec<String>) {
+        run_from(world, release, 0).await
     }
 
     #[tokio::test]
@@ -1020,7 +1033,6 @@ mod guardrails {
                 ),
                 described(EndpointStatus::InService, v8, None, ""),
             ],
-            false,
             5.0,
         );
 
@@ -1064,7 +1076,6 @@ mod guardrails {
                 // Back in service on the old config, with no FailureReason at all.
                 described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
             ],
-            false,
             5.0,
         );
 
@@ -1100,7 +1111,6 @@ mod guardrails {
                     "Rolled back: alarm coalmine-tripwire-ai-model-endpoint in ALARM",
                 ),
             ],
-            false,
             80.0,
         );
 
@@ -1129,11 +1139,8 @@ mod guardrails {
                 "Instance failed health checks",
             )
         };
-        let (world, _rules) = world(
-            vec![described(EndpointStatus::InService, "ai-model-config-v7", None, ""), stuck(), stuck()],
-            false,
-            5.0,
-        );
+        let (world, _rules) =
+            world(vec![described(EndpointStatus::InService, "ai-model-config-v7", None, ""), stuck(), stuck()], 5.0);
         let deps = StepDeps {
             router: &world.router,
             notifier: &world.notifier,
@@ -1200,7 +1207,6 @@ mod guardrails {
                 ),
                 described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
             ],
-            true,
             80.0,
         );
 
@@ -1234,7 +1240,7 @@ mod guardrails {
         describes.extend((0..30).map(|_| described(EndpointStatus::InService, shadow, None, "")));
         describes.push(described(EndpointStatus::Updating, shadow, Some((v8, &[VariantStatus::Baking])), ""));
         describes.push(described(EndpointStatus::InService, v8, None, ""));
-        let (world, _rules) = world(describes, true, 5.0);
+        let (world, _rules) = world(describes, 5.0);
 
         let (state, reasons) = run(&world, sample(true)).await;
 
@@ -1246,5 +1252,113 @@ mod guardrails {
             updates,
             ["UpdateEndpoint ai-model-config-v8-shadow", "UpdateEndpoint ai-model-config-v8 with guardrails"]
         );
+    }
+
+    async fn abort(world: &World, state: &Value) -> crate::Result<String> {
+        let mut release = state.clone();
+        release.as_object_mut().unwrap().remove("progress");
+        let release = crate::release::guardrail::GuardrailRelease::parse(&release).unwrap();
+        crate::release::guardrail::abort(
+            &world.router,
+            &world.alarms,
+            &world.notifier,
+            &release,
+            EXECUTION,
+            "alice",
+            "p99 looks off",
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_abort_while_sagemaker_deploys_trips_the_tripwire_and_the_release_ends_stopped_by_hand() {
+        let v8 = "ai-model-config-v8";
+        let deploying =
+            || described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), "");
+        let (world, _rules) = world(
+            vec![
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                deploying(),
+                deploying(),
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+            ],
+            5.0,
+        );
+        let state = tick_at(&world, sample(false), 0).await;
+
+        let now = abort(&world, &state).await.unwrap();
+        let (state, reasons) = run_from(&world, state, 1).await;
+
+        assert_eq!(now, "tripped coalmine-tripwire-ai-model-endpoint, so SageMaker rolls the deployment back now");
+        assert_eq!(
+            (state["progress"]["status"].as_str(), state["progress"]["rolled_back_by"].as_str()),
+            (Some("rolled_back"), Some("operator"))
+        );
+        assert!(reasons[0].starts_with("Stopped by alice"), "{reasons:#?}");
+        assert!(reasons.last().unwrap().contains("stopped by alice"), "{reasons:#?}");
+        let calls = world.calls.lock().unwrap().clone();
+        let at = |prefix: &str| {
+            calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix}: {calls:?}"))
+        };
+        assert!(
+            at("SetAlarmState") < at("AddTags coalmine/1 phase=rolled_back"),
+            "traffic first, the record second: {calls:?}"
+        );
+        assert!(calls.contains(&"Publish coalmine: ai-model-8 on ai-model-endpoint aborted".to_owned()), "{calls:?}");
+        let stamps = calls.iter().filter(|c| c.starts_with("AddTags coalmine/1 phase=rolled_back")).count();
+        assert_eq!(stamps, 1, "the operator's stamp is kept: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn an_abort_during_the_shadow_takes_the_shadow_away_without_tripping_anything() {
+        let shadow = "ai-model-config-v8-shadow";
+        let (world, _rules) = world(
+            vec![
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                described(EndpointStatus::InService, shadow, None, ""),
+                described(EndpointStatus::InService, shadow, None, ""),
+                described(EndpointStatus::InService, shadow, None, ""),
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+            ],
+            5.0,
+        );
+        let state = tick_at(&world, sample(true), 0).await;
+        let state = tick_at(&world, state, 1).await;
+        assert_eq!(state["progress"]["guardrail"]["phase"], "shadowing");
+
+        let now = abort(&world, &state).await.unwrap();
+        let (state, reasons) = run_from(&world, state, 2).await;
+
+        assert_eq!(now, "its execution takes ai-model-endpoint back to ai-model-config-v7 at its next check");
+        assert_eq!(state["progress"]["rolled_back_by"], "operator", "{reasons:#?}");
+        assert!(
+            reasons.last().unwrap().contains("stopped by alice")
+                && reasons.last().unwrap().contains("during its shadow test"),
+            "{reasons:#?}"
+        );
+        let calls = world.calls.lock().unwrap().clone();
+        assert!(!calls.iter().any(|c| c.starts_with("SetAlarmState")), "nothing to trip: {calls:?}");
+        let updates: Vec<&String> = calls.iter().filter(|c| c.starts_with("UpdateEndpoint")).collect();
+        assert_eq!(updates, ["UpdateEndpoint ai-model-config-v8-shadow", "UpdateEndpoint ai-model-config-v7"]);
+    }
+
+    #[tokio::test]
+    async fn an_abort_of_a_release_that_ended_is_refused_and_writes_nothing() {
+        let (world, _rules) = world(
+            vec![
+                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                described(EndpointStatus::InService, "ai-model-config-v8", None, ""),
+                described(EndpointStatus::InService, "ai-model-config-v8", None, ""),
+            ],
+            5.0,
+        );
+        let (state, _) = run(&world, sample(false)).await;
+        assert_eq!(state["progress"]["status"], "promoted");
+        let writes_before = world.calls.lock().unwrap().len();
+
+        let refused = abort(&world, &state).await.unwrap_err();
+
+        assert!(refused.to_string().contains("has already ended"), "{refused}");
+        assert_eq!(world.calls.lock().unwrap().len(), writes_before);
     }
 }

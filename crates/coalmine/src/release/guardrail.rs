@@ -276,6 +276,9 @@ pub struct GuardrailProgress {
     /// Why coalmine stopped it, for the ending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_because: Option<String>,
+    /// Who stopped it, when it was stopped (`coalmine abort` or the judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<RollbackKind>,
 }
 
 type Deps<'a, R, N, A, M> = StepDeps<'a, R, N, A, M>;
@@ -344,6 +347,7 @@ pub async fn tick(
                 deps.router.deploy(endpoint, &g.original_config, None).await?;
                 g.phase = Phase::ShadowReverting;
                 g.stopped_because = Some(format!("stopped by {by}"));
+                g.stopped_by = Some(RollbackKind::Operator);
                 let reason = "Shadow stopped by hand: the endpoint goes back to its original config".to_owned();
                 return Ok(keep(progress, g, now, Status::Baking, release.check_every_seconds, reason, None));
             }
@@ -410,14 +414,33 @@ pub async fn tick(
         }
         Phase::ShadowReverting => {
             if in_service_on(&g.original_config) {
+                let kind = g.stopped_by.unwrap_or(RollbackKind::Health);
                 let why = g.stopped_because.clone().unwrap_or_default();
-                let why = format!("the candidate failed its shadow test ({why}); no user was served by it");
-                return end(release, progress, g, execution, deps, now, RollbackKind::Health, why, None).await;
+                let why = match kind {
+                    RollbackKind::Operator => format!("{why} during its shadow test; no user was served by it"),
+                    _ => format!("the candidate failed its shadow test ({why}); no user was served by it"),
+                };
+                return end(release, progress, g, execution, deps, now, kind, why, None).await;
             }
             let reason = format!("Going back to {}: endpoint {}", g.original_config, g.endpoint);
             Ok(keep(progress, g, now, Status::Baking, release.check_every_seconds, reason, None))
         }
         Phase::Deploying => {
+            if let Some(by) = stamp_by_operator.as_deref().filter(|_| !in_service_on(&g.previous_config)) {
+                // `coalmine abort` tripped the tripwire; a deployment that completed
+                // first is deployed back instead.
+                g.stopped_because = Some(format!("stopped by {by}"));
+                g.stopped_by = Some(RollbackKind::Operator);
+                if in_service_on(new) {
+                    deps.router.deploy(endpoint, &g.previous_config, None).await?;
+                    g.phase = Phase::Reverting;
+                } else {
+                    deps.alarms.trip(&g.tripwire).await?;
+                    g.phase = Phase::Stopping;
+                }
+                let reason = format!("Stopped by {by}: {} goes back to {}", endpoint, g.previous_config);
+                return Ok(keep(progress, g, now, Status::Baking, release.check_every_seconds, reason, None));
+            }
             if in_service_on(new) {
                 let stamp = own_stamp(release, execution, &g.original_config, progress.stage).promoted();
                 deps.router.stamp_endpoint(endpoint, &stamp).await?;
@@ -429,6 +452,7 @@ pub async fn tick(
             if in_service_on(&g.previous_config) || state.status == "Failed" {
                 // SageMaker rolled back on its own, sometimes without a reason.
                 let firing = firing(release, deps).await;
+                let kind = if stamp_by_operator.is_some() { RollbackKind::Operator } else { RollbackKind::Guardrail };
                 let why = match (state.failure_reason.as_deref(), firing, stamp_by_operator) {
                     (_, _, Some(by)) => format!("stopped by {by}"),
                     (Some(reason), _, _) => format!("SageMaker rolled the deployment back: {reason}"),
@@ -440,7 +464,7 @@ pub async fn tick(
                     }
                 };
                 drop_shadow(release, deps, &g).await?;
-                return end(release, progress, g, execution, deps, now, RollbackKind::Guardrail, why, None).await;
+                return end(release, progress, g, execution, deps, now, kind, why, None).await;
             }
             let ours = state.pending.as_ref().is_some_and(|p| p.config == *new);
             if ours {
@@ -461,6 +485,7 @@ pub async fn tick(
                     deps.alarms.trip(&g.tripwire).await?;
                     g.phase = Phase::Stopping;
                     g.stopped_because = Some(evidence.summary());
+                    g.stopped_by = Some(RollbackKind::Health);
                     warn!(release = %release.release, endpoint = %endpoint, decision = "stopping", "tripped {}: {}", g.tripwire, evidence.summary());
                     let reason =
                         format!("Unhealthy ({}): tripped {}, so SageMaker rolls back", evidence.summary(), g.tripwire);
@@ -491,8 +516,9 @@ pub async fn tick(
         Phase::Stopping => {
             if in_service_on(&g.previous_config) || state.status == "Failed" {
                 drop_shadow(release, deps, &g).await?;
-                let why = g.stopped_because.clone().unwrap_or_default();
-                return end(release, progress, g, execution, deps, now, RollbackKind::Health, why, None).await;
+                let (kind, why) =
+                    (g.stopped_by.unwrap_or(RollbackKind::Health), g.stopped_because.clone().unwrap_or_default());
+                return end(release, progress, g, execution, deps, now, kind, why, None).await;
             }
             if in_service_on(new) {
                 // It completed before the trip took: deploy the previous config back.
@@ -505,8 +531,9 @@ pub async fn tick(
         Phase::Reverting => {
             if in_service_on(&g.previous_config) {
                 drop_shadow(release, deps, &g).await?;
-                let why = g.stopped_because.clone().unwrap_or_default();
-                return end(release, progress, g, execution, deps, now, RollbackKind::Health, why, None).await;
+                let (kind, why) =
+                    (g.stopped_by.unwrap_or(RollbackKind::Health), g.stopped_because.clone().unwrap_or_default());
+                return end(release, progress, g, execution, deps, now, kind, why, None).await;
             }
             let reason = format!("Deploying {} back: {}", g.previous_config, g.endpoint);
             Ok(keep(progress, g, now, Status::Baking, release.check_every_seconds, reason, None))
@@ -553,6 +580,7 @@ async fn start(
             phase_started_at: now,
             endpoint: endpoint_text(&state),
             stopped_because: None,
+            stopped_by: None,
         };
         let progress = new_progress(release, &stamp.stable, stage, now);
         return Ok(keep(
@@ -565,6 +593,61 @@ async fn start(
             None,
         ));
     }
+    preflight(release, &state, deps.router, deps.alarms).await?;
+    let tripwire = release.tripwire();
+    deps.alarms.ensure_tripwire(&tripwire, &g.endpoint).await.map_err(|e| match e {
+        Error::AccessDenied { operation, detail } => Error::InvalidRelease(format!(
+            "guardrail.tripwire: coalmine may not create the alarm {tripwire} ({operation}: {detail}); name it with \
+             the stack's AlarmNamePrefix"
+        )),
+        other => other,
+    })?;
+    deps.router.stamp_endpoint(&g.endpoint, &own_stamp(release, execution, &state.config, 0)).await?;
+    let (phase, config, plan, stage) = match &release.shadow {
+        Some(shadow) => (Phase::ShadowStarting, shadow.endpoint_config.clone(), None, 0),
+        None => (Phase::Deploying, g.endpoint_config.clone(), Some(release.plan()), 0),
+    };
+    deps.router.deploy(&g.endpoint, &config, plan.as_ref()).await?;
+    let reason = match &release.shadow {
+        Some(shadow) => format!(
+            "Started: the shadow config {} (candidate variant {} beside {}), for {}",
+            shadow.endpoint_config,
+            shadow.variant,
+            g.variant,
+            duration(shadow.duration_seconds)
+        ),
+        None => format!(
+            "Started: SageMaker deploys {} to {}: {}",
+            g.endpoint_config,
+            g.endpoint,
+            release.describe_traffic()
+        ),
+    };
+    info!(release = %release.release, endpoint = %g.endpoint, decision = "advanced", "{reason}");
+    let progress = new_progress(release, &state.config, stage, now);
+    let gp = GuardrailProgress {
+        phase,
+        original_config: state.config.clone(),
+        previous_config: state.config.clone(),
+        tripwire,
+        phase_started_at: now,
+        endpoint: endpoint_text(&state),
+        stopped_because: None,
+        stopped_by: None,
+    };
+    Ok(keep(progress, gp, now, Status::Advanced, release.check_every_seconds, reason, None))
+}
+
+/// What the first tick checks before it moves anything: the endpoint is in service and
+/// not on the new config already; the configs exist and keep the variant names; the
+/// traffic sizes fit the fleet; the alarms exist and are calm. Said as one line.
+pub async fn preflight(
+    release: &GuardrailRelease,
+    state: &EndpointState,
+    router: &impl TrafficRouter,
+    alarms: &impl AlarmSource,
+) -> Result<String> {
+    let g = &release.guardrail;
     if !state.is_in_service() {
         return Err(Error::Refused(format!(
             "{} is {}: another update is in flight; wait for it to end",
@@ -578,7 +661,7 @@ async fn start(
         )));
     }
     let (current, candidate) =
-        (deps.router.config_variants(&state.config).await?, deps.router.config_variants(&g.endpoint_config).await?);
+        (router.config_variants(&state.config).await?, router.config_variants(&g.endpoint_config).await?);
     let names = |v: &[String]| {
         let mut v = v.to_vec();
         v.sort();
@@ -616,7 +699,7 @@ async fn start(
         )));
     }
     if let Some(shadow) = &release.shadow {
-        let with_shadow = deps.router.config_variants(&shadow.endpoint_config).await?;
+        let with_shadow = router.config_variants(&shadow.endpoint_config).await?;
         if names(&with_shadow.production) != names(&current.production) || !with_shadow.shadow.contains(&shadow.variant)
         {
             return Err(Error::InvalidRelease(format!(
@@ -626,45 +709,63 @@ async fn start(
         }
     }
     let gates = release.judged_gates();
-    let states = deps.alarms.states(&gates.alarms).await?;
+    let states = alarms.states(&gates.alarms).await?;
     let (exist, calm) = alarm_checks(&gates, &states);
     exist?;
     calm?;
-    let tripwire = release.tripwire();
-    deps.alarms.ensure_tripwire(&tripwire, &g.endpoint).await?;
-    deps.router.stamp_endpoint(&g.endpoint, &own_stamp(release, execution, &state.config, 0)).await?;
-    let (phase, config, plan, stage) = match &release.shadow {
-        Some(shadow) => (Phase::ShadowStarting, shadow.endpoint_config.clone(), None, 0),
-        None => (Phase::Deploying, g.endpoint_config.clone(), Some(release.plan()), 0),
+    Ok(format!(
+        "{} {} on {}; {} has {instances} instance{}; {} alarm{} calm",
+        g.endpoint,
+        state.status,
+        state.config,
+        g.variant,
+        if instances == 1 { "" } else { "s" },
+        gates.alarms.len(),
+        if gates.alarms.len() == 1 { "" } else { "s" }
+    ))
+}
+
+/// `coalmine abort` on a guardrail release in flight: stops what SageMaker is deploying
+/// (trips the tripwire) first, then stamps the release stopped by `who` and tells the
+/// team. Its execution does the rest at its next check: takes a shadow away, or deploys
+/// the previous config back if the deployment completed first. Returns what happens now.
+#[allow(clippy::too_many_arguments)]
+pub async fn abort(
+    router: &impl TrafficRouter,
+    alarms: &impl AlarmSource,
+    notifier: &impl Notifier,
+    release: &GuardrailRelease,
+    execution: &str,
+    who: &str,
+    why: &str,
+) -> Result<String> {
+    let endpoint = &release.guardrail.endpoint;
+    let state = router.endpoint_state(endpoint).await?;
+    let Some(stamp) = state.stamp.clone().filter(|s| s.is_by(execution)) else {
+        return Err(Error::Refused(format!(
+            "{endpoint} carries no stamp of release {}: it has not started anything there yet, or another \
+             release has since",
+            release.release
+        )));
     };
-    deps.router.deploy(&g.endpoint, &config, plan.as_ref()).await?;
-    let reason = match &release.shadow {
-        Some(shadow) => format!(
-            "Started: the shadow config {} (candidate variant {} beside {}), for {}",
-            shadow.endpoint_config,
-            shadow.variant,
-            g.variant,
-            duration(shadow.duration_seconds)
-        ),
-        None => format!(
-            "Started: SageMaker deploys {} to {}: {}",
-            g.endpoint_config,
-            g.endpoint,
-            release.describe_traffic()
-        ),
+    if !stamp.is_live() {
+        return Err(Error::Refused(format!("release {} has already ended on {endpoint}", release.release)));
+    }
+    let deploying = state.pending.as_ref().is_some_and(|p| p.config == release.guardrail.endpoint_config);
+    let now = if deploying {
+        alarms.trip(&release.tripwire()).await?;
+        format!("tripped {}, so SageMaker rolls the deployment back now", release.tripwire())
+    } else {
+        format!("its execution takes {} back to {} at its next check", endpoint, stamp.stable)
     };
-    info!(release = %release.release, endpoint = %g.endpoint, decision = "advanced", "{reason}");
-    let progress = new_progress(release, &state.config, stage, now);
-    let gp = GuardrailProgress {
-        phase,
-        original_config: state.config.clone(),
-        previous_config: state.config.clone(),
-        tripwire,
-        phase_started_at: now,
-        endpoint: endpoint_text(&state),
-        stopped_because: None,
-    };
-    Ok(keep(progress, gp, now, Status::Advanced, release.check_every_seconds, reason, None))
+    let by = RolledBackBy::Operator { who: who.to_owned(), why: Some(why.to_owned()) };
+    router.stamp_endpoint(endpoint, &stamp.rolled_back(by.clone())).await?;
+    let message = message(release, execution, "aborted", &by.describe(), &format!("coalmine {now}."), "aborted");
+    notifier.publish(&message).await.map_err(|e| Error::Incomplete {
+        summary: format!("release {} was stopped, but the team's message was not sent: {e}", release.release),
+        retryable: true,
+    })?;
+    Ok(now)
 }
 
 /// After a tick failed for good: stop what this execution started (trip its alarm, or
@@ -824,9 +925,12 @@ async fn end(
     evidence: Option<&Evidence>,
 ) -> Result<Progress> {
     let endpoint = &release.guardrail.endpoint;
-    let stamp = own_stamp(release, execution, &g.original_config, progress.stage).rolled_back(RolledBackBy::Health);
-    if let Err(e) = deps.router.stamp_endpoint(endpoint, &stamp).await {
-        warn!(release = %release.release, error = %e, "the endpoint's record was not updated");
+    // An operator's stamp already says who; anything else is the release's own doing.
+    if kind != RollbackKind::Operator {
+        let stamp = own_stamp(release, execution, &g.original_config, progress.stage).rolled_back(RolledBackBy::Health);
+        if let Err(e) = deps.router.stamp_endpoint(endpoint, &stamp).await {
+            warn!(release = %release.release, error = %e, "the endpoint's record was not updated");
+        }
     }
     let next = "The endpoint serves its previous config. Fix the model and start a new release.";
     let message = message(release, execution, "rolled back", &why, next, "rolled_back");
