@@ -191,15 +191,6 @@ impl LocalAws {
 
     /// An endpoint in service with these production variants (name, weight), one model each.
     pub async fn seed_sagemaker_endpoint(&self, endpoint: &str, variants: &[(&str, f32)]) {
-        let variant = |name: &str, model: &str, weight: f32| {
-            ProductionVariant::builder()
-                .variant_name(name)
-                .model_name(model)
-                .initial_instance_count(1)
-                .instance_type(ProductionVariantInstanceType::MlM5Large)
-                .initial_variant_weight(weight)
-                .build()
-        };
         for (model, _) in variants {
             self.sagemaker
                 .create_model()
@@ -214,15 +205,9 @@ impl LocalAws {
                 .await
                 .expect("create model");
         }
-        self.sagemaker
-            .create_endpoint_config()
-            .endpoint_config_name(format!("{endpoint}-config"))
-            .set_production_variants(Some(
-                variants.iter().map(|(name, weight)| variant(name, &format!("{endpoint}-{name}"), *weight)).collect(),
-            ))
-            .send()
-            .await
-            .expect("create endpoint config");
+        let same_model: Vec<(&str, &str, f32)> =
+            variants.iter().map(|(name, weight)| (*name, *name, *weight)).collect();
+        self.add_endpoint_config(endpoint, &format!("{endpoint}-config"), &same_model).await;
         self.sagemaker
             .create_endpoint()
             .endpoint_name(endpoint)
@@ -230,6 +215,29 @@ impl LocalAws {
             .send()
             .await
             .expect("create endpoint");
+    }
+
+    /// An endpoint config with variants (name, model, weight), where model names one of
+    /// `endpoint`'s models (created as `ENDPOINT-MODEL`), one instance per variant.
+    pub async fn add_endpoint_config(&self, endpoint: &str, config: &str, variants: &[(&str, &str, f32)]) {
+        let variant = |name: &str, model: &str, weight: f32| {
+            ProductionVariant::builder()
+                .variant_name(name)
+                .model_name(format!("{endpoint}-{model}"))
+                .initial_instance_count(1)
+                .instance_type(ProductionVariantInstanceType::MlM5Large)
+                .initial_variant_weight(weight)
+                .build()
+        };
+        self.sagemaker
+            .create_endpoint_config()
+            .endpoint_config_name(config)
+            .set_production_variants(Some(
+                variants.iter().map(|(name, model, weight)| variant(name, model, *weight)).collect(),
+            ))
+            .send()
+            .await
+            .expect("create endpoint config");
     }
 
     /// Variant name → current weight.

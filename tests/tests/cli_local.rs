@@ -247,3 +247,65 @@ async fn rollback_by_hand_stops_whatever_runs_and_a_bad_file_never_starts() {
         (1, "coalmine: no release no-such-release in this state machine; coalmine list shows them")
     );
 }
+
+#[tokio::test]
+async fn a_guardrail_release_is_validated_offline_and_against_the_endpoint_moving_nothing() {
+    let s = Scene::connect().await;
+    let endpoint = unique("ai-model");
+    s.local.seed_sagemaker_endpoint(&endpoint, &[("AllTraffic", 1.0)]).await;
+    let (v8, renamed) = (format!("{endpoint}-v8"), format!("{endpoint}-renamed"));
+    s.local.add_endpoint_config(&endpoint, &v8, &[("AllTraffic", "AllTraffic", 1.0)]).await;
+    // A config whose variant is named differently: SageMaker's guardrails cannot deploy it.
+    s.local.add_endpoint_config(&endpoint, &renamed, &[("Blue", "AllTraffic", 1.0)]).await;
+    let alarm = unique("model-5xx");
+    s.local.put_alarm(&alarm, None).await;
+    s.local.set_alarm(&alarm, StateValue::Ok).await;
+    let dir = tempdir();
+    let release = |name: &str, config: &str| {
+        let mut release: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                coalmine_tests::workspace_root().join("events/releases/sagemaker-guardrail-ai-model-8.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        release.as_object_mut().unwrap().remove("shadow");
+        release["release"] = json!(name);
+        release["guardrail"]["endpoint"] = json!(endpoint);
+        release["guardrail"]["endpoint_config"] = json!(config);
+        release["guardrail"]["alarms"] = json!([alarm]);
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, release.to_string()).unwrap();
+        path.display().to_string()
+    };
+    let coalmine = |args: &[&str]| {
+        let out =
+            Command::new(bootstrap_path("coalmine")).args(args).stdin(Stdio::null()).output().expect("coalmine runs");
+        (
+            out.status.code().unwrap_or(-1),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (good, bad) = (release("ai-model-8", &v8), release("ai-model-9", &renamed));
+
+    let (code, offline) = coalmine(&["validate", &good]);
+    assert_eq!(code, 0, "{offline}");
+    assert!(
+        offline.contains(&format!("SageMaker deploys {v8}: canary 10% of capacity, then the rest after 10m")),
+        "{offline}"
+    );
+    assert!(offline.contains(&format!("the tripwire coalmine-tripwire-{endpoint}")), "{offline}");
+
+    let (code, live) = coalmine(&["validate", "--live", &good]);
+    assert_eq!(code, 0, "{live}");
+    assert!(
+        live.contains(&format!("✓ the endpoint, its configs and alarms: {endpoint} InService on {endpoint}-config")),
+        "{live}"
+    );
+
+    let (code, refused) = coalmine(&["validate", "--live", &bad]);
+    assert_eq!(code, 4, "{refused}");
+    assert!(refused.contains("differ from those in service"), "{refused}");
+    let described = s.local.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.unwrap();
+    assert_eq!(described.endpoint_config_name(), Some(format!("{endpoint}-config").as_str()), "validate moved nothing");
+}

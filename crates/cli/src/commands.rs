@@ -6,9 +6,11 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use coalmine::ports::TrafficRouter;
 use coalmine::release::control::{self, Command as Request};
+use coalmine::release::guardrail;
 use coalmine::release::preflight;
-use coalmine::release::Release;
+use coalmine::release::{Document, Release};
 use coalmine::rollback::notify::describe;
 use coalmine::Target;
 use serde_json::{json, Value};
@@ -54,13 +56,13 @@ fn now() -> u64 {
 }
 
 /// The file as JSON and as a release, strictly validated: the same rules as the stepper.
-fn read_release(file: &Path) -> CliResult<(Value, Release)> {
+fn read_release(file: &Path) -> CliResult<(Value, Document)> {
     let shown = file.display();
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::new(Exit::Error, format!("{shown}: cannot read it: {e}")))?;
     let json: Value =
         serde_json::from_str(&text).map_err(|e| CliError::new(Exit::Invalid, format!("{shown}: not JSON: {e}")))?;
-    let release = Release::parse(&json).map_err(|e| CliError::new(Exit::Invalid, format!("{shown}: {e}")))?;
+    let release = Document::parse(&json).map_err(|e| CliError::new(Exit::Invalid, format!("{shown}: {e}")))?;
     Ok((json, release))
 }
 
@@ -81,9 +83,12 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
             }
             Ok((_, release)) => {
                 report["valid"] = json!(true);
-                report["plan"] = serde_json::to_value(release.plan()).unwrap_or(Value::Null);
+                report["plan"] = match &release {
+                    Document::Canary(release) => serde_json::to_value(release.plan()).unwrap_or(Value::Null),
+                    Document::Guardrail(release) => render::guardrail_plan_json(release),
+                };
                 if output == Output::Text {
-                    print!("{}", render::plan(&release));
+                    print!("{}", render::document_plan(&release));
                 }
                 if let Some(context) = &context {
                     let checks = live_checks(context, &release).await;
@@ -114,8 +119,18 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
 }
 
 /// The first tick's preconditions and the metrics the judge will need, against AWS.
-async fn live_checks(context: &Context, release: &Release) -> Vec<preflight::Check> {
+async fn live_checks(context: &Context, release: &Document) -> Vec<preflight::Check> {
     let aws = context.adapters(None);
+    let release = match release {
+        Document::Canary(release) => release,
+        Document::Guardrail(release) => {
+            let found = match aws.router.endpoint_state(&release.guardrail.endpoint).await {
+                Ok(state) => guardrail::preflight(release, &state, &aws.router, &aws.alarms).await,
+                Err(e) => Err(e),
+            };
+            return vec![preflight::Check { what: "the endpoint, its configs and alarms", found, advisory: false }];
+        }
+    };
     let live = match preflight::read_target(&aws.router, release).await {
         Ok(live) => live,
         Err(e) => return vec![preflight::Check { what: "the target exists", found: Err(e), advisory: false }],
@@ -128,12 +143,12 @@ async fn live_checks(context: &Context, release: &Release) -> Vec<preflight::Che
 async fn start(context: &Context, file: &Path, wait: bool) -> CliResult<Exit> {
     let (json, release) = read_release(file)?;
     let machine = context.state_machine().await?;
-    let name = &release.release;
+    let name = release.name();
     let arn =
         match context.sfn.start_execution().state_machine_arn(&machine).name(name).input(json.to_string()).send().await
         {
             Ok(out) => {
-                println!("started release {name} on {}: execution {}", release.target, out.execution_arn());
+                println!("started release {name} on {}: execution {}", release.target(), out.execution_arn());
                 out.execution_arn().to_owned()
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_execution_already_exists()) => {
@@ -179,14 +194,7 @@ async fn follow(context: &Context, arn: &str) -> CliResult<Exit> {
         if let (Some(release), Some(progress)) = (&run.release, &run.progress) {
             for decision in &progress.history {
                 if printed.insert((decision.at, decision.reason.clone())) {
-                    let line = format!(
-                        "stage {}/{} {:>4}  {:<17} {}",
-                        decision.stage + 1,
-                        release.stages.len(),
-                        coalmine::rollback::notify::percent(decision.weight),
-                        decision.status.as_str(),
-                        decision.reason
-                    );
+                    let line = render::decision_line(decision, release.stages());
                     if line != last_line {
                         println!(
                             "  [t+{:>6}] {line}",
@@ -243,13 +251,17 @@ async fn watch_live(context: &Context, arn: &str, mut run: Run) -> CliResult<Exi
     bar.println(render::header(&run));
     let mut shown = 0;
     loop {
-        if let (Some(release), Some(progress)) = (&run.release, &run.progress) {
-            let lines = render::timeline(release, progress);
+        if let (Some(document), Some(progress)) = (&run.release, &run.progress) {
+            let lines = render::timeline(document.stages(), progress);
             for line in lines.iter().skip(shown) {
                 bar.println(line);
             }
             shown = lines.len();
-            if let Some(stage) = release.stages.get(progress.stage) {
+            let canary = match document {
+                Document::Canary(release) => Some(release),
+                Document::Guardrail(_) => None,
+            };
+            if let Some((release, stage)) = canary.and_then(|r| Some((r, r.stages.get(progress.stage)?))) {
                 bar.set_length(stage.bake_seconds.max(1));
                 bar.set_position(now().saturating_sub(progress.stage_entered_at).min(stage.bake_seconds));
                 bar.set_message(render::bake(release, progress, now()).unwrap_or_default().trim().to_owned());
@@ -271,7 +283,7 @@ const FIRST_TICK: Duration = Duration::from_secs(30);
 
 /// A release in flight, with its execution: what the operator commands act on. One
 /// started a moment ago is given its first tick.
-async fn running_release(context: &Context, name: &str) -> CliResult<(Run, Release)> {
+async fn running_release(context: &Context, name: &str) -> CliResult<(Run, Document)> {
     let arn = context.execution_arn(name).await?;
     let mut run = Run::load(context, &arn).await?;
     let waited = std::time::Instant::now();
@@ -291,8 +303,22 @@ async fn running_release(context: &Context, name: &str) -> CliResult<(Run, Relea
     Ok((run, release))
 }
 
+/// The release whose stages an operator command acts on: a guardrail release has none.
+fn stages_of(name: &str, release: Document) -> CliResult<Release> {
+    match release {
+        Document::Canary(release) => Ok(release),
+        Document::Guardrail(_) => Err(CliError::new(
+            Exit::Invalid,
+            format!(
+                "release {name} is a guardrail release: SageMaker shifts its traffic, so it has no stage to pause, \
+                 approve or promote; coalmine abort {name} stops it"
+            ),
+        )),
+    }
+}
+
 async fn operate(context: &Context, name: &str, request: Request) -> CliResult<Exit> {
-    let (_, release) = running_release(context, name).await?;
+    let release = stages_of(name, running_release(context, name).await?.1)?;
     let who = context.operator().await;
     let aws = context.adapters(None);
     let stamp = control::command(&aws.router, &release.target, name, &who, request).await?;
@@ -320,12 +346,25 @@ async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliRe
     let (run, release) = running_release(context, name).await?;
     let who = context.operator().await;
     let aws = context.adapters(Some(context.topic().await?));
-    let outcome = control::abort(&aws.router, &aws.notifier, &release, &run.execution_arn, &who, reason).await?;
-    println!(
-        "release {name}: aborted by {who}: {} now; the team was told. Its execution ends rolled back at its next \
-         check.",
-        describe(&release.target, outcome.after())
-    );
+    match &release {
+        Document::Canary(release) => {
+            let outcome = control::abort(&aws.router, &aws.notifier, release, &run.execution_arn, &who, reason).await?;
+            println!(
+                "release {name}: aborted by {who}: {} now; the team was told. Its execution ends rolled back at its \
+                 next check.",
+                describe(&release.target, outcome.after())
+            );
+        }
+        Document::Guardrail(release) => {
+            let now =
+                guardrail::abort(&aws.router, &aws.alarms, &aws.notifier, release, &run.execution_arn, &who, reason)
+                    .await?;
+            println!(
+                "release {name}: aborted by {who}: coalmine {now}; the team was told. Its execution ends rolled back \
+                 once the endpoint is back."
+            );
+        }
+    }
     if !wait {
         return Ok(Exit::Ok);
     }
@@ -349,4 +388,20 @@ async fn rollback(context: &Context, target: &str, reason: &str) -> CliResult<Ex
         describe(&target, outcome.after())
     );
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guardrail_release_has_no_stage_to_pause_and_says_what_stops_it() {
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/releases");
+        let (_, guardrail) = read_release(&sample.join("sagemaker-guardrail-ai-model-8.json")).unwrap();
+        let refused = stages_of("ai-model-8", guardrail).unwrap_err();
+        assert_eq!(refused.exit, Exit::Invalid);
+        assert!(refused.message.ends_with("coalmine abort ai-model-8 stops it"), "{}", refused.message);
+        let (_, canary) = read_release(&sample.join("lambda-ai-handler-42.json")).unwrap();
+        assert_eq!(stages_of("ai-handler-42", canary).unwrap().stages.len(), 4);
+    }
 }

@@ -5,9 +5,10 @@
 use comfy_table::{presets, ContentArrangement, Table};
 use serde_json::Value;
 
+use coalmine::release::guardrail::GuardrailRelease;
 use coalmine::release::preflight::Check;
 use coalmine::release::tick::{Decision, Progress, Status};
-use coalmine::release::Release;
+use coalmine::release::{Document, Release};
 use coalmine::rollback::notify::{percent, side};
 
 use crate::runs::Run;
@@ -16,6 +17,52 @@ pub use coalmine::rollback::notify::duration;
 
 fn canary_of(release: &Release) -> String {
     side(&release.target, release.canary_id())
+}
+
+pub fn document_plan(document: &Document) -> String {
+    match document {
+        Document::Canary(release) => plan(release),
+        Document::Guardrail(release) => guardrail_plan(release),
+    }
+}
+
+/// A guardrail release as `validate` shows it: the shadow, then SageMaker's deployment.
+pub fn guardrail_plan(release: &GuardrailRelease) -> String {
+    let g = &release.guardrail;
+    let mut phases = Vec::new();
+    if let Some(shadow) = &release.shadow {
+        phases.push(format!(
+            "shadow {} (variant {}) for {}",
+            shadow.endpoint_config,
+            shadow.variant,
+            duration(shadow.duration_seconds)
+        ));
+    }
+    phases.push(format!("SageMaker deploys {}: {}", g.endpoint_config, release.describe_traffic()));
+    let mut alarms: Vec<String> = g.alarms.clone();
+    alarms.extend(release.gates.alarms.iter().filter(|a| !g.alarms.contains(a)).cloned());
+    format!(
+        "{}: valid\n  target   {}, variant {}, guardrail deployment\n  phases   {}\n  checks   every {}\n  \
+         rollback alarms {}, and the tripwire {}\n",
+        release.release,
+        release.target(),
+        g.variant,
+        phases.join(", then "),
+        duration(release.check_every_seconds),
+        alarms.join(", "),
+        release.tripwire()
+    )
+}
+
+pub fn guardrail_plan_json(release: &GuardrailRelease) -> Value {
+    serde_json::json!({
+        "kind": "guardrail",
+        "endpoint": release.guardrail.endpoint,
+        "endpoint_config": release.guardrail.endpoint_config,
+        "shadow_seconds": release.shadow.as_ref().map(|s| s.duration_seconds),
+        "deployment": release.describe_traffic(),
+        "tripwire": release.tripwire(),
+    })
 }
 
 pub fn plan(release: &Release) -> String {
@@ -83,8 +130,7 @@ pub fn checks(checks: &[Check]) -> String {
 }
 
 /// The release's decisions as a timeline, each line once.
-pub fn timeline(release: &Release, progress: &Progress) -> Vec<String> {
-    let stages = release.stages.len();
+pub fn timeline(stages: usize, progress: &Progress) -> Vec<String> {
     let mut lines = Vec::new();
     if progress.history_dropped > 0 {
         lines.push(format!("  ({} earlier checks not kept)", progress.history_dropped));
@@ -100,7 +146,7 @@ pub fn timeline(release: &Release, progress: &Progress) -> Vec<String> {
     lines
 }
 
-fn decision_line(decision: &Decision, stages: usize) -> String {
+pub fn decision_line(decision: &Decision, stages: usize) -> String {
     format!(
         "stage {}/{stages} {:>4}  {:<17} {}",
         decision.stage + 1,
@@ -198,9 +244,22 @@ pub fn chart(progress: &Progress) -> Vec<String> {
 /// `release X on T: canary version 42, RUNNING (baking)`
 pub fn header(run: &Run) -> String {
     match &run.release {
-        Some(release) => {
+        Some(Document::Canary(release)) => {
             format!("release {} on {}: canary {}, {}", run.name, release.target, canary_of(release), run.state())
         }
+        Some(Document::Guardrail(release)) => format!(
+            "release {} on {}: guardrail deployment of {}, {}{}",
+            run.name,
+            release.target(),
+            release.guardrail.endpoint_config,
+            run.state(),
+            run.progress
+                .as_ref()
+                .and_then(|p| p.guardrail.as_ref())
+                .filter(|_| run.running())
+                .map(|g| format!(" ({})", g.endpoint))
+                .unwrap_or_default()
+        ),
         None => format!("release {}: {}", run.name, run.state()),
     }
 }
@@ -221,9 +280,11 @@ pub fn ending(run: &Run) -> Option<String> {
 
 pub fn status(run: &Run, now: u64) -> Vec<String> {
     let mut lines = vec![header(run)];
-    if let (Some(release), Some(progress)) = (&run.release, &run.progress) {
-        lines.extend(timeline(release, progress));
-        lines.extend(bake(release, progress, now).filter(|_| run.running()));
+    if let (Some(document), Some(progress)) = (&run.release, &run.progress) {
+        lines.extend(timeline(document.stages(), progress));
+        if let Document::Canary(release) = document {
+            lines.extend(bake(release, progress, now).filter(|_| run.running()));
+        }
         let chart = chart(progress);
         if !chart.is_empty() {
             lines.push(String::new());
@@ -239,8 +300,8 @@ pub fn table(runs: &[Run], now: u64) -> String {
     table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
     table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "WEIGHT", "IN STAGE", "NEXT CHECK", "STARTED"]);
     for run in runs {
-        let target = run.release.as_ref().map(|r| r.target.to_string()).unwrap_or_default();
-        let stages = run.release.as_ref().map_or(0, |r| r.stages.len());
+        let target = run.release.as_ref().map(|r| r.target().to_string()).unwrap_or_default();
+        let stages = run.release.as_ref().map_or(0, Document::stages);
         let (stage, weight, in_stage, next) = match &run.progress {
             Some(p) => {
                 let last = p.history.last().map_or(p.stage_entered_at, |d| d.at);
@@ -303,7 +364,7 @@ mod tests {
             ],
             ..progress
         };
-        let lines = timeline(&release, &progress);
+        let lines = timeline(release.stages.len(), &progress);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(lines[1], "  [t+    1m] stage 1/2   5%  baking            healthy");
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
 use coalmine::release::tick::Progress;
-use coalmine::release::Release;
+use coalmine::release::Document;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<i64>,
     #[serde(skip)]
-    pub release: Option<Release>,
+    pub release: Option<Document>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
 }
@@ -42,7 +42,7 @@ impl Run {
             }
         })?;
         let input: Value = out.input().and_then(|i| serde_json::from_str(i).ok()).unwrap_or(Value::Null);
-        let release = Release::parse(&without_progress(&input)).ok();
+        let release = Document::parse(&without_progress(&input)).ok();
         let progress = latest_progress(context, execution_arn).await?;
         Ok(Run {
             name: out.name().unwrap_or_default().to_owned(),

@@ -20,7 +20,7 @@ use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRout
 use crate::release::guardrail::{self, GuardrailProgress, GuardrailRelease};
 use crate::release::judge::{judge, judge_alarms, judge_sequential, Evidence, StageSample, Verdict};
 use crate::release::notify::{self as release_notify, RollbackKind};
-use crate::release::{preflight, JudgeKind, OnInsufficientData, Release};
+use crate::release::{preflight, Document, JudgeKind, OnInsufficientData, Release};
 use crate::rollback::notify::{describe, duration, percent};
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 
@@ -207,8 +207,9 @@ async fn tick_state(
             Error::InvalidRelease(format!("progress: {e}; it is the stepper's own output, do not edit it"))
         }),
     };
-    if release_json.contains_key("guardrail") {
-        let release = GuardrailRelease::parse(&Value::Object(release_json));
+    let release_json = Value::Object(release_json);
+    if Document::is_guardrail(&release_json) {
+        let release = GuardrailRelease::parse(&release_json);
         return match (release, failure) {
             (Err(e), Some(_)) => serde_json::to_value(SafetyOutcome {
                 ending: Ending::InvalidRelease,
@@ -231,7 +232,7 @@ async fn tick_state(
             }
         };
     }
-    let release = Release::parse(&Value::Object(release_json));
+    let release = Release::parse(&release_json);
     if let Some(failure) = failure {
         // The safety rollback needs neither: the target's stamp says what is this
         // execution's to undo, even when what failed was reading them.
