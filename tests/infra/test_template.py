@@ -136,6 +136,8 @@ def test_rollback_role_grants_exactly_what_a_rollback_needs(resolved):
         (("cloudwatch:ListTagsForResource",), (ALARMS,)),
         (("lambda:GetAlias", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
         (SAGEMAKER, (PARAMS["SageMakerEndpointArns"],)),
+        (("cloudwatch:SetAlarmState",), (ALARMS,)),
+        (("cloudwatch:PutMetricData",), ("*",)),
     ])
 
 
@@ -154,8 +156,9 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
     ])
 
 
-def test_the_stepper_may_put_metric_data_only_in_the_tripwire_namespace(resolved):
-    policies = resolved["Resources"]["StepperFunctionRole"]["Properties"]["Policies"]
+@pytest.mark.parametrize("role", ["StepperFunctionRole", "RollbackFunctionRole"])
+def test_metric_data_goes_only_into_the_tripwire_namespace(resolved, role):
+    policies = resolved["Resources"][role]["Properties"]["Policies"]
     puts = [st for p in policies for st in p["PolicyDocument"]["Statement"] if "cloudwatch:PutMetricData" in st["Action"]]
     assert [st.get("Condition") for st in puts] == [{"StringEquals": {"cloudwatch:namespace": "coalmine/Tripwire"}}]
     rust = (ROOT / "crates/coalmine/src/domain/deployment.rs").read_text()

@@ -49,6 +49,12 @@ pub trait TrafficRouter: Send + Sync {
         async move { Err(no_deployments(endpoint)) }
     }
 
+    /// Names, on the endpoint (a tag), the tripwire its guardrail deployment lists.
+    fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> impl Future<Output = Result<()>> + Send {
+        let _ = alarm;
+        async move { Err(no_deployments(endpoint)) }
+    }
+
     /// Records the release stamp on the endpoint (its tag).
     fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> impl Future<Output = Result<()>> + Send {
         let _ = stamp;

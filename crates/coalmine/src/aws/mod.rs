@@ -104,6 +104,10 @@ impl TrafficRouter for AwsRouter {
         self.sagemaker.stamp_endpoint(endpoint, stamp).await
     }
 
+    async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> Result<()> {
+        self.sagemaker.mark_tripwire(endpoint, alarm).await
+    }
+
     async fn check_canary(&self, target: &Target, canary: &str) -> Result<()> {
         match target {
             Target::Lambda(alias) => self.lambda.check_version(target, alias, canary).await,

@@ -33,6 +33,7 @@ impl UpdatingBackoff {
 
 /// The endpoint tag that holds the release stamp.
 pub const STAMP_TAG: &str = "coalmine:release";
+pub const TRIPWIRE_TAG: &str = "coalmine:tripwire";
 
 /// An endpoint with a stable and a canary production variant. SageMaker has no
 /// conditional write, so the weights are read again just before each write and the
@@ -78,6 +79,11 @@ impl SageMakerEndpoints {
     }
 
     async fn stamp(&self, arn: &str) -> Result<Option<Stamp>> {
+        Ok(self.tags(arn).await?.0)
+    }
+
+    /// The release stamp and the tripwire's name, from the endpoint's tags.
+    async fn tags(&self, arn: &str) -> Result<(Option<Stamp>, Option<String>)> {
         let out = self
             .client
             .list_tags()
@@ -87,16 +93,21 @@ impl SageMakerEndpoints {
             .await
             .map_err(|e| aws_error("sagemaker:ListTags", e))?;
         // The last one: AWS keeps one value per key; moto appends instead of replacing.
-        Ok(out.tags().iter().rev().find(|t| t.key() == Some(STAMP_TAG)).and_then(|t| t.value()).and_then(Stamp::parse))
+        let tag = |key: &str| out.tags().iter().rev().find(|t| t.key() == Some(key)).and_then(|t| t.value());
+        Ok((tag(STAMP_TAG).and_then(Stamp::parse), tag(TRIPWIRE_TAG).map(str::to_owned)))
     }
 
     async fn record(&self, target: &Target, endpoint: &str, stamp: &Stamp) -> Result<()> {
+        self.tag(target, endpoint, STAMP_TAG, &stamp.render()).await
+    }
+
+    async fn tag(&self, target: &Target, endpoint: &str, key: &str, value: &str) -> Result<()> {
         let known_arn = self.arns.lock().ok().and_then(|arns| arns.get(endpoint).cloned());
         let arn = match known_arn {
             Some(arn) => arn,
             None => self.describe_arn(target, endpoint).await?,
         };
-        let tag = Tag::builder().key(STAMP_TAG).value(stamp.render()).build();
+        let tag = Tag::builder().key(key).value(value).build();
         self.client
             .add_tags()
             .resource_arn(arn)
@@ -370,9 +381,9 @@ impl SageMakerEndpoints {
         if let Some(arn) = &out.endpoint_arn {
             self.remember_arn(endpoint, arn);
         }
-        let stamp = match &out.endpoint_arn {
-            Some(arn) => self.stamp(arn).await?,
-            None => None,
+        let (stamp, tripwire) = match &out.endpoint_arn {
+            Some(arn) => self.tags(arn).await?,
+            None => (None, None),
         };
         let pending = out.pending_deployment_summary.map(|p| PendingDeployment {
             config: p.endpoint_config_name.unwrap_or_default(),
@@ -406,6 +417,7 @@ impl SageMakerEndpoints {
                 })
                 .collect(),
             stamp,
+            tripwire,
         })
     }
 
@@ -440,6 +452,10 @@ impl SageMakerEndpoints {
 
     pub(super) async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> Result<()> {
         self.record(&Self::endpoint_target(endpoint), endpoint, stamp).await
+    }
+
+    pub(super) async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> Result<()> {
+        self.tag(&Self::endpoint_target(endpoint), endpoint, TRIPWIRE_TAG, alarm).await
     }
 }
 

@@ -846,10 +846,6 @@ mod guardrails {
             .build()
     }
 
-    fn stamp_tag(value: &str) -> Tag {
-        Tag::builder().key(STAMP_TAG).value(value).build()
-    }
-
     fn live_stamp() -> Tag {
         Tag::builder()
             .key(STAMP_TAG)
@@ -897,19 +893,23 @@ mod guardrails {
             Some("ai-model-config-v8-shadow") => config(&["AllTraffic"], &["candidate"]),
             _ => config(&["AllTraffic"], &[]),
         });
-        let stamp: Arc<Mutex<Option<String>>> = Arc::default();
+        let endpoint_tags: Arc<Mutex<std::collections::BTreeMap<String, String>>> = Arc::default();
         let tags = mock!(aws_sdk_sagemaker::Client::list_tags).then_compute_output({
-            let stamp = stamp.clone();
+            let endpoint_tags = endpoint_tags.clone();
             move |_| {
-                ListTagsOutput::builder().set_tags(stamp.lock().unwrap().as_deref().map(|v| vec![stamp_tag(v)])).build()
+                let tags =
+                    endpoint_tags.lock().unwrap().iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+                ListTagsOutput::builder().set_tags(Some(tags)).build()
             }
         });
         let add_tags = mock!(aws_sdk_sagemaker::Client::add_tags).then_compute_output({
             let calls = calls.clone();
             move |r| {
-                let value = r.tags().first().and_then(|t| t.value()).unwrap_or_default().to_owned();
-                calls.lock().unwrap().push(format!("AddTags {value}"));
-                *stamp.lock().unwrap() = Some(value);
+                for tag in r.tags() {
+                    let (key, value) = (tag.key().unwrap_or_default(), tag.value().unwrap_or_default());
+                    calls.lock().unwrap().push(format!("AddTags {value}"));
+                    endpoint_tags.lock().unwrap().insert(key.to_owned(), value.to_owned());
+                }
                 AddTagsOutput::builder().build()
             }
         });
@@ -956,10 +956,15 @@ mod guardrails {
                 PublishOutput::builder().message_id("m").build()
             }
         });
-        let rules = vec![describe, configs, tags, add_tags, update, alarms, put_alarm, trip, datum, data, publish];
+        // Alarms carry no coalmine:target tag here: their dimensions name the target.
+        let alarm_tags = mock!(aws_sdk_cloudwatch::Client::list_tags_for_resource).then_output(|| {
+            aws_sdk_cloudwatch::operation::list_tags_for_resource::ListTagsForResourceOutput::builder().build()
+        });
+        let rules =
+            vec![describe, configs, tags, add_tags, update, alarms, put_alarm, trip, datum, data, alarm_tags, publish];
         let sagemaker = client!(aws_sdk_sagemaker, rules[..5].iter().collect::<Vec<_>>());
-        let cloudwatch = client!(aws_sdk_cloudwatch, rules[5..10].iter().collect::<Vec<_>>());
-        let sns = client!(aws_sdk_sns, rules[10..].iter().collect::<Vec<_>>());
+        let cloudwatch = client!(aws_sdk_cloudwatch, rules[5..11].iter().collect::<Vec<_>>());
+        let sns = client!(aws_sdk_sns, rules[11..].iter().collect::<Vec<_>>());
         let world = World {
             router: AwsRouter {
                 lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
@@ -1360,5 +1365,40 @@ mod guardrails {
 
         assert!(refused.to_string().contains("has already ended"), "{refused}");
         assert_eq!(world.calls.lock().unwrap().len(), writes_before);
+    }
+
+    #[tokio::test]
+    async fn an_alarm_on_an_endpoint_in_a_guardrail_deployment_trips_its_tripwire() {
+        let v8 = "ai-model-config-v8";
+        let deploying =
+            || described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), "");
+        let (world, _rules) = world(
+            vec![described(EndpointStatus::InService, "ai-model-config-v7", None, ""), deploying(), deploying()],
+            5.0,
+        );
+        tick_at(&world, sample(false), 0).await;
+        // An alarm on the endpoint that is not among the deployment's auto-rollback alarms.
+        let mut event = crate::domain::event::tests::sample("alarm-sagemaker-canary.eventbridge.json");
+        event.alarm_name = "coalmine-ai-model-latency".into();
+        event.metrics[0].dimensions.insert("VariantName".into(), "AllTraffic".into());
+        let mapping = TargetMapping::default();
+        let deps =
+            RollbackDeps { router: &world.router, notifier: &world.notifier, alarms: &world.alarms, mapping: &mapping };
+
+        let report = handle_alarm(&event, &deps).await.unwrap();
+
+        let outcome = report.outcomes[0].1.as_ref().unwrap();
+        assert_eq!(outcome.event_name(), "tripped");
+        let calls = world.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().filter(|c| c.starts_with("SetAlarmState")).count(), 1, "{calls:?}");
+        assert!(
+            calls.iter().any(|c| c
+                .starts_with("Publish coalmine: ai-model-8 on sagemaker:ai-model-endpoint:AllTraffic rolling back")),
+            "{calls:?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.starts_with("UpdateEndpoint ai-model-config-v7")),
+            "SageMaker rolls back, not coalmine: {calls:?}"
+        );
     }
 }

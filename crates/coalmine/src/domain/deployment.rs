@@ -26,11 +26,21 @@ pub struct EndpointState {
     pub variants: Vec<(String, u32)>,
     /// The release stamp, from the endpoint's tags.
     pub stamp: Option<Stamp>,
+    /// The tripwire a guardrail release put among this endpoint's auto-rollback alarms
+    /// (its `coalmine:tripwire` tag): what the rollback function trips on an alarm.
+    pub tripwire: Option<String>,
 }
 
 impl EndpointState {
     pub fn is_in_service(&self) -> bool {
         self.status == "InService"
+    }
+
+    /// A guardrail deployment is in flight that tripping `tripwire` stops: the endpoint
+    /// is deploying, and a coalmine release still owns it.
+    pub fn stoppable_by(&self) -> Option<&str> {
+        let live = self.stamp.as_ref().is_some_and(Stamp::is_live);
+        self.tripwire.as_deref().filter(|_| live && self.pending.is_some())
     }
 }
 

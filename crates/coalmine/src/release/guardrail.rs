@@ -602,6 +602,7 @@ async fn start(
         )),
         other => other,
     })?;
+    deps.router.mark_tripwire(&g.endpoint, &tripwire).await?;
     deps.router.stamp_endpoint(&g.endpoint, &own_stamp(release, execution, &state.config, 0)).await?;
     let (phase, config, plan, stage) = match &release.shadow {
         Some(shadow) => (Phase::ShadowStarting, shadow.endpoint_config.clone(), None, 0),

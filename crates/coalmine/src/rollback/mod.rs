@@ -164,7 +164,10 @@ async fn roll_back_target(
         None => None,
     };
     let by = RolledBackBy::Alarm(event.alarm_name.clone());
-    let outcome = zero_canary(deps.router, target, &by, Owner::Anyone, first_read).await;
+    let outcome = match zero_canary(deps.router, target, &by, Owner::Anyone, first_read).await {
+        Ok(ZeroOutcome::AlreadyZero { split }) if split.canary.is_none() => stop_guardrail(deps, target, split).await,
+        other => other,
+    };
     log_outcome(event, target, &outcome, resolved_by);
     let sent = match &outcome {
         Ok(done) => Some(deps.notifier.publish(&notify::outcome(event, target, done)).await),
@@ -177,6 +180,21 @@ async fn roll_back_target(
         );
     }
     (target.clone(), outcome, sent)
+}
+
+/// A one-variant SageMaker endpoint has no weight to zero; if a coalmine guardrail
+/// deployment is in flight on it, its tripwire stops it (whether or not this alarm is
+/// among the deployment's auto-rollback alarms).
+async fn stop_guardrail(
+    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
+    target: &Target,
+    split: Split,
+) -> Result<ZeroOutcome> {
+    let Target::Sagemaker(variants) = target else { return Ok(ZeroOutcome::AlreadyZero { split }) };
+    let state = deps.router.endpoint_state(&variants.endpoint).await?;
+    let Some(tripwire) = state.stoppable_by() else { return Ok(ZeroOutcome::AlreadyZero { split }) };
+    deps.alarms.trip(tripwire).await?;
+    Ok(ZeroOutcome::Tripped { split: Split { stamp: state.stamp.clone(), ..split }, tripwire: tripwire.to_owned() })
 }
 
 fn retryable(summary: String) -> Error {
@@ -205,6 +223,7 @@ fn log_outcome(event: &AlarmEvent, target: &Target, outcome: &Result<ZeroOutcome
         "{}",
         match done {
             ZeroOutcome::RolledBack { .. } => "canary traffic set to zero",
+            ZeroOutcome::Tripped { .. } => "guardrail deployment stopped: tripwire tripped",
             _ => "canary already had no traffic; nothing written",
         }
     );

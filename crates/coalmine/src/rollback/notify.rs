@@ -43,12 +43,20 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
                 if release.is_some() { " and the release will not climb again" } else { "" },
             ),
         ),
+        ZeroOutcome::Tripped { tripwire, .. } => (
+            "rolling back",
+            format!(
+                "{target} is in a guardrail deployment{}: coalmine tripped its tripwire {tripwire} on alarm {}, so \
+                 SageMaker rolls the deployment back to the previous config now.",
+                release.map(|r| format!(" (release {r})")).unwrap_or_default(),
+                event.alarm_name
+            ),
+        ),
         ZeroOutcome::AlreadyZero { split } if split.canary.is_none() && matches!(target, Target::Sagemaker(_)) => (
             "no canary variant",
             format!(
-                "{target} is the endpoint's only production variant, so coalmine has no canary variant to zero. \
-                 If a guardrail deployment is in flight, SageMaker rolls it back when {} is one of its \
-                 auto-rollback alarms (a coalmine guardrail release lists all of its alarms there).",
+                "{target} is the endpoint's only production variant, and no coalmine guardrail deployment is in \
+                 flight on it, so there was no canary traffic to take away and nothing was changed (alarm {}).",
                 event.alarm_name
             ),
         ),

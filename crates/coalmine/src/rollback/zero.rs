@@ -29,6 +29,12 @@ pub enum ZeroOutcome {
     NotOurs {
         split: Split,
     },
+    /// A one-variant endpoint in a guardrail deployment: no weight to zero, so its
+    /// tripwire was tripped and SageMaker rolls the deployment back.
+    Tripped {
+        split: Split,
+        tripwire: String,
+    },
 }
 
 impl ZeroOutcome {
@@ -37,6 +43,7 @@ impl ZeroOutcome {
             ZeroOutcome::RolledBack { .. } => "rolled_back",
             ZeroOutcome::AlreadyZero { .. } => "already_zero",
             ZeroOutcome::NotOurs { .. } => "not_ours",
+            ZeroOutcome::Tripped { .. } => "tripped",
         }
     }
 
@@ -44,7 +51,9 @@ impl ZeroOutcome {
     pub fn before(&self) -> &Split {
         match self {
             ZeroOutcome::RolledBack { before, .. } => before,
-            ZeroOutcome::AlreadyZero { split } | ZeroOutcome::NotOurs { split } => split,
+            ZeroOutcome::AlreadyZero { split }
+            | ZeroOutcome::NotOurs { split }
+            | ZeroOutcome::Tripped { split, .. } => split,
         }
     }
 
@@ -52,7 +61,9 @@ impl ZeroOutcome {
     pub fn after(&self) -> &Split {
         match self {
             ZeroOutcome::RolledBack { after, .. } => after,
-            ZeroOutcome::AlreadyZero { split } | ZeroOutcome::NotOurs { split } => split,
+            ZeroOutcome::AlreadyZero { split }
+            | ZeroOutcome::NotOurs { split }
+            | ZeroOutcome::Tripped { split, .. } => split,
         }
     }
 }
