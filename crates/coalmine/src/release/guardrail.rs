@@ -25,7 +25,9 @@ use crate::release::judge::{judge, judge_alarms, judge_sequential, Evidence, Sta
 use crate::release::notify::RollbackKind;
 use crate::release::preflight::alarm_checks;
 use crate::release::spec::{deserialize, validate_name};
-use crate::release::tick::{Decision, Ending, Progress, SafetyOutcome, Status, StepDeps, Written, HISTORY_LIMIT};
+use crate::release::tick::{
+    failure_cause, Decision, Ending, Progress, SafetyOutcome, Status, StepDeps, Written, HISTORY_LIMIT,
+};
 use crate::release::{Gates, JudgeKind, OnInsufficientData};
 use crate::rollback::notify::{duration, execution_link, field, subject, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
 
@@ -772,25 +774,27 @@ pub async fn abort(
 /// After a tick failed for good: stop what this execution started (trip its alarm, or
 /// take a shadow config back), and say how the execution ends.
 pub async fn safety_rollback(
-    release: &GuardrailRelease,
-    cause: &str,
+    release: Result<GuardrailRelease>,
+    failure: &Value,
     execution: &str,
     deps: &Deps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
 ) -> Result<SafetyOutcome> {
+    let cause = failure_cause(failure);
+    let release = match release {
+        Ok(release) => release,
+        // It never parsed, so no tick of it ever ran.
+        Err(e) => return Ok(SafetyOutcome::invalid(&e.to_string())),
+    };
     let g = &release.guardrail;
     let state = match deps.router.endpoint_state(&g.endpoint).await {
         Ok(state) => state,
         Err(Error::NotFound { .. } | Error::AccessDenied { .. } | Error::InvalidRelease(_)) => {
-            return Ok(SafetyOutcome {
-                ending: Ending::InvalidRelease,
-                undone: false,
-                cause: format!("Invalid release, nothing moved: {cause}"),
-            })
+            return Ok(SafetyOutcome::invalid(&cause))
         }
         Err(other) => return Err(other),
     };
     if state.status == "UpdateRollbackFailed" {
-        return Err(stuck(release, execution, deps, &state).await);
+        return Err(stuck(&release, execution, deps, &state).await);
     }
     let ours = state.stamp.as_ref().filter(|s| s.is_by(execution));
     let failed = |undone: bool, what: &str| SafetyOutcome {

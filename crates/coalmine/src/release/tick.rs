@@ -210,39 +210,32 @@ async fn tick_state(
     let release_json = Value::Object(release_json);
     if Document::is_guardrail(&release_json) {
         let release = GuardrailRelease::parse(&release_json);
-        return match (release, failure) {
-            (Err(e), Some(_)) => serde_json::to_value(SafetyOutcome {
-                ending: Ending::InvalidRelease,
-                undone: false,
-                cause: format!("Invalid release, nothing moved: {}", unprefixed(&e.to_string())),
-            })
-            .map_err(|e| Error::InvalidRelease(e.to_string())),
-            (Err(e), None) => Err(e),
-            (Ok(release), Some(failure)) => {
-                let cause = unprefixed(&plain_cause(&failure)).to_owned();
-                let outcome = guardrail::safety_rollback(&release, &cause, execution, deps).await?;
-                serde_json::to_value(outcome).map_err(|e| Error::InvalidRelease(e.to_string()))
-            }
-            (Ok(release), None) => {
-                let progress = guardrail::tick(&release, progress?, execution, deps, now).await?;
-                let mut output = serde_json::to_value(&release).map_err(|e| Error::InvalidRelease(e.to_string()))?;
-                output["progress"] =
-                    serde_json::to_value(&progress).map_err(|e| Error::InvalidRelease(e.to_string()))?;
-                Ok(output)
-            }
-        };
+        if let Some(failure) = failure {
+            return to_json(&guardrail::safety_rollback(release, &failure, execution, deps).await?);
+        }
+        let release = release?;
+        let progress = guardrail::tick(&release, progress?, execution, deps, now).await?;
+        return with_progress(&release, &progress);
     }
     let release = Release::parse(&release_json);
     if let Some(failure) = failure {
         // The safety rollback needs neither: the target's stamp says what is this
         // execution's to undo, even when what failed was reading them.
-        let ended = safety_rollback(release, progress.ok().flatten().as_ref(), &failure, execution, deps).await?;
-        return serde_json::to_value(ended).map_err(|e| Error::InvalidRelease(e.to_string()));
+        return to_json(&safety_rollback(release, progress.ok().flatten().as_ref(), &failure, execution, deps).await?);
     }
     let (release, progress) = (release?, progress?);
     let progress = tick(&release, progress, execution, deps, now).await?;
-    let mut output = serde_json::to_value(&release).map_err(|e| Error::InvalidRelease(e.to_string()))?;
-    output["progress"] = serde_json::to_value(&progress).map_err(|e| Error::InvalidRelease(e.to_string()))?;
+    with_progress(&release, &progress)
+}
+
+fn to_json(value: &impl Serialize) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::InvalidRelease(e.to_string()))
+}
+
+/// The state the next state reads: the release as given, and its progress beside it.
+fn with_progress(release: &impl Serialize, progress: &Progress) -> Result<Value> {
+    let mut output = to_json(release)?;
+    output["progress"] = to_json(progress)?;
     Ok(output)
 }
 
@@ -729,22 +722,17 @@ pub async fn safety_rollback(
     deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
 ) -> Result<SafetyOutcome> {
     let error = failure.get("Error").and_then(Value::as_str).unwrap_or("unknown");
-    let cause = unprefixed(&plain_cause(failure)).to_owned();
-    let invalid = |cause: &str| SafetyOutcome {
-        ending: Ending::InvalidRelease,
-        undone: false,
-        cause: format!("Invalid release, nothing moved: {}", unprefixed(cause)),
-    };
+    let cause = failure_cause(failure);
     let release = match release {
         Ok(release) => release,
         // It never parsed, so no tick of it ever ran.
-        Err(e) => return Ok(invalid(&e.to_string())),
+        Err(e) => return Ok(SafetyOutcome::invalid(&e.to_string())),
     };
     let target = &release.target;
     let live = match deps.router.read(target).await {
         Ok(live) => live,
         // Not there, or not ours to touch: this release cannot have moved it.
-        Err(Error::NotFound { .. } | Error::AccessDenied { .. }) => return Ok(invalid(&cause)),
+        Err(Error::NotFound { .. } | Error::AccessDenied { .. }) => return Ok(SafetyOutcome::invalid(&cause)),
         Err(other) => return Err(other),
     };
     let stamp = live.stamp_by(execution).cloned();
@@ -794,7 +782,7 @@ pub async fn safety_rollback(
                 ),
             }
         }
-        None if error == INVALID_RELEASE => invalid(&cause),
+        None if error == INVALID_RELEASE => SafetyOutcome::invalid(&cause),
         None => SafetyOutcome {
             ending: Ending::FailedAfterUndoing,
             undone: false,
@@ -816,6 +804,22 @@ pub struct SafetyOutcome {
     pub undone: bool,
     /// The execution's cause: a sentence, not JSON.
     pub cause: String,
+}
+
+impl SafetyOutcome {
+    /// The release was never valid, or names what it may not touch: nothing moved.
+    pub(crate) fn invalid(cause: &str) -> SafetyOutcome {
+        SafetyOutcome {
+            ending: Ending::InvalidRelease,
+            undone: false,
+            cause: format!("Invalid release, nothing moved: {}", unprefixed(cause)),
+        }
+    }
+}
+
+/// The failed tick's error as a sentence for the execution's cause.
+pub(crate) fn failure_cause(failure: &Value) -> String {
+    unprefixed(&plain_cause(failure)).to_owned()
 }
 
 /// "Invalid release, nothing moved: invalid release: ..." would say it twice.
