@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput;
 use aws_sdk_sagemaker::types::{
     Alarm, AutoRollbackConfig, BlueGreenUpdatePolicy, CapacitySize, CapacitySizeType, DeploymentConfig,
     DesiredWeightAndCapacity, EndpointStatus, Tag, TrafficRoutingConfig, TrafficRoutingConfigType,
@@ -119,19 +120,31 @@ impl SageMakerEndpoints {
     }
 
     async fn describe_arn(&self, target: &Target, endpoint: &str) -> Result<String> {
-        let out = self
-            .client
-            .describe_endpoint()
-            .endpoint_name(endpoint)
-            .send()
-            .await
-            .map_err(|e| Self::describe_error(target, e))?;
-        let arn = out.endpoint_arn.ok_or_else(|| Error::Unsupported {
+        self.describe_endpoint(target, endpoint).await?.endpoint_arn.ok_or_else(|| Error::Unsupported {
             target: target.clone(),
             detail: "DescribeEndpoint returned no EndpointArn".into(),
-        })?;
-        self.remember_arn(endpoint, &arn);
-        Ok(arn)
+        })
+    }
+
+    /// `DescribeEndpoint`, remembering the endpoint's ARN for the tag calls; a missing
+    /// endpoint is `NotFound` (SageMaker reports it as a ValidationException).
+    async fn describe_endpoint(&self, target: &Target, endpoint: &str) -> Result<DescribeEndpointOutput> {
+        let out =
+            self.client.describe_endpoint().endpoint_name(endpoint).send().await.map_err(|e| {
+                match service_code(&e) {
+                    Some(("ValidationException", message)) if message.contains("Could not find endpoint") => {
+                        Error::NotFound {
+                            target: target.clone(),
+                            detail: call_detail("sagemaker:DescribeEndpoint", &e),
+                        }
+                    }
+                    _ => aws_error("sagemaker:DescribeEndpoint", e),
+                }
+            })?;
+        if let Some(arn) = &out.endpoint_arn {
+            self.remember_arn(endpoint, arn);
+        }
+        Ok(out)
     }
 
     fn remember_arn(&self, endpoint: &str, arn: &str) {
@@ -227,33 +240,8 @@ impl SageMakerEndpoints {
         Error::EndpointBusy { target: target.clone(), status, waited_ms: started.elapsed().as_millis() }
     }
 
-    fn describe_error(
-        target: &Target,
-        e: aws_smithy_runtime_api::client::result::SdkError<
-            aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointError,
-            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-        >,
-    ) -> Error {
-        match service_code(&e) {
-            // SageMaker reports a missing endpoint as a ValidationException.
-            Some(("ValidationException", message)) if message.contains("Could not find endpoint") => {
-                Error::NotFound { target: target.clone(), detail: call_detail("sagemaker:DescribeEndpoint", &e) }
-            }
-            _ => aws_error("sagemaker:DescribeEndpoint", e),
-        }
-    }
-
     async fn describe(&self, target: &Target, variants: &SageMakerVariants) -> Result<Live> {
-        let out = self
-            .client
-            .describe_endpoint()
-            .endpoint_name(&variants.endpoint)
-            .send()
-            .await
-            .map_err(|e| Self::describe_error(target, e))?;
-        if let Some(arn) = &out.endpoint_arn {
-            self.remember_arn(&variants.endpoint, arn);
-        }
+        let out = self.describe_endpoint(target, &variants.endpoint).await?;
         let summaries = out.production_variants.unwrap_or_default();
         let weight_of = |name: &str| {
             summaries
@@ -371,16 +359,7 @@ impl SageMakerEndpoints {
 
     pub(super) async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState> {
         let target = Self::endpoint_target(endpoint);
-        let out = self
-            .client
-            .describe_endpoint()
-            .endpoint_name(endpoint)
-            .send()
-            .await
-            .map_err(|e| Self::describe_error(&target, e))?;
-        if let Some(arn) = &out.endpoint_arn {
-            self.remember_arn(endpoint, arn);
-        }
+        let out = self.describe_endpoint(&target, endpoint).await?;
         let (stamp, tripwire) = match &out.endpoint_arn {
             Some(arn) => self.tags(arn).await?,
             None => (None, None),
