@@ -39,8 +39,7 @@ pub fn guardrail_plan(release: &GuardrailRelease) -> String {
         ));
     }
     phases.push(format!("SageMaker deploys {}: {}", g.endpoint_config, release.describe_traffic()));
-    let mut alarms: Vec<String> = g.alarms.clone();
-    alarms.extend(release.gates.alarms.iter().filter(|a| !g.alarms.contains(a)).cloned());
+    let alarms = release.judged_gates().alarms;
     format!(
         "{}: valid\n  target   {}, variant {}, guardrail deployment\n  phases   {}\n  checks   every {}\n  \
          rollback alarms {}, and the tripwire {}\n",
