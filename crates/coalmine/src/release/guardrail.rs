@@ -25,9 +25,7 @@ use crate::release::judge::{judge, judge_alarms, judge_sequential, Evidence, Sta
 use crate::release::notify::RollbackKind;
 use crate::release::preflight::alarm_checks;
 use crate::release::spec::{deserialize, validate_name};
-use crate::release::tick::{
-    failure_cause, Decision, Ending, Progress, SafetyOutcome, Status, StepDeps, Written, HISTORY_LIMIT,
-};
+use crate::release::tick::{failure_cause, Ending, Progress, SafetyOutcome, Status, StepDeps, Written};
 use crate::release::{Gates, JudgeKind, OnInsufficientData};
 use crate::rollback::notify::{duration, execution_link, field, subject, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
 
@@ -209,7 +207,7 @@ impl GuardrailRelease {
     }
 
     /// The gate alarms coalmine judges: the release's and SageMaker's, once each.
-    fn judged_gates(&self) -> Gates {
+    pub fn judged_gates(&self) -> Gates {
         let mut gates = self.gates.clone();
         for alarm in &self.guardrail.alarms {
             if !gates.alarms.contains(alarm) {
@@ -995,25 +993,8 @@ fn own_stamp(release: &GuardrailRelease, execution: &str, original: &str, stage:
 }
 
 fn new_progress(release: &GuardrailRelease, original: &str, stage: usize, now: u64) -> Progress {
-    Progress {
-        stage,
-        weight: 0.0,
-        stable: original.to_owned(),
-        last_written: Written { stable: original.to_owned(), canary: None, weight: 0.0 },
-        started_at: now,
-        stage_entered_at: now,
-        holding_since: None,
-        awaiting_since: None,
-        status: Status::Advanced,
-        rolled_back_by: None,
-        wait_seconds: release.check_every_seconds,
-        reason: String::new(),
-        ticks: 1,
-        history: Vec::new(),
-        history_dropped: 0,
-        samples: Vec::new(),
-        guardrail: None,
-    }
+    let written = Written { stable: original.to_owned(), canary: None, weight: 0.0 };
+    Progress { stage, wait_seconds: release.check_every_seconds, ..Progress::new(original, written, now) }
 }
 
 fn keep(
@@ -1029,7 +1010,7 @@ fn keep(
     progress.wait_seconds = wait;
     progress.reason = reason;
     progress.guardrail = Some(g);
-    record(&mut progress, now, evidence);
+    progress.record(now, evidence.and_then(|e| serde_json::to_value(e).ok()));
     progress
 }
 
@@ -1044,22 +1025,6 @@ fn finish(
 ) -> Progress {
     info!(release = %release.release, endpoint = %release.guardrail.endpoint, decision = status.as_str(), "{reason}");
     keep(progress, g, now, status, 0, reason, evidence)
-}
-
-fn record(progress: &mut Progress, now: u64, evidence: Option<&Evidence>) {
-    progress.history.push(Decision {
-        at: now,
-        stage: progress.stage,
-        weight: progress.weight,
-        status: progress.status,
-        reason: progress.reason.clone(),
-        evidence: evidence.and_then(|e| serde_json::to_value(e).ok()),
-    });
-    if progress.history.len() > HISTORY_LIMIT {
-        let excess = progress.history.len() - HISTORY_LIMIT;
-        progress.history.drain(..excess);
-        progress.history_dropped += excess as u64;
-    }
 }
 
 fn endpoint_text(state: &EndpointState) -> String {

@@ -128,6 +128,49 @@ pub struct Progress {
     pub guardrail: Option<GuardrailProgress>,
 }
 
+impl Progress {
+    /// A release's progress as its first tick records it: no decisions yet, at stage 0
+    /// unless the caller says otherwise.
+    pub(crate) fn new(stable: &str, last_written: Written, now: u64) -> Progress {
+        Progress {
+            stage: 0,
+            weight: 0.0,
+            stable: stable.to_owned(),
+            last_written,
+            started_at: now,
+            stage_entered_at: now,
+            holding_since: None,
+            awaiting_since: None,
+            status: Status::Advanced,
+            rolled_back_by: None,
+            wait_seconds: 0,
+            reason: String::new(),
+            ticks: 1,
+            history: Vec::new(),
+            history_dropped: 0,
+            samples: Vec::new(),
+            guardrail: None,
+        }
+    }
+
+    /// Keeps this tick's decision, and at most the last [`HISTORY_LIMIT`] of them.
+    pub(crate) fn record(&mut self, now: u64, evidence: Option<Value>) {
+        self.history.push(Decision {
+            at: now,
+            stage: self.stage,
+            weight: self.weight,
+            status: self.status,
+            reason: self.reason.clone(),
+            evidence,
+        });
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+            self.history_dropped += excess as u64;
+        }
+    }
+}
+
 pub struct StepDeps<'a, R, N, A, M> {
     pub router: &'a R,
     pub notifier: &'a N,
@@ -451,7 +494,7 @@ pub async fn tick(
         percent(release.stages[next].weight()),
     );
     log_decision(release, &progress, Some(&evidence));
-    record(&mut progress, now, evidence_json);
+    progress.record(now, evidence_json);
     Ok(progress)
 }
 
@@ -479,7 +522,7 @@ fn keep(
     progress.wait_seconds = wait;
     progress.reason = reason;
     log_decision(release, &progress, Some(evidence));
-    record(&mut progress, now, serde_json::to_value(evidence).ok());
+    progress.record(now, serde_json::to_value(evidence).ok());
     progress
 }
 
@@ -531,25 +574,7 @@ async fn start(
     {
         return Err(failed);
     }
-    let mut progress = Progress {
-        stage: 0,
-        weight: 0.0,
-        stable: live.stable.clone(),
-        last_written: Written::of(&live),
-        started_at: now,
-        stage_entered_at: now,
-        holding_since: None,
-        awaiting_since: None,
-        status: Status::Advanced,
-        rolled_back_by: None,
-        wait_seconds: 0,
-        reason: String::new(),
-        ticks: 1,
-        history: Vec::new(),
-        history_dropped: 0,
-        samples: Vec::new(),
-        guardrail: None,
-    };
+    let mut progress = Progress::new(&live.stable, Written::of(&live), now);
     let desired = Split {
         stamp: Some(own_stamp(release, execution, &live.stable, 0, None)),
         ..stage_split(release, &live.stable, &live, 0)
@@ -576,7 +601,7 @@ async fn start(
         crate::rollback::notify::side(target, &progress.stable)
     );
     log_decision(release, &progress, None);
-    record(&mut progress, now, None);
+    progress.record(now, None);
     Ok(progress)
 }
 
@@ -586,14 +611,6 @@ fn adopt(release: &Release, stamp: &Stamp, live: &Split, now: u64) -> Progress {
     let mut progress = Progress {
         stage,
         weight: release.stages[stage].weight(),
-        stable: stamp.stable.clone(),
-        last_written: Written::of(live),
-        started_at: now,
-        stage_entered_at: now,
-        holding_since: None,
-        awaiting_since: None,
-        status: Status::Advanced,
-        rolled_back_by: None,
         wait_seconds: release.check_every_seconds.min(release.stages[stage].bake_seconds.max(1)),
         reason: format!(
             "At stage {} of {} ({}): an earlier attempt of this tick wrote it and then failed; baking from now",
@@ -601,13 +618,9 @@ fn adopt(release: &Release, stamp: &Stamp, live: &Split, now: u64) -> Progress {
             release.stages.len(),
             percent(release.stages[stage].weight())
         ),
-        ticks: 1,
-        history: Vec::new(),
-        history_dropped: 0,
-        samples: Vec::new(),
-        guardrail: None,
+        ..Progress::new(&stamp.stable, Written::of(live), now)
     };
-    record(&mut progress, now, None);
+    progress.record(now, None);
     progress
 }
 
@@ -648,7 +661,7 @@ async fn after_change(
                 percent(release.stages[next].weight())
             );
             log_decision(release, &progress, None);
-            record(&mut progress, now, None);
+            progress.record(now, None);
             Ok(progress)
         }
         Phase::Promoted => {
@@ -928,24 +941,8 @@ fn finish(mut progress: Progress, now: u64, status: Status, reason: String, evid
     progress.status = status;
     progress.wait_seconds = 0;
     progress.reason = reason;
-    record(&mut progress, now, evidence);
+    progress.record(now, evidence);
     progress
-}
-
-fn record(progress: &mut Progress, now: u64, evidence: Option<Value>) {
-    progress.history.push(Decision {
-        at: now,
-        stage: progress.stage,
-        weight: progress.weight,
-        status: progress.status,
-        reason: progress.reason.clone(),
-        evidence,
-    });
-    if progress.history.len() > HISTORY_LIMIT {
-        let excess = progress.history.len() - HISTORY_LIMIT;
-        progress.history.drain(..excess);
-        progress.history_dropped += excess as u64;
-    }
 }
 
 /// One JSON line per decision, with the evidence as an object (see [`crate::logging`]).
