@@ -84,14 +84,14 @@ pub fn judge_alarms(gates: &Gates, states: &[(String, AlarmState)]) -> Option<Ve
     (!failed.is_empty()).then_some(failed)
 }
 
-/// The fixed-horizon judge, on the current stage's snapshot.
-pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&MetricSnapshot>) -> Evidence {
-    let alarms: Vec<(String, &'static str)> = states.iter().map(|(n, s)| (n.clone(), s.as_str())).collect();
+/// The evidence both judges start from: the alarms' states, and already unhealthy
+/// (with the reasons) when a gate alarm says so.
+fn alarm_evidence(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<MetricSnapshot>) -> Evidence {
     let mut evidence = Evidence {
         verdict: Verdict::Healthy,
         reasons: Vec::new(),
-        alarms,
-        metrics: metrics.cloned(),
+        alarms: states.iter().map(|(n, s)| (n.clone(), s.as_str())).collect(),
+        metrics,
         error_rate_z: None,
         error_rate_p_value: None,
         tests: Vec::new(),
@@ -99,6 +99,14 @@ pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&Me
     if let Some(failed) = judge_alarms(gates, states) {
         evidence.verdict = Verdict::Unhealthy;
         evidence.reasons = failed;
+    }
+    evidence
+}
+
+/// The fixed-horizon judge, on the current stage's snapshot.
+pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&MetricSnapshot>) -> Evidence {
+    let mut evidence = alarm_evidence(gates, states, metrics.cloned());
+    if evidence.verdict == Verdict::Unhealthy {
         return evidence;
     }
     let Some(m) = metrics else {
@@ -206,19 +214,8 @@ pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&Me
 /// measured. A stage with fewer than `min_requests` canary requests is inconclusive, but
 /// evidence is evidence: a test that rejects rolls back whatever the count.
 pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples: &[StageSample]) -> Evidence {
-    let alarms: Vec<(String, &'static str)> = states.iter().map(|(n, s)| (n.clone(), s.as_str())).collect();
-    let mut evidence = Evidence {
-        verdict: Verdict::Healthy,
-        reasons: Vec::new(),
-        alarms,
-        metrics: samples.last().map(|s| s.metrics.clone()),
-        error_rate_z: None,
-        error_rate_p_value: None,
-        tests: Vec::new(),
-    };
-    if let Some(failed) = judge_alarms(gates, states) {
-        evidence.verdict = Verdict::Unhealthy;
-        evidence.reasons = failed;
+    let mut evidence = alarm_evidence(gates, states, samples.last().map(|s| s.metrics.clone()));
+    if evidence.verdict == Verdict::Unhealthy {
         evidence.metrics = None;
         return evidence;
     }
