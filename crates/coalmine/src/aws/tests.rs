@@ -837,6 +837,20 @@ mod guardrails {
         out.build()
     }
 
+    fn in_service(config: &str) -> DescribeEndpointOutput {
+        described(EndpointStatus::InService, config, None, "")
+    }
+
+    /// SageMaker deploying ai-model-config-v8 over v7, baking.
+    fn deploying() -> DescribeEndpointOutput {
+        described(
+            EndpointStatus::Updating,
+            "ai-model-config-v7",
+            Some(("ai-model-config-v8", &[VariantStatus::Baking])),
+            "",
+        )
+    }
+
     fn config(production: &[&str], shadow: &[&str]) -> DescribeEndpointConfigOutput {
         let variant =
             |name: &&str| ProductionVariant::builder().variant_name(*name).model_name(format!("model-{name}")).build();
@@ -1022,7 +1036,7 @@ mod guardrails {
         let v8 = "ai-model-config-v8";
         let (world, rules) = world(
             vec![
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                in_service("ai-model-config-v7"),
                 described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[Creating])), ""),
                 described(
                     EndpointStatus::Updating,
@@ -1036,7 +1050,7 @@ mod guardrails {
                     Some((v8, &[Creating, ActivatingTraffic, Baking])),
                     "",
                 ),
-                described(EndpointStatus::InService, v8, None, ""),
+                in_service(v8),
             ],
             5.0,
         );
@@ -1075,11 +1089,11 @@ mod guardrails {
         let v8 = "ai-model-config-v8";
         let (world, _rules) = world(
             vec![
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
-                described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
+                in_service("ai-model-config-v7"),
+                deploying(),
                 described(EndpointStatus::RollingBack, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
                 // Back in service on the old config, with no FailureReason at all.
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                in_service("ai-model-config-v7"),
             ],
             5.0,
         );
@@ -1106,8 +1120,8 @@ mod guardrails {
         let v8 = "ai-model-config-v8";
         let (world, _rules) = world(
             vec![
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
-                described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
+                in_service("ai-model-config-v7"),
+                deploying(),
                 described(EndpointStatus::RollingBack, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
                 described(
                     EndpointStatus::InService,
@@ -1144,8 +1158,7 @@ mod guardrails {
                 "Instance failed health checks",
             )
         };
-        let (world, _rules) =
-            world(vec![described(EndpointStatus::InService, "ai-model-config-v7", None, ""), stuck(), stuck()], 5.0);
+        let (world, _rules) = world(vec![in_service("ai-model-config-v7"), stuck(), stuck()], 5.0);
         let deps = StepDeps {
             router: &world.router,
             notifier: &world.notifier,
@@ -1176,7 +1189,7 @@ mod guardrails {
         let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
             .sequence()
             .error(|| DescribeEndpointError::generic(error("ThrottlingException", "Rate exceeded")))
-            .output(|| described(EndpointStatus::InService, "ai-model-config-v7", None, ""))
+            .output(|| in_service("ai-model-config-v7"))
             .build();
         let tags = mock!(aws_sdk_sagemaker::Client::list_tags)
             .then_output(|| ListTagsOutput::builder().tags(live_stamp()).build());
@@ -1195,22 +1208,22 @@ mod guardrails {
         let shadow = "ai-model-config-v8-shadow";
         let (world, _rules) = world(
             vec![
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                in_service("ai-model-config-v7"),
                 described(
                     EndpointStatus::Updating,
                     "ai-model-config-v7",
                     Some((shadow, &[VariantStatus::Creating])),
                     "",
                 ),
-                described(EndpointStatus::InService, shadow, None, ""),
-                described(EndpointStatus::InService, shadow, None, ""),
+                in_service(shadow),
+                in_service(shadow),
                 described(
                     EndpointStatus::Updating,
                     shadow,
                     Some(("ai-model-config-v7", &[VariantStatus::Creating])),
                     "",
                 ),
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                in_service("ai-model-config-v7"),
             ],
             80.0,
         );
@@ -1237,14 +1250,11 @@ mod guardrails {
     #[tokio::test]
     async fn a_shadow_that_passes_goes_on_to_the_guardrail_deployment() {
         let (shadow, v8) = ("ai-model-config-v8-shadow", "ai-model-config-v8");
-        let mut describes = vec![
-            described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
-            described(EndpointStatus::InService, shadow, None, ""),
-        ];
+        let mut describes = vec![in_service("ai-model-config-v7"), in_service(shadow)];
         // The shadow went InService at minute 1; a check a minute until it has run 30 minutes.
-        describes.extend((0..30).map(|_| described(EndpointStatus::InService, shadow, None, "")));
+        describes.extend((0..30).map(|_| in_service(shadow)));
         describes.push(described(EndpointStatus::Updating, shadow, Some((v8, &[VariantStatus::Baking])), ""));
-        describes.push(described(EndpointStatus::InService, v8, None, ""));
+        describes.push(in_service(v8));
         let (world, _rules) = world(describes, 5.0);
 
         let (state, reasons) = run(&world, sample(true)).await;
@@ -1277,16 +1287,8 @@ mod guardrails {
 
     #[tokio::test]
     async fn an_abort_while_sagemaker_deploys_trips_the_tripwire_and_the_release_ends_stopped_by_hand() {
-        let v8 = "ai-model-config-v8";
-        let deploying =
-            || described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), "");
         let (world, _rules) = world(
-            vec![
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
-                deploying(),
-                deploying(),
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
-            ],
+            vec![in_service("ai-model-config-v7"), deploying(), deploying(), in_service("ai-model-config-v7")],
             5.0,
         );
         let state = tick_at(&world, sample(false), 0).await;
@@ -1319,11 +1321,11 @@ mod guardrails {
         let shadow = "ai-model-config-v8-shadow";
         let (world, _rules) = world(
             vec![
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
-                described(EndpointStatus::InService, shadow, None, ""),
-                described(EndpointStatus::InService, shadow, None, ""),
-                described(EndpointStatus::InService, shadow, None, ""),
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
+                in_service("ai-model-config-v7"),
+                in_service(shadow),
+                in_service(shadow),
+                in_service(shadow),
+                in_service("ai-model-config-v7"),
             ],
             5.0,
         );
@@ -1350,11 +1352,7 @@ mod guardrails {
     #[tokio::test]
     async fn an_abort_of_a_release_that_ended_is_refused_and_writes_nothing() {
         let (world, _rules) = world(
-            vec![
-                described(EndpointStatus::InService, "ai-model-config-v7", None, ""),
-                described(EndpointStatus::InService, "ai-model-config-v8", None, ""),
-                described(EndpointStatus::InService, "ai-model-config-v8", None, ""),
-            ],
+            vec![in_service("ai-model-config-v7"), in_service("ai-model-config-v8"), in_service("ai-model-config-v8")],
             5.0,
         );
         let (state, _) = run(&world, sample(false)).await;
@@ -1369,13 +1367,7 @@ mod guardrails {
 
     #[tokio::test]
     async fn an_alarm_on_an_endpoint_in_a_guardrail_deployment_trips_its_tripwire() {
-        let v8 = "ai-model-config-v8";
-        let deploying =
-            || described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), "");
-        let (world, _rules) = world(
-            vec![described(EndpointStatus::InService, "ai-model-config-v7", None, ""), deploying(), deploying()],
-            5.0,
-        );
+        let (world, _rules) = world(vec![in_service("ai-model-config-v7"), deploying(), deploying()], 5.0);
         tick_at(&world, sample(false), 0).await;
         // An alarm on the endpoint that is not among the deployment's auto-rollback alarms.
         let mut event = crate::domain::event::tests::sample("alarm-sagemaker-canary.eventbridge.json");
