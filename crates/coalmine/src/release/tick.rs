@@ -251,23 +251,26 @@ async fn tick_state(
         }),
     };
     let release_json = Value::Object(release_json);
+    // Each kind's future is boxed: nested inline, the two kinds' state machines made the
+    // stepper's future too deep for rustc's layout query (and large on the stack).
     if Document::is_guardrail(&release_json) {
         let release = GuardrailRelease::parse(&release_json);
         if let Some(failure) = failure {
-            return to_json(&guardrail::safety_rollback(release, &failure, execution, deps).await?);
+            return to_json(&Box::pin(guardrail::safety_rollback(release, &failure, execution, deps)).await?);
         }
         let release = release?;
-        let progress = guardrail::tick(&release, progress?, execution, deps, now).await?;
+        let progress = Box::pin(guardrail::tick(&release, progress?, execution, deps, now)).await?;
         return with_progress(&release, &progress);
     }
     let release = Release::parse(&release_json);
     if let Some(failure) = failure {
         // The safety rollback needs neither: the target's stamp says what is this
         // execution's to undo, even when what failed was reading them.
-        return to_json(&safety_rollback(release, progress.ok().flatten().as_ref(), &failure, execution, deps).await?);
+        let progress = progress.ok().flatten();
+        return to_json(&Box::pin(safety_rollback(release, progress.as_ref(), &failure, execution, deps)).await?);
     }
     let (release, progress) = (release?, progress?);
-    let progress = tick(&release, progress, execution, deps, now).await?;
+    let progress = Box::pin(tick(&release, progress, execution, deps, now)).await?;
     with_progress(&release, &progress)
 }
 
