@@ -70,6 +70,24 @@ async fn the_alarm_action_payload_rolls_back_by_dimensions() {
 }
 
 #[tokio::test]
+async fn an_alarm_deleted_since_it_fired_is_resolved_by_its_dimensions() {
+    let s = Scene::connect().await;
+    let function = unique("ai-handler");
+    let target = s.local.seed_lambda_canary(&function, 0.25).await;
+    // Never created: the emulator answers the tag lookup the way AWS answers for a
+    // deleted alarm, and that must read as "no tag", not as a failure to retry.
+    let alarm = unique("deleted");
+
+    let summary =
+        invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.eventbridge.json", &alarm, Some(&function)))
+            .await
+            .unwrap();
+
+    assert_eq!(summary["resolved_by"], "dimensions");
+    assert!(s.local.alias_state(&target).await.1.is_empty());
+}
+
+#[tokio::test]
 async fn sagemaker_canary_variant_goes_to_stable_1_canary_0() {
     let s = Scene::connect().await;
     let endpoint = unique("ai-model");

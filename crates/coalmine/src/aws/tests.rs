@@ -21,7 +21,7 @@ use crate::config::TargetMapping;
 use crate::domain::event::tests::sample;
 use crate::domain::stamp::RolledBackBy;
 use crate::fakes::FakeAlarms;
-use crate::ports::{Notification, Notifier};
+use crate::ports::{AlarmSource, Notification, Notifier};
 use crate::rollback::{handle_alarm, zero_canary, Owner, RollbackDeps, ZeroOutcome};
 
 fn by_alarm() -> RolledBackBy {
@@ -439,6 +439,28 @@ async fn an_ok_transition_makes_no_aws_call_at_all() {
         RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &TargetMapping::default() };
     let report = handle_alarm(&sample("ok-lambda-canary.eventbridge.json"), &deps).await.unwrap();
     assert!(report.outcomes.is_empty() && report.notified == 0);
+}
+
+#[tokio::test]
+async fn the_tag_of_an_alarm_deleted_since_it_fired_is_no_tag_but_other_failures_stay_failures() {
+    use aws_sdk_cloudwatch::operation::list_tags_for_resource::ListTagsForResourceError;
+    let gone = mock!(aws_sdk_cloudwatch::Client::list_tags_for_resource).then_error(|| {
+        ListTagsForResourceError::ResourceNotFoundException(
+            aws_sdk_cloudwatch::types::error::ResourceNotFoundException::builder()
+                .message("Alarm coalmine-gone not found")
+                .meta(error("ResourceNotFoundException", "Alarm coalmine-gone not found"))
+                .build(),
+        )
+    });
+    let alarms = CloudWatchAlarms::new(client!(aws_sdk_cloudwatch, [&gone]));
+    assert_eq!(alarms.target_tag("arn:aws:cloudwatch:us-east-1:1:alarm:coalmine-gone").await.unwrap(), None);
+
+    let denied = mock!(aws_sdk_cloudwatch::Client::list_tags_for_resource)
+        .then_error(|| ListTagsForResourceError::generic(error("AccessDenied", "not authorized")));
+    let alarms = CloudWatchAlarms::new(client!(aws_sdk_cloudwatch, [&denied]));
+    let err = alarms.target_tag("arn:aws:cloudwatch:us-east-1:1:alarm:coalmine-x").await.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("cloudwatch:ListTagsForResource") && message.contains("AccessDenied"), "{message}");
 }
 
 mod stepper {
