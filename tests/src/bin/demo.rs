@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
+use aws_smithy_types::date_time::{DateTime, Format};
 use coalmine_tests::{bootstrap_path, poll, sample_event, Deployed, Inbox, LocalAws};
 use serde_json::{json, Value};
 
@@ -190,7 +191,22 @@ fn lambda_release(name: &str, function: &str, version: &str, alarm: &str, stages
 async fn fire(local: &LocalAws, deployed: &Deployed, alarm: &str) {
     local.set_alarm(alarm, StateValue::Alarm).await;
     say(format!("alarm {alarm} -> ALARM; EventBridge invokes the rollback function"));
-    local.invoke_async(&deployed.rollback_fn, &sample_event("alarm-lambda-canary.eventbridge.json", alarm, None)).await;
+    local.invoke_async(&deployed.rollback_fn, &alarm_event_now(alarm)).await;
+}
+
+/// The sample event as EventBridge would deliver it now: the sample's own times are the
+/// day it was recorded, and the team's message would say the alarm fired then.
+fn alarm_event_now(alarm: &str) -> Value {
+    let mut event = sample_event("alarm-lambda-canary.eventbridge.json", alarm, None);
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+    let format = |d: DateTime| d.fmt(Format::DateTime).unwrap_or_default();
+    event["time"] = json!(format(DateTime::from_secs(millis / 1000)));
+    event["detail"]["state"]["timestamp"] = json!(format(DateTime::from_millis(millis)));
+    event["detail"]["state"]["reason"] = json!(
+        "Threshold Crossed: 1 out of the last 1 datapoints [17.0] was greater than the threshold (5.0) \
+         (minimum 1 datapoint for OK -> ALARM transition)."
+    );
+    event
 }
 
 async fn show_messages(inbox: &Inbox, want: usize) -> Vec<coalmine_tests::Received> {
