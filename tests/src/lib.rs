@@ -12,9 +12,12 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
 use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
 use coalmine::aws::{Aws, AwsRouter, CloudWatchAlarms, CloudWatchMetrics, SnsNotifier};
-use coalmine::config::{Config, TargetMapping};
-use coalmine::ports::TrafficRouter;
-use coalmine::release::tick::StepDeps;
+use coalmine::config::Config;
+use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
+use coalmine::domain::mapping::TargetMapping;
+use coalmine::domain::stamp::Stamp;
+use coalmine::ports::{EndpointDeployments, TrafficRouter};
+use coalmine::release::core::StepDeps;
 use coalmine::Split;
 use coalmine::Target;
 use serde_json::Value;
@@ -286,10 +289,7 @@ impl LocalAws {
             .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold);
         if let Some(tag) = target_tag {
             request = request.tags(
-                aws_sdk_cloudwatch::types::Tag::builder()
-                    .key(coalmine::rollback::resolve::TARGET_TAG)
-                    .value(tag)
-                    .build(),
+                aws_sdk_cloudwatch::types::Tag::builder().key(coalmine::domain::target::TARGET_TAG).value(tag).build(),
             );
         }
         request.send().await.expect("put alarm");
@@ -306,7 +306,7 @@ impl LocalAws {
             vars.insert(var.into(), std::env::var(var).unwrap_or_default());
         }
         vars.insert("RUST_LOG".into(), "info".into());
-        let out = self
+        let created = self
             .lambda
             .create_function()
             .function_name(name)
@@ -317,9 +317,18 @@ impl LocalAws {
             .code(FunctionCode::builder().zip_file(Blob::new(zip_bootstrap(&binary))).build())
             .environment(aws_sdk_lambda::types::Environment::builder().set_variables(Some(vars)).build())
             .send()
-            .await
-            .expect("create function from bootstrap");
-        out.function_arn.unwrap_or_default()
+            .await;
+        match created {
+            Ok(out) => out.function_arn.unwrap_or_default(),
+            // CreateFunction is not idempotent: an attempt that outlived the SDK's timeout
+            // on a busy machine created the function, and the retry finds it. The name is
+            // this test's own, so it is the function just created.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_conflict_exception()) => {
+                let existing = self.lambda.get_function().function_name(name).send().await.expect("get function");
+                existing.configuration.and_then(|c| c.function_arn).unwrap_or_default()
+            }
+            Err(e) => panic!("create function from bootstrap: {e:?}"),
+        }
     }
 }
 
@@ -726,3 +735,26 @@ impl TrafficRouter for Interloper<'_> {
 }
 
 mod zip;
+
+/// Endpoints are SageMaker's; the interloper only races alias writes.
+impl EndpointDeployments for Interloper<'_> {
+    async fn endpoint_state(&self, endpoint: &str) -> coalmine::Result<EndpointState> {
+        self.inner.endpoint_state(endpoint).await
+    }
+
+    async fn config_variants(&self, config: &str) -> coalmine::Result<ConfigVariants> {
+        self.inner.config_variants(config).await
+    }
+
+    async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> coalmine::Result<()> {
+        self.inner.deploy(endpoint, config, plan).await
+    }
+
+    async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> coalmine::Result<()> {
+        self.inner.mark_tripwire(endpoint, alarm).await
+    }
+
+    async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> coalmine::Result<()> {
+        self.inner.stamp_endpoint(endpoint, stamp).await
+    }
+}

@@ -4,8 +4,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
-use coalmine::release::tick::{tick, Progress, Status, StepDeps};
-use coalmine::release::{Gates, OnInsufficientData, Release};
+use coalmine::ports::{AlarmSource, MetricSource, Notifier, TrafficRouter};
+use coalmine::release::canary::spec::Release;
+use coalmine::release::core::gates::{Gates, OnInsufficientData};
+use coalmine::release::core::progress::{Progress, Status};
+use coalmine::release::core::{StepDeps, Tick};
 use coalmine::Target;
 use coalmine_tests::{unique, Canary, Interloper, LocalAws, Scene};
 use serde_json::json;
@@ -18,6 +21,17 @@ fn execution() -> String {
 /// An hour ago, so every tick and metric timestamp of a release is in the past.
 fn t0() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - 3600
+}
+
+/// One tick of `release` in `execution` at `now`, as the stepper makes it.
+async fn tick(
+    release: &Release,
+    progress: Option<Progress>,
+    execution: &str,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    now: u64,
+) -> coalmine::Result<Progress> {
+    Tick { release, execution, deps, now }.step(progress).await
 }
 
 fn lambda_release(target: &Target, alarm: &str) -> Release {
@@ -37,13 +51,7 @@ fn lambda_release(target: &Target, alarm: &str) -> Release {
 async fn run_to_end(
     local: &LocalAws,
     release: &Release,
-    deps: &StepDeps<
-        '_,
-        impl coalmine::ports::TrafficRouter,
-        impl coalmine::ports::Notifier,
-        impl coalmine::ports::AlarmSource,
-        impl coalmine::ports::MetricSource,
-    >,
+    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
     start: u64,
     stable_id: &str,
 ) -> Progress {

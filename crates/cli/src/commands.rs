@@ -6,12 +6,13 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coalmine::ports::TrafficRouter;
-use coalmine::release::control::{self, Command as Request};
-use coalmine::release::guardrail;
-use coalmine::release::preflight;
-use coalmine::release::{Document, Release};
-use coalmine::rollback::notify::describe;
+use coalmine::aws::Aws;
+use coalmine::release::canary::control::{self, Command as Request};
+use coalmine::release::canary::spec::Release;
+use coalmine::release::core::preflight;
+use coalmine::release::core::StepDeps;
+use coalmine::release::{guardrail, Document};
+use coalmine::text::describe;
 use coalmine::Target;
 use serde_json::{json, Value};
 
@@ -121,23 +122,20 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
 /// The first tick's preconditions and the metrics the judge will need, against AWS.
 async fn live_checks(context: &Context, release: &Document) -> Vec<preflight::Check> {
     let aws = context.adapters(None);
-    let release = match release {
-        Document::Canary(release) => release,
-        Document::Guardrail(release) => {
-            let found = match aws.router.endpoint_state(&release.guardrail.endpoint).await {
-                Ok(state) => guardrail::preflight(release, &state, &aws.router, &aws.alarms).await,
-                Err(e) => Err(e),
-            };
-            return vec![preflight::Check { what: "the endpoint, its configs and alarms", found, advisory: false }];
-        }
-    };
-    let live = match preflight::read_target(&aws.router, release).await {
-        Ok(live) => live,
-        Err(e) => return vec![preflight::Check { what: "the target exists", found: Err(e), advisory: false }],
-    };
-    let mut checks = preflight::checks(release, &live, &aws.router, &aws.alarms).await;
-    checks.push(preflight::metrics_check(release, &live, &aws.metrics, now()).await);
-    checks
+    release.preflight(&deps(&aws), now()).await
+}
+
+/// The adapters as the stepper uses them.
+fn deps(
+    aws: &Aws,
+) -> StepDeps<
+    '_,
+    coalmine::aws::AwsRouter,
+    coalmine::aws::SnsNotifier,
+    coalmine::aws::CloudWatchAlarms,
+    coalmine::aws::CloudWatchMetrics,
+> {
+    StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics }
 }
 
 async fn start(context: &Context, file: &Path, wait: bool) -> CliResult<Exit> {
@@ -356,9 +354,7 @@ async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliRe
             );
         }
         Document::Guardrail(release) => {
-            let now =
-                guardrail::abort(&aws.router, &aws.alarms, &aws.notifier, release, &run.execution_arn, &who, reason)
-                    .await?;
+            let now = guardrail::abort(&deps(&aws), release, &run.execution_arn, &who, reason).await?;
             println!(
                 "release {name}: aborted by {who}: coalmine {now}; the team was told. Its execution ends rolled back \
                  once the endpoint is back."
@@ -375,7 +371,7 @@ async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliRe
 }
 
 async fn rollback(context: &Context, target: &str, reason: &str) -> CliResult<Exit> {
-    let target: Target = target.parse()?;
+    let target: Target = target.parse().map_err(coalmine::Error::from)?;
     let who = context.operator().await;
     let aws = context.adapters(Some(context.topic().await?));
     let outcome = coalmine::rollback::by_hand(&aws.router, &aws.notifier, &target, &who, reason).await?;

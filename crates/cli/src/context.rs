@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use coalmine::aws::Aws;
-use coalmine::config::{Config, TargetMapping};
+use coalmine::config::Config;
+use coalmine::domain::mapping::TargetMapping;
 use tokio::sync::OnceCell;
 
 use crate::{Exit, StackArgs};

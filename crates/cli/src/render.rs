@@ -5,15 +5,16 @@
 use comfy_table::{presets, ContentArrangement, Table};
 use serde_json::Value;
 
-use coalmine::release::guardrail::GuardrailRelease;
-use coalmine::release::preflight::Check;
-use coalmine::release::tick::{Decision, Progress, Status};
-use coalmine::release::{Document, Release};
-use coalmine::rollback::notify::{percent, side};
+use coalmine::release::canary::spec::Release;
+use coalmine::release::core::preflight::Check;
+use coalmine::release::core::progress::{Decision, Status};
+use coalmine::release::guardrail::spec::GuardrailRelease;
+use coalmine::release::{AnyProgress as Progress, Document};
+use coalmine::text::{percent, side};
 
 use crate::runs::Run;
 
-pub use coalmine::rollback::notify::duration;
+pub use coalmine::text::duration;
 
 fn canary_of(release: &Release) -> String {
     side(&release.target, release.canary_id())
@@ -97,10 +98,10 @@ pub fn plan(release: &Release) -> String {
     }
     limits.push(format!("min_requests {}", gates.min_requests));
     let judge = match gates.judge {
-        coalmine::release::JudgeKind::Sequential => {
+        coalmine::release::core::gates::JudgeKind::Sequential => {
             format!("sequential, false_rollback_rate {}", percent(gates.false_rollback_rate))
         }
-        coalmine::release::JudgeKind::FixedHorizon => "fixed_horizon".to_owned(),
+        coalmine::release::core::gates::JudgeKind::FixedHorizon => "fixed_horizon".to_owned(),
     };
     limits.push(format!("judge {judge}"));
     let earliest = if plan.waits_for_approval { "plus the approvals" } else { "at the earliest" };
@@ -254,7 +255,7 @@ pub fn header(run: &Run) -> String {
             run.state(),
             run.progress
                 .as_ref()
-                .and_then(|p| p.guardrail.as_ref())
+                .and_then(|p| p.kind.guardrail.as_ref())
                 .filter(|_| run.running())
                 .map(|g| format!(" ({})", g.endpoint))
                 .unwrap_or_default()

@@ -3,7 +3,7 @@
 //! running execution has no output yet).
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
-use coalmine::release::tick::Progress;
+use coalmine::release::AnyProgress as Progress;
 use coalmine::release::Document;
 use serde::Serialize;
 use serde_json::Value;

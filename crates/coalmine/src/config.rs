@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::domain::error::Error;
-use crate::domain::target::Target;
+use crate::domain::mapping::TargetMapping;
 
 pub const TOPIC_ARN_VAR: &str = "SNS_TOPIC_ARN";
 pub const ROLLBACK_TARGETS_VAR: &str = "ROLLBACK_TARGETS";
@@ -36,7 +34,11 @@ impl Config {
             )));
         }
         let rollback_targets = match lookup(ROLLBACK_TARGETS_VAR) {
-            Some(raw) if !raw.trim().is_empty() => TargetMapping::parse(&raw)?,
+            Some(raw) if !raw.trim().is_empty() => TargetMapping::parse(&raw).map_err(|why| {
+                Error::Config(format!(
+                    "{ROLLBACK_TARGETS_VAR} {why}; expected a JSON object like {{\"alarm-name-or-prefix-*\": [\"lambda:FUNCTION:ALIAS\"]}}"
+                ))
+            })?,
             _ => TargetMapping::default(),
         };
         let sagemaker_max_wait = match lookup(SAGEMAKER_MAX_WAIT_VAR) {
@@ -46,61 +48,6 @@ impl Config {
             None => DEFAULT_SAGEMAKER_MAX_WAIT,
         };
         Ok(Config { topic_arn, rollback_targets, sagemaker_max_wait })
-    }
-}
-
-/// `ROLLBACK_TARGETS`: a JSON object from alarm name (or prefix ending in `*`) to a list
-/// of targets, e.g. `{"ai-handler-canary-*": ["lambda:ai-handler:production"]}`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TargetMapping {
-    entries: Vec<(String, bool, Vec<Target>)>,
-}
-
-impl TargetMapping {
-    pub fn parse(raw: &str) -> Result<Self, Error> {
-        let bad = |why: String| {
-            Error::Config(format!("{ROLLBACK_TARGETS_VAR} {why}; expected a JSON object like {{\"alarm-name-or-prefix-*\": [\"lambda:FUNCTION:ALIAS\"]}}"))
-        };
-        let value: Value = serde_json::from_str(raw).map_err(|e| bad(format!("is not valid JSON ({e})")))?;
-        let Value::Object(object) = value else {
-            return Err(bad("is not a JSON object".into()));
-        };
-        let mut entries = Vec::with_capacity(object.len());
-        for (key, targets) in object {
-            let Value::Array(targets) = targets else {
-                return Err(bad(format!("entry {key:?} is not a list of targets")));
-            };
-            let targets = targets
-                .iter()
-                .map(|t| match t.as_str() {
-                    Some(s) => s.parse::<Target>().map_err(|e| bad(format!("entry {key:?}: {e}"))),
-                    None => Err(bad(format!("entry {key:?} holds {t}, not a target string"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let (name, is_prefix) = match key.strip_suffix('*') {
-                Some(prefix) => (prefix.to_owned(), true),
-                None => (key, false),
-            };
-            entries.push((name, is_prefix, targets));
-        }
-        Ok(TargetMapping { entries })
-    }
-
-    /// The targets of an exact match, else of the longest matching prefix.
-    pub fn lookup(&self, alarm_name: &str) -> Option<&[Target]> {
-        self.entries
-            .iter()
-            .filter(
-                |(name, is_prefix, _)| {
-                    if *is_prefix {
-                        alarm_name.starts_with(name.as_str())
-                    } else {
-                        alarm_name == name
-                    }
-                },
-            )
-            .max_by_key(|(name, is_prefix, _)| (!is_prefix, name.len()))
-            .map(|(_, _, targets)| targets.as_slice())
     }
 }
 
@@ -138,17 +85,5 @@ mod tests {
             assert!(matches!(err, Error::Config(_)));
             assert!(err.to_string().contains(named), "{err} should name {named}");
         }
-    }
-
-    #[test]
-    fn exact_names_beat_prefixes_and_longer_prefixes_beat_shorter() {
-        let mapping = TargetMapping::parse(
-            r#"{"ai-*": ["lambda:a:live"], "ai-handler-*": ["lambda:b:live"], "ai-handler-p95": ["lambda:c:live"]}"#,
-        )
-        .unwrap();
-        assert_eq!(mapping.lookup("ai-handler-p95"), Some(&[Target::lambda("c", "live")][..]));
-        assert_eq!(mapping.lookup("ai-handler-errors"), Some(&[Target::lambda("b", "live")][..]));
-        assert_eq!(mapping.lookup("ai-model"), Some(&[Target::lambda("a", "live")][..]));
-        assert_eq!(mapping.lookup("other"), None);
     }
 }

@@ -1,12 +1,14 @@
 //! coalmine: canary delivery for AI models on AWS.
 //!
 //! Layers, lowest first; each may use only those above it in this list:
-//! - [`domain`]: targets, splits, alarm events, metrics, errors. No I/O.
-//! - [`ports`]: the small traits the use cases need from AWS.
+//! - [`domain`]: targets, splits, stamps, causes, alarm events, metrics, errors. No I/O.
+//! - [`text`]: what a person reads (who serves what, percents, durations, subjects).
+//! - [`ports`]: one small trait per role the use cases need from AWS.
 //! - [`rollback`]: an alarm zeroes the canaries it guards (resolve, zero, notify).
-//! - [`release`]: a release climbs its stages (spec, judge, tick); it rolls back with
-//!   the rollback use case's own code.
-//! - [`aws`]: the SDK adapters behind the ports; [`config`] and [`logging`] for the shells.
+//! - [`release`]: a release climbs its stages: a small core, the judge, the shadow
+//!   phase, and one module per kind; it rolls back with the rollback use case's code.
+//! - [`aws`] and [`memory`]: the adapters behind the ports, SDK-backed and in memory;
+//!   [`config`] and [`logging`] for the shells.
 //!
 //! The two Lambda functions and the CLI are thin shells on this crate.
 
@@ -15,12 +17,11 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod logging;
+pub mod memory;
 pub mod ports;
 pub mod release;
 pub mod rollback;
-
-#[cfg(test)]
-pub(crate) mod fakes;
+pub mod text;
 
 pub use config::Config;
 pub use domain::error::{Error, Result};

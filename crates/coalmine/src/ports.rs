@@ -1,5 +1,7 @@
-//! The small traits the use cases depend on. Each has one SDK-backed adapter in
-//! [`crate::aws`]; tests use plain fakes.
+//! The small traits the use cases depend on, one per role: traffic, endpoint
+//! deployments, alarms, tripwires, metrics, notifications. Each has an SDK-backed
+//! adapter in [`crate::aws`] and an in-memory one in [`crate::memory`]; a use case
+//! names, by its bounds, only the roles it uses.
 
 use std::future::Future;
 
@@ -23,20 +25,17 @@ pub trait TrafficRouter: Send + Sync {
     /// Fails with [`crate::Error::InvalidRelease`] unless the canary (Lambda version,
     /// SageMaker variant) exists on the target.
     fn check_canary(&self, target: &Target, canary: &str) -> impl Future<Output = Result<()>> + Send;
+}
 
-    // SageMaker's own deployments (deployment guardrails, shadow variants): the
-    // endpoint moves the traffic itself; coalmine starts, watches and stops it. Routers
-    // without endpoints (the simulator's, the tests' fakes) keep these defaults.
-
+/// SageMaker's own deployments (deployment guardrails, shadow variants): the endpoint
+/// moves the traffic itself; coalmine starts, watches and stops it. Only guardrail
+/// releases, and the rollback function's stop of one, need these.
+pub trait EndpointDeployments: Send + Sync {
     /// The endpoint, its deployment in flight, and its release stamp.
-    fn endpoint_state(&self, endpoint: &str) -> impl Future<Output = Result<EndpointState>> + Send {
-        async move { Err(no_deployments(endpoint)) }
-    }
+    fn endpoint_state(&self, endpoint: &str) -> impl Future<Output = Result<EndpointState>> + Send;
 
     /// An endpoint config's production and shadow variant names.
-    fn config_variants(&self, config: &str) -> impl Future<Output = Result<ConfigVariants>> + Send {
-        async move { Err(no_deployments(config)) }
-    }
+    fn config_variants(&self, config: &str) -> impl Future<Output = Result<ConfigVariants>> + Send;
 
     /// `UpdateEndpoint` to `config`, with SageMaker's guardrails when `plan` is given.
     fn deploy(
@@ -44,27 +43,19 @@ pub trait TrafficRouter: Send + Sync {
         endpoint: &str,
         config: &str,
         plan: Option<&DeploymentPlan>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        let _ = (config, plan);
-        async move { Err(no_deployments(endpoint)) }
-    }
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Names, on the endpoint (a tag), the tripwire its guardrail deployment lists.
-    fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> impl Future<Output = Result<()>> + Send {
-        let _ = alarm;
-        async move { Err(no_deployments(endpoint)) }
-    }
+    fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Records the release stamp on the endpoint (its tag).
-    fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> impl Future<Output = Result<()>> + Send {
-        let _ = stamp;
-        async move { Err(no_deployments(endpoint)) }
-    }
+    fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> impl Future<Output = Result<()>> + Send;
 }
 
-fn no_deployments(what: &str) -> crate::Error {
-    crate::Error::Config(format!("{what}: this router has no SageMaker endpoint deployments"))
-}
+/// Message attributes a subscription's filter policy can match.
+pub const ATTR_EVENT: &str = "event";
+pub const ATTR_TARGET: &str = "target";
+pub const ATTR_RELEASE: &str = "release";
 
 /// One SNS message: a subject, a human-readable body, and attributes for filter policies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,19 +75,17 @@ pub trait AlarmSource: Send + Sync {
 
     /// The current state of each named alarm; a name missing from the answer does not exist.
     fn states(&self, names: &[String]) -> impl Future<Output = Result<Vec<(String, AlarmState)>>> + Send;
+}
 
-    /// Creates (or keeps) coalmine's tripwire for `endpoint`: an alarm nothing trips but
-    /// coalmine, listed among a guardrail deployment's auto-rollback alarms, so that
-    /// tripping it makes SageMaker roll the deployment back (there is no API to stop one).
-    fn ensure_tripwire(&self, alarm: &str, endpoint: &str) -> impl Future<Output = Result<()>> + Send {
-        let _ = endpoint;
-        async move { Err(crate::Error::Config(format!("{alarm}: this alarm source cannot create alarms"))) }
-    }
+/// coalmine's tripwires: alarms nothing trips but coalmine, listed among a guardrail
+/// deployment's auto-rollback alarms, so that tripping one makes SageMaker roll the
+/// deployment back (there is no API to stop one).
+pub trait Tripwires: Send + Sync {
+    /// Creates (or keeps) the tripwire `alarm` for `endpoint`.
+    fn ensure_tripwire(&self, alarm: &str, endpoint: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Puts the tripwire into ALARM now, and keeps it there for its period.
-    fn trip(&self, alarm: &str) -> impl Future<Output = Result<()>> + Send {
-        async move { Err(crate::Error::Config(format!("{alarm}: this alarm source cannot set alarms"))) }
-    }
+    fn trip(&self, alarm: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Which metrics to fetch: both sides of a target over a window, plus custom gates.

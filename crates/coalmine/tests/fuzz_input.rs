@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use coalmine::release::Release;
+use coalmine::release::canary::spec::Release;
 use coalmine::{AlarmEvent, Error};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -175,7 +175,7 @@ fn huge_and_hostile_payloads_fail_cleanly() {
     event["detail"]["state"]["reason"] = json!("x".repeat(1_000_000));
     let decoded = AlarmEvent::decode(&event).unwrap().remove(0);
     assert_eq!(decoded.alarm_name.chars().count(), 300_000, "unicode survives decoding");
-    let subject = coalmine::rollback::notify::subject(&format!("coalmine: alarm {}", decoded.alarm_name));
+    let subject = coalmine::text::subject(&format!("coalmine: alarm {}", decoded.alarm_name));
     assert!(subject.len() <= 100 && subject.is_ascii());
 
     let mut deep = json!(null);

@@ -18,11 +18,15 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use coalmine::domain::metrics::{MetricSnapshot, SideMetrics, PERCENTILE_LEVELS};
-use coalmine::ports::{AlarmSource, MetricQuery, MetricSource, Notification, Notifier, TrafficRouter};
-use coalmine::release::sequential::inverse_normal_cdf;
-use coalmine::release::tick::{tick, Status, StepDeps};
-use coalmine::release::{JudgeKind, Release};
-use coalmine::{AlarmState, Result, Split, Target};
+use coalmine::memory::{Alarms, Outbox, Router};
+use coalmine::ports::{MetricQuery, MetricSource};
+use coalmine::release::canary::spec::Release;
+use coalmine::release::core::gates::{JudgeKind, DEFAULT_FALSE_ROLLBACK_RATE};
+use coalmine::release::core::progress::Status;
+use coalmine::release::core::{StepDeps, Tick};
+use coalmine::release::judge::evalues::inverse_normal_cdf;
+use coalmine::release::judge::fixed::standard_normal_cdf;
+use coalmine::{Result, Split};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Beta, Binomial, Distribution, Poisson};
@@ -86,10 +90,11 @@ struct Block {
     stable_errors: f64,
 }
 
-/// The simulated world of one release: its traffic so far and the live split.
+/// The simulated world of one release: its traffic so far, and the alias in memory.
 struct World {
     rng: Mutex<SmallRng>,
-    split: Mutex<Split>,
+    router: Router,
+    release: Release,
     blocks: Mutex<Vec<Block>>,
     traffic: f64,
     scenario: Scenario,
@@ -98,7 +103,7 @@ struct World {
 
 impl World {
     fn canary_weight(&self) -> f64 {
-        let split = self.split.lock().unwrap();
+        let split = self.router.split(&self.release.target);
         if split.stable == self.canary {
             1.0
         } else {
@@ -141,7 +146,7 @@ impl World {
 /// The share of a canary `factor` times slower than the stable past 1.2x the stable's p95.
 fn slow_share(factor: f64) -> f64 {
     let z = inverse_normal_cdf(0.95) + (1.2 / factor).ln() / SIGMA;
-    1.0 - coalmine::release::judge::standard_normal_cdf(z)
+    1.0 - standard_normal_cdf(z)
 }
 
 /// A side's latency percentiles over `n` requests: each level's order statistic, drawn
@@ -161,23 +166,6 @@ fn percentiles(rng: &mut SmallRng, n: f64, factor: f64) -> Vec<Option<f64>> {
     us.iter().map(|u| Some(MEDIAN_MS * factor * (SIGMA * inverse_normal_cdf(*u)).exp())).collect()
 }
 
-impl TrafficRouter for World {
-    async fn read(&self, _: &Target) -> Result<Split> {
-        Ok(self.split.lock().unwrap().clone())
-    }
-
-    async fn write(&self, _: &Target, _: &Split, desired: &Split) -> Result<Split> {
-        let mut split = self.split.lock().unwrap();
-        let stamp = desired.stamp.clone().or_else(|| split.stamp.clone());
-        *split = Split { stamp, ..desired.clone() };
-        Ok(split.clone())
-    }
-
-    async fn check_canary(&self, _: &Target, _: &str) -> Result<()> {
-        Ok(())
-    }
-}
-
 impl MetricSource for World {
     async fn fetch(&self, q: &MetricQuery<'_>) -> Result<MetricSnapshot> {
         let blocks = self.blocks.lock().unwrap();
@@ -191,24 +179,6 @@ impl MetricSource for World {
         let canary = side(&mut rng, sum(|b| b.canary_requests), sum(|b| b.canary_errors), self.scenario.latency);
         let stable = side(&mut rng, sum(|b| b.stable_requests), sum(|b| b.stable_errors), 1.0);
         Ok(MetricSnapshot { canary, stable })
-    }
-}
-
-struct Quiet;
-
-impl Notifier for Quiet {
-    async fn publish(&self, _: &Notification) -> Result<()> {
-        Ok(())
-    }
-}
-
-impl AlarmSource for Quiet {
-    async fn target_tag(&self, _: &str) -> Result<Option<String>> {
-        Ok(None)
-    }
-
-    async fn states(&self, _: &[String]) -> Result<Vec<(String, AlarmState)>> {
-        Ok(Vec::new())
     }
 }
 
@@ -229,18 +199,21 @@ fn simulate(
 ) -> Outcome {
     let world = World {
         rng: Mutex::new(SmallRng::seed_from_u64(seed)),
-        split: Mutex::new(Split::stable_only("41", None)),
+        router: Router::with([(release.target.clone(), Split::stable_only("41", None))]),
+        release: release.clone(),
         blocks: Mutex::new(Vec::new()),
         traffic,
         scenario,
         canary: release.canary_id().to_owned(),
     };
-    let deps = StepDeps { router: &world, notifier: &Quiet, alarms: &Quiet, metrics: &world };
+    let (notifier, alarms) = (Outbox::default(), Alarms::default());
+    let deps = StepDeps { router: &world.router, notifier: &notifier, alarms: &alarms, metrics: &world };
     let mut now = T0;
     let mut progress = None;
     let mut bad = 0.0;
     loop {
-        let p = runtime.block_on(tick(release, progress, EXECUTION, &deps, now)).expect("a simulated tick cannot fail");
+        let tick = Tick { release, execution: EXECUTION, deps: &deps, now };
+        let p = runtime.block_on(tick.step(progress)).expect("a simulated tick cannot fail");
         match p.status {
             Status::Promoted | Status::RolledBack => {
                 return Outcome { rolled_back: p.status == Status::RolledBack, minutes: (now - T0) as f64 / 60.0, bad }
@@ -330,7 +303,7 @@ fn minutes(x: Option<f64>) -> String {
 
 fn report(cells: &BTreeMap<(usize, usize, usize), Cell>, releases: usize, seconds: f64) -> String {
     let cell = |j, t, s| &cells[&(j, t, s)];
-    let alpha = coalmine::release::spec::DEFAULT_FALSE_ROLLBACK_RATE;
+    let alpha = DEFAULT_FALSE_ROLLBACK_RATE;
     let mut out = String::new();
     let _ = writeln!(
         out,

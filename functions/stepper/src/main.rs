@@ -5,7 +5,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use coalmine::aws::Aws;
-use coalmine::release::tick::{tick_payload, StepDeps};
+use coalmine::release::core::StepDeps;
+use coalmine::release::tick_payload;
 use coalmine::Config;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;

@@ -15,10 +15,15 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use coalmine::config::Config;
+use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use coalmine::domain::metrics::MetricSnapshot;
-use coalmine::ports::{AlarmSource, MetricQuery, MetricSource, Notification, Notifier, TrafficRouter};
-use coalmine::release::tick::{tick, StepDeps};
-use coalmine::release::Release;
+use coalmine::domain::stamp::Stamp;
+use coalmine::ports::{
+    AlarmSource, EndpointDeployments, MetricQuery, MetricSource, Notification, Notifier, TrafficRouter, Tripwires,
+};
+use coalmine::release::canary::spec::Release;
+use coalmine::release::core::progress::Status;
+use coalmine::release::core::{StepDeps, Tick};
 use coalmine::rollback::{handle_payload, RollbackDeps};
 use coalmine::Split;
 use coalmine::{AlarmState, Target};
@@ -51,6 +56,40 @@ impl<T: TrafficRouter> TrafficRouter for Counting<'_, T> {
     async fn check_canary(&self, target: &Target, canary: &str) -> coalmine::Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.check_canary(target, canary).await
+    }
+}
+
+impl<T: EndpointDeployments> EndpointDeployments for Counting<'_, T> {
+    async fn endpoint_state(&self, endpoint: &str) -> coalmine::Result<EndpointState> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.endpoint_state(endpoint).await
+    }
+    async fn config_variants(&self, config: &str) -> coalmine::Result<ConfigVariants> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.config_variants(config).await
+    }
+    async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.deploy(endpoint, config, plan).await
+    }
+    async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.mark_tripwire(endpoint, alarm).await
+    }
+    async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.stamp_endpoint(endpoint, stamp).await
+    }
+}
+
+impl<T: Tripwires> Tripwires for Counting<'_, T> {
+    async fn ensure_tripwire(&self, alarm: &str, endpoint: &str) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.ensure_tripwire(alarm, endpoint).await
+    }
+    async fn trip(&self, alarm: &str) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.trip(alarm).await
     }
 }
 
@@ -268,14 +307,15 @@ async fn main() {
     let metrics = Counting { inner: &aws.metrics, calls: &calls };
     let step_deps = StepDeps { router: &router, notifier: &notifier, alarms: &alarms, metrics: &metrics };
     let execution = "arn:aws:states:us-east-1:000000000000:execution:bench:bench";
-    let mut progress = tick(&release, None, execution, &step_deps, now - 60).await.expect("start");
+    let tick = |now| Tick { release: &release, execution, deps: &step_deps, now };
+    let mut progress = tick(now - 60).step(None).await.expect("start");
     calls.store(0, Ordering::Relaxed);
     let mut ticks = Vec::with_capacity(TICK_RUNS);
     for _ in 0..TICK_RUNS {
         let started = Instant::now();
-        progress = tick(&release, Some(progress), execution, &step_deps, now).await.expect("tick");
+        progress = tick(now).step(Some(progress)).await.expect("tick");
         ticks.push(started.elapsed());
-        assert_eq!(progress.status, coalmine::release::tick::Status::Baking, "{}", progress.reason);
+        assert_eq!(progress.status, Status::Baking, "{}", progress.reason);
     }
     let tick_calls = calls.load(Ordering::Relaxed) as f64 / TICK_RUNS as f64;
     let (t50, t99) = percentiles(ticks);

@@ -2,15 +2,13 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
 use aws_sdk_cloudwatch::Client;
 
-use super::{aws_error, service_code};
+use super::error::{aws_error, service_code};
 use crate::domain::deployment::TRIPWIRE_NAMESPACE;
 use crate::domain::error::{Error, Result};
 use crate::domain::event::AlarmState;
-use crate::domain::metrics::{MetricSnapshot, SideMetrics, PERCENTILE_LEVELS};
-use crate::domain::target::Target;
-use crate::ports::{AlarmSource, MetricQuery, MetricSource};
-use crate::release::VERSION_PLACEHOLDER;
-use crate::rollback::resolve::TARGET_TAG;
+use crate::domain::metrics::{MetricSnapshot, SideMetrics, PERCENTILE_LEVELS, VERSION_PLACEHOLDER};
+use crate::domain::target::{Target, TARGET_TAG};
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, Tripwires};
 
 const TRIPWIRE_METRIC: &str = "Tripped";
 
@@ -67,7 +65,9 @@ impl AlarmSource for CloudWatchAlarms {
         }
         Ok(states)
     }
+}
 
+impl Tripwires for CloudWatchAlarms {
     async fn ensure_tripwire(&self, alarm: &str, endpoint: &str) -> Result<()> {
         // A metric only coalmine puts: the alarm stays OK (missing data is not breaching)
         // until `trip` sets it, and puts a datapoint that keeps it in ALARM for a period.
@@ -210,46 +210,20 @@ impl MetricSource for CloudWatchMetrics {
         // One datapoint per window: the period covers the stage so far.
         let window = q.end_epoch.saturating_sub(q.start_epoch).max(60);
         let period = i32::try_from(window.div_ceil(60) * 60).unwrap_or(i32::MAX - 59);
-        let mut queries = Vec::new();
-        let (canary_config, stable_config) = q.configs.unzip();
-        for (side, id, config) in [('c', q.canary, canary_config), ('s', q.stable, stable_config)] {
-            let [req, err, p95] = ids(side);
-            let dims = side_dimensions(q.target, id, config);
-            queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
-            queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));
-            queries.push(query(p95, standard.namespace, standard.latency, dims.clone(), "p95", period));
-            for (i, level) in PERCENTILE_LEVELS.iter().enumerate() {
-                let stat = format!("p{level}");
-                queries.push(query(
-                    format!("{side}_q{i}"),
-                    standard.namespace,
-                    standard.latency,
-                    dims.clone(),
-                    &stat,
-                    period,
-                ));
-            }
-            for (i, gate) in q.custom.iter().enumerate() {
-                let dims = gate
-                    .dimensions
-                    .iter()
-                    .map(|(k, v)| Dimension::builder().name(k).value(v.replace(VERSION_PLACEHOLDER, id)).build())
-                    .collect();
-                let gate_period = i32::try_from(gate.period_seconds).unwrap_or(60).max(period);
-                queries.push(query(
-                    format!("{side}_x{i}"),
-                    &gate.namespace,
-                    &gate.metric,
-                    dims,
-                    &gate.stat,
-                    gate_period,
-                ));
-            }
-        }
+        let values = self.values(queries(q, standard, period), q.start_epoch, q.end_epoch).await?;
+        Ok(MetricSnapshot { canary: side(&values, 'c', q, standard), stable: side(&values, 's', q, standard) })
+    }
+}
 
-        let start = DateTime::from_secs(i64::try_from(q.start_epoch).unwrap_or(i64::MAX));
-        let end = DateTime::from_secs(i64::try_from(q.end_epoch.max(q.start_epoch + 1)).unwrap_or(i64::MAX));
-        let mut values: Vec<(String, Vec<f64>)> = Vec::new();
+/// Each result's values by query id.
+type Values = Vec<(String, Vec<f64>)>;
+
+impl CloudWatchMetrics {
+    /// Every page of one GetMetricData; a failed query inside a 200 is an error, not a zero.
+    async fn values(&self, queries: Vec<MetricDataQuery>, start_epoch: u64, end_epoch: u64) -> Result<Values> {
+        let start = DateTime::from_secs(i64::try_from(start_epoch).unwrap_or(i64::MAX));
+        let end = DateTime::from_secs(i64::try_from(end_epoch.max(start_epoch + 1)).unwrap_or(i64::MAX));
+        let mut values: Values = Vec::new();
         let mut next = None;
         loop {
             let out = self
@@ -281,40 +255,69 @@ impl MetricSource for CloudWatchMetrics {
             }
             next = out.next_token;
             if next.is_none() {
-                break;
+                return Ok(values);
             }
         }
-        let get = |id: &str| values.iter().find(|(i, _)| i == id).map(|(_, v)| v.as_slice()).unwrap_or_default();
-        let side = |side: char| {
-            let [req, err, p95] = ids(side);
-            SideMetrics {
-                requests: total(get(&req)),
-                errors: total(get(&err)),
-                // Windows spanning two periods give two p95s: keep the worse.
-                p95_ms: get(&p95).iter().copied().reduce(f64::max).map(|v| v * standard.latency_to_ms),
-                custom: (0..q.custom.len())
-                    .map(|i| {
-                        let vals = get(&format!("{side}_x{i}"));
-                        let stat = q.custom[i].stat.as_str();
-                        match stat {
-                            "Sum" | "SampleCount" => (!vals.is_empty()).then(|| total(vals)),
-                            "Minimum" => vals.iter().copied().reduce(f64::min),
-                            _ => vals.iter().copied().reduce(f64::max),
-                        }
-                    })
-                    .collect(),
-                percentiles: (0..PERCENTILE_LEVELS.len())
-                    .map(|i| {
-                        get(&format!("{side}_q{i}"))
-                            .iter()
-                            .copied()
-                            .reduce(f64::max)
-                            .map(|v| v * standard.latency_to_ms)
-                    })
-                    .collect(),
-            }
-        };
-        Ok(MetricSnapshot { canary: side('c'), stable: side('s') })
+    }
+}
+
+/// Both sides' queries: requests, errors, p95, the percentiles the judge reads the
+/// tail off, and each custom gate (`{version}` in a dimension becoming the side's id).
+fn queries(q: &MetricQuery<'_>, standard: &Standard, period: i32) -> Vec<MetricDataQuery> {
+    let mut queries = Vec::new();
+    let (canary_config, stable_config) = q.configs.unzip();
+    for (side, id, config) in [('c', q.canary, canary_config), ('s', q.stable, stable_config)] {
+        let [req, err, p95] = ids(side);
+        let dims = side_dimensions(q.target, id, config);
+        queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
+        queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));
+        queries.push(query(p95, standard.namespace, standard.latency, dims.clone(), "p95", period));
+        for (i, level) in PERCENTILE_LEVELS.iter().enumerate() {
+            let stat = format!("p{level}");
+            queries.push(query(
+                format!("{side}_q{i}"),
+                standard.namespace,
+                standard.latency,
+                dims.clone(),
+                &stat,
+                period,
+            ));
+        }
+        for (i, gate) in q.custom.iter().enumerate() {
+            let dims = gate
+                .dimensions
+                .iter()
+                .map(|(k, v)| Dimension::builder().name(k).value(v.replace(VERSION_PLACEHOLDER, id)).build())
+                .collect();
+            let gate_period = i32::try_from(gate.period_seconds).unwrap_or(60).max(period);
+            queries.push(query(format!("{side}_x{i}"), &gate.namespace, &gate.metric, dims, &gate.stat, gate_period));
+        }
+    }
+    queries
+}
+
+/// One side's metrics from the results: counts summed, the worse of two periods'
+/// percentiles, each custom gate by its statistic.
+fn side(values: &Values, side: char, q: &MetricQuery<'_>, standard: &Standard) -> SideMetrics {
+    let get = |id: &str| values.iter().find(|(i, _)| i == id).map(|(_, v)| v.as_slice()).unwrap_or_default();
+    let worst = |id: &str| get(id).iter().copied().reduce(f64::max).map(|v| v * standard.latency_to_ms);
+    let [req, err, p95] = ids(side);
+    SideMetrics {
+        requests: total(get(&req)),
+        errors: total(get(&err)),
+        // Windows spanning two periods give two p95s: keep the worse.
+        p95_ms: worst(&p95),
+        custom: (0..q.custom.len())
+            .map(|i| {
+                let vals = get(&format!("{side}_x{i}"));
+                match q.custom[i].stat.as_str() {
+                    "Sum" | "SampleCount" => (!vals.is_empty()).then(|| total(vals)),
+                    "Minimum" => vals.iter().copied().reduce(f64::min),
+                    _ => vals.iter().copied().reduce(f64::max),
+                }
+            })
+            .collect(),
+        percentiles: (0..PERCENTILE_LEVELS.len()).map(|i| worst(&format!("{side}_q{i}"))).collect(),
     }
 }
 

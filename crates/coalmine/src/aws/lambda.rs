@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use aws_sdk_lambda::Client;
 
-use super::{aws_error, call_detail, service_code};
+use super::error::{aws_error, call_detail, service_code};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 use crate::domain::stamp::Stamp;

@@ -11,11 +11,13 @@ use aws_sdk_sagemaker::Client;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{aws_error, call_detail, service_code};
-use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState, PendingDeployment, Size, Traffic};
+use super::error::{aws_error, call_detail, service_code};
+use crate::domain::deployment::{
+    ConfigVariants, DeploymentPlan, EndpointState, PendingDeployment, Size, Traffic, TRIPWIRE_TAG,
+};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
-use crate::domain::stamp::Stamp;
+use crate::domain::stamp::{Stamp, STAMP_TAG};
 use crate::domain::target::{SageMakerVariants, Target};
 
 /// How long to wait, and how, for an endpoint that is `Updating` before writing.
@@ -31,10 +33,6 @@ impl UpdatingBackoff {
         UpdatingBackoff { first: Duration::from_millis(500), max: Duration::from_secs(8), budget }
     }
 }
-
-/// The endpoint tag that holds the release stamp.
-pub const STAMP_TAG: &str = "coalmine:release";
-pub const TRIPWIRE_TAG: &str = "coalmine:tripwire";
 
 /// An endpoint with a stable and a canary production variant. SageMaker has no
 /// conditional write, so the weights are read again just before each write and the

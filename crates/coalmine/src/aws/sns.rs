@@ -1,7 +1,7 @@
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 
-use super::aws_error;
+use super::error::aws_error;
 use crate::domain::error::{Error, Result};
 use crate::ports::{Notification, Notifier};
 

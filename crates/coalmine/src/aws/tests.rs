@@ -17,10 +17,10 @@ use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 
 use super::*;
-use crate::config::TargetMapping;
+use crate::domain::cause::RolledBackBy;
 use crate::domain::event::tests::sample;
-use crate::domain::stamp::RolledBackBy;
-use crate::fakes::FakeAlarms;
+use crate::domain::mapping::TargetMapping;
+use crate::memory::Alarms;
 use crate::ports::{AlarmSource, Notification, Notifier};
 use crate::rollback::{handle_alarm, zero_canary, Owner, RollbackDeps, ZeroOutcome};
 
@@ -279,7 +279,7 @@ mod stamps {
     use aws_sdk_sagemaker::types::Tag;
 
     use super::*;
-    use crate::aws::sagemaker::STAMP_TAG;
+    use crate::domain::stamp::STAMP_TAG;
     use crate::domain::stamp::{Phase, Stamp};
 
     const ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ai-model-endpoint";
@@ -398,7 +398,7 @@ async fn sns_failing_past_its_retries_never_blocks_the_rollback() {
     let deps = RollbackDeps {
         router: &router,
         notifier: &notifier,
-        alarms: &FakeAlarms::default(),
+        alarms: &Alarms::default(),
         mapping: &TargetMapping::default(),
     };
 
@@ -468,10 +468,13 @@ mod stepper {
     use aws_sdk_cloudwatch::types::{MetricDataResult, StatusCode};
 
     use super::*;
-    use crate::fakes::{FakeMetrics, FakeNotifier};
+    use crate::memory::{Metrics, Outbox};
     use crate::ports::{MetricQuery, MetricSource};
-    use crate::release::spec::tests::lambda_release;
-    use crate::release::tick::{tick, Progress, Status, StepDeps, Written};
+    use crate::release::canary::spec::tests::lambda_release;
+    use crate::release::canary::spec::Release;
+    use crate::release::core::gates::Gates;
+    use crate::release::core::progress::{Progress, Status, Written};
+    use crate::release::core::StepDeps;
 
     fn result(id: &str, values: &[f64]) -> MetricDataResult {
         MetricDataResult::builder().id(id).set_values(Some(values.to_vec())).status_code(StatusCode::Complete).build()
@@ -593,7 +596,7 @@ mod stepper {
             UpdateAliasError::generic(error("PreconditionFailedException", "The RevisionId provided does not match"))
         });
         let router = lambda_router(&[&get, &update]);
-        let release = crate::release::Release { gates: crate::release::Gates::default(), ..lambda_release() };
+        let release = Release { gates: Gates::default(), ..lambda_release() };
         let t0 = 1_800_000_000;
         let progress = Progress {
             stage: 0,
@@ -612,18 +615,17 @@ mod stepper {
             history: Vec::new(),
             history_dropped: 0,
             samples: Vec::new(),
-            guardrail: None,
+            kind: crate::release::core::progress::Plain::default(),
         };
-        let metrics = FakeMetrics::default();
+        let metrics = Metrics::default();
         metrics.set((1000.0, 0.0), (20_000.0, 10.0));
-        let deps = StepDeps {
-            router: &router,
-            notifier: &FakeNotifier::default(),
-            alarms: &FakeAlarms::default(),
-            metrics: &metrics,
-        };
+        let deps =
+            StepDeps { router: &router, notifier: &Outbox::default(), alarms: &Alarms::default(), metrics: &metrics };
 
-        let err = tick(&release, Some(progress), execution, &deps, t0 + 900).await.unwrap_err();
+        let mut state = serde_json::to_value(&release).unwrap();
+        state["progress"] = serde_json::to_value(&progress).unwrap();
+        let input = serde_json::json!({"execution": execution, "state": state});
+        let err = crate::release::tick_payload(&input, &deps, t0 + 900).await.unwrap_err();
 
         assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable(), "{err}");
         assert!(err.to_string().contains("changed while advancing"), "{err}");
@@ -772,7 +774,7 @@ mod faults {
         let deps = RollbackDeps {
             router: &router,
             notifier: &notifier,
-            alarms: &FakeAlarms::default(),
+            alarms: &Alarms::default(),
             mapping: &TargetMapping::default(),
         };
         let started = tokio::time::Instant::now();
@@ -790,36 +792,26 @@ mod faults {
     }
 }
 
-/// Guardrail releases over the real adapters, with SageMaker, CloudWatch and SNS mocked
-/// on responses shaped as their API references document them: no emulator serves
-/// UpdateEndpoint's deployment configs, PendingDeploymentSummary or VariantStatus.
+/// The SageMaker deployment calls a guardrail release makes, as the API reference
+/// shapes them; the release's scenarios run over the in-memory endpoints
+/// (`release::guardrail::tests`), since no emulator serves UpdateEndpoint's deployment
+/// configs, PendingDeploymentSummary or VariantStatus.
 mod guardrails {
-    use std::sync::{Arc, Mutex};
-
-    use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
-    use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
-    use aws_sdk_cloudwatch::operation::put_metric_alarm::PutMetricAlarmOutput;
-    use aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput;
-    use aws_sdk_cloudwatch::operation::set_alarm_state::SetAlarmStateOutput;
-    use aws_sdk_cloudwatch::types::{MetricAlarm, MetricDataResult, StateValue, StatusCode};
-    use aws_sdk_sagemaker::operation::add_tags::AddTagsOutput;
     use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointError;
-    use aws_sdk_sagemaker::operation::describe_endpoint_config::DescribeEndpointConfigOutput;
     use aws_sdk_sagemaker::operation::list_tags::ListTagsOutput;
     use aws_sdk_sagemaker::operation::update_endpoint::{UpdateEndpointInput, UpdateEndpointOutput};
     use aws_sdk_sagemaker::types::{
-        CapacitySizeType, PendingDeploymentSummary, PendingProductionVariantSummary, ProductionVariant,
-        ProductionVariantStatus, Tag, TrafficRoutingConfigType, VariantStatus,
+        CapacitySizeType, PendingDeploymentSummary, PendingProductionVariantSummary, ProductionVariantStatus, Tag,
+        TrafficRoutingConfigType, VariantStatus,
     };
-    use serde_json::{json, Value};
 
     use super::*;
-    use crate::aws::sagemaker::STAMP_TAG;
-    use crate::release::tick::{tick_payload, StepDeps};
+    use crate::domain::deployment::{DeploymentPlan, Size, Traffic};
+    use crate::domain::stamp::STAMP_TAG;
+    use crate::ports::EndpointDeployments;
 
     const ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ai-model-endpoint";
     const EXECUTION: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-model-8";
-    const T0: u64 = 1_800_000_000;
 
     /// `DescribeEndpoint` as the API reference shows it: the config in service, its
     /// variant with 4 instances, and the deployment in flight with its variants' statuses.
@@ -827,7 +819,6 @@ mod guardrails {
         status: EndpointStatus,
         config: &str,
         pending: Option<(&str, &[VariantStatus])>,
-        failure: &str,
     ) -> DescribeEndpointOutput {
         let mut out = DescribeEndpointOutput::builder()
             .endpoint_name("ai-model-endpoint")
@@ -853,33 +844,7 @@ mod guardrails {
                     .build(),
             );
         }
-        if !failure.is_empty() {
-            out = out.failure_reason(failure);
-        }
         out.build()
-    }
-
-    fn in_service(config: &str) -> DescribeEndpointOutput {
-        described(EndpointStatus::InService, config, None, "")
-    }
-
-    /// SageMaker deploying ai-model-config-v8 over v7, baking.
-    fn deploying() -> DescribeEndpointOutput {
-        described(
-            EndpointStatus::Updating,
-            "ai-model-config-v7",
-            Some(("ai-model-config-v8", &[VariantStatus::Baking])),
-            "",
-        )
-    }
-
-    fn config(production: &[&str], shadow: &[&str]) -> DescribeEndpointConfigOutput {
-        let variant =
-            |name: &&str| ProductionVariant::builder().variant_name(*name).model_name(format!("model-{name}")).build();
-        DescribeEndpointConfigOutput::builder()
-            .set_production_variants(Some(production.iter().map(variant).collect()))
-            .set_shadow_production_variants(Some(shadow.iter().map(variant).collect()))
-            .build()
     }
 
     fn live_stamp() -> Tag {
@@ -889,329 +854,12 @@ mod guardrails {
             .build()
     }
 
-    /// Canary and stable fleets' metrics: `canary_errors` of 1000 requests against 5 of 1000.
-    fn metrics(canary_errors: f64) -> GetMetricDataOutput {
-        let result =
-            |id: &str, v: f64| MetricDataResult::builder().id(id).values(v).status_code(StatusCode::Complete).build();
-        GetMetricDataOutput::builder()
-            .metric_data_results(result("c_req", 1000.0))
-            .metric_data_results(result("c_err", canary_errors))
-            .metric_data_results(result("s_req", 1000.0))
-            .metric_data_results(result("s_err", 5.0))
-            .build()
-    }
-
-    struct World {
-        router: AwsRouter,
-        alarms: CloudWatchAlarms,
-        metrics: CloudWatchMetrics,
-        notifier: SnsNotifier,
-        calls: Arc<Mutex<Vec<String>>>,
-    }
-
-    /// The adapters on mocks: DescribeEndpoint answers `describes` in turn; the endpoint's
-    /// tags keep what AddTags wrote; the canary fleet errs `canary_errors` in 1000; every
-    /// other call succeeds and is written down.
-    fn world(describes: Vec<DescribeEndpointOutput>, canary_errors: f64) -> (World, Vec<Rule>) {
-        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
-        let log = |what: &'static str| {
-            let calls = calls.clone();
-            move || calls.lock().unwrap().push(what.to_owned())
-        };
-        let describes = Arc::new(Mutex::new(describes.into_iter()));
-        let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint).then_compute_output({
-            let describes = describes.clone();
-            move |_| describes.lock().unwrap().next().expect("a DescribeEndpoint the test did not plan")
-        });
-        let configs = mock!(aws_sdk_sagemaker::Client::describe_endpoint_config).then_compute_output(move |r| match r
-            .endpoint_config_name()
-        {
-            Some("ai-model-config-v8-shadow") => config(&["AllTraffic"], &["candidate"]),
-            _ => config(&["AllTraffic"], &[]),
-        });
-        let endpoint_tags: Arc<Mutex<std::collections::BTreeMap<String, String>>> = Arc::default();
-        let tags = mock!(aws_sdk_sagemaker::Client::list_tags).then_compute_output({
-            let endpoint_tags = endpoint_tags.clone();
-            move |_| {
-                let tags =
-                    endpoint_tags.lock().unwrap().iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-                ListTagsOutput::builder().set_tags(Some(tags)).build()
-            }
-        });
-        let add_tags = mock!(aws_sdk_sagemaker::Client::add_tags).then_compute_output({
-            let calls = calls.clone();
-            move |r| {
-                for tag in r.tags() {
-                    let (key, value) = (tag.key().unwrap_or_default(), tag.value().unwrap_or_default());
-                    calls.lock().unwrap().push(format!("AddTags {value}"));
-                    endpoint_tags.lock().unwrap().insert(key.to_owned(), value.to_owned());
-                }
-                AddTagsOutput::builder().build()
-            }
-        });
-        let update = mock!(aws_sdk_sagemaker::Client::update_endpoint).then_compute_output({
-            let calls = calls.clone();
-            move |r: &UpdateEndpointInput| {
-                calls.lock().unwrap().push(format!(
-                    "UpdateEndpoint {}{}",
-                    r.endpoint_config_name().unwrap_or_default(),
-                    if r.deployment_config().is_some() { " with guardrails" } else { "" }
-                ));
-                UpdateEndpointOutput::builder().endpoint_arn(ARN).build()
-            }
-        });
-        let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms).then_compute_output(|r| {
-            let alarms = r
-                .alarm_names()
-                .iter()
-                .map(|n| MetricAlarm::builder().alarm_name(n).state_value(StateValue::Ok).build());
-            DescribeAlarmsOutput::builder().set_metric_alarms(Some(alarms.collect())).build()
-        });
-        let put_alarm = mock!(aws_sdk_cloudwatch::Client::put_metric_alarm).then_compute_output({
-            let mark = log("PutMetricAlarm");
-            move |_| {
-                mark();
-                PutMetricAlarmOutput::builder().build()
-            }
-        });
-        let trip = mock!(aws_sdk_cloudwatch::Client::set_alarm_state).then_compute_output({
-            let mark = log("SetAlarmState ALARM");
-            move |_| {
-                mark();
-                SetAlarmStateOutput::builder().build()
-            }
-        });
-        let datum =
-            mock!(aws_sdk_cloudwatch::Client::put_metric_data).then_output(|| PutMetricDataOutput::builder().build());
-        let data =
-            mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_output(move |_| metrics(canary_errors));
-        let publish = mock!(aws_sdk_sns::Client::publish).then_compute_output({
-            let calls = calls.clone();
-            move |r| {
-                calls.lock().unwrap().push(format!("Publish {}", r.subject().unwrap_or_default()));
-                PublishOutput::builder().message_id("m").build()
-            }
-        });
-        // Alarms carry no coalmine:target tag here: their dimensions name the target.
-        let alarm_tags = mock!(aws_sdk_cloudwatch::Client::list_tags_for_resource).then_output(|| {
-            aws_sdk_cloudwatch::operation::list_tags_for_resource::ListTagsForResourceOutput::builder().build()
-        });
-        let rules =
-            vec![describe, configs, tags, add_tags, update, alarms, put_alarm, trip, datum, data, alarm_tags, publish];
-        let sagemaker = client!(aws_sdk_sagemaker, rules[..5].iter().collect::<Vec<_>>());
-        let cloudwatch = client!(aws_sdk_cloudwatch, rules[5..11].iter().collect::<Vec<_>>());
-        let sns = client!(aws_sdk_sns, rules[11..].iter().collect::<Vec<_>>());
-        let world = World {
-            router: AwsRouter {
-                lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
-                sagemaker: SageMakerEndpoints::new(sagemaker, UpdatingBackoff::within(Duration::ZERO)),
-            },
-            alarms: CloudWatchAlarms::new(cloudwatch.clone()),
-            metrics: CloudWatchMetrics::new(cloudwatch),
-            notifier: SnsNotifier::new(sns, "arn:aws:sns:us-east-1:123456789012:coalmine".into()),
-            calls,
-        };
-        (world, rules)
-    }
-
-    fn sample(shadow: bool) -> Value {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../events/releases/sagemaker-guardrail-ai-model-8.json");
-        let mut release: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        if !shadow {
-            release.as_object_mut().unwrap().remove("shadow");
-        }
-        release
-    }
-
-    /// One tick at `minute` after T0, as the state machine would make it.
-    async fn tick_at(world: &World, state: Value, minute: u64) -> Value {
-        let deps = StepDeps {
-            router: &world.router,
-            notifier: &world.notifier,
-            alarms: &world.alarms,
-            metrics: &world.metrics,
-        };
-        tick_payload(&json!({"execution": EXECUTION, "state": state}), &deps, T0 + minute * 60).await.unwrap()
-    }
-
-    /// Ticks a minute apart, from `minute`, until the release ends.
-    async fn run_from(world: &World, mut state: Value, minute: u64) -> (Value, Vec<String>) {
-        let mut reasons = Vec::new();
-        for minute in minute..minute + 40 {
-            state = tick_at(world, state, minute).await;
-            reasons.push(state["progress"]["reason"].as_str().unwrap().to_owned());
-            if matches!(state["progress"]["status"].as_str(), Some("promoted" | "rolled_back")) {
-                return (state, reasons);
-            }
-        }
-        panic!("no end: {reasons:#?}");
-    }
-
-    async fn run(world: &World, release: Value) -> (Value, Vec<String>) {
-        run_from(world, release, 0).await
-    }
-
-    #[tokio::test]
-    async fn a_deployment_that_bakes_then_completes_is_promoted() {
-        use VariantStatus::{ActivatingTraffic, Baking, Creating};
-        let v8 = "ai-model-config-v8";
-        let (world, rules) = world(
-            vec![
-                in_service("ai-model-config-v7"),
-                described(EndpointStatus::Updating, "ai-model-config-v7", Some((v8, &[Creating])), ""),
-                described(
-                    EndpointStatus::Updating,
-                    "ai-model-config-v7",
-                    Some((v8, &[Creating, ActivatingTraffic])),
-                    "",
-                ),
-                described(
-                    EndpointStatus::Updating,
-                    "ai-model-config-v7",
-                    Some((v8, &[Creating, ActivatingTraffic, Baking])),
-                    "",
-                ),
-                in_service(v8),
-            ],
-            5.0,
-        );
-
-        let (state, reasons) = run(&world, sample(false)).await;
-
-        assert_eq!(state["progress"]["status"], "promoted", "{reasons:#?}");
-        assert_eq!(reasons[0], "Started: SageMaker deploys ai-model-config-v8 to ai-model-endpoint: canary 10% of capacity, then the rest after 10m; 5m termination wait; at most 1h00m");
-        assert!(
-            reasons[2].starts_with(
-                "SageMaker deploying: Updating (ai-model-config-v8 deploying: AllTraffic: ActivatingTraffic). healthy"
-            ),
-            "{}",
-            reasons[2]
-        );
-        assert!(reasons[3].contains("AllTraffic: Baking"), "{}", reasons[3]);
-        let calls = world.calls.lock().unwrap().clone();
-        assert_eq!(
-            calls.iter().filter(|c| c.starts_with("UpdateEndpoint")).collect::<Vec<_>>(),
-            ["UpdateEndpoint ai-model-config-v8 with guardrails"]
-        );
-        assert!(
-            calls.iter().position(|c| c == "PutMetricAlarm")
-                < calls.iter().position(|c| c.starts_with("UpdateEndpoint")),
-            "the tripwire exists first: {calls:?}"
-        );
-        assert!(calls.last().unwrap().starts_with("AddTags coalmine/1 phase=promoted"), "{calls:?}");
-        // The request as the API reference shapes it.
-        let update = &rules[4];
-        assert_eq!(update.num_calls(), 1);
-        let _ = (CapacitySizeType::CapacityPercent, TrafficRoutingConfigType::Canary);
-    }
-
-    #[tokio::test]
-    async fn a_silent_rollback_by_sagemaker_ends_rolled_back_and_says_so() {
-        let v8 = "ai-model-config-v8";
-        let (world, _rules) = world(
-            vec![
-                in_service("ai-model-config-v7"),
-                deploying(),
-                described(EndpointStatus::RollingBack, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
-                // Back in service on the old config, with no FailureReason at all.
-                in_service("ai-model-config-v7"),
-            ],
-            5.0,
-        );
-
-        let (state, reasons) = run(&world, sample(false)).await;
-
-        assert_eq!(
-            (state["progress"]["status"].as_str(), state["progress"]["rolled_back_by"].as_str()),
-            (Some("rolled_back"), Some("guardrail"))
-        );
-        assert!(
-            reasons.last().unwrap().contains("SageMaker rolled the deployment back without saying why"),
-            "{reasons:#?}"
-        );
-        let calls = world.calls.lock().unwrap().clone();
-        assert!(
-            calls.iter().any(|c| c == "Publish coalmine: ai-model-8 on ai-model-endpoint rolled back"),
-            "the team was told: {calls:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unhealthy_new_fleet_trips_coalmines_alarm_and_sagemaker_rolls_back() {
-        let v8 = "ai-model-config-v8";
-        let (world, _rules) = world(
-            vec![
-                in_service("ai-model-config-v7"),
-                deploying(),
-                described(EndpointStatus::RollingBack, "ai-model-config-v7", Some((v8, &[VariantStatus::Baking])), ""),
-                described(
-                    EndpointStatus::InService,
-                    "ai-model-config-v7",
-                    None,
-                    "Rolled back: alarm coalmine-tripwire-ai-model-endpoint in ALARM",
-                ),
-            ],
-            80.0,
-        );
-
-        let (state, reasons) = run(&world, sample(false)).await;
-
-        assert_eq!(
-            (state["progress"]["status"].as_str(), state["progress"]["rolled_back_by"].as_str()),
-            (Some("rolled_back"), Some("health"))
-        );
-        assert!(
-            reasons[1].contains("tripped coalmine-tripwire-ai-model-endpoint, so SageMaker rolls back"),
-            "{reasons:#?}"
-        );
-        assert!(reasons.last().unwrap().contains("canary error rate 8.00%"), "{reasons:#?}");
-        assert!(world.calls.lock().unwrap().contains(&"SetAlarmState ALARM".to_owned()));
-    }
-
-    #[tokio::test]
-    async fn update_rollback_failed_fails_loudly_saying_traffic_may_be_mixed() {
-        let v8 = "ai-model-config-v8";
-        let stuck = || {
-            described(
-                EndpointStatus::UpdateRollbackFailed,
-                "ai-model-config-v7",
-                Some((v8, &[VariantStatus::Baking])),
-                "Instance failed health checks",
-            )
-        };
-        let (world, _rules) = world(vec![in_service("ai-model-config-v7"), stuck(), stuck()], 5.0);
-        let deps = StepDeps {
-            router: &world.router,
-            notifier: &world.notifier,
-            alarms: &world.alarms,
-            metrics: &world.metrics,
-        };
-        let started = tick_payload(&json!({"execution": EXECUTION, "state": sample(false)}), &deps, T0).await.unwrap();
-
-        let err =
-            tick_payload(&json!({"execution": EXECUTION, "state": started.clone()}), &deps, T0 + 60).await.unwrap_err();
-        assert!(
-            !err.is_retryable() && err.to_string().contains("traffic may be split between the old and new fleets"),
-            "{err}"
-        );
-        let mut failed = started;
-        failed["failure"] = json!({"Error": err.error_type(), "Cause": err.to_string()});
-        let safety = tick_payload(&json!({"execution": EXECUTION, "state": failed}), &deps, T0 + 61).await;
-        assert!(safety.is_err(), "the safety step cannot fix it either: the execution ends SafetyRollbackFailed");
-        let calls = world.calls.lock().unwrap().clone();
-        assert!(
-            calls.iter().any(|c| c == "Publish coalmine: ai-model-8 on ai-model-endpoint may be stuck"),
-            "{calls:?}"
-        );
-    }
-
     #[tokio::test]
     async fn a_throttled_describe_is_retried_by_the_sdk() {
         let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint)
             .sequence()
             .error(|| DescribeEndpointError::generic(error("ThrottlingException", "Rate exceeded")))
-            .output(|| in_service("ai-model-config-v7"))
+            .output(|| described(EndpointStatus::InService, "ai-model-config-v7", None))
             .build();
         let tags = mock!(aws_sdk_sagemaker::Client::list_tags)
             .then_output(|| ListTagsOutput::builder().tags(live_stamp()).build());
@@ -1226,193 +874,64 @@ mod guardrails {
     }
 
     #[tokio::test]
-    async fn a_shadow_that_fails_ends_before_any_user_was_served_by_the_candidate() {
-        let shadow = "ai-model-config-v8-shadow";
-        let (world, _rules) = world(
-            vec![
-                in_service("ai-model-config-v7"),
-                described(
-                    EndpointStatus::Updating,
-                    "ai-model-config-v7",
-                    Some((shadow, &[VariantStatus::Creating])),
-                    "",
-                ),
-                in_service(shadow),
-                in_service(shadow),
-                described(
-                    EndpointStatus::Updating,
-                    shadow,
-                    Some(("ai-model-config-v7", &[VariantStatus::Creating])),
-                    "",
-                ),
-                in_service("ai-model-config-v7"),
-            ],
-            80.0,
-        );
+    async fn a_deployment_in_flight_reads_as_its_config_and_its_variants_statuses() {
+        let describe = mock!(aws_sdk_sagemaker::Client::describe_endpoint).then_output(|| {
+            described(
+                EndpointStatus::Updating,
+                "ai-model-config-v7",
+                Some(("ai-model-config-v8", &[VariantStatus::Creating, VariantStatus::Baking])),
+            )
+        });
+        let tags = mock!(aws_sdk_sagemaker::Client::list_tags).then_output(|| ListTagsOutput::builder().build());
+        let router = sagemaker_router(&[&describe, &tags], Duration::ZERO);
+        let state = router.endpoint_state("ai-model-endpoint").await.unwrap();
+        let pending = state.pending.unwrap();
+        assert_eq!((state.status.as_str(), pending.config.as_str()), ("Updating", "ai-model-config-v8"));
+        assert_eq!(pending.describe(), "AllTraffic: Baking");
+    }
 
-        let (state, reasons) = run(&world, sample(true)).await;
-
-        assert_eq!(state["progress"]["status"], "rolled_back", "{reasons:#?}");
-        assert!(reasons[0].starts_with("Started: the shadow config ai-model-config-v8-shadow (candidate variant candidate beside AllTraffic), for 30m"), "{}", reasons[0]);
-        assert!(reasons[2].starts_with("Shadowing: the candidate serves a copy of live traffic"), "{reasons:#?}");
-        assert!(
-            reasons.last().unwrap().contains("failed its shadow test")
-                && reasons.last().unwrap().contains("no user was served by it"),
-            "{reasons:#?}"
-        );
-        let updates: Vec<String> =
-            world.calls.lock().unwrap().iter().filter(|c| c.starts_with("UpdateEndpoint")).cloned().collect();
-        assert_eq!(
-            updates,
-            ["UpdateEndpoint ai-model-config-v8-shadow", "UpdateEndpoint ai-model-config-v7"],
-            "never the candidate's own deployment"
-        );
+    /// UpdateEndpoint with a blue/green canary: 10% of capacity, the rest after 10 minutes,
+    /// a 5-minute termination wait, at most an hour, rolled back by the listed alarms.
+    fn guarded_canary(r: &UpdateEndpointInput) -> bool {
+        let Some(config) = r.deployment_config() else { return false };
+        let policy = config.blue_green_update_policy();
+        let routing = policy.and_then(|p| p.traffic_routing_configuration());
+        let canary = routing.and_then(|t| t.canary_size());
+        let alarms: Vec<&str> = config
+            .auto_rollback_configuration()
+            .map(|a| a.alarms().iter().filter_map(|a| a.alarm_name()).collect())
+            .unwrap_or_default();
+        r.endpoint_name() == Some("ai-model-endpoint")
+            && r.endpoint_config_name() == Some("ai-model-config-v8")
+            && routing.map(|t| t.r#type()) == Some(Some(&TrafficRoutingConfigType::Canary))
+            && routing.and_then(|t| t.wait_interval_in_seconds()) == Some(600)
+            && canary.map(|c| (c.r#type(), c.value())) == Some((Some(&CapacitySizeType::CapacityPercent), Some(10)))
+            && policy.and_then(|p| p.termination_wait_in_seconds()) == Some(300)
+            && policy.and_then(|p| p.maximum_execution_timeout_in_seconds()) == Some(3600)
+            && alarms == ["coalmine-ai-model-5xx", "coalmine-tripwire-ai-model-endpoint"]
     }
 
     #[tokio::test]
-    async fn a_shadow_that_passes_goes_on_to_the_guardrail_deployment() {
-        let (shadow, v8) = ("ai-model-config-v8-shadow", "ai-model-config-v8");
-        let mut describes = vec![in_service("ai-model-config-v7"), in_service(shadow)];
-        // The shadow went InService at minute 1; a check a minute until it has run 30 minutes.
-        describes.extend((0..30).map(|_| in_service(shadow)));
-        describes.push(described(EndpointStatus::Updating, shadow, Some((v8, &[VariantStatus::Baking])), ""));
-        describes.push(in_service(v8));
-        let (world, _rules) = world(describes, 5.0);
-
-        let (state, reasons) = run(&world, sample(true)).await;
-
-        assert_eq!(state["progress"]["status"], "promoted", "{reasons:#?}");
-        assert!(reasons.iter().any(|r| r.starts_with("Shadow passed")), "{reasons:#?}");
-        let updates: Vec<String> =
-            world.calls.lock().unwrap().iter().filter(|c| c.starts_with("UpdateEndpoint")).cloned().collect();
-        assert_eq!(
-            updates,
-            ["UpdateEndpoint ai-model-config-v8-shadow", "UpdateEndpoint ai-model-config-v8 with guardrails"]
-        );
-    }
-
-    async fn abort(world: &World, state: &Value) -> crate::Result<String> {
-        let mut release = state.clone();
-        release.as_object_mut().unwrap().remove("progress");
-        let release = crate::release::guardrail::GuardrailRelease::parse(&release).unwrap();
-        crate::release::guardrail::abort(
-            &world.router,
-            &world.alarms,
-            &world.notifier,
-            &release,
-            EXECUTION,
-            "alice",
-            "p99 looks off",
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn an_abort_while_sagemaker_deploys_trips_the_tripwire_and_the_release_ends_stopped_by_hand() {
-        let (world, _rules) = world(
-            vec![in_service("ai-model-config-v7"), deploying(), deploying(), in_service("ai-model-config-v7")],
-            5.0,
-        );
-        let state = tick_at(&world, sample(false), 0).await;
-
-        let now = abort(&world, &state).await.unwrap();
-        let (state, reasons) = run_from(&world, state, 1).await;
-
-        assert_eq!(now, "tripped coalmine-tripwire-ai-model-endpoint, so SageMaker rolls the deployment back now");
-        assert_eq!(
-            (state["progress"]["status"].as_str(), state["progress"]["rolled_back_by"].as_str()),
-            (Some("rolled_back"), Some("operator"))
-        );
-        assert!(reasons[0].starts_with("Stopped by alice"), "{reasons:#?}");
-        assert!(reasons.last().unwrap().contains("stopped by alice"), "{reasons:#?}");
-        let calls = world.calls.lock().unwrap().clone();
-        let at = |prefix: &str| {
-            calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix}: {calls:?}"))
+    async fn a_guarded_deployment_asks_for_blue_green_traffic_shifting_and_auto_rollback_alarms() {
+        let guarded = mock!(aws_sdk_sagemaker::Client::update_endpoint)
+            .match_requests(guarded_canary)
+            .then_output(|| UpdateEndpointOutput::builder().endpoint_arn(ARN).build());
+        let plain = mock!(aws_sdk_sagemaker::Client::update_endpoint)
+            .match_requests(|r| {
+                r.deployment_config().is_none() && r.endpoint_config_name() == Some("ai-model-config-v7")
+            })
+            .then_output(|| UpdateEndpointOutput::builder().endpoint_arn(ARN).build());
+        let router = sagemaker_router(&[&guarded, &plain], Duration::ZERO);
+        let plan = DeploymentPlan {
+            traffic: Traffic::Canary { size: Size::CapacityPercent(10), wait_seconds: 600 },
+            termination_wait_seconds: 300,
+            max_execution_seconds: 3600,
+            alarms: vec!["coalmine-ai-model-5xx".into(), "coalmine-tripwire-ai-model-endpoint".into()],
         };
-        assert!(
-            at("SetAlarmState") < at("AddTags coalmine/1 phase=rolled_back"),
-            "traffic first, the record second: {calls:?}"
-        );
-        assert!(calls.contains(&"Publish coalmine: ai-model-8 on ai-model-endpoint aborted".to_owned()), "{calls:?}");
-        let stamps = calls.iter().filter(|c| c.starts_with("AddTags coalmine/1 phase=rolled_back")).count();
-        assert_eq!(stamps, 1, "the operator's stamp is kept: {calls:?}");
-    }
 
-    #[tokio::test]
-    async fn an_abort_during_the_shadow_takes_the_shadow_away_without_tripping_anything() {
-        let shadow = "ai-model-config-v8-shadow";
-        let (world, _rules) = world(
-            vec![
-                in_service("ai-model-config-v7"),
-                in_service(shadow),
-                in_service(shadow),
-                in_service(shadow),
-                in_service("ai-model-config-v7"),
-            ],
-            5.0,
-        );
-        let state = tick_at(&world, sample(true), 0).await;
-        let state = tick_at(&world, state, 1).await;
-        assert_eq!(state["progress"]["guardrail"]["phase"], "shadowing");
+        router.deploy("ai-model-endpoint", "ai-model-config-v8", Some(&plan)).await.unwrap();
+        router.deploy("ai-model-endpoint", "ai-model-config-v7", None).await.unwrap();
 
-        let now = abort(&world, &state).await.unwrap();
-        let (state, reasons) = run_from(&world, state, 2).await;
-
-        assert_eq!(now, "its execution takes ai-model-endpoint back to ai-model-config-v7 at its next check");
-        assert_eq!(state["progress"]["rolled_back_by"], "operator", "{reasons:#?}");
-        assert!(
-            reasons.last().unwrap().contains("stopped by alice")
-                && reasons.last().unwrap().contains("during its shadow test"),
-            "{reasons:#?}"
-        );
-        let calls = world.calls.lock().unwrap().clone();
-        assert!(!calls.iter().any(|c| c.starts_with("SetAlarmState")), "nothing to trip: {calls:?}");
-        let updates: Vec<&String> = calls.iter().filter(|c| c.starts_with("UpdateEndpoint")).collect();
-        assert_eq!(updates, ["UpdateEndpoint ai-model-config-v8-shadow", "UpdateEndpoint ai-model-config-v7"]);
-    }
-
-    #[tokio::test]
-    async fn an_abort_of_a_release_that_ended_is_refused_and_writes_nothing() {
-        let (world, _rules) = world(
-            vec![in_service("ai-model-config-v7"), in_service("ai-model-config-v8"), in_service("ai-model-config-v8")],
-            5.0,
-        );
-        let (state, _) = run(&world, sample(false)).await;
-        assert_eq!(state["progress"]["status"], "promoted");
-        let writes_before = world.calls.lock().unwrap().len();
-
-        let refused = abort(&world, &state).await.unwrap_err();
-
-        assert!(refused.to_string().contains("has already ended"), "{refused}");
-        assert_eq!(world.calls.lock().unwrap().len(), writes_before);
-    }
-
-    #[tokio::test]
-    async fn an_alarm_on_an_endpoint_in_a_guardrail_deployment_trips_its_tripwire() {
-        let (world, _rules) = world(vec![in_service("ai-model-config-v7"), deploying(), deploying()], 5.0);
-        tick_at(&world, sample(false), 0).await;
-        // An alarm on the endpoint that is not among the deployment's auto-rollback alarms.
-        let mut event = crate::domain::event::tests::sample("alarm-sagemaker-canary.eventbridge.json");
-        event.alarm_name = "coalmine-ai-model-latency".into();
-        event.metrics[0].dimensions.insert("VariantName".into(), "AllTraffic".into());
-        let mapping = TargetMapping::default();
-        let deps =
-            RollbackDeps { router: &world.router, notifier: &world.notifier, alarms: &world.alarms, mapping: &mapping };
-
-        let report = handle_alarm(&event, &deps).await.unwrap();
-
-        let outcome = report.outcomes[0].1.as_ref().unwrap();
-        assert_eq!(outcome.event_name(), "tripped");
-        let calls = world.calls.lock().unwrap().clone();
-        assert_eq!(calls.iter().filter(|c| c.starts_with("SetAlarmState")).count(), 1, "{calls:?}");
-        assert!(
-            calls.iter().any(|c| c
-                .starts_with("Publish coalmine: ai-model-8 on sagemaker:ai-model-endpoint:AllTraffic rolling back")),
-            "{calls:?}"
-        );
-        assert!(
-            !calls.iter().any(|c| c.starts_with("UpdateEndpoint ai-model-config-v7")),
-            "SageMaker rolls back, not coalmine: {calls:?}"
-        );
+        assert_eq!((guarded.num_calls(), plain.num_calls()), (1, 1));
     }
 }

@@ -10,6 +10,10 @@ use crate::domain::stamp::Stamp;
 /// from it is coalmine stopping a guardrail deployment, not a canary to zero.
 pub const TRIPWIRE_NAMESPACE: &str = "coalmine/Tripwire";
 
+/// The endpoint tag naming the tripwire a guardrail release listed among the endpoint's
+/// auto-rollback alarms.
+pub const TRIPWIRE_TAG: &str = "coalmine:tripwire";
+
 /// An endpoint as `DescribeEndpoint` shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EndpointState {

@@ -1,7 +1,7 @@
 //! The one error type of the library. Its [`Error::error_type`] is the stable string the
 //! Lambda runtime reports and the state machine's `Retry`/`Catch` match on.
 
-use crate::domain::target::Target;
+use crate::domain::target::{BadTarget, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,8 +28,8 @@ pub enum Error {
     AccessDenied { operation: &'static str, detail: String },
 
     /// A target string or object could not be understood.
-    #[error("invalid target {input:?}: {reason}")]
-    BadTarget { input: String, reason: String },
+    #[error(transparent)]
+    BadTarget(#[from] BadTarget),
 
     /// The traffic changed between our read and our conditional write.
     #[error("{target}: traffic changed since it was read ({detail})")]
@@ -61,7 +61,7 @@ pub enum Error {
 impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Config(_) | Error::BadEvent(_) | Error::InvalidRelease(_) | Error::BadTarget { .. } => false,
+            Error::Config(_) | Error::BadEvent(_) | Error::InvalidRelease(_) | Error::BadTarget(_) => false,
             Error::Refused(_) | Error::AccessDenied { .. } => false,
             Error::NotFound { .. } | Error::Unsupported { .. } => false,
             Error::Conflict { .. } | Error::EndpointBusy { .. } => true,

@@ -51,6 +51,13 @@ pub struct CustomGate {
     pub max_increase_ratio: Option<f64>,
 }
 
+impl CustomGate {
+    /// "AIService/OutputTokens Average", as messages name it.
+    pub fn name(&self) -> String {
+        format!("{}/{} {}", self.namespace, self.metric, self.stat)
+    }
+}
+
 fn default_period() -> u32 {
     60
 }

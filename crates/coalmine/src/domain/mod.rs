@@ -1,9 +1,11 @@
 //! What coalmine reasons about, free of I/O: targets and their traffic splits, alarm
 //! events, metric snapshots, and the one error type.
 
+pub mod cause;
 pub mod deployment;
 pub mod error;
 pub mod event;
+pub mod mapping;
 pub mod metrics;
 pub mod split;
 pub mod stamp;

@@ -17,6 +17,11 @@
 
 use std::fmt;
 
+use crate::domain::cause::RolledBackBy;
+
+/// The SageMaker endpoint tag that holds the stamp (Lambda keeps it in the alias's
+/// description).
+pub const STAMP_TAG: &str = "coalmine:release";
 /// The format's marker; a description or tag without it is someone else's text.
 const MARKER: &str = "coalmine/1";
 /// Lambda alias descriptions and SageMaker tag values hold at most 256 characters.
@@ -52,19 +57,6 @@ pub enum Phase {
     Promoted,
     /// The release ended rolled back, and by what.
     RolledBack(RolledBackBy),
-}
-
-/// Who took the canary's traffic away.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RolledBackBy {
-    /// The rollback function, on this alarm.
-    Alarm(String),
-    /// The stepper's health judge (gate alarms included).
-    Health,
-    /// The state machine's safety rollback after a tick kept failing.
-    Safety,
-    /// A person, through `coalmine abort` or `coalmine rollback`, and why.
-    Operator { who: String, why: Option<String> },
 }
 
 /// An operator's request, carried out by the release at its next check.
@@ -129,7 +121,7 @@ impl Stamp {
         let phase = match (*fields.get("phase")?, fields.get("by")) {
             ("live", _) => Phase::Live,
             ("promoted", _) => Phase::Promoted,
-            ("rolled_back", Some(by)) => Phase::RolledBack(RolledBackBy::parse(by, fields.get("why").copied())?),
+            ("rolled_back", Some(by)) => Phase::RolledBack(parse_by(by, fields.get("why").copied())?),
             _ => return None,
         };
         let stage = match fields.get("stage") {
@@ -199,7 +191,7 @@ impl fmt::Display for Stamp {
             Phase::Live => write!(f, "live")?,
             Phase::Promoted => write!(f, "promoted")?,
             Phase::RolledBack(by) => {
-                write!(f, "rolled_back by={by}")?;
+                write!(f, "rolled_back by={}", By(by))?;
                 if let RolledBackBy::Operator { why: Some(why), .. } = by {
                     write!(f, " why={}", word(&why.chars().take(WHY_MAX).collect::<String>()))?;
                 }
@@ -222,38 +214,35 @@ impl fmt::Display for Stamp {
     }
 }
 
-impl RolledBackBy {
-    fn parse(text: &str, why: Option<&str>) -> Option<Self> {
-        match text.split_once(':') {
-            Some(("alarm", name)) => Some(RolledBackBy::Alarm(name.to_owned())),
-            Some(("operator", who)) => {
-                Some(RolledBackBy::Operator { who: who.to_owned(), why: why.map(|w| w.replace('_', " ")) })
-            }
-            None if text == "health" => Some(RolledBackBy::Health),
-            None if text == "safety" => Some(RolledBackBy::Safety),
+/// `by=` as the stamp writes it: the kind, and the alarm's or operator's name.
+fn parse_by(text: &str, why: Option<&str>) -> Option<RolledBackBy> {
+    match text.split_once(':') {
+        Some(("alarm", name)) => Some(RolledBackBy::Alarm(name.to_owned())),
+        Some(("operator", who)) => {
+            Some(RolledBackBy::Operator { who: who.to_owned(), why: why.map(|w| w.replace('_', " ")) })
+        }
+        Some(_) => None,
+        None => match text {
+            "health" => Some(RolledBackBy::Health),
+            "gate_alarm" => Some(RolledBackBy::GateAlarm),
+            "outside_change" => Some(RolledBackBy::OutsideChange),
+            "safety" => Some(RolledBackBy::Safety),
+            "approval_timeout" => Some(RolledBackBy::ApprovalTimeout),
+            "guardrail" => Some(RolledBackBy::Guardrail),
             _ => None,
-        }
-    }
-
-    /// In a sentence: "the rollback function, on alarm X", ...
-    pub fn describe(&self) -> String {
-        match self {
-            RolledBackBy::Alarm(name) => format!("the rollback function, on alarm {name}"),
-            RolledBackBy::Health => "the release's own health check".to_owned(),
-            RolledBackBy::Safety => "the safety rollback, after the release's tick kept failing".to_owned(),
-            RolledBackBy::Operator { who, why: Some(why) } => format!("{who}, by hand: {why}"),
-            RolledBackBy::Operator { who, why: None } => format!("{who}, by hand"),
-        }
+        },
     }
 }
 
-impl fmt::Display for RolledBackBy {
+/// The `by=` word: `alarm:NAME`, `operator:WHO`, or the kind.
+struct By<'a>(&'a RolledBackBy);
+
+impl fmt::Display for By<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match self.0 {
             RolledBackBy::Alarm(name) => write!(f, "alarm:{}", word(name)),
-            RolledBackBy::Health => write!(f, "health"),
-            RolledBackBy::Safety => write!(f, "safety"),
             RolledBackBy::Operator { who, .. } => write!(f, "operator:{}", word(who)),
+            other => write!(f, "{}", other.as_str()),
         }
     }
 }
@@ -348,8 +337,15 @@ mod tests {
             "coalmine/1 phase=live execution=Release-AbC:ai-handler-42 stable=41 stage=2/4 release=ai-handler-42"
         );
         assert_eq!(Stamp::parse(&text), Some(live()));
-        for by in [RolledBackBy::Alarm("ai-handler-errors".into()), RolledBackBy::Health, RolledBackBy::Safety, jane()]
-        {
+        for by in [
+            RolledBackBy::Alarm("ai-handler-errors".into()),
+            RolledBackBy::Health,
+            RolledBackBy::GateAlarm,
+            RolledBackBy::Safety,
+            RolledBackBy::ApprovalTimeout,
+            RolledBackBy::Guardrail,
+            jane(),
+        ] {
             let stamp = live().rolled_back(by);
             assert_eq!(Stamp::parse(&stamp.render()), Some(stamp));
         }

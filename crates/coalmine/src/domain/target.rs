@@ -5,8 +5,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::error::Error;
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
@@ -81,11 +79,22 @@ impl fmt::Display for Target {
     }
 }
 
-impl FromStr for Target {
-    type Err = Error;
+/// The tag that names, on an alarm, the targets it guards (space-separated).
+pub const TARGET_TAG: &str = "coalmine:target";
 
-    fn from_str(input: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::BadTarget { input: input.to_owned(), reason: reason.to_owned() };
+/// A target string or object that could not be understood.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid target {input:?}: {reason}")]
+pub struct BadTarget {
+    pub input: String,
+    pub reason: String,
+}
+
+impl FromStr for Target {
+    type Err = BadTarget;
+
+    fn from_str(input: &str) -> Result<Self, BadTarget> {
+        let bad = |reason: &str| BadTarget { input: input.to_owned(), reason: reason.to_owned() };
         let parts: Vec<&str> = input.trim().split(':').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad("empty part; expected lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY"));
@@ -108,7 +117,7 @@ impl FromStr for Target {
 
 /// Several targets in one string, separated by whitespace: the form a `coalmine:target`
 /// tag value takes (tag values cannot hold commas).
-pub fn parse_target_list(input: &str) -> Result<Vec<Target>, Error> {
+pub fn parse_target_list(input: &str) -> Result<Vec<Target>, BadTarget> {
     input.split_whitespace().map(Target::from_str).collect()
 }
 

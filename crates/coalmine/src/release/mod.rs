@@ -1,24 +1,28 @@
-//! A release climbing its stages: the release as written ([`spec`]), the health judge
-//! ([`judge`]), and one tick of the state machine ([`tick`]).
+//! A release climbing to promotion, one tick of the state machine at a time.
+//!
+//! - [`core`]: what every kind shares (progress, endings, gates, the health step,
+//!   preflight pieces, the tick context) and the dispatcher; it knows no kind.
+//! - [`judge`]: the health verdict, pure: the fixed-horizon and sequential judges.
+//! - [`shadow`]: a shadow phase, which a kind composes when it can mirror traffic.
+//! - [`canary`] and [`guardrail`]: the kinds, peers that never import each other.
+//!
+//! This module is the one switch between the kinds.
 
-pub mod control;
+pub mod canary;
+pub mod core;
 pub mod guardrail;
 pub mod judge;
-pub mod notify;
-pub mod preflight;
-pub mod sequential;
-pub mod spec;
-pub mod tick;
-
-pub use spec::{
-    CustomGate, Gates, InsufficientDataAlarm, JudgeKind, OnInsufficientData, Release, Stage, VERSION_PLACEHOLDER,
-};
+pub mod shadow;
 
 use serde_json::Value;
 
+use self::core::preflight::Check;
+use self::core::{Input, ReleaseKind, StepDeps};
 use crate::domain::error::Result;
 use crate::domain::target::Target;
-use guardrail::GuardrailRelease;
+use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, TrafficRouter, Tripwires};
+use canary::spec::Release;
+use guardrail::spec::GuardrailRelease;
 
 /// What a release file, or an execution's input, holds: a canary release coalmine
 /// climbs stage by stage, or a guardrail release SageMaker deploys while coalmine
@@ -28,6 +32,10 @@ pub enum Document {
     Canary(Release),
     Guardrail(GuardrailRelease),
 }
+
+/// Any release's progress, as the CLI reads it from an execution: the common fields,
+/// and a guardrail release's phase when it has one.
+pub type AnyProgress = self::core::progress::Progress<guardrail::Extra>;
 
 impl Document {
     pub fn is_guardrail(value: &Value) -> bool {
@@ -72,4 +80,48 @@ impl Document {
             Document::Guardrail(r) => r.phases(),
         }
     }
+
+    /// Every check the first tick makes, moving nothing.
+    pub async fn preflight<R, N, A, M>(&self, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Vec<Check>
+    where
+        R: TrafficRouter + EndpointDeployments,
+        N: Notifier,
+        A: AlarmSource + Tripwires,
+        M: MetricSource,
+    {
+        match self {
+            Document::Canary(r) => r.preflight(deps, now).await,
+            Document::Guardrail(r) => r.preflight(deps, now).await,
+        }
+    }
+}
+
+/// The tick as the function runs it, its failure logged once with the release it
+/// concerns (see [`core::Input`] for the payload).
+pub async fn tick_payload<R, N, A, M>(input: &Value, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Result<Value>
+where
+    R: TrafficRouter + EndpointDeployments,
+    N: Notifier,
+    A: AlarmSource + Tripwires,
+    M: MetricSource,
+{
+    let ticked = match Input::of(input) {
+        Ok(input) if Document::is_guardrail(&input.release) => {
+            self::core::run::<GuardrailRelease, _, _, _, _>(input, deps, now).await
+        }
+        Ok(input) => self::core::run::<Release, _, _, _, _>(input, deps, now).await,
+        Err(e) => Err(e),
+    };
+    ticked.inspect_err(|e| {
+        let state = input.get("state");
+        let release = state.and_then(|s| s.get("release")).and_then(Value::as_str);
+        let execution = input.get("execution").and_then(Value::as_str);
+        let safety = state.is_some_and(|s| s.get("failure").is_some());
+        tracing::error!(
+            release, execution,
+            decision = if safety { "safety_rollback_failed" } else { "tick_failed" },
+            error_type = e.error_type(), retryable = e.is_retryable(), error = %e,
+            "the tick failed; the state machine retries it or ends the release"
+        )
+    })
 }

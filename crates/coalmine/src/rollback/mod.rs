@@ -14,14 +14,14 @@ use std::pin::{pin, Pin};
 use futures::future::{join_all, maybe_done, select, Either, MaybeDone};
 use tracing::{error, info, warn};
 
-use crate::config::TargetMapping;
+use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
 use crate::domain::event::{AlarmEvent, AlarmState};
+use crate::domain::mapping::TargetMapping;
 use crate::domain::split::Split;
-use crate::domain::stamp::RolledBackBy;
-use crate::domain::target::Target;
-use crate::ports::{AlarmSource, Notifier, TrafficRouter};
-use crate::rollback::resolve::{fallback_targets, resolve, tag_targets, ResolvedBy};
+use crate::domain::target::{Target, TARGET_TAG};
+use crate::ports::{AlarmSource, EndpointDeployments, Notifier, TrafficRouter, Tripwires};
+use crate::rollback::resolve::{fallback_targets, resolve, tag_targets, Resolution, ResolvedBy};
 
 pub struct RollbackDeps<'a, R, N, A> {
     pub router: &'a R,
@@ -44,10 +44,12 @@ pub struct RollbackReport {
 /// Handles one alarm event. Returns an error, after every target was attempted and every
 /// message tried, when any rollback or notification failed: Lambda then retries the
 /// event, and a retry finds zeroed targets `already_zero` and sends what was missed.
-pub async fn handle_alarm(
-    event: &AlarmEvent,
-    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
-) -> Result<RollbackReport> {
+pub async fn handle_alarm<R, N, A>(event: &AlarmEvent, deps: &RollbackDeps<'_, R, N, A>) -> Result<RollbackReport>
+where
+    R: TrafficRouter + EndpointDeployments,
+    N: Notifier,
+    A: AlarmSource + Tripwires,
+{
     if event.state != AlarmState::Alarm {
         info!(alarm = %event.alarm_name, state = event.state.as_str(), decision = "ignored", "only ALARM rolls back");
         return Ok(RollbackReport { ignored_state: Some(event.state), ..Default::default() });
@@ -81,21 +83,8 @@ pub async fn handle_alarm(
         }
     };
     let resolution = resolve(tag, fallback);
-    let mut report = RollbackReport { resolved_by: Some(resolution.by), ..Default::default() };
-
     if resolution.targets.is_empty() {
-        warn!(alarm = %event.alarm_name, decision = "no_target", "the alarm guards no target coalmine knows");
-        let sent = deps.notifier.publish(&notify::no_target(event)).await;
-        report.notified += usize::from(sent.is_ok());
-        return match (resolution.tag_lookup_failed, sent) {
-            (Some(tag_error), _) => {
-                Err(retryable(format!("no target resolved because the alarm's tags could not be read: {tag_error}")))
-            }
-            (None, Err(notify_error)) => {
-                Err(retryable(format!("the no-target warning could not be sent: {notify_error}")))
-            }
-            (None, Ok(())) => Ok(report),
-        };
+        return guards_nothing(event, deps.notifier, resolution).await;
     }
 
     // Each target's zeroing and then its message run on their own, so a slow or
@@ -110,7 +99,36 @@ pub async fn handle_alarm(
         .collect();
     drop(early_reads); // the reads no target claimed: cancelled, not awaited
     let results = join_all(per_target).await;
+    report(resolution, results)
+}
 
+/// No target: the team is warned; the invocation succeeds, unless the tags could not
+/// be read (a retry may find the target) or the warning was not sent.
+async fn guards_nothing(
+    event: &AlarmEvent,
+    notifier: &impl Notifier,
+    resolution: Resolution,
+) -> Result<RollbackReport> {
+    warn!(alarm = %event.alarm_name, decision = "no_target", "the alarm guards no target coalmine knows");
+    let sent = notifier.publish(&notify::no_target(event)).await;
+    let report =
+        RollbackReport { resolved_by: Some(resolution.by), notified: usize::from(sent.is_ok()), ..Default::default() };
+    match (resolution.tag_lookup_failed, sent) {
+        (Some(tag_error), _) => {
+            Err(retryable(format!("no target resolved because the alarm's tags could not be read: {tag_error}")))
+        }
+        (None, Err(notify_error)) => Err(retryable(format!("the no-target warning could not be sent: {notify_error}"))),
+        (None, Ok(())) => Ok(report),
+    }
+}
+
+/// Every target's outcome and message, into the report, or into one failure naming
+/// each problem (retryable when a retry could help).
+fn report(
+    resolution: Resolution,
+    results: Vec<(Target, Result<ZeroOutcome>, Option<Result<()>>)>,
+) -> Result<RollbackReport> {
+    let mut report = RollbackReport { resolved_by: Some(resolution.by), ..Default::default() };
     let mut problems = Vec::new();
     // A target that does not exist will not appear on a retry; anything else might
     // succeed then, so the event is retried (and kept by the on-failure destination).
@@ -133,8 +151,7 @@ pub async fn handle_alarm(
     if let Some(tag_error) = resolution.tag_lookup_failed {
         retryable = true;
         problems.push(format!(
-            "the alarm's {} tag could not be read, so targets came from the {}: {tag_error}",
-            crate::rollback::resolve::TARGET_TAG,
+            "the alarm's {TARGET_TAG} tag could not be read, so targets came from the {}: {tag_error}",
             resolution.by.as_str()
         ));
     }
@@ -151,7 +168,7 @@ type EarlyRead<'a> = MaybeDone<BoxedRead<'a>>;
 
 async fn roll_back_target(
     event: &AlarmEvent,
-    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
+    deps: &RollbackDeps<'_, impl TrafficRouter + EndpointDeployments, impl Notifier, impl AlarmSource + Tripwires>,
     target: &Target,
     resolved_by: ResolvedBy,
     early_read: Option<EarlyRead<'_>>,
@@ -186,7 +203,7 @@ async fn roll_back_target(
 /// deployment is in flight on it, its tripwire stops it (whether or not this alarm is
 /// among the deployment's auto-rollback alarms).
 async fn stop_guardrail(
-    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
+    deps: &RollbackDeps<'_, impl EndpointDeployments, impl Notifier, impl Tripwires>,
     target: &Target,
     split: Split,
 ) -> Result<ZeroOutcome> {
@@ -257,10 +274,15 @@ pub async fn by_hand(
 /// The rollback function's whole job on one payload: decode, act on each alarm event it
 /// holds (SNS may carry several), and summarise as JSON (the invocation's result, handy
 /// in tests and in Lambda's console). Every event is handled before a failure is returned.
-pub async fn handle_payload(
+pub async fn handle_payload<R, N, A>(
     payload: &serde_json::Value,
-    deps: &RollbackDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource>,
-) -> Result<serde_json::Value> {
+    deps: &RollbackDeps<'_, R, N, A>,
+) -> Result<serde_json::Value>
+where
+    R: TrafficRouter + EndpointDeployments,
+    N: Notifier,
+    A: AlarmSource + Tripwires,
+{
     let events = AlarmEvent::decode(payload)
         .inspect_err(|e| error!(error = %e, decision = "rejected", "event not understood; no traffic changed"))?;
     let results = join_all(events.iter().map(|event| handle_alarm(event, deps))).await;
@@ -324,7 +346,7 @@ mod tests {
     use super::*;
     use crate::domain::event::tests::sample;
     use crate::domain::stamp::{Phase, Stamp};
-    use crate::fakes::{lambda_split, FakeAlarms, FakeNotifier, FakeRouter};
+    use crate::memory::{lambda_split, Alarms, Outbox, Router};
     use crate::rollback::zero::MAX_CONFLICTS;
 
     const ARN: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:coalmine-ai-handler-canary-errors";
@@ -335,9 +357,9 @@ mod tests {
 
     async fn run(
         event: &AlarmEvent,
-        router: &FakeRouter,
-        notifier: &FakeNotifier,
-        alarms: &impl AlarmSource,
+        router: &Router,
+        notifier: &Outbox,
+        alarms: &(impl AlarmSource + Tripwires),
         mapping: &TargetMapping,
     ) -> Result<RollbackReport> {
         handle_alarm(event, &RollbackDeps { router, notifier, alarms, mapping }).await
@@ -346,8 +368,8 @@ mod tests {
     #[tokio::test]
     async fn alarm_zeroes_the_canary_and_says_so() {
         // GIVEN a canary at 5% and an alarm whose dimensions name its alias
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let (notifier, alarms) = (Outbox::default(), Alarms::default());
         // WHEN the alarm fires
         let report = run(
             &sample("alarm-lambda-canary.eventbridge.json"),
@@ -382,8 +404,8 @@ mod tests {
 
     #[tokio::test]
     async fn coalmines_own_tripwire_is_not_a_canary_to_zero_nor_news() {
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let (notifier, alarms) = (Outbox::default(), Alarms::default());
         let mut event = sample("alarm-sagemaker-canary.eventbridge.json");
         event.alarm_name = "coalmine-tripwire-ai-model-endpoint".into();
         event.metrics[0].namespace = Some(crate::domain::deployment::TRIPWIRE_NAMESPACE.into());
@@ -415,11 +437,11 @@ mod tests {
     #[tokio::test]
     async fn an_alarm_during_the_final_bake_puts_the_previous_stable_back_at_once() {
         // GIVEN a release that promoted version 42 and is still baking at 100%
-        let router = FakeRouter::with([(handler(), stamped(promoted_to("42"), Phase::Live))]);
-        let notifier = FakeNotifier::default();
+        let router = Router::with([(handler(), stamped(promoted_to("42"), Phase::Live))]);
+        let notifier = Outbox::default();
         // WHEN its alarm fires
         let event = sample("alarm-lambda-canary.eventbridge.json");
-        run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap();
+        run(&event, &router, &notifier, &Alarms::default(), &TargetMapping::default()).await.unwrap();
         // THEN version 41 serves again, in the same invocation, and the stamp says who did it
         let live = router.split(&handler());
         assert_eq!((live.stable.as_str(), live.canary_is_zero()), ("41", true));
@@ -445,10 +467,10 @@ mod tests {
 
     #[tokio::test]
     async fn after_the_release_ended_promoted_the_alarm_no_longer_reverts_it() {
-        let router = FakeRouter::with([(handler(), stamped(promoted_to("42"), Phase::Promoted))]);
-        let notifier = FakeNotifier::default();
+        let router = Router::with([(handler(), stamped(promoted_to("42"), Phase::Promoted))]);
+        let notifier = Outbox::default();
         let event = sample("alarm-lambda-canary.eventbridge.json");
-        let report = run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap();
+        let report = run(&event, &router, &notifier, &Alarms::default(), &TargetMapping::default()).await.unwrap();
         assert!(matches!(report.outcomes[0].1, Ok(ZeroOutcome::AlreadyZero { .. })));
         assert_eq!((router.split(&handler()).stable.as_str(), router.write_count()), ("42", 0));
         let body = &notifier.sent.lock().unwrap()[0].body;
@@ -458,8 +480,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_delivery_writes_nothing_and_reports_already_zero() {
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let (notifier, alarms) = (Outbox::default(), Alarms::default());
         let event = sample("alarm-lambda-canary.eventbridge.json");
         run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
         run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
@@ -471,8 +493,8 @@ mod tests {
     #[tokio::test]
     async fn only_alarm_acts() {
         for file in ["ok-lambda-canary.eventbridge.json", "insufficient-data-lambda-canary.eventbridge.json"] {
-            let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-            let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
+            let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+            let (notifier, alarms) = (Outbox::default(), Alarms::default());
             let report = run(&sample(file), &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
             assert!(report.ignored_state.is_some(), "{file}");
             assert_eq!((*router.reads.lock().unwrap(), router.write_count()), (0, 0), "{file}");
@@ -482,8 +504,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_alarm_guarding_nothing_known_warns_and_succeeds() {
-        let router = FakeRouter::default();
-        let (notifier, alarms) = (FakeNotifier::default(), FakeAlarms::default());
+        let router = Router::default();
+        let (notifier, alarms) = (Outbox::default(), Alarms::default());
         let mut event = sample("alarm-lambda-canary.eventbridge.json");
         event.metrics.clear();
         let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
@@ -497,7 +519,7 @@ mod tests {
     async fn tag_beats_mapping_beats_dimensions() {
         let tagged = Target::lambda("tagged", "live");
         let mapped = Target::lambda("mapped", "live");
-        let router = FakeRouter::with([
+        let router = Router::with([
             (handler(), lambda_split("1", "2", 0.1)),
             (tagged.clone(), lambda_split("1", "2", 0.1)),
             (mapped.clone(), lambda_split("1", "2", 0.1)),
@@ -505,18 +527,15 @@ mod tests {
         let mapping = TargetMapping::parse(r#"{"coalmine-ai-handler-*": ["lambda:mapped:live"]}"#).unwrap();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
-        let alarms =
-            FakeAlarms { tags: HashMap::from([(ARN.into(), "lambda:tagged:live".into())]), ..Default::default() };
-        let report = run(&event, &router, &FakeNotifier::default(), &alarms, &mapping).await.unwrap();
+        let alarms = Alarms { tags: HashMap::from([(ARN.into(), "lambda:tagged:live".into())]), ..Default::default() };
+        let report = run(&event, &router, &Outbox::default(), &alarms, &mapping).await.unwrap();
         assert_eq!((report.resolved_by, report.outcomes[0].0.clone()), (Some(ResolvedBy::Tag), tagged));
 
-        let report = run(&event, &router, &FakeNotifier::default(), &FakeAlarms::default(), &mapping).await.unwrap();
+        let report = run(&event, &router, &Outbox::default(), &Alarms::default(), &mapping).await.unwrap();
         assert_eq!((report.resolved_by, report.outcomes[0].0.clone()), (Some(ResolvedBy::Mapping), mapped));
 
-        let malformed =
-            FakeAlarms { tags: HashMap::from([(ARN.into(), "lambda:only-two".into())]), ..Default::default() };
-        let report =
-            run(&event, &router, &FakeNotifier::default(), &malformed, &TargetMapping::default()).await.unwrap();
+        let malformed = Alarms { tags: HashMap::from([(ARN.into(), "lambda:only-two".into())]), ..Default::default() };
+        let report = run(&event, &router, &Outbox::default(), &malformed, &TargetMapping::default()).await.unwrap();
         assert_eq!((report.resolved_by, report.outcomes[0].0.clone()), (Some(ResolvedBy::Dimensions), handler()));
     }
 
@@ -524,7 +543,7 @@ mod tests {
     /// number of polls), and remembers how many reads it saw: a lookup that ran before
     /// any read started sees none.
     struct TagAfterRead<'a> {
-        router: &'a FakeRouter,
+        router: &'a Router,
         tag: Option<String>,
         reads_seen: Mutex<Option<usize>>,
     }
@@ -546,11 +565,21 @@ mod tests {
         }
     }
 
+    impl Tripwires for TagAfterRead<'_> {
+        async fn ensure_tripwire(&self, _alarm: &str, _endpoint: &str) -> Result<()> {
+            unreachable!("the rollback never creates alarms")
+        }
+
+        async fn trip(&self, _alarm: &str) -> Result<()> {
+            unreachable!("a Lambda alias has no tripwire")
+        }
+    }
+
     #[tokio::test]
     async fn the_dimension_target_is_read_while_the_tag_lookup_runs_and_that_read_is_used() {
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
         let alarms = TagAfterRead { router: &router, tag: None, reads_seen: Mutex::new(None) };
-        let notifier = FakeNotifier::default();
+        let notifier = Outbox::default();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
         let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
@@ -564,13 +593,11 @@ mod tests {
     #[tokio::test]
     async fn a_target_the_tag_overrules_is_read_early_but_never_written() {
         let tagged = Target::lambda("tagged", "live");
-        let router = FakeRouter::with([
-            (handler(), lambda_split("41", "42", 0.05)),
-            (tagged.clone(), lambda_split("7", "8", 0.25)),
-        ]);
+        let router =
+            Router::with([(handler(), lambda_split("41", "42", 0.05)), (tagged.clone(), lambda_split("7", "8", 0.25))]);
         let alarms =
             TagAfterRead { router: &router, tag: Some("lambda:tagged:live".into()), reads_seen: Mutex::new(None) };
-        let notifier = FakeNotifier::default();
+        let notifier = Outbox::default();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
         let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
@@ -591,13 +618,13 @@ mod tests {
     /// variant the dimensions' read finds to be `inferred_stable`: how many reads it takes.
     async fn sagemaker_reads(tag: &str, inferred_stable: &str) -> usize {
         let tagged: Target = tag.parse().unwrap();
-        let router = FakeRouter::with([
+        let router = Router::with([
             (tagged.as_dimensions_name_it(), sagemaker_split(inferred_stable)),
             (tagged.clone(), sagemaker_split("stable")),
         ]);
         let alarms = TagAfterRead { router: &router, tag: Some(tag.into()), reads_seen: Mutex::new(None) };
         let event = sample("alarm-sagemaker-canary.eventbridge.json");
-        let report = run(&event, &router, &FakeNotifier::default(), &alarms, &TargetMapping::default()).await.unwrap();
+        let report = run(&event, &router, &Outbox::default(), &alarms, &TargetMapping::default()).await.unwrap();
         assert_eq!(report.resolved_by, Some(ResolvedBy::Tag));
         assert_eq!(router.split(&tagged).canary_weight, 0.0);
         let reads = *router.reads.lock().unwrap();
@@ -617,11 +644,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hung_read_of_a_target_the_tag_overrules_holds_nothing_up() {
         let tagged = Target::lambda("tagged", "live");
-        let router = FakeRouter::with([(tagged.clone(), lambda_split("7", "8", 0.25))]);
+        let router = Router::with([(tagged.clone(), lambda_split("7", "8", 0.25))]);
         router.hanging_reads.lock().unwrap().push(handler());
-        let alarms =
-            FakeAlarms { tags: HashMap::from([(ARN.into(), "lambda:tagged:live".into())]), ..Default::default() };
-        let notifier = FakeNotifier::default();
+        let alarms = Alarms { tags: HashMap::from([(ARN.into(), "lambda:tagged:live".into())]), ..Default::default() };
+        let notifier = Outbox::default();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
         let handled = tokio::time::timeout(
@@ -639,16 +665,16 @@ mod tests {
     #[tokio::test]
     async fn every_target_is_attempted_when_one_fails_and_the_invocation_fails_retryable() {
         let (a, b, c) = (Target::lambda("a", "live"), Target::lambda("b", "live"), Target::lambda("c", "live"));
-        let router = FakeRouter::with([a.clone(), b.clone(), c.clone()].map(|t| (t, lambda_split("1", "2", 0.25))));
+        let router = Router::with([a.clone(), b.clone(), c.clone()].map(|t| (t, lambda_split("1", "2", 0.25))));
         router.write_failures.lock().unwrap().insert(
             b.clone(),
             VecDeque::from([Error::Aws { operation: "lambda:UpdateAlias", detail: "503".into(), retryable: true }]),
         );
-        let alarms = FakeAlarms {
+        let alarms = Alarms {
             tags: HashMap::from([(ARN.into(), "lambda:a:live lambda:b:live lambda:c:live".into())]),
             ..Default::default()
         };
-        let notifier = FakeNotifier::default();
+        let notifier = Outbox::default();
         let event = sample("alarm-lambda-canary.eventbridge.json");
 
         let err = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap_err();
@@ -676,12 +702,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_alias_fails_the_invocation_as_non_retryable() {
-        let router = FakeRouter::default();
+        let router = Router::default();
         let err = run(
             &sample("alarm-lambda-canary.eventbridge.json"),
             &router,
-            &FakeNotifier::default(),
-            &FakeAlarms::default(),
+            &Outbox::default(),
+            &Alarms::default(),
             &TargetMapping::default(),
         )
         .await
@@ -694,14 +720,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_notification_failure_never_undoes_the_rollback_and_the_retry_sends_it() {
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let notifier = FakeNotifier::failing(1);
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let notifier = Outbox::failing(1);
         let event = sample("alarm-lambda-canary.eventbridge.json");
-        let err = run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap_err();
+        let err = run(&event, &router, &notifier, &Alarms::default(), &TargetMapping::default()).await.unwrap_err();
         assert!(err.is_retryable() && err.to_string().contains("not sent"), "{err}");
         assert_eq!(router.split(&handler()).canary_weight, 0.0, "the rollback stands");
 
-        run(&event, &router, &notifier, &FakeAlarms::default(), &TargetMapping::default()).await.unwrap();
+        run(&event, &router, &notifier, &Alarms::default(), &TargetMapping::default()).await.unwrap();
         assert_eq!(notifier.events(), vec![("already_zero".into(), "lambda:ai-handler:production".into())]);
         assert_eq!(router.write_count(), 1);
     }
@@ -709,13 +735,13 @@ mod tests {
     #[tokio::test]
     async fn a_change_between_read_and_write_is_read_again_not_overwritten() {
         // Someone raises the canary to 10% after our read: our write is refused, we re-read.
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
         router.interleaved.lock().unwrap().insert(handler(), VecDeque::from([lambda_split("41", "42", 0.10)]));
         let report = run(
             &sample("alarm-lambda-canary.eventbridge.json"),
             &router,
-            &FakeNotifier::default(),
-            &FakeAlarms::default(),
+            &Outbox::default(),
+            &Alarms::default(),
             &TargetMapping::default(),
         )
         .await
@@ -727,14 +753,14 @@ mod tests {
         assert_eq!(*router.reads.lock().unwrap(), 2);
 
         // A concurrent rollback lands first: we find zero and write nothing.
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
         router.interleaved.lock().unwrap().insert(handler(), VecDeque::from([lambda_split("41", "42", 0.0)]));
-        let notifier = FakeNotifier::default();
+        let notifier = Outbox::default();
         run(
             &sample("alarm-lambda-canary.eventbridge.json"),
             &router,
             &notifier,
-            &FakeAlarms::default(),
+            &Alarms::default(),
             &TargetMapping::default(),
         )
         .await
@@ -746,11 +772,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_rollback_is_logged_once_with_its_alarm_and_returned_on_one_line() {
         let capture = crate::logging::Capture::start();
-        let router = FakeRouter::default();
+        let router = Router::default();
         let event = sample("alarm-lambda-canary.eventbridge.json");
-        let err = run(&event, &router, &FakeNotifier::default(), &FakeAlarms::default(), &TargetMapping::default())
-            .await
-            .unwrap_err();
+        let err =
+            run(&event, &router, &Outbox::default(), &Alarms::default(), &TargetMapping::default()).await.unwrap_err();
         assert!(!err.to_string().contains('\n'), "{err}");
         let errors: Vec<_> = capture.lines().into_iter().filter(|l| l["level"] == "ERROR").collect();
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -762,7 +787,7 @@ mod tests {
 
     #[tokio::test]
     async fn endless_conflicts_give_up_retryable_after_a_bound() {
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
         let conflict = || Error::Conflict { target: handler(), detail: "412".into() };
         router.write_failures.lock().unwrap().insert(handler(), (0..MAX_CONFLICTS).map(|_| conflict()).collect());
         let by = RolledBackBy::Alarm("a".into());
@@ -773,12 +798,12 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_tags_still_roll_back_from_other_sources_then_fail_for_a_retry() {
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let alarms = FakeAlarms { fail: true, ..Default::default() };
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let alarms = Alarms { fail: true, ..Default::default() };
         let err = run(
             &sample("alarm-lambda-canary.eventbridge.json"),
             &router,
-            &FakeNotifier::default(),
+            &Outbox::default(),
             &alarms,
             &TargetMapping::default(),
         )
@@ -790,11 +815,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_payload_handler_rejects_bad_input_without_touching_traffic() {
-        let router = FakeRouter::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
         let deps = RollbackDeps {
             router: &router,
-            notifier: &FakeNotifier::default(),
-            alarms: &FakeAlarms::default(),
+            notifier: &Outbox::default(),
+            alarms: &Alarms::default(),
             mapping: &TargetMapping::default(),
         };
         let err = handle_payload(&serde_json::json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}), &deps)

@@ -5,13 +5,11 @@ use std::collections::BTreeSet;
 
 use tracing::warn;
 
-use crate::config::TargetMapping;
 use crate::domain::error::Error;
 use crate::domain::event::AlarmEvent;
-use crate::domain::target::{parse_target_list, SageMakerVariants, Target};
+use crate::domain::mapping::TargetMapping;
+use crate::domain::target::{parse_target_list, SageMakerVariants, Target, TARGET_TAG};
 use crate::ports::AlarmSource;
-
-pub const TARGET_TAG: &str = "coalmine:target";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResolvedBy {

@@ -2,9 +2,10 @@
 
 use tracing::warn;
 
+use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
-use crate::domain::stamp::{RolledBackBy, Stamp};
+use crate::domain::stamp::Stamp;
 use crate::domain::target::Target;
 use crate::ports::TrafficRouter;
 

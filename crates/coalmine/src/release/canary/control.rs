@@ -4,15 +4,16 @@
 //! conditional on the read like every other). Abort takes the traffic away at once, with
 //! the rollback function's own code, and the release's next check ends it.
 
+use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
-use crate::domain::stamp::{Phase, Request, RolledBackBy, Stamp};
+use crate::domain::stamp::{Phase, Request, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{Notifier, TrafficRouter};
-use crate::release::notify::{self as release_notify, RollbackKind};
-use crate::release::Release;
-use crate::rollback::notify::describe;
+use crate::release::canary::notify::{self as canary_notify, Stopped};
+use crate::release::canary::spec::Release;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
+use crate::text::describe;
 
 /// Past this many lost races in one command, something keeps changing the target.
 const MAX_CONFLICTS: usize = 5;
@@ -134,10 +135,10 @@ pub async fn abort(
         done => done,
     };
     let stage = outcome.before().stamp.as_ref().and_then(|s| s.stage).map_or(0, |(at, _)| at.saturating_sub(1));
-    let message = release_notify::rolled_back(&release_notify::Stopped {
+    let message = canary_notify::rolled_back(&Stopped {
         release,
         execution,
-        kind: RollbackKind::Operator,
+        by: &by,
         why: &by.describe(),
         evidence: None,
         stage: stage.min(release.stages.len() - 1),
@@ -154,7 +155,7 @@ pub async fn abort(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fakes::{lambda_split, FakeNotifier, FakeRouter};
+    use crate::memory::{lambda_split, Outbox, Router};
 
     const EXECUTION: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42";
 
@@ -162,7 +163,7 @@ mod tests {
         Target::lambda("ai-handler", "live")
     }
 
-    fn in_flight_at(weight: f64) -> FakeRouter {
+    fn in_flight_at(weight: f64) -> Router {
         let stamp = Stamp {
             execution: "Release:ai-handler-42".into(),
             stable: "41".into(),
@@ -172,7 +173,7 @@ mod tests {
             hold: None,
             request: None,
         };
-        FakeRouter::with([(target(), Split { stamp: Some(stamp), ..lambda_split("41", "42", weight) })])
+        Router::with([(target(), Split { stamp: Some(stamp), ..lambda_split("41", "42", weight) })])
     }
 
     #[tokio::test]
@@ -203,7 +204,7 @@ mod tests {
         let err = command(&router, &target(), "ai-handler-43", "jane", Command::Approve).await.unwrap_err();
         assert!(err.to_string().contains("the last there is ai-handler-42"), "{err}");
 
-        let bare = FakeRouter::with([(target(), lambda_split("41", "42", 0.0))]);
+        let bare = Router::with([(target(), lambda_split("41", "42", 0.0))]);
         let err = command(&bare, &target(), "ai-handler-42", "jane", Command::Pause).await.unwrap_err();
         assert!(err.to_string().contains("no coalmine release is in flight on lambda:ai-handler:live"), "{err}");
         assert_eq!(bare.write_count(), 0);
@@ -212,8 +213,8 @@ mod tests {
     #[tokio::test]
     async fn abort_takes_the_traffic_away_names_who_and_why_and_ends_the_release() {
         let router = in_flight_at(0.25);
-        let notifier = FakeNotifier::default();
-        let release = crate::release::spec::tests::lambda_release();
+        let notifier = Outbox::default();
+        let release = crate::release::canary::spec::tests::lambda_release();
         let release = Release { target: target(), release: "ai-handler-42".into(), ..release };
 
         let outcome = abort(&router, &notifier, &release, EXECUTION, "jane", "answers look truncated").await.unwrap();

@@ -1,11 +1,13 @@
-//! A release: the Step Functions execution input, validated strictly before any traffic
-//! moves. Every error names the field and what is allowed.
+//! A weight canary release: the Step Functions execution input, validated strictly
+//! before any traffic moves. Every error names the field and what is allowed.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::error::Error;
 use crate::domain::target::Target;
+use crate::release::core::document::{deserialize, validate_name};
+use crate::release::core::gates::Gates;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,132 +59,6 @@ impl Stage {
         self.approval_timeout_seconds.unwrap_or(DEFAULT_APPROVAL_TIMEOUT)
     }
 }
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnInsufficientData {
-    /// Keep the weight and keep checking, for at most `max_hold_seconds`, then roll back.
-    #[default]
-    Hold,
-    Rollback,
-    Proceed,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InsufficientDataAlarm {
-    /// A gate alarm without data does not block (a fresh canary often has none).
-    #[default]
-    Healthy,
-    Unhealthy,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gates {
-    #[serde(default)]
-    pub alarms: Vec<String>,
-    #[serde(default)]
-    pub alarm_insufficient_data: InsufficientDataAlarm,
-    /// Which judge weighs the metrics: `sequential` (the default) or `fixed_horizon`,
-    /// the earlier one, kept for comparison and for releases written for it.
-    #[serde(default)]
-    pub judge: JudgeKind,
-    /// The chance a healthy canary is rolled back by the metrics, over the whole
-    /// release and every statistical test together (sequential judge).
-    #[serde(default = "default_false_rollback_rate")]
-    pub false_rollback_rate: f64,
-    /// Canary error rate (errors / requests), absolute: rolled back once the judge is
-    /// confident it is above this.
-    #[serde(default)]
-    pub max_error_rate: Option<f64>,
-    /// Canary p95 latency, absolute: rolled back once the judge is confident more than
-    /// 5% of the canary's requests are slower.
-    #[serde(default)]
-    pub max_p95_latency_ms: Option<f64>,
-    /// Sequential judge: how many times the stable's error rate the canary's may be
-    /// before it counts as a regression (1.2: 20% worse). Default 1: any regression.
-    #[serde(default)]
-    pub max_error_rate_ratio: Option<f64>,
-    /// Fixed-horizon judge: canary error rate minus stable error rate.
-    #[serde(default)]
-    pub max_error_rate_increase: Option<f64>,
-    /// Canary p95 over stable p95, minus one (0.2 = 20% slower).
-    #[serde(default)]
-    pub max_p95_increase_ratio: Option<f64>,
-    /// Fixed-horizon judge: the one-sided two-proportion z-test's confidence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_rate_confidence: Option<f64>,
-    /// A stage whose canary served fewer requests is inconclusive, never healthy.
-    #[serde(default = "default_min_requests")]
-    pub min_requests: u64,
-    #[serde(default)]
-    pub on_insufficient_data: OnInsufficientData,
-    #[serde(default = "default_max_hold")]
-    pub max_hold_seconds: u64,
-    #[serde(default)]
-    pub custom: Vec<CustomGate>,
-}
-
-impl Default for Gates {
-    fn default() -> Self {
-        Gates {
-            alarms: Vec::new(),
-            alarm_insufficient_data: InsufficientDataAlarm::default(),
-            judge: JudgeKind::default(),
-            false_rollback_rate: default_false_rollback_rate(),
-            max_error_rate: None,
-            max_p95_latency_ms: None,
-            max_error_rate_ratio: None,
-            max_error_rate_increase: None,
-            max_p95_increase_ratio: None,
-            error_rate_confidence: None,
-            min_requests: default_min_requests(),
-            on_insufficient_data: OnInsufficientData::default(),
-            max_hold_seconds: default_max_hold(),
-            custom: Vec::new(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JudgeKind {
-    /// Anytime-valid sequential tests (mSPRT): looking every tick costs no validity.
-    #[default]
-    Sequential,
-    /// A two-proportion z-test and raw p95 comparisons, re-run every tick.
-    FixedHorizon,
-}
-
-/// The fixed-horizon judge's default confidence.
-pub const DEFAULT_ERROR_RATE_CONFIDENCE: f64 = 0.95;
-
-/// One healthy release in a hundred rolled back by the metrics, at most, by design (the
-/// simulation measures well below it): teams switch off canary analysis that cries wolf,
-/// and at 1 000 requests a minute this still catches a doubled error rate in the first
-/// stages (SIMULATION.md).
-pub const DEFAULT_FALSE_ROLLBACK_RATE: f64 = 0.01;
-
-fn default_false_rollback_rate() -> f64 {
-    DEFAULT_FALSE_ROLLBACK_RATE
-}
-
-/// Below about a hundred requests a canary's error rate cannot be told from noise at
-/// the rates teams alarm on (a few percent), and a stage with no traffic at all says
-/// nothing: such a stage is inconclusive, never healthy.
-pub const DEFAULT_MIN_REQUESTS: u64 = 100;
-
-fn default_min_requests() -> u64 {
-    DEFAULT_MIN_REQUESTS
-}
-
-fn default_max_hold() -> u64 {
-    1800
-}
-
-pub use crate::domain::metrics::{CustomGate, VERSION_PLACEHOLDER};
-const STATS: &[&str] = &["Sum", "Average", "Minimum", "Maximum", "SampleCount"];
 
 impl Release {
     /// Parses and validates: unknown fields, bad values and impossible combinations are
@@ -331,176 +207,11 @@ pub struct PlannedStage {
     pub ticks: u64,
 }
 
-/// A release document, strictly: unknown fields and bad values are errors naming the
-/// field, with a hint where a common slip is likely.
-pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, Error> {
-    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let hint = hint(value, &path).map(|h| format!("; {h}")).unwrap_or_default();
-        if path == "." {
-            Error::InvalidRelease(format!("{inner}{hint}"))
-        } else {
-            Error::InvalidRelease(format!("{path}: {inner}{hint}"))
-        }
-    })
-}
-
-/// A release's name: it names the execution, and is recorded on the target.
-pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
-    if name.is_empty() || name.len() > 80 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(Error::InvalidRelease(format!(
-            "release: {name:?}: a name of 1 to 80 letters, digits, '-', '_' or '.' is required (it names the \
-             execution, and is recorded on the target)"
-        )));
-    }
-    Ok(())
-}
-
-/// What a person most likely meant when a release does not parse at `path`.
-fn hint(value: &Value, path: &str) -> Option<String> {
-    let target = value.get("target")?;
-    if path.starts_with("target") && target.get("lambda").is_none() && target.get("sagemaker").is_none() {
-        if target.get("function").is_some() || target.get("alias").is_some() {
-            return Some(
-                "a Lambda target names its kind: {\"lambda\": {\"function\": ..., \"alias\": ...}}".to_owned(),
-            );
-        }
-        if target.get("endpoint").is_some() {
-            return Some(
-                "a SageMaker target names its kind: {\"sagemaker\": {\"endpoint\": ..., \"stable_variant\": ..., \
-                 \"canary_variant\": ...}}"
-                    .to_owned(),
-            );
-        }
-    }
-    None
-}
-
-impl Gates {
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("gates.{field}: {why}")));
-        for (i, alarm) in self.alarms.iter().enumerate() {
-            if alarm.trim().is_empty() || alarm.len() > 255 {
-                return bad(&format!("alarms[{i}]"), "an alarm name of 1 to 255 characters is required".into());
-            }
-        }
-        if self.alarms.len() > 100 {
-            return bad("alarms", format!("{} alarms; at most 100", self.alarms.len()));
-        }
-        for (field, value) in
-            [("max_error_rate", self.max_error_rate), ("max_error_rate_increase", self.max_error_rate_increase)]
-        {
-            if let Some(v) = value {
-                if !(0.0..=1.0).contains(&v) {
-                    return bad(field, format!("{v} is not a fraction in [0, 1]"));
-                }
-            }
-        }
-        for (field, value) in
-            [("max_p95_latency_ms", self.max_p95_latency_ms), ("max_p95_increase_ratio", self.max_p95_increase_ratio)]
-        {
-            if let Some(v) = value {
-                if !v.is_finite() || v < 0.0 {
-                    return bad(field, format!("{v} must be a number >= 0"));
-                }
-            }
-        }
-        if self.min_requests == 0 {
-            return bad(
-                "min_requests",
-                format!(
-                    "0: a stage whose canary served no request says nothing about it; use at least 1 \
-                     (default {DEFAULT_MIN_REQUESTS})"
-                ),
-            );
-        }
-        if let Some(confidence) = self.error_rate_confidence {
-            if !(0.5..1.0).contains(&confidence) {
-                return bad("error_rate_confidence", format!("{confidence} is outside [0.5, 1)"));
-            }
-        }
-        if !(self.false_rollback_rate > 0.0 && self.false_rollback_rate <= 0.2) {
-            return bad("false_rollback_rate", format!("{} is outside (0, 0.2]", self.false_rollback_rate));
-        }
-        if let Some(ratio) = self.max_error_rate_ratio {
-            if !(1.0..=100.0).contains(&ratio) {
-                return bad(
-                    "max_error_rate_ratio",
-                    format!("{ratio} is outside [1, 100]: 1.2 lets the canary be 20% worse"),
-                );
-            }
-        }
-        if self.judge == JudgeKind::Sequential {
-            if let Some(margin) = self.max_error_rate_increase {
-                return bad(
-                    "max_error_rate_increase",
-                    format!(
-                        "{margin}: an absolute margin hides regressions at low error rates (1 point is 3x at 0.5%), so \
-                         the sequential judge takes max_error_rate_ratio instead (1.2 for 20% worse); or set \
-                         \"judge\": \"fixed_horizon\" to keep the earlier judge"
-                    ),
-                );
-            }
-            if self.error_rate_confidence.is_some() {
-                return bad(
-                    "error_rate_confidence",
-                    "belonged to the fixed-horizon z-test; the sequential judge takes false_rollback_rate, the chance \
-                     a healthy canary is rolled back (default 0.01); or set \"judge\": \"fixed_horizon\""
-                        .into(),
-                );
-            }
-        }
-        for (i, gate) in self.custom.iter().enumerate() {
-            let field = |name: &str| format!("custom[{i}].{name}");
-            if gate.namespace.trim().is_empty() {
-                return bad(&field("namespace"), "required".into());
-            }
-            if gate.metric.trim().is_empty() {
-                return bad(&field("metric"), "required".into());
-            }
-            if !STATS.contains(&gate.stat.as_str()) && !is_percentile(&gate.stat) {
-                return bad(
-                    &field("stat"),
-                    format!("{:?} is not one of {STATS:?} or a percentile like p95", gate.stat),
-                );
-            }
-            if gate.period_seconds == 0 || gate.period_seconds % 60 != 0 {
-                return bad(
-                    &field("period_seconds"),
-                    format!("{} is not a positive multiple of 60", gate.period_seconds),
-                );
-            }
-            if gate.max.is_none() && gate.max_increase_ratio.is_none() {
-                return bad(&field("max"), "a custom gate needs max, max_increase_ratio, or both".into());
-            }
-            if gate.max_increase_ratio.is_some() && !gate.dimensions.values().any(|v| v.contains(VERSION_PLACEHOLDER)) {
-                return bad(
-                    &field("dimensions"),
-                    format!(
-                        "a relative limit compares canary and stable, so a dimension must hold {VERSION_PLACEHOLDER}"
-                    ),
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-fn is_percentile(stat: &str) -> bool {
-    stat.strip_prefix('p').and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0 && n < 100.0)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    pub(crate) fn sample_json(file: &str) -> Value {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/releases").join(file);
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    }
+    use crate::release::core::document::tests::sample_json;
+    use crate::release::core::gates::DEFAULT_MIN_REQUESTS;
 
     pub(crate) fn lambda_release() -> Release {
         Release::parse(&sample_json("lambda-ai-handler-42.json")).unwrap()

@@ -1,0 +1,16 @@
+//! In-memory adapters for every port: what the use-case tests, the simulator and the
+//! integration crate's own doubles run on. Each keeps its state behind a lock, counts
+//! what it is asked, and can be told to fail the way AWS does; a shared [`Journal`]
+//! records the calls that change something, in order, across adapters.
+
+mod alarms;
+mod journal;
+mod metrics;
+mod notifier;
+mod router;
+
+pub use alarms::Alarms;
+pub use journal::Journal;
+pub use metrics::Metrics;
+pub use notifier::Outbox;
+pub use router::{lambda_split, Router};

@@ -1,0 +1,218 @@
+//! Lambda aliases and SageMaker endpoints in memory: splits with revisions (a write
+//! must present the revision it read, as Lambda's `RevisionId`), and endpoints that
+//! deploy configs the way SageMaker reports them, step by step as a test scripts them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::journal::{lock, Journal};
+use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState, PendingDeployment};
+use crate::domain::error::{Error, Result};
+use crate::domain::split::Split;
+use crate::domain::stamp::Stamp;
+use crate::domain::target::{SageMakerVariants, Target};
+use crate::ports::{EndpointDeployments, TrafficRouter};
+
+#[derive(Default)]
+pub struct Router {
+    pub splits: Mutex<HashMap<Target, Split>>,
+    pub reads: Mutex<usize>,
+    pub writes: Mutex<Vec<(Target, Split)>>,
+    /// Errors returned, in order, by `write` for a target before it succeeds.
+    pub write_failures: Mutex<HashMap<Target, VecDeque<Error>>>,
+    /// Someone else's change applied between our read and our write, once per entry.
+    pub interleaved: Mutex<HashMap<Target, VecDeque<Split>>>,
+    /// Canary versions `check_canary` reports missing.
+    pub missing_versions: Mutex<Vec<String>>,
+    /// Targets whose read never answers.
+    pub hanging_reads: Mutex<Vec<Target>>,
+    /// SageMaker endpoints by name, as `DescribeEndpoint` shows them (without tags).
+    pub endpoints: Mutex<HashMap<String, EndpointState>>,
+    /// What each later `endpoint_state` finds, in turn: SageMaker's own progress
+    /// through a deployment, as the test scripts it.
+    pub scripts: Mutex<HashMap<String, VecDeque<EndpointState>>>,
+    /// Endpoint configs by name.
+    pub configs: Mutex<HashMap<String, ConfigVariants>>,
+    /// The endpoints' `coalmine:release` and `coalmine:tripwire` tags.
+    pub stamps: Mutex<HashMap<String, Stamp>>,
+    pub tripwires: Mutex<HashMap<String, String>>,
+    pub journal: Journal,
+    revision: Mutex<u64>,
+}
+
+impl Router {
+    pub fn with(splits: impl IntoIterator<Item = (Target, Split)>) -> Self {
+        let router = Router::default();
+        lock(&router.splits).extend(splits);
+        router
+    }
+
+    /// Records its changes in `journal`, beside the other adapters'.
+    pub fn journaled(self, journal: &Journal) -> Self {
+        Router { journal: journal.clone(), ..self }
+    }
+
+    pub fn split(&self, target: &Target) -> Split {
+        lock(&self.splits).get(target).cloned().unwrap_or_else(|| Split::stable_only("(no such target)", None))
+    }
+
+    pub fn write_count(&self) -> usize {
+        lock(&self.writes).len()
+    }
+
+    /// An endpoint as SageMaker would describe it now, and the configs it may deploy.
+    pub fn put_endpoint(&self, endpoint: &str, state: EndpointState) {
+        lock(&self.endpoints).insert(endpoint.to_owned(), state);
+    }
+
+    pub fn put_config(&self, config: &str, variants: ConfigVariants) {
+        lock(&self.configs).insert(config.to_owned(), variants);
+    }
+
+    /// What the endpoint shows at each of the next reads, one read each.
+    pub fn script(&self, endpoint: &str, states: impl IntoIterator<Item = EndpointState>) {
+        lock(&self.scripts).entry(endpoint.to_owned()).or_default().extend(states);
+    }
+
+    fn next_revision(&self) -> Option<String> {
+        let mut r = lock(&self.revision);
+        *r += 1;
+        Some(format!("rev-{r}"))
+    }
+
+    /// The split a one-variant endpoint shows: its only variant, with no canary beside
+    /// it (SageMaker's own deployments move its traffic).
+    fn endpoint_split(&self, variants: &SageMakerVariants) -> Option<Split> {
+        let endpoints = lock(&self.endpoints);
+        let state = endpoints.get(&variants.endpoint)?;
+        let only = matches!(state.variants.as_slice(), [(name, _)] if *name == variants.canary_variant);
+        only.then(|| Split::stable_only(&variants.canary_variant, lock(&self.stamps).get(&variants.endpoint).cloned()))
+    }
+}
+
+/// A Lambda alias with a canary at `weight`, at revision `rev-0`.
+pub fn lambda_split(stable: &str, canary: &str, weight: f64) -> Split {
+    Split {
+        stable: stable.into(),
+        canary: Some(canary.into()),
+        canary_weight: weight,
+        revision: Some("rev-0".into()),
+        stamp: None,
+    }
+}
+
+fn endpoint_target(endpoint: &str) -> Target {
+    Target::Sagemaker(SageMakerVariants {
+        endpoint: endpoint.to_owned(),
+        stable_variant: None,
+        canary_variant: "(endpoint)".to_owned(),
+    })
+}
+
+impl TrafficRouter for Router {
+    async fn read(&self, target: &Target) -> Result<Split> {
+        *lock(&self.reads) += 1;
+        if lock(&self.hanging_reads).contains(target) {
+            std::future::pending::<()>().await;
+        }
+        if let Some(split) = lock(&self.splits).get(target).cloned() {
+            return Ok(split);
+        }
+        let endpoint = match target {
+            Target::Sagemaker(variants) => self.endpoint_split(variants),
+            Target::Lambda(_) => None,
+        };
+        endpoint.ok_or_else(|| Error::NotFound { target: target.clone(), detail: "no such alias".into() })
+    }
+
+    async fn write(&self, target: &Target, read: &Split, desired: &Split) -> Result<Split> {
+        if let Some(change) = lock(&self.interleaved).get_mut(target).and_then(VecDeque::pop_front) {
+            let revision = self.next_revision();
+            lock(&self.splits).insert(target.clone(), Split { revision, ..change });
+        }
+        if let Some(error) = lock(&self.write_failures).get_mut(target).and_then(VecDeque::pop_front) {
+            return Err(error);
+        }
+        let mut splits = lock(&self.splits);
+        let live =
+            splits.get(target).ok_or_else(|| Error::NotFound { target: target.clone(), detail: "gone".into() })?;
+        if live.revision != read.revision {
+            return Err(Error::Conflict { target: target.clone(), detail: "revision mismatch".into() });
+        }
+        // As the adapters do: no stamp in the desired split leaves the live one.
+        let stamp = desired.stamp.clone().or_else(|| live.stamp.clone());
+        let written = Split { revision: self.next_revision(), stamp, ..desired.clone() };
+        splits.insert(target.clone(), written.clone());
+        lock(&self.writes).push((target.clone(), written.clone()));
+        Ok(written)
+    }
+
+    async fn check_canary(&self, target: &Target, canary: &str) -> Result<()> {
+        if lock(&self.missing_versions).iter().any(|v| v == canary) {
+            return Err(Error::InvalidRelease(format!("canary_version: {target} has no version {canary}")));
+        }
+        Ok(())
+    }
+}
+
+impl EndpointDeployments for Router {
+    async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState> {
+        let scripted = lock(&self.scripts).get_mut(endpoint).and_then(VecDeque::pop_front);
+        let mut endpoints = lock(&self.endpoints);
+        if let Some(next) = scripted {
+            endpoints.insert(endpoint.to_owned(), next);
+        }
+        let state = endpoints.get(endpoint).cloned().ok_or_else(|| Error::NotFound {
+            target: endpoint_target(endpoint),
+            detail: format!("Could not find endpoint {endpoint}"),
+        })?;
+        Ok(EndpointState {
+            stamp: lock(&self.stamps).get(endpoint).cloned(),
+            tripwire: lock(&self.tripwires).get(endpoint).cloned(),
+            ..state
+        })
+    }
+
+    async fn config_variants(&self, config: &str) -> Result<ConfigVariants> {
+        lock(&self.configs).get(config).cloned().ok_or_else(|| {
+            Error::InvalidRelease(format!(
+                "endpoint config {config} was not found (Could not find endpoint configuration); create it first, \
+                 or check the name"
+            ))
+        })
+    }
+
+    /// SageMaker starts deploying: the endpoint is `Updating` with `config` pending;
+    /// what it does next is the test's script.
+    async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> Result<()> {
+        let mut endpoints = lock(&self.endpoints);
+        let state = endpoints.get_mut(endpoint).ok_or_else(|| Error::NotFound {
+            target: endpoint_target(endpoint),
+            detail: format!("Could not find endpoint {endpoint}"),
+        })?;
+        if state.status != "InService" {
+            return Err(Error::Refused(format!(
+                "{endpoint} is being updated already (Cannot update in-progress endpoint); wait for that to end"
+            )));
+        }
+        state.status = "Updating".to_owned();
+        state.pending = Some(PendingDeployment {
+            config: config.to_owned(),
+            variants: state.variants.iter().map(|(name, _)| (name.clone(), vec!["Creating".to_owned()])).collect(),
+        });
+        self.journal.record(format!("deploy {config}{}", if plan.is_some() { " with guardrails" } else { "" }));
+        Ok(())
+    }
+
+    async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> Result<()> {
+        lock(&self.tripwires).insert(endpoint.to_owned(), alarm.to_owned());
+        self.journal.record(format!("mark_tripwire {alarm}"));
+        Ok(())
+    }
+
+    async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> Result<()> {
+        lock(&self.stamps).insert(endpoint.to_owned(), stamp.clone());
+        self.journal.record(format!("stamp {}", stamp.render()));
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! After a weight canary's tick failed for good: undo whatever this execution moved
+//! (only that, and only ever lowering the canary), tell the team, and say how the
+//! execution ends.
+
+use serde_json::Value;
+use tracing::warn;
+
+use crate::domain::cause::RolledBackBy;
+use crate::domain::error::{Error, Result, INVALID_RELEASE};
+use crate::domain::stamp::Phase;
+use crate::ports::{Notifier, TrafficRouter};
+use crate::release::canary::notify::{self as canary_notify, Stopped};
+use crate::release::canary::spec::Release;
+use crate::release::core::ending::{failure_cause, SafetyOutcome};
+use crate::release::core::progress::Progress;
+use crate::release::core::unsent;
+use crate::rollback::{zero_canary, Owner, ZeroOutcome};
+use crate::text::describe;
+
+pub async fn safety_rollback(
+    release: &Release,
+    progress: Option<&Progress>,
+    failure: &Value,
+    execution: &str,
+    router: &impl TrafficRouter,
+    notifier: &impl Notifier,
+) -> Result<SafetyOutcome> {
+    let error = failure.get("Error").and_then(Value::as_str).unwrap_or("unknown");
+    let cause = failure_cause(failure);
+    let target = &release.target;
+    let live = match router.read(target).await {
+        Ok(live) => live,
+        // Not there, or not ours to touch: this release cannot have moved it.
+        Err(Error::NotFound { .. } | Error::AccessDenied { .. }) => return Ok(SafetyOutcome::invalid(&cause)),
+        Err(other) => return Err(other),
+    };
+    let stamp = live.stamp_by(execution).cloned();
+    let outcome = match stamp.as_ref().map(|s| &s.phase) {
+        Some(Phase::Promoted) => {
+            SafetyOutcome::promoted(&format!("Promoted; the tick after the promotion failed ({cause})"))
+        }
+        Some(Phase::RolledBack(by)) => {
+            SafetyOutcome::rolled_back(format!("Rolled back by {}; then a tick failed ({cause})", by.describe()))
+        }
+        Some(Phase::Live) => {
+            let done =
+                zero_canary(router, target, &RolledBackBy::Safety, Owner::Execution(execution), Some(live)).await?;
+            let stage = progress.map_or_else(
+                || stamp.as_ref().and_then(|s| s.stage).map_or(0, |(at, _)| at.saturating_sub(1)),
+                |p| p.stage,
+            );
+            let why = format!("the release's tick kept failing: {cause}");
+            let changed = matches!(done, ZeroOutcome::RolledBack { .. });
+            if changed {
+                let message = canary_notify::rolled_back(&Stopped {
+                    release,
+                    execution,
+                    by: &RolledBackBy::Safety,
+                    why: &why,
+                    evidence: None,
+                    stage,
+                    before: done.before(),
+                    after: done.after(),
+                });
+                notifier.publish(&message).await.map_err(|e| unsent(&release.release, "the rollback's message", e))?;
+            }
+            let what = if changed {
+                format!("coalmine set the traffic back: {}", describe(target, done.after()))
+            } else {
+                "Its traffic had already been taken away".to_owned()
+            };
+            SafetyOutcome::failed(changed, format!("Failed after undoing: {why}. {what}"))
+        }
+        None if error == INVALID_RELEASE => SafetyOutcome::invalid(&cause),
+        None => SafetyOutcome::failed(
+            false,
+            format!("Failed: {cause}. This release had moved no traffic, so there was nothing to undo"),
+        ),
+    };
+    warn!(
+        release = %release.release, target = %target, decision = "safety_rollback", ending = outcome.ending.as_str(),
+        undone = outcome.undone, error, "{}", outcome.cause
+    );
+    Ok(outcome)
+}

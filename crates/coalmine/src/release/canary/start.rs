@@ -1,0 +1,80 @@
+//! A weight canary's first tick: check the starting point, record the stable, enter the
+//! first stage. When an earlier attempt of this very tick already wrote, pick that up.
+
+use tracing::{info, warn};
+
+use crate::domain::error::Result;
+use crate::domain::split::Split;
+use crate::domain::stamp::{Phase, Stamp};
+use crate::ports::{AlarmSource, MetricSource, Notifier, TrafficRouter};
+use crate::release::canary::preflight;
+use crate::release::canary::CanaryTick;
+use crate::release::core::preflight::first_blocking;
+use crate::release::core::progress::{Progress, Status, Written};
+use crate::text::{percent, side};
+
+impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+    pub(super) async fn start(&self) -> Result<Progress> {
+        let (release, now) = (self.release, self.now);
+        let target = &release.target;
+        let live = preflight::read_target(self.deps.router, release).await?;
+        if let Some(stamp) = live.stamp_by(self.execution).cloned() {
+            let adopted = self.adopt(&stamp, &live);
+            return match stamp.phase {
+                Phase::Live => {
+                    info!(release = %release.release, target = %target, decision = "advanced", "picked up the stage an earlier attempt of this tick wrote");
+                    Ok(adopted)
+                }
+                _ => self.after_change(adopted, live).await,
+            };
+        }
+        if let Some(refused) =
+            first_blocking(preflight::checks(release, &live, self.deps.router, self.deps.alarms).await)
+        {
+            return Err(refused);
+        }
+        let desired =
+            Split { stamp: Some(self.live_stamp(&live.stable, 0, None)), ..self.stage_split(&live.stable, &live, 0) };
+        // A conflict fails the tick (retryable): the retry starts afresh from a new read.
+        let written = self.deps.router.write(target, &live, &desired).await?;
+        let first = release.stages[0];
+        let mut progress = Progress::new(&live.stable, Written::of(&written), now);
+        progress.weight = first.weight();
+        // Too little traffic to judge is said up front, not found out after a silent hold.
+        let traffic = preflight::metrics_check(release, &live, self.deps.metrics, now).await;
+        let warning = match &traffic.found {
+            Ok(_) => String::new(),
+            Err(e) => {
+                warn!(release = %release.release, target = %target, decision = "low_traffic", "{e}");
+                format!(". Warning: {}", e.to_string().trim_start_matches("refused: "))
+            }
+        };
+        let reason = format!(
+            "Started: {} at {} beside {}{warning}",
+            side(target, release.canary_id()),
+            percent(first.weight()),
+            side(target, &progress.stable)
+        );
+        let wait = release.check_every_seconds.min(first.bake_seconds.max(1));
+        Ok(self.keep(progress, Status::Advanced, wait, reason, None))
+    }
+
+    /// The progress an earlier attempt of a tick left only on the target, from its stamp.
+    fn adopt(&self, stamp: &Stamp, live: &Split) -> Progress {
+        let release = self.release;
+        let stage = stamp.stage.map_or(0, |(at, _)| at.saturating_sub(1)).min(release.stages.len() - 1);
+        let progress = Progress {
+            stage,
+            weight: release.stages[stage].weight(),
+            ..Progress::new(&stamp.stable, Written::of(live), self.now)
+        };
+        let reason = format!(
+            "At stage {} of {} ({}): an earlier attempt of this tick wrote it and then failed; baking from now",
+            stage + 1,
+            release.stages.len(),
+            percent(release.stages[stage].weight())
+        );
+        let wait = release.check_every_seconds.min(release.stages[stage].bake_seconds.max(1));
+        progress.decide(self.now, Status::Advanced, wait, reason, None)
+    }
+}

@@ -1,0 +1,298 @@
+//! One tick of a weight canary, as named steps that return early: read (and look into
+//! anything this release did not leave), judge, decide, write.
+//!
+//! Every write carries the release's stamp (see [`crate::domain::stamp`]) naming this
+//! execution, so the release knows its own writes without its output: a retried tick
+//! picks up what the failed attempt wrote, and the safety rollback undoes only traffic
+//! this execution moved.
+
+use crate::domain::cause::RolledBackBy;
+use crate::domain::error::{Error, Result};
+use crate::domain::split::Split;
+use crate::domain::stamp::{Request, Stamp};
+use crate::domain::target::Target;
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
+use crate::release::canary::notify as canary_notify;
+use crate::release::canary::CanaryTick;
+use crate::release::core::health::{holds, observe, rollback_reason};
+use crate::release::core::progress::{Progress, Status, Written};
+use crate::release::core::unsent;
+use crate::release::judge::{Evidence, Verdict};
+use crate::text::{duration, percent};
+
+/// What this tick found: the traffic as read, the stamp on it (with any operator
+/// request), the verdict, and whether the stage's bake is over.
+pub(super) struct Look {
+    pub live: Split,
+    pub stamp: Stamp,
+    /// An operator's `promote` (`full`, by whom): it ends the bake now.
+    pub promote: Option<(bool, String)>,
+    pub bake_done: bool,
+    pub evidence: Evidence,
+}
+
+impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+    pub async fn step(&self, progress: Option<Progress>) -> Result<Progress> {
+        let Some(mut progress) = progress else {
+            return self.start().await;
+        };
+        progress.ensure_running()?;
+        let live = self.deps.router.read(&self.release.target).await?;
+        progress.ticks += 1;
+        // Only traffic as this release left it is judged; anything else is looked into,
+        // never written over.
+        let as_left = live.stamp_by(self.execution).is_some_and(Stamp::is_live)
+            && live.same_routing(&progress.last_written.as_split());
+        if !as_left {
+            return self.after_change(progress, live).await;
+        }
+        let look = self.look(&mut progress, live).await?;
+        self.decide(progress, look).await
+    }
+
+    /// The gate alarms and the metrics over the stage so far, and the stamp's requests.
+    async fn look(&self, progress: &mut Progress, live: Split) -> Result<Look> {
+        let release = self.release;
+        let stable = progress.stable.clone();
+        let query = MetricQuery {
+            target: &release.target,
+            canary: release.canary_id(),
+            stable: &stable,
+            start_epoch: progress.stage_entered_at,
+            end_epoch: self.now.max(progress.stage_entered_at + 1),
+            custom: &release.gates.custom,
+            configs: None,
+        };
+        let evidence = observe(&release.gates, self.deps.alarms, self.deps.metrics, &query, progress, self.now).await?;
+        let stamp = live.stamp.clone().unwrap_or_else(|| self.live_stamp(&stable, progress.stage, None));
+        // An operator's promote ends the bake now, and goes on even on too little data:
+        // their call, said in the reason. Nothing overrides an unhealthy verdict.
+        let promote = match &stamp.request {
+            Some(Request::Promote { full, by }) => Some((*full, by.clone())),
+            _ => None,
+        };
+        let bake_done = self.now >= progress.stage_entered_at + release.stages[progress.stage].bake_seconds;
+        Ok(Look { live, stamp, promote, bake_done, evidence })
+    }
+
+    /// Roll back, keep baking (or holding), or go on: by the verdict, the bake, and what
+    /// an operator asked.
+    async fn decide(&self, mut progress: Progress, look: Look) -> Result<Progress> {
+        let gates = &self.release.gates;
+        let bake_over = look.bake_done || look.promote.is_some();
+        let judged_over = look.bake_done && look.promote.is_none();
+        if let Some(why) = rollback_reason(gates, &look.evidence, judged_over, &mut progress.holding_since, self.now) {
+            let by = if look.evidence.from_alarms() { RolledBackBy::GateAlarm } else { RolledBackBy::Health };
+            return self.roll_back(progress, look.live, by, why, Some(&look.evidence)).await;
+        }
+        let holding = judged_over && holds(gates, &look.evidence);
+        if !bake_over || holding {
+            return Ok(self.keep_baking(progress, &look.evidence, holding));
+        }
+        progress.holding_since = None;
+        let verdict = self.verdict(&look);
+        if let Some((true, by)) = &look.promote {
+            return self.promote_fully(progress, &look, by, &verdict).await;
+        }
+        if let (Some(who), None) = (&look.stamp.hold, &look.promote) {
+            return Ok(self.paused(progress, &look.evidence, who, &verdict));
+        }
+        let approved = look.promote.is_some() || matches!(look.stamp.request, Some(Request::Approve { .. }));
+        if self.release.stages[progress.stage].approval && !approved {
+            return self.await_approval(progress, look, &verdict).await;
+        }
+        progress.awaiting_since = None;
+        if progress.stage + 1 == self.release.stages.len() {
+            return self.promote(progress, &look, &verdict).await;
+        }
+        self.advance(progress, &look, &verdict).await
+    }
+
+    /// Proceeding on too little data is the release's own choice, or an operator's; it
+    /// is never "healthy".
+    fn verdict(&self, look: &Look) -> String {
+        let summary = look.evidence.summary();
+        match (look.evidence.verdict, &look.promote) {
+            (Verdict::Inconclusive, Some((_, by))) => {
+                format!("{summary}; proceeding, as {by} promoted it")
+            }
+            (Verdict::Inconclusive, None) => {
+                format!("{summary}; proceeding, as on_insufficient_data says")
+            }
+            _ => summary,
+        }
+    }
+
+    /// The bake goes on, or the stage holds for want of evidence.
+    fn keep_baking(&self, progress: Progress, evidence: &Evidence, holding: bool) -> Progress {
+        let (check_every, stage) = (self.release.check_every_seconds, &self.release.stages[progress.stage]);
+        let remaining = (progress.stage_entered_at + stage.bake_seconds).saturating_sub(self.now);
+        let (status, wait) =
+            if holding { (Status::Holding, check_every) } else { (Status::Baking, check_every.min(remaining.max(1))) };
+        self.keep(progress, status, wait, evidence.summary(), Some(evidence))
+    }
+
+    /// Held by an operator: the judge goes on (and rolls back), only advancing waits.
+    fn paused(&self, progress: Progress, evidence: &Evidence, who: &str, verdict: &str) -> Progress {
+        let reason = format!(
+            "Paused by {who} at {}, bake done; the judge keeps checking ({verdict}). coalmine resume {} goes on",
+            self.stage_text(progress.stage),
+            self.release.release
+        );
+        self.keep(progress, Status::Paused, self.release.check_every_seconds, reason, Some(evidence))
+    }
+
+    /// A stage that waits for approval: judged every check, the team asked once, rolled
+    /// back on no answer.
+    async fn await_approval(&self, mut progress: Progress, look: Look, verdict: &str) -> Result<Progress> {
+        let (release, now) = (self.release, self.now);
+        let stage = &release.stages[progress.stage];
+        let since = match progress.awaiting_since {
+            Some(since) => since,
+            None => {
+                let message = canary_notify::awaiting_approval(release, self.execution, progress.stage, &look.evidence);
+                self.deps
+                    .notifier
+                    .publish(&message)
+                    .await
+                    .map_err(|e| unsent(&release.release, "the approval request", e))?;
+                *progress.awaiting_since.insert(now)
+            }
+        };
+        let deadline = since + stage.approval_timeout();
+        if now >= deadline {
+            let why = format!("no approval within {}", duration(stage.approval_timeout()));
+            return self.roll_back(progress, look.live, RolledBackBy::ApprovalTimeout, why, Some(&look.evidence)).await;
+        }
+        let reason = format!(
+            "Waiting for approval at {} ({verdict}): coalmine approve {}; rolls back without it in {}",
+            self.stage_text(progress.stage),
+            release.release,
+            duration(deadline - now)
+        );
+        let wait = release.check_every_seconds.min(deadline - now);
+        Ok(self.keep(progress, Status::AwaitingApproval, wait, reason, Some(&look.evidence)))
+    }
+
+    /// Promoted by hand, all the way: the final split, recorded as promoted, at once.
+    async fn promote_fully(&self, mut progress: Progress, look: &Look, by: &str, verdict: &str) -> Result<Progress> {
+        let last = self.release.stages.len() - 1;
+        let desired =
+            Split { stamp: Some(look.stamp.promoted()), ..self.stage_split(&progress.stable, &look.live, last) };
+        self.write(&look.live, &desired, "promoting").await?;
+        progress.weight = self.release.stages[last].weight();
+        let reason = format!("Promoted by {by} (promote --full) from {}; {verdict}", self.stage_text(progress.stage));
+        Ok(self.done(progress, Status::Promoted, reason, Some(&look.evidence)))
+    }
+
+    /// The last stage baked: recorded on the target first, so that from here on an alarm
+    /// no longer reverts it.
+    async fn promote(&self, progress: Progress, look: &Look, verdict: &str) -> Result<Progress> {
+        let promoted = Split { stamp: Some(look.stamp.promoted()), ..look.live.clone() };
+        self.write(&look.live, &promoted, "recording the promotion").await?;
+        let stage = &self.release.stages[progress.stage];
+        let reason = format!(
+            "Promoted: stage {} baked;{} {verdict}",
+            percent(stage.weight()),
+            carried_out(look, stage.approval)
+        );
+        Ok(self.done(progress, Status::Promoted, reason, Some(&look.evidence)))
+    }
+
+    /// The next stage, written conditionally on the read.
+    async fn advance(&self, mut progress: Progress, look: &Look, verdict: &str) -> Result<Progress> {
+        let release = self.release;
+        let next = progress.stage + 1;
+        let desired = Split {
+            stamp: Some(self.live_stamp(&progress.stable, next, look.stamp.hold.clone())),
+            ..self.stage_split(&progress.stable, &look.live, next)
+        };
+        let written = self.write(&look.live, &desired, "advancing").await?;
+        let approval = release.stages[progress.stage].approval;
+        let reason = format!(
+            "Stage {} baked; now at {}.{} {verdict}",
+            percent(release.stages[progress.stage].weight()),
+            percent(release.stages[next].weight()),
+            carried_out(look, approval),
+        );
+        progress.stage = next;
+        progress.weight = release.stages[next].weight();
+        progress.last_written = Written::of(&written);
+        progress.stage_entered_at = self.now;
+        let wait = release.check_every_seconds.min(release.stages[next].bake_seconds.max(1));
+        Ok(self.keep(progress, Status::Advanced, wait, reason, Some(&look.evidence)))
+    }
+
+    /// A write conditional on the read. Someone moved the traffic in between: the tick
+    /// fails retryable, and its retry reads afresh and sees (and names) whatever won.
+    async fn write(&self, read: &Split, desired: &Split, doing: &str) -> Result<Split> {
+        let target = &self.release.target;
+        self.deps.router.write(target, read, desired).await.map_err(|e| match e {
+            Error::Conflict { .. } => Error::Conflict {
+                target: target.clone(),
+                detail: format!("the traffic changed while {doing}; reading it again"),
+            },
+            other => other,
+        })
+    }
+
+    /// The split a stage asks for. Lambda at 100% is a promotion: the canary becomes the
+    /// alias's version. SageMaker keeps both variants and moves the weights.
+    pub(super) fn stage_split(&self, stable: &str, live: &Split, stage: usize) -> Split {
+        let release = self.release;
+        let s = release.stages[stage];
+        match &release.target {
+            Target::Lambda(_) if s.is_full() => Split::stable_only(release.canary_id(), None),
+            Target::Lambda(_) => Split {
+                stable: stable.to_owned(),
+                canary: Some(release.canary_id().to_owned()),
+                canary_weight: s.weight(),
+                revision: None,
+                stamp: None,
+            },
+            Target::Sagemaker(_) => live.with_canary_weight(s.weight()),
+        }
+    }
+
+    /// "stage 2 of 4 (25%)"
+    pub(super) fn stage_text(&self, stage: usize) -> String {
+        let stages = &self.release.stages;
+        format!("stage {} of {} ({})", stage + 1, stages.len(), percent(stages[stage].weight()))
+    }
+
+    /// A decision that changes nothing on the target, logged and kept.
+    pub(super) fn keep(
+        &self,
+        progress: Progress,
+        status: Status,
+        wait: u64,
+        reason: String,
+        evidence: Option<&Evidence>,
+    ) -> Progress {
+        let progress = progress.decide(self.now, status, wait, reason, evidence);
+        self.log_decision(&self.release.target.to_string(), &progress, evidence);
+        progress
+    }
+
+    /// The release's last decision, logged and kept.
+    pub(super) fn done(
+        &self,
+        progress: Progress,
+        status: Status,
+        reason: String,
+        evidence: Option<&Evidence>,
+    ) -> Progress {
+        let progress = progress.finish(self.now, status, reason, evidence);
+        self.log_decision(&self.release.target.to_string(), &progress, evidence);
+        progress
+    }
+}
+
+/// " Approved by jane." or " Promoted by sam.": who let the stage go on, if anyone.
+fn carried_out(look: &Look, approval: bool) -> String {
+    match &look.stamp.request {
+        Some(Request::Approve { by }) if approval => format!(" Approved by {by}."),
+        Some(Request::Promote { by, .. }) => format!(" Promoted by {by}."),
+        _ => String::new(),
+    }
+}

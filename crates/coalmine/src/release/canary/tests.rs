@@ -1,0 +1,736 @@
+//! The weight canary's tick, over the in-memory adapters: every path a release takes.
+
+use crate::domain::cause::RolledBackBy;
+use crate::domain::error::{Error, Result};
+use crate::domain::event::AlarmState;
+use crate::domain::split::Split;
+use crate::domain::stamp::Phase;
+use crate::memory::{lambda_split, Alarms, Metrics, Outbox, Router};
+use crate::release::canary::control::{self, Command};
+use crate::release::canary::safety::safety_rollback;
+use crate::release::canary::spec::{Release, Stage};
+use crate::release::core::ending::{Ending, SafetyOutcome};
+use crate::release::core::gates::{Gates, InsufficientDataAlarm, OnInsufficientData};
+use crate::release::core::progress::{Progress, Status, HISTORY_LIMIT};
+use crate::release::core::{StepDeps, Tick};
+use crate::release::tick_payload;
+use crate::rollback::Owner;
+use crate::Target;
+
+const T0: u64 = 1_800_000_000;
+const ME: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42";
+const OTHER: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42-again";
+
+fn release(gates: Gates) -> Release {
+    let release = Release {
+        release: "ai-handler-42".into(),
+        target: Target::lambda("ai-handler", "live"),
+        canary_version: Some("42".into()),
+        stages: vec![Stage::new(5.0, 600), Stage::new(25.0, 600), Stage::new(100.0, 300)],
+        check_every_seconds: 60,
+        gates,
+    };
+    release.validate().unwrap();
+    release
+}
+
+fn gates() -> Gates {
+    Gates { alarms: vec!["errors".into()], max_error_rate: Some(0.05), min_requests: 100, ..Gates::default() }
+}
+
+struct World {
+    router: Router,
+    notifier: Outbox,
+    alarms: Alarms,
+    metrics: Metrics,
+}
+
+impl World {
+    fn new(split: Split) -> Self {
+        let alarms = Alarms::with([("errors".to_owned(), AlarmState::Ok)]);
+        let metrics = Metrics::default();
+        metrics.set((1000.0, 1.0), (20_000.0, 20.0));
+        World { router: Router::with([(target(), split)]), notifier: Outbox::default(), alarms, metrics }
+    }
+
+    fn deps(&self) -> StepDeps<'_, Router, Outbox, Alarms, Metrics> {
+        StepDeps { router: &self.router, notifier: &self.notifier, alarms: &self.alarms, metrics: &self.metrics }
+    }
+
+    async fn tick(&self, release: &Release, progress: Option<Progress>, now: u64) -> Result<Progress> {
+        self.tick_as(ME, release, progress, now).await
+    }
+
+    async fn tick_as(
+        &self,
+        execution: &str,
+        release: &Release,
+        progress: Option<Progress>,
+        now: u64,
+    ) -> Result<Progress> {
+        let deps = self.deps();
+        Tick { release, execution, deps: &deps, now }.step(progress).await
+    }
+
+    /// The state machine's safety step, after a tick of `execution` failed.
+    async fn safety(&self, execution: &str, release: &Release, progress: Option<&Progress>) -> SafetyOutcome {
+        let failure = serde_json::json!({"Error": "Retryable", "Cause": "{\"errorType\":\"Retryable\",\"errorMessage\":\"cloudwatch:GetMetricData failed: ThrottlingException: Rate exceeded (HTTP 400, request id r-1)\"}"});
+        safety_rollback(release, progress, &failure, execution, &self.router, &self.notifier).await.unwrap()
+    }
+
+    fn live(&self) -> Split {
+        self.router.split(&target())
+    }
+
+    fn sent(&self) -> Vec<crate::ports::Notification> {
+        self.notifier.sent()
+    }
+}
+
+fn target() -> Target {
+    Target::lambda("ai-handler", "live")
+}
+
+fn stable_only() -> Split {
+    Split { revision: Some("rev-0".into()), ..Split::stable_only("41", None) }
+}
+
+#[tokio::test]
+async fn the_first_tick_records_stable_and_stamps_the_alias_with_this_execution() {
+    let world = World::new(stable_only());
+    let p = world.tick(&release(gates()), None, T0).await.unwrap();
+    assert_eq!((p.status, p.stage, p.stable.as_str(), p.wait_seconds), (Status::Advanced, 0, "41", 60));
+    let live = world.live();
+    assert_eq!((live.stable.as_str(), live.canary.as_deref(), live.canary_weight), ("41", Some("42"), 0.05));
+    let stamp = live.stamp.unwrap();
+    assert_eq!(
+        (stamp.execution.as_str(), stamp.stable.as_str(), stamp.phase, stamp.stage),
+        ("Release:ai-handler-42", "41", Phase::Live, Some((1, 3)))
+    );
+    assert_eq!(world.router.write_count(), 1);
+    assert_eq!(p.reason, "Started: version 42 at 5% beside version 41");
+}
+
+#[tokio::test]
+async fn too_little_traffic_to_judge_is_said_at_the_start() {
+    let world = World::new(stable_only());
+    // 600 stable requests in the last hour: at 5% for 10 minutes, about 5 for the canary.
+    world.metrics.set((0.0, 0.0), (600.0, 3.0));
+    let p = world.tick(&release(gates()), None, T0).await.unwrap();
+    assert!(
+            p.reason.contains("Warning: the stable served 10 requests a minute over the last hour: at 5% for 600 s the canary would see about 5, below min_requests 100"),
+            "{}",
+            p.reason
+        );
+    assert_eq!(world.metrics.windows()[0], (T0 - 3600, T0 + 60), "the stable's last hour");
+    assert_eq!(world.live().canary_weight, 0.05, "a warning, not a refusal");
+}
+
+#[tokio::test]
+async fn a_bad_starting_point_fails_before_any_traffic_moves() {
+    let in_flight = World::new(lambda_split("41", "40", 0.1));
+    let err = in_flight.tick(&release(gates()), None, T0).await.unwrap_err();
+    assert!(
+        err.to_string().contains("already has a canary in flight: version 41 at 90%, canary version 40 at 10%"),
+        "{err}"
+    );
+    assert_eq!(err.error_type(), "InvalidRelease");
+
+    let already_stable = World::new(Split { stable: "42".into(), ..stable_only() });
+    let err = already_stable.tick(&release(gates()), None, T0).await.unwrap_err();
+    assert!(err.to_string().contains("42 is already the stable version"), "{err}");
+
+    let unpublished = World::new(stable_only());
+    unpublished.router.missing_versions.lock().unwrap().push("42".into());
+    let err = unpublished.tick(&release(gates()), None, T0).await.unwrap_err();
+    assert!(err.to_string().contains("has no version 42"), "{err}");
+
+    let no_alarm = World::new(stable_only());
+    no_alarm.alarms.states.lock().unwrap().clear();
+    let err = no_alarm.tick(&release(gates()), None, T0).await.unwrap_err();
+    assert!(err.to_string().contains("gates.alarms: alarm \"errors\" does not exist"), "{err}");
+
+    let no_alias = World::new(stable_only());
+    no_alias.router.splits.lock().unwrap().clear();
+    let err = no_alias.tick(&release(gates()), None, T0).await.unwrap_err();
+    assert!(err.to_string().contains("target: lambda:ai-handler:live was not found"), "{err}");
+    assert_eq!(err.error_type(), "InvalidRelease");
+
+    for world in [in_flight, already_stable, unpublished, no_alarm, no_alias] {
+        assert_eq!(world.router.write_count(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_release_never_starts_into_a_firing_gate_alarm() {
+    let firing = World::new(stable_only());
+    firing.alarms.set("errors", AlarmState::Alarm);
+    let err = firing.tick(&release(gates()), None, T0).await.unwrap_err();
+    assert!(err.to_string().contains("refused: gate alarm errors is ALARM"), "{err}");
+    assert_eq!((err.error_type(), firing.router.write_count()), ("InvalidRelease", 0));
+
+    // INSUFFICIENT_DATA blocks only when the release says such an alarm is unhealthy.
+    let no_data = World::new(stable_only());
+    no_data.alarms.set("errors", AlarmState::InsufficientData);
+    let strict = release(Gates { alarm_insufficient_data: InsufficientDataAlarm::Unhealthy, ..gates() });
+    let err = no_data.tick(&strict, None, T0).await.unwrap_err();
+    assert!(err.to_string().contains("gate alarm errors is INSUFFICIENT_DATA"), "{err}");
+    assert_eq!(no_data.router.write_count(), 0);
+    no_data.tick(&release(gates()), None, T0).await.unwrap();
+    assert_eq!(no_data.router.write_count(), 1, "the lenient default starts");
+}
+
+#[tokio::test]
+async fn a_healthy_release_bakes_advances_promotes() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!((p.status, p.wait_seconds, world.router.write_count()), (Status::Baking, 60, 1));
+    assert_eq!(world.metrics.windows().last(), Some(&(T0, T0 + 60)), "judged over the stage so far");
+
+    let p = world.tick(&r, Some(p), T0 + 570).await.unwrap();
+    assert_eq!((p.status, p.wait_seconds), (Status::Baking, 30), "never waits past the bake");
+
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    assert_eq!((p.status, p.stage, p.weight, p.stage_entered_at), (Status::Advanced, 1, 0.25, T0 + 600));
+    assert_eq!(world.live().canary_weight, 0.25);
+    assert_eq!(world.live().stamp.unwrap().stage, Some((2, 3)));
+
+    let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 2));
+    let live = world.live();
+    assert_eq!((live.stable.as_str(), live.canary), ("42", None), "Lambda at 100%: the alias points at the canary");
+    let stamp = live.stamp.unwrap();
+    assert_eq!((stamp.stable.as_str(), stamp.phase), ("41", Phase::Live), "the stable to restore is recorded");
+
+    let p = world.tick(&r, Some(p), T0 + 1500).await.unwrap();
+    assert_eq!((p.status, p.wait_seconds), (Status::Promoted, 0));
+    assert!(p.reason.starts_with("Promoted: stage 100% baked; healthy: canary 1000 requests"), "{}", p.reason);
+    assert_eq!(world.live().stamp.unwrap().phase, Phase::Promoted, "an alarm no longer reverts it");
+    assert_eq!(world.router.write_count(), 4, "three stages and the promotion's record");
+    assert!(world.sent().is_empty());
+    assert_eq!(
+        p.history.iter().map(|d| d.status).collect::<Vec<_>>(),
+        [Status::Advanced, Status::Baking, Status::Baking, Status::Advanced, Status::Advanced, Status::Promoted]
+    );
+
+    let err = world.tick(&r, Some(p), T0 + 1600).await.unwrap_err();
+    assert!(err.to_string().contains("already ended promoted"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stage_with_no_canary_traffic_is_never_healthy() {
+    let world = World::new(stable_only());
+    world.metrics.set((-0.0, 0.0), (20_000.0, 20.0));
+    let r = release(Gates { max_hold_seconds: 120, ..gates() });
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    assert_eq!(p.status, Status::Holding);
+    assert_eq!(p.reason, "inconclusive: 0 canary requests, fewer than min_requests 100");
+    let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack);
+    assert_eq!(world.live().canary_weight, 0.0);
+}
+
+#[tokio::test]
+async fn a_gate_alarm_rolls_back_with_the_shared_code_and_says_so() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.alarms.set("errors", AlarmState::Alarm);
+    let fetched_at_start = world.metrics.windows().len();
+
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+    assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RolledBackBy::GateAlarm)));
+    assert_eq!(p.reason, "Rolled back on a gate alarm at stage 1 of 3 (5%): alarm errors is ALARM");
+    assert_eq!((world.live().canary_weight, world.live().stable.as_str()), (0.0, "41"));
+    assert_eq!(world.live().stamp.unwrap().phase, Phase::RolledBack(RolledBackBy::GateAlarm));
+    let sent = world.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].attributes.contains(&("release", "ai-handler-42".into())));
+    assert_eq!(sent[0].subject, "coalmine: ai-handler-42 rolled back on lambda:ai-handler:live (gate alarm)");
+    for line in [
+        "one of its gate alarms fired",
+        "Stage:     stage 1 of 3 (5%)",
+        "Kind:      gate_alarm",
+        "Before:    version 41 at 95%, canary version 42 at 5%",
+        "After:     version 41 serves all traffic, no canary",
+        "Why:       alarm errors is ALARM",
+        "executions/details/arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42",
+        "will not start until it is OK",
+    ] {
+        assert!(sent[0].body.contains(line), "lacks {line:?}:\n{}", sent[0].body);
+    }
+    assert_eq!(world.metrics.windows().len(), fetched_at_start, "an alarm needs no metrics");
+}
+
+#[tokio::test]
+async fn bad_metrics_roll_back_with_evidence() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.metrics.set((1000.0, 80.0), (20_000.0, 20.0));
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RolledBackBy::Health)));
+    let evidence = p.history.last().unwrap().evidence.as_ref().unwrap();
+    assert_eq!(evidence["metrics"]["canary"]["errors"], 80.0);
+    assert!(
+        p.reason.contains("canary error rate 8.00% over 1000 requests, above max_error_rate 5.00%"),
+        "{}",
+        p.reason
+    );
+    let body = &world.sent()[0].body;
+    assert!(body.contains("its canary failed a health check"), "{body}");
+    assert!(
+        body.contains(
+            "Evidence:  canary 1000 requests, 80 errors (8.00%), p95 n/a; stable 20000 requests, 20 errors (0.10%)"
+        ),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_split_changed_by_someone_else_stops_the_release_without_writing() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    // A person raises the weight in the console; the description (the stamp) stays.
+    let stamp = world.live().stamp;
+    world.router.splits.lock().unwrap().insert(target(), Split { stamp, ..lambda_split("41", "42", 0.5) });
+
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+    assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RolledBackBy::OutsideChange)));
+    assert!(
+        p.reason.contains(
+            "changed outside the release (expected version 41 at 95%, canary version 42 at 5%, found version 41 \
+                 at 50%, canary version 42 at 50%); coalmine left it as found"
+        ),
+        "{}",
+        p.reason
+    );
+    assert_eq!((world.live().canary_weight, world.router.write_count()), (0.5, 1), "not written over");
+    assert!(world.sent()[0].subject.ends_with("(changed outside the release)"), "{}", world.sent()[0].subject);
+}
+
+#[tokio::test]
+async fn a_rollback_by_the_rollback_function_is_named_and_not_announced_twice() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let by = RolledBackBy::Alarm("coalmine-ai-handler-errors".into());
+    crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Anyone, None).await.unwrap();
+
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+    assert_eq!(
+        (p.status, p.rolled_back_by),
+        (Status::RolledBack, Some(RolledBackBy::Alarm("coalmine-ai-handler-errors".into())))
+    );
+    assert!(
+        p.reason.starts_with(
+            "Rolled back by the rollback function on alarm coalmine-ai-handler-errors, at stage 1 of 3 (5%)"
+        ),
+        "{}",
+        p.reason
+    );
+    assert!(world.sent().is_empty(), "the rollback function told the team already");
+    assert_eq!(world.router.write_count(), 2);
+}
+
+#[tokio::test]
+async fn a_conflict_while_advancing_is_not_overwritten_and_the_retry_says_what_won() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    // The rollback function zeroes it between the stepper's read and its write.
+    let zeroed = Split {
+        stamp: world.live().stamp.map(|s| s.rolled_back(RolledBackBy::Alarm("errors-fast".into()))),
+        ..lambda_split("41", "42", 0.0)
+    };
+    world.router.interleaved.lock().unwrap().insert(target(), [zeroed].into());
+
+    let err = world.tick(&r, Some(p.clone()), T0 + 600).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable(), "{err}");
+    assert_eq!(world.live().canary_weight, 0.0, "not overwritten");
+
+    let p = world.tick(&r, Some(p), T0 + 602).await.unwrap();
+    assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RolledBackBy::Alarm("errors-fast".into()))));
+    assert_eq!(world.live().canary_weight, 0.0);
+}
+
+#[tokio::test]
+async fn unhealthy_after_promotion_restores_the_recorded_stable_version() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    for at in [T0 + 600, T0 + 1200] {
+        p = world.tick(&r, Some(p), at).await.unwrap();
+    }
+    assert_eq!(world.live().stable, "42");
+    world.alarms.set("errors", AlarmState::Alarm);
+
+    let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
+
+    assert_eq!(p.status, Status::RolledBack);
+    assert_eq!((world.live().stable.as_str(), world.live().canary), ("41", None));
+    assert!(world.sent()[0].body.contains("Before:    version 42 serves all traffic"), "{}", world.sent()[0].body);
+}
+
+#[tokio::test]
+async fn insufficient_data_holds_then_fails_safe() {
+    let world = World::new(stable_only());
+    let r = release(Gates { max_hold_seconds: 300, ..gates() });
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.metrics.set((10.0, 0.0), (1000.0, 0.0));
+
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!(p.status, Status::Baking, "mid-bake, too little data is no reason to stop");
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    assert_eq!((p.status, p.holding_since, p.wait_seconds), (Status::Holding, Some(T0 + 600), 60));
+    let p = world.tick(&r, Some(p), T0 + 840).await.unwrap();
+    assert_eq!(p.status, Status::Holding);
+    assert_eq!(world.live().canary_weight, 0.05, "holding keeps the weight");
+    let p = world.tick(&r, Some(p), T0 + 900).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack);
+    assert!(p.reason.contains("fewer than min_requests 100, still after holding 300 s"), "{}", p.reason);
+    assert_eq!(world.live().canary_weight, 0.0);
+}
+
+#[tokio::test]
+async fn insufficient_data_policies_rollback_and_proceed() {
+    for (policy, expected) in
+        [(OnInsufficientData::Rollback, Status::RolledBack), (OnInsufficientData::Proceed, Status::Advanced)]
+    {
+        let world = World::new(stable_only());
+        let r = release(Gates { on_insufficient_data: policy, ..gates() });
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.metrics.set((10.0, 0.0), (1000.0, 0.0));
+        let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+        assert_eq!(p.status, expected, "{policy:?}");
+        if policy == OnInsufficientData::Proceed {
+            assert!(p.reason.contains("proceeding, as on_insufficient_data says"), "never 'healthy': {}", p.reason);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_rollback_message_fails_the_tick_and_the_retry_sends_it() {
+    let world = World { notifier: Outbox::failing(1), ..World::new(stable_only()) };
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.alarms.set("errors", AlarmState::Alarm);
+
+    let err = world.tick(&r, Some(p.clone()), T0 + 60).await.unwrap_err();
+    assert!(err.is_retryable() && err.to_string().contains("message was not sent"), "{err}");
+    assert_eq!(world.live().canary_weight, 0.0, "the rollback stands");
+
+    let p = world.tick(&r, Some(p), T0 + 61).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack);
+    assert_eq!(world.sent().len(), 1, "the retry told the team");
+    assert_eq!(world.router.write_count(), 2, "and wrote nothing more");
+    // ... as what it was: a gate alarm, not a generic health check.
+    assert_eq!(p.rolled_back_by, Some(RolledBackBy::GateAlarm));
+    assert!(world.sent()[0].body.contains("Kind:      gate_alarm"), "{}", world.sent()[0].body);
+    assert!(world.sent()[0].subject.ends_with("(gate alarm)"), "{}", world.sent()[0].subject);
+}
+
+#[tokio::test]
+async fn a_retried_rollback_is_announced_with_the_cause_its_stamp_records() {
+    for by in [RolledBackBy::Health, RolledBackBy::ApprovalTimeout, RolledBackBy::Safety] {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        let p = world.tick(&r, None, T0).await.unwrap();
+        // An earlier attempt of this tick rolled back, then failed before answering.
+        crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Execution(ME), None).await.unwrap();
+
+        let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+        assert_eq!((p.status, p.rolled_back_by.as_ref()), (Status::RolledBack, Some(&by)));
+        assert!(p.reason.starts_with(by.headline()), "{}", p.reason);
+        let body = &world.sent()[0].body;
+        assert!(body.contains(&format!("Kind:      {}", by.as_str())), "{by:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_tick_picks_up_what_its_failed_attempt_wrote() {
+    // The first tick wrote stage 0, then its answer was lost.
+    let world = World::new(stable_only());
+    let r = release(gates());
+    world.tick(&r, None, T0).await.unwrap();
+    let p = world.tick(&r, None, T0 + 2).await.unwrap();
+    assert_eq!((p.status, p.stage, p.stable.as_str()), (Status::Advanced, 0, "41"));
+    assert_eq!(world.router.write_count(), 1, "not started twice");
+
+    // An advance wrote stage 1, then its answer was lost: the retry has the old progress.
+    let before_advance = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    world.tick(&r, Some(before_advance.clone()), T0 + 700).await.unwrap();
+    let p = world.tick(&r, Some(before_advance), T0 + 702).await.unwrap();
+    assert_eq!((p.status, p.stage, p.weight), (Status::Advanced, 1, 0.25));
+    assert!(p.reason.contains("an earlier attempt of this tick advanced"), "{}", p.reason);
+    assert_eq!(world.router.write_count(), 2);
+    let p = world.tick(&r, Some(p), T0 + 760).await.unwrap();
+    assert_eq!(p.status, Status::Baking);
+}
+
+#[tokio::test]
+async fn a_second_execution_of_the_same_release_is_refused_and_its_safety_step_undoes_nothing() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let first = world.tick(&r, None, T0).await.unwrap();
+
+    let err = world.tick_as(OTHER, &r, None, T0 + 5).await.unwrap_err();
+    assert!(
+            err.to_string().contains("already has a canary in flight: version 41 at 95%, canary version 42 at 5% (release ai-handler-42, execution Release:ai-handler-42, stage 1 of 3)"),
+            "{err}"
+        );
+    let failure = serde_json::json!({"Error": err.error_type(), "Cause": serde_json::json!({"errorType": err.error_type(), "errorMessage": err.to_string()}).to_string()});
+    let ended = safety_rollback(&r, None, &failure, OTHER, &world.router, &world.notifier).await.unwrap();
+
+    assert_eq!((ended.ending, ended.undone), (Ending::InvalidRelease, false));
+    assert!(
+        ended.cause.starts_with("Invalid release, nothing moved: refused: lambda:ai-handler:live already has a canary"),
+        "{}",
+        ended.cause
+    );
+    assert_eq!(world.live().canary_weight, 0.05, "the first release's canary is untouched");
+    assert!(world.sent().is_empty());
+    let p = world.tick(&r, Some(first), T0 + 600).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 1), "and it climbs on");
+}
+
+#[tokio::test]
+async fn the_safety_rollback_undoes_only_this_executions_traffic() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+
+    let ended = world.safety(ME, &r, Some(&p)).await;
+    assert_eq!((ended.ending, ended.undone), (Ending::FailedAfterUndoing, true));
+    assert_eq!(
+        ended.cause,
+        "Failed after undoing: the release's tick kept failing: cloudwatch:GetMetricData failed: \
+             ThrottlingException: Rate exceeded (HTTP 400, request id r-1). coalmine set the traffic back: version 41 \
+             serves all traffic, no canary"
+    );
+    assert_eq!(world.live().canary_weight, 0.0);
+    assert_eq!(world.live().stamp.unwrap().phase, Phase::RolledBack(RolledBackBy::Safety));
+    assert!(world.sent()[0].body.contains("Kind:      safety"), "{}", world.sent()[0].body);
+
+    // Run again (the state machine retries): the stamp says it is done.
+    let again = world.safety(ME, &r, Some(&p)).await;
+    assert_eq!((again.ending, again.undone), (Ending::RolledBack, false));
+    assert_eq!(world.router.write_count(), 2);
+
+    // A crash after the first write but before the tick answered: no progress, the
+    // stamp alone tells the safety step the traffic is this execution's.
+    let crashed = World::new(stable_only());
+    crashed.tick(&r, None, T0).await.unwrap();
+    assert_eq!(crashed.safety(ME, &r, None).await.ending, Ending::FailedAfterUndoing);
+    assert_eq!(crashed.live().canary_weight, 0.0);
+
+    // Another execution's canary, or one with no stamp at all, is not ours to touch.
+    let theirs = World::new(lambda_split("41", "40", 0.3));
+    let ended = theirs.safety(ME, &r, None).await;
+    assert_eq!((ended.ending, ended.undone), (Ending::FailedAfterUndoing, false));
+    assert!(
+        ended.cause.ends_with("This release had moved no traffic, so there was nothing to undo"),
+        "{}",
+        ended.cause
+    );
+    assert_eq!(theirs.live().canary_weight, 0.3);
+}
+
+#[tokio::test]
+async fn a_typo_in_the_target_ends_invalid_not_stuck() {
+    let world = World::new(stable_only());
+    let mut r = release(gates());
+    r.target = Target::lambda("ai-handlr", "live");
+    let err = world.tick(&r, None, T0).await.unwrap_err();
+    let failure = serde_json::json!({"Error": err.error_type(), "Cause": serde_json::json!({"errorMessage": err.to_string()}).to_string()});
+    let ended = safety_rollback(&r, None, &failure, ME, &world.router, &world.notifier).await.unwrap();
+    assert_eq!(ended.ending, Ending::InvalidRelease);
+    assert!(ended.cause.contains("lambda:ai-handlr:live was not found"), "{}", ended.cause);
+}
+
+#[tokio::test]
+async fn a_failure_after_the_promotion_was_recorded_ends_promoted() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    for at in [T0 + 600, T0 + 1200, T0 + 1500] {
+        p = world.tick(&r, Some(p), at).await.unwrap();
+    }
+    let ended = world.safety(ME, &r, Some(&p)).await;
+    assert_eq!((ended.ending, ended.undone), (Ending::Promoted, false));
+    assert_eq!(world.live().stable, "42", "a promotion whose bake passed is not undone");
+}
+
+async fn operator(world: &World, command: Command) {
+    control::command(&world.router, &target(), "ai-handler-42", "jane", command).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_release_is_still_judged_but_does_not_advance_until_resumed() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    operator(&world, Command::Pause).await;
+
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    assert_eq!((p.status, p.stage, p.wait_seconds), (Status::Paused, 0, 60));
+    assert!(p.reason.starts_with("Paused by jane at stage 1 of 3 (5%), bake done"), "{}", p.reason);
+    let p = world.tick(&r, Some(p), T0 + 660).await.unwrap();
+    assert_eq!((p.status, world.router.write_count()), (Status::Paused, 2), "only the pause was written");
+
+    operator(&world, Command::Resume).await;
+    let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 1));
+
+    // Paused, and then unhealthy: the judge still rolls back.
+    operator(&world, Command::Pause).await;
+    world.metrics.set((1000.0, 200.0), (20_000.0, 20.0));
+    let p = world.tick(&r, Some(p), T0 + 780).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack);
+    assert_eq!(world.live().canary_weight, 0.0);
+}
+
+#[tokio::test]
+async fn an_approval_stage_waits_asks_the_team_once_and_goes_on_when_approved() {
+    let world = World::new(stable_only());
+    let mut r = release(gates());
+    r.stages[1].approval = true;
+    r.stages[1].approval_timeout_seconds = Some(3600);
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    assert_eq!(p.stage, 1);
+
+    let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
+    assert_eq!((p.status, p.awaiting_since, p.wait_seconds), (Status::AwaitingApproval, Some(T0 + 1200), 60));
+    assert!(p.reason.contains("coalmine approve ai-handler-42; rolls back without it in 1h00m"), "{}", p.reason);
+    let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
+    assert_eq!(p.status, Status::AwaitingApproval);
+    let sent = world.sent();
+    assert_eq!(sent.len(), 1, "asked once");
+    assert!(sent[0].attributes.contains(&("event", "awaiting_approval".into())));
+    assert_eq!(sent[0].subject, "coalmine: ai-handler-42 on lambda:ai-handler:live waits for approval at 25%");
+
+    operator(&world, Command::Approve).await;
+    let p = world.tick(&r, Some(p), T0 + 1320).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 2));
+    assert!(p.reason.contains("Approved by jane."), "{}", p.reason);
+    assert_eq!(world.live().stamp.unwrap().request, None, "carried out, then cleared");
+}
+
+#[tokio::test]
+async fn no_approval_in_time_rolls_back() {
+    let world = World::new(stable_only());
+    let mut r = release(gates());
+    r.stages[0].approval = true;
+    r.stages[0].approval_timeout_seconds = Some(120);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    assert_eq!(p.status, Status::AwaitingApproval);
+    let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
+    assert_eq!((p.status, p.rolled_back_by), (Status::RolledBack, Some(RolledBackBy::ApprovalTimeout)));
+    assert!(p.reason.contains("no approval within 2m"), "{}", p.reason);
+    assert_eq!(world.live().canary_weight, 0.0);
+}
+
+#[tokio::test]
+async fn promote_ends_the_bake_now_and_promote_full_ends_the_release_promoted() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    operator(&world, Command::Promote { full: false }).await;
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 1), "10 minutes early");
+    assert!(p.reason.contains("Promoted by jane."), "{}", p.reason);
+
+    // Too little data is no reason to refuse an operator's promote; it says so.
+    world.metrics.set((3.0, 0.0), (1000.0, 0.0));
+    operator(&world, Command::Promote { full: true }).await;
+    let p = world.tick(&r, Some(p), T0 + 120).await.unwrap();
+    assert_eq!(p.status, Status::Promoted);
+    assert!(p.reason.starts_with("Promoted by jane (promote --full) from stage 2 of 3 (25%)"), "{}", p.reason);
+    assert!(p.reason.contains("proceeding, as jane promoted it"), "{}", p.reason);
+    let live = world.live();
+    assert_eq!((live.stable.as_str(), live.canary_is_zero()), ("42", true));
+    assert_eq!(live.stamp.unwrap().phase, Phase::Promoted);
+
+    // An unhealthy canary is rolled back, whatever was asked.
+    let world = World::new(stable_only());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    operator(&world, Command::Promote { full: true }).await;
+    world.metrics.set((1000.0, 200.0), (20_000.0, 20.0));
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack);
+}
+
+#[tokio::test]
+async fn an_abort_by_hand_ends_the_release_naming_who_and_why() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    control::abort(&world.router, &world.notifier, &r, ME, "jane", "answers look truncated").await.unwrap();
+
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+    assert_eq!(
+        (p.status, p.rolled_back_by),
+        (
+            Status::RolledBack,
+            Some(RolledBackBy::Operator { who: "jane".into(), why: Some("answers look truncated".into()) })
+        )
+    );
+    assert_eq!(p.reason, "Rolled back at stage 1 of 3 (5%) by jane, by hand: answers look truncated");
+    assert_eq!(world.sent().len(), 1, "the abort told the team; the release does not again");
+    // A later release of the target starts.
+    let next = World { router: Router::with([(target(), world.live())]), ..World::new(stable_only()) };
+    next.tick_as(OTHER, &r, None, T0 + 120).await.unwrap();
+}
+
+#[tokio::test]
+async fn history_stays_bounded() {
+    let world = World::new(stable_only());
+    let r = Release { stages: vec![Stage::new(100.0, 100_000)], ..release(gates()) };
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    for i in 1..=100 {
+        p = world.tick(&r, Some(p), T0 + i * 60).await.unwrap();
+    }
+    assert_eq!(p.history.len(), HISTORY_LIMIT);
+    assert_eq!(p.history_dropped, 101 - HISTORY_LIMIT as u64);
+    assert_eq!(p.history.last().unwrap().at, T0 + 6000);
+    assert!(serde_json::to_string(&p).unwrap().len() < 64 * 1024);
+}
+
+#[tokio::test]
+async fn the_payload_is_the_execution_and_the_state_and_round_trips() {
+    let world = World::new(stable_only());
+    let deps = world.deps();
+    let state = serde_json::to_value(release(gates())).unwrap();
+    let out = tick_payload(&serde_json::json!({"execution": ME, "state": state}), &deps, T0).await.unwrap();
+    assert_eq!(out["progress"]["status"], "advanced");
+    assert_eq!(out["release"], "ai-handler-42");
+    let again = tick_payload(&serde_json::json!({"execution": ME, "state": out}), &deps, T0 + 60).await.unwrap();
+    assert_eq!(again["progress"]["status"], "baking");
+
+    let mut edited = again.clone();
+    edited["progress"]["stage"] = "two".into();
+    let err = tick_payload(&serde_json::json!({"execution": ME, "state": edited}), &deps, T0 + 60).await.unwrap_err();
+    assert!(err.to_string().contains("progress:"), "{err}");
+
+    let err = tick_payload(&again, &deps, T0 + 60).await.unwrap_err();
+    assert!(err.to_string().contains("start a release with StartExecution"), "{err}");
+
+    let mut failed = again.clone();
+    failed["canary_version"] = "$LATEST".into();
+    failed["failure"] = serde_json::json!({"Error": "InvalidRelease", "Cause": "x"});
+    let ended = tick_payload(&serde_json::json!({"execution": ME, "state": failed}), &deps, T0).await.unwrap();
+    assert_eq!(ended["ending"], "invalid_release");
+    assert!(ended["cause"].as_str().unwrap().contains("$LATEST"), "{ended}");
+}

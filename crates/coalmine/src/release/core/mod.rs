@@ -1,0 +1,211 @@
+//! The release core: what every kind of release shares, and the dispatcher that runs a
+//! tick of any of them. Nothing here knows a particular kind: a kind implements
+//! [`ReleaseKind`], and the one switch in [`crate::release`] picks it.
+
+pub mod document;
+pub mod ending;
+pub mod gates;
+pub mod health;
+pub mod preflight;
+pub mod progress;
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::info;
+
+use crate::domain::error::{Error, Result};
+use crate::domain::stamp::{execution_id, Phase, Stamp};
+use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, TrafficRouter, Tripwires};
+use crate::release::judge::Evidence;
+use ending::SafetyOutcome;
+use preflight::Check;
+use progress::Progress;
+
+/// The ports a tick may use. Each kind's code names, by its bounds, only the roles it
+/// calls: the weight canary never deploys an endpoint, a guardrail release never writes
+/// an alias's weights.
+pub struct StepDeps<'a, R, N, A, M> {
+    pub router: &'a R,
+    pub notifier: &'a N,
+    pub alarms: &'a A,
+    pub metrics: &'a M,
+}
+
+/// One tick of one release: the release, the execution it runs in, what it runs on,
+/// and when. Each kind's steps are methods on it.
+pub struct Tick<'a, K, R, N, A, M> {
+    pub release: &'a K,
+    /// The execution's ARN, as the state machine passes it.
+    pub execution: &'a str,
+    pub deps: &'a StepDeps<'a, R, N, A, M>,
+    pub now: u64,
+}
+
+/// A kind of release: how it is parsed, ticked, undone after a failure, and checked
+/// before it starts. The bounds are the union of every kind's roles; each kind's own
+/// code asks for less.
+pub trait ReleaseKind: Serialize + Sized + Send + Sync {
+    /// What the kind keeps in its progress beyond the common fields.
+    type Extra: Serialize + DeserializeOwned + Default + Clone + Send + Sync;
+
+    /// Strictly validated, by the rules of the kind.
+    fn parse(value: &Value) -> Result<Self>;
+
+    fn name(&self) -> &str;
+
+    /// How many stages (or phases) its stamp counts.
+    fn stages(&self) -> usize;
+
+    fn tick<R, N, A, M>(
+        tick: &Tick<'_, Self, R, N, A, M>,
+        progress: Option<Progress<Self::Extra>>,
+    ) -> impl Future<Output = Result<Progress<Self::Extra>>> + Send
+    where
+        R: TrafficRouter + EndpointDeployments,
+        N: Notifier,
+        A: AlarmSource + Tripwires,
+        M: MetricSource;
+
+    /// After a tick failed for good: undo whatever this execution moved (only that),
+    /// tell the team, and say how the execution ends.
+    fn safety_rollback<R, N, A, M>(
+        &self,
+        progress: Option<&Progress<Self::Extra>>,
+        failure: &Value,
+        execution: &str,
+        deps: &StepDeps<'_, R, N, A, M>,
+    ) -> impl Future<Output = Result<SafetyOutcome>> + Send
+    where
+        R: TrafficRouter + EndpointDeployments,
+        N: Notifier,
+        A: AlarmSource + Tripwires,
+        M: MetricSource;
+
+    /// Every check its first tick makes, moving nothing (`coalmine validate --live`).
+    fn preflight<R, N, A, M>(
+        &self,
+        deps: &StepDeps<'_, R, N, A, M>,
+        now: u64,
+    ) -> impl Future<Output = Vec<Check>> + Send
+    where
+        R: TrafficRouter + EndpointDeployments,
+        N: Notifier,
+        A: AlarmSource + Tripwires,
+        M: MetricSource;
+}
+
+/// The stepper's input as the state machine's task passes it:
+/// `{"execution": "<execution ARN>", "state": <release, plus progress from the tick
+/// before>}`. A state holding `failure` (the `Catch` puts the failed tick's error there)
+/// runs the safety rollback instead.
+pub struct Input<'a> {
+    pub execution: &'a str,
+    /// The release as given, without the stepper's own fields.
+    pub release: Value,
+    progress: Option<Value>,
+    failure: Option<Value>,
+}
+
+impl<'a> Input<'a> {
+    pub fn of(input: &'a Value) -> Result<Input<'a>> {
+        let (Some(execution), Some(state)) =
+            (input.get("execution").and_then(Value::as_str), input.get("state").and_then(Value::as_object))
+        else {
+            return Err(Error::InvalidRelease(
+                "the stepper expects {\"execution\": <execution ARN>, \"state\": <release>}, as the release state \
+                 machine passes it; start a release with StartExecution, not by invoking the stepper"
+                    .into(),
+            ));
+        };
+        let mut release = state.clone();
+        let failure = release.remove("failure");
+        let progress = release.remove("progress").filter(|p| !p.is_null());
+        Ok(Input { execution, release: Value::Object(release), progress, failure })
+    }
+}
+
+/// One tick of a release of kind `K`, or its safety rollback; the output is the next
+/// state (or the safety step's ending).
+pub async fn run<K, R, N, A, M>(input: Input<'_>, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Result<Value>
+where
+    K: ReleaseKind,
+    R: TrafficRouter + EndpointDeployments,
+    N: Notifier,
+    A: AlarmSource + Tripwires,
+    M: MetricSource,
+{
+    let release = K::parse(&input.release);
+    let progress = match input.progress {
+        None => Ok(None),
+        Some(p) => serde_json::from_value::<Progress<K::Extra>>(p).map(Some).map_err(|e| {
+            Error::InvalidRelease(format!("progress: {e}; it is the stepper's own output, do not edit it"))
+        }),
+    };
+    // Each kind's future is boxed: inline, the kinds' state machines made the stepper's
+    // future too deep for rustc's layout query (and large on the stack).
+    if let Some(failure) = input.failure {
+        let outcome = match release {
+            // It never parsed, so no tick of it ever ran.
+            Err(e) => SafetyOutcome::invalid(&e.to_string()),
+            // Neither needs the progress: the target's stamp says what is this
+            // execution's to undo, even when what failed was reading it.
+            Ok(release) => {
+                let progress = progress.ok().flatten();
+                Box::pin(release.safety_rollback(progress.as_ref(), &failure, input.execution, deps)).await?
+            }
+        };
+        return to_json(&outcome);
+    }
+    let (release, progress) = (release?, progress?);
+    let tick = Tick { release: &release, execution: input.execution, deps, now };
+    let progress = Box::pin(K::tick(&tick, progress)).await?;
+    let mut output = to_json(&release)?;
+    output["progress"] = to_json(&progress)?;
+    Ok(output)
+}
+
+fn to_json(value: &impl Serialize) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::InvalidRelease(e.to_string()))
+}
+
+impl<K: ReleaseKind, R, N, A, M> Tick<'_, K, R, N, A, M> {
+    /// The stamp this execution writes while at `stage` (0-based) and the traffic is
+    /// live; an operator's hold stays, a request it has carried out goes.
+    pub fn live_stamp(&self, stable: &str, stage: usize, hold: Option<String>) -> Stamp {
+        Stamp {
+            execution: execution_id(self.execution).to_owned(),
+            stable: stable.to_owned(),
+            phase: Phase::Live,
+            stage: Some((stage + 1, self.release.stages())),
+            release: Some(self.release.name().to_owned()),
+            hold,
+            request: None,
+        }
+    }
+
+    /// One JSON line per decision, with the evidence as an object (see
+    /// [`crate::logging`]).
+    pub fn log_decision<X>(&self, target: &str, progress: &Progress<X>, evidence: Option<&Evidence>) {
+        let evidence = evidence.and_then(|e| serde_json::to_string(e).ok());
+        info!(
+            release = self.release.name(),
+            target,
+            decision = progress.status.as_str(),
+            stage = progress.stage,
+            weight = progress.weight,
+            wait_seconds = progress.wait_seconds,
+            rolled_back_by = progress.rolled_back_by.as_ref().map(|by| by.as_str()),
+            evidence = evidence.as_deref(),
+            "{}",
+            progress.reason
+        );
+    }
+}
+
+/// A message that did not go out fails the tick, so the state machine's retry sends it.
+pub fn unsent(release: &str, what: &str, error: Error) -> Error {
+    Error::Incomplete { summary: format!("release {release}: {what} was not sent: {error}"), retryable: true }
+}

@@ -1,0 +1,204 @@
+//! Where a release is, tick to tick: the progress every kind keeps in the execution's
+//! state (its own output, the next tick's input), and the statuses a tick ends in.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::cause::RolledBackBy;
+use crate::domain::error::{Error, Result};
+use crate::domain::split::Split;
+use crate::release::judge::{Evidence, StageSample};
+
+/// The history kept in the execution's state (whose payload is capped at 256 KB): the
+/// latest decisions, with a count of those dropped.
+pub const HISTORY_LIMIT: usize = 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Baking,
+    Advanced,
+    /// Bake over, too little data: still checking (`on_insufficient_data: hold`).
+    Holding,
+    /// Bake over, held by an operator's `coalmine pause`: still judged.
+    Paused,
+    /// Bake over at a stage that needs `coalmine approve`: still judged.
+    AwaitingApproval,
+    Promoted,
+    RolledBack,
+}
+
+impl Status {
+    /// The spelling of `decision` in logs, the same as in the output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Baking => "baking",
+            Status::Advanced => "advanced",
+            Status::Holding => "holding",
+            Status::Paused => "paused",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::Promoted => "promoted",
+            Status::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn has_ended(self) -> bool {
+        matches!(self, Status::Promoted | Status::RolledBack)
+    }
+}
+
+/// The split as the stepper wrote it, to compare with the live one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Written {
+    pub stable: String,
+    pub canary: Option<String>,
+    pub weight: f64,
+}
+
+impl Written {
+    pub fn of(split: &Split) -> Self {
+        Written { stable: split.stable.clone(), canary: split.canary.clone(), weight: split.canary_weight }
+    }
+
+    pub fn as_split(&self) -> Split {
+        Split {
+            stable: self.stable.clone(),
+            canary: self.canary.clone(),
+            canary_weight: self.weight,
+            revision: None,
+            stamp: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub at: u64,
+    pub stage: usize,
+    pub weight: f64,
+    pub status: Status,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Value>,
+}
+
+/// What a kind of release keeps beyond the common progress: nothing, for the weight
+/// canary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plain {}
+
+/// A release's progress; `X` is what its kind keeps beside it (flattened into the same
+/// object, so the output reads as one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress<X = Plain> {
+    pub stage: usize,
+    pub weight: f64,
+    /// The alias version or variant (or endpoint config) that was stable when the
+    /// release started.
+    pub stable: String,
+    pub last_written: Written,
+    pub started_at: u64,
+    pub stage_entered_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding_since: Option<u64>,
+    /// When the current stage began waiting for approval (and the team was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_since: Option<u64>,
+    pub status: Status,
+    /// When `rolled_back`: what took the traffic away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<RolledBackBy>,
+    pub wait_seconds: u64,
+    /// A sentence a person reads: why this tick decided what it did. When the release
+    /// ends, the execution's cause.
+    pub reason: String,
+    pub ticks: u64,
+    pub history: Vec<Decision>,
+    #[serde(default)]
+    pub history_dropped: u64,
+    /// Each stage's metrics as the sequential judge weighs them: the evidence carried
+    /// from tick to tick and across stages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<StageSample>,
+    #[serde(flatten)]
+    pub kind: X,
+}
+
+impl<X: Default> Progress<X> {
+    /// A release's progress as its first tick records it: no decisions yet, at stage 0.
+    pub fn new(stable: &str, last_written: Written, now: u64) -> Self {
+        Progress {
+            stage: 0,
+            weight: 0.0,
+            stable: stable.to_owned(),
+            last_written,
+            started_at: now,
+            stage_entered_at: now,
+            holding_since: None,
+            awaiting_since: None,
+            status: Status::Advanced,
+            rolled_back_by: None,
+            wait_seconds: 0,
+            reason: String::new(),
+            ticks: 1,
+            history: Vec::new(),
+            history_dropped: 0,
+            samples: Vec::new(),
+            kind: X::default(),
+        }
+    }
+}
+
+impl<X> Progress<X> {
+    /// A tick of a release that ended is a mistake of whoever sent it.
+    pub fn ensure_running(&self) -> Result<()> {
+        if self.status.has_ended() {
+            return Err(Error::InvalidRelease(format!(
+                "the release already ended {}; start a new execution",
+                self.status.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keeps this tick's decision, and at most the last [`HISTORY_LIMIT`] of them.
+    pub fn record(&mut self, now: u64, evidence: Option<Value>) {
+        self.history.push(Decision {
+            at: now,
+            stage: self.stage,
+            weight: self.weight,
+            status: self.status,
+            reason: self.reason.clone(),
+            evidence,
+        });
+        if self.history.len() > HISTORY_LIMIT {
+            let excess = self.history.len() - HISTORY_LIMIT;
+            self.history.drain(..excess);
+            self.history_dropped += excess as u64;
+        }
+    }
+
+    /// This tick's decision: its status, the wait before the next tick, and why, kept in
+    /// the history with its evidence.
+    pub fn decide(mut self, now: u64, status: Status, wait: u64, reason: String, evidence: Option<&Evidence>) -> Self {
+        self.status = status;
+        self.wait_seconds = wait;
+        self.reason = reason;
+        self.record(now, evidence.and_then(|e| serde_json::to_value(e).ok()));
+        self
+    }
+
+    /// The last decision: the release ends, and `reason` is the execution's cause.
+    pub fn finish(self, now: u64, status: Status, reason: String, evidence: Option<&Evidence>) -> Self {
+        self.decide(now, status, 0, reason, evidence)
+    }
+
+    /// The current stage's metrics so far replace its previous sample; a new stage
+    /// starts its own, and the ones before stay as they ended.
+    pub fn keep_sample(&mut self, sample: StageSample) {
+        match self.samples.last_mut() {
+            Some(last) if last.stage == sample.stage => *last = sample,
+            _ => self.samples.push(sample),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The health judge: gate alarms, then canary-vs-stable metrics. Pure: it gets alarm
+//! states and metric snapshots and returns a verdict with the evidence behind it.
+//!
+//! Two judges. The **sequential** one (the default) weighs every stage so far with
+//! anytime-valid tests ([`crate::release::sequential`]), so looking every tick costs no
+//! validity and a healthy canary is rolled back at most at `false_rollback_rate`. The
+//! **fixed-horizon** one re-runs a two-proportion z-test and compares raw p95s on the
+//! current stage each tick; it is kept for comparison (the simulator runs both) and for
+//! releases written for it. Both start from [`alarm_evidence`] and end in an
+//! [`Evidence`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::event::AlarmState;
+use crate::domain::metrics::{MetricSnapshot, SideMetrics};
+use crate::release::core::gates::{Gates, InsufficientDataAlarm};
+use crate::text::{count, pct};
+use evalues::Standing;
+
+pub mod evalues;
+pub mod fixed;
+pub mod sequential;
+
+/// A stage's metrics so far, as the judge weighs them: replaced each tick while the
+/// stage runs, kept as they were once it has ended.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageSample {
+    pub stage: usize,
+    /// How long the stage had run when these were read.
+    pub seconds: u64,
+    pub metrics: MetricSnapshot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Healthy,
+    Unhealthy,
+    /// Too few canary requests to judge (`min_requests`).
+    Inconclusive,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evidence {
+    pub verdict: Verdict,
+    /// Why, in a line a person reads: the failed checks, or what was fine.
+    pub reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<(String, &'static str)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricSnapshot>,
+    /// One-sided two-proportion test of canary error rate > stable error rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate_z: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate_p_value: Option<f64>,
+    /// The sequential tests' standing: evidence so far against each null.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<Standing>,
+}
+
+impl Evidence {
+    pub fn summary(&self) -> String {
+        self.reasons.join("; ")
+    }
+}
+
+/// Gate alarms only: any in ALARM (or INSUFFICIENT_DATA when so configured, or missing)
+/// is unhealthy. `None` when they are all fine.
+pub fn judge_alarms(gates: &Gates, states: &[(String, AlarmState)]) -> Option<Vec<String>> {
+    let mut failed = Vec::new();
+    for name in &gates.alarms {
+        match states.iter().find(|(n, _)| n == name).map(|(_, s)| *s) {
+            Some(AlarmState::Alarm) => failed.push(format!("alarm {name} is ALARM")),
+            Some(AlarmState::InsufficientData) if gates.alarm_insufficient_data == InsufficientDataAlarm::Unhealthy => {
+                failed.push(format!("alarm {name} is INSUFFICIENT_DATA"))
+            }
+            Some(_) => {}
+            None => failed.push(format!("alarm {name} does not exist")),
+        }
+    }
+    (!failed.is_empty()).then_some(failed)
+}
+
+/// The evidence both judges start from: the alarms' states, and already unhealthy
+/// (with the reasons) when a gate alarm says so.
+pub(crate) fn alarm_evidence(
+    gates: &Gates,
+    states: &[(String, AlarmState)],
+    metrics: Option<MetricSnapshot>,
+) -> Evidence {
+    let mut evidence = Evidence {
+        verdict: Verdict::Healthy,
+        reasons: Vec::new(),
+        alarms: states.iter().map(|(n, s)| (n.clone(), s.as_str())).collect(),
+        metrics,
+        error_rate_z: None,
+        error_rate_p_value: None,
+        tests: Vec::new(),
+    };
+    if let Some(failed) = judge_alarms(gates, states) {
+        evidence.verdict = Verdict::Unhealthy;
+        evidence.reasons = failed;
+    }
+    evidence
+}
+
+impl Evidence {
+    /// The numbers behind a verdict, in a line: "canary 1000 requests, 80 errors (8.00%),
+    /// p95 850 ms; stable 20000 requests, 20 errors (0.10%), p95 800 ms".
+    pub fn metrics_line(&self) -> Option<String> {
+        let m = self.metrics.as_ref()?;
+        let side = |name: &str, s: &SideMetrics| {
+            format!(
+                "{name} {} requests, {} errors ({}), p95 {}",
+                count(s.requests),
+                count(s.errors),
+                rate(s).map(pct).unwrap_or_else(|| "n/a".into()),
+                s.p95_ms.map(|p| format!("{p:.0} ms")).unwrap_or_else(|| "n/a".into())
+            )
+        };
+        Some(format!("{}; {}", side("canary", &m.canary), side("stable", &m.stable)))
+    }
+
+    /// Whether the verdict came from the gate alarms rather than the metrics.
+    pub fn from_alarms(&self) -> bool {
+        self.verdict == Verdict::Unhealthy
+            && self.metrics.is_none()
+            && self.reasons.iter().any(|r| r.starts_with("alarm "))
+    }
+}
+
+pub(crate) fn rate(side: &SideMetrics) -> Option<f64> {
+    (side.requests > 0.0).then(|| side.errors.min(side.requests) / side.requests)
+}
+
+/// A verdict's headline when the canary served too little to judge.
+pub(crate) fn too_few(requests: f64, min_requests: u64) -> String {
+    format!("inconclusive: {} canary requests, fewer than min_requests {min_requests}", count(requests))
+}
+
+/// What a healthy verdict says: "healthy: canary 1000 requests, error rate 0.10%, p95
+/// 850 ms; stable error rate 0.12%".
+pub(crate) fn healthy(canary: &SideMetrics, stable: &SideMetrics) -> String {
+    format!(
+        "healthy: canary {} requests, error rate {}, p95 {}; stable error rate {}",
+        count(canary.requests),
+        rate(canary).map(pct).unwrap_or_else(|| "n/a".into()),
+        canary.p95_ms.map(|p| format!("{p:.0} ms")).unwrap_or_else(|| "n/a".into()),
+        rate(stable).map(pct).unwrap_or_else(|| "n/a".into()),
+    )
+}
