@@ -40,6 +40,28 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:x}{:x}-{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A folder of the test's (or the demo's) own under the system's temp dir, removed with
+/// everything in it when dropped, on every exit path a drop runs on.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// What most integration tests start from: the local AWS, a topic read back through
 /// SQS, and the library's adapters publishing to it.
 pub struct Scene {
@@ -480,20 +502,52 @@ impl Deployed {
 pub struct Traffic(tokio::task::JoinHandle<()>);
 
 impl LocalAws {
-    /// `canary`, `stable`: the Lambda versions or SageMaker variants serving.
-    pub fn pump_healthy_traffic(&self, target: &Target, canary: &str, stable: &str) -> Traffic {
+    /// Healthy traffic of [`TRAFFIC_PER_MINUTE`] requests, split between the versions
+    /// (or variants) as the target routes it at that moment, put every half second; first
+    /// the stable's last ten minutes, as a stable that served before the release shows.
+    /// `canary` (the version or variant under release) errs not at all, before or after
+    /// a promotion; any other errs at 0.5%.
+    pub async fn pump_healthy_traffic(&self, target: &Target, canary: &str) -> Traffic {
         let local = LocalAws::from_sdk(self.sdk.clone());
-        let (target, canary, stable) = (target.clone(), canary.to_owned(), stable.to_owned());
+        let (aws, _) = local.adapters("arn:aws:sns:us-east-1:000000000000:unused");
+        let split = aws.router.read(target).await.expect("the target to send traffic to");
+        let now = || SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let errors = TRAFFIC_PER_MINUTE * 0.005;
+        for minute in 1..=10 {
+            let at = now() - minute * 60;
+            local
+                .put_side_metrics(target, &split.stable, at, TRAFFIC_PER_MINUTE, errors, &latencies(target, 800.0))
+                .await;
+        }
+        let (target, canary) = (target.clone(), canary.to_owned());
         Traffic(tokio::spawn(async move {
+            let per_put = TRAFFIC_PER_MINUTE / 120.0;
+            let serve = |id: String, requests: f64| {
+                let (local, target) = (&local, &target);
+                let (error_rate, p95) = if id == canary { (0.0, 850.0) } else { (0.005, 800.0) };
+                async move {
+                    let latencies = latencies(target, p95);
+                    local.put_side_metrics(target, &id, now(), requests, requests * error_rate, &latencies).await
+                }
+            };
             loop {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-                local.put_side_metrics(&target, &canary, now, 60.0, 0.0, &latencies(&target, 850.0)).await;
-                local.put_side_metrics(&target, &stable, now, 600.0, 3.0, &latencies(&target, 800.0)).await;
+                // A read that fails (the target is being written) skips a beat.
+                if let Ok(split) = aws.router.read(&target).await {
+                    let weight = if split.canary_is_zero() { 0.0 } else { split.canary_weight };
+                    if let Some(id) = split.canary.clone().filter(|_| weight > 0.0) {
+                        serve(id, per_put * weight).await;
+                    }
+                    serve(split.stable.clone(), per_put * (1.0 - weight)).await;
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }))
     }
 }
+
+/// What [`LocalAws::pump_healthy_traffic`] sends: enough that a 5% stage of two seconds
+/// sees a hundred requests.
+pub const TRAFFIC_PER_MINUTE: f64 = 72_000.0;
 
 impl Drop for Traffic {
     fn drop(&mut self) {

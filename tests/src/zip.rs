@@ -57,15 +57,23 @@ fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_scratch_folder_is_gone_once_dropped() {
+        let scratch = crate::Scratch::new("scratch");
+        let path = scratch.path().to_path_buf();
+        std::fs::write(path.join("f"), b"x").unwrap();
+        drop(scratch);
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+
+    #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(super::crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]
     fn python_zipfile_reads_it_back_executable() {
-        let dir = std::env::temp_dir().join(crate::unique("zip"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("f.zip");
+        let dir = crate::Scratch::new("zip");
+        let path = dir.path().join("f.zip");
         std::fs::write(&path, super::store_one("bootstrap", b"#!/bin/sh\n", 0o755)).unwrap();
         let out = std::process::Command::new("python3")
             .args(["-c", "import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); i=z.getinfo('bootstrap'); z.testzip(); print(oct(i.external_attr>>16), z.read('bootstrap').decode())"])

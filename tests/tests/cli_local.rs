@@ -3,13 +3,12 @@
 //! approves, promotes, aborts and rolls back, checking the traffic and the team's
 //! messages after each.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use aws_sdk_cloudwatch::types::StateValue;
 use coalmine::Target;
-use coalmine_tests::{bootstrap_path, poll, unique, Canary, Deployed, Scene};
+use coalmine_tests::{bootstrap_path, poll, unique, Canary, Deployed, Scene, Scratch};
 use serde_json::{json, Value};
 
 const RUN: Duration = Duration::from_secs(90);
@@ -17,7 +16,7 @@ const RUN: Duration = Duration::from_secs(90);
 struct Operator<'a> {
     deployed: &'a Deployed,
     topic: &'a str,
-    dir: PathBuf,
+    dir: Scratch,
 }
 
 impl Operator<'_> {
@@ -50,7 +49,7 @@ impl Operator<'_> {
     }
 
     fn file(&self, release: &Value) -> String {
-        let path = self.dir.join(format!("{}.json", release["release"].as_str().unwrap()));
+        let path = self.dir.path().join(format!("{}.json", release["release"].as_str().unwrap()));
         std::fs::write(&path, serde_json::to_vec_pretty(release).unwrap()).unwrap();
         path.display().to_string()
     }
@@ -82,10 +81,8 @@ async fn finished(child: Child) -> (i32, String) {
     .expect("coalmine --wait ends with the release")
 }
 
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("coalmine-cli"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir() -> Scratch {
+    Scratch::new("coalmine-cli")
 }
 
 fn lambda_release(name: &str, target: &Target, alarm: &str, version: &str, stages: Value) -> Value {
@@ -112,7 +109,7 @@ async fn setup() -> (Scene, Deployed, Canary) {
 async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_release() {
     let (s, deployed, Canary { target, alarm, .. }) = setup().await;
     let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
-    let _traffic = s.local.pump_healthy_traffic(&target, "2", "1");
+    let _traffic = s.local.pump_healthy_traffic(&target, "2").await;
     let name = unique("summarizer");
     let file = op.file(&lambda_release(
         &name,
@@ -131,8 +128,9 @@ async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_rel
     for check in ["✓ no canary in flight", "✓ the canary exists", "✓ no gate alarm is firing"] {
         assert!(live.contains(check), "lacks {check:?}:\n{live}");
     }
-    // A two-second first stage cannot gather evidence: said, not refused.
-    assert!(live.contains("! the metrics the judge needs: the stable served"), "{live}");
+    // The stable's recent traffic, per minute, says what the first stage will see: enough.
+    assert!(live.contains("✓ the metrics the judge needs: stable:"), "{live}");
+    assert!(live.contains("requests a minute over the last"), "{live}");
     assert_eq!(s.local.alias_state(&target).await.2, revision, "validate moved nothing");
 
     // start, twice: the second is recognised, not doubled.
@@ -177,6 +175,12 @@ async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_rel
     ] {
         assert!(status.to_lowercase().contains(&part.to_lowercase()), "status lacks {part:?}:\n{status}");
     }
+    // Healthy checks say how far each test is from a rollback, in words; the raw
+    // e-values are for scripts.
+    assert!(status.contains("of the way to a rollback"), "{status}");
+    assert!(!status.contains("e = ") && !status.contains("closest:"), "{status}");
+    let json = op.ok(&["status", &name, "--output", "json"]);
+    assert!(json.contains("\"log_e\"") && json.contains("\"threshold\""), "{json}");
     let list = op.ok(&["list"]);
     assert!(list.lines().any(|l| l.contains(&name) && l.contains("promoted")), "{list}");
     let listed: Value = serde_json::from_str(&op.ok(&["list", "--output", "json"])).unwrap();
@@ -187,7 +191,7 @@ async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_rel
 async fn abort_ends_a_release_rolled_back_and_the_next_one_is_promoted_in_full() {
     let (s, deployed, Canary { function, target, alarm }) = setup().await;
     let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
-    let _traffic = s.local.pump_healthy_traffic(&target, "2", "1");
+    let _traffic = s.local.pump_healthy_traffic(&target, "2").await;
     let long = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
     let first = unique("summarizer");
     let waiting = op.spawn(&["start", &op.file(&lambda_release(&first, &target, &alarm, "2", long.clone())), "--wait"]);
@@ -236,7 +240,7 @@ async fn rollback_by_hand_stops_whatever_runs_and_a_bad_file_never_starts() {
     assert_eq!(told[0].subject, format!("coalmine: {target} rolled back by hand"));
 
     // A typo'd file is refused before any StartExecution, with a hint.
-    let bad = op.dir.join("bad.json");
+    let bad = op.dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"release": "x-1", "target": {"function": "f", "alias": "live"}, "canary_version": "2", "stages": [{"percent": 100, "bake_seconds": 60}], "check_every_seconds": 60}"#).unwrap();
     let (code, text) = op.run(&["start", bad.to_str().unwrap()]);
     assert_eq!(code, 4, "{text}");
@@ -274,7 +278,7 @@ async fn a_guardrail_release_is_validated_offline_and_against_the_endpoint_movin
         release["guardrail"]["endpoint"] = json!(endpoint);
         release["guardrail"]["endpoint_config"] = json!(config);
         release["guardrail"]["alarms"] = json!([alarm]);
-        let path = dir.join(format!("{name}.json"));
+        let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, release.to_string()).unwrap();
         path.display().to_string()
     };
@@ -308,4 +312,97 @@ async fn a_guardrail_release_is_validated_offline_and_against_the_endpoint_movin
     assert!(refused.contains("differ from those in service"), "{refused}");
     let described = s.local.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.unwrap();
     assert_eq!(described.endpoint_config_name(), Some(format!("{endpoint}-config").as_str()), "validate moved nothing");
+}
+
+/// `coalmine` with nothing of the local AWS in its environment but what `env` gives.
+fn bare(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(bootstrap_path("coalmine"));
+    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("coalmine runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn validate_reports_every_problem_of_a_file_at_once_on_stderr() {
+    let dir = tempdir();
+    let mut release: Value = serde_json::from_str(
+        &std::fs::read_to_string(coalmine_tests::workspace_root().join("events/releases/lambda-ai-handler-42.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    release["gates"]["max_errors"] = json!(1);
+    release["gates"]["max_error_rate"] = json!(5);
+    release["stages"][1]["bake_seconds"] = json!(0);
+    release["check_every_seconds"] = json!(0);
+    release["speed"] = json!("fast");
+    let file = dir.path().join("five-mistakes.json");
+    std::fs::write(&file, release.to_string()).unwrap();
+
+    let (code, stdout, stderr) = bare(&["validate", file.to_str().unwrap()], &[]);
+
+    assert_eq!(code, 4, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "errors go to stderr: {stdout}");
+    assert!(stderr.contains("invalid, 5 problems:"), "{stderr}");
+    for expected in [
+        "gates.max_errors: unknown field `max_errors`",
+        "did you mean `max_error_rate`?",
+        "write 0.05 for 5%",
+        "stages[1].bake_seconds: 0",
+        "check_every_seconds: 0 is outside",
+        "speed: unknown field `speed`",
+    ] {
+        assert!(stderr.contains(expected), "lacks {expected:?}:\n{stderr}");
+    }
+    let (_, json, _) = bare(&["validate", "--output", "json", file.to_str().unwrap()], &[]);
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report[0]["problems"].as_array().map(Vec::len), Some(5), "{json}");
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_command_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let sample = coalmine_tests::workspace_root().join("events/releases/lambda-ai-handler-42.json");
+    let out = Command::new(bootstrap_path("coalmine"))
+        .args(["validate", sample.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_target_on_the_command_line_that_is_not_one_is_a_usage_error() {
+    let (code, _, stderr) = bare(&["rollback", "lambda:only-two", "--reason", "x"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("expected lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY"), "{stderr}");
+}
+
+#[test]
+fn without_credentials_or_an_answering_endpoint_the_cli_says_which_and_what_to_do() {
+    let nowhere = [("HOME", "/nonexistent"), ("AWS_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")];
+    let (code, _, stderr) = bare(&["list"], &nowhere);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("found no AWS credentials") && stderr.contains("set AWS_PROFILE"), "{stderr}");
+    assert!(!stderr.contains("no answer"), "{stderr}");
+
+    // A port nothing listens on: the local AWS is not running.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{closed}");
+    let keys = [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_ENDPOINT_URL", url.as_str())];
+    let env: Vec<(&str, &str)> = nowhere.iter().copied().chain(keys).collect();
+    let (code, _, stderr) = bare(&["rollback", "lambda:ai-handler:live", "--reason", "x", "--as", "jane"], &env);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("nothing answers at {url}")) && stderr.contains("make local-aws-start"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("or pass --topic ARN (or COALMINE_TOPIC_ARN)"), "{stderr}");
 }

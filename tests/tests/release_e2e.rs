@@ -51,7 +51,7 @@ async fn a_healthy_lambda_release_is_promoted() {
     let (s, deployed) = deployed_scene().await;
     let (target, alarm) = lambda_canary(&s).await;
     let (local, deployed) = (&s.local, &deployed);
-    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let _traffic = local.pump_healthy_traffic(&target, "2").await;
     let release = lambda_release("e2e-healthy", &target, quick(&[5, 25, 50, 100], &alarm));
 
     let execution = local.start_release(deployed, &release).await;
@@ -120,7 +120,7 @@ async fn an_alarm_during_the_final_bake_puts_the_previous_version_back_at_once()
     let (s, deployed) = deployed_scene().await;
     let (target, alarm) = lambda_canary(&s).await;
     let (local, deployed) = (&s.local, &deployed);
-    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let _traffic = local.pump_healthy_traffic(&target, "2").await;
     let release = lambda_release(
         "e2e-final",
         &target,
@@ -163,7 +163,7 @@ async fn after_a_release_ends_promoted_an_alarm_no_longer_reverts_it() {
     let (s, deployed) = deployed_scene().await;
     let (target, alarm) = lambda_canary(&s).await;
     let (local, deployed) = (&s.local, &deployed);
-    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let _traffic = local.pump_healthy_traffic(&target, "2").await;
     let release = lambda_release("e2e-done", &target, quick(&[100], &alarm));
     let execution = local.start_release(deployed, &release).await;
     let (status, error, cause, _) = local.finished(&execution, RUN).await;
@@ -189,7 +189,7 @@ async fn a_second_execution_of_a_running_release_is_refused_and_touches_nothing(
     let (s, deployed) = deployed_scene().await;
     let (target, alarm) = lambda_canary(&s).await;
     let (local, deployed) = (&s.local, &deployed);
-    let _traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let _traffic = local.pump_healthy_traffic(&target, "2").await;
     let release = lambda_release(
         "e2e-twice",
         &target,
@@ -265,7 +265,7 @@ async fn a_healthy_sagemaker_release_is_promoted() {
     let (local, deployed) = (&s.local, &deployed);
     let endpoint = unique("ai-model");
     let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
-    let _traffic = local.pump_healthy_traffic(&target, "canary", "stable");
+    let _traffic = local.pump_healthy_traffic(&target, "canary").await;
     let release = json!({
         "release": "e2e-model",
         "target": {"sagemaker": {"endpoint": endpoint, "stable_variant": "stable", "canary_variant": "canary"}},

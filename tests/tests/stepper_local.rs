@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use coalmine::ports::{AlarmSource, MetricSource, Notifier, TrafficRouter};
+use coalmine::release::canary::preflight;
 use coalmine::release::canary::spec::Release;
 use coalmine::release::core::gates::{Gates, OnInsufficientData};
 use coalmine::release::core::progress::{Progress, Status};
@@ -263,4 +264,26 @@ async fn a_release_whose_canary_serves_nothing_is_never_promoted() {
         progress.reason
     );
     assert!(local.alias_state(&target).await.1.is_empty());
+}
+
+#[tokio::test]
+async fn the_stables_recent_traffic_is_read_minute_by_minute_over_the_minutes_it_served() {
+    let s = Scene::connect().await;
+    let Canary { target, alarm, .. } = s.lambda_canary(false).await;
+    let release = lambda_release(&target, &alarm);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    // The stable has served 600 requests a minute for ten minutes, and nothing before.
+    for minute in 1..=10 {
+        s.local.put_side_metrics(&target, "1", now - minute * 60, 600.0, 3.0, &[120.0, 900.0]).await;
+    }
+    let live = s.aws.router.read(&target).await.unwrap();
+
+    let traffic = preflight::recent_traffic(&release, &live, &s.aws.metrics, now).await.unwrap().unwrap();
+
+    assert_eq!((traffic.per_minute, traffic.minutes), (600.0, 10), "not diluted over the hour it did not serve");
+    let check = preflight::metrics_check(&release, &live, &s.aws.metrics, now).await;
+    assert_eq!(
+        check.found.unwrap(),
+        "stable: 600 requests a minute over the last 10 minutes; about 300 for the canary in its first stage"
+    );
 }

@@ -17,6 +17,7 @@ use coalmine::Target;
 use serde_json::{json, Value};
 
 use crate::context::{CliError, CliResult, Context};
+use crate::out::{say, say_part};
 use crate::render;
 use crate::runs::{aws_failure, Run};
 use crate::{Cli, Command, Exit, Output, StackArgs};
@@ -56,14 +57,29 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
-/// The file as JSON and as a release, strictly validated: the same rules as the stepper.
-fn read_release(file: &Path) -> CliResult<(Value, Document)> {
+/// Why a release file cannot be used: it could not be read, or every problem it has.
+#[derive(Debug)]
+struct Refusal {
+    error: CliError,
+    problems: Vec<String>,
+}
+
+/// The file as JSON and as a release, strictly validated: the same rules as the stepper,
+/// every problem at once.
+fn read_release(file: &Path) -> Result<(Value, Document), Refusal> {
     let shown = file.display();
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| CliError::new(Exit::Error, format!("{shown}: cannot read it: {e}")))?;
+    let refuse = |exit, message: String| Refusal { error: CliError::new(exit, message), problems: Vec::new() };
+    let text =
+        std::fs::read_to_string(file).map_err(|e| refuse(Exit::Error, format!("{shown}: cannot read it: {e}")))?;
     let json: Value =
-        serde_json::from_str(&text).map_err(|e| CliError::new(Exit::Invalid, format!("{shown}: not JSON: {e}")))?;
-    let release = Document::parse(&json).map_err(|e| CliError::new(Exit::Invalid, format!("{shown}: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| refuse(Exit::Invalid, format!("{shown}: not JSON: {e}")))?;
+    let problems = Document::problems(&json);
+    if !problems.is_empty() {
+        let (count, s) = (problems.len(), if problems.len() == 1 { "" } else { "s" });
+        let message = format!("{shown}: invalid, {count} problem{s}:\n  {}", problems.join("\n  "));
+        return Err(Refusal { error: CliError::new(Exit::Invalid, message), problems });
+    }
+    let release = Document::parse(&json).map_err(|e| refuse(Exit::Invalid, format!("{shown}: {e}")))?;
     Ok((json, release))
 }
 
@@ -74,12 +90,14 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
     for file in files {
         let mut report = json!({"file": file.display().to_string()});
         match read_release(file) {
-            Err(e) => {
+            Err(Refusal { error, problems }) => {
                 exit = Exit::Invalid;
                 report["valid"] = json!(false);
-                report["error"] = json!(e.message);
+                report["error"] = json!(error.message);
+                report["problems"] = json!(problems);
+                // A refusal is an error: on stderr, as cargo and the compilers say theirs.
                 if output == Output::Text {
-                    println!("{e}");
+                    eprintln!("{error}");
                 }
             }
             Ok((_, release)) => {
@@ -89,7 +107,7 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
                     Document::Guardrail(release) => render::guardrail_plan_json(release),
                 };
                 if output == Output::Text {
-                    print!("{}", render::document_plan(&release));
+                    say_part!("{}", render::document_plan(&release));
                 }
                 if let Some(context) = &context {
                     let checks = live_checks(context, &release).await;
@@ -106,7 +124,7 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
                         })
                         .collect();
                     if output == Output::Text {
-                        print!("  live, moving nothing:\n{}", render::checks(&checks));
+                        say_part!("  live, moving nothing:\n{}", render::checks(&checks));
                     }
                 }
             }
@@ -114,7 +132,7 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
         reports.push(report);
     }
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
     }
     Ok(exit)
 }
@@ -139,14 +157,14 @@ fn deps(
 }
 
 async fn start(context: &Context, file: &Path, wait: bool) -> CliResult<Exit> {
-    let (json, release) = read_release(file)?;
+    let (json, release) = read_release(file).map_err(|r| r.error)?;
     let machine = context.state_machine().await?;
     let name = release.name();
     let arn =
         match context.sfn.start_execution().state_machine_arn(&machine).name(name).input(json.to_string()).send().await
         {
             Ok(out) => {
-                println!("started release {name} on {}: execution {}", release.target(), out.execution_arn());
+                say!("started release {name} on {}: execution {}", release.target(), out.execution_arn());
                 out.execution_arn().to_owned()
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_execution_already_exists()) => {
@@ -171,13 +189,13 @@ async fn start(context: &Context, file: &Path, wait: bool) -> CliResult<Exit> {
                     ),
                     ));
                 }
-                println!("release {name} is already running (execution {arn}): this start repeats it, nothing doubled");
+                say!("release {name} is already running (execution {arn}): this start repeats it, nothing doubled");
                 arn
             }
             Err(e) => return Err(aws_failure("states:StartExecution", e)),
         };
     if !wait {
-        println!("follow it: coalmine status {name} --watch");
+        say!("follow it: coalmine status {name} --watch");
         return Ok(Exit::Ok);
     }
     follow(context, &arn).await
@@ -194,17 +212,14 @@ async fn follow(context: &Context, arn: &str) -> CliResult<Exit> {
                 if printed.insert((decision.at, decision.reason.clone())) {
                     let line = render::decision_line(decision, release.stages());
                     if line != last_line {
-                        println!(
-                            "  [t+{:>6}] {line}",
-                            render::duration(decision.at.saturating_sub(progress.started_at))
-                        );
+                        say!("  [t+{:>6}] {line}", render::duration(decision.at.saturating_sub(progress.started_at)));
                     }
                     last_line = line;
                 }
             }
         }
         if let Some(ending) = render::ending(&run) {
-            println!("{ending}");
+            say!("{ending}");
             return Ok(run.exit());
         }
         tokio::time::sleep(POLL).await;
@@ -214,9 +229,9 @@ async fn follow(context: &Context, arn: &str) -> CliResult<Exit> {
 async fn list(context: &Context, recent: usize, output: Output) -> CliResult<Exit> {
     let runs = Run::list(context, recent).await?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default()),
-        Output::Text if runs.is_empty() => println!("no releases yet: coalmine start FILE starts one"),
-        Output::Text => print!("{}", render::table(&runs, now())),
+        Output::Json => say!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default()),
+        Output::Text if runs.is_empty() => say!("no releases yet: coalmine start FILE starts one"),
+        Output::Text => say_part!("{}", render::table(&runs, now())),
     }
     Ok(Exit::Ok)
 }
@@ -225,15 +240,15 @@ async fn status(context: &Context, name: &str, watch: bool, output: Output) -> C
     let arn = context.execution_arn(name).await?;
     let run = Run::load(context, &arn).await?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
         return Ok(run.exit());
     }
     if !watch || !run.running() {
-        println!("{}", render::status(&run, now()).join("\n"));
+        say!("{}", render::status(&run, now()).join("\n"));
         return Ok(run.exit());
     }
     if !std::io::stdout().is_terminal() {
-        println!("{}", render::header(&run));
+        say!("{}", render::header(&run));
         return follow(context, &arn).await;
     }
     watch_live(context, &arn, run).await
@@ -267,7 +282,7 @@ async fn watch_live(context: &Context, arn: &str, mut run: Run) -> CliResult<Exi
         }
         if let Some(ending) = render::ending(&run) {
             bar.finish_and_clear();
-            println!("{ending}");
+            say!("{ending}");
             return Ok(run.exit());
         }
         tokio::time::sleep(POLL).await;
@@ -336,7 +351,7 @@ async fn operate(context: &Context, name: &str, request: Request) -> CliResult<E
             format!("{who} asked for a full promotion{at}: it goes to 100% and ends promoted at {within}, unless it is unhealthy")
         }
     };
-    println!("release {name}: {what}");
+    say!("release {name}: {what}");
     Ok(Exit::Ok)
 }
 
@@ -347,7 +362,7 @@ async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliRe
     match &release {
         Document::Canary(release) => {
             let outcome = control::abort(&aws.router, &aws.notifier, release, &run.execution_arn, &who, reason).await?;
-            println!(
+            say!(
                 "release {name}: aborted by {who}: {} now; the team was told. Its execution ends rolled back at its \
                  next check.",
                 describe(&release.target, outcome.after())
@@ -355,7 +370,7 @@ async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliRe
         }
         Document::Guardrail(release) => {
             let now = guardrail::abort(&deps(&aws), release, &run.execution_arn, &who, reason).await?;
-            println!(
+            say!(
                 "release {name}: aborted by {who}: coalmine {now}; the team was told. Its execution ends rolled back \
                  once the endpoint is back."
             );
@@ -370,18 +385,17 @@ async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliRe
     }
 }
 
-async fn rollback(context: &Context, target: &str, reason: &str) -> CliResult<Exit> {
-    let target: Target = target.parse().map_err(coalmine::Error::from)?;
+async fn rollback(context: &Context, target: &Target, reason: &str) -> CliResult<Exit> {
     let who = context.operator().await;
     let aws = context.adapters(Some(context.topic().await?));
-    let outcome = coalmine::rollback::by_hand(&aws.router, &aws.notifier, &target, &who, reason).await?;
-    println!(
+    let outcome = coalmine::rollback::by_hand(&aws.router, &aws.notifier, target, &who, reason).await?;
+    say!(
         "{target}: {} by {who}: {} now; the team was told.",
         match outcome {
             coalmine::rollback::ZeroOutcome::RolledBack { .. } => "rolled back",
             _ => "already had no canary traffic, nothing changed,",
         },
-        describe(&target, outcome.after())
+        describe(target, outcome.after())
     );
     Ok(Exit::Ok)
 }

@@ -43,6 +43,28 @@ impl From<coalmine::Error> for CliError {
 
 pub type CliResult<T> = Result<T, CliError>;
 
+/// What to do about an AWS call that got no answer, by what kept it from one.
+pub fn advice(detail: &str) -> Option<String> {
+    let local = std::env::var("AWS_ENDPOINT_URL").ok().filter(|u| !u.is_empty());
+    if detail.contains("found no AWS credentials") {
+        return Some(
+            "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for the local AWS: source \
+             .local-aws/env)"
+                .to_owned(),
+        );
+    }
+    if detail.contains("could not reach the service") || detail.contains("no answer before") {
+        return Some(match local {
+            Some(url) => format!(
+                "nothing answers at {url} (AWS_ENDPOINT_URL): is the local AWS running? make local-aws-start, then \
+                 source .local-aws/env"
+            ),
+            None => "check the network, and AWS_REGION".to_owned(),
+        });
+    }
+    None
+}
+
 pub const STATE_MACHINE_OUTPUT: &str = "ReleaseStateMachineArn";
 pub const TOPIC_OUTPUT: &str = "AlertTopicArn";
 
@@ -90,14 +112,12 @@ impl Context {
             .outputs
             .get_or_try_init(|| async {
                 let out = self.cloudformation.describe_stacks().stack_name(stack).send().await.map_err(|e| {
-                    let detail = e.as_service_error().and_then(|s| s.meta().message()).unwrap_or("no answer");
-                    CliError::new(
-                        Exit::Error,
-                        format!(
-                            "cannot read the outputs of stack {stack} ({detail}); deploy it (make deploy), or name \
-                             another with --stack"
-                        ),
-                    )
+                    let detail = coalmine::aws::aws_error("cloudformation:DescribeStacks", e).to_string();
+                    let next = match advice(&detail) {
+                        Some(fix) => format!("{fix}; or pass {instead}"),
+                        None => format!("deploy it (make deploy), name another with --stack, or pass {instead}"),
+                    };
+                    CliError::new(Exit::Error, format!("cannot read the outputs of stack {stack}: {detail}; {next}"))
                 })?;
                 let outputs = out.stacks().first().map(|s| s.outputs()).unwrap_or_default();
                 Ok::<_, CliError>(
@@ -205,10 +225,31 @@ mod tests {
             )
         });
         let err = context_with(&describe, "coalmine").state_machine().await.unwrap_err();
-        assert_eq!(
-            err.message,
-            "cannot read the outputs of stack coalmine (Stack with id coalmine does not exist); deploy it (make \
-             deploy), or name another with --stack"
+        assert!(
+            err.message.starts_with(
+                "cannot read the outputs of stack coalmine: cloudformation:DescribeStacks failed: ValidationError: \
+                 Stack with id coalmine does not exist"
+            ),
+            "{}",
+            err.message
         );
+        assert!(
+            err.message.ends_with(
+                "deploy it (make deploy), name another with --stack, or pass --state-machine ARN (or \
+                 COALMINE_STATE_MACHINE_ARN)"
+            ),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_call_that_got_no_answer_says_why_and_what_to_do() {
+        let none = advice("cloudformation:DescribeStacks failed: found no AWS credentials: ...").unwrap();
+        assert!(none.starts_with("set AWS_PROFILE, or AWS_ACCESS_KEY_ID"), "{none}");
+        let unreachable =
+            advice("x failed: could not reach the service: dispatch failure: Connection refused").unwrap();
+        assert!(unreachable.contains("AWS_ENDPOINT_URL") || unreachable.contains("network"), "{unreachable}");
+        assert_eq!(advice("x failed: ValidationError: Stack with id s does not exist"), None);
     }
 }

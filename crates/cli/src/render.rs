@@ -5,12 +5,13 @@
 use comfy_table::{presets, ContentArrangement, Table};
 use serde_json::Value;
 
+use coalmine::domain::split::WEIGHT_TOLERANCE;
 use coalmine::release::canary::spec::Release;
 use coalmine::release::core::preflight::Check;
 use coalmine::release::core::progress::{Decision, Status};
 use coalmine::release::guardrail::spec::GuardrailRelease;
 use coalmine::release::{AnyProgress as Progress, Document};
-use coalmine::text::{percent, side};
+use coalmine::text::{describe, percent, side};
 
 use crate::runs::Run;
 
@@ -292,13 +293,36 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
         }
     }
     lines.extend(ending(run));
+    if let (Some(Document::Canary(release)), Some(progress), false) = (&run.release, &run.progress, run.running()) {
+        lines.push(format!("  now: {}", describe(&release.target, &progress.last_written.as_split())));
+    }
     lines
+}
+
+/// Who serves the target as the release left it: "version 41", or "version 41 95%,
+/// version 42 5%". A guardrail release's fleets are SageMaker's to say.
+fn serving(run: &Run) -> String {
+    let (Some(Document::Canary(release)), Some(progress)) = (&run.release, &run.progress) else {
+        return "-".to_owned();
+    };
+    let (target, left) = (&release.target, progress.last_written.as_split());
+    match &left.canary {
+        Some(canary) if left.canary_weight >= 1.0 - WEIGHT_TOLERANCE => side(target, canary),
+        Some(canary) if !left.canary_is_zero() => format!(
+            "{} {}, {} {}",
+            side(target, &left.stable),
+            percent(1.0 - left.canary_weight),
+            side(target, canary),
+            percent(left.canary_weight)
+        ),
+        _ => side(target, &left.stable),
+    }
 }
 
 pub fn table(runs: &[Run], now: u64) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "WEIGHT", "IN STAGE", "NEXT CHECK", "STARTED"]);
+    table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "WEIGHT", "SERVING", "IN STAGE", "NEXT CHECK", "STARTED"]);
     for run in runs {
         let target = run.release.as_ref().map(|r| r.target().to_string()).unwrap_or_default();
         let stages = run.release.as_ref().map_or(0, Document::stages);
@@ -319,7 +343,7 @@ pub fn table(runs: &[Run], now: u64) -> String {
             None => ("-".into(), "-".into(), "-".into(), "-".into()),
         };
         let started = format!("{} ago", duration(now.saturating_sub(run.started_at as u64)));
-        table.add_row([run.name.clone(), target, run.state(), stage, weight, in_stage, next, started]);
+        table.add_row([run.name.clone(), target, run.state(), stage, weight, serving(run), in_stage, next, started]);
     }
     format!("{table}\n")
 }
@@ -332,6 +356,53 @@ mod tests {
     fn sparklines_scale_to_the_max_and_leave_gaps_for_missing_values() {
         assert_eq!(sparkline(&[Some(0.0), Some(0.5), Some(1.0), None], 1.0), "▁▅█ ");
         assert_eq!(sparkline(&[Some(3.0)], 0.0), "▁", "nothing to scale to");
+    }
+
+    /// A release rolled back by the rollback function on its alarm at 100%, as the last
+    /// tick records it.
+    fn rolled_back_at_100() -> Run {
+        let release = Release::parse(&serde_json::json!({
+            "release": "r", "target": {"lambda": {"function": "f", "alias": "live"}}, "canary_version": "4",
+            "stages": [{"percent": 5, "bake_seconds": 60}, {"percent": 100, "bake_seconds": 600}], "check_every_seconds": 60
+        }))
+        .unwrap();
+        let progress: Progress = serde_json::from_value(serde_json::json!({
+            "stage": 1, "weight": 0.0, "stable": "2",
+            "last_written": {"stable": "2", "canary": null, "weight": 0.0},
+            "started_at": 1000, "stage_entered_at": 1060, "status": "rolled_back", "rolled_back_by": "alarm",
+            "wait_seconds": 0, "ticks": 4,
+            "reason": "Rolled back by the rollback function on alarm a, at stage 2 of 2 (100%): version 4 had been \
+                       promoted; version 2 was put back as soon as the alarm fired",
+            "history": [
+                {"at": 1000, "stage": 0, "weight": 0.05, "status": "advanced", "reason": "Started"},
+                {"at": 1060, "stage": 1, "weight": 1.0, "status": "advanced", "reason": "now at 100%"},
+                {"at": 1100, "stage": 1, "weight": 0.0, "status": "rolled_back", "reason": "Rolled back"}
+            ]
+        }))
+        .unwrap();
+        Run {
+            name: "r".into(),
+            execution_arn: "arn".into(),
+            status: "FAILED".into(),
+            error: Some("CanaryRolledBack".into()),
+            cause: Some("Rolled back".into()),
+            started_at: 1000,
+            stopped_at: Some(1100),
+            release: Some(Document::Canary(release)),
+            progress: Some(progress),
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_release_shows_the_weight_it_left_and_what_serves_now() {
+        let run = rolled_back_at_100();
+        let table = table(std::slice::from_ref(&run), 2000);
+        let row = table.lines().find(|l| l.trim_start().starts_with("r ")).unwrap();
+        assert!(row.contains("rolled_back") && row.contains(" 0% ") && row.contains("version 2"), "{table}");
+        assert!(!row.contains("100%"), "{table}");
+        let status = status(&run, 2000);
+        assert_eq!(status.last().unwrap(), "  now: version 2 serves all traffic, no canary", "{status:#?}");
+        assert!(status.iter().any(|l| l.contains("weight      ▁█▁")), "the chart ends at the weight left: {status:#?}");
     }
 
     #[test]

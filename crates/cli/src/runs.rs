@@ -8,7 +8,10 @@ use coalmine::release::Document;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::context::{CliError, CliResult, Context};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::context::{advice, CliError, CliResult, Context};
 use crate::Exit;
 
 #[derive(Clone, Debug, Serialize)]
@@ -157,22 +160,17 @@ fn progress_in(event: &HistoryEvent) -> Option<Progress> {
     serde_json::from_value(state.get("progress")?.clone()).ok()
 }
 
-/// An AWS call that failed, as one line: the operation, the code and the message.
-pub fn aws_failure<E, R>(operation: &str, e: aws_sdk_sfn::error::SdkError<E, R>) -> CliError
+/// An AWS call that failed, as one line: the operation, what AWS said (or what kept it
+/// from answering), and what to do when that is known.
+pub fn aws_failure<E>(operation: &'static str, e: aws_sdk_sfn::error::SdkError<E, HttpResponse>) -> CliError
 where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    let detail = match e.as_service_error() {
-        Some(service) => {
-            format!("{}: {}", service.code().unwrap_or("UnknownError"), service.message().unwrap_or("no message"))
-        }
-        None => match std::error::Error::source(&e) {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
-        },
-    };
-    CliError::new(Exit::Error, format!("{operation} failed: {detail}"))
+    let detail = coalmine::aws::aws_error(operation, e).to_string();
+    match advice(&detail) {
+        Some(next) => CliError::new(Exit::Error, format!("{detail}; {next}")),
+        None => CliError::new(Exit::Error, detail),
+    }
 }
 
 #[cfg(test)]

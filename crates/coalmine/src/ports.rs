@@ -105,4 +105,15 @@ pub struct MetricQuery<'a> {
 pub trait MetricSource: Send + Sync {
     /// Everything in one call (CloudWatch GetMetricData).
     fn fetch(&self, query: &MetricQuery<'_>) -> impl Future<Output = Result<MetricSnapshot>> + Send;
+
+    /// The requests one side (`id`) of `target` served in each minute of
+    /// `[start_epoch, end_epoch)`, oldest first, as (the minute's start, requests); a
+    /// minute without a datapoint is absent. What a release can expect a stage to see.
+    fn requests_per_minute(
+        &self,
+        target: &Target,
+        id: &str,
+        start_epoch: u64,
+        end_epoch: u64,
+    ) -> impl Future<Output = Result<Vec<(u64, f64)>>> + Send;
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::domain::split::Split;
+use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 use crate::domain::target::Target;
 
 pub const SUBJECT_MAX: usize = 100;
@@ -26,6 +26,10 @@ pub fn side(target: &Target, id: &str) -> String {
 /// Who serves what: "version 41 at 75%, canary version 42 at 25%".
 pub fn describe(target: &Target, split: &Split) -> String {
     match &split.canary {
+        // SageMaker at 100%: both variants stay, the canary serves everything.
+        Some(canary) if split.canary_weight >= 1.0 - WEIGHT_TOLERANCE => {
+            format!("canary {} serves all traffic", side(target, canary))
+        }
         Some(canary) if !split.canary_is_zero() => format!(
             "{} at {}, canary {} at {}",
             side(target, &split.stable),

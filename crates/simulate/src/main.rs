@@ -26,7 +26,7 @@ use coalmine::release::core::progress::Status;
 use coalmine::release::core::{StepDeps, Tick};
 use coalmine::release::judge::evalues::inverse_normal_cdf;
 use coalmine::release::judge::fixed::standard_normal_cdf;
-use coalmine::{Result, Split};
+use coalmine::{Result, Split, Target};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Beta, Binomial, Distribution, Poisson};
@@ -179,6 +179,11 @@ impl MetricSource for World {
         let canary = side(&mut rng, sum(|b| b.canary_requests), sum(|b| b.canary_errors), self.scenario.latency);
         let stable = side(&mut rng, sum(|b| b.stable_requests), sum(|b| b.stable_errors), 1.0);
         Ok(MetricSnapshot { canary, stable })
+    }
+
+    /// Before the release, the stable served the whole traffic for as long as asked.
+    async fn requests_per_minute(&self, _: &Target, _: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {
+        Ok((start.div_ceil(60)..end / 60).map(|minute| (minute * 60, self.traffic)).collect())
     }
 }
 

@@ -116,6 +116,16 @@ impl<T: MetricSource> MetricSource for Counting<'_, T> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.fetch(q).await
     }
+    async fn requests_per_minute(
+        &self,
+        t: &Target,
+        id: &str,
+        start: u64,
+        end: u64,
+    ) -> coalmine::Result<Vec<(u64, f64)>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.requests_per_minute(t, id, start, end).await
+    }
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_smithy_types::date_time::{DateTime, Format};
-use coalmine_tests::{bootstrap_path, poll, sample_event, Deployed, Inbox, LocalAws};
+use coalmine_tests::{bootstrap_path, poll, sample_event, Deployed, Inbox, LocalAws, Scratch};
 use serde_json::{json, Value};
 
 #[tokio::main]
@@ -23,9 +23,8 @@ async fn main() {
     let setup = Instant::now();
     let inbox = local.topic_with_queue(&name("coalmine-alerts")).await;
     let deployed = local.deploy(&inbox.topic_arn).await;
-    let dir = std::env::temp_dir().join(name("coalmine-demo"));
-    std::fs::create_dir_all(&dir).expect("a folder for the release files");
-    let shell = Shell { deployed: &deployed, topic: inbox.topic_arn.clone(), dir };
+    let dir = Scratch::new("coalmine-demo");
+    let shell = Shell { deployed: &deployed, topic: inbox.topic_arn.clone(), dir: dir.path().to_path_buf() };
     println!(
         "deployed in {:.1}s: stepper + rollback functions (real bootstraps), release state machine, SNS topic\n",
         setup.elapsed().as_secs_f64()
@@ -38,7 +37,7 @@ async fn main() {
     local.put_alarm(&alarm, Some(&target.to_string())).await;
     local.set_alarm(&alarm, StateValue::Ok).await;
     say("1. a healthy release of ai-handler's version 2");
-    let traffic = local.pump_healthy_traffic(&target, "2", "1");
+    let traffic = local.pump_healthy_traffic(&target, "2").await;
     let file = shell.write(&lambda_release(
         &name("ai-handler-v2"),
         &function,
@@ -68,12 +67,7 @@ async fn main() {
     let told = show_messages(&inbox, 1).await;
     shell.until_ended(&local, &release).await;
     shell.run(&["status", &release]).await;
-    if let Some(message) = told.first() {
-        say("what the team read on SNS:");
-        for line in message.message.lines() {
-            println!("      {line}");
-        }
-    }
+    print_message(told.first());
     println!();
 
     // 3. Promoted but still baking at 100%: an alarm puts the previous version back at once.
@@ -81,19 +75,20 @@ async fn main() {
     local.set_alarm(&alarm, StateValue::Ok).await;
     let version = local.publish_next_version(&function).await;
     let release = name("ai-handler-v4");
-    let mut json = lambda_release(&release, &function, &version, &alarm, &[(5, 1), (100, 600)]);
+    let mut json = lambda_release(&release, &function, &version, &alarm, &[(5, 2), (100, 600)]);
     json["check_every_seconds"] = json!(5);
-    let traffic = local.pump_healthy_traffic(&target, &version, "2");
+    let traffic = local.pump_healthy_traffic(&target, &version).await;
     shell.run(&["start", &shell.write(&json)]).await;
     poll(Duration::from_secs(60), || async { (local.alias_state(&target).await.0 == version).then_some(()) }).await;
     say(format!("alias live serves version {version}: promoted, baking for 10 minutes"));
     fire(&local, &deployed, &alarm).await;
     poll(Duration::from_secs(30), || async { (local.alias_state(&target).await.0 == "2").then_some(()) }).await;
     say("alias live serves version 2 again: the release's stamp on the alias named it");
-    show_messages(&inbox, 1).await;
+    let told = show_messages(&inbox, 1).await;
     shell.until_ended(&local, &release).await;
     shell.run(&["status", &release]).await;
     drop(traffic);
+    print_message(told.first());
     println!();
 
     // 4. An operator: a stage that waits for approval, then approved.
@@ -103,7 +98,7 @@ async fn main() {
     let release = name("ai-handler-v5");
     let mut json = lambda_release(&release, &function, &version, &alarm, &[(5, 2), (25, 2), (100, 2)]);
     json["stages"][1]["approval"] = json!(true);
-    let traffic = local.pump_healthy_traffic(&target, &version, "2");
+    let traffic = local.pump_healthy_traffic(&target, &version).await;
     shell.run(&["start", &shell.write(&json)]).await;
     show_messages(&inbox, 1).await;
     shell.run(&["list"]).await;
@@ -124,11 +119,27 @@ async fn main() {
         "check_every_seconds": 1,
         "gates": {"max_error_rate": 0.05, "max_p95_latency_ms": 2000, "min_requests": 50}
     });
-    let traffic = local.pump_healthy_traffic(&target, "canary", "stable");
+    let traffic = local.pump_healthy_traffic(&target, "canary").await;
     shell.run(&["start", &shell.write(&release), "--wait"]).await;
     drop(traffic);
     shell.run(&["list"]).await;
     println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
+    println!(
+        "\nTo operate these releases yourself, start the local AWS first (make local-aws-start; it then stays up\n\
+         after make demo), and in a shell:\n  source .local-aws/env\n  export COALMINE_STATE_MACHINE_ARN={} \
+         COALMINE_TOPIC_ARN={} COALMINE_OPERATOR=$USER\n  target/debug/coalmine list",
+        deployed.state_machine_arn, inbox.topic_arn
+    );
+}
+
+/// The team's message, as they read it on SNS.
+fn print_message(message: Option<&coalmine_tests::Received>) {
+    if let Some(message) = message {
+        say("what the team read on SNS:");
+        for line in message.message.lines() {
+            println!("      {line}");
+        }
+    }
 }
 
 /// Runs `coalmine` in the release files' folder, as a person would, with the deployed

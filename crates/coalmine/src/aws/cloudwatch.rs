@@ -1,5 +1,5 @@
 use aws_sdk_cloudwatch::primitives::DateTime;
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StateValue};
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricDataResult, MetricStat, StateValue};
 use aws_sdk_cloudwatch::Client;
 
 use super::error::{aws_error, service_code};
@@ -203,15 +203,40 @@ fn ids(side: char) -> [String; 3] {
 
 impl MetricSource for CloudWatchMetrics {
     async fn fetch(&self, q: &MetricQuery<'_>) -> Result<MetricSnapshot> {
-        let standard = match q.target {
-            Target::Lambda(_) => &LAMBDA,
-            Target::Sagemaker(_) => &SAGEMAKER,
-        };
+        let standard = standard(q.target);
         // One datapoint per window: the period covers the stage so far.
         let window = q.end_epoch.saturating_sub(q.start_epoch).max(60);
         let period = i32::try_from(window.div_ceil(60) * 60).unwrap_or(i32::MAX - 59);
-        let values = self.values(queries(q, standard, period), q.start_epoch, q.end_epoch).await?;
+        let mut values: Values = Vec::new();
+        for result in self.results(queries(q, standard, period), q.start_epoch, q.end_epoch).await? {
+            let id = result.id.unwrap_or_default();
+            let vals = result.values.unwrap_or_default();
+            match values.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, v)) => v.extend(vals),
+                None => values.push((id, vals)),
+            }
+        }
         Ok(MetricSnapshot { canary: side(&values, 'c', q, standard), stable: side(&values, 's', q, standard) })
+    }
+
+    async fn requests_per_minute(&self, target: &Target, id: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {
+        let standard = standard(target);
+        let dims = side_dimensions(target, id, None);
+        let requests = query("req".to_owned(), standard.namespace, standard.requests, dims, "Sum", 60);
+        let mut minutes: Vec<(u64, f64)> = Vec::new();
+        for result in self.results(vec![requests], start, end).await? {
+            let at = result.timestamps().iter().map(|t| u64::try_from(t.secs()).unwrap_or_default());
+            minutes.extend(at.zip(result.values().iter().copied()));
+        }
+        minutes.sort_by_key(|(at, _)| *at);
+        Ok(minutes)
+    }
+}
+
+fn standard(target: &Target) -> &'static Standard {
+    match target {
+        Target::Lambda(_) => &LAMBDA,
+        Target::Sagemaker(_) => &SAGEMAKER,
     }
 }
 
@@ -220,10 +245,15 @@ type Values = Vec<(String, Vec<f64>)>;
 
 impl CloudWatchMetrics {
     /// Every page of one GetMetricData; a failed query inside a 200 is an error, not a zero.
-    async fn values(&self, queries: Vec<MetricDataQuery>, start_epoch: u64, end_epoch: u64) -> Result<Values> {
+    async fn results(
+        &self,
+        queries: Vec<MetricDataQuery>,
+        start_epoch: u64,
+        end_epoch: u64,
+    ) -> Result<Vec<MetricDataResult>> {
         let start = DateTime::from_secs(i64::try_from(start_epoch).unwrap_or(i64::MAX));
         let end = DateTime::from_secs(i64::try_from(end_epoch.max(start_epoch + 1)).unwrap_or(i64::MAX));
-        let mut values: Values = Vec::new();
+        let mut results = Vec::new();
         let mut next = None;
         loop {
             let out = self
@@ -246,16 +276,11 @@ impl CloudWatchMetrics {
                         retryable: true,
                     });
                 }
-                let id = result.id.unwrap_or_default();
-                let vals = result.values.unwrap_or_default();
-                match values.iter_mut().find(|(i, _)| *i == id) {
-                    Some((_, v)) => v.extend(vals),
-                    None => values.push((id, vals)),
-                }
+                results.push(result);
             }
             next = out.next_token;
             if next.is_none() {
-                return Ok(values);
+                return Ok(results);
             }
         }
     }

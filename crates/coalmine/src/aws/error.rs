@@ -13,7 +13,7 @@ use crate::domain::error::Error;
 /// 5xx, timeouts and connection failures may pass on a later invocation; other service
 /// errors will not. A denied call is its own kind: the name is wrong or the stack's
 /// parameters do not cover the resource.
-pub(crate) fn aws_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Error
+pub fn aws_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -61,6 +61,11 @@ where
             (detail, retryable, is_denied_code(code))
         }
         SdkError::TimeoutError(_) => ("no answer before the SDK's timeout".to_owned(), true, false),
+        // The SDK resolves credentials while dispatching: "could not reach" would send a
+        // person looking at the network.
+        SdkError::DispatchFailure(_) if error_chain(err).contains("no credentials found") => {
+            (format!("found no AWS credentials: {}", error_chain(err)), false, false)
+        }
         SdkError::DispatchFailure(_) => (format!("could not reach the service: {}", error_chain(err)), true, false),
         SdkError::ResponseError(response) => (
             format!("unreadable response (HTTP {}): {}", response.raw().status().as_u16(), error_chain(err)),

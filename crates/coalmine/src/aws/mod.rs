@@ -9,6 +9,7 @@ mod sns;
 mod tests;
 
 pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
+pub use error::aws_error;
 pub use lambda::LambdaAliases;
 pub use sagemaker::{SageMakerEndpoints, UpdatingBackoff};
 pub use sns::SnsNotifier;

@@ -51,6 +51,16 @@ impl Document {
         }
     }
 
+    /// Every problem a release file has, at once, each naming its field: what
+    /// `coalmine validate` reports (the stepper refuses on any of them).
+    pub fn problems(value: &Value) -> Vec<String> {
+        if Self::is_guardrail(value) {
+            self::core::document::problems::<GuardrailRelease>(value)
+        } else {
+            self::core::document::problems::<Release>(value)
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Document::Canary(r) => &r.release,

@@ -69,55 +69,98 @@ pub async fn checks(
     checks
 }
 
-/// The metrics the judge needs, over the last hour of the stable: requests (and so
-/// what the canary can expect at the first stage) and each custom gate's metric. A
-/// stable that served nothing leaves the judge nothing to go on.
+/// The metrics the judge needs: the stable's recent traffic, which says what the first
+/// stage will see, and each custom gate's metric. A stable that served nothing leaves
+/// the judge nothing to go on. Advice, never a refusal.
 pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl MetricSource, now: u64) -> Check {
-    let hour = 3600;
+    let found = match recent_traffic(release, live, metrics, now).await {
+        Ok(traffic) => traffic_check(release, live, traffic),
+        Err(e) => Err(e),
+    };
+    let found = match found {
+        Ok(line) => custom_data_check(release, live, metrics, now).await.map(|()| line),
+        Err(e) => Err(e),
+    };
+    Check { advisory: true, ..Check::new("the metrics the judge needs", found) }
+}
+
+/// The stable's requests a minute over the minutes it served in the last hour, from its
+/// first whole minute to its last (a quiet minute between counts as none); the minute
+/// under way counts only when it is all there is. `None`: no request at all.
+pub struct Traffic {
+    pub per_minute: f64,
+    pub minutes: u64,
+}
+
+pub async fn recent_traffic(
+    release: &Release,
+    live: &Split,
+    metrics: &impl MetricSource,
+    now: u64,
+) -> Result<Option<Traffic>> {
+    let served = metrics.requests_per_minute(&release.target, &live.stable, now.saturating_sub(3600), now + 60).await?;
+    let whole: Vec<&(u64, f64)> = served.iter().filter(|(at, _)| at + 60 <= now).collect();
+    let counted = if whole.is_empty() { served.iter().collect() } else { whole };
+    let (Some(first), Some(last)) = (counted.first(), counted.last()) else { return Ok(None) };
+    let minutes = (last.0 - first.0) / 60 + 1;
+    let requests: f64 = counted.iter().map(|(_, r)| r).sum();
+    Ok((requests > 0.0).then(|| Traffic { per_minute: requests / minutes as f64, minutes }))
+}
+
+fn traffic_check(release: &Release, live: &Split, traffic: Option<Traffic>) -> Result<String> {
+    let Some(Traffic { per_minute, minutes }) = traffic else {
+        return Err(Error::Refused(format!(
+            "{} served no request in the last hour: the judge would have no evidence; send traffic first",
+            side(&release.target, &live.stable)
+        )));
+    };
+    let over = match minutes {
+        1 => "the last minute".to_owned(),
+        60.. => "the last hour".to_owned(),
+        m => format!("the last {m} minutes"),
+    };
+    let first = release.stages[0];
+    let expected = per_minute * first.weight() * first.bake_seconds as f64 / 60.0;
+    if expected < release.gates.min_requests as f64 {
+        return Err(Error::Refused(format!(
+            "the stable served {per_minute:.0} requests a minute over {over}: at {} for {} s the canary would see \
+             about {expected:.0}, below min_requests {}, so the first stage will hold for want of evidence; \
+             lengthen its bake or raise its weight",
+            percent(first.weight()),
+            first.bake_seconds,
+            release.gates.min_requests
+        )));
+    }
+    Ok(format!(
+        "stable: {per_minute:.0} requests a minute over {over}; about {expected:.0} for the canary in its first stage"
+    ))
+}
+
+/// A custom gate whose metric the stable never published cannot judge the canary.
+async fn custom_data_check(release: &Release, live: &Split, metrics: &impl MetricSource, now: u64) -> Result<()> {
+    if release.gates.custom.is_empty() {
+        return Ok(());
+    }
     let query = MetricQuery {
         target: &release.target,
         canary: &live.stable,
         stable: &live.stable,
-        start_epoch: now.saturating_sub(hour),
-        // The minute under way too: a stable that just started serving counts.
+        start_epoch: now.saturating_sub(3600),
         end_epoch: now + 60,
         custom: &release.gates.custom,
         configs: None,
     };
-    let found = metrics.fetch(&query).await.and_then(|snapshot| {
-        let stable = &snapshot.stable;
-        if stable.requests <= 0.0 {
-            return Err(Error::Refused(format!(
-                "{} served no request in the last hour: the judge would have no evidence; send traffic first",
-                side(&release.target, &live.stable)
-            )));
-        }
-        if let Some(i) = stable.custom.iter().position(Option::is_none) {
+    let snapshot = metrics.fetch(&query).await?;
+    match snapshot.stable.custom.iter().position(Option::is_none) {
+        Some(i) => {
             let gate = &release.gates.custom[i];
-            return Err(Error::Refused(format!(
+            Err(Error::Refused(format!(
                 "gates.custom[{i}]: {}/{} has no data for {} in the last hour",
                 gate.namespace,
                 gate.metric,
                 side(&release.target, &live.stable)
-            )));
+            )))
         }
-        let first = release.stages[0];
-        let per_minute = stable.requests / 60.0;
-        let expected = per_minute * first.weight() * first.bake_seconds as f64 / 60.0;
-        if expected < release.gates.min_requests as f64 {
-            return Err(Error::Refused(format!(
-                "the stable served {per_minute:.0} requests a minute over the last hour: at {} for {} s the canary \
-                 would see about {expected:.0}, below min_requests {}, so the first stage will hold for want of \
-                 evidence; lengthen its bake or raise its weight",
-                percent(first.weight()),
-                first.bake_seconds,
-                release.gates.min_requests
-            )));
-        }
-        Ok(format!(
-            "stable: {per_minute:.0} requests a minute over the last hour; about {expected:.0} for the canary in its \
-             first stage"
-        ))
-    });
-    Check { advisory: true, ..Check::new("the metrics the judge needs", found) }
+        None => Ok(()),
+    }
 }

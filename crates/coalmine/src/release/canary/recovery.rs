@@ -18,7 +18,7 @@ use crate::release::core::progress::{Progress, Status, Written};
 use crate::release::core::unsent;
 use crate::release::judge::Evidence;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
-use crate::text::{describe, percent};
+use crate::text::{describe, percent, side};
 
 impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     pub(super) async fn after_change(&self, progress: Progress, live: Split) -> Result<Progress> {
@@ -32,7 +32,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
                 Ok(progress.finish(self.now, Status::Promoted, reason, None))
             }
             Phase::RolledBack(by @ (RolledBackBy::Alarm(_) | RolledBackBy::Operator { .. })) => {
-                Ok(self.rolled_back_by_others(progress, by))
+                Ok(self.rolled_back_by_others(progress, by, &live))
             }
             // An earlier attempt of this tick rolled back and then failed, perhaps before
             // its message went out: say it again (at least once beats never), with the
@@ -74,16 +74,28 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
     }
 
     /// The rollback function, on an alarm, or a person by hand, took the traffic away
-    /// and told the team already: the release ends, naming them.
-    fn rolled_back_by_others(&self, mut progress: Progress, by: RolledBackBy) -> Progress {
+    /// and told the team already: the release ends, naming them, and what serves now.
+    fn rolled_back_by_others(&self, mut progress: Progress, by: RolledBackBy, live: &Split) -> Progress {
         let (release, target) = (&self.release.release, &self.release.target);
         let at = self.stage_text(progress.stage);
-        let reason = match &by {
-            RolledBackBy::Alarm(alarm) => format!(
+        // A promoted Lambda canary is not zeroed but replaced: the stable it replaced is back.
+        let put_back = (live.stable != progress.last_written.stable).then(|| {
+            format!(
+                "{} had been promoted; {} was put back",
+                side(target, self.release.canary_id()),
+                side(target, &live.stable)
+            )
+        });
+        let reason = match (&by, put_back) {
+            (RolledBackBy::Alarm(alarm), Some(put_back)) => format!(
+                "Rolled back by the rollback function on alarm {alarm}, at {at}: {put_back} as soon as the alarm fired"
+            ),
+            (RolledBackBy::Alarm(alarm), None) => format!(
                 "Rolled back by the rollback function on alarm {alarm}, at {at}: the canary's traffic was taken away \
                  as soon as the alarm fired"
             ),
-            other => format!("Rolled back at {at} by {}", other.describe()),
+            (other, Some(put_back)) => format!("Rolled back at {at} by {}: {put_back}", other.describe()),
+            (other, None) => format!("Rolled back at {at} by {}", other.describe()),
         };
         let alarm = match &by {
             RolledBackBy::Alarm(alarm) => Some(alarm.as_str()),
@@ -91,6 +103,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
         };
         warn!(release = %release, target = %target, decision = "rolled_back", rolled_back_by = by.as_str(), alarm, "{reason}");
         progress.rolled_back_by = Some(by);
+        left(&mut progress, live);
         progress.finish(self.now, Status::RolledBack, reason, None)
     }
 
@@ -122,6 +135,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             .await
             .map_err(|e| unsent(&release.release, "the rollback's message", e))?;
         progress.rolled_back_by = Some(RolledBackBy::OutsideChange);
+        left(&mut progress, &live);
         Ok(progress.finish(self.now, Status::RolledBack, reason, None))
     }
 
@@ -172,6 +186,14 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             .map_err(|e| unsent(&release.release, "the rollback's message", e))?;
         let reason = format!("{} at {}: {why}", by.headline(), self.stage_text(progress.stage));
         progress.rolled_back_by = Some(by);
+        left(&mut progress, outcome.after());
         Ok(self.done(progress, Status::RolledBack, reason, evidence))
     }
+}
+
+/// The release ends with the traffic as `split` has it: its last decision shows the
+/// weight it left, and its record what serves now.
+fn left(progress: &mut Progress, split: &Split) {
+    progress.weight = if split.canary_is_zero() { 0.0 } else { split.canary_weight };
+    progress.last_written = Written::of(split);
 }

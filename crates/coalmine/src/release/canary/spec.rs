@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::domain::error::Error;
 use crate::domain::target::Target;
-use crate::release::core::document::{deserialize, validate_name};
+use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::gates::Gates;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,9 +64,7 @@ impl Release {
     /// Parses and validates: unknown fields, bad values and impossible combinations are
     /// errors naming the field.
     pub fn parse(value: &Value) -> Result<Release, Error> {
-        let release: Release = deserialize(value)?;
-        release.validate()?;
-        Ok(release)
+        document::parse(value)
     }
 
     /// What running it takes at the least: each stage's bake, the time to promotion if
@@ -91,90 +89,87 @@ impl Release {
         }
     }
 
+    /// The first problem, if any (every one: [`Rules::check`]).
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("{field}: {why}")));
-        validate_name(&self.release)?;
+        let mut problems = Problems::default();
+        self.check(&mut problems);
+        match problems.into_vec().as_slice() {
+            [] => Ok(()),
+            all => Err(Error::InvalidRelease(all.join("; "))),
+        }
+    }
+
+    fn check_target(&self, problems: &mut Problems) {
         match (&self.target, &self.canary_version) {
             (Target::Lambda(_), None) => {
-                return bad("canary_version", "required for a Lambda target: the published version to canary".into())
+                problems.add("canary_version", "required for a Lambda target: the published version to canary")
             }
             (Target::Lambda(_), Some(v)) if v == "$LATEST" => {
-                return bad("canary_version", "must be a published version number, not $LATEST".into())
+                problems.add("canary_version", "must be a published version number, not $LATEST")
             }
             (Target::Lambda(_), Some(v))
                 if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') =>
             {
-                return bad("canary_version", format!("{v:?} is not a published version number (1, 2, ...)"))
+                problems.add("canary_version", format!("{v:?} is not a published version number (1, 2, ...)"))
             }
             (Target::Sagemaker(_), Some(_)) => {
-                return bad(
-                    "canary_version",
-                    "not used for a SageMaker target: the target names the canary variant".into(),
-                )
+                problems.add("canary_version", "not used for a SageMaker target: the target names the canary variant")
             }
             (Target::Sagemaker(t), None) => match &t.stable_variant {
-                None => return bad("target.sagemaker.stable_variant", "required".into()),
+                None => problems.add("target.sagemaker.stable_variant", "required"),
                 Some(stable) if stable == &t.canary_variant => {
-                    return bad("target.sagemaker", "stable_variant and canary_variant must differ".into())
+                    problems.add("target.sagemaker", "stable_variant and canary_variant must differ")
                 }
                 Some(_) => {}
             },
             (Target::Lambda(_), Some(_)) => {}
         }
+    }
+
+    fn check_stages(&self, problems: &mut Problems) {
         if self.stages.is_empty() {
-            return bad("stages", "at least one stage is required, the last at percent 100".into());
+            return problems.add("stages", "at least one stage is required, the last at percent 100");
         }
-        if self.stages.iter().all(|s| s.percent > 0.0 && s.percent <= 1.0) && self.stages.len() > 1 {
-            return bad(
+        let fractions = self.stages.iter().all(|s| s.percent > 0.0 && s.percent <= 1.0) && self.stages.len() > 1;
+        if fractions {
+            let first = self.stages[0].percent;
+            return problems.add(
                 "stages[0].percent",
                 format!(
-                    "{} looks like a fraction of 1, but percent counts to 100: write {} for {}%",
-                    self.stages[0].percent,
-                    self.stages[0].percent * 100.0,
-                    self.stages[0].percent * 100.0
+                    "{first} looks like a fraction of 1, but percent counts to 100: write {} for {}%",
+                    first * 100.0,
+                    first * 100.0
                 ),
             );
         }
         let mut previous = 0.0;
         for (i, stage) in self.stages.iter().enumerate() {
+            let at = |field: &str| format!("stages[{i}].{field}");
             if !(stage.percent > 0.0 && stage.percent <= 100.0) {
-                return bad(&format!("stages[{i}].percent"), format!("{} is outside (0, 100]", stage.percent));
+                problems.add(&at("percent"), format!("{} is outside (0, 100]", stage.percent));
+            } else if stage.percent <= previous {
+                problems
+                    .add(&at("percent"), format!("{} must be above the previous stage's {previous}", stage.percent));
             }
-            if stage.percent <= previous {
-                return bad(
-                    &format!("stages[{i}].percent"),
-                    format!("{} must be above the previous stage's {previous}", stage.percent),
-                );
-            }
-            previous = stage.percent;
-            if let Some(timeout) = stage.approval_timeout_seconds {
-                if !stage.approval {
-                    return bad(
-                        &format!("stages[{i}].approval_timeout_seconds"),
-                        "only a stage with \"approval\": true waits for approval".into(),
-                    );
+            previous = stage.percent.max(previous);
+            match stage.approval_timeout_seconds {
+                Some(_) if !stage.approval => problems
+                    .add(&at("approval_timeout_seconds"), "only a stage with \"approval\": true waits for approval"),
+                Some(timeout) if !(60..=604_800).contains(&timeout) => {
+                    problems.add(&at("approval_timeout_seconds"), format!("{timeout} is outside 60..=604800"))
                 }
-                if !(60..=604_800).contains(&timeout) {
-                    return bad(
-                        &format!("stages[{i}].approval_timeout_seconds"),
-                        format!("{timeout} is outside 60..=604800"),
-                    );
-                }
+                _ => {}
             }
             if stage.bake_seconds == 0 {
-                return bad(
-                    &format!("stages[{i}].bake_seconds"),
-                    "0: every stage must bake for at least a second, or it is promoted on no evidence".into(),
+                problems.add(
+                    &at("bake_seconds"),
+                    "0: every stage must bake for at least a second, or it is promoted on no evidence",
                 );
             }
         }
-        if previous != 100.0 {
-            return bad("stages", format!("the last stage must be at percent 100, not {previous}"));
+        if self.stages.last().is_some_and(|s| s.percent != 100.0) && previous < 100.0 {
+            problems.add("stages", format!("the last stage must be at percent 100, not {previous}"));
         }
-        if self.check_every_seconds == 0 || self.check_every_seconds > 86_400 {
-            return bad("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
-        }
-        self.gates.validate()
     }
 
     /// The canary's identity in metrics and splits: Lambda version or SageMaker variant.
@@ -183,6 +178,18 @@ impl Release {
             Target::Lambda(_) => self.canary_version.as_deref().unwrap_or_default(),
             Target::Sagemaker(t) => &t.canary_variant,
         }
+    }
+}
+
+impl Rules for Release {
+    fn check(&self, problems: &mut Problems) {
+        check_name(&self.release, problems);
+        self.check_target(problems);
+        self.check_stages(problems);
+        if self.check_every_seconds == 0 || self.check_every_seconds > 86_400 {
+            problems.add("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
+        }
+        self.gates.check(problems);
     }
 }
 
@@ -294,6 +301,42 @@ pub(crate) mod tests {
             assert!(matches!(err, Error::InvalidRelease(_)), "{name}");
             assert!(err.to_string().contains(expected), "{name}: {err}\nshould contain: {expected}");
         }
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once_each_with_its_field() {
+        let mut json = sample_json("lambda-ai-handler-42.json");
+        json["gates"]["max_errors"] = 1.into();
+        json["speed"] = "fast".into();
+        json["stages"][1]["bake_seconds"] = 0.into();
+        json["gates"]["max_error_rate"] = 5.into();
+        json["check_every_seconds"] = 0.into();
+
+        let problems = crate::release::Document::problems(&json);
+
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        for expected in [
+            "speed: unknown field `speed`",
+            "gates.max_errors: unknown field `max_errors`",
+            "did you mean `max_error_rate`?",
+            "stages[1].bake_seconds: 0: every stage must bake",
+            "gates.max_error_rate: 5 is not a fraction in [0, 1]; rates are fractions: write 0.05 for 5%",
+            "check_every_seconds: 0 is outside 1..=86400",
+        ] {
+            assert!(problems.iter().any(|p| p.contains(expected)), "no {expected:?} in {problems:#?}");
+        }
+        assert!(!problems.iter().any(|p| p.starts_with("speed") && p.contains("did you mean")), "no wild guesses");
+        let err = Release::parse(&json).unwrap_err().to_string();
+        assert!(err.contains("speed") && err.contains("check_every_seconds"), "the stepper says them all: {err}");
+    }
+
+    #[test]
+    fn a_target_with_two_kinds_is_said_plainly() {
+        let mut json = sample_json("lambda-ai-handler-42.json");
+        json["target"]["sagemaker"] =
+            serde_json::json!({"endpoint": "e", "stable_variant": "a", "canary_variant": "b"});
+        let err = Release::parse(&json).unwrap_err().to_string();
+        assert!(err.contains("a release has one target, and this one names lambda and sagemaker"), "{err}");
     }
 
     #[test]

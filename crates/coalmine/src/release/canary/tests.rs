@@ -50,6 +50,8 @@ impl World {
         let alarms = Alarms::with([("errors".to_owned(), AlarmState::Ok)]);
         let metrics = Metrics::default();
         metrics.set((1000.0, 1.0), (20_000.0, 20.0));
+        // The stable's last hour before the start: enough for the first stage to judge.
+        metrics.served(333.0, 60, T0);
         World { router: Router::with([(target(), split)]), notifier: Outbox::default(), alarms, metrics }
     }
 
@@ -114,8 +116,8 @@ async fn the_first_tick_records_stable_and_stamps_the_alias_with_this_execution(
 #[tokio::test]
 async fn too_little_traffic_to_judge_is_said_at_the_start() {
     let world = World::new(stable_only());
-    // 600 stable requests in the last hour: at 5% for 10 minutes, about 5 for the canary.
-    world.metrics.set((0.0, 0.0), (600.0, 3.0));
+    // 10 stable requests a minute for the last hour: at 5% for 10 minutes, about 5 for the canary.
+    world.metrics.served(10.0, 60, T0);
     let p = world.tick(&release(gates()), None, T0).await.unwrap();
     assert!(
             p.reason.contains("Warning: the stable served 10 requests a minute over the last hour: at 5% for 600 s the canary would see about 5, below min_requests 100"),
@@ -378,6 +380,44 @@ async fn unhealthy_after_promotion_restores_the_recorded_stable_version() {
     assert_eq!(p.status, Status::RolledBack);
     assert_eq!((world.live().stable.as_str(), world.live().canary), ("41", None));
     assert!(world.sent()[0].body.contains("Before:    version 42 serves all traffic"), "{}", world.sent()[0].body);
+}
+
+#[tokio::test]
+async fn a_rolled_back_release_leaves_its_weight_at_zero_and_records_what_serves() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.metrics.set((1000.0, 80.0), (20_000.0, 20.0));
+
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+
+    assert_eq!((p.status, p.weight), (Status::RolledBack, 0.0));
+    assert_eq!(p.history.last().unwrap().weight, 0.0, "the timeline ends at the weight left");
+    assert_eq!((p.last_written.stable.as_str(), p.last_written.weight), ("41", 0.0));
+}
+
+#[tokio::test]
+async fn an_alarm_at_100_percent_says_the_previous_version_was_put_back() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    for at in [T0 + 600, T0 + 1200] {
+        p = world.tick(&r, Some(p), at).await.unwrap();
+    }
+    assert_eq!((world.live().stable.as_str(), p.weight), ("42", 1.0), "promoted, baking at 100%");
+    let by = RolledBackBy::Alarm("coalmine-ai-handler-errors".into());
+    crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Anyone, None).await.unwrap();
+
+    let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
+
+    assert!(
+        p.reason.ends_with(
+            "at stage 3 of 3 (100%): version 42 had been promoted; version 41 was put back as soon as the alarm fired"
+        ),
+        "{}",
+        p.reason
+    );
+    assert_eq!((p.weight, p.last_written.stable.as_str()), (0.0, "41"));
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::error::Error;
 use crate::domain::metrics::{CustomGate, VERSION_PLACEHOLDER};
+use crate::release::core::document::Problems;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,52 +132,52 @@ fn default_max_hold() -> u64 {
 
 const STATS: &[&str] = &["Sum", "Average", "Minimum", "Maximum", "SampleCount"];
 
-type Checked = Result<(), Error>;
-
-fn bad(field: &str, why: String) -> Checked {
-    Err(Error::InvalidRelease(format!("gates.{field}: {why}")))
-}
-
 impl Gates {
-    pub fn validate(&self) -> Checked {
-        self.validate_alarms()?;
-        self.validate_limits()?;
-        self.validate_judge()?;
+    /// Every rule the gates break, each naming its field under `gates.`.
+    pub fn check(&self, problems: &mut Problems) {
+        let mut add = |field: &str, why: String| problems.add(&format!("gates.{field}"), why);
+        self.check_alarms(&mut add);
+        self.check_limits(&mut add);
+        self.check_judge(&mut add);
         for (i, gate) in self.custom.iter().enumerate() {
-            validate_custom(i, gate)?;
+            check_custom(i, gate, &mut add);
         }
-        Ok(())
     }
 
-    fn validate_alarms(&self) -> Checked {
+    fn check_alarms(&self, add: &mut impl FnMut(&str, String)) {
         for (i, alarm) in self.alarms.iter().enumerate() {
             if alarm.trim().is_empty() || alarm.len() > 255 {
-                return bad(&format!("alarms[{i}]"), "an alarm name of 1 to 255 characters is required".into());
+                add(&format!("alarms[{i}]"), "an alarm name of 1 to 255 characters is required".into());
             }
         }
         if self.alarms.len() > 100 {
-            return bad("alarms", format!("{} alarms; at most 100", self.alarms.len()));
+            add("alarms", format!("{} alarms; at most 100", self.alarms.len()));
         }
-        Ok(())
     }
 
-    fn validate_limits(&self) -> Checked {
+    fn check_limits(&self, add: &mut impl FnMut(&str, String)) {
         for (field, value) in
             [("max_error_rate", self.max_error_rate), ("max_error_rate_increase", self.max_error_rate_increase)]
         {
-            if let Some(v) = value.filter(|v| !(0.0..=1.0).contains(v)) {
-                return bad(field, format!("{v} is not a fraction in [0, 1]"));
+            match value {
+                // A rate written as a percent: 5 for 5%.
+                Some(v) if v > 1.0 && v <= 100.0 => add(
+                    field,
+                    format!("{v} is not a fraction in [0, 1]; rates are fractions: write {} for {v}%", v / 100.0),
+                ),
+                Some(v) if !(0.0..=1.0).contains(&v) => add(field, format!("{v} is not a fraction in [0, 1]")),
+                _ => {}
             }
         }
         for (field, value) in
             [("max_p95_latency_ms", self.max_p95_latency_ms), ("max_p95_increase_ratio", self.max_p95_increase_ratio)]
         {
             if let Some(v) = value.filter(|v| !v.is_finite() || *v < 0.0) {
-                return bad(field, format!("{v} must be a number >= 0"));
+                add(field, format!("{v} must be a number >= 0"));
             }
         }
         if self.min_requests == 0 {
-            return bad(
+            add(
                 "min_requests",
                 format!(
                     "0: a stage whose canary served no request says nothing about it; use at least 1 \
@@ -186,27 +186,23 @@ impl Gates {
             );
         }
         if let Some(ratio) = self.max_error_rate_ratio.filter(|r| !(1.0..=100.0).contains(r)) {
-            return bad(
-                "max_error_rate_ratio",
-                format!("{ratio} is outside [1, 100]: 1.2 lets the canary be 20% worse"),
-            );
+            add("max_error_rate_ratio", format!("{ratio} is outside [1, 100]: 1.2 lets the canary be 20% worse"));
         }
-        Ok(())
     }
 
     /// The false rollback rate, and the fields that belong to one judge only.
-    fn validate_judge(&self) -> Checked {
+    fn check_judge(&self, add: &mut impl FnMut(&str, String)) {
         if let Some(confidence) = self.error_rate_confidence.filter(|c| !(0.5..1.0).contains(c)) {
-            return bad("error_rate_confidence", format!("{confidence} is outside [0.5, 1)"));
+            add("error_rate_confidence", format!("{confidence} is outside [0.5, 1)"));
         }
         if !(self.false_rollback_rate > 0.0 && self.false_rollback_rate <= 0.2) {
-            return bad("false_rollback_rate", format!("{} is outside (0, 0.2]", self.false_rollback_rate));
+            add("false_rollback_rate", format!("{} is outside (0, 0.2]", self.false_rollback_rate));
         }
         if self.judge != JudgeKind::Sequential {
-            return Ok(());
+            return;
         }
         if let Some(margin) = self.max_error_rate_increase {
-            return bad(
+            add(
                 "max_error_rate_increase",
                 format!(
                     "{margin}: an absolute margin hides regressions at low error rates (1 point is 3x at 0.5%), so \
@@ -216,41 +212,39 @@ impl Gates {
             );
         }
         if self.error_rate_confidence.is_some() {
-            return bad(
+            add(
                 "error_rate_confidence",
                 "belonged to the fixed-horizon z-test; the sequential judge takes false_rollback_rate, the chance \
                  a healthy canary is rolled back (default 0.01); or set \"judge\": \"fixed_horizon\""
                     .into(),
             );
         }
-        Ok(())
     }
 }
 
-fn validate_custom(i: usize, gate: &CustomGate) -> Checked {
+fn check_custom(i: usize, gate: &CustomGate, add: &mut impl FnMut(&str, String)) {
     let field = |name: &str| format!("custom[{i}].{name}");
     if gate.namespace.trim().is_empty() {
-        return bad(&field("namespace"), "required".into());
+        add(&field("namespace"), "required".into());
     }
     if gate.metric.trim().is_empty() {
-        return bad(&field("metric"), "required".into());
+        add(&field("metric"), "required".into());
     }
     if !STATS.contains(&gate.stat.as_str()) && !is_percentile(&gate.stat) {
-        return bad(&field("stat"), format!("{:?} is not one of {STATS:?} or a percentile like p95", gate.stat));
+        add(&field("stat"), format!("{:?} is not one of {STATS:?} or a percentile like p95", gate.stat));
     }
     if gate.period_seconds == 0 || !gate.period_seconds.is_multiple_of(60) {
-        return bad(&field("period_seconds"), format!("{} is not a positive multiple of 60", gate.period_seconds));
+        add(&field("period_seconds"), format!("{} is not a positive multiple of 60", gate.period_seconds));
     }
     if gate.max.is_none() && gate.max_increase_ratio.is_none() {
-        return bad(&field("max"), "a custom gate needs max, max_increase_ratio, or both".into());
+        add(&field("max"), "a custom gate needs max, max_increase_ratio, or both".into());
     }
     if gate.max_increase_ratio.is_some() && !gate.dimensions.values().any(|v| v.contains(VERSION_PLACEHOLDER)) {
-        return bad(
+        add(
             &field("dimensions"),
             format!("a relative limit compares canary and stable, so a dimension must hold {VERSION_PLACEHOLDER}"),
         );
     }
-    Ok(())
 }
 
 fn is_percentile(stat: &str) -> bool {

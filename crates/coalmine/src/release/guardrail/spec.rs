@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::deployment::{DeploymentPlan, Size, Traffic};
-use crate::domain::error::{Error, Result};
+use crate::domain::error::Result;
 use crate::domain::target::{SageMakerVariants, Target};
-use crate::release::core::document::{deserialize, validate_name};
+use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::gates::Gates;
 use crate::text::duration;
 
@@ -67,51 +67,47 @@ const MAX_ALARMS: usize = 9;
 
 impl GuardrailRelease {
     pub fn parse(value: &Value) -> Result<GuardrailRelease> {
-        let release: GuardrailRelease = deserialize(value)?;
-        release.validate()?;
-        Ok(release)
+        document::parse(value)
     }
 
-    pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, why: String| Err(Error::InvalidRelease(format!("{field}: {why}")));
-        validate_name(&self.release)?;
+    /// What SageMaker's deployment asks for: the traffic shift, its waits, its alarms.
+    fn check_deployment(&self, problems: &mut Problems) {
         let g = &self.guardrail;
         for (field, value) in [("guardrail.endpoint", &g.endpoint), ("guardrail.endpoint_config", &g.endpoint_config)] {
             if value.trim().is_empty() {
-                return bad(field, "required".into());
+                problems.add(field, "required");
             }
         }
         match g.traffic {
             Traffic::Canary { size: Size::CapacityPercent(p), .. } if !(1..=50).contains(&p) => {
-                return bad("guardrail.traffic.canary.size", format!("{p}% of capacity: a canary is 1 to 50%"))
+                problems.add("guardrail.traffic.canary.size", format!("{p}% of capacity: a canary is 1 to 50%"))
             }
             Traffic::Linear { step: Size::CapacityPercent(p), .. } if !(10..=50).contains(&p) => {
-                return bad("guardrail.traffic.linear.step", format!("{p}% of capacity: a linear step is 10 to 50%"))
+                problems.add("guardrail.traffic.linear.step", format!("{p}% of capacity: a linear step is 10 to 50%"))
             }
             Traffic::Canary { size: Size::InstanceCount(0), .. }
             | Traffic::Linear { step: Size::InstanceCount(0), .. } => {
-                return bad("guardrail.traffic", "an instance count of at least 1 is required".into())
+                problems.add("guardrail.traffic", "an instance count of at least 1 is required")
             }
             _ => {}
         }
         let wait = self.wait_seconds();
         if wait > 3600 {
-            return bad("guardrail.traffic", format!("wait_seconds {wait} is over AWS's 3600"));
+            problems.add("guardrail.traffic", format!("wait_seconds {wait} is over AWS's 3600"));
         }
         if g.termination_wait_seconds > 3600 {
-            return bad(
+            problems.add(
                 "guardrail.termination_wait_seconds",
                 format!("{} is over AWS's 3600", g.termination_wait_seconds),
             );
         }
         if !(600..=28_800).contains(&g.max_execution_seconds) {
-            return bad(
+            problems.add(
                 "guardrail.max_execution_seconds",
                 format!("{} is outside AWS's 600..=28800", g.max_execution_seconds),
             );
-        }
-        if let Some(needed) = self.waits(None).filter(|w| u64::from(g.max_execution_seconds) <= *w) {
-            return bad(
+        } else if let Some(needed) = self.waits(None).filter(|w| u64::from(g.max_execution_seconds) <= *w) {
+            problems.add(
                 "guardrail.max_execution_seconds",
                 format!(
                     "{}: the waits alone take {needed} s; SageMaker would time the deployment out",
@@ -121,7 +117,7 @@ impl GuardrailRelease {
         }
         let alarms = self.judged_gates().alarms.len();
         if alarms == 0 || alarms > MAX_ALARMS {
-            return bad(
+            problems.add(
                 "guardrail.alarms",
                 format!(
                     "{alarms} alarms with gates.alarms: 1 to {MAX_ALARMS} (AWS allows 10 auto-rollback alarms, and \
@@ -129,21 +125,6 @@ impl GuardrailRelease {
                 ),
             );
         }
-        if let Some(shadow) = &self.shadow {
-            if shadow.endpoint_config == g.endpoint_config {
-                return bad(
-                    "shadow.endpoint_config",
-                    "the shadow phase needs its own config, with the candidate as a shadow variant".into(),
-                );
-            }
-            if !(60..=86_400).contains(&shadow.duration_seconds) {
-                return bad("shadow.duration_seconds", format!("{} is outside 60..=86400", shadow.duration_seconds));
-            }
-        }
-        if self.check_every_seconds == 0 || self.check_every_seconds > 86_400 {
-            return bad("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
-        }
-        self.gates.validate()
     }
 
     pub fn target(&self) -> Target {
@@ -227,6 +208,28 @@ impl GuardrailRelease {
     }
 }
 
+impl Rules for GuardrailRelease {
+    fn check(&self, problems: &mut Problems) {
+        check_name(&self.release, problems);
+        self.check_deployment(problems);
+        if let Some(shadow) = &self.shadow {
+            if shadow.endpoint_config == self.guardrail.endpoint_config {
+                problems.add(
+                    "shadow.endpoint_config",
+                    "the shadow phase needs its own config, with the candidate as a shadow variant",
+                );
+            }
+            if !(60..=86_400).contains(&shadow.duration_seconds) {
+                problems.add("shadow.duration_seconds", format!("{} is outside 60..=86400", shadow.duration_seconds));
+            }
+        }
+        if self.check_every_seconds == 0 || self.check_every_seconds > 86_400 {
+            problems.add("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
+        }
+        self.gates.check(problems);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -244,7 +247,7 @@ mod tests {
         let mut json = sample();
         edit(&mut json);
         match GuardrailRelease::parse(&json) {
-            Err(Error::InvalidRelease(why)) => why,
+            Err(crate::Error::InvalidRelease(why)) => why,
             other => panic!("expected InvalidRelease, got {other:?}"),
         }
     }

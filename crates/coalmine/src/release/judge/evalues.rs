@@ -111,6 +111,8 @@ pub fn poisson_log_lr(count: f64, expected: f64, r: f64) -> f64 {
 pub struct Standing {
     /// `errors_vs_stable`, `latency_vs_stable`, `error_rate_limit`, `latency_limit`, `custom[0]`...
     pub test: String,
+    /// The test as a person names it: "errors", "latency", "OutputTokens limit".
+    pub name: String,
     /// ln of the e-value: the mixture likelihood ratio so far.
     pub log_e: f64,
     /// ln(1/α) for this test's share of the release's false rollback rate.
@@ -122,6 +124,13 @@ pub struct Standing {
 impl Standing {
     pub fn rejects(&self) -> bool {
         self.log_e >= self.threshold
+    }
+
+    /// How far the evidence has come towards a rollback, from 0 (none, or evidence for
+    /// the canary) to 1: on the e-value's own scale, the logarithm, since evidence
+    /// multiplies from tick to tick.
+    pub fn way_to_rollback(&self) -> f64 {
+        (self.log_e / self.threshold).clamp(0.0, 1.0)
     }
 }
 

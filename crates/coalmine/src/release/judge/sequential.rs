@@ -45,18 +45,13 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
         evidence.verdict = Verdict::Inconclusive;
         evidence.reasons.push(too_few(canary.requests, min_requests));
     } else {
-        let strongest =
-            evidence.tests.iter().max_by(|a, b| (a.log_e - a.threshold).total_cmp(&(b.log_e - b.threshold)));
-        let closest = strongest
-            .map(|t| {
-                format!(
-                    "; no regression shown (closest: {} at e = {:.1} of {:.0})",
-                    t.test,
-                    t.log_e.exp(),
-                    t.threshold.exp()
-                )
-            })
-            .unwrap_or_default();
+        let ways: Vec<String> =
+            evidence.tests.iter().map(|t| format!("{} {}", t.name, way(t.way_to_rollback()))).collect();
+        let closest = if ways.is_empty() {
+            String::new()
+        } else {
+            format!("; no regression shown ({} of the way to a rollback)", ways.join(", "))
+        };
         evidence.reasons.push(format!("{}{closest}", healthy(canary, stable)));
     }
     evidence
@@ -69,6 +64,16 @@ fn e(log_e: f64) -> String {
         format!("{:.0}", log_e.exp())
     } else {
         format!("10^{:.0}", log_e / std::f64::consts::LN_10)
+    }
+}
+
+/// A share of the way to a rollback: "0%", "0.4%", "37%".
+fn way(share: f64) -> String {
+    let percent = share * 100.0;
+    if percent > 0.0 && percent < 9.95 {
+        format!("{percent:.1}%")
+    } else {
+        format!("{percent:.0}%")
     }
 }
 
@@ -135,8 +140,8 @@ impl<'a> Tests<'a> {
         }
     }
 
-    fn standing(&self, test: String, log_e: f64, detail: String) -> Standing {
-        Standing { test, log_e, threshold: self.threshold, detail }
+    fn standing(&self, test: String, name: String, log_e: f64, detail: String) -> Standing {
+        Standing { test, name, log_e, threshold: self.threshold, detail }
     }
 
     /// "e = 12 >= 300": where a test stands against its threshold.
@@ -185,13 +190,13 @@ impl<'a> Tests<'a> {
             rate(stable).map(pct).unwrap_or_else(|| "n/a".into()),
             self.against_threshold(log_e)
         );
-        self.standing("errors_vs_stable".into(), log_e, detail)
+        self.standing("errors_vs_stable".into(), "errors".into(), log_e, detail)
     }
 
     /// The canary's share of requests slower than a threshold (per stage), against 5%:
     /// the canary's p95 is above the threshold exactly when more than 5% of its requests
     /// are.
-    fn slow(&self, test: &str, what: String, threshold_of: impl Fn(usize) -> Option<f64>) -> Standing {
+    fn slow(&self, test: &str, name: &str, what: String, threshold_of: impl Fn(usize) -> Option<f64>) -> Standing {
         let batches: Vec<Proportion> = self
             .samples
             .iter()
@@ -214,7 +219,7 @@ impl<'a> Tests<'a> {
             count(all),
             self.against_threshold(log_e)
         );
-        self.standing(test.into(), log_e, detail)
+        self.standing(test.into(), name.into(), log_e, detail)
     }
 
     /// Against the stable's p95 plus the tolerance; a stage without stable traffic by the
@@ -228,11 +233,11 @@ impl<'a> Tests<'a> {
                 .and_then(|s| s.metrics.stable.p95_ms)
         };
         let what = format!("{:.0}% over the stable's p95", tolerance * 100.0);
-        self.slow("latency_vs_stable", what, |i| stable_p95(i).map(|p| p * (1.0 + tolerance)))
+        self.slow("latency_vs_stable", "latency", what, |i| stable_p95(i).map(|p| p * (1.0 + tolerance)))
     }
 
     fn latency_limit(&self, limit: f64) -> Standing {
-        self.slow("latency_limit", format!("{limit:.0} ms"), |_| Some(limit))
+        self.slow("latency_limit", "latency limit", format!("{limit:.0} ms"), |_| Some(limit))
     }
 
     fn error_rate_limit(&self, limit: f64) -> Standing {
@@ -245,7 +250,7 @@ impl<'a> Tests<'a> {
             pct(limit),
             self.against_threshold(log_e)
         );
-        self.standing("error_rate_limit".into(), log_e, detail)
+        self.standing("error_rate_limit".into(), "error-rate limit".into(), log_e, detail)
     }
 
     /// A count over `period_seconds` at most `max`: a rate, tested as Poisson.
@@ -262,7 +267,7 @@ impl<'a> Tests<'a> {
             gate.period_seconds,
             self.against_threshold(log_e)
         );
-        self.standing(format!("custom[{i}]_limit"), log_e, detail)
+        self.standing(format!("custom[{i}]_limit"), format!("{} limit", gate.metric), log_e, detail)
     }
 
     /// Counts per request against the stable's, as a ratio, like errors.
@@ -275,7 +280,7 @@ impl<'a> Tests<'a> {
             ratio * 100.0,
             self.against_threshold(log_e)
         );
-        self.standing(format!("custom[{i}]_vs_stable"), log_e, detail)
+        self.standing(format!("custom[{i}]_vs_stable"), gate.metric.clone(), log_e, detail)
     }
 }
 
@@ -379,7 +384,14 @@ mod tests {
         ];
         let e = judge_sequential(&sequential(), &[], &equal);
         assert_eq!(e.verdict, Verdict::Healthy, "{:?}", e.reasons);
-        assert!(e.reasons[0].contains("no regression shown (closest: errors_vs_stable"), "{:?}", e.reasons);
+        assert!(
+            e.reasons[0].ends_with("; no regression shown (errors 0% of the way to a rollback)"),
+            "a person reads how far each test is from a rollback, not an e-value: {:?}",
+            e.reasons
+        );
+        assert!(!e.reasons[0].contains("e ="), "{:?}", e.reasons);
+        let json = serde_json::to_value(&e).unwrap();
+        assert!(json["tests"][0]["log_e"].is_number(), "the raw evidence stays in the JSON: {json}");
         // Within a stated tolerance, the same doubling is no regression.
         let tolerant = Gates { max_error_rate_ratio: Some(2.5), ..sequential() };
         assert_eq!(judge_sequential(&tolerant, &[], &doubled).verdict, Verdict::Healthy);
