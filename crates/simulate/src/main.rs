@@ -174,7 +174,7 @@ impl MetricSource for World {
         let mut rng = self.rng.lock().unwrap();
         let side = |rng: &mut SmallRng, requests: f64, errors: f64, factor: f64| {
             let percentiles = percentiles(rng, requests, factor);
-            SideMetrics { requests, errors, p95_ms: percentiles[3], custom: Vec::new(), percentiles }
+            SideMetrics { requests, errors, p95_ms: percentiles[3], percentiles, ..Default::default() }
         };
         let canary = side(&mut rng, sum(|b| b.canary_requests), sum(|b| b.canary_errors), self.scenario.latency);
         let stable = side(&mut rng, sum(|b| b.stable_requests), sum(|b| b.stable_errors), 1.0);

@@ -6,7 +6,9 @@ use super::error::{aws_error, service_code};
 use crate::domain::deployment::TRIPWIRE_NAMESPACE;
 use crate::domain::error::{Error, Result};
 use crate::domain::event::AlarmState;
-use crate::domain::metrics::{MetricSnapshot, SideMetrics, PERCENTILE_LEVELS, VERSION_PLACEHOLDER};
+use crate::domain::metrics::{
+    CustomGate, GateKind, MetricSnapshot, Per, SideMetrics, PERCENTILE_LEVELS, VERSION_PLACEHOLDER,
+};
 use crate::domain::target::{Target, TARGET_TAG};
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Tripwires};
 
@@ -309,13 +311,61 @@ fn queries(q: &MetricQuery<'_>, standard: &Standard, period: i32) -> Vec<MetricD
             ));
         }
         for (i, gate) in q.custom.iter().enumerate() {
-            let dims = gate
-                .dimensions
-                .iter()
-                .map(|(k, v)| Dimension::builder().name(k).value(v.replace(VERSION_PLACEHOLDER, id)).build())
-                .collect();
+            queries.extend(gate_queries(side, i, gate, id, period));
+        }
+    }
+    queries
+}
+
+/// A custom gate's queries on one side: its statistic (`x`), and what its test needs
+/// besides: a rate's denominator (`d`), a distribution's number of values (`n`) and its
+/// percentiles (`g`).
+fn gate_queries(side: char, i: usize, gate: &CustomGate, id: &str, period: i32) -> Vec<MetricDataQuery> {
+    let dims = |dimensions: &std::collections::BTreeMap<String, String>| -> Vec<Dimension> {
+        dimensions
+            .iter()
+            .map(|(k, v)| Dimension::builder().name(k).value(v.replace(VERSION_PLACEHOLDER, id)).build())
+            .collect()
+    };
+    let (namespace, metric) = (gate.namespace.as_str(), gate.metric.as_str());
+    let mut queries = Vec::new();
+    match gate.kind() {
+        Some(GateKind::Distribution { .. }) => {
+            // One datapoint over the window: percentiles of two periods do not combine.
+            queries.push(query(format!("{side}_x{i}"), namespace, metric, dims(&gate.dimensions), &gate.stat, period));
+            queries.push(query(
+                format!("{side}_n{i}"),
+                namespace,
+                metric,
+                dims(&gate.dimensions),
+                "SampleCount",
+                period,
+            ));
+            for (j, level) in gate.levels().iter().enumerate() {
+                let stat = format!("p{level}");
+                queries.push(query(
+                    format!("{side}_g{i}_{j}"),
+                    namespace,
+                    metric,
+                    dims(&gate.dimensions),
+                    &stat,
+                    period,
+                ));
+            }
+        }
+        _ => {
             let gate_period = i32::try_from(gate.period_seconds).unwrap_or(60).max(period);
-            queries.push(query(format!("{side}_x{i}"), &gate.namespace, &gate.metric, dims, &gate.stat, gate_period));
+            queries.push(query(
+                format!("{side}_x{i}"),
+                namespace,
+                metric,
+                dims(&gate.dimensions),
+                &gate.stat,
+                gate_period,
+            ));
+            if let Some(Per::Metric { namespace, metric, dimensions }) = &gate.per {
+                queries.push(query(format!("{side}_d{i}"), namespace, metric, dims(dimensions), "Sum", gate_period));
+            }
         }
     }
     queries
@@ -337,13 +387,30 @@ fn side(values: &Values, side: char, q: &MetricQuery<'_>, standard: &Standard) -
                 let vals = get(&format!("{side}_x{i}"));
                 match q.custom[i].stat.as_str() {
                     "Sum" | "SampleCount" => (!vals.is_empty()).then(|| total(vals)),
-                    "Minimum" => vals.iter().copied().reduce(f64::min),
-                    _ => vals.iter().copied().reduce(f64::max),
+                    _ => mean(vals),
                 }
             })
             .collect(),
         percentiles: (0..PERCENTILE_LEVELS.len()).map(|i| worst(&format!("{side}_q{i}"))).collect(),
+        custom_counts: (0..q.custom.len())
+            .map(|i| {
+                let counted = [format!("{side}_d{i}"), format!("{side}_n{i}")];
+                counted.iter().map(|id| get(id)).find(|v| !v.is_empty()).map(total)
+            })
+            .collect(),
+        custom_percentiles: q
+            .custom
+            .iter()
+            .enumerate()
+            .map(|(i, gate)| (0..gate.levels().len()).map(|j| mean(get(&format!("{side}_g{i}_{j}")))).collect())
+            .collect(),
     }
+}
+
+/// One value from a window that spanned two periods: a statistic that is not a count
+/// cannot be added up, and either period alone would drop half the window.
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// A sum that is `0`, not `-0`, over no values: `f64`'s `Sum` starts at negative zero,

@@ -498,8 +498,13 @@ mod stepper {
         };
         let period = c_p95.metric_stat().and_then(|s| s.period()).unwrap_or_default();
         let tail: Vec<String> = (0..9).filter_map(|i| find(&format!("c_q{i}")).map(stat)).collect();
-        queries.len() == 28
+        let grid: Vec<String> = (0..11).filter_map(|j| find(&format!("c_g1_{j}")).map(stat)).collect();
+        // Both sides: requests, errors, p95, the tail's nine, the count gate's sum, and the
+        // distribution gate's statistic, its SampleCount and its eleven percentiles.
+        queries.len() == 2 * (3 + 9 + 1 + 1 + 1 + 11)
             && tail == ["p50", "p75", "p90", "p95", "p97", "p98", "p99", "p99.5", "p99.9"]
+            && grid == ["p1", "p5", "p10", "p25", "p40", "p50", "p60", "p75", "p90", "p95", "p99"]
+            && find("s_n1").map(stat).as_deref() == Some("SampleCount")
             && stat(c_p95) == "p95"
             && c_p95.metric_stat().and_then(|s| s.metric()).and_then(|m| m.metric_name()) == Some("Duration")
             && dims(c_p95).contains(&("ExecutedVersion".into(), "42".into()))
@@ -528,6 +533,8 @@ mod stepper {
                     .metric_data_results(result("s_x0", &[]))
                     .metric_data_results(result("c_x1", &[120.0, 300.0]))
                     .metric_data_results(result("s_x1", &[250.0]))
+                    .metric_data_results(result("c_n1", &[600.0, 400.0]))
+                    .metric_data_results(result("c_g1_5", &[380.0, 420.0]))
                     .metric_data_results(result("c_q3", &[900.0, 950.5]))
                     .metric_data_results(result("c_q8", &[2000.0]))
                     .build()
@@ -552,7 +559,14 @@ mod stepper {
             (1000.0, 5.0, Some(950.5))
         );
         assert_eq!((snapshot.stable.requests, snapshot.stable.p95_ms), (19_000.0, None));
-        assert_eq!(snapshot.canary.custom, [Some(9.0), Some(300.0)], "Sum adds periods; percentiles keep the worst");
+        assert_eq!(
+            snapshot.canary.custom,
+            [Some(9.0), Some(210.0)],
+            "Sum adds periods; a percentile of two periods is their mean"
+        );
+        assert_eq!(snapshot.canary.custom_counts, [None, Some(1000.0)], "a distribution's values, counted");
+        assert_eq!(snapshot.canary.custom_percentiles[1][5], Some(400.0), "its median, read");
+        assert!(snapshot.canary.custom_percentiles[0].is_empty(), "a count has no percentiles");
         assert_eq!(snapshot.stable.custom, [None, Some(250.0)]);
         let expected: Vec<Option<f64>> =
             (0..9).map(|i| [(3, 950.5), (8, 2000.0)].iter().find(|(at, _)| *at == i).map(|(_, v)| *v)).collect();

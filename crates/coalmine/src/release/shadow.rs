@@ -53,6 +53,8 @@ mod tests {
             error_rate_z: None,
             error_rate_p_value: None,
             tests: Vec::new(),
+            dry_run: Vec::new(),
+            conclusive: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! reports every check). One set of rules for both.
 
 use crate::domain::error::{Error, Result};
+use crate::domain::metrics::GateKind;
 use crate::domain::split::Split;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, TrafficRouter};
 use crate::release::canary::spec::Release;
@@ -151,7 +152,14 @@ async fn custom_data_check(release: &Release, live: &Split, metrics: &impl Metri
         configs: None,
     };
     let snapshot = metrics.fetch(&query).await?;
-    match snapshot.stable.custom.iter().position(Option::is_none) {
+    // A counter published only when something happens (a guardrail block) has no data
+    // in a quiet hour; a distribution or a rate's own denominator always should.
+    let published = |i: usize| match release.gates.custom[i].kind() {
+        Some(GateKind::Distribution { .. }) => snapshot.stable.values(i) > 0.0,
+        Some(GateKind::Rate) => snapshot.stable.denominator(i, &release.gates.custom[i]).is_some(),
+        _ => true,
+    };
+    match (0..release.gates.custom.len()).find(|i| !published(*i)) {
         Some(i) => {
             let gate = &release.gates.custom[i];
             Err(Error::Refused(format!(

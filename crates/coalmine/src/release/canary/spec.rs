@@ -285,6 +285,12 @@ pub(crate) mod tests {
             ("bad ratio", Box::new(|r| r["gates"]["max_error_rate_ratio"] = 0.9.into()), "gates.max_error_rate_ratio: 0.9 is outside [1, 100]"),
             ("empty alarm", Box::new(|r| r["gates"]["alarms"][0] = "".into()), "gates.alarms[0]: an alarm name"),
             ("bad stat", Box::new(|r| r["gates"]["custom"][0]["stat"] = "Median".into()), "gates.custom[0].stat: \"Median\" is not one of"),
+            ("an extreme", Box::new(|r| r["gates"]["custom"][1]["stat"] = "Maximum".into()), "gates.custom[1].stat: \"Maximum\": one value of a window says nothing about how many were past it"),
+            ("a rate of an average", Box::new(|r| { r["gates"]["custom"][1]["per"] = "requests".into(); }), "a rate divides this metric's Sum"),
+            ("a rate per what", Box::new(|r| { r["gates"]["custom"][0]["per"] = "calls".into(); }), "gates.custom[0].per: \"calls\": a rate is per \"requests\" or per a metric"),
+            ("a count that falls", Box::new(|r| { r["gates"]["custom"][0]["direction"] = "decrease".into(); }), "a count or rate is judged when it rises"),
+            ("a fall with rise limits", Box::new(|r| { r["gates"]["custom"][1]["direction"] = "decrease".into(); }), "gates.custom[1].direction: \"decrease\" judges a fall"),
+            ("either with one side", Box::new(|r| { r["gates"]["custom"][1]["direction"] = "either".into(); }), "gates.custom[1].min: a fall is judged against min, max_decrease_ratio, or both"),
             ("bad period", Box::new(|r| r["gates"]["custom"][0]["period_seconds"] = 90.into()), "gates.custom[0].period_seconds: 90 is not a positive multiple of 60"),
             ("no limit", Box::new(|r| {
                 let g = r["gates"]["custom"][0].as_object_mut().unwrap();

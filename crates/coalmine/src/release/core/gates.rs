@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::metrics::{CustomGate, VERSION_PLACEHOLDER};
+use crate::domain::metrics::{CustomGate, Direction, GateKind, Per, VERSION_PLACEHOLDER};
 use crate::release::core::document::Problems;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +71,18 @@ pub struct Gates {
     pub max_hold_seconds: u64,
     #[serde(default)]
     pub custom: Vec<CustomGate>,
+    /// `false`: the metric judge's verdicts are said at every check and in the team's
+    /// messages, never acted on (a dry run); the gate alarms still roll back.
+    #[serde(default = "enforced", skip_serializing_if = "is_enforced")]
+    pub enforce: bool,
+}
+
+fn enforced() -> bool {
+    true
+}
+
+fn is_enforced(enforce: &bool) -> bool {
+    *enforce
 }
 
 impl Default for Gates {
@@ -90,6 +102,7 @@ impl Default for Gates {
             on_insufficient_data: OnInsufficientData::default(),
             max_hold_seconds: default_max_hold(),
             custom: Vec::new(),
+            enforce: true,
         }
     }
 }
@@ -130,7 +143,7 @@ fn default_max_hold() -> u64 {
     1800
 }
 
-const STATS: &[&str] = &["Sum", "Average", "Minimum", "Maximum", "SampleCount"];
+const STATS: &[&str] = &["Sum", "SampleCount", "Average"];
 
 impl Gates {
     /// Every rule the gates break, each naming its field under `gates.`.
@@ -230,23 +243,112 @@ fn check_custom(i: usize, gate: &CustomGate, add: &mut impl FnMut(&str, String))
     if gate.metric.trim().is_empty() {
         add(&field("metric"), "required".into());
     }
-    if !STATS.contains(&gate.stat.as_str()) && !is_percentile(&gate.stat) {
-        add(&field("stat"), format!("{:?} is not one of {STATS:?} or a percentile like p95", gate.stat));
-    }
     if gate.period_seconds == 0 || !gate.period_seconds.is_multiple_of(60) {
         add(&field("period_seconds"), format!("{} is not a positive multiple of 60", gate.period_seconds));
     }
-    if gate.max.is_none() && gate.max_increase_ratio.is_none() {
-        add(&field("max"), "a custom gate needs max, max_increase_ratio, or both".into());
+    for (name, ratio) in
+        [("max_increase_ratio", gate.max_increase_ratio), ("max_decrease_ratio", gate.max_decrease_ratio)]
+    {
+        if let Some(r) = ratio.filter(|r| !r.is_finite() || *r < 0.0 || (name == "max_decrease_ratio" && *r >= 1.0)) {
+            add(&field(name), format!("{r} is not a tolerance (0.2: 20% is fine)"));
+        }
     }
-    if gate.max_increase_ratio.is_some() && !gate.dimensions.values().any(|v| v.contains(VERSION_PLACEHOLDER)) {
+    let relative = gate.max_increase_ratio.is_some() || gate.max_decrease_ratio.is_some();
+    if relative && !gate.dimensions.values().any(|v| v.contains(VERSION_PLACEHOLDER)) {
         add(
             &field("dimensions"),
             format!("a relative limit compares canary and stable, so a dimension must hold {VERSION_PLACEHOLDER}"),
         );
     }
+    match gate.kind() {
+        None => add(&field("stat"), unjudgeable(gate)),
+        Some(GateKind::Distribution { .. }) => check_distribution(gate, &field, add),
+        Some(kind) => check_events(gate, kind, &field, add),
+    }
 }
 
-fn is_percentile(stat: &str) -> bool {
-    stat.strip_prefix('p').and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0 && n < 100.0)
+/// Why a statistic cannot be a gate, and what to use instead.
+fn unjudgeable(gate: &CustomGate) -> String {
+    match gate.stat.as_str() {
+        "Minimum" | "Maximum" => format!(
+            "{:?}: one value of a window says nothing about how many were past it, so no test can bound how often a \
+             healthy canary would fail it; judge the tail with a percentile (\"p1\", \"p99\"), or publish the \
+             values past your level as a count of their own",
+            gate.stat
+        ),
+        stat if gate.per.is_some() => {
+            format!("{stat:?} with per: a rate divides this metric's Sum by the denominator's; set \"stat\": \"Sum\"")
+        }
+        stat => format!("{stat:?} is not one of {STATS:?} or a percentile like p95"),
+    }
+}
+
+/// A count or a rate: judged when it rises.
+fn check_events(gate: &CustomGate, kind: GateKind, field: &dyn Fn(&str) -> String, add: &mut impl FnMut(&str, String)) {
+    for (name, set) in [
+        ("direction", gate.direction != Direction::Increase),
+        ("min", gate.min.is_some()),
+        ("max_decrease_ratio", gate.max_decrease_ratio.is_some()),
+    ] {
+        if set {
+            add(
+                &field(name),
+                "a count or rate is judged when it rises; for one whose fall is the regression (thumbs-up), gate \
+                 on its complement (thumbs-down)"
+                    .into(),
+            );
+        }
+    }
+    if gate.max.is_none() && gate.max_increase_ratio.is_none() {
+        add(&field("max"), "a custom gate needs max, max_increase_ratio, or both".into());
+    }
+    if let (GateKind::Rate, Some(per)) = (kind, &gate.per) {
+        match per {
+            Per::Requests(word) if word != "requests" => add(
+                &field("per"),
+                format!(
+                    "{word:?}: a rate is per \"requests\" or per a metric: {{\"namespace\": ..., \"metric\": ...}}"
+                ),
+            ),
+            Per::Metric { namespace, metric, dimensions } => {
+                if namespace.trim().is_empty() || metric.trim().is_empty() {
+                    add(&field("per"), "a denominator names its namespace and metric".into());
+                }
+                if gate.max_increase_ratio.is_some() && !dimensions.values().any(|v| v.contains(VERSION_PLACEHOLDER)) {
+                    add(
+                        &field("per.dimensions"),
+                        format!("a relative limit compares canary and stable rates, so a dimension must hold {VERSION_PLACEHOLDER}"),
+                    );
+                }
+            }
+            Per::Requests(_) => {}
+        }
+    }
+}
+
+/// One value per request: judged in the direction it names.
+fn check_distribution(gate: &CustomGate, field: &dyn Fn(&str) -> String, add: &mut impl FnMut(&str, String)) {
+    let (up, down) = (
+        gate.max.is_some() || gate.max_increase_ratio.is_some(),
+        gate.min.is_some() || gate.max_decrease_ratio.is_some(),
+    );
+    match gate.direction {
+        Direction::Increase if down => add(
+            &field("direction"),
+            "\"increase\" judges a rise; min and max_decrease_ratio judge a fall: say \"decrease\" or \"either\""
+                .into(),
+        ),
+        Direction::Decrease if up => add(
+            &field("direction"),
+            "\"decrease\" judges a fall; max and max_increase_ratio judge a rise: say \"increase\" or \"either\""
+                .into(),
+        ),
+        _ => {}
+    }
+    if gate.direction.up() && !up {
+        add(&field("max"), "a rise is judged against max, max_increase_ratio, or both".into());
+    }
+    if gate.direction.down() && !down {
+        add(&field("min"), "a fall is judged against min, max_decrease_ratio, or both".into());
+    }
 }

@@ -18,6 +18,15 @@
 
 use serde::Serialize;
 
+/// The regression an evidence-driven stage rules out before it advances: twice the
+/// stable's rate (or the tolerance's boundary, when that is higher), twice a limit's
+/// allowed share.
+pub const DETECT_RATIO: f64 = 2.0;
+/// The chance that an evidence-driven stage advances a canary [`DETECT_RATIO`] times as
+/// bad as its tolerance on some test: that test's own chance, since it must say "no
+/// worse" on its own evidence (no split over the tests is needed).
+pub const MISS_RATE: f64 = 0.05;
+
 /// The prior over effect sizes: ratios `r > 1` to the null boundary, geometrically
 /// spaced from 1.05 to 20, weighted by a half-normal on ln r with scale 1 (so 1.5x to 3x
 /// regressions carry the most weight, 10x still some).
@@ -119,11 +128,23 @@ pub struct Standing {
     pub threshold: f64,
     /// What it compares, in words, with the numbers.
     pub detail: String,
+    /// Whether its rejection rolls back (`false`: a dry run, only said).
+    pub enforced: bool,
+    /// ln of the current stage's evidence that the canary is not as bad as the
+    /// regression an evidence-driven stage rules out; `None` when the stage gave this
+    /// test nothing to weigh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_accept: Option<f64>,
 }
 
 impl Standing {
     pub fn rejects(&self) -> bool {
         self.log_e >= self.threshold
+    }
+
+    /// The current stage has shown the canary is not that bad, or had nothing to show.
+    pub fn settled(&self) -> bool {
+        self.log_accept.is_none_or(|accept| accept >= (1.0 / MISS_RATE).ln())
     }
 
     /// How far the evidence has come towards a rollback, from 0 (none, or evidence for
@@ -212,6 +233,24 @@ pub fn share_above(threshold: f64, levels: &[f64], values: &[Option<f64>]) -> Op
     Some(1.0 - level / 100.0)
 }
 
+/// The share of values below `threshold`, from a side's percentiles, as [`share_above`]
+/// reads the share above: interpolated between the bracketing levels; above the highest
+/// level at least that level, below the lowest half of it.
+pub fn share_below(threshold: f64, levels: &[f64], values: &[Option<f64>]) -> Option<f64> {
+    let points: Vec<(f64, f64)> = levels.iter().zip(values).filter_map(|(l, v)| v.map(|v| (*l, v))).collect();
+    let (first, last) = (points.first()?, points.last()?);
+    if threshold >= last.1 {
+        return Some(last.0 / 100.0);
+    }
+    if threshold <= first.1 {
+        return Some(first.0 / 100.0 / 2.0);
+    }
+    let pair = points.windows(2).find(|w| threshold >= w[0].1 && threshold <= w[1].1)?;
+    let ((l0, v0), (l1, v1)) = (pair[0], pair[1]);
+    let level = if v1 > v0 { l0 + (l1 - l0) * (threshold - v0) / (v1 - v0) } else { l0 };
+    Some(level / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +292,17 @@ mod tests {
         // Wilson upper 97.5% bound for 5 of 100: 0.1118 (textbook value).
         assert!((upper_bound(5.0, 100.0, 0.025) - 0.1118).abs() < 5e-4, "{}", upper_bound(5.0, 100.0, 0.025));
         assert_eq!(upper_bound(0.0, 0.0, 0.05), 1.0);
+    }
+
+    #[test]
+    fn the_share_below_a_threshold_is_read_off_the_percentiles_the_same_way() {
+        let levels = [10.0, 50.0, 90.0];
+        let values = [Some(100.0), Some(200.0), Some(400.0)];
+        // 150 sits halfway between the p10 and the p50: 30% of the values are below it.
+        assert!((share_below(150.0, &levels, &values).unwrap() - 0.30).abs() < 1e-12);
+        assert_eq!(share_below(50.0, &levels, &values), Some(0.05), "below the lowest level: half of it");
+        assert_eq!(share_below(500.0, &levels, &values), Some(0.90), "above the highest: at least it");
+        assert_eq!(share_below(150.0, &levels, &[None, None, None]), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the sequential judge) and for releases written for it.
 
 use crate::domain::event::AlarmState;
-use crate::domain::metrics::{MetricSnapshot, SideMetrics};
+use crate::domain::metrics::{GateKind, MetricSnapshot, SideMetrics};
 use crate::release::core::gates::{Gates, DEFAULT_ERROR_RATE_CONFIDENCE};
 use crate::release::judge::{alarm_evidence, healthy, rate, too_few, Evidence, Verdict};
 use crate::text::pct;
@@ -93,7 +93,14 @@ fn latency_checks(gates: &Gates, canary: &SideMetrics, stable: &SideMetrics) -> 
 fn custom_checks(gates: &Gates, canary: &SideMetrics, stable: &SideMetrics) -> Vec<String> {
     let mut failed = Vec::new();
     for (i, gate) in gates.custom.iter().enumerate() {
-        let value = |side: &SideMetrics| side.custom.get(i).copied().flatten();
+        // A rate is its numerator over its denominator; the rest as measured.
+        let value = |side: &SideMetrics| {
+            let measured = side.custom.get(i).copied().flatten();
+            match gate.kind() {
+                Some(GateKind::Rate) => Some(measured.unwrap_or(0.0) / side.denominator(i, gate)?),
+                _ => measured,
+            }
+        };
         let Some(c) = value(canary) else { continue };
         let name = gate.name();
         if let Some(max) = gate.max.filter(|max| c > *max) {
@@ -294,13 +301,11 @@ mod tests {
     #[test]
     fn custom_ai_metrics_absolute_and_relative() {
         let gate = |max: Option<f64>, ratio: Option<f64>| CustomGate {
-            namespace: "AIService".into(),
-            metric: "GuardrailBlocks".into(),
-            stat: "Sum".into(),
             period_seconds: 60,
             dimensions: [("Version".to_owned(), "{version}".to_owned())].into(),
             max,
             max_increase_ratio: ratio,
+            ..CustomGate::new("AIService", "GuardrailBlocks", "Sum")
         };
         let g = Gates { custom: vec![gate(Some(20.0), None), gate(None, Some(0.5))], ..gates() };
         let with = |c: [Option<f64>; 2], s: [Option<f64>; 2]| {

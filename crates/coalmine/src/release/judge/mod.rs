@@ -17,9 +17,11 @@ use crate::release::core::gates::{Gates, InsufficientDataAlarm};
 use crate::text::{count, pct};
 use evalues::Standing;
 
+mod custom;
 pub mod evalues;
 pub mod fixed;
 pub mod sequential;
+mod weigh;
 
 /// A stage's metrics so far, as the judge weighs them: replaced each tick while the
 /// stage runs, kept as they were once it has ended.
@@ -57,6 +59,13 @@ pub struct Evidence {
     /// The sequential tests' standing: evidence so far against each null.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<Standing>,
+    /// What the tests that are not enforced would have rolled back on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<String>,
+    /// Healthy, and every enforced test settled in this stage: an evidence-driven stage
+    /// may advance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conclusive: bool,
 }
 
 impl Evidence {
@@ -97,6 +106,8 @@ pub(crate) fn alarm_evidence(
         error_rate_z: None,
         error_rate_p_value: None,
         tests: Vec::new(),
+        dry_run: Vec::new(),
+        conclusive: false,
     };
     if let Some(failed) = judge_alarms(gates, states) {
         evidence.verdict = Verdict::Unhealthy;

@@ -1,27 +1,28 @@
 //! The sequential judge: every statistical test the gates ask for, each an anytime-valid
 //! mixture SPRT ([`evalues`]) over all the stages so far, each at its share of
-//! `false_rollback_rate`.
+//! `false_rollback_rate`. The AI metrics' tests are in [`super::custom`]; what every test
+//! shares, in [`super::weigh`].
+//!
+//! Each test also keeps, for the current stage alone, the evidence that the canary is
+//! *not* as bad as [`super::evalues::DETECT_RATIO`] times its tolerance: an evidence-driven stage advances
+//! once every test has enough of it ([`super::evalues::MISS_RATE`]).
 
 use crate::domain::event::AlarmState;
-use crate::domain::metrics::{CustomGate, MetricSnapshot, SideMetrics, PERCENTILE_LEVELS};
+use crate::domain::metrics::{CustomGate, GateKind, MetricSnapshot, PERCENTILE_LEVELS};
 use crate::release::core::gates::Gates;
-use crate::release::judge::evalues::{
-    poisson_log_lr, proportion_log_lr, share_above, split_log_lr, upper_bound, Mixture, Proportion, Split, Standing,
-};
+use crate::release::judge::evalues::{share_above, upper_bound, Proportion, Standing};
+use crate::release::judge::weigh::{share_detect, split_detect, Spec, Tests, MIN_SIDE};
 use crate::release::judge::{alarm_evidence, healthy, rate, too_few, Evidence, StageSample, Verdict};
 use crate::text::{count, pct};
 
 /// Under the null "no slower than the limit", at most this share of the canary's
 /// requests is slower: the limit is a p95.
 const SLOW_SHARE: f64 = 0.05;
-/// A side needs this many requests before its p95 is a threshold to judge the other by.
-const P95_MIN_REQUESTS: f64 = 20.0;
-
 /// The sequential judge: gate alarms, then every statistical test over all the stages
 /// so far (`samples`, the current stage last), each at its share of
-/// `false_rollback_rate`; custom gates on statistics that are not counts compare as
-/// measured. A stage with fewer than `min_requests` canary requests is inconclusive, but
-/// evidence is evidence: a test that rejects rolls back whatever the count.
+/// `false_rollback_rate`. A stage with fewer than `min_requests` canary requests is
+/// inconclusive, but evidence is evidence: a test that rejects rolls back whatever the
+/// count. A test that is not enforced (a dry run) is judged the same way and only said.
 pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples: &[StageSample]) -> Evidence {
     let mut evidence = alarm_evidence(gates, states, samples.last().map(|s| s.metrics.clone()));
     if evidence.verdict == Verdict::Unhealthy {
@@ -34,8 +35,11 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
         return evidence;
     };
     evidence.tests = standings(gates, samples);
-    let mut failed: Vec<String> = evidence.tests.iter().filter(|t| t.rejects()).map(|t| t.detail.clone()).collect();
-    failed.extend(point_checks(gates, &current.metrics));
+    let rejected = |enforced: bool| -> Vec<String> {
+        evidence.tests.iter().filter(|t| t.rejects() && t.enforced == enforced).map(|t| t.detail.clone()).collect()
+    };
+    let failed = rejected(true);
+    evidence.dry_run = rejected(false);
     let (canary, stable) = (&current.metrics.canary, &current.metrics.stable);
     let min_requests = gates.min_requests.max(1);
     if !failed.is_empty() {
@@ -44,9 +48,16 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
     } else if canary.requests < min_requests as f64 {
         evidence.verdict = Verdict::Inconclusive;
         evidence.reasons.push(too_few(canary.requests, min_requests));
+    } else if let Some(silent) = unpublished(gates, &current.metrics) {
+        evidence.verdict = Verdict::Inconclusive;
+        evidence.reasons.push(silent);
     } else {
-        let ways: Vec<String> =
-            evidence.tests.iter().map(|t| format!("{} {}", t.name, way(t.way_to_rollback()))).collect();
+        evidence.conclusive = evidence.tests.iter().filter(|t| t.enforced).all(Standing::settled);
+        let ways: Vec<String> = evidence
+            .tests
+            .iter()
+            .map(|t| format!("{} {}{}", t.name, way(t.way_to_rollback()), if t.enforced { "" } else { " (dry run)" }))
+            .collect();
         let closest = if ways.is_empty() {
             String::new()
         } else {
@@ -54,16 +65,29 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
         };
         evidence.reasons.push(format!("{}{closest}", healthy(canary, stable)));
     }
+    if !evidence.dry_run.is_empty() {
+        evidence.reasons.push(format!("dry run: would roll back: {}", evidence.dry_run.join("; ")));
+    }
     evidence
 }
 
-/// An e-value as a person reads it: 37, or 10^12 when it is astronomically past any
-/// threshold.
-fn e(log_e: f64) -> String {
-    if log_e < 10_000_f64.ln() {
-        format!("{:.0}", log_e.exp())
-    } else {
-        format!("10^{:.0}", log_e / std::f64::consts::LN_10)
+/// An enforced gate on a metric the canary did not publish (a distribution's values, or a
+/// rate's own denominator) cannot judge it: the stage waits, rather than pass unjudged.
+fn unpublished(gates: &Gates, metrics: &MetricSnapshot) -> Option<String> {
+    gates.custom.iter().enumerate().filter(|(_, g)| g.enforce && gates.enforce).find_map(|(i, gate)| {
+        let missing = match gate.kind() {
+            Some(GateKind::Distribution { .. }) => metrics.canary.values(i) <= 0.0,
+            Some(GateKind::Rate) => metrics.canary.denominator(i, gate).is_none_or(|d| d <= 0.0),
+            _ => false,
+        };
+        missing.then(|| format!("inconclusive: the canary published no {} in this stage", what_is_missing(gate)))
+    })
+}
+
+fn what_is_missing(gate: &CustomGate) -> String {
+    match &gate.per {
+        Some(crate::domain::metrics::Per::Metric { namespace, metric, .. }) => format!("{namespace}/{metric}"),
+        _ => format!("{}/{} values", gate.namespace, gate.metric),
     }
 }
 
@@ -77,149 +101,94 @@ fn way(share: f64) -> String {
     }
 }
 
-/// Custom gates on counts are tested; others compare as measured.
-fn counted(gate: &CustomGate) -> bool {
-    matches!(gate.stat.as_str(), "Sum" | "SampleCount")
+/// Every test the gates ask for, in the order they are reported.
+pub(super) fn specs(gates: &Gates) -> Vec<Spec<'_>> {
+    let mut specs = vec![Spec::ErrorsVsStable];
+    specs.extend(gates.max_p95_increase_ratio.map(Spec::LatencyVsStable));
+    specs.extend(gates.max_error_rate.map(Spec::ErrorRateLimit));
+    specs.extend(gates.max_p95_latency_ms.map(Spec::LatencyLimit));
+    for (i, gate) in gates.custom.iter().enumerate() {
+        specs.extend(super::custom::tests_of(gate).into_iter().map(|test| Spec::Custom { i, gate, test }));
+    }
+    specs
 }
 
 /// Every sequential test the gates ask for, over all the stages so far.
 pub fn standings(gates: &Gates, samples: &[StageSample]) -> Vec<Standing> {
-    let tests = Tests::new(gates, samples);
-    let mut out = vec![tests.errors_vs_stable()];
-    out.extend(gates.max_p95_increase_ratio.map(|tolerance| tests.latency_vs_stable(tolerance)));
-    out.extend(gates.max_error_rate.map(|limit| tests.error_rate_limit(limit)));
-    out.extend(gates.max_p95_latency_ms.map(|limit| tests.latency_limit(limit)));
-    for (i, gate) in gates.custom.iter().enumerate().filter(|(_, g)| counted(g)) {
-        out.extend(gate.max.map(|max| tests.custom_limit(i, gate, max)));
-        out.extend(gate.max_increase_ratio.map(|ratio| tests.custom_vs_stable(i, gate, ratio)));
-    }
-    out
+    let specs = specs(gates);
+    let tests = Tests::new(gates, samples, specs.len());
+    specs
+        .into_iter()
+        .map(|spec| {
+            let mut standing = match spec {
+                Spec::ErrorsVsStable => tests.errors_vs_stable(),
+                Spec::LatencyVsStable(tolerance) => tests.latency_vs_stable(tolerance),
+                Spec::ErrorRateLimit(limit) => tests.error_rate_limit(limit),
+                Spec::LatencyLimit(limit) => tests.latency_limit(limit),
+                Spec::Custom { i, gate, test } => tests.custom(i, gate, test),
+            };
+            standing.enforced = gates.enforce && !matches!(spec, Spec::Custom { gate, .. } if !gate.enforce);
+            standing
+        })
+        .collect()
 }
 
-/// What every test of one judgement shares: the evidence, the prior, and its share of
-/// the false rollback rate.
-struct Tests<'a> {
-    samples: &'a [StageSample],
-    mixture: Mixture,
-    rho0: f64,
-    alpha: f64,
-    threshold: f64,
-    canary_total: SideMetrics,
-    stable_total: SideMetrics,
-}
-
-impl<'a> Tests<'a> {
-    fn new(gates: &Gates, samples: &'a [StageSample]) -> Self {
-        let custom_tests: usize = gates
-            .custom
-            .iter()
-            .filter(|g| counted(g))
-            .map(|g| usize::from(g.max.is_some()) + usize::from(g.max_increase_ratio.is_some()))
-            .sum();
-        let k = 1
-            + usize::from(gates.max_p95_increase_ratio.is_some())
-            + usize::from(gates.max_error_rate.is_some())
-            + usize::from(gates.max_p95_latency_ms.is_some())
-            + custom_tests;
-        let alpha = gates.false_rollback_rate / k as f64;
-        let total = |side: fn(&MetricSnapshot) -> &SideMetrics| {
-            samples.iter().map(|s| side(&s.metrics)).fold(SideMetrics::default(), |mut t, s| {
-                t.requests += s.requests;
-                t.errors += s.errors;
-                t
-            })
-        };
-        Tests {
-            samples,
-            mixture: Mixture::default(),
-            rho0: gates.max_error_rate_ratio.unwrap_or(1.0),
-            alpha,
-            threshold: (1.0 / alpha).ln(),
-            canary_total: total(|m| &m.canary),
-            stable_total: total(|m| &m.stable),
-        }
-    }
-
-    fn standing(&self, test: String, name: String, log_e: f64, detail: String) -> Standing {
-        Standing { test, name, log_e, threshold: self.threshold, detail }
-    }
-
-    /// "e = 12 >= 300": where a test stands against its threshold.
-    fn against_threshold(&self, log_e: f64) -> String {
-        format!("e = {} >= {:.0}", e(log_e), self.threshold.exp())
-    }
-
-    /// The stages where both sides served, as splits of `count` between them.
-    fn splits(&self, count: impl Fn(&SideMetrics) -> f64) -> Vec<Split> {
-        self.samples
-            .iter()
-            .filter(|s| s.metrics.stable.requests > 0.0 && s.metrics.canary.requests > 0.0)
-            .map(|s| Split {
-                canary: count(&s.metrics.canary),
-                stable: count(&s.metrics.stable),
-                canary_share: s.metrics.canary.requests / (s.metrics.canary.requests + s.metrics.stable.requests),
-            })
-            .collect()
-    }
-
+impl Tests<'_> {
     /// The canary's error rate against the stable's, as a ratio, in every stage; a stage
     /// without stable traffic (Lambda at 100%) against the stable's record's upper bound.
     fn errors_vs_stable(&self) -> Standing {
         let (rho0, stable) = (self.rho0, &self.stable_total);
-        let splits = self.splits(|side| side.errors);
+        let mut batches = Self::split_batches(self.splits(|side| side.errors, |side| side.requests), rho0);
         let record = upper_bound(stable.errors, stable.requests, self.alpha);
-        let alone: Vec<Proportion> = self
+        let alone: Vec<(usize, Proportion)> = self
             .samples
             .iter()
-            .filter(|s| s.metrics.stable.requests <= 0.0 && s.metrics.canary.requests > 0.0 && stable.requests > 0.0)
-            .map(|s| Proportion {
-                count: s.metrics.canary.errors,
-                trials: s.metrics.canary.requests,
-                p0: rho0 * record,
+            .enumerate()
+            .filter(|(_, s)| {
+                s.metrics.stable.requests <= 0.0 && s.metrics.canary.requests > 0.0 && stable.requests > 0.0
+            })
+            .map(|(i, s)| {
+                (i, Proportion { count: s.metrics.canary.errors, trials: s.metrics.canary.requests, p0: rho0 * record })
             })
             .collect();
-        let log_e = self.mixture.log_e(|r| {
-            splits.iter().map(|b| split_log_lr(b, rho0, r)).sum::<f64>()
-                + alone.iter().map(|p| proportion_log_lr(p, r)).sum::<f64>()
-        });
+        batches.extend(Self::proportion_batches(alone));
         let tolerance = if rho0 > 1.0 { format!(" (tolerance {rho0}x)") } else { String::new() };
-        let detail = format!(
-            "canary error rate {} over {} requests against stable {}{tolerance}: a regression, {}",
-            rate(&self.canary_total).map(pct).unwrap_or_else(|| "n/a".into()),
-            count(self.canary_total.requests),
-            rate(stable).map(pct).unwrap_or_else(|| "n/a".into()),
-            self.against_threshold(log_e)
-        );
-        self.standing("errors_vs_stable".into(), "errors".into(), log_e, detail)
+        let (canary_rate, stable_rate) = (rate(&self.canary_total), rate(stable));
+        let requests = self.canary_total.requests;
+        self.standing("errors_vs_stable".into(), "errors".into(), batches, split_detect(rho0), |e| {
+            format!(
+                "canary error rate {} over {} requests against stable {}{tolerance}: a regression, {e}",
+                canary_rate.map(pct).unwrap_or_else(|| "n/a".into()),
+                count(requests),
+                stable_rate.map(pct).unwrap_or_else(|| "n/a".into()),
+            )
+        })
     }
 
     /// The canary's share of requests slower than a threshold (per stage), against 5%:
     /// the canary's p95 is above the threshold exactly when more than 5% of its requests
     /// are.
     fn slow(&self, test: &str, name: &str, what: String, threshold_of: impl Fn(usize) -> Option<f64>) -> Standing {
-        let batches: Vec<Proportion> = self
+        let proportions: Vec<(usize, Proportion)> = self
             .samples
             .iter()
             .enumerate()
             .filter(|(_, s)| s.metrics.canary.requests > 0.0)
             .filter_map(|(i, s)| {
                 let share = share_above(threshold_of(i)?, &PERCENTILE_LEVELS, &s.metrics.canary.percentiles)?;
-                Some(Proportion {
-                    count: share * s.metrics.canary.requests,
-                    trials: s.metrics.canary.requests,
-                    p0: SLOW_SHARE,
-                })
+                let n = s.metrics.canary.requests;
+                Some((i, Proportion { count: share * n, trials: n, p0: SLOW_SHARE }))
             })
             .collect();
-        let log_e = self.mixture.log_e(|r| batches.iter().map(|b| proportion_log_lr(b, r)).sum());
-        let (slow, all) = batches.iter().fold((0.0, 0.0), |(s, n), b| (s + b.count, n + b.trials));
-        let detail = format!(
-            "canary slower than {what} on {} of {} requests (a p95 within it allows 5%): {}",
-            pct(if all > 0.0 { slow / all } else { 0.0 }),
-            count(all),
-            self.against_threshold(log_e)
-        );
-        self.standing(test.into(), name.into(), log_e, detail)
+        let (slow, all) = proportions.iter().fold((0.0, 0.0), |(s, n), (_, b)| (s + b.count, n + b.trials));
+        let batches = Self::proportion_batches(proportions);
+        self.standing(test.into(), name.into(), batches, share_detect(SLOW_SHARE), |e| {
+            format!(
+                "canary slower than {what} on {} of {} requests (a p95 within it allows 5%): {e}",
+                pct(if all > 0.0 { slow / all } else { 0.0 }),
+                count(all),
+            )
+        })
     }
 
     /// Against the stable's p95 plus the tolerance; a stage without stable traffic by the
@@ -229,7 +198,7 @@ impl<'a> Tests<'a> {
             self.samples[..=i]
                 .iter()
                 .rev()
-                .find(|s| s.metrics.stable.requests >= P95_MIN_REQUESTS)
+                .find(|s| s.metrics.stable.requests >= MIN_SIDE)
                 .and_then(|s| s.metrics.stable.p95_ms)
         };
         let what = format!("{:.0}% over the stable's p95", tolerance * 100.0);
@@ -241,81 +210,32 @@ impl<'a> Tests<'a> {
     }
 
     fn error_rate_limit(&self, limit: f64) -> Standing {
-        let total = Proportion { count: self.canary_total.errors, trials: self.canary_total.requests, p0: limit };
-        let log_e = self.mixture.log_e(|r| proportion_log_lr(&total, r));
-        let detail = format!(
-            "canary error rate {} over {} requests, above max_error_rate {}: {}",
-            rate(&self.canary_total).map(pct).unwrap_or_else(|| "n/a".into()),
-            count(self.canary_total.requests),
-            pct(limit),
-            self.against_threshold(log_e)
-        );
-        self.standing("error_rate_limit".into(), "error-rate limit".into(), log_e, detail)
+        let proportions: Vec<(usize, Proportion)> = self
+            .samples
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.metrics.canary.requests > 0.0)
+            .map(|(i, s)| {
+                (i, Proportion { count: s.metrics.canary.errors, trials: s.metrics.canary.requests, p0: limit })
+            })
+            .collect();
+        let (canary_rate, requests) = (rate(&self.canary_total), self.canary_total.requests);
+        let batches = Self::proportion_batches(proportions);
+        self.standing("error_rate_limit".into(), "error-rate limit".into(), batches, share_detect(limit), |e| {
+            format!(
+                "canary error rate {} over {} requests, above max_error_rate {}: {e}",
+                canary_rate.map(pct).unwrap_or_else(|| "n/a".into()),
+                count(requests),
+                pct(limit),
+            )
+        })
     }
-
-    /// A count over `period_seconds` at most `max`: a rate, tested as Poisson.
-    fn custom_limit(&self, i: usize, gate: &CustomGate, max: f64) -> Standing {
-        let per_second = max / f64::from(gate.period_seconds.max(1));
-        let batches: Vec<(f64, f64)> =
-            self.samples.iter().map(|s| (custom(&s.metrics.canary, i), per_second * s.seconds as f64)).collect();
-        let log_e = self.mixture.log_e(|r| batches.iter().map(|(c, e)| poisson_log_lr(*c, *e, r)).sum());
-        let seen: f64 = batches.iter().map(|(c, _)| c).sum();
-        let detail = format!(
-            "canary {} {} over the stages, more than max {max} per {} s: {}",
-            gate.name(),
-            count(seen),
-            gate.period_seconds,
-            self.against_threshold(log_e)
-        );
-        self.standing(format!("custom[{i}]_limit"), format!("{} limit", gate.metric), log_e, detail)
-    }
-
-    /// Counts per request against the stable's, as a ratio, like errors.
-    fn custom_vs_stable(&self, i: usize, gate: &CustomGate, ratio: f64) -> Standing {
-        let batches = self.splits(|side| custom(side, i));
-        let log_e = self.mixture.log_e(|r| batches.iter().map(|b| split_log_lr(b, 1.0 + ratio, r)).sum());
-        let detail = format!(
-            "canary {} more than {:.0}% above stable's, per request: {}",
-            gate.name(),
-            ratio * 100.0,
-            self.against_threshold(log_e)
-        );
-        self.standing(format!("custom[{i}]_vs_stable"), gate.metric.clone(), log_e, detail)
-    }
-}
-
-/// A side's count of custom gate `i`; no data counts as none.
-fn custom(side: &SideMetrics, i: usize) -> f64 {
-    side.custom.get(i).copied().flatten().unwrap_or(0.0)
-}
-
-/// Custom gates on statistics that are not counts (averages, percentiles, extremes):
-/// there is no sample size to bound them with, so they compare as measured.
-fn point_checks(gates: &Gates, metrics: &MetricSnapshot) -> Vec<String> {
-    let mut failed = Vec::new();
-    for (i, gate) in gates.custom.iter().enumerate().filter(|(_, g)| !counted(g)) {
-        let value = |side: &SideMetrics| side.custom.get(i).copied().flatten();
-        let Some(c) = value(&metrics.canary) else { continue };
-        let name = gate.name();
-        if let Some(max) = gate.max.filter(|max| c > *max) {
-            failed.push(format!("canary {name} {c} > max {max}"));
-        }
-        if let (Some(ratio), Some(s)) = (gate.max_increase_ratio, value(&metrics.stable)) {
-            if s > 0.0 && c / s - 1.0 > ratio {
-                failed.push(format!(
-                    "canary {name} {c} is {:.0}% above stable {s} (limit {:.0}%)",
-                    (c / s - 1.0) * 100.0,
-                    ratio * 100.0
-                ));
-            }
-        }
-    }
-    failed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::metrics::SideMetrics;
 
     fn side(requests: f64, errors: f64, p95_ms: Option<f64>) -> SideMetrics {
         SideMetrics { requests, errors, p95_ms, ..Default::default() }
