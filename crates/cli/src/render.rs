@@ -73,7 +73,10 @@ pub fn plan(release: &Release) -> String {
         .iter()
         .map(|s| {
             let approval = if s.approval { " then approval" } else { "" };
-            format!("{}% for {}{approval}", s.percent, duration(s.bake_seconds))
+            match s.max_bake_seconds {
+                Some(max) => format!("{}% until conclusive, at most {}{approval}", s.percent, duration(max)),
+                None => format!("{}% for {}{approval}", s.percent, duration(s.bake_seconds)),
+            }
         })
         .collect();
     let gates = &release.gates;
@@ -106,15 +109,25 @@ pub fn plan(release: &Release) -> String {
     };
     limits.push(format!("judge {judge}"));
     let earliest = if plan.waits_for_approval { "plus the approvals" } else { "at the earliest" };
+    let evidence_driven = plan.latest_promotion_seconds > plan.earliest_promotion_seconds;
+    let ticks = if evidence_driven { format!("at most {} ticks", plan.ticks) } else { format!("{} ticks", plan.ticks) };
+    let promoted = if evidence_driven {
+        format!(
+            "{} to {} after the start{}",
+            duration(plan.earliest_promotion_seconds),
+            duration(plan.latest_promotion_seconds),
+            if plan.waits_for_approval { ", plus the approvals" } else { "" }
+        )
+    } else {
+        format!("{} after the start {earliest}", duration(plan.earliest_promotion_seconds))
+    };
     format!(
-        "{}: valid\n  target   {}, canary {}\n  stages   {}\n  checks   every {}; {} ticks; promoted {} after the start {earliest}\n  gates    {}\n",
+        "{}: valid\n  target   {}, canary {}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n",
         release.release,
         release.target,
         canary_of(release),
         stages.join(", "),
         duration(release.check_every_seconds),
-        plan.ticks,
-        duration(plan.earliest_promotion_seconds),
         limits.join(", ")
     )
 }
@@ -356,6 +369,19 @@ mod tests {
     fn sparklines_scale_to_the_max_and_leave_gaps_for_missing_values() {
         assert_eq!(sparkline(&[Some(0.0), Some(0.5), Some(1.0), None], 1.0), "▁▅█ ");
         assert_eq!(sparkline(&[Some(3.0)], 0.0), "▁", "nothing to scale to");
+    }
+
+    #[test]
+    fn a_plan_with_evidence_driven_stages_says_the_range() {
+        let release = Release::parse(&serde_json::json!({
+            "release": "r", "target": {"lambda": {"function": "f", "alias": "live"}}, "canary_version": "4",
+            "stages": [{"percent": 5, "bake": "until_conclusive", "max_bake_seconds": 1800}, {"percent": 100, "bake_seconds": 600}],
+            "check_every_seconds": 60
+        }))
+        .unwrap();
+        let text = plan(&release);
+        assert!(text.contains("stages   5% until conclusive, at most 30m, 100% for 10m"), "{text}");
+        assert!(text.contains("at most 41 ticks; promoted 11m to 40m after the start"), "{text}");
     }
 
     /// A release rolled back by the rollback function on its alarm at 100%, as the last

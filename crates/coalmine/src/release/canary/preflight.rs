@@ -121,14 +121,14 @@ fn traffic_check(release: &Release, live: &Split, traffic: Option<Traffic>) -> R
         m => format!("the last {m} minutes"),
     };
     let first = release.stages[0];
-    let expected = per_minute * first.weight() * first.bake_seconds as f64 / 60.0;
+    let expected = per_minute * first.weight() * first.longest_bake() as f64 / 60.0;
     if expected < release.gates.min_requests as f64 {
         return Err(Error::Refused(format!(
             "the stable served {per_minute:.0} requests a minute over {over}: at {} for {} s the canary would see \
              about {expected:.0}, below min_requests {}, so the first stage will hold for want of evidence; \
              lengthen its bake or raise its weight",
             percent(first.weight()),
-            first.bake_seconds,
+            first.longest_bake(),
             release.gates.min_requests
         )));
     }

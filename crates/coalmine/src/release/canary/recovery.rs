@@ -69,7 +69,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             "Now at {}: an earlier attempt of this tick advanced and then failed; baking from now",
             percent(release.stages[next].weight())
         );
-        let wait = release.check_every_seconds.min(release.stages[next].bake_seconds.max(1));
+        let wait = release.check_every_seconds.min(release.stages[next].longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, None))
     }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::domain::error::Error;
 use crate::domain::target::Target;
 use crate::release::core::document::{self, check_name, Problems, Rules};
-use crate::release::core::gates::Gates;
+use crate::release::core::gates::{Gates, JudgeKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +28,15 @@ pub struct Release {
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub percent: f64,
+    /// A fixed stage's bake; an evidence-driven stage's shortest (say, the time its gate
+    /// alarms take to evaluate).
+    #[serde(default)]
     pub bake_seconds: u64,
+    #[serde(default, skip_serializing_if = "Bake::is_fixed")]
+    pub bake: Bake,
+    /// An evidence-driven stage's longest bake: then `on_insufficient_data` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bake_seconds: Option<u64>,
     /// After its bake, the stage waits at its weight, still judged, until
     /// `coalmine approve` (or a promote) lets it go on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -38,13 +46,63 @@ pub struct Stage {
     pub approval_timeout_seconds: Option<u64>,
 }
 
+/// How a stage's bake ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bake {
+    /// After `bake_seconds`.
+    #[default]
+    Fixed,
+    /// As soon as every enforced test has shown the canary is no worse than twice its
+    /// tolerance (after `bake_seconds`, if set), at the latest after `max_bake_seconds`.
+    UntilConclusive,
+}
+
+impl Bake {
+    pub fn is_fixed(&self) -> bool {
+        *self == Bake::Fixed
+    }
+}
+
 /// A day: long enough for a person to look, short enough that a forgotten release
 /// does not sit half-rolled-out for a week.
 pub const DEFAULT_APPROVAL_TIMEOUT: u64 = 86_400;
 
 impl Stage {
     pub fn new(percent: f64, bake_seconds: u64) -> Stage {
-        Stage { percent, bake_seconds, approval: false, approval_timeout_seconds: None }
+        Stage {
+            percent,
+            bake_seconds,
+            bake: Bake::Fixed,
+            max_bake_seconds: None,
+            approval: false,
+            approval_timeout_seconds: None,
+        }
+    }
+
+    /// An evidence-driven stage that bakes at most `max_bake_seconds`.
+    pub fn until_conclusive(percent: f64, max_bake_seconds: u64) -> Stage {
+        Stage { bake: Bake::UntilConclusive, max_bake_seconds: Some(max_bake_seconds), ..Stage::new(percent, 0) }
+    }
+
+    pub fn is_evidence_driven(&self) -> bool {
+        self.bake == Bake::UntilConclusive
+    }
+
+    /// The longest the stage bakes before `on_insufficient_data` has a say.
+    pub fn longest_bake(&self) -> u64 {
+        match self.bake {
+            Bake::Fixed => self.bake_seconds,
+            Bake::UntilConclusive => self.max_bake_seconds.unwrap_or(self.bake_seconds),
+        }
+    }
+
+    /// The soonest it can be over: an evidence-driven stage is judged once at the least.
+    pub fn shortest_bake(&self, check_every_seconds: u64) -> u64 {
+        match self.bake {
+            Bake::Fixed => self.bake_seconds,
+            Bake::UntilConclusive => self.bake_seconds.max(check_every_seconds).min(self.longest_bake()),
+        }
     }
 
     pub fn weight(&self) -> f64 {
@@ -67,8 +125,9 @@ impl Release {
         document::parse(value)
     }
 
-    /// What running it takes at the least: each stage's bake, the time to promotion if
-    /// every stage is healthy at its first chance, and how many ticks that is.
+    /// What running it takes: each stage's bake, the time to promotion if every stage is
+    /// healthy at its first chance (and at the latest, for evidence-driven stages), and
+    /// how many ticks that is.
     pub fn plan(&self) -> Plan {
         let checks = |bake: u64| bake.div_ceil(self.check_every_seconds).max(1);
         let stages: Vec<PlannedStage> = self
@@ -76,13 +135,15 @@ impl Release {
             .iter()
             .map(|s| PlannedStage {
                 percent: s.percent,
-                bake_seconds: s.bake_seconds,
+                bake_seconds: s.shortest_bake(self.check_every_seconds),
+                max_bake_seconds: s.is_evidence_driven().then(|| s.longest_bake()),
                 approval: s.approval,
-                ticks: checks(s.bake_seconds),
+                ticks: checks(s.longest_bake()),
             })
             .collect();
         Plan {
-            earliest_promotion_seconds: self.stages.iter().map(|s| s.bake_seconds).sum(),
+            earliest_promotion_seconds: stages.iter().map(|s| s.bake_seconds).sum(),
+            latest_promotion_seconds: stages.iter().map(|s| s.max_bake_seconds.unwrap_or(s.bake_seconds)).sum(),
             ticks: 1 + stages.iter().map(|s| s.ticks).sum::<u64>(),
             waits_for_approval: self.stages.iter().any(|s| s.approval),
             stages,
@@ -160,11 +221,24 @@ impl Release {
                 }
                 _ => {}
             }
-            if stage.bake_seconds == 0 {
-                problems.add(
+            match (stage.bake, stage.max_bake_seconds) {
+                (Bake::Fixed, _) if stage.bake_seconds == 0 => problems.add(
                     &at("bake_seconds"),
                     "0: every stage must bake for at least a second, or it is promoted on no evidence",
-                );
+                ),
+                (Bake::Fixed, Some(_)) => problems.add(
+                    &at("max_bake_seconds"),
+                    "only an evidence-driven stage (\"bake\": \"until_conclusive\") has a longest bake",
+                ),
+                (Bake::UntilConclusive, None | Some(0)) => problems.add(
+                    &at("max_bake_seconds"),
+                    "required for \"bake\": \"until_conclusive\": the longest the stage waits for evidence",
+                ),
+                (Bake::UntilConclusive, Some(max)) if max < stage.bake_seconds => problems.add(
+                    &at("max_bake_seconds"),
+                    format!("{max} is below the stage's shortest bake, bake_seconds {}", stage.bake_seconds),
+                ),
+                _ => {}
             }
         }
         if self.stages.last().is_some_and(|s| s.percent != 100.0) && previous < 100.0 {
@@ -190,6 +264,26 @@ impl Rules for Release {
             problems.add("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
         }
         self.gates.check(problems);
+        self.check_evidence_driven(problems);
+    }
+}
+
+impl Release {
+    /// An evidence-driven stage needs tests that can conclude.
+    fn check_evidence_driven(&self, problems: &mut Problems) {
+        let Some(i) = self.stages.iter().position(Stage::is_evidence_driven) else {
+            return;
+        };
+        let at = format!("stages[{i}].bake");
+        if self.gates.judge != JudgeKind::Sequential {
+            problems.add(&at, "\"until_conclusive\" needs the sequential judge: a fixed-horizon test never concludes");
+        } else if !self.gates.enforce {
+            problems.add(
+                &at,
+                "\"until_conclusive\" needs enforced tests: with gates.enforce false (a dry run) the stage would \
+                 advance on tests that never act; bake for a fixed time while the judge runs dry",
+            );
+        }
     }
 }
 
@@ -197,10 +291,14 @@ impl Rules for Release {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
     pub stages: Vec<PlannedStage>,
-    /// The sum of the bakes: no release is promoted sooner.
+    /// The sum of the bakes (an evidence-driven stage's shortest): no release is promoted
+    /// sooner.
     pub earliest_promotion_seconds: u64,
-    /// Ticks (stepper invocations) to promotion: the start, then a check per
-    /// `check_every_seconds` of each bake.
+    /// The same with every evidence-driven stage at its longest: a healthy release that
+    /// never holds or waits for approval is promoted by then.
+    pub latest_promotion_seconds: u64,
+    /// Ticks (stepper invocations) to promotion at the latest: the start, then a check
+    /// per `check_every_seconds` of each bake.
     pub ticks: u64,
     /// Some stage waits for a person, so promotion takes that long too.
     pub waits_for_approval: bool,
@@ -209,7 +307,11 @@ pub struct Plan {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PlannedStage {
     pub percent: f64,
+    /// The bake; an evidence-driven stage's shortest.
     pub bake_seconds: u64,
+    /// An evidence-driven stage's longest bake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bake_seconds: Option<u64>,
     pub approval: bool,
     pub ticks: u64,
 }
@@ -240,6 +342,20 @@ pub(crate) mod tests {
         assert_eq!(plan.earliest_promotion_seconds, 3300);
         assert_eq!(plan.ticks, 1 + 15 + 15 + 15 + 10);
         assert!(!plan.waits_for_approval);
+        assert_eq!(plan.latest_promotion_seconds, 3300, "fixed bakes: the earliest is the latest");
+    }
+
+    #[test]
+    fn an_evidence_driven_plan_says_its_shortest_and_longest() {
+        let mut json = sample_json("lambda-ai-handler-42.json");
+        json["stages"][0] = serde_json::json!({"percent": 5, "bake": "until_conclusive", "max_bake_seconds": 1800});
+        json["stages"][1] = serde_json::json!({"percent": 25, "bake": "until_conclusive", "bake_seconds": 300, "max_bake_seconds": 900});
+        let plan = Release::parse(&json).unwrap().plan();
+        // At the soonest, one check (60 s), then 300 s; at the latest, 1800 and 900 s.
+        assert_eq!(plan.earliest_promotion_seconds, 60 + 300 + 900 + 600);
+        assert_eq!(plan.latest_promotion_seconds, 1800 + 900 + 900 + 600);
+        assert_eq!(plan.ticks, 1 + 30 + 15 + 15 + 10, "ticks at the latest");
+        assert_eq!(plan.stages[0].max_bake_seconds, Some(1800));
     }
 
     #[test]
@@ -260,6 +376,12 @@ pub(crate) mod tests {
             ("missing stages", Box::new(|r| drop(r.as_object_mut().unwrap().remove("stages"))), "missing field `stages`"),
             ("empty name", Box::new(|r| r["release"] = "".into()), "release: \"\": a name of 1 to 80"),
             ("spaced name", Box::new(|r| r["release"] = "ai handler 42".into()), "release: \"ai handler 42\": a name of 1 to 80 letters"),
+            ("max bake on a fixed stage", Box::new(|r| r["stages"][0]["max_bake_seconds"] = 60.into()), "stages[0].max_bake_seconds: only an evidence-driven stage"),
+            ("until conclusive without a max", Box::new(|r| r["stages"][0]["bake"] = "until_conclusive".into()), "stages[0].max_bake_seconds: required for \"bake\": \"until_conclusive\""),
+            ("max below the shortest", Box::new(|r| { r["stages"][0]["bake"] = "until_conclusive".into(); r["stages"][0]["max_bake_seconds"] = 600.into() }), "stages[0].max_bake_seconds: 600 is below the stage's shortest bake, bake_seconds 900"),
+            ("until conclusive, fixed judge", Box::new(|r| { r["stages"][0] = serde_json::json!({"percent": 5, "bake": "until_conclusive", "max_bake_seconds": 1800}); r["gates"]["judge"] = "fixed_horizon".into() }), "stages[0].bake: \"until_conclusive\" needs the sequential judge"),
+            ("until conclusive, dry run", Box::new(|r| { r["stages"][0] = serde_json::json!({"percent": 5, "bake": "until_conclusive", "max_bake_seconds": 1800}); r["gates"]["enforce"] = false.into() }), "stages[0].bake: \"until_conclusive\" needs enforced tests"),
+            ("unknown bake", Box::new(|r| r["stages"][0]["bake"] = "forever".into()), "unknown variant `forever`, expected `fixed` or `until_conclusive`"),
             ("zero bake", Box::new(|r| r["stages"][1]["bake_seconds"] = 0.into()), "stages[1].bake_seconds: 0: every stage must bake"),
             ("zero min requests", Box::new(|r| r["gates"]["min_requests"] = 0.into()), "gates.min_requests: 0: a stage whose canary served no request"),
             ("$LATEST", Box::new(|r| r["canary_version"] = "$LATEST".into()), "canary_version: must be a published version number, not $LATEST"),

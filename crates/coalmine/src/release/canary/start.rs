@@ -55,7 +55,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             percent(first.weight()),
             side(target, &progress.stable)
         );
-        let wait = release.check_every_seconds.min(first.bake_seconds.max(1));
+        let wait = release.check_every_seconds.min(first.longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, None))
     }
 
@@ -74,7 +74,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             release.stages.len(),
             percent(release.stages[stage].weight())
         );
-        let wait = release.check_every_seconds.min(release.stages[stage].bake_seconds.max(1));
+        let wait = release.check_every_seconds.min(release.stages[stage].longest_bake().max(1));
         progress.decide(self.now, Status::Advanced, wait, reason, None)
     }
 }

@@ -13,6 +13,7 @@ use crate::domain::stamp::{Request, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
 use crate::release::canary::notify as canary_notify;
+use crate::release::canary::spec::Stage;
 use crate::release::canary::CanaryTick;
 use crate::release::core::health::{holds, observe, rollback_reason};
 use crate::release::core::progress::{Progress, Status, Written};
@@ -28,6 +29,8 @@ pub(super) struct Look {
     /// An operator's `promote` (`full`, by whom): it ends the bake now.
     pub promote: Option<(bool, String)>,
     pub bake_done: bool,
+    /// The bake ended early on evidence: an evidence-driven stage's tests concluded.
+    pub concluded: bool,
     pub evidence: Evidence,
 }
 
@@ -63,7 +66,8 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             custom: &release.gates.custom,
             configs: None,
         };
-        let evidence = observe(&release.gates, self.deps.alarms, self.deps.metrics, &query, progress, self.now).await?;
+        let mut evidence =
+            observe(&release.gates, self.deps.alarms, self.deps.metrics, &query, progress, self.now).await?;
         let stamp = live.stamp.clone().unwrap_or_else(|| self.live_stamp(&stable, progress.stage, None));
         // An operator's promote ends the bake now, and goes on even on too little data:
         // their call, said in the reason. Nothing overrides an unhealthy verdict.
@@ -71,8 +75,9 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             Some(Request::Promote { full, by }) => Some((*full, by.clone())),
             _ => None,
         };
-        let bake_done = self.now >= progress.stage_entered_at + release.stages[progress.stage].bake_seconds;
-        Ok(Look { live, stamp, promote, bake_done, evidence })
+        let elapsed = self.now.saturating_sub(progress.stage_entered_at);
+        let (bake_done, concluded) = bake_over(&release.stages[progress.stage], elapsed, &mut evidence);
+        Ok(Look { live, stamp, promote, bake_done, concluded, evidence })
     }
 
     /// Roll back, keep baking (or holding), or go on: by the verdict, the bake, and what
@@ -126,7 +131,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
     /// The bake goes on, or the stage holds for want of evidence.
     fn keep_baking(&self, progress: Progress, evidence: &Evidence, holding: bool) -> Progress {
         let (check_every, stage) = (self.release.check_every_seconds, &self.release.stages[progress.stage]);
-        let remaining = (progress.stage_entered_at + stage.bake_seconds).saturating_sub(self.now);
+        let remaining = (progress.stage_entered_at + stage.longest_bake()).saturating_sub(self.now);
         let (status, wait) =
             if holding { (Status::Holding, check_every) } else { (Status::Baking, check_every.min(remaining.max(1))) };
         self.keep(progress, status, wait, evidence.summary(), Some(evidence))
@@ -192,8 +197,9 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
         self.write(&look.live, &promoted, "recording the promotion").await?;
         let stage = &self.release.stages[progress.stage];
         let reason = format!(
-            "Promoted: stage {} baked;{} {verdict}",
+            "Promoted: stage {} {};{} {verdict}",
             percent(stage.weight()),
+            baked(look, self.now.saturating_sub(progress.stage_entered_at)),
             carried_out(look, stage.approval)
         );
         Ok(self.done(progress, Status::Promoted, reason, Some(&look.evidence)))
@@ -210,8 +216,9 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
         let written = self.write(&look.live, &desired, "advancing").await?;
         let approval = release.stages[progress.stage].approval;
         let reason = format!(
-            "Stage {} baked; now at {}.{} {verdict}",
+            "Stage {} {}; now at {}.{} {verdict}",
             percent(release.stages[progress.stage].weight()),
+            baked(look, self.now.saturating_sub(progress.stage_entered_at)),
             percent(release.stages[next].weight()),
             carried_out(look, approval),
         );
@@ -219,7 +226,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
         progress.weight = release.stages[next].weight();
         progress.last_written = Written::of(&written);
         progress.stage_entered_at = self.now;
-        let wait = release.check_every_seconds.min(release.stages[next].bake_seconds.max(1));
+        let wait = release.check_every_seconds.min(release.stages[next].longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, Some(&look.evidence)))
     }
 
@@ -289,6 +296,43 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
 }
 
 /// " Approved by jane." or " Promoted by sam.": who let the stage go on, if anyone.
+/// How the bake ended, for the reason: "baked", or on evidence and when.
+fn baked(look: &Look, elapsed: u64) -> String {
+    if look.concluded {
+        format!("concluded in {}, its tests ruling out twice their tolerance", duration(elapsed))
+    } else {
+        "baked".into()
+    }
+}
+
+/// Whether the stage's bake is over after `elapsed` s, and whether it ended on evidence.
+/// An evidence-driven stage ends when its look is healthy and conclusive (not before
+/// `bake_seconds`); at its longest bake, a healthy look that did not conclude is too
+/// little evidence, and `on_insufficient_data` decides, as for too few requests.
+fn bake_over(stage: &Stage, elapsed: u64, evidence: &mut Evidence) -> (bool, bool) {
+    if !stage.is_evidence_driven() {
+        return (elapsed >= stage.bake_seconds, false);
+    }
+    let healthy = evidence.verdict == Verdict::Healthy;
+    if healthy && evidence.conclusive && elapsed >= stage.bake_seconds {
+        return (true, true);
+    }
+    if elapsed < stage.longest_bake() {
+        return (false, false);
+    }
+    if healthy {
+        evidence.verdict = Verdict::Inconclusive;
+        let unsettled = evidence.unsettled().join(", ");
+        let so_far = evidence.summary();
+        evidence.reasons = vec![format!(
+            "inconclusive after {}: {unsettled} could not yet rule out twice the tolerance; so far {}",
+            duration(elapsed),
+            so_far.trim_start_matches("healthy: ")
+        )];
+    }
+    (true, false)
+}
+
 fn carried_out(look: &Look, approval: bool) -> String {
     match &look.stamp.request {
         Some(Request::Approve { by }) if approval => format!(" Approved by {by}."),

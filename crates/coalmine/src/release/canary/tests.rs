@@ -774,3 +774,77 @@ async fn the_payload_is_the_execution_and_the_state_and_round_trips() {
     assert_eq!(ended["ending"], "invalid_release");
     assert!(ended["cause"].as_str().unwrap().contains("$LATEST"), "{ended}");
 }
+
+/// 5% and 25% until conclusive (at most 30 min each), then 100% for 5 min.
+fn evidence_driven(gates: Gates) -> Release {
+    let mut r = release(gates);
+    r.stages = vec![Stage::until_conclusive(5.0, 1800), Stage::until_conclusive(25.0, 1800), Stage::new(100.0, 300)];
+    r.validate().unwrap();
+    r
+}
+
+#[tokio::test]
+async fn an_evidence_driven_stage_advances_once_its_tests_rule_out_a_regression() {
+    let world = World::new(stable_only());
+    let r = evidence_driven(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    // 20 000 canary requests at the stable's 0.1%: enough to rule out twice it.
+    world.metrics.set((20_000.0, 20.0), (380_000.0, 380.0));
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 1), "{}", p.reason);
+    assert!(
+        p.reason.starts_with("Stage 5% concluded in 1m, its tests ruling out twice their tolerance; now at 25%."),
+        "{}",
+        p.reason
+    );
+    // The same canary on a thin stage: healthy, but it cannot yet rule out a doubling.
+    world.metrics.set((1000.0, 1.0), (20_000.0, 20.0));
+    let p = world.tick(&r, Some(p), T0 + 120).await.unwrap();
+    assert_eq!(p.status, Status::Baking, "{}", p.reason);
+    assert!(p.reason.starts_with("healthy"), "{}", p.reason);
+}
+
+#[tokio::test]
+async fn an_evidence_driven_stage_at_its_longest_bake_follows_on_insufficient_data() {
+    let world = World::new(stable_only());
+    let r = evidence_driven(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.metrics.set((1000.0, 1.0), (20_000.0, 20.0));
+    let p = world.tick(&r, Some(p), T0 + 1740).await.unwrap();
+    assert_eq!((p.status, p.wait_seconds), (Status::Baking, 60), "{}", p.reason);
+    let p = world.tick(&r, Some(p), T0 + 1800).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Holding, 0), "{}", p.reason);
+    assert!(
+        p.reason.starts_with(
+            "inconclusive after 30m: errors could not yet rule out twice the tolerance; so far canary 1000 requests"
+        ),
+        "{}",
+        p.reason
+    );
+    // Holding is still judging: evidence that comes in lets it go on.
+    world.metrics.set((20_000.0, 20.0), (380_000.0, 380.0));
+    let p = world.tick(&r, Some(p), T0 + 1860).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 1), "{}", p.reason);
+
+    for (policy, expected) in
+        [(OnInsufficientData::Rollback, Status::RolledBack), (OnInsufficientData::Proceed, Status::Advanced)]
+    {
+        let world = World::new(stable_only());
+        let r = evidence_driven(Gates { on_insufficient_data: policy, ..gates() });
+        let p = world.tick(&r, None, T0).await.unwrap();
+        world.metrics.set((1000.0, 1.0), (20_000.0, 20.0));
+        let p = world.tick(&r, Some(p), T0 + 1800).await.unwrap();
+        assert_eq!(p.status, expected, "{policy:?}: {}", p.reason);
+    }
+}
+
+#[tokio::test]
+async fn an_evidence_driven_stage_still_rolls_back_on_evidence_against_the_canary() {
+    let world = World::new(stable_only());
+    let r = evidence_driven(gates());
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.metrics.set((20_000.0, 200.0), (380_000.0, 380.0));
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack, "{}", p.reason);
+    assert_eq!(world.live().canary_weight, 0.0);
+}

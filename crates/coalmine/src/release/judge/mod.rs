@@ -72,6 +72,12 @@ impl Evidence {
     pub fn summary(&self) -> String {
         self.reasons.join("; ")
     }
+
+    /// The enforced tests that have not yet shown, in this stage, that the canary is no
+    /// worse than twice their tolerance.
+    pub fn unsettled(&self) -> Vec<&str> {
+        self.tests.iter().filter(|t| t.enforced && !t.settled()).map(|t| t.name.as_str()).collect()
+    }
 }
 
 /// Gate alarms only: any in ALARM (or INSUFFICIENT_DATA when so configured, or missing)

@@ -52,7 +52,9 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
         evidence.verdict = Verdict::Inconclusive;
         evidence.reasons.push(silent);
     } else {
-        evidence.conclusive = evidence.tests.iter().filter(|t| t.enforced).all(Standing::settled);
+        // Nothing enforced settles nothing: such a stage bakes to its longest.
+        let mut enforced = evidence.tests.iter().filter(|t| t.enforced).peekable();
+        evidence.conclusive = enforced.peek().is_some() && enforced.all(Standing::settled);
         let ways: Vec<String> = evidence
             .tests
             .iter()
