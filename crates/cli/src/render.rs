@@ -176,8 +176,14 @@ pub fn bake(release: &Release, progress: &Progress, now: u64) -> Option<String> 
         return None;
     }
     let stage = release.stages.get(progress.stage)?;
-    let elapsed = now.saturating_sub(progress.stage_entered_at).min(stage.bake_seconds);
-    let filled = (elapsed * 20).checked_div(stage.bake_seconds).unwrap_or(20) as usize;
+    let longest = stage.longest_bake();
+    let elapsed = now.saturating_sub(progress.stage_entered_at).min(longest);
+    let filled = (elapsed * 20).checked_div(longest).unwrap_or(20) as usize;
+    let of = if stage.is_evidence_driven() {
+        format!("at most {} (until conclusive)", duration(longest))
+    } else {
+        duration(longest)
+    };
     let last_check = progress.history.last().map_or(progress.stage_entered_at, |d| d.at);
     let next = (last_check + progress.wait_seconds).saturating_sub(now);
     Some(format!(
@@ -185,7 +191,7 @@ pub fn bake(release: &Release, progress: &Progress, now: u64) -> Option<String> 
         "#".repeat(filled),
         ".".repeat(20 - filled),
         duration(elapsed),
-        duration(stage.bake_seconds),
+        of,
         percent(stage.weight()),
         duration(next)
     ))
@@ -296,6 +302,9 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
     let mut lines = vec![header(run)];
     if let (Some(document), Some(progress)) = (&run.release, &run.progress) {
         lines.extend(timeline(document.stages(), progress));
+        if let Some(dry_run) = &progress.dry_run {
+            lines.push(format!("  dry run: {}", dry_run.describe()));
+        }
         if let Document::Canary(release) = document {
             lines.extend(bake(release, progress, now).filter(|_| run.running()));
         }
@@ -429,6 +438,29 @@ mod tests {
         let status = status(&run, 2000);
         assert_eq!(status.last().unwrap(), "  now: version 2 serves all traffic, no canary", "{status:#?}");
         assert!(status.iter().any(|l| l.contains("weight      ▁█▁")), "the chart ends at the weight left: {status:#?}");
+    }
+
+    #[test]
+    fn status_says_where_a_dry_run_would_have_rolled_back() {
+        let mut run = rolled_back_at_100();
+        let progress = run.progress.as_mut().unwrap();
+        progress.dry_run = Some(coalmine::release::core::progress::DryRun {
+            stage: 0,
+            weight: 0.05,
+            at: 1040,
+            after_seconds: 840,
+            on: vec!["OutputTokens".into()],
+            detail: "canary OutputTokens above the stable's".into(),
+        });
+        let status = status(&run, 2000);
+        assert!(
+            status.contains(
+                &"  dry run: would have rolled back at stage 1 (5%), 14m in, on OutputTokens (canary OutputTokens \
+                  above the stable's)"
+                    .to_owned()
+            ),
+            "{status:#?}"
+        );
     }
 
     #[test]

@@ -612,24 +612,12 @@ mod stepper {
         let router = lambda_router(&[&get, &update]);
         let release = Release { gates: Gates::default(), ..lambda_release() };
         let t0 = 1_800_000_000;
-        let progress = Progress {
-            stage: 0,
+        let progress: Progress = Progress {
             weight: 0.05,
-            stable: "41".into(),
-            last_written: Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05 },
-            started_at: t0,
-            stage_entered_at: t0,
-            holding_since: None,
-            awaiting_since: None,
             status: Status::Baking,
-            rolled_back_by: None,
             wait_seconds: 60,
-            reason: String::new(),
             ticks: 5,
-            history: Vec::new(),
-            history_dropped: 0,
-            samples: Vec::new(),
-            kind: crate::release::core::progress::Plain::default(),
+            ..Progress::new("41", Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05 }, t0)
         };
         let metrics = Metrics::default();
         metrics.set((1000.0, 0.0), (20_000.0, 10.0));

@@ -144,6 +144,7 @@ pub async fn abort(
         stage: stage.min(release.stages.len() - 1),
         before: outcome.before(),
         after: outcome.after(),
+        dry_run: None,
     });
     notifier.publish(&message).await.map_err(|e| Error::Incomplete {
         summary: format!("release {} was rolled back, but the team's message was not sent: {e}", release.release),

@@ -6,6 +6,7 @@ use crate::domain::cause::RolledBackBy;
 use crate::domain::split::Split;
 use crate::ports::{Notification, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
 use crate::release::canary::spec::Release;
+use crate::release::core::progress::DryRun;
 use crate::release::judge::Evidence;
 use crate::text::{describe, duration, execution_link, field, percent, subject};
 
@@ -21,10 +22,12 @@ pub struct Stopped<'a> {
     pub stage: usize,
     pub before: &'a Split,
     pub after: &'a Split,
+    /// Where a test that is not enforced would have rolled back, if one would have.
+    pub dry_run: Option<&'a DryRun>,
 }
 
 pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
-    let Stopped { release, execution, by, why, evidence, stage, before, after } = stopped;
+    let Stopped { release, execution, by, why, evidence, stage, before, after, dry_run } = stopped;
     let target = &release.target;
     let name = &release.release;
     let at = format!("stage {} of {} ({})", stage + 1, release.stages.len(), percent(release.stages[*stage].weight()));
@@ -65,6 +68,9 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
     if let Some(line) = evidence.and_then(|e| e.metrics_line()) {
         field(&mut body, "Evidence", &line);
     }
+    if let Some(dry_run) = dry_run {
+        field(&mut body, "Dry run", &dry_run.describe());
+    }
     if let Some(link) = execution_link(execution, execution) {
         field(&mut body, "Execution", &link);
     }
@@ -91,6 +97,40 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
         body,
         attributes: vec![
             (ATTR_EVENT, "rolled_back".to_owned()),
+            (ATTR_TARGET, target.to_string()),
+            (ATTR_RELEASE, name.clone()),
+        ],
+    }
+}
+
+/// A promoted release whose dry run would have rolled it back: the team decides whether
+/// the gate is right before it enforces it. (A promotion the dry run had nothing against
+/// is not worth a message.)
+pub fn promoted_despite_dry_run(release: &Release, execution: &str, dry_run: &DryRun, verdict: &str) -> Notification {
+    let (target, name) = (&release.target, &release.release);
+    let mut body = format!(
+        "Release {name} was promoted on {target}, but a gate that is not enforced (a dry run) would have rolled it \
+         back: had it been enforced, the release would have stopped where the dry run says.\n\n"
+    );
+    field(&mut body, "Release", name);
+    field(&mut body, "Target", &target.to_string());
+    field(&mut body, "Dry run", &dry_run.describe());
+    field(&mut body, "Verdict", verdict);
+    if let Some(link) = execution_link(execution, execution) {
+        field(&mut body, "Execution", &link);
+    }
+    body.push('\n');
+    field(
+        &mut body,
+        "Next",
+        "If the model really was worse on it, enforce the gate (drop \"enforce\": false); if not, its limit is too \
+         tight for this traffic. Nothing rolls back now: the release is promoted.",
+    );
+    Notification {
+        subject: subject(&format!("coalmine: {name} promoted on {target}; a dry-run gate would have rolled it back")),
+        body,
+        attributes: vec![
+            (ATTR_EVENT, "promoted_dry_run".to_owned()),
             (ATTR_TARGET, target.to_string()),
             (ATTR_RELEASE, name.clone()),
         ],

@@ -128,6 +128,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             stage: progress.stage,
             before: &before,
             after: &live,
+            dry_run: progress.dry_run.as_ref(),
         });
         self.deps
             .notifier
@@ -176,6 +177,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             stage: progress.stage,
             before: outcome.before(),
             after: outcome.after(),
+            dry_run: progress.dry_run.as_ref(),
         });
         // The rollback stands whatever happens to the message; a failed message fails the
         // tick so the state machine's retry (which finds the rollback in the stamp) re-sends it.

@@ -61,6 +61,7 @@ pub async fn safety_rollback(
                     stage,
                     before: done.before(),
                     after: done.after(),
+                    dry_run: progress.and_then(|p| p.dry_run.as_ref()),
                 });
                 notifier.publish(&message).await.map_err(|e| unsent(&release.release, "the rollback's message", e))?;
             }

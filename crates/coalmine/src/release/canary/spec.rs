@@ -396,6 +396,7 @@ pub(crate) mod tests {
             ("zero check", Box::new(|r| r["check_every_seconds"] = 0.into()), "check_every_seconds: 0 is outside 1..=86400"),
             ("error rate > 1", Box::new(|r| r["gates"]["max_error_rate"] = 5.into()), "gates.max_error_rate: 5 is not a fraction in [0, 1]"),
             ("negative p95", Box::new(|r| r["gates"]["max_p95_latency_ms"] = (-1).into()), "gates.max_p95_latency_ms: -1 must be a number >= 0"),
+            ("dry run, fixed judge", Box::new(|r| { r["gates"]["judge"] = "fixed_horizon".into(); r["gates"]["max_error_rate_ratio"] = serde_json::Value::Null; r["gates"]["enforce"] = false.into() }), "gates.enforce: false: a dry run is the sequential judge's"),
             ("bad policy", Box::new(|r| r["gates"]["on_insufficient_data"] = "panic".into()), "unknown variant `panic`, expected one of `hold`, `rollback`, `proceed`"),
             ("fractions", Box::new(|r| { for (i, p) in [0.05, 0.25, 0.5, 1.0].iter().enumerate() { r["stages"][i]["percent"] = (*p).into(); } }), "stages[0].percent: 0.05 looks like a fraction of 1, but percent counts to 100: write 5 for 5%"),
             ("kindless target", Box::new(|r| r["target"] = serde_json::json!({"function": "ai-handler", "alias": "live"})), "a Lambda target names its kind: {\"lambda\": {\"function\": ..., \"alias\": ...}}"),

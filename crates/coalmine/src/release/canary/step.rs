@@ -6,6 +6,8 @@
 //! picks up what the failed attempt wrote, and the safety rollback undoes only traffic
 //! this execution moved.
 
+use tracing::warn;
+
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
@@ -187,7 +189,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
         self.write(&look.live, &desired, "promoting").await?;
         progress.weight = self.release.stages[last].weight();
         let reason = format!("Promoted by {by} (promote --full) from {}; {verdict}", self.stage_text(progress.stage));
-        Ok(self.done(progress, Status::Promoted, reason, Some(&look.evidence)))
+        Ok(self.promoted(progress, reason, look, verdict).await)
     }
 
     /// The last stage baked: recorded on the target first, so that from here on an alarm
@@ -202,7 +204,22 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             baked(look, self.now.saturating_sub(progress.stage_entered_at)),
             carried_out(look, stage.approval)
         );
-        Ok(self.done(progress, Status::Promoted, reason, Some(&look.evidence)))
+        Ok(self.promoted(progress, reason, look, verdict).await)
+    }
+
+    /// The release ends promoted (already recorded on the target). A dry run that would
+    /// have rolled it back is told to the team; that message is best effort, as nothing
+    /// about the traffic waits on it.
+    async fn promoted(&self, progress: Progress, reason: String, look: &Look, verdict: &str) -> Progress {
+        let mut progress = self.done(progress, Status::Promoted, reason, Some(&look.evidence));
+        if let Some(dry_run) = &progress.dry_run {
+            let message = canary_notify::promoted_despite_dry_run(self.release, self.execution, dry_run, verdict);
+            if let Err(e) = self.deps.notifier.publish(&message).await {
+                warn!(release = %self.release.release, "the dry run's message was not sent: {e}");
+                progress.reason.push_str(&format!(" (the team's message about the dry run was not sent: {e})"));
+            }
+        }
+        progress
     }
 
     /// The next stage, written conditionally on the read.

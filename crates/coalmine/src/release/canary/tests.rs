@@ -848,3 +848,73 @@ async fn an_evidence_driven_stage_still_rolls_back_on_evidence_against_the_canar
     assert_eq!(p.status, Status::RolledBack, "{}", p.reason);
     assert_eq!(world.live().canary_weight, 0.0);
 }
+
+#[tokio::test]
+async fn a_dry_run_judges_says_and_never_acts_and_the_team_hears_where_it_would_have() {
+    let world = World::new(stable_only());
+    let r = release(Gates { enforce: false, ..gates() });
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let p = world.tick(&r, Some(p), T0 + 300).await.unwrap();
+    assert_eq!(p.dry_run, None, "nothing found yet");
+    // Ten times the stable's error rate from the second stage on.
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    world.metrics.set((1000.0, 10.0), (20_000.0, 20.0));
+    let p = world.tick(&r, Some(p), T0 + 840).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Baking, 1), "{}", p.reason);
+    assert!(p.reason.contains("dry run: would roll back: canary error rate"), "{}", p.reason);
+    assert_eq!(world.live().canary_weight, 0.25, "a dry run never moves traffic");
+    let found = p.dry_run.clone().unwrap();
+    assert_eq!((found.stage, found.weight, found.after_seconds, found.at), (1, 0.25, 240, T0 + 840));
+    assert_eq!(found.on, ["errors"], "1% is within max_error_rate 5%");
+
+    let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
+    let p = world.tick(&r, Some(p), T0 + 1500).await.unwrap();
+    assert_eq!(p.status, Status::Promoted, "{}", p.reason);
+    assert!(
+        p.reason.contains(". Dry run: would have rolled back at stage 2 (25%), 4m in, on errors (canary"),
+        "{}",
+        p.reason
+    );
+    assert_eq!(p.dry_run.as_ref().map(|d| d.at), Some(T0 + 840), "the first finding is kept");
+    let sent = world.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0].subject,
+        "coalmine: ai-handler-42 promoted on lambda:ai-handler:live; a dry-run gate would have rolled it back"
+    );
+    assert!(
+        sent[0].body.contains("would have rolled back at stage 2 (25%), 4m in, on errors (canary error rate"),
+        "{}",
+        sent[0].body
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_message_says_what_a_dry_run_found_before() {
+    let world = World::new(stable_only());
+    let mut g = gates();
+    g.custom = vec![crate::domain::metrics::CustomGate {
+        max_increase_ratio: Some(0.2),
+        enforce: false,
+        dimensions: [("Version".to_owned(), "{version}".to_owned())].into(),
+        ..crate::domain::metrics::CustomGate::new("AIService", "SchemaFailures", "Sum")
+    }];
+    let r = release(g);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let mut snapshot = world.metrics.snapshot.lock().unwrap().clone();
+    snapshot.canary.custom = vec![Some(60.0)];
+    snapshot.stable.custom = vec![Some(20.0)];
+    world.metrics.put(snapshot);
+    let p = world.tick(&r, Some(p), T0 + 120).await.unwrap();
+    assert_eq!(p.status, Status::Baking, "{}", p.reason);
+    assert_eq!(p.dry_run.as_ref().map(|d| d.on.clone()), Some(vec!["SchemaFailures".to_owned()]), "{}", p.reason);
+    world.alarms.set("errors", AlarmState::Alarm);
+    let p = world.tick(&r, Some(p), T0 + 180).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack);
+    let sent = world.sent();
+    assert!(
+        sent[0].body.contains("would have rolled back at stage 1 (5%), 2m in, on SchemaFailures"),
+        "{}",
+        sent[0].body
+    );
+}

@@ -212,6 +212,12 @@ impl Gates {
             add("false_rollback_rate", format!("{} is outside (0, 0.2]", self.false_rollback_rate));
         }
         if self.judge != JudgeKind::Sequential {
+            let dry = (!self.enforce)
+                .then(|| "enforce".to_owned())
+                .or_else(|| self.custom.iter().position(|g| !g.enforce).map(|i| format!("custom[{i}].enforce")));
+            if let Some(field) = dry {
+                add(&field, "false: a dry run is the sequential judge's; drop \"judge\": \"fixed_horizon\"".into());
+            }
             return;
         }
         if let Some(margin) = self.max_error_rate_increase {

@@ -11,7 +11,8 @@ use crate::release::judge::{alarm_evidence, fixed, judge_alarms, Evidence, Stage
 
 /// The gate alarms first (a firing one is enough, and no metric is read), then the
 /// metrics of `query`. The sequential judge weighs every stage so far: this stage's
-/// sample joins `progress.samples`.
+/// sample joins `progress.samples`; the first finding of a dry run is kept in
+/// `progress.dry_run`.
 pub async fn observe<X>(
     gates: &Gates,
     alarms: &impl AlarmSource,
@@ -25,14 +26,16 @@ pub async fn observe<X>(
         return Ok(alarm_evidence(gates, &states, None));
     }
     let snapshot = metrics.fetch(query).await?;
-    Ok(match gates.judge {
+    let evidence = match gates.judge {
         JudgeKind::FixedHorizon => fixed::judge(gates, &states, Some(&snapshot)),
         JudgeKind::Sequential => {
             let seconds = now.saturating_sub(query.start_epoch);
             progress.keep_sample(StageSample { stage: progress.stage, seconds, metrics: snapshot });
             judge_sequential(gates, &states, &progress.samples)
         }
-    })
+    };
+    progress.note_dry_run(&evidence, now);
+    Ok(evidence)
 }
 
 /// Why to roll back now, if the look says so: an unhealthy verdict at any time; an

@@ -8,6 +8,7 @@ use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
 use crate::release::judge::{Evidence, StageSample};
+use crate::text::{duration, percent};
 
 /// The history kept in the execution's state (whose payload is capped at 256 KB): the
 /// latest decisions, with a count of those dropped.
@@ -120,8 +121,40 @@ pub struct Progress<X = Plain> {
     /// from tick to tick and across stages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<StageSample>,
+    /// The first check at which a test that is not enforced would have rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRun>,
     #[serde(flatten)]
     pub kind: X,
+}
+
+/// Where a dry run would have acted: what a team reads before it enforces a gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DryRun {
+    /// 0-based.
+    pub stage: usize,
+    pub weight: f64,
+    pub at: u64,
+    /// Into the stage.
+    pub after_seconds: u64,
+    /// The tests, as a person names them.
+    pub on: Vec<String>,
+    /// What they found, with the numbers.
+    pub detail: String,
+}
+
+impl DryRun {
+    /// "would have rolled back at stage 2 (25%), 14m in, on OutputTokens p50 (canary ...)".
+    pub fn describe(&self) -> String {
+        format!(
+            "would have rolled back at stage {} ({}), {} in, on {} ({})",
+            self.stage + 1,
+            percent(self.weight),
+            duration(self.after_seconds),
+            self.on.join(", "),
+            self.detail
+        )
+    }
 }
 
 impl<X: Default> Progress<X> {
@@ -144,6 +177,7 @@ impl<X: Default> Progress<X> {
             history: Vec::new(),
             history_dropped: 0,
             samples: Vec::new(),
+            dry_run: None,
             kind: X::default(),
         }
     }
@@ -189,8 +223,31 @@ impl<X> Progress<X> {
     }
 
     /// The last decision: the release ends, and `reason` is the execution's cause.
+    /// A dry run that found something is said in it too.
     pub fn finish(self, now: u64, status: Status, reason: String, evidence: Option<&Evidence>) -> Self {
-        self.decide(now, status, 0, reason, evidence)
+        let mut ended = self.decide(now, status, 0, reason, evidence);
+        if let Some(dry_run) = &ended.dry_run {
+            ended.reason = format!("{}. Dry run: {}", ended.reason.trim_end_matches('.'), dry_run.describe());
+            if let Some(last) = ended.history.last_mut() {
+                last.reason.clone_from(&ended.reason);
+            }
+        }
+        ended
+    }
+
+    /// Keeps the first check at which a test that is not enforced would have rolled back.
+    pub fn note_dry_run(&mut self, evidence: &Evidence, now: u64) {
+        if evidence.dry_run.is_empty() || self.dry_run.is_some() {
+            return;
+        }
+        self.dry_run = Some(DryRun {
+            stage: self.stage,
+            weight: self.weight,
+            at: now,
+            after_seconds: now.saturating_sub(self.stage_entered_at),
+            on: evidence.tests.iter().filter(|t| !t.enforced && t.rejects()).map(|t| t.name.clone()).collect(),
+            detail: evidence.dry_run.join("; "),
+        });
     }
 
     /// The current stage's metrics so far replace its previous sample; a new stage
