@@ -20,6 +20,7 @@ use evalues::Standing;
 mod custom;
 pub mod evalues;
 pub mod fixed;
+pub mod power;
 pub mod sequential;
 mod weigh;
 
