@@ -3,12 +3,13 @@
 //! reports every check). One set of rules for both.
 
 use crate::domain::error::{Error, Result};
-use crate::domain::metrics::GateKind;
+use crate::domain::metrics::{GateKind, SideMetrics};
 use crate::domain::split::Split;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, TrafficRouter};
 use crate::release::canary::spec::Release;
 use crate::release::core::preflight::{alarm_checks, not_ready, Check};
-use crate::text::{describe, percent, side};
+use crate::release::judge::power::{power, Sees, Traffic as Power, POWER};
+use crate::text::{describe, duration, pct, percent, side};
 
 /// Reads the target: a typo in a name, or a target the stack may not touch, is an
 /// invalid release, said with what to check.
@@ -74,15 +75,62 @@ pub async fn checks(
 /// stage will see, and each custom gate's metric. A stable that served nothing leaves
 /// the judge nothing to go on. Advice, never a refusal.
 pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl MetricSource, now: u64) -> Check {
-    let found = match recent_traffic(release, live, metrics, now).await {
-        Ok(traffic) => traffic_check(release, live, traffic),
-        Err(e) => Err(e),
+    let found = async {
+        let traffic = recent_traffic(release, live, metrics, now).await?;
+        let line = traffic_check(release, live, traffic.as_ref())?;
+        let stable = custom_data_check(release, live, metrics, now).await?;
+        let sees = traffic.and_then(|t| sees(release, t.per_minute, &stable));
+        Ok(match sees {
+            Some(sees) => format!("{line}. {sees}"),
+            None => line,
+        })
     };
-    let found = match found {
-        Ok(line) => custom_data_check(release, live, metrics, now).await.map(|()| line),
-        Err(e) => Err(e),
+    Check { advisory: true, ..Check::new("the metrics the judge needs", found.await) }
+}
+
+/// What the release can see on the stable's recent traffic, in a sentence; `None` when
+/// no power can be stated (the fixed-horizon judge).
+pub fn sees(release: &Release, per_minute: f64, stable: &SideMetrics) -> Option<String> {
+    let stages: Vec<(f64, u64)> = release.stages.iter().map(|s| (s.weight(), s.longest_bake())).collect();
+    let power = power(&release.gates, &Power { per_minute, stable, stages: &stages })?;
+    let ratio = |r: Option<f64>, max: &str| r.map_or(format!("not even {max}"), |r| format!("{r:.2}x"));
+    let both = |s: &Sees| {
+        let latency = match (release.gates.max_p95_increase_ratio, s.latency_shift) {
+            (None, _) => String::new(),
+            (Some(_), l) => format!(", latency {}", ratio(l, "3x")),
+        };
+        format!("errors {}{latency}", ratio(s.error_ratio, "10x"))
     };
-    Check { advisory: true, ..Check::new("the metrics the judge needs", found) }
+    let per_stage: Vec<String> = release
+        .stages
+        .iter()
+        .zip(&power.stages)
+        .map(|(stage, s)| format!("{} alone {}", percent(stage.weight()), both(s)))
+        .collect();
+    let doubled = match power.doubled_errors_by {
+        Some(at) => format!("a 2x error rate is seen {} into the release", duration(at)),
+        None => {
+            let needs: Vec<String> = release
+                .stages
+                .iter()
+                .zip(&power.doubled_errors_needs)
+                .map(|(stage, n)| {
+                    format!("{} {}", percent(stage.weight()), n.map_or("more than a week".into(), duration))
+                })
+                .collect();
+            format!(
+                "a 2x error rate is not seen before promotion; to see it, a stage alone would need to bake: {}",
+                needs.join(", ")
+            )
+        }
+    };
+    Some(format!(
+        "With {:.0}% power at false_rollback_rate {}, the release sees a canary worse than the stable by {} ({}); {doubled}",
+        POWER * 100.0,
+        pct(release.gates.false_rollback_rate),
+        both(&power.release),
+        per_stage.join("; ")
+    ))
 }
 
 /// The stable's requests a minute over the minutes it served in the last hour, from its
@@ -108,8 +156,8 @@ pub async fn recent_traffic(
     Ok((requests > 0.0).then(|| Traffic { per_minute: requests / minutes as f64, minutes }))
 }
 
-fn traffic_check(release: &Release, live: &Split, traffic: Option<Traffic>) -> Result<String> {
-    let Some(Traffic { per_minute, minutes }) = traffic else {
+fn traffic_check(release: &Release, live: &Split, traffic: Option<&Traffic>) -> Result<String> {
+    let Some(&Traffic { per_minute, minutes }) = traffic else {
         return Err(Error::Refused(format!(
             "{} served no request in the last hour: the judge would have no evidence; send traffic first",
             side(&release.target, &live.stable)
@@ -137,11 +185,14 @@ fn traffic_check(release: &Release, live: &Split, traffic: Option<Traffic>) -> R
     ))
 }
 
-/// A custom gate whose metric the stable never published cannot judge the canary.
-async fn custom_data_check(release: &Release, live: &Split, metrics: &impl MetricSource, now: u64) -> Result<()> {
-    if release.gates.custom.is_empty() {
-        return Ok(());
-    }
+/// A custom gate whose metric the stable never published cannot judge the canary. The
+/// stable's last hour, read for it, also says what the release can see.
+async fn custom_data_check(
+    release: &Release,
+    live: &Split,
+    metrics: &impl MetricSource,
+    now: u64,
+) -> Result<SideMetrics> {
     let query = MetricQuery {
         target: &release.target,
         canary: &live.stable,
@@ -169,6 +220,6 @@ async fn custom_data_check(release: &Release, live: &Split, metrics: &impl Metri
                 side(&release.target, &live.stable)
             )))
         }
-        None => Ok(()),
+        None => Ok(snapshot.stable),
     }
 }

@@ -42,8 +42,9 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
         progress.weight = first.weight();
         // Too little traffic to judge is said up front, not found out after a silent hold.
         let traffic = preflight::metrics_check(release, &live, self.deps.metrics, now).await;
+        // What the release can see is said up front too: a shape blind to a 2x error rate.
         let warning = match &traffic.found {
-            Ok(_) => String::new(),
+            Ok(line) => format!("; {line}"),
             Err(e) => {
                 warn!(release = %release.release, target = %target, decision = "low_traffic", "{e}");
                 format!(". Warning: {}", e.to_string().trim_start_matches("refused: "))

@@ -110,7 +110,20 @@ async fn the_first_tick_records_stable_and_stamps_the_alias_with_this_execution(
         ("Release:ai-handler-42", "41", Phase::Live, Some((1, 3)))
     );
     assert_eq!(world.router.write_count(), 1);
-    assert_eq!(p.reason, "Started: version 42 at 5% beside version 41");
+    let (started, sees) = p.reason.split_once(". With 80% power").expect("says what the release can see");
+    assert_eq!(
+        started,
+        "Started: version 42 at 5% beside version 41; stable: 333 requests a minute over the last hour; about 167 \
+         for the canary in its first stage"
+    );
+    assert!(sees.contains("the release sees a canary worse than the stable by errors 8.31x"), "{sees}");
+    assert!(
+        sees.ends_with(
+            "a 2x error rate is not seen before promotion; to see it, a stage alone would need to bake: 5% \
+         29h20m, 25% 7h35m"
+        ),
+        "at 333 requests a minute, how long the stages would need: {sees}"
+    );
 }
 
 #[tokio::test]
