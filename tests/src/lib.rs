@@ -3,11 +3,12 @@
 //! tagged alarms, sample events rewritten for a test's own names, and the real
 //! bootstraps created as functions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
 use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
@@ -18,8 +19,10 @@ use coalmine::domain::mapping::TargetMapping;
 use coalmine::domain::stamp::Stamp;
 use coalmine::ports::{EndpointDeployments, TrafficRouter};
 use coalmine::release::core::StepDeps;
+use coalmine::release::judge::evalues::inverse_normal_cdf;
 use coalmine::Split;
 use coalmine::Target;
+use coalmine_emf::Metrics;
 use serde_json::Value;
 
 pub const ACCOUNT: &str = "000000000000";
@@ -810,5 +813,112 @@ impl EndpointDeployments for Interloper<'_> {
 
     async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> coalmine::Result<()> {
         self.inner.stamp_endpoint(endpoint, stamp).await
+    }
+}
+
+impl LocalAws {
+    /// What CloudWatch Logs does with EMF lines: one PutMetricData per metric, values as
+    /// the lines gave them.
+    pub async fn publish_emf(&self, lines: &[String]) {
+        type Key = (String, Vec<(String, String)>, String, String);
+        let mut series: BTreeMap<Key, (i64, Vec<f64>)> = BTreeMap::new();
+        for line in lines {
+            let v: Value = serde_json::from_str(line).expect("an EMF line is JSON");
+            let at = v["_aws"]["Timestamp"].as_i64().expect("a timestamp") / 1000;
+            for directive in v["_aws"]["CloudWatchMetrics"].as_array().expect("directives") {
+                let namespace = directive["Namespace"].as_str().expect("a namespace").to_owned();
+                for set in directive["Dimensions"].as_array().expect("dimension sets") {
+                    let dims: Vec<(String, String)> = set
+                        .as_array()
+                        .expect("a dimension set")
+                        .iter()
+                        .map(|d| {
+                            let name = d.as_str().expect("a dimension name");
+                            (name.to_owned(), v[name].as_str().expect("the dimension's value").to_owned())
+                        })
+                        .collect();
+                    for metric in directive["Metrics"].as_array().expect("metrics") {
+                        let name = metric["Name"].as_str().expect("a name").to_owned();
+                        let unit = metric["Unit"].as_str().unwrap_or("None").to_owned();
+                        let value = v[&name].as_f64().expect("the metric's value");
+                        series
+                            .entry((namespace.clone(), dims.clone(), name, unit))
+                            .or_insert((at, Vec::new()))
+                            .1
+                            .push(value);
+                    }
+                }
+            }
+        }
+        for ((namespace, dims, name, unit), (at, values)) in series {
+            let dims: Vec<Dimension> =
+                dims.iter().map(|(n, v)| Dimension::builder().name(n).value(v).build()).collect();
+            // PutMetricData takes at most 150 values a datum.
+            for chunk in values.chunks(150) {
+                let datum = MetricDatum::builder()
+                    .metric_name(&name)
+                    .set_dimensions(Some(dims.clone()))
+                    .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_secs(at))
+                    .unit(StandardUnit::from(unit.as_str()))
+                    .set_values(Some(chunk.to_vec()))
+                    .build();
+                self.cloudwatch.put_metric_data().namespace(&namespace).metric_data(datum).send().await.expect("put");
+            }
+        }
+    }
+}
+
+/// The EMF lines of `requests` answers of `version`: tokens lognormal (sigma 0.5) at
+/// `tokens_median`, response length at 1200, 2% failing the schema, feedback on every
+/// tenth answer and a thumbs-down on every fifth piece of it.
+pub fn answers(
+    namespace: &str,
+    function: &str,
+    version: &str,
+    requests: usize,
+    tokens_median: f64,
+    at_ms: u64,
+) -> Vec<String> {
+    (0..requests)
+        .map(|i| {
+            let z = inverse_normal_cdf((i as f64 + 0.5) / requests as f64);
+            // A different order for the length, so the two are not the same sequence.
+            let zl = inverse_normal_cdf(((i * 7919) % requests) as f64 / requests as f64 + 0.5 / requests as f64);
+            let mut metrics = Metrics::for_function(namespace, function, version)
+                .output_tokens((tokens_median * (0.5 * z).exp()).round())
+                .response_length((1200.0 * (0.6 * zl).exp()).round())
+                .schema_failure(i % 50 == 0);
+            if i % 10 == 0 {
+                metrics = metrics.feedback(i % 50 == 0);
+            }
+            metrics.line(at_ms)
+        })
+        .collect()
+}
+
+impl LocalAws {
+    /// A model handler's answers as its EMF lines would publish them, every half second
+    /// until dropped: `per_put` output-token counts for each side, the canary's median
+    /// `canary_tokens` against the stable's 400.
+    pub fn pump_answers(&self, target: &Target, namespace: &str, canary_tokens: f64, per_put: usize) -> Traffic {
+        let local = LocalAws::from_sdk(self.sdk.clone());
+        let (aws, _) = local.adapters("arn:aws:sns:us-east-1:000000000000:unused");
+        let (target, namespace) = (target.clone(), namespace.to_owned());
+        let Target::Lambda(alias) = &target else { panic!("answers are published by a Lambda handler") };
+        let function = alias.function.clone();
+        Traffic(tokio::spawn(async move {
+            loop {
+                if let Ok(split) = aws.router.read(&target).await {
+                    let at =
+                        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+                    let mut lines = answers(&namespace, &function, &split.stable, per_put, 400.0, at);
+                    if let Some(canary) = split.canary.as_deref().filter(|_| !split.canary_is_zero()) {
+                        lines.extend(answers(&namespace, &function, canary, per_put, canary_tokens, at));
+                    }
+                    local.publish_emf(&lines).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }))
     }
 }

@@ -108,8 +108,29 @@ async fn main() {
     drop(traffic);
     println!();
 
-    // 5. A healthy release of a SageMaker model: a canary variant climbs to 100%.
-    say("5. a SageMaker endpoint's canary variant");
+    // 5. An AI metric: the new model answers with twice the tokens; the judge sees it.
+    say("5. version 6 answers with twice the output tokens (published per version with coalmine-emf)");
+    local.set_alarm(&alarm, StateValue::Ok).await;
+    let version = local.publish_next_version(&function).await;
+    let release = name("ai-handler-v6");
+    let namespace = name("AIService");
+    let mut json = lambda_release(&release, &function, &version, &alarm, &[(5, 600), (25, 600), (100, 600)]);
+    json["gates"]["custom"] = json!([{
+        "namespace": namespace, "metric": "OutputTokens", "stat": "Average", "max_increase_ratio": 0.2,
+        "dimensions": {"FunctionName": function, "Version": "{version}"}
+    }]);
+    let traffic = local.pump_healthy_traffic(&target, &version).await;
+    let answers = local.pump_answers(&target, &namespace, 800.0, 40);
+    shell.run(&["start", &shell.write(&json)]).await;
+    let told = show_messages(&inbox, 1).await;
+    shell.until_ended(&local, &release).await;
+    shell.run(&["status", &release]).await;
+    drop((traffic, answers));
+    print_message(told.first());
+    println!();
+
+    // 6. A healthy release of a SageMaker model: a canary variant climbs to 100%.
+    say("6. a SageMaker endpoint's canary variant");
     let endpoint = name("ai-model-endpoint");
     let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
     let release = json!({
