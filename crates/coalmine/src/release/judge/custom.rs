@@ -175,9 +175,18 @@ impl Tests<'_> {
         let (past, all) = proportions.iter().fold((0.0, 0.0), |(p, n), (_, b)| (p + b.count, n + b.trials));
         let batches = Self::proportion_batches(proportions);
         let (test, name, what) = past_names(i, gate, level, up, limit);
+        // The two values at the level, as the stage last read them: what a person checks.
+        let last = self.samples.len().saturating_sub(1);
+        let canary_at =
+            self.samples.last().and_then(|s| s.metrics.canary.custom_percentiles.get(i)?.get(at?).copied().flatten());
+        let values = match (canary_at, stable_at(last)) {
+            (Some(c), Some(s)) => format!("; p{level} canary {c:.0}, stable {s:.0}"),
+            (Some(c), None) => format!("; p{level} canary {c:.0}"),
+            _ => String::new(),
+        };
         self.standing(test, name, batches, share_detect(p0), |e| {
             format!(
-                "canary {} {what} on {:.0}% of {} values (its p{level} within it allows {:.0}%): {e}",
+                "canary {} {what} on {:.0}% of {} values (its p{level} within it allows {:.0}%{values}): {e}",
                 gate.name(),
                 if all > 0.0 { past / all * 100.0 } else { 0.0 },
                 count(all),
