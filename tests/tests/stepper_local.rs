@@ -282,8 +282,13 @@ async fn the_stables_recent_traffic_is_read_minute_by_minute_over_the_minutes_it
 
     assert_eq!((traffic.per_minute, traffic.minutes), (600.0, 10), "not diluted over the hour it did not serve");
     let check = preflight::metrics_check(&release, &live, &s.aws.metrics, now).await;
+    let found = check.found.unwrap();
+    let (traffic, sees) = found.split_once(". With 80% power").expect("says what the release can see");
     assert_eq!(
-        check.found.unwrap(),
+        traffic,
         "stable: 600 requests a minute over the last 10 minutes; about 300 for the canary in its first stage"
     );
+    // From the stable's 0.5% errors as CloudWatch returned them: 600 a minute is too thin.
+    assert!(sees.contains("a 2x error rate is not seen before promotion"), "{sees}");
+    assert!(sees.contains("5% alone errors 8.24x"), "{sees}");
 }
