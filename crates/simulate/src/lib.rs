@@ -321,9 +321,10 @@ impl World {
             let (value, count, grid) = match gate.metric.as_str() {
                 "OutputTokens" | "ResponseLength" => {
                     let values = if gate.metric == "OutputTokens" { self.tokens(canary) } else { self.length(canary) };
-                    let grid = order_statistics(rng, c.requests, &gate.levels(), values);
-                    let value =
-                        if gate.stat == "Average" { some(values.sample_mean(rng, c.requests)) } else { grid[5] };
+                    let levels = gate.levels();
+                    let grid = order_statistics(rng, c.requests, &levels, values);
+                    let median = levels.iter().position(|l| *l == 50.0).and_then(|at| grid[at]);
+                    let value = if gate.stat == "Average" { some(values.sample_mean(rng, c.requests)) } else { median };
                     (value, some(c.requests), grid)
                 }
                 "SchemaFailures" => (some(c.schema_failures), None, Vec::new()),

@@ -129,6 +129,20 @@ fn detection(c: &[Outcome]) -> String {
     )
 }
 
+/// A detection table's rows: each scenario at each traffic.
+fn detection_rows(out: &mut String, cells: &Cells, shape: &Shape, setup: &Setup, scenarios: &[usize]) {
+    for &s in scenarios {
+        for (t, traffic) in TRAFFIC.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "| {} | {traffic:.0} | {} |",
+                SCENARIOS[s].name,
+                detection(cells.get(shape, setup, t, s))
+            );
+        }
+    }
+}
+
 /// The gates healthy rollbacks named, most often first.
 fn named(outcomes: &[Outcome]) -> String {
     let mut by: BTreeMap<&str, usize> = BTreeMap::new();
@@ -200,16 +214,8 @@ fn report(cells: &Cells, releases: usize, seconds: f64) -> String {
         );
         let _ =
             writeln!(out, "| canary | requests/min | caught | median / p90 min | bad served |\n|---|---|---|---|---|");
-        for s in scenarios.into_iter().filter(|s| SCENARIOS[*s].is_bad() || *s == LATENCY_1_1) {
-            for (t, traffic) in TRAFFIC.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "| {} | {traffic:.0} | {} |",
-                    SCENARIOS[s].name,
-                    detection(cells.get(&shape, &setup, t, s))
-                );
-            }
-        }
+        let bad: Vec<usize> = scenarios.into_iter().filter(|s| SCENARIOS[*s].is_bad() || *s == LATENCY_1_1).collect();
+        detection_rows(&mut out, cells, &shape, &setup, &bad);
     }
 
     let _ = writeln!(
@@ -247,16 +253,7 @@ fn report(cells: &Cells, releases: usize, seconds: f64) -> String {
         "\n## The old fixed-horizon judge on the same traffic (shape A, no AI gates: it compared them raw)\n\n| canary | \
          requests/min | rolled back | median / p90 min | bad served |\n|---|---|---|---|---|"
     );
-    for s in [HEALTHY, ERRORS_2, LATENCY_1_1, LATENCY_1_3] {
-        for (t, traffic) in TRAFFIC.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "| {} | {traffic:.0} | {} |",
-                SCENARIOS[s].name,
-                detection(cells.get(&SAMPLE, &FIXED_HORIZON, t, s))
-            );
-        }
-    }
+    detection_rows(&mut out, cells, &SAMPLE, &FIXED_HORIZON, &[HEALTHY, ERRORS_2, LATENCY_1_1, LATENCY_1_3]);
 
     let _ = writeln!(out, "\n## Targets\n");
     let mut target = |ok: bool, what: String| {

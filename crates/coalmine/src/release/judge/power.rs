@@ -115,8 +115,9 @@ pub fn power(gates: &Gates, traffic: &Traffic) -> Option<Power> {
 
 fn sees(gates: &Gates, traffic: &Traffic, stages: &[(usize, f64, u64)]) -> Sees {
     let error_ratio = smallest(MAX_ERROR_RATIO, |r| errors_detected(gates, traffic, stages, r));
-    let latency_shift =
-        gates.max_p95_increase_ratio.and(smallest(MAX_LATENCY_SHIFT, |f| latency_detected(gates, traffic, stages, f)));
+    let latency_shift = gates
+        .max_p95_increase_ratio
+        .and_then(|_| smallest(MAX_LATENCY_SHIFT, |f| latency_detected(gates, traffic, stages, f)));
     Sees { error_ratio, latency_shift }
 }
 
@@ -126,16 +127,21 @@ fn smallest(max: f64, detected: impl Fn(f64) -> bool) -> Option<f64> {
     if !detected(max) {
         return None;
     }
-    let (mut lo, mut hi) = (1.0, max);
-    while hi - lo > 0.005 {
+    Some((bisect(1.0, max, 0.005, detected) * 100.0).ceil() / 100.0)
+}
+
+/// The low end of `(lo, hi]` at which `rises` (false below, true above) turns true,
+/// narrowed until the interval is at most `precision` wide.
+fn bisect(mut lo: f64, mut hi: f64, precision: f64, rises: impl Fn(f64) -> bool) -> f64 {
+    while hi - lo > precision {
         let mid = (lo + hi) / 2.0;
-        if detected(mid) {
+        if rises(mid) {
             hi = mid
         } else {
             lo = mid
         }
     }
-    Some((hi * 100.0).ceil() / 100.0)
+    hi
 }
 
 /// Requests each side sees in a stage of `weight` over `seconds`.
@@ -233,16 +239,8 @@ fn latency_detected(gates: &Gates, traffic: &Traffic, stages: &[(usize, f64, u64
 
 /// The shift at which `slow` (rising with it) first reaches `share`.
 fn smallest_shift(share: f64, slow: &impl Fn(f64) -> f64) -> f64 {
-    let (mut lo, mut hi) = (0.5, MAX_LATENCY_SHIFT * 2.0);
-    for _ in 0..40 {
-        let mid = (lo + hi) / 2.0;
-        if slow(mid) >= share {
-            hi = mid
-        } else {
-            lo = mid
-        }
-    }
-    hi
+    // 1e-11 on (0.5, 6]: forty halvings.
+    bisect(0.5, MAX_LATENCY_SHIFT * 2.0, 1e-11, |f| slow(f) >= share)
 }
 
 fn rejects(gates: &Gates, samples: &[StageSample], test: &str) -> bool {
