@@ -18,6 +18,7 @@ pub mod config;
 pub mod domain;
 pub mod logging;
 pub mod memory;
+pub mod mirror;
 pub mod ports;
 pub mod release;
 pub mod rollback;

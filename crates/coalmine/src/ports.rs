@@ -117,3 +117,38 @@ pub trait MetricSource: Send + Sync {
         end_epoch: u64,
     ) -> impl Future<Output = Result<Vec<(u64, f64)>>> + Send;
 }
+
+/// What a Lambda version answered, and how long it took (the adapter's clock, around
+/// the call: both versions are timed the same way).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// The answer, or the function's error (its `FunctionError` and payload).
+    pub outcome: std::result::Result<serde_json::Value, String>,
+    pub millis: f64,
+}
+
+/// Invokes one version of a function synchronously: the shadow function's only way to
+/// reach a model. An `Err` is the call itself failing (throttled, denied, not found),
+/// not the function's error.
+pub trait VersionInvoker: Send + Sync {
+    fn invoke(
+        &self,
+        function: &str,
+        version: &str,
+        payload: &serde_json::Value,
+    ) -> impl Future<Output = Result<Answer>> + Send;
+}
+
+/// One metric datum: a count (`values` one number) or a distribution (its values).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Datum {
+    pub metric: &'static str,
+    pub dimensions: Vec<(&'static str, String)>,
+    pub values: Vec<f64>,
+    pub milliseconds: bool,
+}
+
+/// Publishes metrics (CloudWatch PutMetricData).
+pub trait MetricSink: Send + Sync {
+    fn put(&self, namespace: &str, data: &[Datum]) -> impl Future<Output = Result<()>> + Send;
+}

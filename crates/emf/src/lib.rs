@@ -158,3 +158,75 @@ mod tests {
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().len(), 2);
     }
 }
+
+/// Shadow mode: a handler's side of coalmine's shadow phase.
+///
+/// While a release shadows, coalmine asks the candidate version (and the stable, again)
+/// the requests users sent, and compares the answers. Two things need the handler:
+/// - it prints one line per live request with the request and its answer
+///   ([`Request::record`]): that line, read from the log group, is what is shadowed;
+/// - a shadowed request arrives in an envelope, so the handler knows nobody will see the
+///   answer: it must not write anywhere (no database, no queue, no email), and prints
+///   no line ([`Request::is_shadowed`]).
+///
+/// ```
+/// use coalmine_emf::shadow::Request;
+/// use serde_json::json;
+/// let live = Request::from_event(json!({"prompt": "hi"}));
+/// assert!(!live.is_shadowed());
+/// assert!(live.pair_line(&json!({"label": "greeting"})).unwrap().contains("coalmine:pair"));
+///
+/// let shadowed = Request::from_event(json!({"coalmine:shadowed": {"release": "r", "request": {"prompt": "hi"}}}));
+/// assert!(shadowed.is_shadowed());
+/// assert_eq!(shadowed.body, json!({"prompt": "hi"}));
+/// assert_eq!(shadowed.pair_line(&json!({})), None);
+/// ```
+pub mod shadow {
+    use serde_json::{json, Value};
+
+    /// The key of the line printed for each live request.
+    pub const PAIR_KEY: &str = "coalmine:pair";
+    /// The key of the envelope a shadowed request arrives in.
+    pub const ENVELOPE_KEY: &str = "coalmine:shadowed";
+
+    /// A request as the handler received it.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Request {
+        /// What the model answers: the event, or the request inside the envelope.
+        pub body: Value,
+        /// The release shadowing it, if any.
+        pub shadowed_by: Option<String>,
+    }
+
+    impl Request {
+        pub fn from_event(event: Value) -> Request {
+            match event {
+                Value::Object(mut map) if map.contains_key(ENVELOPE_KEY) && map.len() == 1 => {
+                    let mut envelope = map.remove(ENVELOPE_KEY).unwrap_or_default();
+                    let release = envelope.get("release").and_then(Value::as_str).unwrap_or("unknown").to_owned();
+                    let body = envelope.get_mut("request").map(Value::take).unwrap_or_default();
+                    Request { body, shadowed_by: Some(release) }
+                }
+                body => Request { body, shadowed_by: None },
+            }
+        }
+
+        /// Shadowed: nobody sees the answer, so nothing may be written anywhere.
+        pub fn is_shadowed(&self) -> bool {
+            self.shadowed_by.is_some()
+        }
+
+        /// The line to print after answering a live request; `None` when shadowed.
+        pub fn pair_line(&self, response: &Value) -> Option<String> {
+            (!self.is_shadowed())
+                .then(|| json!({ PAIR_KEY: { "request": self.body, "response": response } }).to_string())
+        }
+
+        /// Prints [`Request::pair_line`] to stdout (one line: Lambda sends it to the log group).
+        pub fn record(&self, response: &Value) {
+            if let Some(line) = self.pair_line(response) {
+                println!("{line}");
+            }
+        }
+    }
+}

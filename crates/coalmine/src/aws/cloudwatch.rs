@@ -418,3 +418,58 @@ fn mean(values: &[f64]) -> Option<f64> {
 fn total(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() + 0.0
 }
+
+/// PutMetricData, in calls of at most [`DATA_PER_CALL`] data: the shadow function's
+/// counts and latencies (a distribution as values, so CloudWatch has its percentiles).
+pub struct CloudWatchSink {
+    client: Client,
+}
+
+/// PutMetricData takes up to 1 000 data a call, each up to 150 values.
+pub const DATA_PER_CALL: usize = 1_000;
+pub const VALUES_PER_DATUM: usize = 150;
+
+impl CloudWatchSink {
+    pub fn new(client: Client) -> Self {
+        CloudWatchSink { client }
+    }
+
+    pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+        CloudWatchSink { client: Client::new(sdk) }
+    }
+}
+
+impl crate::ports::MetricSink for CloudWatchSink {
+    async fn put(&self, namespace: &str, data: &[crate::ports::Datum]) -> Result<()> {
+        let mut datums = Vec::new();
+        for datum in data {
+            let dimensions: Vec<Dimension> =
+                datum.dimensions.iter().map(|(n, v)| Dimension::builder().name(*n).value(v).build()).collect();
+            let unit = if datum.milliseconds {
+                aws_sdk_cloudwatch::types::StandardUnit::Milliseconds
+            } else {
+                aws_sdk_cloudwatch::types::StandardUnit::Count
+            };
+            for values in datum.values.chunks(VALUES_PER_DATUM) {
+                let builder = aws_sdk_cloudwatch::types::MetricDatum::builder()
+                    .metric_name(datum.metric)
+                    .set_dimensions(Some(dimensions.clone()))
+                    .unit(unit.clone());
+                datums.push(match values {
+                    [one] => builder.value(*one).build(),
+                    many => builder.set_values(Some(many.to_vec())).build(),
+                });
+            }
+        }
+        for chunk in datums.chunks(DATA_PER_CALL) {
+            self.client
+                .put_metric_data()
+                .namespace(namespace)
+                .set_metric_data(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| aws_error("cloudwatch:PutMetricData", e))?;
+        }
+        Ok(())
+    }
+}

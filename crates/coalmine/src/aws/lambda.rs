@@ -108,3 +108,39 @@ impl LambdaAliases {
         }
     }
 }
+
+/// Synchronous invokes of a function's published versions: how the shadow function asks
+/// the candidate (and the stable, again) a live request.
+pub struct LambdaVersions {
+    client: Client,
+}
+
+impl LambdaVersions {
+    pub fn from_client(client: Client) -> Self {
+        LambdaVersions { client }
+    }
+}
+
+impl crate::ports::VersionInvoker for LambdaVersions {
+    async fn invoke(&self, function: &str, version: &str, payload: &serde_json::Value) -> Result<crate::ports::Answer> {
+        let body = serde_json::to_vec(payload).map_err(|e| Error::BadEvent(format!("shadow request: {e}")))?;
+        let started = std::time::Instant::now();
+        let out = self
+            .client
+            .invoke()
+            .function_name(function)
+            .qualifier(version)
+            .payload(aws_sdk_lambda::primitives::Blob::new(body))
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:Invoke", e))?;
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        let bytes = out.payload.as_ref().map(|b| b.as_ref()).unwrap_or_default();
+        let outcome = match out.function_error {
+            Some(kind) => Err(format!("{kind}: {}", String::from_utf8_lossy(bytes))),
+            None => serde_json::from_slice(bytes)
+                .map_err(|e| format!("the answer is not JSON ({e}): {}", String::from_utf8_lossy(bytes))),
+        };
+        Ok(crate::ports::Answer { outcome, millis })
+    }
+}

@@ -8,9 +8,9 @@ mod sns;
 #[cfg(test)]
 mod tests;
 
-pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics};
+pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics, CloudWatchSink};
 pub use error::aws_error;
-pub use lambda::LambdaAliases;
+pub use lambda::{LambdaAliases, LambdaVersions};
 pub use sagemaker::{SageMakerEndpoints, UpdatingBackoff};
 pub use sns::SnsNotifier;
 
@@ -38,6 +38,21 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .connect_timeout(CONNECT_TIMEOUT)
         .build();
     aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await
+}
+
+/// A model may take a while to answer; the shadow waits for it, off every user's path.
+pub const MODEL_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The shadow function's invoker, with the model's own timeouts: the functions' 5 s per
+/// attempt would cut a long generation short and count it as skipped.
+pub fn model_invoker(sdk: &aws_config::SdkConfig) -> LambdaVersions {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(MODEL_ATTEMPT_TIMEOUT)
+        .operation_timeout(MODEL_ATTEMPT_TIMEOUT * 2)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build();
+    let config = aws_sdk_lambda::config::Builder::from(sdk).timeout_config(timeouts).build();
+    LambdaVersions::from_client(aws_sdk_lambda::Client::from_conf(config))
 }
 
 /// Every adapter the functions use, from one `SdkConfig`.

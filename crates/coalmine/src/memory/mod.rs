@@ -6,11 +6,13 @@
 mod alarms;
 mod journal;
 mod metrics;
+mod models;
 mod notifier;
 mod router;
 
 pub use alarms::Alarms;
 pub use journal::Journal;
 pub use metrics::Metrics;
+pub use models::{Models, Sink};
 pub use notifier::Outbox;
 pub use router::{lambda_split, Router};
