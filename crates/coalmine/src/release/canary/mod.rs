@@ -7,6 +7,7 @@ pub mod notify;
 pub mod preflight;
 mod recovery;
 mod safety;
+pub mod shadow_spec;
 pub mod spec;
 mod start;
 mod step;

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::domain::error::Error;
 use crate::domain::target::Target;
+use crate::release::canary::shadow_spec::Shadow;
 use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::gates::{Gates, JudgeKind};
 
@@ -22,6 +23,10 @@ pub struct Release {
     pub check_every_seconds: u64,
     #[serde(default)]
     pub gates: Gates,
+    /// Lambda only: before the first stage, the candidate answers copies of live
+    /// requests and nobody sees its answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,10 +270,40 @@ impl Rules for Release {
         }
         self.gates.check(problems);
         self.check_evidence_driven(problems);
+        self.check_shadow(problems);
     }
 }
 
 impl Release {
+    fn check_shadow(&self, problems: &mut Problems) {
+        let Some(shadow) = &self.shadow else {
+            return;
+        };
+        match &self.target {
+            Target::Lambda(alias) => {
+                // The stable is only known at the start; a placeholder of a version's longest
+                // length checks the feed's size.
+                let feed = shadow.feed(&self.release, &alias.function, "99999999", self.canary_id());
+                shadow.check(&feed, problems);
+            }
+            Target::Sagemaker(_) => problems.add(
+                "shadow",
+                "a Lambda release's phase: a SageMaker endpoint shadows with its own shadow variants (a guardrail \
+                 release's \"shadow\")",
+            ),
+        }
+    }
+
+    /// The feed the shadow function reads, once the stable is known.
+    pub fn shadow_feed(&self, stable: &str) -> Option<crate::domain::shadow::Feed> {
+        match (&self.shadow, &self.target) {
+            (Some(shadow), Target::Lambda(alias)) => {
+                Some(shadow.feed(&self.release, &alias.function, stable, self.canary_id()))
+            }
+            _ => None,
+        }
+    }
+
     /// An evidence-driven stage needs tests that can conclude.
     fn check_evidence_driven(&self, problems: &mut Problems) {
         let Some(i) = self.stages.iter().position(Stage::is_evidence_driven) else {

@@ -29,6 +29,7 @@ fn release(gates: Gates) -> Release {
         stages: vec![Stage::new(5.0, 600), Stage::new(25.0, 600), Stage::new(100.0, 300)],
         check_every_seconds: 60,
         gates,
+        shadow: None,
     };
     release.validate().unwrap();
     release
