@@ -151,6 +151,7 @@ impl LocalAws {
             topic_arn: topic_arn.to_owned(),
             rollback_targets: TargetMapping::default(),
             sagemaker_max_wait: Duration::from_secs(10),
+            shadow_function_arn: None,
         };
         (Aws::new(&self.sdk, &config), config)
     }
@@ -792,6 +793,17 @@ impl TrafficRouter for Interloper<'_> {
 }
 
 mod zip;
+
+/// Feeds pass through; the interloper only races alias writes.
+impl coalmine::ports::ShadowFeeds for Interloper<'_> {
+    async fn open_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<()> {
+        self.inner.open_feed(feed).await
+    }
+
+    async fn close_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<()> {
+        self.inner.close_feed(feed).await
+    }
+}
 
 /// Endpoints are SageMaker's; the interloper only races alias writes.
 impl EndpointDeployments for Interloper<'_> {

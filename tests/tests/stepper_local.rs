@@ -29,7 +29,13 @@ async fn tick(
     release: &Release,
     progress: Option<Progress>,
     execution: &str,
-    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    deps: &StepDeps<
+        '_,
+        impl TrafficRouter + coalmine::ports::ShadowFeeds,
+        impl Notifier,
+        impl AlarmSource,
+        impl MetricSource,
+    >,
     now: u64,
 ) -> coalmine::Result<Progress> {
     Tick { release, execution, deps, now }.step(progress).await
@@ -52,7 +58,13 @@ fn lambda_release(target: &Target, alarm: &str) -> Release {
 async fn run_to_end(
     local: &LocalAws,
     release: &Release,
-    deps: &StepDeps<'_, impl TrafficRouter, impl Notifier, impl AlarmSource, impl MetricSource>,
+    deps: &StepDeps<
+        '_,
+        impl TrafficRouter + coalmine::ports::ShadowFeeds,
+        impl Notifier,
+        impl AlarmSource,
+        impl MetricSource,
+    >,
     start: u64,
     stable_id: &str,
 ) -> Progress {

@@ -156,6 +156,8 @@ impl Context {
             topic_arn: topic.unwrap_or_default(),
             rollback_targets: TargetMapping::default(),
             sagemaker_max_wait: std::time::Duration::from_secs(60),
+            // The CLI only closes feeds (abort); the stepper opens them.
+            shadow_function_arn: None,
         };
         Aws::new(&self.sdk, &config)
     }

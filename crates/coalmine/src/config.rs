@@ -8,6 +8,7 @@ use crate::domain::mapping::TargetMapping;
 pub const TOPIC_ARN_VAR: &str = "SNS_TOPIC_ARN";
 pub const ROLLBACK_TARGETS_VAR: &str = "ROLLBACK_TARGETS";
 pub const SAGEMAKER_MAX_WAIT_VAR: &str = "SAGEMAKER_UPDATE_MAX_WAIT_SECONDS";
+pub const SHADOW_FUNCTION_ARN_VAR: &str = "SHADOW_FUNCTION_ARN";
 const DEFAULT_SAGEMAKER_MAX_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +18,9 @@ pub struct Config {
     /// How long a write waits for a SageMaker endpoint that is `Updating`; keep it well
     /// below the function's timeout so the invocation fails (and is retried) in time.
     pub sagemaker_max_wait: Duration,
+    /// The shadow function's ARN: where a Lambda shadow's feed points. Without it,
+    /// releases with a shadow are refused at their start.
+    pub shadow_function_arn: Option<String>,
 }
 
 impl Config {
@@ -47,7 +51,15 @@ impl Config {
             })?,
             None => DEFAULT_SAGEMAKER_MAX_WAIT,
         };
-        Ok(Config { topic_arn, rollback_targets, sagemaker_max_wait })
+        let shadow_function_arn = lookup(SHADOW_FUNCTION_ARN_VAR).filter(|v| !v.trim().is_empty());
+        if let Some(arn) = &shadow_function_arn {
+            if !arn.starts_with("arn:") || !arn.contains(":function:") {
+                return Err(Error::Config(format!(
+                    "{SHADOW_FUNCTION_ARN_VAR}={arn:?} is not a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+                )));
+            }
+        }
+        Ok(Config { topic_arn, rollback_targets, sagemaker_max_wait, shadow_function_arn })
     }
 }
 

@@ -100,6 +100,10 @@ pub struct MetricQuery<'a> {
     /// SageMaker fleets told apart by `EndpointConfigName` (canary's, stable's): a
     /// guardrail deployment's new and old fleets, which share a variant name.
     pub configs: Option<(&'a str, &'a str)>,
+    /// A Lambda shadow: each side's requests, errors and latency are the shadow
+    /// function's for this release (the candidate's answers, and the stable's asked
+    /// again), not the alias's.
+    pub shadow_of: Option<&'a str>,
 }
 
 pub trait MetricSource: Send + Sync {
@@ -151,4 +155,15 @@ pub struct Datum {
 /// Publishes metrics (CloudWatch PutMetricData).
 pub trait MetricSink: Send + Sync {
     fn put(&self, namespace: &str, data: &[Datum]) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A Lambda shadow's feed: the subscription filter that hands the stable's logged
+/// requests to the shadow function. Only releases with a shadow open one; every ending
+/// closes it.
+pub trait ShadowFeeds: Send + Sync {
+    /// Subscribes the shadow function to the stable's log group; again is harmless.
+    fn open_feed(&self, feed: &crate::domain::shadow::Feed) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the subscription; one already gone is not an error.
+    fn close_feed(&self, feed: &crate::domain::shadow::Feed) -> impl Future<Output = Result<()>> + Send;
 }

@@ -563,6 +563,7 @@ mod tests {
             end_epoch: 600,
             custom: &release.gates.custom,
             configs: None,
+            shadow_of: None,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let stable = runtime.block_on(world.fetch(&q)).unwrap().stable;

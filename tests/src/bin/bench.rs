@@ -17,9 +17,11 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use coalmine::config::Config;
 use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use coalmine::domain::metrics::MetricSnapshot;
+use coalmine::domain::shadow::Feed;
 use coalmine::domain::stamp::Stamp;
 use coalmine::ports::{
-    AlarmSource, EndpointDeployments, MetricQuery, MetricSource, Notification, Notifier, TrafficRouter, Tripwires,
+    AlarmSource, EndpointDeployments, MetricQuery, MetricSource, Notification, Notifier, ShadowFeeds, TrafficRouter,
+    Tripwires,
 };
 use coalmine::release::canary::spec::Release;
 use coalmine::release::core::progress::Status;
@@ -79,6 +81,17 @@ impl<T: EndpointDeployments> EndpointDeployments for Counting<'_, T> {
     async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> coalmine::Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.stamp_endpoint(endpoint, stamp).await
+    }
+}
+
+impl<T: ShadowFeeds> ShadowFeeds for Counting<'_, T> {
+    async fn open_feed(&self, feed: &Feed) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.open_feed(feed).await
+    }
+    async fn close_feed(&self, feed: &Feed) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.close_feed(feed).await
     }
 }
 

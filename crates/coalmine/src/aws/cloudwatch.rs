@@ -166,6 +166,22 @@ const SAGEMAKER: Standard = Standard {
     latency_to_ms: 0.001,
 };
 
+// The shadow function's own: each side is a version it asked (see `mirror`).
+const SHADOW: Standard = Standard {
+    namespace: crate::domain::shadow::NAMESPACE,
+    requests: crate::domain::shadow::metric::SHADOWED,
+    errors: crate::domain::shadow::metric::ERRORS,
+    latency: crate::domain::shadow::metric::LATENCY,
+    latency_to_ms: 1.0,
+};
+
+fn shadow_dimensions(release: &str, version: &str) -> Vec<Dimension> {
+    vec![
+        Dimension::builder().name("Release").value(release).build(),
+        Dimension::builder().name("Version").value(version).build(),
+    ]
+}
+
 fn side_dimensions(target: &Target, id: &str, config: Option<&str>) -> Vec<Dimension> {
     let dim = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
     match target {
@@ -205,7 +221,7 @@ fn ids(side: char) -> [String; 3] {
 
 impl MetricSource for CloudWatchMetrics {
     async fn fetch(&self, q: &MetricQuery<'_>) -> Result<MetricSnapshot> {
-        let standard = standard(q.target);
+        let standard = if q.shadow_of.is_some() { &SHADOW } else { standard(q.target) };
         // One datapoint per window: the period covers the stage so far.
         let window = q.end_epoch.saturating_sub(q.start_epoch).max(60);
         let period = i32::try_from(window.div_ceil(60) * 60).unwrap_or(i32::MAX - 59);
@@ -295,7 +311,10 @@ fn queries(q: &MetricQuery<'_>, standard: &Standard, period: i32) -> Vec<MetricD
     let (canary_config, stable_config) = q.configs.unzip();
     for (side, id, config) in [('c', q.canary, canary_config), ('s', q.stable, stable_config)] {
         let [req, err, p95] = ids(side);
-        let dims = side_dimensions(q.target, id, config);
+        let dims = match q.shadow_of {
+            Some(release) => shadow_dimensions(release, id),
+            None => side_dimensions(q.target, id, config),
+        };
         queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
         queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));
         queries.push(query(p95, standard.namespace, standard.latency, dims.clone(), "p95", period));

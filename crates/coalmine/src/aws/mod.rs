@@ -3,6 +3,7 @@
 mod cloudwatch;
 mod error;
 mod lambda;
+mod logs;
 mod sagemaker;
 mod sns;
 #[cfg(test)]
@@ -11,16 +12,18 @@ mod tests;
 pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics, CloudWatchSink};
 pub use error::aws_error;
 pub use lambda::{LambdaAliases, LambdaVersions};
+pub use logs::{log_group, LogFeeds};
 pub use sagemaker::{SageMakerEndpoints, UpdatingBackoff};
 pub use sns::SnsNotifier;
 
 use crate::config::Config;
 use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use crate::domain::error::{Error, Result};
+use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
 use crate::domain::target::Target;
-use crate::ports::{EndpointDeployments, TrafficRouter};
+use crate::ports::{EndpointDeployments, ShadowFeeds, TrafficRouter};
 
 /// Each AWS call gives up well inside the functions' timeouts (rollback 120 s, stepper
 /// 60 s), so a hung connection fails the invocation with time left to report it, and
@@ -72,6 +75,7 @@ impl Aws {
                     aws_sdk_sagemaker::Client::new(sdk),
                     UpdatingBackoff::within(config.sagemaker_max_wait),
                 ),
+                logs: LogFeeds::new(aws_sdk_cloudwatchlogs::Client::new(sdk), config.shadow_function_arn.clone()),
             },
             notifier: SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn.clone()),
             alarms: CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(sdk)),
@@ -84,6 +88,18 @@ impl Aws {
 pub struct AwsRouter {
     pub lambda: LambdaAliases,
     pub sagemaker: SageMakerEndpoints,
+    pub logs: LogFeeds,
+}
+
+/// A Lambda shadow's feed lives beside the alias it shadows.
+impl ShadowFeeds for AwsRouter {
+    async fn open_feed(&self, feed: &Feed) -> Result<()> {
+        self.logs.open_feed(feed).await
+    }
+
+    async fn close_feed(&self, feed: &Feed) -> Result<()> {
+        self.logs.close_feed(feed).await
+    }
 }
 
 impl TrafficRouter for AwsRouter {

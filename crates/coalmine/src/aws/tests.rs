@@ -57,7 +57,12 @@ fn lambda_router(rules: &[&Rule]) -> AwsRouter {
             client!(aws_sdk_sagemaker, &[] as &[&Rule]),
             UpdatingBackoff::within(Duration::ZERO),
         ),
+        logs: no_feeds(),
     }
+}
+
+fn no_feeds() -> LogFeeds {
+    LogFeeds::new(client!(aws_sdk_cloudwatchlogs, &[] as &[&Rule]), None)
 }
 
 fn handler() -> Target {
@@ -188,6 +193,7 @@ fn sagemaker_router(rules: &[&Rule], budget: Duration) -> AwsRouter {
     AwsRouter {
         lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
         sagemaker: SageMakerEndpoints::new(client!(aws_sdk_sagemaker, rules), UpdatingBackoff::within(budget)),
+        logs: no_feeds(),
     }
 }
 
@@ -549,6 +555,7 @@ mod stepper {
             end_epoch: 1_800_000_540,
             custom: &release.gates.custom,
             configs: None,
+            shadow_of: None,
         };
 
         let snapshot = metrics.fetch(&query).await.unwrap();
@@ -592,6 +599,7 @@ mod stepper {
             end_epoch: 60,
             custom: &[],
             configs: None,
+            shadow_of: None,
         };
         let err = metrics.fetch(&query).await.unwrap_err();
         assert!(err.is_retryable() && err.to_string().contains("c_req returned InternalError"), "{err}");
@@ -714,6 +722,7 @@ mod faults {
                 client!(aws_sdk_sagemaker, [&describe, &weights]),
                 UpdatingBackoff::within(Duration::from_secs(5)),
             ),
+            logs: no_feeds(),
         };
         let notifier = SnsNotifier::new(
             client!(aws_sdk_sns, [&publish_lambda, &publish_sagemaker]),

@@ -37,6 +37,10 @@ pub struct Router {
     pub stamps: Mutex<HashMap<String, Stamp>>,
     pub tripwires: Mutex<HashMap<String, String>>,
     pub journal: Journal,
+    /// The shadow feeds open now, by filter name.
+    pub feeds: Mutex<Vec<String>>,
+    /// Errors returned, in order, by `open_feed` before it succeeds.
+    pub feed_failures: Mutex<VecDeque<Error>>,
     revision: Mutex<u64>,
 }
 
@@ -213,6 +217,31 @@ impl EndpointDeployments for Router {
     async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> Result<()> {
         lock(&self.stamps).insert(endpoint.to_owned(), stamp.clone());
         self.journal.record(format!("stamp {}", stamp.render()));
+        Ok(())
+    }
+}
+
+impl crate::ports::ShadowFeeds for Router {
+    async fn open_feed(&self, feed: &crate::domain::shadow::Feed) -> Result<()> {
+        if let Some(e) = lock(&self.feed_failures).pop_front() {
+            return Err(e);
+        }
+        let name = feed.filter_name();
+        let mut feeds = lock(&self.feeds);
+        if !feeds.contains(&name) {
+            self.journal.record(format!("open_feed {}", feed.release));
+            feeds.push(name);
+        }
+        Ok(())
+    }
+
+    async fn close_feed(&self, feed: &crate::domain::shadow::Feed) -> Result<()> {
+        let name = feed.filter_name();
+        let mut feeds = lock(&self.feeds);
+        if feeds.contains(&name) {
+            self.journal.record(format!("close_feed {}", feed.release));
+            feeds.retain(|f| f != &name);
+        }
         Ok(())
     }
 }

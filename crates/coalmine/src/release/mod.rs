@@ -20,7 +20,7 @@ use self::core::preflight::Check;
 use self::core::{Input, ReleaseKind, StepDeps};
 use crate::domain::error::Result;
 use crate::domain::target::Target;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, TrafficRouter, Tripwires};
+use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
 use canary::spec::Release;
 use guardrail::spec::GuardrailRelease;
 
@@ -94,7 +94,7 @@ impl Document {
     /// Every check the first tick makes, moving nothing.
     pub async fn preflight<R, N, A, M>(&self, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Vec<Check>
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource,
@@ -110,7 +110,7 @@ impl Document {
 /// concerns (see [`core::Input`] for the payload).
 pub async fn tick_payload<R, N, A, M>(input: &Value, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Result<Value>
 where
-    R: TrafficRouter + EndpointDeployments,
+    R: TrafficRouter + EndpointDeployments + ShadowFeeds,
     N: Notifier,
     A: AlarmSource + Tripwires,
     M: MetricSource,

@@ -17,7 +17,7 @@ mod tests;
 use serde_json::Value;
 
 use crate::domain::error::Result;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, TrafficRouter, Tripwires};
+use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
 use crate::release::core::ending::SafetyOutcome;
 use crate::release::core::preflight::Check;
 use crate::release::core::progress::{Plain, Progress};
@@ -44,7 +44,7 @@ impl ReleaseKind for Release {
 
     async fn tick<R, N, A, M>(tick: &CanaryTick<'_, R, N, A, M>, progress: Option<Progress>) -> Result<Progress>
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource,
@@ -60,7 +60,7 @@ impl ReleaseKind for Release {
         deps: &StepDeps<'_, R, N, A, M>,
     ) -> Result<SafetyOutcome>
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource,
@@ -70,7 +70,7 @@ impl ReleaseKind for Release {
 
     async fn preflight<R, N, A, M>(&self, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Vec<Check>
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource,

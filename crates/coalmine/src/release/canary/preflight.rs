@@ -201,6 +201,7 @@ async fn custom_data_check(
         end_epoch: now + 60,
         custom: &release.gates.custom,
         configs: None,
+        shadow_of: None,
     };
     let snapshot = metrics.fetch(&query).await?;
     // A counter published only when something happens (a guardrail block) has no data

@@ -11,7 +11,7 @@ use crate::domain::cause::RolledBackBy;
 use crate::domain::error::Result;
 use crate::domain::split::Split;
 use crate::domain::stamp::Phase;
-use crate::ports::{AlarmSource, MetricSource, Notifier, TrafficRouter};
+use crate::ports::{AlarmSource, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
 use crate::release::canary::CanaryTick;
 use crate::release::core::progress::{Progress, Status, Written};
@@ -20,7 +20,7 @@ use crate::release::judge::Evidence;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 use crate::text::{describe, percent, side};
 
-impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     pub(super) async fn after_change(&self, progress: Progress, live: Split) -> Result<Progress> {
         let Some(stamp) = live.stamp_by(self.execution).cloned() else {
             return self.outside_change(progress, live).await;

@@ -6,14 +6,14 @@ use tracing::{info, warn};
 use crate::domain::error::Result;
 use crate::domain::split::Split;
 use crate::domain::stamp::{Phase, Stamp};
-use crate::ports::{AlarmSource, MetricSource, Notifier, TrafficRouter};
+use crate::ports::{AlarmSource, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::preflight;
 use crate::release::canary::CanaryTick;
 use crate::release::core::preflight::first_blocking;
 use crate::release::core::progress::{Progress, Status, Written};
 use crate::text::{percent, side};
 
-impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     pub(super) async fn start(&self) -> Result<Progress> {
         let (release, now) = (self.release, self.now);
         let target = &release.target;

@@ -13,7 +13,7 @@ use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
 use crate::domain::stamp::{Request, Stamp};
 use crate::domain::target::Target;
-use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, TrafficRouter};
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify as canary_notify;
 use crate::release::canary::spec::Stage;
 use crate::release::canary::CanaryTick;
@@ -36,7 +36,7 @@ pub(super) struct Look {
     pub evidence: Evidence,
 }
 
-impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     pub async fn step(&self, progress: Option<Progress>) -> Result<Progress> {
         let Some(mut progress) = progress else {
             return self.start().await;
@@ -67,6 +67,7 @@ impl<R: TrafficRouter, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<
             end_epoch: self.now.max(progress.stage_entered_at + 1),
             custom: &release.gates.custom,
             configs: None,
+            shadow_of: None,
         };
         let mut evidence =
             observe(&release.gates, self.deps.alarms, self.deps.metrics, &query, progress, self.now).await?;

@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::domain::error::{Error, Result};
 use crate::domain::stamp::{execution_id, Phase, Stamp};
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, TrafficRouter, Tripwires};
+use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
 use crate::release::judge::Evidence;
 use ending::SafetyOutcome;
 use preflight::Check;
@@ -64,7 +64,7 @@ pub trait ReleaseKind: Serialize + Sized + Send + Sync {
         progress: Option<Progress<Self::Extra>>,
     ) -> impl Future<Output = Result<Progress<Self::Extra>>> + Send
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource;
@@ -79,7 +79,7 @@ pub trait ReleaseKind: Serialize + Sized + Send + Sync {
         deps: &StepDeps<'_, R, N, A, M>,
     ) -> impl Future<Output = Result<SafetyOutcome>> + Send
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource;
@@ -91,7 +91,7 @@ pub trait ReleaseKind: Serialize + Sized + Send + Sync {
         now: u64,
     ) -> impl Future<Output = Vec<Check>> + Send
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource;
@@ -132,7 +132,7 @@ impl<'a> Input<'a> {
 pub async fn run<K, R, N, A, M>(input: Input<'_>, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Result<Value>
 where
     K: ReleaseKind,
-    R: TrafficRouter + EndpointDeployments,
+    R: TrafficRouter + EndpointDeployments + ShadowFeeds,
     N: Notifier,
     A: AlarmSource + Tripwires,
     M: MetricSource,

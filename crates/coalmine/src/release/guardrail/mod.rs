@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::domain::cause::RolledBackBy;
 use crate::domain::deployment::EndpointState;
 use crate::domain::error::Result;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, TrafficRouter, Tripwires};
+use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
 use crate::release::core::ending::SafetyOutcome;
 use crate::release::core::preflight::Check;
 use crate::release::core::progress::{Progress, Status};
@@ -106,7 +106,7 @@ impl ReleaseKind for GuardrailRelease {
         progress: Option<GuardrailProgressOf>,
     ) -> Result<GuardrailProgressOf>
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource,
@@ -122,7 +122,7 @@ impl ReleaseKind for GuardrailRelease {
         deps: &StepDeps<'_, R, N, A, M>,
     ) -> Result<SafetyOutcome>
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource,
@@ -132,7 +132,7 @@ impl ReleaseKind for GuardrailRelease {
 
     async fn preflight<R, N, A, M>(&self, deps: &StepDeps<'_, R, N, A, M>, _now: u64) -> Vec<Check>
     where
-        R: TrafficRouter + EndpointDeployments,
+        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
         N: Notifier,
         A: AlarmSource + Tripwires,
         M: MetricSource,

@@ -305,6 +305,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             end_epoch: self.now.max(since + 1),
             custom: &gates.custom,
             configs,
+            shadow_of: None,
         };
         observe(&gates, self.deps.alarms, self.deps.metrics, &query, progress, self.now).await
     }

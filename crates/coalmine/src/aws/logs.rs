@@ -1,0 +1,73 @@
+//! A Lambda shadow's feed: a CloudWatch Logs subscription filter on the stable's log
+//! group, named by the feed, pointing at the shadow function.
+
+use aws_sdk_cloudwatchlogs::Client;
+
+use super::error::{aws_error, call_detail, service_code};
+use crate::domain::error::{Error, Result};
+use crate::domain::shadow::{Feed, FILTER_PATTERN};
+
+pub struct LogFeeds {
+    client: Client,
+    destination: Option<String>,
+}
+
+impl LogFeeds {
+    pub fn new(client: Client, destination: Option<String>) -> Self {
+        LogFeeds { client, destination }
+    }
+}
+
+/// Lambda's log group for a function (a `LoggingConfig` elsewhere is not followed yet).
+pub fn log_group(function: &str) -> String {
+    format!("/aws/lambda/{function}")
+}
+
+impl crate::ports::ShadowFeeds for LogFeeds {
+    async fn open_feed(&self, feed: &Feed) -> Result<()> {
+        let destination = self.destination.as_deref().ok_or_else(|| {
+            Error::Config(
+                "SHADOW_FUNCTION_ARN is not set: the stack's shadow function receives a shadow's requests; \
+                 deploy the stack's ShadowFunction (infra/template.yaml) or drop the release's \"shadow\""
+                    .into(),
+            )
+        })?;
+        let group = log_group(&feed.function);
+        let put = self
+            .client
+            .put_subscription_filter()
+            .log_group_name(&group)
+            .filter_name(feed.filter_name())
+            .filter_pattern(FILTER_PATTERN)
+            .destination_arn(destination)
+            .send()
+            .await;
+        put.map(drop).map_err(|e| match service_code(&e) {
+            Some(("ResourceNotFoundException", _)) => Error::InvalidRelease(format!(
+                "shadow: {group} does not exist: the stable has never logged, so it has no requests to shadow ({})",
+                call_detail("logs:PutSubscriptionFilter", &e)
+            )),
+            Some(("LimitExceededException", _)) => Error::Refused(format!(
+                "shadow: {group} already has the two subscription filters CloudWatch Logs allows; remove one, or \
+                 drop the release's \"shadow\" ({})",
+                call_detail("logs:PutSubscriptionFilter", &e)
+            )),
+            _ => aws_error("logs:PutSubscriptionFilter", e),
+        })
+    }
+
+    async fn close_feed(&self, feed: &Feed) -> Result<()> {
+        let deleted = self
+            .client
+            .delete_subscription_filter()
+            .log_group_name(log_group(&feed.function))
+            .filter_name(feed.filter_name())
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(service_code(&e), Some(("ResourceNotFoundException", _))) => Ok(()),
+            Err(e) => Err(aws_error("logs:DeleteSubscriptionFilter", e)),
+        }
+    }
+}
