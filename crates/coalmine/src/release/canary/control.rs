@@ -9,7 +9,7 @@ use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
 use crate::domain::stamp::{Phase, Request, Stamp};
 use crate::domain::target::Target;
-use crate::ports::{Notifier, TrafficRouter};
+use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
 use crate::release::canary::spec::Release;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
@@ -108,7 +108,7 @@ fn in_flight(live: &Split, target: &Target, name: &str, verb: &str) -> Result<St
 /// and tells the team; its execution sees it at its next check and ends rolled back. A
 /// later release of the target starts as if this one had been rolled back by an alarm.
 pub async fn abort(
-    router: &impl TrafficRouter,
+    router: &(impl TrafficRouter + ShadowFeeds),
     notifier: &impl Notifier,
     release: &Release,
     execution: &str,
@@ -134,6 +134,13 @@ pub async fn abort(
         }
         done => done,
     };
+    // A shadow's feed goes now; the release's next check removes it again if this fails.
+    let stable = outcome.before().stamp.as_ref().map_or(outcome.before().stable.as_str(), |s| s.stable.as_str());
+    if let Some(feed) = release.shadow_feed(stable) {
+        if let Err(e) = router.close_feed(&feed).await {
+            tracing::warn!(release = %release.release, error = %e, "the shadow's feed was not removed");
+        }
+    }
     let stage = outcome.before().stamp.as_ref().and_then(|s| s.stage).map_or(0, |(at, _)| at.saturating_sub(1));
     let message = canary_notify::rolled_back(&Stopped {
         release,

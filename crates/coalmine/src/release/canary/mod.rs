@@ -8,6 +8,7 @@ pub mod preflight;
 mod recovery;
 mod safety;
 pub mod shadow_spec;
+mod shadowing;
 pub mod spec;
 mod start;
 mod step;

@@ -77,7 +77,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
     /// and told the team already: the release ends, naming them, and what serves now.
     fn rolled_back_by_others(&self, mut progress: Progress, by: RolledBackBy, live: &Split) -> Progress {
         let (release, target) = (&self.release.release, &self.release.target);
-        let at = self.stage_text(progress.stage);
+        let at = self.at(&progress);
         // A promoted Lambda canary is not zeroed but replaced: the stable it replaced is back.
         let put_back = (live.stable != progress.last_written.stable).then(|| {
             format!(
@@ -114,7 +114,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let reason = format!(
             "Stopped at {}: the traffic was changed outside the release (expected {}, found {}); coalmine left it as \
              found",
-            self.stage_text(progress.stage),
+            self.at(&progress),
             describe(target, &before),
             describe(target, &live)
         );
@@ -159,7 +159,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         self.announce_rollback(progress, by, why, evidence, outcome).await
     }
 
-    async fn announce_rollback(
+    pub(super) async fn announce_rollback(
         &self,
         mut progress: Progress,
         by: RolledBackBy,
@@ -186,7 +186,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             .publish(&message)
             .await
             .map_err(|e| unsent(&release.release, "the rollback's message", e))?;
-        let reason = format!("{} at {}: {why}", by.headline(), self.stage_text(progress.stage));
+        let reason = format!("{} at {}: {why}", by.headline(), self.at(&progress));
         progress.rolled_back_by = Some(by);
         left(&mut progress, outcome.after());
         Ok(self.done(progress, Status::RolledBack, reason, evidence))

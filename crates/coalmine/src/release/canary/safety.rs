@@ -7,9 +7,11 @@ use tracing::warn;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result, INVALID_RELEASE};
+use crate::domain::split::Split;
 use crate::domain::stamp::Phase;
-use crate::ports::{Notifier, TrafficRouter};
+use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
+use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::spec::Release;
 use crate::release::core::ending::{failure_cause, SafetyOutcome};
 use crate::release::core::progress::Progress;
@@ -22,7 +24,7 @@ pub async fn safety_rollback(
     progress: Option<&Progress>,
     failure: &Value,
     execution: &str,
-    router: &impl TrafficRouter,
+    router: &(impl TrafficRouter + ShadowFeeds),
     notifier: &impl Notifier,
 ) -> Result<SafetyOutcome> {
     let error = failure.get("Error").and_then(Value::as_str).unwrap_or("unknown");
@@ -43,8 +45,16 @@ pub async fn safety_rollback(
             SafetyOutcome::rolled_back(format!("Rolled back by {}; then a tick failed ({cause})", by.describe()))
         }
         Some(Phase::Live) => {
-            let done =
+            let mut done =
                 zero_canary(router, target, &RolledBackBy::Safety, Owner::Execution(execution), Some(live)).await?;
+            // A shadow has no traffic to take away; its stamp still says the release is over.
+            if let (ZeroOutcome::AlreadyZero { split }, Some(stamp)) = (&done, &stamp) {
+                if stamp.stage.is_some_and(|(at, _)| at == SHADOW_STAGE) {
+                    let ended = Split { stamp: Some(stamp.rolled_back(RolledBackBy::Safety)), ..split.clone() };
+                    let after = router.write(target, split, &ended).await?;
+                    done = ZeroOutcome::RolledBack { before: split.clone(), after };
+                }
+            }
             let stage = progress.map_or_else(
                 || stamp.as_ref().and_then(|s| s.stage).map_or(0, |(at, _)| at.saturating_sub(1)),
                 |p| p.stage,
@@ -78,6 +88,12 @@ pub async fn safety_rollback(
             format!("Failed: {cause}. This release had moved no traffic, so there was nothing to undo"),
         ),
     };
+    let stable = stamp.as_ref().map(|s| s.stable.clone()).or_else(|| progress.map(|p| p.stable.clone()));
+    if let Some(feed) = stable.and_then(|stable| release.shadow_feed(&stable)) {
+        if let Err(e) = router.close_feed(&feed).await {
+            warn!(release = %release.release, error = %e, "the shadow's feed was not removed");
+        }
+    }
     warn!(
         release = %release.release, target = %target, decision = "safety_rollback", ending = outcome.ending.as_str(),
         undone = outcome.undone, error, "{}", outcome.cause

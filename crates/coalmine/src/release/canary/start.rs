@@ -8,6 +8,7 @@ use crate::domain::split::Split;
 use crate::domain::stamp::{Phase, Stamp};
 use crate::ports::{AlarmSource, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::preflight;
+use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::CanaryTick;
 use crate::release::core::preflight::first_blocking;
 use crate::release::core::progress::{Progress, Status, Written};
@@ -19,6 +20,10 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let target = &release.target;
         let live = preflight::read_target(self.deps.router, release).await?;
         if let Some(stamp) = live.stamp_by(self.execution).cloned() {
+            let shadowing = stamp.phase == Phase::Live && stamp.stage.is_some_and(|(at, _)| at == SHADOW_STAGE);
+            if let Some(feed) = release.shadow_feed(&live.stable).filter(|_| shadowing) {
+                return self.start_shadow(live, feed).await;
+            }
             let adopted = self.adopt(&stamp, &live);
             return match stamp.phase {
                 Phase::Live => {
@@ -32,6 +37,9 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             first_blocking(preflight::checks(release, &live, self.deps.router, self.deps.alarms).await)
         {
             return Err(refused);
+        }
+        if let Some(feed) = release.shadow_feed(&live.stable) {
+            return self.start_shadow(live, feed).await;
         }
         let desired =
             Split { stamp: Some(self.live_stamp(&live.stable, 0, None)), ..self.stage_split(&live.stable, &live, 0) };

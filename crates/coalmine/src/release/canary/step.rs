@@ -38,6 +38,13 @@ pub(super) struct Look {
 
 impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     pub async fn step(&self, progress: Option<Progress>) -> Result<Progress> {
+        let was_shadowing = progress.as_ref().is_some_and(|p| p.kind.shadow.is_some());
+        let mut next = self.step_once(progress).await?;
+        self.close_feed_after(was_shadowing, &mut next).await;
+        Ok(next)
+    }
+
+    async fn step_once(&self, progress: Option<Progress>) -> Result<Progress> {
         let Some(mut progress) = progress else {
             return self.start().await;
         };
@@ -50,6 +57,9 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             && live.same_routing(&progress.last_written.as_split());
         if !as_left {
             return self.after_change(progress, live).await;
+        }
+        if let Some(run) = progress.kind.shadow.clone() {
+            return self.shadow_tick(progress, live, run).await;
         }
         let look = self.look(&mut progress, live).await?;
         self.decide(progress, look).await
@@ -144,7 +154,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
     fn paused(&self, progress: Progress, evidence: &Evidence, who: &str, verdict: &str) -> Progress {
         let reason = format!(
             "Paused by {who} at {}, bake done; the judge keeps checking ({verdict}). coalmine resume {} goes on",
-            self.stage_text(progress.stage),
+            self.at(&progress),
             self.release.release
         );
         self.keep(progress, Status::Paused, self.release.check_every_seconds, reason, Some(evidence))
@@ -174,7 +184,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         }
         let reason = format!(
             "Waiting for approval at {} ({verdict}): coalmine approve {}; rolls back without it in {}",
-            self.stage_text(progress.stage),
+            self.at(&progress),
             release.release,
             duration(deadline - now)
         );
@@ -189,7 +199,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             Split { stamp: Some(look.stamp.promoted()), ..self.stage_split(&progress.stable, &look.live, last) };
         self.write(&look.live, &desired, "promoting").await?;
         progress.weight = self.release.stages[last].weight();
-        let reason = format!("Promoted by {by} (promote --full) from {}; {verdict}", self.stage_text(progress.stage));
+        let reason = format!("Promoted by {by} (promote --full) from {}; {verdict}", self.at(&progress));
         Ok(self.promoted(progress, reason, look, verdict).await)
     }
 
@@ -276,6 +286,14 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
                 stamp: None,
             },
             Target::Sagemaker(_) => live.with_canary_weight(s.weight()),
+        }
+    }
+
+    /// Where the release is: "the shadow", or its stage.
+    pub(super) fn at(&self, progress: &Progress) -> String {
+        match progress.kind.shadow {
+            Some(_) => "the shadow (before any user was served by the candidate)".into(),
+            None => self.stage_text(progress.stage),
         }
     }
 

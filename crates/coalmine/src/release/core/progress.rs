@@ -83,10 +83,19 @@ pub struct Decision {
     pub evidence: Option<Value>,
 }
 
-/// What a kind of release keeps beyond the common progress: nothing, for the weight
-/// canary.
+/// What a weight canary keeps beyond the common progress: its shadow phase, while one
+/// runs (before the first stage).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Plain {}
+pub struct Plain {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRun>,
+}
+
+/// A shadow phase in progress: the candidate answers copies of live requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShadowRun {
+    pub started_at: u64,
+}
 
 /// A release's progress; `X` is what its kind keeps beside it (flattened into the same
 /// object, so the output reads as one).

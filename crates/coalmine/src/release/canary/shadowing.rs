@@ -1,0 +1,143 @@
+//! A Lambda release's shadow phase, before its first stage: the alias stays wholly on
+//! the stable (its stamp says `stage=0/N`, the shadow), the feed hands the stable's
+//! logged requests to the shadow function, and each tick judges the candidate's answers
+//! against the stable's asked again, with the release's own tests. A shadow that fails
+//! ends the release before any user was served by the candidate; one that passes enters
+//! the first stage. Whatever ends it, the feed is removed after the tick.
+
+use tracing::warn;
+
+use crate::domain::cause::RolledBackBy;
+use crate::domain::error::Result;
+use crate::domain::shadow::Feed;
+use crate::domain::split::Split;
+use crate::domain::stamp::Stamp;
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
+use crate::release::canary::shadow_spec::SHADOW_STAGE;
+use crate::release::canary::CanaryTick;
+use crate::release::core::gates::Gates;
+use crate::release::core::health::observe;
+use crate::release::core::progress::{Progress, ShadowRun, Status, Written};
+use crate::release::judge::Evidence;
+use crate::release::shadow::{step, ShadowStep};
+use crate::rollback::ZeroOutcome;
+use crate::text::{duration, percent, side};
+
+impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+    /// The alias's stamp while shadowing: the release owns the alias, nothing moved.
+    fn shadow_stamp(&self, stable: &str) -> Stamp {
+        Stamp { stage: Some((SHADOW_STAGE, self.release.stages.len())), ..self.live_stamp(stable, 0, None) }
+    }
+
+    /// Owns the alias (a stamp-only write, unless an earlier attempt of this tick made
+    /// it), then opens the feed. A failure fails the tick; its retry picks up here.
+    pub(super) async fn start_shadow(&self, live: Split, feed: Feed) -> Result<Progress> {
+        let release = self.release;
+        let written = match live.stamp_by(self.execution) {
+            Some(_) => live.clone(),
+            None => {
+                let desired = Split { stamp: Some(self.shadow_stamp(&live.stable)), ..live.clone() };
+                self.deps.router.write(&release.target, &live, &desired).await?
+            }
+        };
+        self.deps.router.open_feed(&feed).await?;
+        let shadow = release.shadow.as_ref().expect("a release with a feed has a shadow");
+        let mut progress: Progress = Progress::new(&live.stable, Written::of(&written), self.now);
+        progress.weight = 0.0;
+        progress.kind.shadow = Some(ShadowRun { started_at: self.now });
+        let reason = format!(
+            "Shadowing: {} answers copies of {} of {}'s live requests for {}; no user is served by it",
+            side(&release.target, release.canary_id()),
+            percent(shadow.sample),
+            side(&release.target, &live.stable),
+            duration(shadow.duration_seconds)
+        );
+        let wait = release.check_every_seconds.min(shadow.duration_seconds);
+        Ok(self.keep(progress, Status::Advanced, wait, reason, None))
+    }
+
+    /// One look at the shadow: fail it, keep shadowing, or enter the first stage.
+    pub(super) async fn shadow_tick(&self, mut progress: Progress, live: Split, run: ShadowRun) -> Result<Progress> {
+        let release = self.release;
+        let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
+        let gates = Gates { custom: shadow.gates(&release.release), ..release.gates.clone() };
+        let query = MetricQuery {
+            target: &release.target,
+            canary: release.canary_id(),
+            stable: &progress.stable.clone(),
+            start_epoch: run.started_at,
+            end_epoch: self.now.max(run.started_at + 1),
+            custom: &gates.custom,
+            configs: None,
+            shadow_of: Some(&release.release),
+        };
+        let evidence = observe(&gates, self.deps.alarms, self.deps.metrics, &query, &mut progress, self.now).await?;
+        match step(&gates, &evidence, run.started_at, shadow.duration_seconds, &mut progress.holding_since, self.now) {
+            ShadowStep::Failed(why) => self.shadow_failed(progress, live, why, &evidence).await,
+            ShadowStep::Passed => self.leave_shadow(progress, live, &evidence).await,
+            ShadowStep::Continue(status) => {
+                let left = (run.started_at + shadow.duration_seconds).saturating_sub(self.now);
+                let wait = release.check_every_seconds.min(left.max(1));
+                let reason = format!("Shadowing: {}", evidence.summary());
+                Ok(self.keep(progress, status, wait, reason, Some(&evidence)))
+            }
+        }
+    }
+
+    /// The candidate failed its shadow: recorded on the alias (nothing to take away),
+    /// then told.
+    async fn shadow_failed(
+        &self,
+        progress: Progress,
+        live: Split,
+        why: String,
+        evidence: &Evidence,
+    ) -> Result<Progress> {
+        let by = if evidence.from_alarms() { RolledBackBy::GateAlarm } else { RolledBackBy::Health };
+        let stamp = live.stamp.as_ref().map(|s| s.rolled_back(by.clone()));
+        let after = self.deps.router.write(&self.release.target, &live, &Split { stamp, ..live.clone() }).await?;
+        let why = format!("{why}. No user was served by the candidate: it never left the shadow");
+        self.announce_rollback(progress, by, why, Some(evidence), ZeroOutcome::RolledBack { before: live, after }).await
+    }
+
+    /// The shadow passed: the first stage, written like any advance.
+    async fn leave_shadow(&self, mut progress: Progress, live: Split, evidence: &Evidence) -> Result<Progress> {
+        let release = self.release;
+        let hold = live.stamp.as_ref().and_then(|s| s.hold.clone());
+        let desired = Split {
+            stamp: Some(self.live_stamp(&progress.stable, 0, hold)),
+            ..self.stage_split(&progress.stable, &live, 0)
+        };
+        let written = self.deps.router.write(&release.target, &live, &desired).await?;
+        let first = release.stages[0];
+        progress.kind.shadow = None;
+        progress.holding_since = None;
+        // The stages judge the canary's live traffic afresh; the shadow's looks are its own.
+        progress.samples.clear();
+        progress.stage = 0;
+        progress.weight = first.weight();
+        progress.last_written = Written::of(&written);
+        progress.stage_entered_at = self.now;
+        let reason = format!("Shadow passed ({}); now at {}", evidence.summary(), percent(first.weight()));
+        let wait = release.check_every_seconds.min(first.longest_bake().max(1));
+        Ok(self.keep(progress, Status::Advanced, wait, reason, Some(evidence)))
+    }
+
+    /// After a tick that left the shadow, however (the first stage, a rollback, an
+    /// outside change, an abort seen): the feed goes. Best effort: the traffic is
+    /// already as the tick left it, and a feed left open costs invocations, not users.
+    pub(super) async fn close_feed_after(&self, was_shadowing: bool, progress: &mut Progress) {
+        let left_shadow = progress.status.has_ended() || (was_shadowing && progress.kind.shadow.is_none());
+        let Some(feed) = self.release.shadow_feed(&progress.stable).filter(|_| left_shadow) else {
+            return;
+        };
+        if let Err(e) = self.deps.router.close_feed(&feed).await {
+            warn!(release = %self.release.release, error = %e, "the shadow's feed was not removed");
+            progress.reason.push_str(&format!(
+                " (the shadow's feed was not removed: {e}; delete subscription filter {} from /aws/lambda/{})",
+                feed.filter_name(),
+                feed.function
+            ));
+        }
+    }
+}
