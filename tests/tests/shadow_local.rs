@@ -1,17 +1,27 @@
-//! The Lambda shadow's feed over real HTTP, with the real bootstraps in MiniStack: a
-//! model handler (`tests/src/bin/model.rs`, printing its pairs with `coalmine-emf`)
-//! serves live requests through its alias; a CloudWatch Logs subscription filter on its
-//! log group, named by the release's feed, hands the lines to the real shadow function,
-//! which asks the candidate's version (and the stable's again) and publishes the counts.
+//! The Lambda shadow over real HTTP, with the real bootstraps in MiniStack: a model
+//! handler (`tests/src/bin/model.rs`, printing its pairs with `coalmine-emf`) serves live
+//! requests through its alias; the release's feed (a CloudWatch Logs subscription filter
+//! on its log group, opened by the stepper's own adapter) hands the lines to the real
+//! shadow function, which asks the candidate's version (and the stable's again) and
+//! publishes the counts; the stepper's tick, on the library's AWS adapters, judges them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Environment, Runtime};
-use coalmine::domain::shadow::{metric, Compare, Feed, FILTER_PATTERN, NAMESPACE, PAIR_KEY};
-use coalmine_tests::{bootstrap_path, poll, unique, zip_bootstrap, LocalAws, ROLE_ARN};
-use serde_json::json;
+use coalmine::aws::{log_group, Aws};
+use coalmine::domain::cause::RolledBackBy;
+use coalmine::domain::shadow::{metric, Compare, Feed, NAMESPACE, PAIR_KEY};
+use coalmine::domain::stamp::Phase;
+use coalmine::ports::{ShadowFeeds, TrafficRouter};
+use coalmine::release::canary::control;
+use coalmine::release::canary::spec::Release;
+use coalmine::release::core::progress::{Progress, Status};
+use coalmine::release::core::{StepDeps, Tick};
+use coalmine::Target;
+use coalmine_tests::{bootstrap_path, poll, unique, zip_bootstrap, Inbox, LocalAws, ROLE_ARN};
+use serde_json::{json, Value};
 
 /// A model function whose version 1 runs `stable` and version 2 runs `candidate`
 /// (`MODEL`), live behind alias `live` on version 1.
@@ -52,6 +62,9 @@ async fn model(local: &LocalAws, stable: &str, candidate: &str) -> String {
         .send()
         .await
         .expect("alias");
+    // A stable in production has logged already: Lambda creates its group on the first line.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&local.sdk);
+    logs.create_log_group().log_group_name(log_group(&function)).send().await.expect("the model's log group");
     function
 }
 
@@ -69,23 +82,70 @@ fn feed(function: &str, compare: Compare) -> Feed {
     }
 }
 
-/// The shadow function, and the feed on the model's log group pointing at it.
-async fn open_feed(local: &LocalAws, feed: &Feed) -> aws_sdk_cloudwatchlogs::Client {
-    let shadow_fn = unique("coalmine-shadow");
-    let shadow_arn = local.create_function_from(&shadow_fn, &bootstrap_path("shadow"), &[]).await;
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&local.sdk);
-    let group = format!("/aws/lambda/{}", feed.function);
-    // The group exists once the function has logged; create it so the filter can go on first.
-    let _ = logs.create_log_group().log_group_name(&group).send().await;
-    logs.put_subscription_filter()
-        .log_group_name(&group)
-        .filter_name(feed.filter_name())
-        .filter_pattern(FILTER_PATTERN)
-        .destination_arn(shadow_arn)
-        .send()
-        .await
-        .expect("put the subscription filter");
-    logs
+/// The local AWS, the real shadow function, a topic read back through SQS, and the
+/// library's adapters with the shadow function as their feeds' destination.
+struct ShadowScene {
+    local: LocalAws,
+    inbox: Inbox,
+    aws: Aws,
+    logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl ShadowScene {
+    async fn connect() -> ShadowScene {
+        let local = LocalAws::connect().await;
+        let inbox = local.topic_with_queue(&unique("coalmine-topic")).await;
+        let shadow_arn = local.create_function_from(&unique("coalmine-shadow"), &bootstrap_path("shadow"), &[]).await;
+        let (_, mut config) = local.adapters(&inbox.topic_arn);
+        config.shadow_function_arn = Some(shadow_arn);
+        let aws = Aws::new(&local.sdk, &config);
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&local.sdk);
+        ShadowScene { local, inbox, aws, logs }
+    }
+
+    /// The feed, opened by the stepper's own adapter.
+    async fn open_feed(&self, feed: &Feed) {
+        self.aws.router.open_feed(feed).await.expect("open the feed");
+    }
+
+    async fn filters(&self, function: &str) -> Vec<String> {
+        let out = self
+            .logs
+            .describe_subscription_filters()
+            .log_group_name(log_group(function))
+            .send()
+            .await
+            .expect("DescribeSubscriptionFilters");
+        out.subscription_filters().iter().filter_map(|f| f.filter_name().map(str::to_owned)).collect()
+    }
+
+    async fn tick(&self, release: &Release, progress: Option<Progress>, execution: &str, now: u64) -> Progress {
+        let deps = StepDeps {
+            router: &self.aws.router,
+            notifier: &self.aws.notifier,
+            alarms: &self.aws.alarms,
+            metrics: &self.aws.metrics,
+        };
+        Tick { release, execution, deps: &deps, now }.step(progress).await.expect("a tick")
+    }
+}
+
+/// A release of the model's version 2 with a shadow of a minute first.
+fn shadowed_release(function: &str, compare: Value) -> Release {
+    Release::parse(&json!({
+        "release": unique("shadowed"),
+        "target": {"lambda": {"function": function, "alias": "live"}},
+        "canary_version": "2",
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 300}],
+        "check_every_seconds": 30,
+        "gates": {"max_error_rate": 0.05, "min_requests": 20},
+        "shadow": {"duration_seconds": 60, "sample": 1.0, "compare": compare, "max_disagreement_increase_ratio": 0.5},
+    }))
+    .expect("a valid shadowed release")
+}
+
+fn epoch() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 async fn serve_live(local: &LocalAws, function: &str, requests: u64) {
@@ -104,12 +164,12 @@ async fn serve_live(local: &LocalAws, function: &str, requests: u64) {
 }
 
 /// The sum of a shadow metric for one version of the feed's release, this last hour.
-async fn shadow_sum(local: &LocalAws, feed: &Feed, name: &str, version: &str) -> f64 {
+async fn shadow_sum(local: &LocalAws, release: &str, name: &str, version: &str) -> f64 {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let metric = Metric::builder()
         .namespace(NAMESPACE)
         .metric_name(name)
-        .dimensions(Dimension::builder().name("Release").value(&feed.release).build())
+        .dimensions(Dimension::builder().name("Release").value(release).build())
         .dimensions(Dimension::builder().name("Version").value(version).build())
         .build();
     let out = local
@@ -130,19 +190,21 @@ async fn shadow_sum(local: &LocalAws, feed: &Feed, name: &str, version: &str) ->
 }
 
 /// Waits (bounded) until the candidate has been asked `n` requests; then every count.
-async fn counts_once_shadowed(local: &LocalAws, feed: &Feed, n: f64) -> [f64; 5] {
+async fn counts_once_shadowed(local: &LocalAws, release: &str, n: f64) -> [f64; 5] {
     let shadowed = poll(Duration::from_secs(90), || async {
-        let seen = shadow_sum(local, feed, metric::SHADOWED, "2").await;
-        (seen >= n).then_some(seen)
+        let both = shadow_sum(local, release, metric::SHADOWED, "2")
+            .await
+            .min(shadow_sum(local, release, metric::SHADOWED, "1").await);
+        (both >= n).then_some(both)
     })
     .await;
-    assert!(shadowed.is_some(), "the candidate was not asked {n} requests within 90 s");
+    assert!(shadowed.is_some(), "the candidate and the stable were not asked {n} requests within 90 s");
     [
-        shadow_sum(local, feed, metric::SHADOWED, "2").await,
-        shadow_sum(local, feed, metric::DISAGREEMENTS, "2").await,
-        shadow_sum(local, feed, metric::ERRORS, "2").await,
-        shadow_sum(local, feed, metric::SHADOWED, "1").await,
-        shadow_sum(local, feed, metric::DISAGREEMENTS, "1").await,
+        shadow_sum(local, release, metric::SHADOWED, "2").await,
+        shadow_sum(local, release, metric::DISAGREEMENTS, "2").await,
+        shadow_sum(local, release, metric::ERRORS, "2").await,
+        shadow_sum(local, release, metric::SHADOWED, "1").await,
+        shadow_sum(local, release, metric::DISAGREEMENTS, "1").await,
     ]
 }
 
@@ -166,32 +228,129 @@ async fn pair_lines(logs: &aws_sdk_cloudwatchlogs::Client, function: &str) -> (u
 
 #[tokio::test]
 async fn a_candidate_that_disagrees_is_asked_every_live_request_and_its_disagreements_counted() {
-    let local = LocalAws::connect().await;
-    let function = model(&local, "steady", "flips-odd").await;
+    let scene = ShadowScene::connect().await;
+    let local = &scene.local;
+    let function = model(local, "steady", "flips-odd").await;
     let feed = feed(&function, Compare::Label { pointer: "/label".into() });
-    let logs = open_feed(&local, &feed).await;
+    scene.open_feed(&feed).await;
 
-    serve_live(&local, &function, 10).await;
+    serve_live(local, &function, 10).await;
 
     let [shadowed, disagreements, errors, stable_asked, stable_disagreements] =
-        counts_once_shadowed(&local, &feed, 10.0).await;
+        counts_once_shadowed(local, &feed.release, 10.0).await;
     assert_eq!((shadowed, disagreements, errors), (10.0, 5.0, 0.0), "q = 1, 3, 5, 7, 9 disagree");
     assert_eq!((stable_asked, stable_disagreements), (10.0, 0.0), "the steady stable agrees with itself");
     // Only live requests are shadowed: the shadow's own invocations print no pair (the
     // envelope), so nothing feeds back, and the candidate's stream never holds one.
-    assert_eq!(pair_lines(&logs, &function).await, (10, 0));
+    assert_eq!(pair_lines(&scene.logs, &function).await, (10, 0));
 }
 
 #[tokio::test]
 async fn a_candidate_that_fails_is_counted_in_errors_and_users_are_still_served_by_the_stable() {
-    let local = LocalAws::connect().await;
-    let function = model(&local, "steady", "fails").await;
+    let scene = ShadowScene::connect().await;
+    let local = &scene.local;
+    let function = model(local, "steady", "fails").await;
     let feed = feed(&function, Compare::Exact);
-    open_feed(&local, &feed).await;
+    scene.open_feed(&feed).await;
 
-    serve_live(&local, &function, 4).await;
+    serve_live(local, &function, 4).await;
 
-    let [shadowed, disagreements, errors, stable_asked, _] = counts_once_shadowed(&local, &feed, 4.0).await;
+    let [shadowed, disagreements, errors, stable_asked, _] = counts_once_shadowed(local, &feed.release, 4.0).await;
     assert_eq!((shadowed, errors, disagreements), (4.0, 4.0, 0.0));
     assert_eq!(stable_asked, 4.0);
+}
+
+const EXECUTION: &str = "arn:aws:states:us-east-1:000000000000:execution:coalmine-release:";
+
+#[tokio::test]
+async fn a_shadow_whose_answers_agree_goes_on_to_the_canary_and_its_feed_is_removed() {
+    let scene = ShadowScene::connect().await;
+    let function = model(&scene.local, "noisy", "noisy").await;
+    let release = shadowed_release(&function, json!({"label": {"pointer": "/label"}}));
+    let execution = format!("{EXECUTION}{}", unique("run"));
+    let t0 = epoch();
+
+    let started = scene.tick(&release, None, &execution, t0).await;
+    assert!(started.kind.shadow.is_some(), "{}", started.reason);
+    assert_eq!(scene.filters(&function).await.len(), 1, "the feed is open");
+    let target = Target::lambda(&function, "live");
+    assert_eq!(scene.aws.router.read(&target).await.unwrap().canary_weight, 0.0);
+
+    // Both versions disagree with the live answer on every third request (a sampled
+    // model): as often as each other, so no worse than the noise floor.
+    serve_live(&scene.local, &function, 60).await;
+    let [shadowed, disagreements, _, _, stable_disagreements] =
+        counts_once_shadowed(&scene.local, &release.release, 60.0).await;
+    assert_eq!((shadowed, disagreements, stable_disagreements), (60.0, 20.0, 20.0));
+
+    let passed = scene.tick(&release, Some(started), &execution, t0 + 60).await;
+    assert_eq!((passed.status, passed.kind.shadow.clone()), (Status::Advanced, None), "{}", passed.reason);
+    assert!(passed.reason.starts_with("Shadow passed"), "{}", passed.reason);
+    let live = scene.aws.router.read(&target).await.unwrap();
+    assert_eq!((live.canary.as_deref(), live.canary_weight), (Some("2"), 0.05));
+    assert!(scene.filters(&function).await.is_empty(), "the feed is removed with the shadow");
+}
+
+#[tokio::test]
+async fn a_shadow_whose_answers_disagree_ends_rolled_back_before_any_user_is_served() {
+    let scene = ShadowScene::connect().await;
+    let function = model(&scene.local, "steady", "flips-odd").await;
+    let release = shadowed_release(&function, json!({"label": {"pointer": "/label"}}));
+    let execution = format!("{EXECUTION}{}", unique("run"));
+    let t0 = epoch();
+    let started = scene.tick(&release, None, &execution, t0).await;
+
+    serve_live(&scene.local, &function, 60).await;
+    counts_once_shadowed(&scene.local, &release.release, 60.0).await;
+    let ended = scene.tick(&release, Some(started), &execution, t0 + 30).await;
+
+    assert_eq!(
+        (ended.status, ended.rolled_back_by.clone()),
+        (Status::RolledBack, Some(RolledBackBy::Health)),
+        "{}",
+        ended.reason
+    );
+    assert!(ended.reason.contains("Disagreements") && ended.reason.contains("No user was served"), "{}", ended.reason);
+    let live = scene.aws.router.read(&Target::lambda(&function, "live")).await.unwrap();
+    assert_eq!((live.stable.as_str(), live.canary_weight), ("1", 0.0));
+    assert!(matches!(live.stamp.unwrap().phase, Phase::RolledBack(RolledBackBy::Health)));
+    assert!(scene.filters(&function).await.is_empty());
+    let messages = scene.inbox.receive(1, Duration::from_secs(30)).await;
+    assert!(messages[0].message.contains("No user was served by the candidate"), "{}", messages[0].message);
+}
+
+#[tokio::test]
+async fn a_candidate_that_fails_in_the_shadow_is_rolled_back_on_its_errors() {
+    let scene = ShadowScene::connect().await;
+    let function = model(&scene.local, "steady", "fails").await;
+    let release = shadowed_release(&function, json!("exact"));
+    let execution = format!("{EXECUTION}{}", unique("run"));
+    let t0 = epoch();
+    let started = scene.tick(&release, None, &execution, t0).await;
+
+    serve_live(&scene.local, &function, 30).await;
+    counts_once_shadowed(&scene.local, &release.release, 30.0).await;
+    let ended = scene.tick(&release, Some(started), &execution, t0 + 30).await;
+
+    assert_eq!(ended.status, Status::RolledBack, "{}", ended.reason);
+    assert!(ended.reason.contains("error"), "{}", ended.reason);
+    assert!(scene.filters(&function).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_abort_during_the_shadow_removes_the_feed_at_once() {
+    let scene = ShadowScene::connect().await;
+    let function = model(&scene.local, "steady", "steady").await;
+    let release = shadowed_release(&function, json!("exact"));
+    let execution = format!("{EXECUTION}{}", unique("run"));
+    let t0 = epoch();
+    let started = scene.tick(&release, None, &execution, t0).await;
+    assert_eq!(scene.filters(&function).await.len(), 1);
+
+    control::abort(&scene.aws.router, &scene.aws.notifier, &release, &execution, "jane", "wrong model").await.unwrap();
+    assert!(scene.filters(&function).await.is_empty(), "abort removes the feed");
+
+    let ended = scene.tick(&release, Some(started), &execution, t0 + 30).await;
+    assert_eq!(ended.status, Status::RolledBack, "{}", ended.reason);
+    assert!(matches!(ended.rolled_back_by, Some(RolledBackBy::Operator { .. })));
 }
