@@ -7,7 +7,7 @@ the deployed stack's own state machine and functions.
 `sam build` would compile the bootstraps for the deployment architecture with
 cargo-lambda; here they must run on this machine, so the built directory is assembled
 from the host's debug bootstraps instead (what `make bins` builds), with the template
-itself unchanged but for the two CodeUri paths, and Architecture=x86_64 or arm64 as the
+itself unchanged but for the three CodeUri paths, and Architecture=x86_64 or arm64 as the
 host is.
 """
 
@@ -63,7 +63,8 @@ def built_stack(tmp):
     """The directory `sam build` would leave: the template, the state machine, and one
     folder per function holding its bootstrap."""
     template = (ROOT / "infra/template.yaml").read_text()
-    for source, function in (("../functions/rollback", "RollbackFunction"), ("../functions/stepper", "StepperFunction")):
+    for source, function in (("../functions/rollback", "RollbackFunction"), ("../functions/stepper", "StepperFunction"),
+                             ("../functions/shadow", "ShadowFunction")):
         assert f"CodeUri: {source}" in template
         template = template.replace(f"CodeUri: {source}", f"CodeUri: {function}")
         (tmp / function).mkdir()

@@ -25,6 +25,7 @@ PARAMS = {
 }
 LAMBDA_ARNS = PARAMS["LambdaTargetFunctionArns"].split(",")
 ALARMS = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:coalmine-*"
+LAMBDA_LOG_GROUPS = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/*"
 SAGEMAKER = ("sagemaker:AddTags", "sagemaker:DescribeEndpoint", "sagemaker:ListTags", "sagemaker:UpdateEndpointWeightsAndCapacities")
 
 
@@ -153,7 +154,30 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
          tuple(sorted([PARAMS["SageMakerEndpointArns"], f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/*"]))),
         (("cloudwatch:PutMetricAlarm", "cloudwatch:SetAlarmState"), (ALARMS,)),
         (("cloudwatch:PutMetricData",), ("*",)),
+        (("logs:DeleteSubscriptionFilter", "logs:PutSubscriptionFilter"), (LAMBDA_LOG_GROUPS,)),
     ])
+
+
+def test_shadow_role_may_only_ask_the_targets_versions_and_count_in_its_namespace(resolved):
+    assert statements(resolved, "ShadowFunctionRole") == sorted([
+        (("lambda:InvokeFunction",), tuple(sorted(a + ":*" for a in LAMBDA_ARNS))),
+        (("cloudwatch:PutMetricData",), ("*",)),
+        (("kms:Decrypt",), ("<AlertKey.Arn>",)),
+    ])
+    policies = resolved["Resources"]["ShadowFunctionRole"]["Properties"]["Policies"]
+    puts = [st for p in policies for st in p["PolicyDocument"]["Statement"] if "cloudwatch:PutMetricData" in st["Action"]]
+    assert [st.get("Condition") for st in puts] == [{"StringEquals": {"cloudwatch:namespace": "Coalmine/Shadow"}}]
+    rust = (ROOT / "crates/coalmine/src/domain/shadow.rs").read_text()
+    assert 'NAMESPACE: &str = "Coalmine/Shadow";' in rust, "the policy and the code name one namespace"
+
+
+def test_only_lambdas_log_groups_in_this_account_deliver_to_the_shadow(resolved):
+    permission = resolved["Resources"]["ShadowFromLogs"]["Properties"]
+    assert (permission["Principal"], permission["SourceAccount"]) == ("logs.amazonaws.com", ACCOUNT)
+    assert permission["SourceArn"] == LAMBDA_LOG_GROUPS + ":*"
+    function = resolved["Resources"]["ShadowFunction"]["Properties"]
+    assert function["ReservedConcurrentExecutions"] == 10
+    assert resolved["Resources"]["StepperFunction"]["Properties"]["Environment"]["Variables"]["SHADOW_FUNCTION_ARN"] == "<ShadowFunction.Arn>"
 
 
 @pytest.mark.parametrize("role", ["StepperFunctionRole", "RollbackFunctionRole"])
@@ -178,7 +202,7 @@ def test_star_appears_only_where_no_resource_can_be_named(resolved):
     allowed = {"cloudwatch:GetMetricData", "cloudwatch:PutMetricData"} | {a for a in ("logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
                "logs:DeleteLogDelivery", "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
                "logs:DescribeLogGroups")}
-    for role in ("RollbackFunctionRole", "StepperFunctionRole", "ReleaseStateMachineRole"):
+    for role in ("RollbackFunctionRole", "StepperFunctionRole", "ShadowFunctionRole", "ReleaseStateMachineRole"):
         for actions, resources in statements(resolved, role):
             if "*" in resources:
                 assert set(actions) <= allowed, (role, actions)
@@ -189,13 +213,13 @@ def test_without_targets_no_traffic_permission_is_granted():
     params = {**PARAMS, "LambdaTargetFunctionArns": "", "SageMakerEndpointArns": ""}
     rendered = render(params)
     resolved = Resolver(rendered, params).resolve(rendered)
-    for role in ("RollbackFunctionRole", "StepperFunctionRole"):
+    for role in ("RollbackFunctionRole", "StepperFunctionRole", "ShadowFunctionRole"):
         actions = {a for acts, _ in statements(resolved, role) for a in acts}
-        assert not any(a.startswith(("lambda:", "sagemaker:")) for a in actions), (role, actions)
+        assert not any(a.startswith(("lambda:", "sagemaker:", "logs:")) for a in actions), (role, actions)
 
 
 def test_functions_are_arm64_al2023_cargolambda_with_json_logs(resolved):
-    for name in ("RollbackFunction", "StepperFunction"):
+    for name in ("RollbackFunction", "StepperFunction", "ShadowFunction"):
         props = resolved["Resources"][name]["Properties"]
         assert props["Runtime"] == "provided.al2023" and props["Architectures"] == ["arm64"] and props["Handler"] == "bootstrap"
         assert props["LoggingConfig"]["LogFormat"] == "JSON" and props["TracingConfig"] == {"Mode": "Active"}
