@@ -424,7 +424,12 @@ pub struct Deployed {
 
 impl LocalAws {
     pub async fn deploy(&self, topic_arn: &str) -> Deployed {
-        let env = [("SNS_TOPIC_ARN", topic_arn), ("SAGEMAKER_UPDATE_MAX_WAIT_SECONDS", "20")];
+        let shadow_arn = self.create_function_from(&unique("coalmine-shadow"), &bootstrap_path("shadow"), &[]).await;
+        let env = [
+            ("SNS_TOPIC_ARN", topic_arn),
+            ("SAGEMAKER_UPDATE_MAX_WAIT_SECONDS", "20"),
+            ("SHADOW_FUNCTION_ARN", &shadow_arn),
+        ];
         let rollback_fn = unique("coalmine-rollback");
         self.create_function_from(&rollback_fn, &bootstrap_path("rollback"), &env).await;
         let stepper_fn = unique("coalmine-stepper");
@@ -789,6 +794,78 @@ impl TrafficRouter for Interloper<'_> {
 
     async fn check_canary(&self, target: &Target, canary: &str) -> coalmine::Result<()> {
         self.inner.check_canary(target, canary).await
+    }
+}
+
+/// A model for the shadow: `tests/src/bin/model.rs` as a function whose version 1 runs
+/// `MODEL=stable` and version 2 `MODEL=candidate`, live behind alias `live` on version 1.
+impl LocalAws {
+    pub async fn seed_model(&self, stable: &str, candidate: &str) -> String {
+        use aws_sdk_lambda::types::Environment;
+        let function = unique("model");
+        let binary = std::fs::read(bootstrap_path("model")).expect("the model bootstrap; `make bins` builds it");
+        let env = |model: &str| Environment::builder().variables("MODEL", model).build();
+        self.lambda
+            .create_function()
+            .function_name(&function)
+            .runtime(Runtime::Providedal2023)
+            .role(ROLE_ARN)
+            .handler("bootstrap")
+            .timeout(30)
+            .environment(env(stable))
+            .code(FunctionCode::builder().zip_file(Blob::new(zip_bootstrap(&binary))).build())
+            .send()
+            .await
+            .expect("create the model");
+        self.lambda.publish_version().function_name(&function).send().await.expect("publish v1");
+        self.lambda
+            .update_function_configuration()
+            .function_name(&function)
+            .environment(env(candidate))
+            .send()
+            .await
+            .expect("the candidate's configuration");
+        self.lambda.publish_version().function_name(&function).send().await.expect("publish v2");
+        self.lambda
+            .create_alias()
+            .function_name(&function)
+            .name("live")
+            .function_version("1")
+            .send()
+            .await
+            .expect("alias");
+        // A stable in production has logged already: Lambda creates its group on the first line.
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&self.sdk);
+        logs.create_log_group().log_group_name(coalmine::aws::log_group(&function)).send().await.expect("log group");
+        function
+    }
+
+    /// Users asking the model through its alias, one after another, until dropped.
+    pub fn pump_model_requests(&self, function: &str) -> Traffic {
+        let (lambda, function) = (self.lambda.clone(), function.to_owned());
+        Traffic(tokio::spawn(async move {
+            for q in 0.. {
+                let payload = Blob::new(serde_json::json!({ "q": q }).to_string());
+                // A user's request that fails is the stable's business, not the demo's.
+                let _ = lambda.invoke().function_name(&function).qualifier("live").payload(payload).send().await;
+            }
+        }))
+    }
+
+    /// `requests` live requests `{"q": 0}`, `{"q": 1}`, ... through the alias, in turn.
+    pub async fn serve_model(&self, function: &str, requests: u64) {
+        for q in 0..requests {
+            let out = self
+                .lambda
+                .invoke()
+                .function_name(function)
+                .qualifier("live")
+                .payload(Blob::new(serde_json::json!({ "q": q }).to_string()))
+                .send()
+                .await
+                .expect("a live request");
+            assert_eq!(out.function_error, None, "the stable serves every live request");
+        }
     }
 }
 

@@ -8,8 +8,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Environment, Runtime};
 use coalmine::aws::{log_group, Aws};
 use coalmine::domain::cause::RolledBackBy;
 use coalmine::domain::shadow::{metric, Compare, Feed, NAMESPACE, PAIR_KEY};
@@ -20,53 +18,8 @@ use coalmine::release::canary::spec::Release;
 use coalmine::release::core::progress::{Progress, Status};
 use coalmine::release::core::{StepDeps, Tick};
 use coalmine::Target;
-use coalmine_tests::{bootstrap_path, poll, unique, zip_bootstrap, Inbox, LocalAws, ROLE_ARN};
+use coalmine_tests::{bootstrap_path, poll, unique, Inbox, LocalAws};
 use serde_json::{json, Value};
-
-/// A model function whose version 1 runs `stable` and version 2 runs `candidate`
-/// (`MODEL`), live behind alias `live` on version 1.
-async fn model(local: &LocalAws, stable: &str, candidate: &str) -> String {
-    let function = unique("model");
-    let code =
-        zip_bootstrap(&std::fs::read(bootstrap_path("model")).expect("the model bootstrap; `make bins` builds it"));
-    let env = |model: &str| Environment::builder().variables("MODEL", model).build();
-    local
-        .lambda
-        .create_function()
-        .function_name(&function)
-        .runtime(Runtime::Providedal2023)
-        .role(ROLE_ARN)
-        .handler("bootstrap")
-        .timeout(30)
-        .environment(env(stable))
-        .code(aws_sdk_lambda::types::FunctionCode::builder().zip_file(Blob::new(code)).build())
-        .send()
-        .await
-        .expect("create the model");
-    local.lambda.publish_version().function_name(&function).send().await.expect("publish v1");
-    local
-        .lambda
-        .update_function_configuration()
-        .function_name(&function)
-        .environment(env(candidate))
-        .send()
-        .await
-        .expect("the candidate's configuration");
-    local.lambda.publish_version().function_name(&function).send().await.expect("publish v2");
-    local
-        .lambda
-        .create_alias()
-        .function_name(&function)
-        .name("live")
-        .function_version("1")
-        .send()
-        .await
-        .expect("alias");
-    // A stable in production has logged already: Lambda creates its group on the first line.
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&local.sdk);
-    logs.create_log_group().log_group_name(log_group(&function)).send().await.expect("the model's log group");
-    function
-}
 
 fn feed(function: &str, compare: Compare) -> Feed {
     Feed {
@@ -148,21 +101,6 @@ fn epoch() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-async fn serve_live(local: &LocalAws, function: &str, requests: u64) {
-    for q in 0..requests {
-        let out = local
-            .lambda
-            .invoke()
-            .function_name(function)
-            .qualifier("live")
-            .payload(Blob::new(json!({ "q": q }).to_string()))
-            .send()
-            .await
-            .expect("a live request");
-        assert_eq!(out.function_error, None, "the stable serves every live request");
-    }
-}
-
 /// The sum of a shadow metric for one version of the feed's release, this last hour.
 async fn shadow_sum(local: &LocalAws, release: &str, name: &str, version: &str) -> f64 {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
@@ -230,11 +168,11 @@ async fn pair_lines(logs: &aws_sdk_cloudwatchlogs::Client, function: &str) -> (u
 async fn a_candidate_that_disagrees_is_asked_every_live_request_and_its_disagreements_counted() {
     let scene = ShadowScene::connect().await;
     let local = &scene.local;
-    let function = model(local, "steady", "flips-odd").await;
+    let function = local.seed_model("steady", "flips-odd").await;
     let feed = feed(&function, Compare::Label { pointer: "/label".into() });
     scene.open_feed(&feed).await;
 
-    serve_live(local, &function, 10).await;
+    local.serve_model(&function, 10).await;
 
     let [shadowed, disagreements, errors, stable_asked, stable_disagreements] =
         counts_once_shadowed(local, &feed.release, 10.0).await;
@@ -249,11 +187,11 @@ async fn a_candidate_that_disagrees_is_asked_every_live_request_and_its_disagree
 async fn a_candidate_that_fails_is_counted_in_errors_and_users_are_still_served_by_the_stable() {
     let scene = ShadowScene::connect().await;
     let local = &scene.local;
-    let function = model(local, "steady", "fails").await;
+    let function = local.seed_model("steady", "fails").await;
     let feed = feed(&function, Compare::Exact);
     scene.open_feed(&feed).await;
 
-    serve_live(local, &function, 4).await;
+    local.serve_model(&function, 4).await;
 
     let [shadowed, disagreements, errors, stable_asked, _] = counts_once_shadowed(local, &feed.release, 4.0).await;
     assert_eq!((shadowed, errors, disagreements), (4.0, 4.0, 0.0));
@@ -265,7 +203,7 @@ const EXECUTION: &str = "arn:aws:states:us-east-1:000000000000:execution:coalmin
 #[tokio::test]
 async fn a_shadow_whose_answers_agree_goes_on_to_the_canary_and_its_feed_is_removed() {
     let scene = ShadowScene::connect().await;
-    let function = model(&scene.local, "noisy", "noisy").await;
+    let function = scene.local.seed_model("noisy", "noisy").await;
     let release = shadowed_release(&function, json!({"label": {"pointer": "/label"}}));
     let execution = format!("{EXECUTION}{}", unique("run"));
     let t0 = epoch();
@@ -278,7 +216,7 @@ async fn a_shadow_whose_answers_agree_goes_on_to_the_canary_and_its_feed_is_remo
 
     // Both versions disagree with the live answer on every third request (a sampled
     // model): as often as each other, so no worse than the noise floor.
-    serve_live(&scene.local, &function, 60).await;
+    scene.local.serve_model(&function, 60).await;
     let [shadowed, disagreements, _, _, stable_disagreements] =
         counts_once_shadowed(&scene.local, &release.release, 60.0).await;
     assert_eq!((shadowed, disagreements, stable_disagreements), (60.0, 20.0, 20.0));
@@ -294,13 +232,13 @@ async fn a_shadow_whose_answers_agree_goes_on_to_the_canary_and_its_feed_is_remo
 #[tokio::test]
 async fn a_shadow_whose_answers_disagree_ends_rolled_back_before_any_user_is_served() {
     let scene = ShadowScene::connect().await;
-    let function = model(&scene.local, "steady", "flips-odd").await;
+    let function = scene.local.seed_model("steady", "flips-odd").await;
     let release = shadowed_release(&function, json!({"label": {"pointer": "/label"}}));
     let execution = format!("{EXECUTION}{}", unique("run"));
     let t0 = epoch();
     let started = scene.tick(&release, None, &execution, t0).await;
 
-    serve_live(&scene.local, &function, 60).await;
+    scene.local.serve_model(&function, 60).await;
     counts_once_shadowed(&scene.local, &release.release, 60.0).await;
     let ended = scene.tick(&release, Some(started), &execution, t0 + 30).await;
 
@@ -322,13 +260,13 @@ async fn a_shadow_whose_answers_disagree_ends_rolled_back_before_any_user_is_ser
 #[tokio::test]
 async fn a_candidate_that_fails_in_the_shadow_is_rolled_back_on_its_errors() {
     let scene = ShadowScene::connect().await;
-    let function = model(&scene.local, "steady", "fails").await;
+    let function = scene.local.seed_model("steady", "fails").await;
     let release = shadowed_release(&function, json!("exact"));
     let execution = format!("{EXECUTION}{}", unique("run"));
     let t0 = epoch();
     let started = scene.tick(&release, None, &execution, t0).await;
 
-    serve_live(&scene.local, &function, 30).await;
+    scene.local.serve_model(&function, 30).await;
     counts_once_shadowed(&scene.local, &release.release, 30.0).await;
     let ended = scene.tick(&release, Some(started), &execution, t0 + 30).await;
 
@@ -340,7 +278,7 @@ async fn a_candidate_that_fails_in_the_shadow_is_rolled_back_on_its_errors() {
 #[tokio::test]
 async fn an_abort_during_the_shadow_removes_the_feed_at_once() {
     let scene = ShadowScene::connect().await;
-    let function = model(&scene.local, "steady", "steady").await;
+    let function = scene.local.seed_model("steady", "steady").await;
     let release = shadowed_release(&function, json!("exact"));
     let execution = format!("{EXECUTION}{}", unique("run"));
     let t0 = epoch();

@@ -161,13 +161,8 @@ pub fn timeline(stages: usize, progress: &Progress) -> Vec<String> {
 }
 
 pub fn decision_line(decision: &Decision, stages: usize) -> String {
-    format!(
-        "stage {}/{stages} {:>4}  {:<17} {}",
-        decision.stage + 1,
-        percent(decision.weight),
-        decision.status.as_str(),
-        decision.reason
-    )
+    let at = if decision.shadow { "shadow".to_owned() } else { format!("stage {}/{stages}", decision.stage + 1) };
+    format!("{at:<9} {:>4}  {:<17} {}", percent(decision.weight), decision.status.as_str(), decision.reason)
 }
 
 /// Where the current stage's bake is: `bake [#######.............] 4m00s of 15m00s`.
@@ -477,6 +472,7 @@ mod tests {
             status,
             reason: reason.into(),
             evidence: None,
+            shadow: false,
         };
         let progress: Progress = serde_json::from_value(serde_json::json!({
             "stage": 0, "weight": 0.05, "stable": "1",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_smithy_types::date_time::{DateTime, Format};
+use coalmine::Target;
 use coalmine_tests::{bootstrap_path, poll, sample_event, Deployed, Inbox, LocalAws, Scratch};
 use serde_json::{json, Value};
 
@@ -129,8 +130,33 @@ async fn main() {
     print_message(told.first());
     println!();
 
-    // 6. A healthy release of a SageMaker model: a canary variant climbs to 100%.
-    say("6. a SageMaker endpoint's canary variant");
+    // 6. Shadow first: the candidate answers copies of live requests; nobody sees them.
+    say("6. ai-classifier's version 2 is shadowed before its canary: it disagrees on half the labels");
+    let classifier = local.seed_model("steady", "flips-odd").await;
+    let release = name("ai-classifier-v2");
+    let json = json!({
+        "release": release,
+        "target": {"lambda": {"function": classifier, "alias": "live"}},
+        "canary_version": "2",
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}],
+        "check_every_seconds": 2,
+        "gates": {"max_error_rate": 0.05, "min_requests": 20},
+        "shadow": {"duration_seconds": 600, "sample": 1.0, "compare": {"label": {"pointer": "/label"}},
+                   "max_disagreement_increase_ratio": 0.5}
+    });
+    let users = local.pump_model_requests(&classifier);
+    shell.run(&["start", &shell.write(&json)]).await;
+    let told = show_messages(&inbox, 1).await;
+    shell.until_ended(&local, &release).await;
+    drop(users);
+    shell.run(&["status", &release]).await;
+    let (serves, weights, _) = local.alias_state(&Target::lambda(&classifier, "live")).await;
+    say(format!("alias live serves version {serves}, weights {weights:?}: version 2 never left the shadow"));
+    print_message(told.first());
+    println!();
+
+    // 7. A healthy release of a SageMaker model: a canary variant climbs to 100%.
+    say("7. a SageMaker endpoint's canary variant");
     let endpoint = name("ai-model-endpoint");
     let target = local.seed_sagemaker_canary(&endpoint, 0.0).await;
     let release = json!({

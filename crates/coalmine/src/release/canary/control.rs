@@ -11,6 +11,7 @@ use crate::domain::stamp::{Phase, Request, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
+use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::spec::Release;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 use crate::text::describe;
@@ -152,6 +153,7 @@ pub async fn abort(
         before: outcome.before(),
         after: outcome.after(),
         dry_run: None,
+        in_shadow: outcome.before().stamp.as_ref().and_then(|s| s.stage).is_some_and(|(at, _)| at == SHADOW_STAGE),
     });
     notifier.publish(&message).await.map_err(|e| Error::Incomplete {
         summary: format!("release {} was rolled back, but the team's message was not sent: {e}", release.release),

@@ -24,14 +24,24 @@ pub struct Stopped<'a> {
     pub after: &'a Split,
     /// Where a test that is not enforced would have rolled back, if one would have.
     pub dry_run: Option<&'a DryRun>,
+    /// Stopped in the shadow, before the first stage: no user was served by the candidate.
+    pub in_shadow: bool,
 }
 
 pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
-    let Stopped { release, execution, by, why, evidence, stage, before, after, dry_run } = stopped;
+    let Stopped { release, execution, by, why, evidence, stage, before, after, dry_run, in_shadow } = stopped;
     let target = &release.target;
     let name = &release.release;
-    let at = format!("stage {} of {} ({})", stage + 1, release.stages.len(), percent(release.stages[*stage].weight()));
+    let at = if *in_shadow {
+        "its shadow, before its first stage".to_owned()
+    } else {
+        format!("stage {} of {} ({})", stage + 1, release.stages.len(), percent(release.stages[*stage].weight()))
+    };
     let opening = match by {
+        RolledBackBy::Health | RolledBackBy::GateAlarm if *in_shadow => format!(
+            "coalmine rolled back release {name} in its shadow: the candidate's answers to copies of live requests \
+             failed a health check. No user was served by it, and the release will not start again."
+        ),
         RolledBackBy::OutsideChange => format!(
             "coalmine stopped release {name} at {at}: its traffic was changed outside the release, so coalmine left it \
              as it found it and will not move it again."

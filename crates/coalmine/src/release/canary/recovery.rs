@@ -129,6 +129,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             before: &before,
             after: &live,
             dry_run: progress.dry_run.as_ref(),
+            in_shadow: progress.kind.shadow.is_some(),
         });
         self.deps
             .notifier
@@ -178,6 +179,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             before: outcome.before(),
             after: outcome.after(),
             dry_run: progress.dry_run.as_ref(),
+            in_shadow: progress.kind.shadow.is_some(),
         });
         // The rollback stands whatever happens to the message; a failed message fails the
         // tick so the state machine's retry (which finds the rollback in the stamp) re-sends it.

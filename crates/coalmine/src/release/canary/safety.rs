@@ -72,6 +72,7 @@ pub async fn safety_rollback(
                     before: done.before(),
                     after: done.after(),
                     dry_run: progress.and_then(|p| p.dry_run.as_ref()),
+                    in_shadow: stamp.as_ref().and_then(|s| s.stage).is_some_and(|(at, _)| at == SHADOW_STAGE),
                 });
                 notifier.publish(&message).await.map_err(|e| unsent(&release.release, "the rollback's message", e))?;
             }

@@ -312,7 +312,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         reason: String,
         evidence: Option<&Evidence>,
     ) -> Progress {
-        let progress = progress.decide(self.now, status, wait, reason, evidence);
+        let progress = mark_shadow(progress.decide(self.now, status, wait, reason, evidence));
         self.log_decision(&self.release.target.to_string(), &progress, evidence);
         progress
     }
@@ -325,10 +325,20 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         reason: String,
         evidence: Option<&Evidence>,
     ) -> Progress {
-        let progress = progress.finish(self.now, status, reason, evidence);
+        let progress = mark_shadow(progress.finish(self.now, status, reason, evidence));
         self.log_decision(&self.release.target.to_string(), &progress, evidence);
         progress
     }
+}
+
+/// A decision made in the shadow says so in the history.
+fn mark_shadow(mut progress: Progress) -> Progress {
+    if progress.kind.shadow.is_some() {
+        if let Some(last) = progress.history.last_mut() {
+            last.shadow = true;
+        }
+    }
+    progress
 }
 
 /// " Approved by jane." or " Promoted by sam.": who let the stage go on, if anyone.

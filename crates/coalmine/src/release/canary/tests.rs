@@ -999,6 +999,8 @@ mod shadow {
         assert_eq!((p.status, p.stage, p.kind.shadow.clone()), (Status::Advanced, 0, None), "{}", p.reason);
         assert!(p.reason.starts_with("Shadow passed (") && p.reason.ends_with("now at 5%"), "{}", p.reason);
         assert!(p.samples.is_empty(), "the first stage judges live traffic afresh");
+        let shadowed: Vec<bool> = p.history.iter().map(|d| d.shadow).collect();
+        assert_eq!(shadowed, [true, true, false], "the history says which decisions the shadow made");
         assert_eq!(p.stage_entered_at, T0 + 600);
         let live = world.live();
         assert_eq!((live.canary.as_deref(), live.canary_weight), (Some("42"), 0.05));

@@ -81,6 +81,9 @@ pub struct Decision {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Value>,
+    /// Made in a shadow phase, before the first stage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// What a weight canary keeps beyond the common progress: its shadow phase, while one
@@ -213,6 +216,7 @@ impl<X> Progress<X> {
             status: self.status,
             reason: self.reason.clone(),
             evidence,
+            shadow: false,
         });
         if self.history.len() > HISTORY_LIMIT {
             let excess = self.history.len() - HISTORY_LIMIT;
