@@ -18,6 +18,20 @@ Feedback arrives later, often in another function: publish it with the version t
 
     emit_feedback(thumbs_down=True, version=answered_by)
 
+Shadow mode (a release with "shadow"): coalmine asks the candidate version the requests
+your stable served, and compares the answers. Print each live request and its answer,
+and never write anywhere when shadowed:
+
+    from coalmine_emf import shadow_request, record_pair
+
+    def handler(event, context):
+        request, shadowed = shadow_request(event)
+        answer = model(request)
+        if not shadowed:
+            save_to_database(answer)      # side effects only for real users
+        record_pair(request, answer, shadowed)
+        return answer
+
 The names match crates/emf (Rust) and events/releases/lambda-ai-quality-43.json.
 """
 
@@ -71,3 +85,25 @@ def emit_answer(output_tokens, response_length, schema_failed=False, guardrail_b
 def emit_feedback(thumbs_down, version, **kw):
     """Once per piece of feedback, with the version that answered."""
     print(emf_line({"Feedback": 1, "ThumbsDown": int(bool(thumbs_down))}, version=version, **kw), flush=True)
+
+
+# The shadow's line and envelope; the same keys as crates/emf's `shadow` module.
+PAIR_KEY = "coalmine:pair"
+ENVELOPE_KEY = "coalmine:shadowed"
+
+
+def shadow_request(event):
+    """(request, shadowed): what the model answers, and whether coalmine is shadowing it.
+
+    A shadowed request arrives as {"coalmine:shadowed": {"release": ..., "request": ...}}:
+    nobody sees the answer, so the handler must not write anywhere."""
+    if isinstance(event, dict) and len(event) == 1 and ENVELOPE_KEY in event:
+        return event[ENVELOPE_KEY].get("request"), True
+    return event, False
+
+
+def record_pair(request, response, shadowed):
+    """After answering a live request, one line with the request and the answer: what the
+    shadow reads from the log group. Nothing when shadowed (the shadow never feeds itself)."""
+    if not shadowed:
+        print(json.dumps({PAIR_KEY: {"request": request, "response": response}}, separators=(",", ":")), flush=True)

@@ -44,3 +44,19 @@ def test_feedback_carries_the_version_that_answered(monkeypatch):
     [line] = lines(lambda: coalmine_emf.emit_feedback(thumbs_down=True, version="43"))
     assert (line["Version"], line["Feedback"], line["ThumbsDown"]) == ("43", 1, 1)
     assert {m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]} <= rust_names()
+
+
+def test_a_live_request_is_recorded_and_a_shadowed_one_is_not_with_the_rust_keys():
+    rust = (ROOT / "crates" / "emf" / "src" / "lib.rs").read_text() + (ROOT / "crates" / "coalmine" / "src" / "domain" / "shadow.rs").read_text()
+    for key in (coalmine_emf.PAIR_KEY, coalmine_emf.ENVELOPE_KEY):
+        assert rust.count(f'KEY: &str = "{key}";') == 2, key  # the helper and the library agree
+    request, shadowed = coalmine_emf.shadow_request({"prompt": "hi"})
+    assert (request, shadowed) == ({"prompt": "hi"}, False)
+    [line] = lines(lambda: coalmine_emf.record_pair(request, {"label": "greeting"}, shadowed))
+    assert line == {"coalmine:pair": {"request": {"prompt": "hi"}, "response": {"label": "greeting"}}}
+
+    request, shadowed = coalmine_emf.shadow_request({"coalmine:shadowed": {"release": "r-7", "request": {"prompt": "hi"}}})
+    assert (request, shadowed) == ({"prompt": "hi"}, True)
+    assert lines(lambda: coalmine_emf.record_pair(request, {"label": "greeting"}, shadowed)) == []
+    # A request that merely mentions the key is a live one.
+    assert coalmine_emf.shadow_request({"coalmine:shadowed": 1, "q": 2})[1] is False

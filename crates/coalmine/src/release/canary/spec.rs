@@ -367,6 +367,19 @@ pub(crate) mod tests {
         let sagemaker = Release::parse(&sample_json("sagemaker-ai-model-7.json")).unwrap();
         assert_eq!(sagemaker.canary_id(), "canary");
         assert_eq!(sagemaker.gates.custom[0].max, Some(5.0));
+        let shadowed = Release::parse(&sample_json("lambda-ai-classifier-shadow-7.json")).unwrap();
+        let feed = shadowed.shadow_feed("6").unwrap();
+        assert_eq!((feed.candidate.as_str(), feed.sample, feed.function.as_str()), ("7", 0.1, "ai-classifier"));
+        assert_eq!(shadowed.shadow.as_ref().unwrap().gates(&shadowed.release).len(), 2);
+    }
+
+    #[test]
+    fn a_shadow_is_a_lambda_releases_and_says_what_a_sagemaker_release_uses_instead() {
+        let mut json = sample_json("sagemaker-ai-model-7.json");
+        json["shadow"] = sample_json("lambda-ai-classifier-shadow-7.json")["shadow"].clone();
+        let refused = Release::parse(&json).unwrap_err().to_string();
+        assert!(refused.contains("shadow: a Lambda release's phase"), "{refused}");
+        assert!(refused.contains("shadow variants"), "{refused}");
     }
 
     #[test]
