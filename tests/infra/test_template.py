@@ -26,6 +26,7 @@ PARAMS = {
 LAMBDA_ARNS = PARAMS["LambdaTargetFunctionArns"].split(",")
 ALARMS = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:coalmine-*"
 LAMBDA_LOG_GROUPS = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/*"
+SHADOW_LOG_GROUP = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/<ShadowFunction>"
 SAGEMAKER = ("sagemaker:AddTags", "sagemaker:DescribeEndpoint", "sagemaker:ListTags", "sagemaker:UpdateEndpointWeightsAndCapacities")
 
 
@@ -155,6 +156,7 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
         (("cloudwatch:PutMetricAlarm", "cloudwatch:SetAlarmState"), (ALARMS,)),
         (("cloudwatch:PutMetricData",), ("*",)),
         (("logs:DeleteSubscriptionFilter", "logs:PutSubscriptionFilter"), (LAMBDA_LOG_GROUPS,)),
+        (("logs:FilterLogEvents",), (SHADOW_LOG_GROUP, SHADOW_LOG_GROUP + ":*")),
     ])
 
 

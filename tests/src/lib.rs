@@ -880,6 +880,14 @@ impl coalmine::ports::ShadowFeeds for Interloper<'_> {
     async fn close_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<()> {
         self.inner.close_feed(feed).await
     }
+
+    async fn examples(
+        &self,
+        feed: &coalmine::domain::shadow::Feed,
+        since: u64,
+    ) -> coalmine::Result<Vec<coalmine::domain::shadow::Example>> {
+        self.inner.examples(feed, since).await
+    }
 }
 
 /// Endpoints are SageMaker's; the interloper only races alias writes.

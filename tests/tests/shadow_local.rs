@@ -39,6 +39,7 @@ fn feed(function: &str, compare: Compare) -> Feed {
 /// library's adapters with the shadow function as their feeds' destination.
 struct ShadowScene {
     local: LocalAws,
+    shadow_fn: String,
     inbox: Inbox,
     aws: Aws,
     logs: aws_sdk_cloudwatchlogs::Client,
@@ -48,12 +49,13 @@ impl ShadowScene {
     async fn connect() -> ShadowScene {
         let local = LocalAws::connect().await;
         let inbox = local.topic_with_queue(&unique("coalmine-topic")).await;
-        let shadow_arn = local.create_function_from(&unique("coalmine-shadow"), &bootstrap_path("shadow"), &[]).await;
+        let shadow_fn = unique("coalmine-shadow");
+        let shadow_arn = local.create_function_from(&shadow_fn, &bootstrap_path("shadow"), &[]).await;
         let (_, mut config) = local.adapters(&inbox.topic_arn);
         config.shadow_function_arn = Some(shadow_arn);
         let aws = Aws::new(&local.sdk, &config);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&local.sdk);
-        ShadowScene { local, inbox, aws, logs }
+        ShadowScene { local, shadow_fn, inbox, aws, logs }
     }
 
     /// The feed, opened by the stepper's own adapter.
@@ -240,7 +242,17 @@ async fn a_shadow_whose_answers_disagree_ends_rolled_back_before_any_user_is_ser
 
     scene.local.serve_model(&function, 60).await;
     counts_once_shadowed(&scene.local, &release.release, 60.0).await;
+    // The shadow function's log lines land when its invocation ends, after its metrics.
+    let logged = poll(Duration::from_secs(30), || async {
+        let out = scene.logs.filter_log_events().log_group_name(log_group(&scene.shadow_fn)).send().await.ok()?;
+        out.events().iter().any(|e| e.message().unwrap_or_default().contains(&release.release)).then_some(())
+    })
+    .await;
+    assert!(logged.is_some(), "the shadow function logged its examples");
     let ended = scene.tick(&release, Some(started), &execution, t0 + 30).await;
+    let examples = &ended.kind.shadow.as_ref().expect("ended in the shadow").examples;
+    assert!(!examples.is_empty() && examples.len() <= 3, "{examples:?}");
+    assert!(examples.iter().all(|e| e.candidate.contains(r#""label":"b""#) && e.stable.contains(r#""label":"a""#)));
 
     assert_eq!(
         (ended.status, ended.rolled_back_by.clone()),

@@ -300,6 +300,7 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
         if let Some(dry_run) = &progress.dry_run {
             lines.push(format!("  dry run: {}", dry_run.describe()));
         }
+        lines.extend(shadow_examples(progress));
         if let Document::Canary(release) = document {
             lines.extend(bake(release, progress, now).filter(|_| run.running()));
         }
@@ -312,6 +313,20 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
     lines.extend(ending(run));
     if let (Some(Document::Canary(release)), Some(progress), false) = (&run.release, &run.progress, run.running()) {
         lines.push(format!("  now: {}", describe(&release.target, &progress.last_written.as_split())));
+    }
+    lines
+}
+
+/// The disagreements the shadow showed last: what the candidate said instead.
+fn shadow_examples(progress: &Progress) -> Vec<String> {
+    let Some(examples) = progress.kind.shadow.as_ref().map(|s| &s.examples).filter(|e| !e.is_empty()) else {
+        return Vec::new();
+    };
+    let mut lines = vec![String::new(), "  the shadow's disagreements (last few):".to_owned()];
+    for example in examples {
+        lines.push(format!("    request {}: {}", example.request_id, example.request));
+        lines.push(format!("      stable     {}", example.stable));
+        lines.push(format!("      candidate  {}", example.candidate));
     }
     lines
 }
@@ -368,6 +383,30 @@ pub fn table(runs: &[Run], now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shadows_examples_show_the_request_and_both_answers_and_a_decision_says_shadow() {
+        let progress: Progress = serde_json::from_value(serde_json::json!({
+            "stage": 0, "weight": 0.0, "stable": "6",
+            "last_written": {"stable": "6", "canary": null, "weight": 0.0},
+            "started_at": 0, "stage_entered_at": 0, "status": "rolled_back", "wait_seconds": 0,
+            "reason": "r", "ticks": 2,
+            "history": [{"at": 0, "stage": 0, "weight": 0.0, "status": "baking", "reason": "Shadowing", "shadow": true}],
+            "shadow": {"started_at": 0, "examples": [
+                {"request_id": "57ec", "request": "{\"q\":1}", "stable": "{\"label\":\"a\"}", "candidate": "{\"label\":\"b\"}"}
+            ]}
+        }))
+        .unwrap();
+        let lines = shadow_examples(&progress);
+        assert_eq!(lines[2], r#"    request 57ec: {"q":1}"#);
+        assert_eq!(lines[3], r#"      stable     {"label":"a"}"#);
+        assert_eq!(lines[4], r#"      candidate  {"label":"b"}"#);
+        assert!(
+            decision_line(&progress.history[0], 3).starts_with("shadow      0%"),
+            "{}",
+            decision_line(&progress.history[0], 3)
+        );
+    }
 
     #[test]
     fn sparklines_scale_to_the_max_and_leave_gaps_for_missing_values() {

@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::domain::shadow::{metric, pair_in, sampled, Feed, Pair, NAMESPACE};
+use crate::domain::shadow::{metric, pair_in, sampled, Feed, Pair, DISAGREEMENT_MESSAGE, NAMESPACE};
 use crate::ports::{Answer, Datum, MetricSink, VersionInvoker};
 
 /// One log event of the delivery.
@@ -146,7 +146,7 @@ pub async fn shadow_batch<I: VersionInvoker, S: MetricSink>(
                         request = %cut(&pair.request.to_string()),
                         stable = %cut(&pair.response.to_string()),
                         candidate = %cut(&answer),
-                        "shadow: disagreement"
+                        "{DISAGREEMENT_MESSAGE}"
                     );
                 }
             }

@@ -166,4 +166,12 @@ pub trait ShadowFeeds: Send + Sync {
 
     /// Removes the subscription; one already gone is not an error.
     fn close_feed(&self, feed: &crate::domain::shadow::Feed) -> impl Future<Output = Result<()>> + Send;
+
+    /// A few disagreements the shadow function logged for this feed's release since
+    /// `since_epoch`, newest last.
+    fn examples(
+        &self,
+        feed: &crate::domain::shadow::Feed,
+        since_epoch: u64,
+    ) -> impl Future<Output = Result<Vec<crate::domain::shadow::Example>>> + Send;
 }

@@ -93,6 +93,10 @@ impl<T: ShadowFeeds> ShadowFeeds for Counting<'_, T> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.close_feed(feed).await
     }
+    async fn examples(&self, feed: &Feed, since: u64) -> coalmine::Result<Vec<coalmine::domain::shadow::Example>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.examples(feed, since).await
+    }
 }
 
 impl<T: Tripwires> Tripwires for Counting<'_, T> {

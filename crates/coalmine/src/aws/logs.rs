@@ -5,7 +5,11 @@ use aws_sdk_cloudwatchlogs::Client;
 
 use super::error::{aws_error, call_detail, service_code};
 use crate::domain::error::{Error, Result};
-use crate::domain::shadow::{Feed, FILTER_PATTERN};
+use crate::domain::shadow::{Example, Feed, DISAGREEMENT_MESSAGE, FILTER_PATTERN};
+
+/// Read a page of the shadow function's disagreement lines; show the last few.
+const EXAMPLES_READ: i32 = 50;
+pub const EXAMPLES_SHOWN: usize = 3;
 
 pub struct LogFeeds {
     client: Client,
@@ -54,6 +58,28 @@ impl crate::ports::ShadowFeeds for LogFeeds {
             )),
             _ => aws_error("logs:PutSubscriptionFilter", e),
         })
+    }
+
+    async fn examples(&self, feed: &Feed, since_epoch: u64) -> Result<Vec<Example>> {
+        let Some(destination) = self.destination.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let function =
+            destination.rsplit(":function:").next().unwrap_or_default().split(':').next().unwrap_or_default();
+        let out = self
+            .client
+            .filter_log_events()
+            .log_group_name(log_group(function))
+            .filter_pattern(format!("\"{DISAGREEMENT_MESSAGE}\" \"{}\"", feed.release))
+            .start_time(i64::try_from(since_epoch.saturating_mul(1000)).unwrap_or(i64::MAX))
+            .limit(EXAMPLES_READ)
+            .send()
+            .await
+            .map_err(|e| aws_error("logs:FilterLogEvents", e))?;
+        let mut examples: Vec<Example> =
+            out.events().iter().filter_map(|e| Example::from_log_line(e.message()?, &feed.release)).collect();
+        let keep = examples.len().saturating_sub(EXAMPLES_SHOWN);
+        Ok(examples.split_off(keep))
     }
 
     async fn close_feed(&self, feed: &Feed) -> Result<()> {

@@ -100,6 +100,10 @@ impl ShadowFeeds for AwsRouter {
     async fn close_feed(&self, feed: &Feed) -> Result<()> {
         self.logs.close_feed(feed).await
     }
+
+    async fn examples(&self, feed: &Feed, since_epoch: u64) -> Result<Vec<crate::domain::shadow::Example>> {
+        self.logs.examples(feed, since_epoch).await
+    }
 }
 
 impl TrafficRouter for AwsRouter {

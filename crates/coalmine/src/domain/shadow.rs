@@ -209,6 +209,37 @@ pub fn stream_version(log_stream: &str) -> Option<&str> {
     Some(&log_stream[open + 1..close])
 }
 
+/// The shadow function's log message for a disagreement it shows as an example.
+pub const DISAGREEMENT_MESSAGE: &str = "shadow: disagreement";
+
+/// A disagreement, as the shadow function logged it (each output cut to a few hundred
+/// characters): what a person looks at first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    pub request_id: String,
+    pub request: String,
+    pub stable: String,
+    pub candidate: String,
+}
+
+impl Example {
+    /// The example in one of the shadow function's JSON log lines, if it is one of
+    /// `release`'s.
+    pub fn from_log_line(line: &str, release: &str) -> Option<Example> {
+        let value: Value = serde_json::from_str(line.trim()).ok()?;
+        let field = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+        if field("message")? != DISAGREEMENT_MESSAGE || field("release")? != release {
+            return None;
+        }
+        Some(Example {
+            request_id: field("request_id")?,
+            request: field("request")?,
+            stable: field("stable")?,
+            candidate: field("candidate")?,
+        })
+    }
+}
+
 /// One live request and the answer the stable gave.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pair {
@@ -376,6 +407,16 @@ mod tests {
         assert!((4_600..5_400).contains(&kept), "{kept} of 20000 at 25%");
         assert_eq!(sampled("abc", 0.5), sampled("abc", 0.5));
         assert!(sampled("anything", 1.0));
+    }
+
+    #[test]
+    fn an_example_is_read_back_from_the_shadow_functions_log_line_of_its_release_only() {
+        let line = r#"{"level":"INFO","message":"shadow: disagreement","candidate":"{\"label\":\"b\"}","release":"r-7","request_id":"57ec","request":"{\"q\":0}","stable":"{\"label\":\"a\"}"}"#;
+        let example = Example::from_log_line(line, "r-7").unwrap();
+        assert_eq!((example.request_id.as_str(), example.candidate.as_str()), ("57ec", r#"{"label":"b"}"#));
+        assert_eq!(Example::from_log_line(line, "r-8"), None);
+        assert_eq!(Example::from_log_line(&line.replace("disagreement", "other"), "r-7"), None);
+        assert_eq!(Example::from_log_line("START RequestId: 1", "r-7"), None);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Router {
     pub feeds: Mutex<Vec<String>>,
     /// Errors returned, in order, by `open_feed` before it succeeds.
     pub feed_failures: Mutex<VecDeque<Error>>,
+    /// What the shadow function logged as example disagreements.
+    pub examples: Mutex<Vec<crate::domain::shadow::Example>>,
     revision: Mutex<u64>,
 }
 
@@ -233,6 +235,14 @@ impl crate::ports::ShadowFeeds for Router {
             feeds.push(name);
         }
         Ok(())
+    }
+
+    async fn examples(
+        &self,
+        _feed: &crate::domain::shadow::Feed,
+        _since_epoch: u64,
+    ) -> Result<Vec<crate::domain::shadow::Example>> {
+        Ok(lock(&self.examples).clone())
     }
 
     async fn close_feed(&self, feed: &crate::domain::shadow::Feed) -> Result<()> {

@@ -34,8 +34,18 @@ pub enum Document {
 }
 
 /// Any release's progress, as the CLI reads it from an execution: the common fields,
-/// and a guardrail release's phase when it has one.
-pub type AnyProgress = self::core::progress::Progress<guardrail::Extra>;
+/// and what either kind keeps beside them.
+pub type AnyProgress = self::core::progress::Progress<AnyExtra>;
+
+/// Each kind's own fields, as each writes them (the guardrail's phase, a weight canary's
+/// shadow); a field the other kind has is simply absent.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnyExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<guardrail::GuardrailProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<self::core::progress::ShadowRun>,
+}
 
 impl Document {
     pub fn is_guardrail(value: &Value) -> bool {

@@ -9,6 +9,7 @@ use tracing::warn;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::Result;
+use crate::domain::metrics::{MetricSnapshot, SideMetrics};
 use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
@@ -44,7 +45,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let shadow = release.shadow.as_ref().expect("a release with a feed has a shadow");
         let mut progress: Progress = Progress::new(&live.stable, Written::of(&written), self.now);
         progress.weight = 0.0;
-        progress.kind.shadow = Some(ShadowRun { started_at: self.now });
+        progress.kind.shadow = Some(ShadowRun { started_at: self.now, examples: Vec::new() });
         let reason = format!(
             "Shadowing: {} answers copies of {} of {}'s live requests for {}; no user is served by it",
             side(&release.target, release.canary_id()),
@@ -72,6 +73,9 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             shadow_of: Some(&release.release),
         };
         let evidence = observe(&gates, self.deps.alarms, self.deps.metrics, &query, &mut progress, self.now).await?;
+        self.keep_examples(&mut progress, run.started_at).await;
+        let seen = evidence.metrics.as_ref().map(seen).unwrap_or_default();
+        let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
         match step(&gates, &evidence, run.started_at, shadow.duration_seconds, &mut progress.holding_since, self.now) {
             ShadowStep::Failed(why) => self.shadow_failed(progress, live, why, &evidence).await,
             ShadowStep::Passed => self.leave_shadow(progress, live, &evidence).await,
@@ -81,6 +85,23 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
                 let reason = format!("Shadowing: {}", evidence.summary());
                 Ok(self.keep(progress, status, wait, reason, Some(&evidence)))
             }
+        }
+    }
+
+    /// What the shadow function showed last, kept for `coalmine status`; a failed read
+    /// keeps the ones before.
+    async fn keep_examples(&self, progress: &mut Progress, since: u64) {
+        let Some(feed) = self.release.shadow_feed(&progress.stable) else {
+            return;
+        };
+        match self.deps.router.examples(&feed, since).await {
+            Ok(examples) if !examples.is_empty() => {
+                if let Some(run) = progress.kind.shadow.as_mut() {
+                    run.examples = examples;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(release = %self.release.release, error = %e, "the shadow's examples were not read"),
         }
     }
 
@@ -140,4 +161,41 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             ));
         }
     }
+}
+
+/// What the shadow saw, in a person's words: how often each side disagreed with the
+/// answer users got, and their errors and latency.
+fn seen(snapshot: &MetricSnapshot) -> String {
+    let rate = |side: &SideMetrics| match (
+        side.custom.first().copied().flatten(),
+        side.custom_counts.first().copied().flatten(),
+    ) {
+        (Some(d), Some(n)) if n > 0.0 => format!("{:.1}% of {n:.0}", 100.0 * d / n),
+        _ => "no answers yet".into(),
+    };
+    let p95 = |side: &SideMetrics| side.p95_ms.map_or("-".into(), |ms| format!("{ms:.0} ms"));
+    let (c, s) = (&snapshot.canary, &snapshot.stable);
+    format!(
+        "{:.0} requests shadowed; disagreeing with the live answer: candidate {}, stable asked again {}; errors {:.0} \
+         vs {:.0}; p95 {} vs {}",
+        c.requests,
+        rate(c),
+        rate(s),
+        c.errors,
+        s.errors,
+        p95(c),
+        p95(s)
+    )
+}
+
+/// The verdict's reasons, led by what the shadow saw.
+fn with_seen(evidence: &Evidence, seen: &str) -> Vec<String> {
+    if seen.is_empty() {
+        return evidence.reasons.clone();
+    }
+    let mut reasons = evidence.reasons.clone();
+    if let Some(first) = reasons.first_mut() {
+        *first = format!("{first} ({seen})");
+    }
+    reasons
 }

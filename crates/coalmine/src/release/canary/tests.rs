@@ -1018,7 +1018,20 @@ mod shadow {
         let p = world.tick(&release, None, T0).await.unwrap();
         // It disagrees with production on 30% of requests; production with itself on 5%.
         counted(&world, (2_000.0, 0.0, 600.0), (2_000.0, 0.0, 100.0));
+        let example = crate::domain::shadow::Example {
+            request_id: "57ec".into(),
+            request: r#"{"q":1}"#.into(),
+            stable: r#"{"label":"a"}"#.into(),
+            candidate: r#"{"label":"b"}"#.into(),
+        };
+        world.router.examples.lock().unwrap().push(example.clone());
         let p = world.tick(&release, Some(p), T0 + 120).await.unwrap();
+        assert_eq!(p.kind.shadow.as_ref().unwrap().examples, [example], "kept for coalmine status");
+        assert!(
+            p.reason.contains("2000 requests shadowed; disagreeing with the live answer: candidate 30.0% of 2000, stable asked again 5.0% of 2000"),
+            "{}",
+            p.reason
+        );
 
         assert_eq!((p.status, p.rolled_back_by.clone()), (Status::RolledBack, Some(RolledBackBy::Health)));
         assert!(p.reason.contains("at the shadow"), "{}", p.reason);

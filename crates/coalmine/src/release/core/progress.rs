@@ -98,6 +98,9 @@ pub struct Plain {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShadowRun {
     pub started_at: u64,
+    /// The last few disagreements the shadow function showed, for `coalmine status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<crate::domain::shadow::Example>,
 }
 
 /// A release's progress; `X` is what its kind keeps beside it (flattened into the same
