@@ -16,7 +16,12 @@ pub const SHADOW_STAGE: usize = 0;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shadow {
+    /// How long the candidate is shadowed; with `until_conclusive`, the longest.
     pub duration_seconds: u64,
+    /// Pass as soon as every enforced test has ruled out twice its tolerance, as an
+    /// evidence-driven stage does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_conclusive: bool,
     /// The share of live requests the candidate is asked, in (0, 1]. Each costs one
     /// invocation of the candidate (and one of the stable, with the noise floor).
     #[serde(default = "default_sample")]

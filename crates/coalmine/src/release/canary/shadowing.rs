@@ -19,7 +19,7 @@ use crate::release::canary::CanaryTick;
 use crate::release::core::gates::Gates;
 use crate::release::core::health::observe;
 use crate::release::core::progress::{Progress, ShadowRun, Status, Written};
-use crate::release::judge::Evidence;
+use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
 use crate::rollback::ZeroOutcome;
 use crate::text::{duration, percent, side};
@@ -76,6 +76,10 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         self.keep_examples(&mut progress, run.started_at).await;
         let seen = evidence.metrics.as_ref().map(seen).unwrap_or_default();
         let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
+        let concluded = shadow.until_conclusive && evidence.verdict == Verdict::Healthy && evidence.conclusive;
+        if concluded {
+            return self.leave_shadow(progress, live, &evidence).await;
+        }
         match step(&gates, &evidence, run.started_at, shadow.duration_seconds, &mut progress.holding_since, self.now) {
             ShadowStep::Failed(why) => self.shadow_failed(progress, live, why, &evidence).await,
             ShadowStep::Passed => self.leave_shadow(progress, live, &evidence).await,

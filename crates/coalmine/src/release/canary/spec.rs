@@ -279,6 +279,12 @@ impl Release {
         let Some(shadow) = &self.shadow else {
             return;
         };
+        if shadow.until_conclusive && (self.gates.judge != JudgeKind::Sequential || !self.gates.enforce) {
+            problems.add(
+                "shadow.until_conclusive",
+                "needs the sequential judge and enforced tests, as an evidence-driven stage does",
+            );
+        }
         match &self.target {
             Target::Lambda(alias) => {
                 // The stable is only known at the start; a placeholder of a version's longest

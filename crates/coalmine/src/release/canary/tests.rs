@@ -1012,6 +1012,28 @@ mod shadow {
     }
 
     #[tokio::test]
+    async fn an_evidence_driven_shadow_passes_as_soon_as_its_tests_conclude() {
+        let world = World::new(stable_only());
+        let mut release = shadowed_release();
+        release.shadow.as_mut().unwrap().until_conclusive = true;
+        release.validate().unwrap();
+        let p = world.tick(&release, None, T0).await.unwrap();
+        // Plenty of agreeing answers: every test rules out twice its tolerance at once.
+        counted(&world, (50_000.0, 50.0, 2_500.0), (50_000.0, 50.0, 2_500.0));
+        let p = world.tick(&release, Some(p), T0 + 60).await.unwrap();
+        assert_eq!(
+            (p.status, p.kind.shadow.clone(), world.live().canary_weight),
+            (Status::Advanced, None, 0.05),
+            "{}",
+            p.reason
+        );
+
+        let mut fixed = release.clone();
+        fixed.gates.enforce = false;
+        assert!(fixed.validate().unwrap_err().to_string().contains("shadow.until_conclusive"));
+    }
+
+    #[tokio::test]
     async fn a_candidate_that_disagrees_beyond_the_noise_floor_never_serves_a_user() {
         let world = World::new(stable_only());
         let release = shadowed_release();
