@@ -27,6 +27,8 @@ use rand::SeedableRng;
 use rand_distr::{Beta, Binomial, Distribution, Normal, Poisson};
 use serde_json::{json, Value};
 
+pub mod shadow;
+
 const T0: u64 = 1_800_000_000;
 const EXECUTION: &str = "arn:aws:states:us-east-1:000000000000:execution:simulate:release";
 pub const TRAFFIC: [f64; 3] = [100.0, 1000.0, 10_000.0];
@@ -457,22 +459,25 @@ pub fn run_cell(
     seeds: u64,
     releases: usize,
 ) -> Vec<Outcome> {
+    in_parallel(releases, |i, runtime| simulate(release, shape, traffic, scenario, seeds ^ i as u64, runtime))
+}
+
+/// `run(i, runtime)` for `i` in `0..n`, spread over the machine's cores, each thread
+/// with a runtime of its own (the order of the results is not `i`'s).
+fn in_parallel<T: Send>(n: usize, run: impl Fn(usize, &tokio::runtime::Runtime) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let outcomes = Mutex::new(Vec::with_capacity(releases));
+    let results = Mutex::new(Vec::with_capacity(n));
     std::thread::scope(|scope| {
         for thread in 0..threads {
-            let outcomes = &outcomes;
+            let (results, run) = (&results, &run);
             scope.spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-                let mine: Vec<Outcome> = (thread..releases)
-                    .step_by(threads)
-                    .map(|i| simulate(release, shape, traffic, scenario, seeds ^ i as u64, &runtime))
-                    .collect();
-                outcomes.lock().unwrap().extend(mine);
+                let mine: Vec<T> = (thread..n).step_by(threads).map(|i| run(i, &runtime)).collect();
+                results.lock().unwrap().extend(mine);
             });
         }
     });
-    outcomes.into_inner().unwrap()
+    results.into_inner().unwrap()
 }
 
 /// What the plan says a release of `shape` can see at `traffic`: the stable as the

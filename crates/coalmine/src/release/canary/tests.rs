@@ -1012,6 +1012,25 @@ mod shadow {
     }
 
     #[tokio::test]
+    async fn a_candidate_that_is_the_stable_or_missing_is_refused_before_any_feed_or_write() {
+        let is_stable = World::new(Split { revision: Some("rev-0".into()), ..Split::stable_only("42", None) });
+        let refused = is_stable.tick(&shadowed_release(), None, T0).await.unwrap_err();
+        assert!(refused.to_string().contains("42 is already the stable version"), "{refused}");
+
+        let missing = World::new(stable_only());
+        missing.router.missing_versions.lock().unwrap().push("42".into());
+        let refused = missing.tick(&shadowed_release(), None, T0).await.unwrap_err();
+        assert!(matches!(refused, Error::InvalidRelease(_)), "{refused}");
+        for world in [&is_stable, &missing] {
+            assert_eq!(world.router.write_count(), 0, "nothing written");
+            assert!(world.router.feeds.lock().unwrap().is_empty(), "no feed opened");
+        }
+        let mut latest = shadowed_release();
+        latest.canary_version = Some("$LATEST".into());
+        assert!(latest.validate().unwrap_err().to_string().contains("not $LATEST"));
+    }
+
+    #[tokio::test]
     async fn an_evidence_driven_shadow_passes_as_soon_as_its_tests_conclude() {
         let world = World::new(stable_only());
         let mut release = shadowed_release();
