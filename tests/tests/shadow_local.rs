@@ -304,3 +304,25 @@ async fn an_abort_during_the_shadow_removes_the_feed_at_once() {
     assert_eq!(ended.status, Status::RolledBack, "{}", ended.reason);
     assert!(matches!(ended.rolled_back_by, Some(RolledBackBy::Operator { .. })));
 }
+
+/// As deployed: the real stepper bootstrap in the real state machine, the real shadow
+/// function, the real model; users keep asking the stable while the candidate is judged.
+#[tokio::test]
+async fn through_the_state_machine_a_disagreeing_shadow_fails_and_its_feed_is_gone() {
+    let scene = ShadowScene::connect().await;
+    let deployed = scene.local.deploy(&scene.inbox.topic_arn).await;
+    let function = scene.local.seed_model("steady", "flips-odd").await;
+    let mut release =
+        serde_json::to_value(shadowed_release(&function, json!({"label": {"pointer": "/label"}}))).unwrap();
+    release["check_every_seconds"] = json!(2);
+    let users = scene.local.pump_model_requests(&function);
+    let execution = scene.local.start_release(&deployed, &release).await;
+
+    let (status, error, cause, _) = scene.local.finished(&execution, Duration::from_secs(120)).await;
+    drop(users);
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
+    assert!(cause.contains("at the shadow") && cause.contains("No user was served by the candidate"), "{cause}");
+    let live = scene.aws.router.read(&Target::lambda(&function, "live")).await.unwrap();
+    assert_eq!((live.stable.as_str(), live.canary_weight), ("1", 0.0));
+    assert!(scene.filters(&function).await.is_empty(), "the deployed stepper removed the feed");
+}
