@@ -257,6 +257,10 @@ pub fn pair_in(message: &str) -> Result<Pair, String> {
         Some(Err(e)) => return Err(format!("the line's JSON does not parse: {e}")),
         None => return Err("no JSON object in the line".into()),
     };
+    // A runtime logging in JSON wraps the printed line: {"level", "message": "<line>", ...}.
+    if let (None, Some(inner)) = (value.get(PAIR_KEY), value.get("message").and_then(Value::as_str)) {
+        return pair_in(inner);
+    }
     let pair = value.get(PAIR_KEY).ok_or_else(|| format!("no {PAIR_KEY:?} key"))?;
     match (pair.get("request"), pair.get("response")) {
         (Some(request), Some(response)) => Ok(Pair { request: request.clone(), response: response.clone() }),
@@ -388,6 +392,8 @@ mod tests {
         let prefixed = format!("2026-12-03T11:00:00Z\tc0ffee\tINFO\t{bare}\n");
         assert!(pair_in(&prefixed).is_ok());
         assert!(pair_in("START RequestId: 1").unwrap_err().contains("no JSON"));
+        let wrapped = serde_json::json!({"timestamp": "2026-12-03T11:00:00Z", "level": "INFO", "message": bare, "requestId": "c0ffee"});
+        assert!(pair_in(&wrapped.to_string()).is_ok(), "a JSON log format's wrapper is looked through");
         assert!(pair_in(r#"{"coalmine:pair":{"request":1}}"#).unwrap_err().contains("both"));
         assert!(pair_in(r#"{"other":1}"#).unwrap_err().contains("coalmine:pair"));
     }
