@@ -155,7 +155,7 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
          tuple(sorted([PARAMS["SageMakerEndpointArns"], f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/*"]))),
         (("cloudwatch:PutMetricAlarm", "cloudwatch:SetAlarmState"), (ALARMS,)),
         (("cloudwatch:PutMetricData",), ("*",)),
-        (("logs:DeleteSubscriptionFilter", "logs:PutSubscriptionFilter"), (LAMBDA_LOG_GROUPS,)),
+        (("logs:DeleteSubscriptionFilter", "logs:DescribeSubscriptionFilters", "logs:PutSubscriptionFilter"), (LAMBDA_LOG_GROUPS,)),
         (("logs:FilterLogEvents",), (SHADOW_LOG_GROUP, SHADOW_LOG_GROUP + ":*")),
     ])
 

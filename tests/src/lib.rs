@@ -873,6 +873,10 @@ mod zip;
 
 /// Feeds pass through; the interloper only races alias writes.
 impl coalmine::ports::ShadowFeeds for Interloper<'_> {
+    async fn check_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<String> {
+        self.inner.check_feed(feed).await
+    }
+
     async fn open_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<()> {
         self.inner.open_feed(feed).await
     }

@@ -326,3 +326,23 @@ async fn through_the_state_machine_a_disagreeing_shadow_fails_and_its_feed_is_go
     assert_eq!((live.stable.as_str(), live.canary_weight), ("1", 0.0));
     assert!(scene.filters(&function).await.is_empty(), "the deployed stepper removed the feed");
 }
+
+#[tokio::test]
+async fn a_stable_that_never_logged_is_refused_before_the_alias_is_touched() {
+    let scene = ShadowScene::connect().await;
+    let function = scene.local.seed_model("steady", "steady").await;
+    scene.logs.delete_log_group().log_group_name(log_group(&function)).send().await.expect("no log group");
+    let release = shadowed_release(&function, json!("exact"));
+    let deps = StepDeps {
+        router: &scene.aws.router,
+        notifier: &scene.aws.notifier,
+        alarms: &scene.aws.alarms,
+        metrics: &scene.aws.metrics,
+    };
+    let execution = format!("{EXECUTION}{}", unique("run"));
+    let refused =
+        Tick { release: &release, execution: &execution, deps: &deps, now: epoch() }.step(None).await.unwrap_err();
+    assert!(refused.to_string().contains("has never logged"), "{refused}");
+    let live = scene.aws.router.read(&Target::lambda(&function, "live")).await.unwrap();
+    assert_eq!(live.stamp, None, "nothing was written");
+}

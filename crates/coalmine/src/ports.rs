@@ -161,6 +161,10 @@ pub trait MetricSink: Send + Sync {
 /// requests to the shadow function. Only releases with a shadow open one; every ending
 /// closes it.
 pub trait ShadowFeeds: Send + Sync {
+    /// Whether the feed can open, without opening it: the stable's log group exists, the
+    /// shadow function is known, and the group has room for one more subscription.
+    fn check_feed(&self, feed: &crate::domain::shadow::Feed) -> impl Future<Output = Result<String>> + Send;
+
     /// Subscribes the shadow function to the stable's log group; again is harmless.
     fn open_feed(&self, feed: &crate::domain::shadow::Feed) -> impl Future<Output = Result<()>> + Send;
 

@@ -85,6 +85,10 @@ impl<T: EndpointDeployments> EndpointDeployments for Counting<'_, T> {
 }
 
 impl<T: ShadowFeeds> ShadowFeeds for Counting<'_, T> {
+    async fn check_feed(&self, feed: &Feed) -> coalmine::Result<String> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.check_feed(feed).await
+    }
     async fn open_feed(&self, feed: &Feed) -> coalmine::Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.open_feed(feed).await

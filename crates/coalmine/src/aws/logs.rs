@@ -27,15 +27,49 @@ pub fn log_group(function: &str) -> String {
     format!("/aws/lambda/{function}")
 }
 
-impl crate::ports::ShadowFeeds for LogFeeds {
-    async fn open_feed(&self, feed: &Feed) -> Result<()> {
-        let destination = self.destination.as_deref().ok_or_else(|| {
+/// CloudWatch Logs allows this many subscription filters on a log group.
+const FILTERS_PER_GROUP: usize = 2;
+
+impl LogFeeds {
+    fn destination(&self) -> Result<&str> {
+        self.destination.as_deref().ok_or_else(|| {
             Error::Config(
                 "SHADOW_FUNCTION_ARN is not set: the stack's shadow function receives a shadow's requests; \
                  deploy the stack's ShadowFunction (infra/template.yaml) or drop the release's \"shadow\""
                     .into(),
             )
+        })
+    }
+}
+
+impl crate::ports::ShadowFeeds for LogFeeds {
+    async fn check_feed(&self, feed: &Feed) -> Result<String> {
+        let group = log_group(&feed.function);
+        let out = self.client.describe_subscription_filters().log_group_name(&group).send().await.map_err(|e| {
+            match service_code(&e) {
+                Some(("ResourceNotFoundException", _)) => Error::InvalidRelease(format!(
+                    "shadow: {group} does not exist: the stable has never logged, so it has no requests to shadow"
+                )),
+                _ => aws_error("logs:DescribeSubscriptionFilters", e),
+            }
         })?;
+        let name = feed.filter_name();
+        let others: Vec<&str> =
+            out.subscription_filters().iter().filter_map(|f| f.filter_name()).filter(|f| *f != name).collect();
+        if others.len() >= FILTERS_PER_GROUP {
+            return Err(Error::Refused(format!(
+                "shadow: {group} already has the {FILTERS_PER_GROUP} subscription filters CloudWatch Logs allows \
+                 ({}); remove one, or drop the release's \"shadow\"",
+                others.join(", ")
+            )));
+        }
+        // Checked after the group: a stepper without the shadow function is a stack to fix.
+        let destination = self.destination()?;
+        Ok(format!("{group} feeds {destination}"))
+    }
+
+    async fn open_feed(&self, feed: &Feed) -> Result<()> {
+        let destination = self.destination()?;
         let group = log_group(&feed.function);
         let put = self
             .client

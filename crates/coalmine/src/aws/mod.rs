@@ -93,6 +93,10 @@ pub struct AwsRouter {
 
 /// A Lambda shadow's feed lives beside the alias it shadows.
 impl ShadowFeeds for AwsRouter {
+    async fn check_feed(&self, feed: &Feed) -> Result<String> {
+        self.logs.check_feed(feed).await
+    }
+
     async fn open_feed(&self, feed: &Feed) -> Result<()> {
         self.logs.open_feed(feed).await
     }

@@ -224,6 +224,14 @@ impl EndpointDeployments for Router {
 }
 
 impl crate::ports::ShadowFeeds for Router {
+    /// Refuses as a full log group would once `feed_failures` holds an error.
+    async fn check_feed(&self, feed: &crate::domain::shadow::Feed) -> Result<String> {
+        match lock(&self.feed_failures).front() {
+            Some(Error::Refused(why)) => Err(Error::Refused(why.clone())),
+            _ => Ok(format!("/aws/lambda/{} can be fed", feed.function)),
+        }
+    }
+
     async fn open_feed(&self, feed: &crate::domain::shadow::Feed) -> Result<()> {
         if let Some(e) = lock(&self.feed_failures).pop_front() {
             return Err(e);

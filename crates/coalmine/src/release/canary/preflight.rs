@@ -5,7 +5,8 @@
 use crate::domain::error::{Error, Result};
 use crate::domain::metrics::{GateKind, SideMetrics};
 use crate::domain::split::Split;
-use crate::ports::{AlarmSource, MetricQuery, MetricSource, TrafficRouter};
+use crate::ports::{AlarmSource, MetricQuery, MetricSource, ShadowFeeds, TrafficRouter};
+use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::spec::Release;
 use crate::release::core::preflight::{alarm_checks, not_ready, Check};
 use crate::release::judge::power::{power, Sees, Traffic as Power, POWER};
@@ -21,15 +22,18 @@ pub async fn read_target(router: &impl TrafficRouter, release: &Release) -> Resu
 pub async fn checks(
     release: &Release,
     live: &Split,
-    router: &impl TrafficRouter,
+    router: &(impl TrafficRouter + ShadowFeeds),
     alarms: &impl AlarmSource,
 ) -> Vec<Check> {
     let target = &release.target;
     let canary = release.canary_id();
     let mut checks = Vec::new();
+    // A release in its shadow owns the alias at no weight: in flight all the same.
+    let shadowing =
+        live.stamp.as_ref().is_some_and(|s| s.is_live() && s.stage.is_some_and(|(at, _)| at == SHADOW_STAGE));
     checks.push(Check::new(
         "no canary in flight",
-        if live.canary_is_zero() {
+        if live.canary_is_zero() && !shadowing {
             Ok(describe(target, live))
         } else {
             let owner = match &live.stamp {
@@ -37,7 +41,11 @@ pub async fn checks(
                     " (release {}, execution {}{})",
                     stamp.release.as_deref().unwrap_or("unnamed"),
                     stamp.execution,
-                    stamp.stage.map(|(at, of)| format!(", stage {at} of {of}")).unwrap_or_default()
+                    match stamp.stage {
+                        Some((SHADOW_STAGE, _)) => ", in its shadow".to_owned(),
+                        Some((at, of)) => format!(", stage {at} of {of}"),
+                        None => String::new(),
+                    }
                 ),
                 _ => String::new(),
             };
@@ -67,6 +75,9 @@ pub async fn checks(
         };
         checks.push(Check::new("the gate alarms exist", exist));
         checks.push(Check::new("no gate alarm is firing", calm));
+    }
+    if let Some(feed) = release.shadow_feed(&live.stable) {
+        checks.push(Check::new("the shadow can be fed", router.check_feed(&feed).await));
     }
     checks
 }

@@ -1031,6 +1031,25 @@ mod shadow {
     }
 
     #[tokio::test]
+    async fn a_release_in_its_shadow_is_in_flight_for_any_other() {
+        let world = World::new(stable_only());
+        world.tick(&shadowed_release(), None, T0).await.unwrap();
+        let refused = world.tick_as(OTHER, &release(gates()), None, T0 + 60).await.unwrap_err();
+        assert!(refused.to_string().contains("in its shadow"), "{refused}");
+        assert_eq!(world.router.write_count(), 1, "only the shadow's own stamp");
+    }
+
+    #[tokio::test]
+    async fn a_log_group_that_cannot_take_the_feed_refuses_the_release_before_any_write() {
+        let world = World::new(stable_only());
+        world.router.feed_failures.lock().unwrap().push_back(Error::Refused("shadow: full".into()));
+        let refused = world.tick(&shadowed_release(), None, T0).await.unwrap_err();
+        assert!(matches!(refused, Error::Refused(ref why) if why == "shadow: full"), "{refused}");
+        assert_eq!(world.router.write_count(), 0);
+        assert!(world.router.feeds.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn an_evidence_driven_shadow_passes_as_soon_as_its_tests_conclude() {
         let world = World::new(stable_only());
         let mut release = shadowed_release();
