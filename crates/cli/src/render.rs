@@ -121,8 +121,18 @@ pub fn plan(release: &Release) -> String {
     } else {
         format!("{} after the start {earliest}", duration(plan.earliest_promotion_seconds))
     };
+    let shadow = release.shadow.as_ref().map_or(String::new(), |s| {
+        format!(
+            "\n  shadow   {}{} on {} of live requests, compared by {}{}; then the stages",
+            if s.until_conclusive { "until conclusive, at most " } else { "" },
+            duration(s.duration_seconds),
+            percent(s.sample),
+            serde_json::to_string(&s.compare).unwrap_or_default(),
+            if s.noise_floor { ", against the stable asked again" } else { "" }
+        )
+    });
     format!(
-        "{}: valid\n  target   {}, canary {}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n",
+        "{}: valid\n  target   {}, canary {}{shadow}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n",
         release.release,
         release.target,
         canary_of(release),
@@ -383,6 +393,20 @@ pub fn table(runs: &[Run], now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shadowed_plan_says_its_shadow_comes_first() {
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../events/releases/lambda-ai-classifier-shadow-7.json");
+        let release =
+            Release::parse(&serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap()).unwrap();
+        let text = plan(&release);
+        assert!(
+            text.contains(r#"shadow   1h00m on 10% of live requests, compared by {"fields":{"pointers":["/label","/confidence"],"tolerance":0.05}}, against the stable asked again; then the stages"#),
+            "{text}"
+        );
+        assert!(text.contains("promoted 1h40m after the start"), "{text}");
+    }
 
     #[test]
     fn the_shadows_examples_show_the_request_and_both_answers_and_a_decision_says_shadow() {

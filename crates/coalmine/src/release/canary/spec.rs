@@ -146,10 +146,18 @@ impl Release {
                 ticks: checks(s.longest_bake()),
             })
             .collect();
+        // The shadow comes first: at least one check when it may end on evidence.
+        let (shadow_least, shadow_most) = match &self.shadow {
+            Some(s) if s.until_conclusive => (self.check_every_seconds.min(s.duration_seconds), s.duration_seconds),
+            Some(s) => (s.duration_seconds, s.duration_seconds),
+            None => (0, 0),
+        };
+        let shadow_ticks = if self.shadow.is_some() { checks(shadow_most) } else { 0 };
         Plan {
-            earliest_promotion_seconds: stages.iter().map(|s| s.bake_seconds).sum(),
-            latest_promotion_seconds: stages.iter().map(|s| s.max_bake_seconds.unwrap_or(s.bake_seconds)).sum(),
-            ticks: 1 + stages.iter().map(|s| s.ticks).sum::<u64>(),
+            earliest_promotion_seconds: shadow_least + stages.iter().map(|s| s.bake_seconds).sum::<u64>(),
+            latest_promotion_seconds: shadow_most
+                + stages.iter().map(|s| s.max_bake_seconds.unwrap_or(s.bake_seconds)).sum::<u64>(),
+            ticks: 1 + shadow_ticks + stages.iter().map(|s| s.ticks).sum::<u64>(),
             waits_for_approval: self.stages.iter().any(|s| s.approval),
             stages,
         }
@@ -377,6 +385,9 @@ pub(crate) mod tests {
         let feed = shadowed.shadow_feed("6").unwrap();
         assert_eq!((feed.candidate.as_str(), feed.sample, feed.function.as_str()), ("7", 0.1, "ai-classifier"));
         assert_eq!(shadowed.shadow.as_ref().unwrap().gates(&shadowed.release).len(), 2);
+        // An hour's shadow before 900 + 900 + 600 s of stages, checked every minute.
+        let plan = shadowed.plan();
+        assert_eq!((plan.earliest_promotion_seconds, plan.ticks), (3600 + 2400, 1 + 60 + 15 + 15 + 10));
     }
 
     #[test]
