@@ -946,3 +946,130 @@ mod guardrails {
         assert_eq!((guarded.num_calls(), plain.num_calls()), (1, 1));
     }
 }
+
+/// The shadow's adapters on answers no emulator gives: CloudWatch Logs' filter limit, a
+/// throttled or failed invoke, a model's function error.
+mod shadow {
+    use aws_sdk_cloudwatchlogs::operation::delete_subscription_filter::DeleteSubscriptionFilterError;
+    use aws_sdk_cloudwatchlogs::operation::describe_subscription_filters::DescribeSubscriptionFiltersOutput;
+    use aws_sdk_cloudwatchlogs::operation::put_subscription_filter::PutSubscriptionFilterError;
+    use aws_sdk_cloudwatchlogs::types::SubscriptionFilter;
+    use aws_sdk_lambda::operation::invoke::{InvokeError, InvokeOutput};
+    use aws_sdk_lambda::primitives::Blob;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::shadow::{Compare, Feed, FILTER_PATTERN};
+    use crate::ports::{ShadowFeeds, VersionInvoker};
+
+    const SHADOW_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:coalmine-shadow";
+
+    fn feed() -> Feed {
+        Feed {
+            release: "ai-classifier-7".into(),
+            function: "ai-classifier".into(),
+            stable: "6".into(),
+            candidate: "7".into(),
+            sample: 0.1,
+            max_payload_bytes: 65_536,
+            max_concurrency: 8,
+            compare: Compare::Label { pointer: "/label".into() },
+            noise_floor: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_feed_is_put_on_the_stables_group_pointing_at_the_shadow_function() {
+        let put = mock!(aws_sdk_cloudwatchlogs::Client::put_subscription_filter)
+            .match_requests(|r| {
+                r.log_group_name() == Some("/aws/lambda/ai-classifier")
+                    && r.filter_pattern() == Some(FILTER_PATTERN)
+                    && r.destination_arn() == Some(SHADOW_ARN)
+                    && r.filter_name() == Some(feed().filter_name().as_str())
+            })
+            .then_output(|| {
+                aws_sdk_cloudwatchlogs::operation::put_subscription_filter::PutSubscriptionFilterOutput::builder()
+                    .build()
+            });
+        let feeds = LogFeeds::new(client!(aws_sdk_cloudwatchlogs, [&put]), Some(SHADOW_ARN.into()));
+        feeds.open_feed(&feed()).await.unwrap();
+        assert_eq!(put.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_group_at_its_filter_limit_refuses_the_feed_naming_the_group() {
+        let put = mock!(aws_sdk_cloudwatchlogs::Client::put_subscription_filter).then_error(|| {
+            PutSubscriptionFilterError::generic(error("LimitExceededException", "Resource limit exceeded."))
+        });
+        let feeds = LogFeeds::new(client!(aws_sdk_cloudwatchlogs, [&put]), Some(SHADOW_ARN.into()));
+        let refused = feeds.open_feed(&feed()).await.unwrap_err();
+        assert!(matches!(refused, Error::Refused(_)), "{refused}");
+        assert!(
+            refused.to_string().contains("/aws/lambda/ai-classifier already has the two subscription filters"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_foreign_filters_refuse_the_check_and_a_feed_already_gone_closes_quietly() {
+        let filter = |name: &str| SubscriptionFilter::builder().filter_name(name).build();
+        let describe = mock!(aws_sdk_cloudwatchlogs::Client::describe_subscription_filters).then_output(move || {
+            DescribeSubscriptionFiltersOutput::builder()
+                .subscription_filters(filter("team-log-shipper"))
+                .subscription_filters(filter("security-siem"))
+                .build()
+        });
+        let delete = mock!(aws_sdk_cloudwatchlogs::Client::delete_subscription_filter).then_error(|| {
+            DeleteSubscriptionFilterError::generic(error(
+                "ResourceNotFoundException",
+                "The specified subscription filter does not exist.",
+            ))
+        });
+        let feeds = LogFeeds::new(client!(aws_sdk_cloudwatchlogs, [&describe, &delete]), Some(SHADOW_ARN.into()));
+        let refused = feeds.check_feed(&feed()).await.unwrap_err();
+        assert!(refused.to_string().contains("team-log-shipper, security-siem"), "{refused}");
+        feeds.close_feed(&feed()).await.unwrap();
+        assert_eq!(delete.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_the_shadow_function_the_feed_does_not_open_and_says_what_to_deploy() {
+        let feeds = LogFeeds::new(client!(aws_sdk_cloudwatchlogs, &[] as &[&Rule]), None);
+        let refused = feeds.open_feed(&feed()).await.unwrap_err();
+        assert!(matches!(refused, Error::Config(ref why) if why.contains("SHADOW_FUNCTION_ARN")), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_version_is_invoked_by_its_qualifier_and_a_function_error_is_the_models_answer() {
+        let invoke = mock!(aws_sdk_lambda::Client::invoke)
+            .match_requests(|r| r.function_name() == Some("ai-classifier") && r.qualifier() == Some("7"))
+            .sequence()
+            .output(|| InvokeOutput::builder().status_code(200).payload(Blob::new(r#"{"label":"spam"}"#)).build())
+            .output(|| {
+                InvokeOutput::builder()
+                    .status_code(200)
+                    .function_error("Unhandled")
+                    .payload(Blob::new(r#"{"errorMessage":"CUDA out of memory"}"#))
+                    .build()
+            })
+            .output(|| InvokeOutput::builder().status_code(200).payload(Blob::new("not json")).build())
+            .build();
+        let versions = LambdaVersions::from_client(client!(aws_sdk_lambda, [&invoke]));
+        let request = json!({"q": 1});
+        let ask = || versions.invoke("ai-classifier", "7", &request);
+        assert_eq!(ask().await.unwrap().outcome, Ok(json!({"label": "spam"})));
+        let failed = ask().await.unwrap().outcome.unwrap_err();
+        assert!(failed.starts_with("Unhandled: ") && failed.contains("CUDA out of memory"), "{failed}");
+        assert!(ask().await.unwrap().outcome.unwrap_err().contains("not JSON"));
+    }
+
+    #[tokio::test]
+    async fn a_throttled_invoke_is_retried_and_then_fails_the_request_not_the_model() {
+        let invoke = mock!(aws_sdk_lambda::Client::invoke)
+            .then_error(|| InvokeError::generic(error("TooManyRequestsException", "Rate Exceeded.")));
+        let versions = LambdaVersions::from_client(client!(aws_sdk_lambda, [&invoke]));
+        let failed = versions.invoke("ai-classifier", "7", &json!({"q": 1})).await.unwrap_err();
+        assert!(matches!(failed, Error::Aws { retryable: true, .. }), "{failed}");
+        assert_eq!(invoke.num_calls(), 3, "the SDK's standard attempts");
+    }
+}
