@@ -77,9 +77,17 @@ impl Request {
     }
 }
 
+/// A stamp's stage while its release shadows: before the first.
+pub const SHADOW_STAGE: usize = 0;
+
 impl Stamp {
     pub fn is_live(&self) -> bool {
         self.phase == Phase::Live
+    }
+
+    /// The release owns the target in its shadow: no weight moved yet.
+    pub fn in_shadow(&self) -> bool {
+        self.stage.is_some_and(|(at, _)| at == SHADOW_STAGE)
     }
 
     /// Whether this execution (`STATE_MACHINE:EXECUTION` or an execution ARN) wrote it.

@@ -5,7 +5,7 @@ pub mod notify;
 pub mod resolve;
 mod zero;
 
-pub use zero::{zero_canary, Owner, ZeroOutcome};
+pub use zero::{record_rollback, zero_canary, Owner, ZeroOutcome};
 
 use std::collections::HashMap;
 use std::future::Future;

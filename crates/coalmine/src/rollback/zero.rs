@@ -9,6 +9,20 @@ use crate::domain::stamp::Stamp;
 use crate::domain::target::Target;
 use crate::ports::TrafficRouter;
 
+/// A target with no canary traffic to take away is marked rolled back all the same: its
+/// stamp (a stamp-only write, conditional on `read`) says the release is over, so nothing
+/// climbs it again.
+pub async fn record_rollback(
+    router: &impl TrafficRouter,
+    target: &Target,
+    read: Split,
+    by: &RolledBackBy,
+) -> Result<ZeroOutcome> {
+    let stamp = read.stamp.as_ref().map(|s| s.rolled_back(by.clone()));
+    let after = router.write(target, &read, &Split { stamp, ..read.clone() }).await?;
+    Ok(ZeroOutcome::RolledBack { before: read, after })
+}
+
 /// A read-then-write that loses a race re-reads; past this many losses in one
 /// invocation, something keeps changing the alias and the invocation fails (retryable).
 pub(crate) const MAX_CONFLICTS: usize = 5;

@@ -11,9 +11,8 @@ use crate::domain::stamp::{Phase, Request, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
-use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::spec::Release;
-use crate::rollback::{zero_canary, Owner, ZeroOutcome};
+use crate::rollback::{record_rollback, zero_canary, Owner, ZeroOutcome};
 use crate::text::describe;
 
 /// Past this many lost races in one command, something keeps changing the target.
@@ -128,11 +127,7 @@ pub async fn abort(
         }
         // In flight but at no weight (a SageMaker stage whose weight write never
         // landed): only the record changes, so the release still ends.
-        ZeroOutcome::AlreadyZero { split } => {
-            let stamp = split.stamp.as_ref().map(|s| s.rolled_back(by.clone()));
-            let after = router.write(target, &split, &Split { stamp, ..split.clone() }).await?;
-            ZeroOutcome::RolledBack { before: split, after }
-        }
+        ZeroOutcome::AlreadyZero { split } => record_rollback(router, target, split, &by).await?,
         done => done,
     };
     // A shadow's feed goes now; the release's next check removes it again if this fails.
@@ -153,7 +148,7 @@ pub async fn abort(
         before: outcome.before(),
         after: outcome.after(),
         dry_run: None,
-        in_shadow: outcome.before().stamp.as_ref().and_then(|s| s.stage).is_some_and(|(at, _)| at == SHADOW_STAGE),
+        in_shadow: outcome.before().stamp.as_ref().is_some_and(Stamp::in_shadow),
     });
     notifier.publish(&message).await.map_err(|e| Error::Incomplete {
         summary: format!("release {} was rolled back, but the team's message was not sent: {e}", release.release),

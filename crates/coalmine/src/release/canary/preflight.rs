@@ -6,7 +6,6 @@ use crate::domain::error::{Error, Result};
 use crate::domain::metrics::{GateKind, SideMetrics};
 use crate::domain::split::Split;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, ShadowFeeds, TrafficRouter};
-use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::spec::Release;
 use crate::release::core::preflight::{alarm_checks, not_ready, Check};
 use crate::release::judge::power::{power, Sees, Traffic as Power, POWER};
@@ -29,8 +28,7 @@ pub async fn checks(
     let canary = release.canary_id();
     let mut checks = Vec::new();
     // A release in its shadow owns the alias at no weight: in flight all the same.
-    let shadowing =
-        live.stamp.as_ref().is_some_and(|s| s.is_live() && s.stage.is_some_and(|(at, _)| at == SHADOW_STAGE));
+    let shadowing = live.stamp.as_ref().is_some_and(|s| s.is_live() && s.in_shadow());
     checks.push(Check::new(
         "no canary in flight",
         if live.canary_is_zero() && !shadowing {
@@ -42,7 +40,7 @@ pub async fn checks(
                     stamp.release.as_deref().unwrap_or("unnamed"),
                     stamp.execution,
                     match stamp.stage {
-                        Some((SHADOW_STAGE, _)) => ", in its shadow".to_owned(),
+                        Some(_) if stamp.in_shadow() => ", in its shadow".to_owned(),
                         Some((at, of)) => format!(", stage {at} of {of}"),
                         None => String::new(),
                     }

@@ -7,16 +7,14 @@ use tracing::warn;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result, INVALID_RELEASE};
-use crate::domain::split::Split;
-use crate::domain::stamp::Phase;
+use crate::domain::stamp::{Phase, Stamp};
 use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
-use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::spec::Release;
 use crate::release::core::ending::{failure_cause, SafetyOutcome};
 use crate::release::core::progress::Progress;
 use crate::release::core::unsent;
-use crate::rollback::{zero_canary, Owner, ZeroOutcome};
+use crate::rollback::{record_rollback, zero_canary, Owner, ZeroOutcome};
 use crate::text::describe;
 
 pub async fn safety_rollback(
@@ -48,11 +46,9 @@ pub async fn safety_rollback(
             let mut done =
                 zero_canary(router, target, &RolledBackBy::Safety, Owner::Execution(execution), Some(live)).await?;
             // A shadow has no traffic to take away; its stamp still says the release is over.
-            if let (ZeroOutcome::AlreadyZero { split }, Some(stamp)) = (&done, &stamp) {
-                if stamp.stage.is_some_and(|(at, _)| at == SHADOW_STAGE) {
-                    let ended = Split { stamp: Some(stamp.rolled_back(RolledBackBy::Safety)), ..split.clone() };
-                    let after = router.write(target, split, &ended).await?;
-                    done = ZeroOutcome::RolledBack { before: split.clone(), after };
+            if let ZeroOutcome::AlreadyZero { split } = &done {
+                if stamp.as_ref().is_some_and(Stamp::in_shadow) {
+                    done = record_rollback(router, target, split.clone(), &RolledBackBy::Safety).await?;
                 }
             }
             let stage = progress.map_or_else(
@@ -72,7 +68,7 @@ pub async fn safety_rollback(
                     before: done.before(),
                     after: done.after(),
                     dry_run: progress.and_then(|p| p.dry_run.as_ref()),
-                    in_shadow: stamp.as_ref().and_then(|s| s.stage).is_some_and(|(at, _)| at == SHADOW_STAGE),
+                    in_shadow: stamp.as_ref().is_some_and(Stamp::in_shadow),
                 });
                 notifier.publish(&message).await.map_err(|e| unsent(&release.release, "the rollback's message", e))?;
             }

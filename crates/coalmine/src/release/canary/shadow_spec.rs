@@ -10,9 +10,6 @@ use crate::domain::metrics::CustomGate;
 use crate::domain::shadow::{metric, Compare, Feed, MAX_FILTER_NAME, NAMESPACE};
 use crate::release::core::document::Problems;
 
-/// The alias stamp's stage while shadowing: before the first.
-pub const SHADOW_STAGE: usize = 0;
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shadow {

@@ -12,16 +12,15 @@ use crate::domain::error::Result;
 use crate::domain::metrics::{MetricSnapshot, SideMetrics};
 use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
-use crate::domain::stamp::Stamp;
+use crate::domain::stamp::{Stamp, SHADOW_STAGE};
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
-use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::CanaryTick;
 use crate::release::core::gates::Gates;
 use crate::release::core::health::observe;
 use crate::release::core::progress::{Progress, ShadowRun, Status, Written};
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
-use crate::rollback::ZeroOutcome;
+use crate::rollback::record_rollback;
 use crate::text::{duration, percent, side};
 
 impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
@@ -119,10 +118,9 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         evidence: &Evidence,
     ) -> Result<Progress> {
         let by = if evidence.from_alarms() { RolledBackBy::GateAlarm } else { RolledBackBy::Health };
-        let stamp = live.stamp.as_ref().map(|s| s.rolled_back(by.clone()));
-        let after = self.deps.router.write(&self.release.target, &live, &Split { stamp, ..live.clone() }).await?;
+        let outcome = record_rollback(self.deps.router, &self.release.target, live, &by).await?;
         let why = format!("{why}. No user was served by the candidate: it never left the shadow");
-        self.announce_rollback(progress, by, why, Some(evidence), ZeroOutcome::RolledBack { before: live, after }).await
+        self.announce_rollback(progress, by, why, Some(evidence), outcome).await
     }
 
     /// The shadow passed: the first stage, written like any advance.

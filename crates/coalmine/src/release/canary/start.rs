@@ -8,7 +8,6 @@ use crate::domain::split::Split;
 use crate::domain::stamp::{Phase, Stamp};
 use crate::ports::{AlarmSource, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::preflight;
-use crate::release::canary::shadow_spec::SHADOW_STAGE;
 use crate::release::canary::CanaryTick;
 use crate::release::core::preflight::first_blocking;
 use crate::release::core::progress::{Progress, Status, Written};
@@ -20,7 +19,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let target = &release.target;
         let live = preflight::read_target(self.deps.router, release).await?;
         if let Some(stamp) = live.stamp_by(self.execution).cloned() {
-            let shadowing = stamp.phase == Phase::Live && stamp.stage.is_some_and(|(at, _)| at == SHADOW_STAGE);
+            let shadowing = stamp.is_live() && stamp.in_shadow();
             if let Some(feed) = release.shadow_feed(&live.stable).filter(|_| shadowing) {
                 return self.start_shadow(live, feed).await;
             }
