@@ -74,14 +74,24 @@ impl ShadowScene {
         out.subscription_filters().iter().filter_map(|f| f.filter_name().map(str::to_owned)).collect()
     }
 
-    async fn tick(&self, release: &Release, progress: Option<Progress>, execution: &str, now: u64) -> Progress {
+    async fn try_tick(
+        &self,
+        release: &Release,
+        progress: Option<Progress>,
+        execution: &str,
+        now: u64,
+    ) -> coalmine::Result<Progress> {
         let deps = StepDeps {
             router: &self.aws.router,
             notifier: &self.aws.notifier,
             alarms: &self.aws.alarms,
             metrics: &self.aws.metrics,
         };
-        Tick { release, execution, deps: &deps, now }.step(progress).await.expect("a tick")
+        Tick { release, execution, deps: &deps, now }.step(progress).await
+    }
+
+    async fn tick(&self, release: &Release, progress: Option<Progress>, execution: &str, now: u64) -> Progress {
+        self.try_tick(release, progress, execution, now).await.expect("a tick")
     }
 }
 
@@ -200,14 +210,17 @@ async fn a_candidate_that_fails_is_counted_in_errors_and_users_are_still_served_
     assert_eq!(stable_asked, 4.0);
 }
 
-const EXECUTION: &str = "arn:aws:states:us-east-1:000000000000:execution:coalmine-release:";
+/// An execution ARN of this test's own.
+fn execution() -> String {
+    format!("arn:aws:states:us-east-1:000000000000:execution:coalmine-release:{}", unique("run"))
+}
 
 #[tokio::test]
 async fn a_shadow_whose_answers_agree_goes_on_to_the_canary_and_its_feed_is_removed() {
     let scene = ShadowScene::connect().await;
     let function = scene.local.seed_model("noisy", "noisy").await;
     let release = shadowed_release(&function, json!({"label": {"pointer": "/label"}}));
-    let execution = format!("{EXECUTION}{}", unique("run"));
+    let execution = execution();
     let t0 = epoch();
 
     let started = scene.tick(&release, None, &execution, t0).await;
@@ -236,7 +249,7 @@ async fn a_shadow_whose_answers_disagree_ends_rolled_back_before_any_user_is_ser
     let scene = ShadowScene::connect().await;
     let function = scene.local.seed_model("steady", "flips-odd").await;
     let release = shadowed_release(&function, json!({"label": {"pointer": "/label"}}));
-    let execution = format!("{EXECUTION}{}", unique("run"));
+    let execution = execution();
     let t0 = epoch();
     let started = scene.tick(&release, None, &execution, t0).await;
 
@@ -274,7 +287,7 @@ async fn a_candidate_that_fails_in_the_shadow_is_rolled_back_on_its_errors() {
     let scene = ShadowScene::connect().await;
     let function = scene.local.seed_model("steady", "fails").await;
     let release = shadowed_release(&function, json!("exact"));
-    let execution = format!("{EXECUTION}{}", unique("run"));
+    let execution = execution();
     let t0 = epoch();
     let started = scene.tick(&release, None, &execution, t0).await;
 
@@ -292,7 +305,7 @@ async fn an_abort_during_the_shadow_removes_the_feed_at_once() {
     let scene = ShadowScene::connect().await;
     let function = scene.local.seed_model("steady", "steady").await;
     let release = shadowed_release(&function, json!("exact"));
-    let execution = format!("{EXECUTION}{}", unique("run"));
+    let execution = execution();
     let t0 = epoch();
     let started = scene.tick(&release, None, &execution, t0).await;
     assert_eq!(scene.filters(&function).await.len(), 1);
@@ -333,15 +346,7 @@ async fn a_stable_that_never_logged_is_refused_before_the_alias_is_touched() {
     let function = scene.local.seed_model("steady", "steady").await;
     scene.logs.delete_log_group().log_group_name(log_group(&function)).send().await.expect("no log group");
     let release = shadowed_release(&function, json!("exact"));
-    let deps = StepDeps {
-        router: &scene.aws.router,
-        notifier: &scene.aws.notifier,
-        alarms: &scene.aws.alarms,
-        metrics: &scene.aws.metrics,
-    };
-    let execution = format!("{EXECUTION}{}", unique("run"));
-    let refused =
-        Tick { release: &release, execution: &execution, deps: &deps, now: epoch() }.step(None).await.unwrap_err();
+    let refused = scene.try_tick(&release, None, &execution(), epoch()).await.unwrap_err();
     assert!(refused.to_string().contains("has never logged"), "{refused}");
     let live = scene.aws.router.read(&Target::lambda(&function, "live")).await.unwrap();
     assert_eq!(live.stamp, None, "nothing was written");

@@ -14,11 +14,17 @@ pub const EXAMPLES_SHOWN: usize = 3;
 pub struct LogFeeds {
     client: Client,
     destination: Option<String>,
+    /// The shadow function's own log group, where its examples are.
+    examples_group: Option<String>,
 }
 
 impl LogFeeds {
     pub fn new(client: Client, destination: Option<String>) -> Self {
-        LogFeeds { client, destination }
+        let examples_group = destination.as_deref().map(|arn| {
+            let function = arn.rsplit(":function:").next().unwrap_or_default();
+            log_group(function.split(':').next().unwrap_or_default())
+        });
+        LogFeeds { client, destination, examples_group }
     }
 }
 
@@ -95,15 +101,13 @@ impl crate::ports::ShadowFeeds for LogFeeds {
     }
 
     async fn examples(&self, feed: &Feed, since_epoch: u64) -> Result<Vec<Example>> {
-        let Some(destination) = self.destination.as_deref() else {
+        let Some(group) = self.examples_group.as_deref() else {
             return Ok(Vec::new());
         };
-        let function =
-            destination.rsplit(":function:").next().unwrap_or_default().split(':').next().unwrap_or_default();
         let out = self
             .client
             .filter_log_events()
-            .log_group_name(log_group(function))
+            .log_group_name(group)
             .filter_pattern(format!("\"{DISAGREEMENT_MESSAGE}\" \"{}\"", feed.release))
             .start_time(i64::try_from(since_epoch.saturating_mul(1000)).unwrap_or(i64::MAX))
             .limit(EXAMPLES_READ)

@@ -72,7 +72,11 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             shadow_of: Some(&release.release),
         };
         let evidence = observe(&gates, self.deps.alarms, self.deps.metrics, &query, &mut progress, self.now).await?;
-        self.keep_examples(&mut progress, run.started_at).await;
+        // Only a candidate that disagreed has examples to show.
+        let disagreed = evidence.metrics.as_ref().and_then(|m| m.canary.custom.first().copied().flatten());
+        if disagreed.is_some_and(|d| d > 0.0) {
+            self.keep_examples(&mut progress, run.started_at).await;
+        }
         let seen = evidence.metrics.as_ref().map(seen).unwrap_or_default();
         let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
         let concluded = shadow.until_conclusive && evidence.verdict == Verdict::Healthy && evidence.conclusive;
