@@ -12,7 +12,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
 use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
-use coalmine::aws::{Aws, AwsRouter, CloudWatchAlarms, CloudWatchMetrics, SnsNotifier};
+use coalmine::aws::{Aws, AwsRouter, CloudMetrics, CloudWatchAlarms, SnsNotifier};
 use coalmine::config::Config;
 use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use coalmine::domain::mapping::TargetMapping;
@@ -89,7 +89,7 @@ impl Scene {
         Scene { local, inbox, aws, config }
     }
 
-    pub fn step_deps(&self) -> StepDeps<'_, AwsRouter, SnsNotifier, CloudWatchAlarms, CloudWatchMetrics> {
+    pub fn step_deps(&self) -> StepDeps<'_, AwsRouter, SnsNotifier, CloudWatchAlarms, CloudMetrics> {
         StepDeps {
             router: &self.aws.router,
             notifier: &self.aws.notifier,
@@ -152,6 +152,9 @@ impl LocalAws {
             rollback_targets: TargetMapping::default(),
             sagemaker_max_wait: Duration::from_secs(10),
             shadow_function_arn: None,
+            azure_credentials_secret: None,
+            azure_max_wait: Duration::from_secs(10),
+            webhook_secret: None,
         };
         (Aws::new(&self.sdk, &config), config)
     }
@@ -387,6 +390,7 @@ impl LocalAws {
                 vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)],
                 ["Invocations", "Invocation5XXErrors", "ModelLatency"],
             ),
+            Target::Azureml(_) => panic!("an Azure ML endpoint's metrics are Azure Monitor's, not CloudWatch's"),
         };
         let when = aws_sdk_cloudwatch::primitives::DateTime::from_secs(at as i64);
         let datum =

@@ -151,7 +151,7 @@ fn deps(
     coalmine::aws::AwsRouter,
     coalmine::aws::SnsNotifier,
     coalmine::aws::CloudWatchAlarms,
-    coalmine::aws::CloudWatchMetrics,
+    coalmine::aws::CloudMetrics,
 > {
     StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics }
 }

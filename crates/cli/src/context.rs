@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use coalmine::aws::Aws;
+use coalmine::azure::DeveloperIdentity;
 use coalmine::config::Config;
 use coalmine::domain::mapping::TargetMapping;
 use tokio::sync::OnceCell;
@@ -150,7 +151,9 @@ impl Context {
         from_aws.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "an operator".to_owned())
     }
 
-    /// The library's adapters, as the functions build them; `topic` for the messages.
+    /// The library's adapters, as the functions build them (`topic` for the messages),
+    /// but signed in to Azure as whoever runs the command: a service principal in the
+    /// environment, a workload identity, or `az login`.
     pub fn adapters(&self, topic: Option<String>) -> Aws {
         let config = Config {
             topic_arn: topic.unwrap_or_default(),
@@ -158,8 +161,11 @@ impl Context {
             sagemaker_max_wait: std::time::Duration::from_secs(60),
             // The CLI only closes feeds (abort); the stepper opens them.
             shadow_function_arn: None,
+            azure_credentials_secret: None,
+            azure_max_wait: std::time::Duration::from_secs(60),
+            webhook_secret: None,
         };
-        Aws::new(&self.sdk, &config)
+        Aws::with_azure_identity(&self.sdk, &config, Box::new(DeveloperIdentity::default()))
     }
 
     /// The ARN an execution of release `name` has: `coalmine start` names each after its

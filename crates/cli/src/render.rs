@@ -122,13 +122,19 @@ pub fn plan(release: &Release) -> String {
         format!("{} after the start {earliest}", duration(plan.earliest_promotion_seconds))
     };
     let shadow = release.shadow.as_ref().map_or(String::new(), |s| {
+        let how = match &s.compare {
+            Some(compare) => format!(
+                "of live requests, compared by {}{}",
+                serde_json::to_string(compare).unwrap_or_default(),
+                if s.noise_floor() { ", against the stable asked again" } else { "" }
+            ),
+            None => "of live traffic mirrored by Azure ML, judged on errors and latency".to_owned(),
+        };
         format!(
-            "\n  shadow   {}{} on {} of live requests, compared by {}{}; then the stages",
+            "\n  shadow   {}{} on {} {how}; then the stages",
             if s.until_conclusive { "until conclusive, at most " } else { "" },
             duration(s.duration_seconds),
             percent(s.sample),
-            serde_json::to_string(&s.compare).unwrap_or_default(),
-            if s.noise_floor { ", against the stable asked again" } else { "" }
         )
     });
     format!(

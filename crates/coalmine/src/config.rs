@@ -9,7 +9,11 @@ pub const TOPIC_ARN_VAR: &str = "SNS_TOPIC_ARN";
 pub const ROLLBACK_TARGETS_VAR: &str = "ROLLBACK_TARGETS";
 pub const SAGEMAKER_MAX_WAIT_VAR: &str = "SAGEMAKER_UPDATE_MAX_WAIT_SECONDS";
 pub const SHADOW_FUNCTION_ARN_VAR: &str = "SHADOW_FUNCTION_ARN";
+pub const AZURE_CREDENTIALS_SECRET_VAR: &str = "AZURE_CREDENTIALS_SECRET_ARN";
+pub const AZURE_MAX_WAIT_VAR: &str = "AZURE_UPDATE_MAX_WAIT_SECONDS";
+pub const WEBHOOK_SECRET_VAR: &str = "ALERT_WEBHOOK_SECRET_ARN";
 const DEFAULT_SAGEMAKER_MAX_WAIT: Duration = Duration::from_secs(60);
+const DEFAULT_AZURE_MAX_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -21,6 +25,36 @@ pub struct Config {
     /// The shadow function's ARN: where a Lambda shadow's feed points. Without it,
     /// releases with a shadow are refused at their start.
     pub shadow_function_arn: Option<String>,
+    /// The Secrets Manager secret holding the Azure service principal (or federated
+    /// token) for Azure ML targets. Without it, Azure targets are refused.
+    pub azure_credentials_secret: Option<String>,
+    /// How long an Azure call waits for an endpoint mid-update, its own operation, or
+    /// throttling to pass; below the function's timeout, like `sagemaker_max_wait`.
+    pub azure_max_wait: Duration,
+    /// The secret holding the token an Azure Monitor alert's webhook presents to the
+    /// rollback function's URL. Without it, the URL refuses every request.
+    pub webhook_secret: Option<String>,
+}
+
+fn seconds(lookup: &impl Fn(&str) -> Option<String>, var: &str, default: Duration) -> Result<Duration, Error> {
+    match lookup(var) {
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| Error::Config(format!("{var}={raw:?} is not a whole number of seconds"))),
+        None => Ok(default),
+    }
+}
+
+fn arn(lookup: &impl Fn(&str) -> Option<String>, var: &str, kind: &str, shape: &str) -> Result<Option<String>, Error> {
+    let value = lookup(var).filter(|v| !v.trim().is_empty());
+    match &value {
+        Some(arn) if !arn.starts_with("arn:") || !arn.contains(kind) => {
+            Err(Error::Config(format!("{var}={arn:?} is not a {shape}")))
+        }
+        _ => Ok(value),
+    }
 }
 
 impl Config {
@@ -45,21 +79,21 @@ impl Config {
             })?,
             _ => TargetMapping::default(),
         };
-        let sagemaker_max_wait = match lookup(SAGEMAKER_MAX_WAIT_VAR) {
-            Some(raw) => raw.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| {
-                Error::Config(format!("{SAGEMAKER_MAX_WAIT_VAR}={raw:?} is not a whole number of seconds"))
-            })?,
-            None => DEFAULT_SAGEMAKER_MAX_WAIT,
-        };
-        let shadow_function_arn = lookup(SHADOW_FUNCTION_ARN_VAR).filter(|v| !v.trim().is_empty());
-        if let Some(arn) = &shadow_function_arn {
-            if !arn.starts_with("arn:") || !arn.contains(":function:") {
-                return Err(Error::Config(format!(
-                    "{SHADOW_FUNCTION_ARN_VAR}={arn:?} is not a Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
-                )));
-            }
-        }
-        Ok(Config { topic_arn, rollback_targets, sagemaker_max_wait, shadow_function_arn })
+        let secret = "Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)";
+        Ok(Config {
+            topic_arn,
+            rollback_targets,
+            sagemaker_max_wait: seconds(&lookup, SAGEMAKER_MAX_WAIT_VAR, DEFAULT_SAGEMAKER_MAX_WAIT)?,
+            shadow_function_arn: arn(
+                &lookup,
+                SHADOW_FUNCTION_ARN_VAR,
+                ":function:",
+                "Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
+            )?,
+            azure_credentials_secret: arn(&lookup, AZURE_CREDENTIALS_SECRET_VAR, ":secretsmanager:", secret)?,
+            azure_max_wait: seconds(&lookup, AZURE_MAX_WAIT_VAR, DEFAULT_AZURE_MAX_WAIT)?,
+            webhook_secret: arn(&lookup, WEBHOOK_SECRET_VAR, ":secretsmanager:", secret)?,
+        })
     }
 }
 
@@ -80,6 +114,8 @@ mod tests {
         assert_eq!(config.topic_arn, TOPIC);
         assert_eq!(config.sagemaker_max_wait, DEFAULT_SAGEMAKER_MAX_WAIT);
         assert_eq!(config.rollback_targets.lookup("anything"), None);
+        assert_eq!((config.azure_credentials_secret, config.webhook_secret), (None, None));
+        assert_eq!(config.azure_max_wait, DEFAULT_AZURE_MAX_WAIT);
     }
 
     #[test]
@@ -91,6 +127,9 @@ mod tests {
             (&[(TOPIC_ARN_VAR, TOPIC), (ROLLBACK_TARGETS_VAR, r#"{"a": "lambda:f:a"}"#)], ROLLBACK_TARGETS_VAR),
             (&[(TOPIC_ARN_VAR, TOPIC), (ROLLBACK_TARGETS_VAR, r#"{"a": ["lambda:f"]}"#)], ROLLBACK_TARGETS_VAR),
             (&[(TOPIC_ARN_VAR, TOPIC), (SAGEMAKER_MAX_WAIT_VAR, "soon")], SAGEMAKER_MAX_WAIT_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (AZURE_MAX_WAIT_VAR, "1m")], AZURE_MAX_WAIT_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (AZURE_CREDENTIALS_SECRET_VAR, "coalmine/azure")], AZURE_CREDENTIALS_SECRET_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (WEBHOOK_SECRET_VAR, "arn:aws:sns:us-east-1:1:t")], WEBHOOK_SECRET_VAR),
         ];
         for (vars, named) in cases {
             let err = Config::from_lookup(env(vars)).unwrap_err();

@@ -7,13 +7,16 @@
 //! - [`rollback`]: an alarm zeroes the canaries it guards (resolve, zero, notify).
 //! - [`release`]: a release climbs its stages: a small core, the judge, the shadow
 //!   phase, and one module per kind; it rolls back with the rollback use case's code.
-//! - [`aws`] and [`memory`]: the adapters behind the ports, SDK-backed and in memory;
+//! - [`aws`], [`azure`] and [`memory`]: the adapters behind the ports, for AWS, for
+//!   Azure ML (Resource Manager and Azure Monitor), and in memory;
 //!   [`config`] and [`logging`] for the shells.
 //!
 //! The two Lambda functions and the CLI are thin shells on this crate.
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod config;
 pub mod domain;
 pub mod logging;

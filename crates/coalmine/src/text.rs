@@ -15,11 +15,13 @@ pub fn field(body: &mut String, name: &str, value: &str) {
     let _ = writeln!(body, "{label:<11}{value}");
 }
 
-/// A version or variant as a person names it: "version 41", "variant stable".
+/// A version, variant or deployment as a person names it: "version 41", "variant stable",
+/// "deployment blue".
 pub fn side(target: &Target, id: &str) -> String {
     match target {
         Target::Lambda(_) => format!("version {id}"),
         Target::Sagemaker(_) => format!("variant {id}"),
+        Target::Azureml(_) => format!("deployment {id}"),
     }
 }
 

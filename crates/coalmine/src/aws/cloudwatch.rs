@@ -195,6 +195,8 @@ fn side_dimensions(target: &Target, id: &str, config: Option<&str>) -> Vec<Dimen
             dims.extend(config.map(|c| dim("EndpointConfigName", c)));
             dims
         }
+        // Never asked: [`standard`] refuses Azure targets first.
+        Target::Azureml(a) => vec![dim("EndpointName", &a.endpoint), dim("deployment", id)],
     }
 }
 
@@ -221,7 +223,7 @@ fn ids(side: char) -> [String; 3] {
 
 impl MetricSource for CloudWatchMetrics {
     async fn fetch(&self, q: &MetricQuery<'_>) -> Result<MetricSnapshot> {
-        let standard = if q.shadow_of.is_some() { &SHADOW } else { standard(q.target) };
+        let standard = if q.shadow_of.is_some() { &SHADOW } else { standard(q.target)? };
         // One datapoint per window: the period covers the stage so far.
         let window = q.end_epoch.saturating_sub(q.start_epoch).max(60);
         let period = i32::try_from(window.div_ceil(60) * 60).unwrap_or(i32::MAX - 59);
@@ -238,7 +240,7 @@ impl MetricSource for CloudWatchMetrics {
     }
 
     async fn requests_per_minute(&self, target: &Target, id: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {
-        let standard = standard(target);
+        let standard = standard(target)?;
         let dims = side_dimensions(target, id, None);
         let requests = query("req".to_owned(), standard.namespace, standard.requests, dims, "Sum", 60);
         let mut minutes: Vec<(u64, f64)> = Vec::new();
@@ -251,10 +253,14 @@ impl MetricSource for CloudWatchMetrics {
     }
 }
 
-fn standard(target: &Target) -> &'static Standard {
+fn standard(target: &Target) -> Result<&'static Standard> {
     match target {
-        Target::Lambda(_) => &LAMBDA,
-        Target::Sagemaker(_) => &SAGEMAKER,
+        Target::Lambda(_) => Ok(&LAMBDA),
+        Target::Sagemaker(_) => Ok(&SAGEMAKER),
+        Target::Azureml(_) => Err(Error::Unsupported {
+            target: target.clone(),
+            detail: "an Azure ML endpoint's metrics are Azure Monitor's, not CloudWatch's".into(),
+        }),
     }
 }
 
@@ -288,7 +294,7 @@ impl CloudWatchMetrics {
                 if let Some(code) =
                     result.status_code.as_ref().filter(|c| c.as_str() == "InternalError" || c.as_str() == "Forbidden")
                 {
-                    return Err(Error::Aws {
+                    return Err(Error::Service {
                         operation: "cloudwatch:GetMetricData",
                         detail: format!("query {} returned {}", result.id.as_deref().unwrap_or("?"), code.as_str()),
                         retryable: true,

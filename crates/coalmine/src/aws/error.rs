@@ -21,7 +21,7 @@ where
     if denied {
         Error::AccessDenied { operation, detail }
     } else {
-        Error::Aws { operation, detail, retryable }
+        Error::Service { operation, detail, retryable }
     }
 }
 

@@ -5,6 +5,7 @@ mod error;
 mod lambda;
 mod logs;
 mod sagemaker;
+mod secrets;
 mod sns;
 #[cfg(test)]
 mod tests;
@@ -14,16 +15,19 @@ pub use error::aws_error;
 pub use lambda::{LambdaAliases, LambdaVersions};
 pub use logs::{log_group, LogFeeds};
 pub use sagemaker::{SageMakerEndpoints, UpdatingBackoff};
+pub use secrets::Secrets;
 pub use sns::SnsNotifier;
 
+use crate::azure::{Azure, AzureEndpoints, AzureMonitor, IdentitySource, NoIdentity, SecretIdentity};
 use crate::config::Config;
 use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use crate::domain::error::{Error, Result};
+use crate::domain::metrics::MetricSnapshot;
 use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
 use crate::domain::target::Target;
-use crate::ports::{EndpointDeployments, ShadowFeeds, TrafficRouter};
+use crate::ports::{EndpointDeployments, MetricQuery, MetricSource, ShadowFeeds, TrafficRouter};
 
 /// Each AWS call gives up well inside the functions' timeouts (rollback 120 s, stepper
 /// 60 s), so a hung connection fails the invocation with time left to report it, and
@@ -63,11 +67,24 @@ pub struct Aws {
     pub router: AwsRouter,
     pub notifier: SnsNotifier,
     pub alarms: CloudWatchAlarms,
-    pub metrics: CloudWatchMetrics,
+    pub metrics: CloudMetrics,
+    pub secrets: Secrets,
 }
 
 impl Aws {
+    /// As the functions build them: Azure signs in with the stack's secret, if any.
     pub fn new(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
+        let secrets = Secrets::new(aws_sdk_secretsmanager::Client::new(sdk));
+        Self::with_azure_identity(sdk, config, functions_identity(&secrets, config))
+    }
+
+    /// With Azure signed in as `identity` (the CLI: whoever is logged in).
+    pub fn with_azure_identity(
+        sdk: &aws_config::SdkConfig,
+        config: &Config,
+        identity: Box<dyn IdentitySource>,
+    ) -> Self {
+        let azure = Azure::new(identity, config.azure_max_wait);
         Aws {
             router: AwsRouter {
                 lambda: LambdaAliases::new(aws_sdk_lambda::Client::new(sdk)),
@@ -76,12 +93,36 @@ impl Aws {
                     UpdatingBackoff::within(config.sagemaker_max_wait),
                 ),
                 logs: LogFeeds::new(aws_sdk_cloudwatchlogs::Client::new(sdk), config.shadow_function_arn.clone()),
+                azure: azure.endpoints,
             },
             notifier: SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn.clone()),
             alarms: CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(sdk)),
-            metrics: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(sdk)),
+            metrics: CloudMetrics {
+                cloudwatch: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(sdk)),
+                azure: azure.monitor,
+            },
+            secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(sdk)),
         }
     }
+}
+
+/// The functions sign in to Azure with the service principal in the stack's secret.
+fn functions_identity(secrets: &Secrets, config: &Config) -> Box<dyn IdentitySource> {
+    let Some(secret) = config.azure_credentials_secret.clone() else {
+        return Box::new(NoIdentity {
+            advice: "this stack was deployed without AzureCredentialsSecretArn; deploy it again naming a Secrets \
+                     Manager secret that holds the service principal (README: Azure ML)",
+        });
+    };
+    let secrets = secrets.clone();
+    let name = secret.clone();
+    Box::new(SecretIdentity {
+        name,
+        read: Box::new(move || {
+            let (secrets, secret) = (secrets.clone(), secret.clone());
+            Box::pin(async move { secrets.text(&secret).await })
+        }),
+    })
 }
 
 /// Sends each target to the adapter of its service.
@@ -89,6 +130,29 @@ pub struct AwsRouter {
     pub lambda: LambdaAliases,
     pub sagemaker: SageMakerEndpoints,
     pub logs: LogFeeds,
+    pub azure: AzureEndpoints,
+}
+
+/// CloudWatch for AWS targets, Azure Monitor for Azure ML endpoints.
+pub struct CloudMetrics {
+    pub cloudwatch: CloudWatchMetrics,
+    pub azure: AzureMonitor,
+}
+
+impl MetricSource for CloudMetrics {
+    async fn fetch(&self, query: &MetricQuery<'_>) -> Result<MetricSnapshot> {
+        match query.target {
+            Target::Azureml(deployments) => self.azure.fetch(query, deployments).await,
+            _ => self.cloudwatch.fetch(query).await,
+        }
+    }
+
+    async fn requests_per_minute(&self, target: &Target, id: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {
+        match target {
+            Target::Azureml(deployments) => self.azure.requests_per_minute(target, deployments, id, start, end).await,
+            _ => self.cloudwatch.requests_per_minute(target, id, start, end).await,
+        }
+    }
 }
 
 /// A Lambda shadow's feed lives beside the alias it shadows.
@@ -115,6 +179,7 @@ impl TrafficRouter for AwsRouter {
         match target {
             Target::Lambda(alias) => self.lambda.read(target, alias).await,
             Target::Sagemaker(variants) => self.sagemaker.read(target, variants).await,
+            Target::Azureml(deployments) => self.azure.read(target, deployments).await,
         }
     }
 
@@ -122,6 +187,7 @@ impl TrafficRouter for AwsRouter {
         match target {
             Target::Lambda(alias) => self.lambda.write(target, alias, read, desired).await,
             Target::Sagemaker(variants) => self.sagemaker.write(target, variants, read, desired).await,
+            Target::Azureml(deployments) => self.azure.write(target, deployments, read, desired).await,
         }
     }
 
@@ -133,6 +199,7 @@ impl TrafficRouter for AwsRouter {
                 Error::NotFound { detail, .. } => Error::InvalidRelease(format!("target: {detail}")),
                 other => other,
             }),
+            Target::Azureml(deployments) => self.azure.check_deployment(target, deployments, canary).await,
         }
     }
 }

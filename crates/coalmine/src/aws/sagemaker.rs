@@ -286,7 +286,14 @@ impl SageMakerEndpoints {
         let total: f64 =
             summaries.iter().map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0))).sum();
         let share = if total > WEIGHT_TOLERANCE { canary_weight / total } else { 0.0 };
-        let split = Split { stable, canary: Some(canary.clone()), canary_weight: share, revision: None, stamp: None };
+        let split = Split {
+            stable,
+            canary: Some(canary.clone()),
+            canary_weight: share,
+            mirror: 0.0,
+            revision: None,
+            stamp: None,
+        };
         Ok(Live { status: out.endpoint_status, split, arn: out.endpoint_arn })
     }
 

@@ -21,11 +21,10 @@ impl Notifier for SnsNotifier {
         let mut request =
             self.client.publish().topic_arn(&self.topic_arn).subject(&notification.subject).message(&notification.body);
         for (name, value) in &notification.attributes {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|e| Error::Aws { operation: "sns:Publish", detail: e.to_string(), retryable: false })?;
+            let value =
+                MessageAttributeValue::builder().data_type("String").string_value(value).build().map_err(|e| {
+                    Error::Service { operation: "sns:Publish", detail: e.to_string(), retryable: false }
+                })?;
             request = request.message_attributes(*name, value);
         }
         request.send().await.map_err(|e| aws_error("sns:Publish", e))?;

@@ -58,11 +58,18 @@ fn lambda_router(rules: &[&Rule]) -> AwsRouter {
             UpdatingBackoff::within(Duration::ZERO),
         ),
         logs: no_feeds(),
+        azure: no_azure(),
     }
 }
 
 fn no_feeds() -> LogFeeds {
     LogFeeds::new(client!(aws_sdk_cloudwatchlogs, &[] as &[&Rule]), None)
+}
+
+/// Azure, never reached by these tests: any call would say it is not configured.
+fn no_azure() -> crate::azure::AzureEndpoints {
+    crate::azure::Azure::new(Box::new(crate::azure::NoIdentity { advice: "not in these tests" }), Duration::ZERO)
+        .endpoints
 }
 
 fn handler() -> Target {
@@ -194,6 +201,7 @@ fn sagemaker_router(rules: &[&Rule], budget: Duration) -> AwsRouter {
         lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
         sagemaker: SageMakerEndpoints::new(client!(aws_sdk_sagemaker, rules), UpdatingBackoff::within(budget)),
         logs: no_feeds(),
+        azure: no_azure(),
     }
 }
 
@@ -625,7 +633,11 @@ mod stepper {
             status: Status::Baking,
             wait_seconds: 60,
             ticks: 5,
-            ..Progress::new("41", Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05 }, t0)
+            ..Progress::new(
+                "41",
+                Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05, mirror: 0.0 },
+                t0,
+            )
         };
         let metrics = Metrics::default();
         metrics.set((1000.0, 0.0), (20_000.0, 10.0));
@@ -723,6 +735,7 @@ mod faults {
                 UpdatingBackoff::within(Duration::from_secs(5)),
             ),
             logs: no_feeds(),
+            azure: no_azure(),
         };
         let notifier = SnsNotifier::new(
             client!(aws_sdk_sns, [&publish_lambda, &publish_sagemaker]),
@@ -1069,7 +1082,7 @@ mod shadow {
             .then_error(|| InvokeError::generic(error("TooManyRequestsException", "Rate Exceeded.")));
         let versions = LambdaVersions::from_client(client!(aws_sdk_lambda, [&invoke]));
         let failed = versions.invoke("ai-classifier", "7", &json!({"q": 1})).await.unwrap_err();
-        assert!(matches!(failed, Error::Aws { retryable: true, .. }), "{failed}");
+        assert!(matches!(failed, Error::Service { retryable: true, .. }), "{failed}");
         assert_eq!(invoke.num_calls(), 3, "the SDK's standard attempts");
     }
 }

@@ -43,15 +43,16 @@ pub enum Error {
     #[error("{target}: {detail}")]
     Unsupported { target: Target, detail: String },
 
-    /// The SageMaker endpoint stayed busy (Updating, ...) for the whole wait budget.
+    /// The SageMaker or Azure ML endpoint stayed busy (Updating, ...) for the whole wait
+    /// budget.
     #[error(
         "{target}: endpoint still {status} after waiting {waited_ms} ms; the invocation fails so Lambda retries it"
     )]
     EndpointBusy { target: Target, status: String, waited_ms: u128 },
 
-    /// An AWS call failed after the SDK's own retries.
+    /// An AWS or Azure call failed after the client's own retries.
     #[error("{operation} failed: {detail}")]
-    Aws { operation: &'static str, detail: String, retryable: bool },
+    Service { operation: &'static str, detail: String, retryable: bool },
 
     /// Some targets could not be rolled back or some notifications not sent; the rest were.
     #[error("{summary}")]
@@ -65,7 +66,7 @@ impl Error {
             Error::Refused(_) | Error::AccessDenied { .. } => false,
             Error::NotFound { .. } | Error::Unsupported { .. } => false,
             Error::Conflict { .. } | Error::EndpointBusy { .. } => true,
-            Error::Aws { retryable, .. } | Error::Incomplete { retryable, .. } => *retryable,
+            Error::Service { retryable, .. } | Error::Incomplete { retryable, .. } => *retryable,
         }
     }
 

@@ -14,7 +14,11 @@ pub struct Split {
     pub canary: Option<String>,
     /// The canary's share of traffic, in [0, 1].
     pub canary_weight: f64,
-    /// What a conditional write must present: Lambda's alias `RevisionId`.
+    /// The share of live requests copied to the canary, whose answers nobody is served
+    /// (Azure ML's mirror traffic, a shadow); 0 where the target cannot mirror.
+    pub mirror: f64,
+    /// What a conditional write must present: Lambda's alias `RevisionId`, an Azure
+    /// endpoint's ETag.
     pub revision: Option<String>,
     /// The release that last moved this traffic, as the target records it. In a write,
     /// `None` leaves the record as it is.
@@ -27,14 +31,20 @@ impl Split {
         Split { canary_weight: weight, revision: None, ..self.clone() }
     }
 
+    /// The canary gets nothing: no live traffic and no mirrored copies.
     pub fn canary_is_zero(&self) -> bool {
-        self.canary.is_none() || self.canary_weight <= WEIGHT_TOLERANCE
+        self.canary.is_none() || (self.canary_weight <= WEIGHT_TOLERANCE && self.mirror <= WEIGHT_TOLERANCE)
+    }
+
+    /// The same routing with nothing for the canary: no weight, no mirror.
+    pub fn without_canary(&self) -> Split {
+        Split { mirror: 0.0, ..self.with_canary_weight(0.0) }
     }
 
     /// Only the stable serves, with `stamp` recorded: a promoted Lambda canary, or a
     /// stable version put back.
     pub fn stable_only(stable: &str, stamp: Option<Stamp>) -> Split {
-        Split { stable: stable.to_owned(), canary: None, canary_weight: 0.0, revision: None, stamp }
+        Split { stable: stable.to_owned(), canary: None, canary_weight: 0.0, mirror: 0.0, revision: None, stamp }
     }
 
     /// The live stamp, if this execution wrote it.
@@ -46,6 +56,7 @@ impl Split {
     pub fn same_routing(&self, other: &Split) -> bool {
         self.stable == other.stable
             && (self.canary_weight - other.canary_weight).abs() <= WEIGHT_TOLERANCE
+            && (self.mirror - other.mirror).abs() <= WEIGHT_TOLERANCE
             && (self.canary_is_zero() || self.canary == other.canary)
     }
 }

@@ -48,7 +48,7 @@ impl AlarmSource for Alarms {
     async fn target_tag(&self, alarm_arn: &str) -> Result<Option<String>> {
         *lock(&self.calls) += 1;
         if self.fail {
-            return Err(Error::Aws {
+            return Err(Error::Service {
                 operation: "cloudwatch:ListTagsForResource",
                 detail: "throttled".into(),
                 retryable: true,

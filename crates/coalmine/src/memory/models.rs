@@ -37,7 +37,7 @@ impl Models {
 impl VersionInvoker for Models {
     async fn invoke(&self, _function: &str, version: &str, payload: &Value) -> Result<Answer> {
         if self.refused.lock().unwrap().iter().any(|v| v == version) {
-            return Err(Error::Aws {
+            return Err(Error::Service {
                 operation: "lambda:Invoke",
                 detail: "TooManyRequestsException: Rate exceeded (HTTP 429)".into(),
                 retryable: true,
@@ -68,7 +68,7 @@ impl Sink {
 impl MetricSink for Sink {
     async fn put(&self, _namespace: &str, data: &[Datum]) -> Result<()> {
         if *self.failing.lock().unwrap() {
-            return Err(Error::Aws {
+            return Err(Error::Service {
                 operation: "cloudwatch:PutMetricData",
                 detail: "HTTP 500".into(),
                 retryable: true,

@@ -44,7 +44,11 @@ impl Notifier for Outbox {
         let mut left = lock(&self.failures_left);
         if *left > 0 {
             *left -= 1;
-            return Err(Error::Aws { operation: "sns:Publish", detail: "service unavailable".into(), retryable: true });
+            return Err(Error::Service {
+                operation: "sns:Publish",
+                detail: "service unavailable".into(),
+                retryable: true,
+            });
         }
         lock(&self.sent).push(notification.clone());
         self.journal.record(format!("publish {}", notification.subject));

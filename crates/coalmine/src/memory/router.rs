@@ -102,6 +102,7 @@ pub fn lambda_split(stable: &str, canary: &str, weight: f64) -> Split {
         stable: stable.into(),
         canary: Some(canary.into()),
         canary_weight: weight,
+        mirror: 0.0,
         revision: Some("rev-0".into()),
         stamp: None,
     }
@@ -126,7 +127,7 @@ impl TrafficRouter for Router {
         }
         let endpoint = match target {
             Target::Sagemaker(variants) => self.endpoint_split(variants),
-            Target::Lambda(_) => None,
+            Target::Lambda(_) | Target::Azureml(_) => None,
         };
         endpoint.ok_or_else(|| Error::NotFound { target: target.clone(), detail: "no such alias".into() })
     }

@@ -611,7 +611,14 @@ mod tests {
 
     /// A SageMaker canary at 10%, with `stable` as its stable variant.
     fn sagemaker_split(stable: &str) -> Split {
-        Split { stable: stable.into(), canary: Some("canary".into()), canary_weight: 0.1, revision: None, stamp: None }
+        Split {
+            stable: stable.into(),
+            canary: Some("canary".into()),
+            canary_weight: 0.1,
+            mirror: 0.0,
+            revision: None,
+            stamp: None,
+        }
     }
 
     /// The sample SageMaker alarm, tagged with `tag`, against an endpoint whose stable
@@ -668,7 +675,7 @@ mod tests {
         let router = Router::with([a.clone(), b.clone(), c.clone()].map(|t| (t, lambda_split("1", "2", 0.25))));
         router.write_failures.lock().unwrap().insert(
             b.clone(),
-            VecDeque::from([Error::Aws { operation: "lambda:UpdateAlias", detail: "503".into(), retryable: true }]),
+            VecDeque::from([Error::Service { operation: "lambda:UpdateAlias", detail: "503".into(), retryable: true }]),
         );
         let alarms = Alarms {
             tags: HashMap::from([(ARN.into(), "lambda:a:live lambda:b:live lambda:c:live".into())]),

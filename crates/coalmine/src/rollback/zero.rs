@@ -10,8 +10,8 @@ use crate::domain::target::Target;
 use crate::ports::TrafficRouter;
 
 /// A target with no canary traffic to take away is marked rolled back all the same: its
-/// stamp (a stamp-only write, conditional on `read`) says the release is over, so nothing
-/// climbs it again.
+/// stamp (conditional on `read`) says the release is over, so nothing climbs it again.
+/// A shadow's mirror, if any, stops in the same write.
 pub async fn record_rollback(
     router: &impl TrafficRouter,
     target: &Target,
@@ -19,7 +19,7 @@ pub async fn record_rollback(
     by: &RolledBackBy,
 ) -> Result<ZeroOutcome> {
     let stamp = read.stamp.as_ref().map(|s| s.rolled_back(by.clone()));
-    let after = router.write(target, &read, &Split { stamp, ..read.clone() }).await?;
+    let after = router.write(target, &read, &Split { stamp, ..read.without_canary() }).await?;
     Ok(ZeroOutcome::RolledBack { before: read, after })
 }
 
@@ -128,7 +128,7 @@ pub async fn zero_canary(
             None if before.canary_is_zero() => return Ok(ZeroOutcome::AlreadyZero { split: before }),
             None => Split {
                 stamp: before.stamp.as_ref().map(|stamp| stamp.rolled_back(by.clone())),
-                ..before.with_canary_weight(0.0)
+                ..before.without_canary()
             },
         };
         match router.write(target, &before, &desired).await {

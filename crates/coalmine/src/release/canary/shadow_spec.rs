@@ -1,6 +1,11 @@
-//! A Lambda release's shadow phase, as the release asks for it: before the first stage,
+//! A weight release's shadow phase, as the release asks for it: before the first stage,
 //! the candidate answers copies of the stable's live requests for `duration_seconds`
-//! while the alias stays wholly on the stable, and the judge compares the two.
+//! while the stable serves every user, and the judge compares the two.
+//!
+//! Two mechanisms, one phase: a Lambda alias is fed by the shadow function (which asks
+//! the candidate, compares the answers and counts); an Azure ML endpoint mirrors a share
+//! of its traffic to the candidate deployment itself (`mirrorTraffic`) and discards the
+//! mirrored answers, so only errors and latency can be judged there.
 
 use std::collections::BTreeMap;
 
@@ -19,21 +24,25 @@ pub struct Shadow {
     /// evidence-driven stage does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub until_conclusive: bool,
-    /// The share of live requests the candidate is asked, in (0, 1]. Each costs one
-    /// invocation of the candidate (and one of the stable, with the noise floor).
+    /// The share of live requests the candidate is asked, in (0, 1]. Lambda: each costs
+    /// one invocation of the candidate (and one of the stable, with the noise floor).
+    /// Azure ML: the endpoint's mirror traffic, a whole percent of at most 50.
     #[serde(default = "default_sample")]
     pub sample: f64,
-    #[serde(default = "default_max_payload_bytes")]
-    pub max_payload_bytes: usize,
-    /// Invocations in flight per delivery of log lines (the shadow function's reserved
-    /// concurrency caps the rest).
-    #[serde(default = "default_max_concurrency")]
-    pub max_concurrency: usize,
-    pub compare: Compare,
-    /// Ask the stable the same requests again: its disagreement with itself is what a
-    /// non-deterministic model's disagreement is judged against.
-    #[serde(default = "yes")]
-    pub noise_floor: bool,
+    /// Lambda: the largest logged request the shadow function replays (64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_payload_bytes: Option<usize>,
+    /// Lambda: invocations in flight per delivery of log lines (8; the shadow function's
+    /// reserved concurrency caps the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+    /// Lambda: how the candidate's answer is compared with the one users got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<Compare>,
+    /// Lambda: ask the stable the same requests again (the default): its disagreement
+    /// with itself is what a non-deterministic model's disagreement is judged against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_floor: Option<bool>,
     /// The candidate disagrees with production at most this much more often than
     /// production disagrees with itself (0.5: half as often again). Needs the noise floor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,36 +55,94 @@ pub struct Shadow {
 fn default_sample() -> f64 {
     0.1
 }
-fn default_max_payload_bytes() -> usize {
-    65_536
-}
-fn default_max_concurrency() -> usize {
-    8
-}
-fn yes() -> bool {
-    true
-}
+const DEFAULT_MAX_PAYLOAD_BYTES: usize = 65_536;
+const DEFAULT_MAX_CONCURRENCY: usize = 8;
+
+/// Azure ML mirrors at most half an endpoint's traffic.
+pub const MAX_MIRROR_SHARE: f64 = 0.5;
 
 /// 256 KiB: CloudWatch Logs' largest event, so nothing larger can arrive anyway.
 const LARGEST_LOG_EVENT: usize = 262_144;
 
+fn at(field: &str) -> String {
+    format!("shadow.{field}")
+}
+
 impl Shadow {
-    pub fn check(&self, feed: &Feed, problems: &mut Problems) {
-        let at = |field: &str| format!("shadow.{field}");
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES)
+    }
+
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY)
+    }
+
+    pub fn noise_floor(&self) -> bool {
+        self.noise_floor.unwrap_or(true)
+    }
+
+    fn check_duration(&self, problems: &mut Problems) {
         if !(60..=604_800).contains(&self.duration_seconds) {
             problems.add(&at("duration_seconds"), format!("{} is outside 60..=604800", self.duration_seconds));
         }
+    }
+
+    /// An Azure ML shadow: the endpoint mirrors `sample` of its traffic to the candidate
+    /// deployment and discards the answers, so nothing can compare them.
+    pub fn check_mirror(&self, problems: &mut Problems) {
+        self.check_duration(problems);
+        let percent = self.sample * 100.0;
+        if !(self.sample > 0.0 && self.sample <= MAX_MIRROR_SHARE) {
+            problems.add(
+                &at("sample"),
+                format!("{} is outside (0, 0.5]: Azure ML mirrors at most half an endpoint's traffic", self.sample),
+            );
+        } else if (percent - percent.round()).abs() > 1e-9 {
+            problems.add(
+                &at("sample"),
+                format!("{}: Azure ML mirrors whole percents of traffic; use {}", self.sample, percent.round() / 100.0),
+            );
+        }
+        let lambda_only = [
+            ("compare", self.compare.is_some()),
+            ("noise_floor", self.noise_floor.is_some()),
+            ("max_payload_bytes", self.max_payload_bytes.is_some()),
+            ("max_concurrency", self.max_concurrency.is_some()),
+            ("max_disagreement_increase_ratio", self.max_disagreement_increase_ratio.is_some()),
+            ("max_disagreement_rate", self.max_disagreement_rate.is_some()),
+        ];
+        for (field, _) in lambda_only.iter().filter(|(_, set)| *set) {
+            problems.add(
+                &at(field),
+                "not for an Azure ML shadow: Azure mirrors the requests itself and discards the candidate's answers, \
+                 so nothing compares them; the shadow is judged on the candidate's errors and latency",
+            );
+        }
+    }
+
+    /// A Lambda shadow, fed to the shadow function by `feed`.
+    pub fn check(&self, feed: &Feed, problems: &mut Problems) {
+        self.check_duration(problems);
         if !(self.sample > 0.0 && self.sample <= 1.0) {
             problems.add(&at("sample"), format!("{} is outside (0, 1]: 0.1 shadows one request in ten", self.sample));
         }
-        if !(1_024..=LARGEST_LOG_EVENT).contains(&self.max_payload_bytes) {
-            problems.add(&at("max_payload_bytes"), format!("{} is outside 1024..=262144", self.max_payload_bytes));
+        if !(1_024..=LARGEST_LOG_EVENT).contains(&self.max_payload_bytes()) {
+            problems.add(&at("max_payload_bytes"), format!("{} is outside 1024..=262144", self.max_payload_bytes()));
         }
-        if !(1..=100).contains(&self.max_concurrency) {
-            problems.add(&at("max_concurrency"), format!("{} is outside 1..=100", self.max_concurrency));
+        if !(1..=100).contains(&self.max_concurrency()) {
+            problems.add(&at("max_concurrency"), format!("{} is outside 1..=100", self.max_concurrency()));
         }
-        if let Some(problem) = self.compare.problem() {
-            problems.add(&at("compare"), problem);
+        match &self.compare {
+            None => problems.add(
+                &at("compare"),
+                "required for a Lambda shadow: how the candidate's answer is compared with the one users got \
+                 (exact, fields, label or length)",
+            ),
+            Some(compare) => {
+                if let Some(problem) = compare.problem() {
+                    problems.add(&at("compare"), problem);
+                }
+            }
         }
         match (self.max_disagreement_increase_ratio, self.max_disagreement_rate) {
             (None, None) => problems.add(
@@ -83,7 +150,7 @@ impl Shadow {
                 "say how much disagreement is acceptable: max_disagreement_increase_ratio (against the stable's \
                  disagreement with itself) or max_disagreement_rate (a share of requests), or both",
             ),
-            (Some(_), _) if !self.noise_floor => problems.add(
+            (Some(_), _) if !self.noise_floor() => problems.add(
                 &at("max_disagreement_increase_ratio"),
                 "compares with the noise floor: set \"noise_floor\": true, or use max_disagreement_rate",
             ),
@@ -117,10 +184,10 @@ impl Shadow {
             stable: stable.to_owned(),
             candidate: candidate.to_owned(),
             sample: self.sample,
-            max_payload_bytes: self.max_payload_bytes,
-            max_concurrency: self.max_concurrency,
-            compare: self.compare.clone(),
-            noise_floor: self.noise_floor,
+            max_payload_bytes: self.max_payload_bytes(),
+            max_concurrency: self.max_concurrency(),
+            compare: self.compare.clone().unwrap_or(Compare::Exact),
+            noise_floor: self.noise_floor(),
         }
     }
 
@@ -176,8 +243,33 @@ mod tests {
     #[test]
     fn defaults_sample_one_request_in_ten_with_the_noise_floor() {
         let shadow = shadow();
-        assert_eq!((shadow.sample, shadow.noise_floor, shadow.max_concurrency), (0.1, true, 8));
+        assert_eq!((shadow.sample, shadow.noise_floor(), shadow.max_concurrency()), (0.1, true, 8));
         assert!(problems_of(&shadow).is_empty(), "{:?}", problems_of(&shadow));
+        let mut no_compare = shadow;
+        no_compare.compare = None;
+        assert!(problems_of(&no_compare).join(";").contains("shadow.compare: required for a Lambda shadow"));
+    }
+
+    fn mirror_problems(json: serde_json::Value) -> String {
+        let shadow: Shadow = serde_json::from_value(json).unwrap();
+        let mut problems = Problems::default();
+        shadow.check_mirror(&mut problems);
+        problems.into_vec().join("; ")
+    }
+
+    #[test]
+    fn an_azure_shadow_mirrors_a_whole_percent_up_to_half_and_compares_nothing() {
+        assert_eq!(mirror_problems(serde_json::json!({"duration_seconds": 1800, "sample": 0.2})), "");
+        assert!(mirror_problems(serde_json::json!({"duration_seconds": 1800, "sample": 0.6}))
+            .contains("Azure ML mirrors at most half"));
+        assert!(mirror_problems(serde_json::json!({"duration_seconds": 1800, "sample": 0.125}))
+            .contains("whole percents of traffic; use 0.13"));
+        let compared = mirror_problems(serde_json::json!({
+            "duration_seconds": 1800, "compare": "exact", "max_disagreement_rate": 0.1, "noise_floor": true
+        }));
+        for field in ["shadow.compare", "shadow.max_disagreement_rate", "shadow.noise_floor"] {
+            assert!(compared.contains(&format!("{field}: not for an Azure ML shadow")), "{field} in {compared}");
+        }
     }
 
     #[test]
@@ -187,13 +279,13 @@ mod tests {
         assert!(problems_of(&no_limit)[0].contains("say how much disagreement is acceptable"));
 
         let mut no_floor = shadow();
-        no_floor.noise_floor = false;
+        no_floor.noise_floor = Some(false);
         assert!(problems_of(&no_floor)[0].contains("set \"noise_floor\": true"));
 
         let bad = Shadow {
             sample: 0.0,
             duration_seconds: 5,
-            compare: Compare::Label { pointer: "label".into() },
+            compare: Some(Compare::Label { pointer: "label".into() }),
             ..shadow()
         };
         let problems = problems_of(&bad).join("; ");
@@ -202,10 +294,10 @@ mod tests {
         }
 
         let long = Shadow {
-            compare: Compare::Fields {
+            compare: Some(Compare::Fields {
                 pointers: (0..40).map(|i| format!("/answer/field_{i}")).collect(),
                 tolerance: 0.0,
-            },
+            }),
             ..shadow()
         };
         assert!(problems_of(&long).join(";").contains("subscription filter name"));

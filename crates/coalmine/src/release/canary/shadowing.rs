@@ -1,16 +1,18 @@
-//! A Lambda release's shadow phase, before its first stage: the alias stays wholly on
-//! the stable (its stamp says `stage=0/N`, the shadow), the feed hands the stable's
-//! logged requests to the shadow function, and each tick judges the candidate's answers
-//! against the stable's asked again, with the release's own tests. A shadow that fails
-//! ends the release before any user was served by the candidate; one that passes enters
-//! the first stage. Whatever ends it, the feed is removed after the tick.
+//! A weight release's shadow phase, before its first stage: the stable serves every user
+//! (the target's stamp says `stage=0/N`, the shadow) while the candidate answers copies
+//! of live requests, and each tick judges it with the release's own tests. A Lambda
+//! alias is fed by the shadow function (the stable's logged requests, asked of the
+//! candidate and of the stable again, the answers compared); an Azure ML endpoint
+//! mirrors a share of its traffic to the candidate deployment itself, in the same write
+//! as the stamp. A shadow that fails ends the release before any user was served by the
+//! candidate; one that passes enters the first stage, in one write that also ends the
+//! mirror. Whatever ends it, a Lambda feed is removed after the tick.
 
 use tracing::warn;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::Result;
 use crate::domain::metrics::{MetricSnapshot, SideMetrics};
-use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::{Stamp, SHADOW_STAGE};
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
@@ -29,19 +31,26 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         Stamp { stage: Some((SHADOW_STAGE, self.release.stages.len())), ..self.live_stamp(stable, 0, None) }
     }
 
-    /// Owns the alias (a stamp-only write, unless an earlier attempt of this tick made
-    /// it), then opens the feed. A failure fails the tick; its retry picks up here.
-    pub(super) async fn start_shadow(&self, live: Split, feed: Feed) -> Result<Progress> {
+    /// Owns the target (with the mirror, where the target mirrors; unless an earlier
+    /// attempt of this tick wrote it), then opens a Lambda feed. A failure fails the
+    /// tick; its retry picks up here.
+    pub(super) async fn start_shadow(&self, live: Split) -> Result<Progress> {
         let release = self.release;
         let written = match live.stamp_by(self.execution) {
             Some(_) => live.clone(),
             None => {
-                let desired = Split { stamp: Some(self.shadow_stamp(&live.stable)), ..live.clone() };
+                let desired = Split {
+                    stamp: Some(self.shadow_stamp(&live.stable)),
+                    mirror: release.mirror_share(),
+                    ..live.clone()
+                };
                 self.deps.router.write(&release.target, &live, &desired).await?
             }
         };
-        self.deps.router.open_feed(&feed).await?;
-        let shadow = release.shadow.as_ref().expect("a release with a feed has a shadow");
+        if let Some(feed) = release.shadow_feed(&live.stable) {
+            self.deps.router.open_feed(&feed).await?;
+        }
+        let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
         let mut progress: Progress = Progress::new(&live.stable, Written::of(&written), self.now);
         progress.weight = 0.0;
         progress.kind.shadow = Some(ShadowRun { started_at: self.now, examples: Vec::new() });
@@ -61,6 +70,9 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let release = self.release;
         let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
         let gates = Gates { custom: shadow.gates(&release.release), ..release.gates.clone() };
+        // A Lambda shadow is read off the shadow function's counts; a mirror, off the
+        // candidate deployment's own metrics.
+        let fed = release.shadow_feed(&progress.stable).is_some();
         let query = MetricQuery {
             target: &release.target,
             canary: release.canary_id(),
@@ -69,7 +81,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             end_epoch: self.now.max(run.started_at + 1),
             custom: &gates.custom,
             configs: None,
-            shadow_of: Some(&release.release),
+            shadow_of: fed.then_some(release.release.as_str()),
         };
         let evidence = observe(&gates, self.deps.alarms, self.deps.metrics, &query, &mut progress, self.now).await?;
         // Only a candidate that disagreed has examples to show.
@@ -77,7 +89,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         if disagreed.is_some_and(|d| d > 0.0) {
             self.keep_examples(&mut progress, run.started_at).await;
         }
-        let seen = evidence.metrics.as_ref().map(seen).unwrap_or_default();
+        let seen = evidence.metrics.as_ref().map(|m| seen(m, fed)).unwrap_or_default();
         let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
         let concluded = shadow.until_conclusive && evidence.verdict == Verdict::Healthy && evidence.conclusive;
         if concluded {
@@ -170,8 +182,8 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
 }
 
 /// What the shadow saw, in a person's words: how often each side disagreed with the
-/// answer users got, and their errors and latency.
-fn seen(snapshot: &MetricSnapshot) -> String {
+/// answer users got (where the answers were `compared`), and their errors and latency.
+fn seen(snapshot: &MetricSnapshot, compared: bool) -> String {
     let rate = |side: &SideMetrics| match (
         side.custom.first().copied().flatten(),
         side.custom_counts.first().copied().flatten(),
@@ -181,6 +193,17 @@ fn seen(snapshot: &MetricSnapshot) -> String {
     };
     let p95 = |side: &SideMetrics| side.p95_ms.map_or("-".into(), |ms| format!("{ms:.0} ms"));
     let (c, s) = (&snapshot.canary, &snapshot.stable);
+    if !compared {
+        return format!(
+            "{:.0} requests mirrored to the candidate beside {:.0} served; errors {:.0} vs {:.0}; p95 {} vs {}",
+            c.requests,
+            s.requests,
+            c.errors,
+            s.errors,
+            p95(c),
+            p95(s)
+        );
+    }
     format!(
         "{:.0} requests shadowed; disagreeing with the live answer: candidate {}, stable asked again {}; errors {:.0} \
          vs {:.0}; p95 {} vs {}",

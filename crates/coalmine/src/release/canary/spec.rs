@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::error::Error;
-use crate::domain::target::Target;
+use crate::domain::target::{AzureMlDeployments, Target};
 use crate::release::canary::shadow_spec::Shadow;
 use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::gates::{Gates, JudgeKind};
@@ -15,15 +15,15 @@ use crate::release::core::gates::{Gates, JudgeKind};
 pub struct Release {
     pub release: String,
     pub target: Target,
-    /// Lambda: the published version to canary. SageMaker: absent (the target names the
-    /// canary variant).
+    /// Lambda: the published version to canary. SageMaker, Azure ML: absent (the target
+    /// names the canary variant or deployment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_version: Option<String>,
     pub stages: Vec<Stage>,
     pub check_every_seconds: u64,
     #[serde(default)]
     pub gates: Gates,
-    /// Lambda only: before the first stage, the candidate answers copies of live
+    /// Lambda and Azure ML: before the first stage, the candidate answers copies of live
     /// requests and nobody sees its answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Shadow>,
@@ -196,7 +196,54 @@ impl Release {
                 }
                 Some(_) => {}
             },
+            (Target::Azureml(_), Some(_)) => problems
+                .add("canary_version", "not used for an Azure ML target: the target names the canary deployment"),
+            (Target::Azureml(t), None) => self.check_azureml(t, problems),
             (Target::Lambda(_), Some(_)) => {}
+        }
+    }
+
+    /// Azure keeps an endpoint's traffic as whole percents summing to 100, so every stage
+    /// must be one; its gates are what Azure Monitor reports per deployment.
+    fn check_azureml(&self, t: &AzureMlDeployments, problems: &mut Problems) {
+        for (field, value) in [
+            ("subscription", &t.subscription),
+            ("resource_group", &t.resource_group),
+            ("workspace", &t.workspace),
+            ("endpoint", &t.endpoint),
+            ("canary_deployment", &t.canary_deployment),
+        ] {
+            if value.trim().is_empty() || value.contains(['/', ':', '?', '#']) {
+                problems.add(&format!("target.azureml.{field}"), format!("{value:?} is not an Azure resource name"));
+            }
+        }
+        match &t.stable_deployment {
+            None => problems.add("target.azureml.stable_deployment", "required"),
+            Some(stable) if stable == &t.canary_deployment => {
+                problems.add("target.azureml", "stable_deployment and canary_deployment must differ")
+            }
+            Some(_) => {}
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            if stage.percent.fract() != 0.0 {
+                problems.add(
+                    &format!("stages[{i}].percent"),
+                    format!(
+                        "{}: Azure ML sets an endpoint's traffic in whole percents; use {} or {}",
+                        stage.percent,
+                        stage.percent.floor().max(1.0),
+                        stage.percent.ceil()
+                    ),
+                );
+            }
+        }
+        if !self.gates.custom.is_empty() {
+            problems.add(
+                "gates.custom",
+                "not available for an Azure ML target yet: custom gates read CloudWatch metrics published per Lambda \
+                 version or SageMaker variant; an Azure release is judged on Azure Monitor's errors and latency per \
+                 deployment",
+            );
         }
     }
 
@@ -259,11 +306,13 @@ impl Release {
         }
     }
 
-    /// The canary's identity in metrics and splits: Lambda version or SageMaker variant.
+    /// The canary's identity in metrics and splits: Lambda version, SageMaker variant or
+    /// Azure ML deployment.
     pub fn canary_id(&self) -> &str {
         match &self.target {
             Target::Lambda(_) => self.canary_version.as_deref().unwrap_or_default(),
             Target::Sagemaker(t) => &t.canary_variant,
+            Target::Azureml(t) => &t.canary_deployment,
         }
     }
 }
@@ -300,11 +349,21 @@ impl Release {
                 let feed = shadow.feed(&self.release, &alias.function, "99999999", self.canary_id());
                 shadow.check(&feed, problems);
             }
+            Target::Azureml(_) => shadow.check_mirror(problems),
             Target::Sagemaker(_) => problems.add(
                 "shadow",
-                "a Lambda release's phase: a SageMaker endpoint shadows with its own shadow variants (a guardrail \
-                 release's \"shadow\")",
+                "a Lambda or Azure ML release's phase: a SageMaker endpoint shadows with its own shadow variants (a \
+                 guardrail release's \"shadow\")",
             ),
+        }
+    }
+
+    /// The share of live requests an Azure ML endpoint mirrors to the candidate while the
+    /// release shadows it; 0 for a target that cannot mirror.
+    pub fn mirror_share(&self) -> f64 {
+        match (&self.shadow, &self.target) {
+            (Some(shadow), Target::Azureml(_)) => shadow.sample,
+            _ => 0.0,
         }
     }
 
@@ -395,8 +454,50 @@ pub(crate) mod tests {
         let mut json = sample_json("sagemaker-ai-model-7.json");
         json["shadow"] = sample_json("lambda-ai-classifier-shadow-7.json")["shadow"].clone();
         let refused = Release::parse(&json).unwrap_err().to_string();
-        assert!(refused.contains("shadow: a Lambda release's phase"), "{refused}");
+        assert!(refused.contains("shadow: a Lambda or Azure ML release's phase"), "{refused}");
         assert!(refused.contains("shadow variants"), "{refused}");
+    }
+
+    #[test]
+    fn an_azure_release_names_two_deployments_climbs_in_whole_percents_and_mirrors_in_its_shadow() {
+        let azure = Release::parse(&sample_json("azureml-chat-model-2.json")).unwrap();
+        assert_eq!(azure.canary_id(), "green");
+        assert_eq!(azure.mirror_share(), 0.2);
+        assert_eq!(azure.shadow_feed("blue"), None, "Azure mirrors by itself: no shadow function");
+        assert_eq!(
+            azure.target.to_string(),
+            "azureml:00000000-1111-2222-3333-444444444444:ml-prod:ml-workspace:chat-endpoint:blue:green"
+        );
+        assert_eq!(lambda_release().mirror_share(), 0.0);
+
+        let refused = |change: &dyn Fn(&mut Value)| {
+            let mut json = sample_json("azureml-chat-model-2.json");
+            change(&mut json);
+            Release::parse(&json).unwrap_err().to_string()
+        };
+        let half = refused(&|j| j["stages"][0]["percent"] = serde_json::json!(2.5));
+        assert!(
+            half.contains("stages[0].percent: 2.5: Azure ML sets an endpoint's traffic in whole percents; use 2 or 3"),
+            "{half}"
+        );
+        let no_stable = refused(&|j| {
+            j["target"]["azureml"].as_object_mut().unwrap().remove("stable_deployment");
+        });
+        assert!(no_stable.contains("target.azureml.stable_deployment: required"), "{no_stable}");
+        let same = refused(&|j| j["target"]["azureml"]["stable_deployment"] = "green".into());
+        assert!(same.contains("stable_deployment and canary_deployment must differ"), "{same}");
+        let version = refused(&|j| j["canary_version"] = "2".into());
+        assert!(version.contains("canary_version: not used for an Azure ML target"), "{version}");
+        let slash = refused(&|j| j["target"]["azureml"]["endpoint"] = "chat/x".into());
+        assert!(slash.contains("target.azureml.endpoint: \"chat/x\" is not an Azure resource name"), "{slash}");
+        let custom = refused(
+            &|j| j["gates"]["custom"] = serde_json::json!([{"namespace": "AIService", "metric": "Tokens", "stat": "p90", "max_increase_ratio": 0.2}]),
+        );
+        assert!(custom.contains("gates.custom: not available for an Azure ML target yet"), "{custom}");
+        let compared = refused(&|j| j["shadow"]["compare"] = "exact".into());
+        assert!(compared.contains("shadow.compare: not for an Azure ML shadow"), "{compared}");
+        let too_much = refused(&|j| j["shadow"]["sample"] = serde_json::json!(0.75));
+        assert!(too_much.contains("Azure ML mirrors at most half an endpoint's traffic"), "{too_much}");
     }
 
     #[test]

@@ -19,9 +19,8 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let target = &release.target;
         let live = preflight::read_target(self.deps.router, release).await?;
         if let Some(stamp) = live.stamp_by(self.execution).cloned() {
-            let shadowing = stamp.is_live() && stamp.in_shadow();
-            if let Some(feed) = release.shadow_feed(&live.stable).filter(|_| shadowing) {
-                return self.start_shadow(live, feed).await;
+            if release.shadow.is_some() && stamp.is_live() && stamp.in_shadow() {
+                return self.start_shadow(live).await;
             }
             let adopted = self.adopt(&stamp, &live);
             return match stamp.phase {
@@ -37,8 +36,8 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         {
             return Err(refused);
         }
-        if let Some(feed) = release.shadow_feed(&live.stable) {
-            return self.start_shadow(live, feed).await;
+        if release.shadow.is_some() {
+            return self.start_shadow(live).await;
         }
         let desired =
             Split { stamp: Some(self.live_stamp(&live.stable, 0, None)), ..self.stage_split(&live.stable, &live, 0) };

@@ -272,7 +272,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
     }
 
     /// The split a stage asks for. Lambda at 100% is a promotion: the canary becomes the
-    /// alias's version. SageMaker keeps both variants and moves the weights.
+    /// alias's version. SageMaker and Azure ML keep both sides and move the weights.
     pub(super) fn stage_split(&self, stable: &str, live: &Split, stage: usize) -> Split {
         let release = self.release;
         let s = release.stages[stage];
@@ -282,10 +282,12 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
                 stable: stable.to_owned(),
                 canary: Some(release.canary_id().to_owned()),
                 canary_weight: s.weight(),
+                mirror: 0.0,
                 revision: None,
                 stamp: None,
             },
-            Target::Sagemaker(_) => live.with_canary_weight(s.weight()),
+            // Both kept, the weights moved; a stage ends any mirror of the shadow before it.
+            Target::Sagemaker(_) | Target::Azureml(_) => Split { mirror: 0.0, ..live.with_canary_weight(s.weight()) },
         }
     }
 

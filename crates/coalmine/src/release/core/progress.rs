@@ -54,11 +54,23 @@ pub struct Written {
     pub stable: String,
     pub canary: Option<String>,
     pub weight: f64,
+    /// The share mirrored to the canary (an Azure shadow); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirror: f64,
+}
+
+fn is_zero(share: &f64) -> bool {
+    *share == 0.0
 }
 
 impl Written {
     pub fn of(split: &Split) -> Self {
-        Written { stable: split.stable.clone(), canary: split.canary.clone(), weight: split.canary_weight }
+        Written {
+            stable: split.stable.clone(),
+            canary: split.canary.clone(),
+            weight: split.canary_weight,
+            mirror: split.mirror,
+        }
     }
 
     pub fn as_split(&self) -> Split {
@@ -66,6 +78,7 @@ impl Written {
             stable: self.stable.clone(),
             canary: self.canary.clone(),
             canary_weight: self.weight,
+            mirror: self.mirror,
             revision: None,
             stamp: None,
         }

@@ -100,7 +100,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
 
     /// A new progress at `stage`, with `original` the config in service at the start.
     fn fresh(&self, original: &str, stage: usize) -> GuardrailProgressOf {
-        let written = Written { stable: original.to_owned(), canary: None, weight: 0.0 };
+        let written = Written { stable: original.to_owned(), canary: None, weight: 0.0, mirror: 0.0 };
         Progress { stage, ..Progress::new(original, written, self.now) }
     }
 }
