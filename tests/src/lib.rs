@@ -155,6 +155,7 @@ impl LocalAws {
             azure_credentials_secret: None,
             azure_max_wait: Duration::from_secs(10),
             webhook_secret: None,
+            handoff_function: None,
         };
         (Aws::new(&self.sdk, &config), config)
     }

@@ -164,6 +164,7 @@ impl Context {
             azure_credentials_secret: None,
             azure_max_wait: std::time::Duration::from_secs(60),
             webhook_secret: None,
+            handoff_function: None,
         };
         Aws::with_azure_identity(&self.sdk, &config, Box::new(DeveloperIdentity::default()))
     }

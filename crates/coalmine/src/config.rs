@@ -12,6 +12,7 @@ pub const SHADOW_FUNCTION_ARN_VAR: &str = "SHADOW_FUNCTION_ARN";
 pub const AZURE_CREDENTIALS_SECRET_VAR: &str = "AZURE_CREDENTIALS_SECRET_ARN";
 pub const AZURE_MAX_WAIT_VAR: &str = "AZURE_UPDATE_MAX_WAIT_SECONDS";
 pub const WEBHOOK_SECRET_VAR: &str = "ALERT_WEBHOOK_SECRET_ARN";
+pub const HANDOFF_VAR: &str = "ROLLBACK_FUNCTION_ARN";
 const DEFAULT_SAGEMAKER_MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_AZURE_MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -32,8 +33,10 @@ pub struct Config {
     /// throttling to pass; below the function's timeout, like `sagemaker_max_wait`.
     pub azure_max_wait: Duration,
     /// The secret holding the token an Azure Monitor alert's webhook presents to the
-    /// rollback function's URL. Without it, the URL refuses every request.
+    /// function URL. Without it, the URL refuses every request.
     pub webhook_secret: Option<String>,
+    /// Where the webhook hands authenticated alerts: the rollback function.
+    pub handoff_function: Option<String>,
 }
 
 fn seconds(lookup: &impl Fn(&str) -> Option<String>, var: &str, default: Duration) -> Result<Duration, Error> {
@@ -93,6 +96,12 @@ impl Config {
             azure_credentials_secret: arn(&lookup, AZURE_CREDENTIALS_SECRET_VAR, ":secretsmanager:", secret)?,
             azure_max_wait: seconds(&lookup, AZURE_MAX_WAIT_VAR, DEFAULT_AZURE_MAX_WAIT)?,
             webhook_secret: arn(&lookup, WEBHOOK_SECRET_VAR, ":secretsmanager:", secret)?,
+            handoff_function: arn(
+                &lookup,
+                HANDOFF_VAR,
+                ":function:",
+                "Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
+            )?,
         })
     }
 }

@@ -179,3 +179,16 @@ pub trait ShadowFeeds: Send + Sync {
         since_epoch: u64,
     ) -> impl Future<Output = Result<Vec<crate::domain::shadow::Example>>> + Send;
 }
+
+/// The alert webhook's shared token: what a caller of the function URL must present.
+pub trait WebhookTokens: Send + Sync {
+    /// The token; `fresh` reads it again (after a mismatch: it may have been rotated),
+    /// which the adapter allows only so often.
+    fn token(&self, fresh: bool) -> impl Future<Output = Result<String>> + Send;
+}
+
+/// Hands an authenticated alert to the rollback function, asynchronously: Lambda retries
+/// it there, and its on-failure destination keeps it.
+pub trait AlertHandoff: Send + Sync {
+    fn hand_off(&self, alert: &serde_json::Value) -> impl Future<Output = Result<()>> + Send;
+}

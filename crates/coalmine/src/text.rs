@@ -25,21 +25,30 @@ pub fn side(target: &Target, id: &str) -> String {
     }
 }
 
-/// Who serves what: "version 41 at 75%, canary version 42 at 25%".
+/// Who serves what: "version 41 at 75%, canary version 42 at 25%"; and who answers
+/// mirrored copies nobody sees: "deployment blue serves all traffic; 20% mirrored to
+/// deployment green".
 pub fn describe(target: &Target, split: &Split) -> String {
-    match &split.canary {
-        // SageMaker at 100%: both variants stay, the canary serves everything.
+    let serving = match &split.canary {
+        // SageMaker and Azure at 100%: both sides stay, the canary serves everything.
         Some(canary) if split.canary_weight >= 1.0 - WEIGHT_TOLERANCE => {
             format!("canary {} serves all traffic", side(target, canary))
         }
-        Some(canary) if !split.canary_is_zero() => format!(
+        Some(canary) if split.canary_weight > WEIGHT_TOLERANCE => format!(
             "{} at {}, canary {} at {}",
             side(target, &split.stable),
             percent(1.0 - split.canary_weight),
             side(target, canary),
             percent(split.canary_weight)
         ),
+        Some(_) if split.mirror > WEIGHT_TOLERANCE => format!("{} serves all traffic", side(target, &split.stable)),
         _ => format!("{} serves all traffic, no canary", side(target, &split.stable)),
+    };
+    match &split.canary {
+        Some(canary) if split.mirror > WEIGHT_TOLERANCE => {
+            format!("{serving}; {} mirrored to {}, its answers unseen", percent(split.mirror), side(target, canary))
+        }
+        _ => serving,
     }
 }
 
@@ -163,5 +172,24 @@ mod tests {
              arn:aws:states:eu-west-1:123456789012:execution:ReleaseStateMachine-Ab12:ai-handler-42"
         );
         assert_eq!(execution_link("not-an-arn", "m:e"), None);
+    }
+
+    #[test]
+    fn a_mirror_is_said_beside_who_serves() {
+        let target: Target = "azureml:s:rg:ws:chat:blue:green".parse().unwrap();
+        let split = |weight: f64, mirror: f64| Split {
+            stable: "blue".into(),
+            canary: Some("green".into()),
+            canary_weight: weight,
+            mirror,
+            revision: None,
+            stamp: None,
+        };
+        assert_eq!(
+            describe(&target, &split(0.0, 0.2)),
+            "deployment blue serves all traffic; 20% mirrored to deployment green, its answers unseen"
+        );
+        assert_eq!(describe(&target, &split(0.05, 0.0)), "deployment blue at 95%, canary deployment green at 5%");
+        assert_eq!(describe(&target, &split(0.0, 0.0)), "deployment blue serves all traffic, no canary");
     }
 }

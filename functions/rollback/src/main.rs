@@ -1,7 +1,11 @@
-//! The rollback function: a CloudWatch alarm in ALARM (via EventBridge or the alarm's
-//! Lambda action) zeroes the canary traffic of every target it guards.
+//! The rollback function: a CloudWatch alarm in ALARM (via EventBridge, the alarm's
+//! Lambda action or SNS), or an Azure Monitor alert handed on by the webhook, zeroes the
+//! canary traffic of every target it guards. The same binary is the alert webhook
+//! behind the stack's function URL: a function URL's request is checked and handed to
+//! the rollback function, never acted on here.
 
-use coalmine::aws::Aws;
+use coalmine::aws::{Aws, LambdaHandoff, WebhookSecret};
+use coalmine::rollback::webhook::{self, is_function_url_request};
 use coalmine::rollback::{handle_payload, RollbackDeps};
 use coalmine::Config;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
@@ -19,10 +23,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         alarms: &aws.alarms,
         mapping: &config.rollback_targets,
     };
+    let tokens = WebhookSecret::new(aws.secrets.clone(), config.webhook_secret.clone());
+    let handoff = LambdaHandoff::new(aws_sdk_lambda::Client::new(&sdk), config.handoff_function.clone());
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let deps = &deps;
+        let (deps, tokens, handoff) = (&deps, &tokens, &handoff);
         async move {
+            if is_function_url_request(&event.payload) {
+                return Ok(webhook::receive(&event.payload, tokens, handoff).await.into_response());
+            }
             handle_payload(&event.payload, deps)
                 .await
                 .map_err(|e| Diagnostic { error_type: e.error_type().into(), error_message: e.to_string() })

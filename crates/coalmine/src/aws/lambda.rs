@@ -144,3 +144,36 @@ impl crate::ports::VersionInvoker for LambdaVersions {
         Ok(crate::ports::Answer { outcome, millis })
     }
 }
+
+/// Hands an authenticated alert to the rollback function as an asynchronous invocation
+/// (`Event`): Lambda queues it, retries it, and its on-failure destination keeps it.
+pub struct LambdaHandoff {
+    client: Client,
+    function: Option<String>,
+}
+
+impl LambdaHandoff {
+    /// `function`: the rollback function's name or ARN; without one, every hand-off says
+    /// what to configure.
+    pub fn new(client: Client, function: Option<String>) -> Self {
+        LambdaHandoff { client, function }
+    }
+}
+
+impl crate::ports::AlertHandoff for LambdaHandoff {
+    async fn hand_off(&self, alert: &serde_json::Value) -> Result<()> {
+        let function = self.function.as_deref().ok_or_else(|| {
+            Error::Config(format!("{} is not set: name the rollback function alerts go to", crate::config::HANDOFF_VAR))
+        })?;
+        let body = serde_json::to_vec(alert).map_err(|e| Error::BadEvent(format!("alert: {e}")))?;
+        self.client
+            .invoke()
+            .function_name(function)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_sdk_lambda::primitives::Blob::new(body))
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:Invoke", e))?;
+        Ok(())
+    }
+}

@@ -12,10 +12,10 @@ mod tests;
 
 pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics, CloudWatchSink};
 pub use error::aws_error;
-pub use lambda::{LambdaAliases, LambdaVersions};
+pub use lambda::{LambdaAliases, LambdaHandoff, LambdaVersions};
 pub use logs::{log_group, LogFeeds};
 pub use sagemaker::{SageMakerEndpoints, UpdatingBackoff};
-pub use secrets::Secrets;
+pub use secrets::{Secrets, WebhookSecret};
 pub use sns::SnsNotifier;
 
 use crate::azure::{Azure, AzureEndpoints, AzureMonitor, IdentitySource, NoIdentity, SecretIdentity};

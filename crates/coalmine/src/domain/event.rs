@@ -1,7 +1,8 @@
-//! The three ways an alarm reaches the rollback function, decoded into one
-//! [`AlarmEvent`]: EventBridge's "CloudWatch Alarm State Change" event, the payload a
-//! CloudWatch alarm's direct Lambda action sends, and the SNS notification an alarm
-//! publishes to a topic (the team's paging topic, subscribed to the function).
+//! The ways an alarm reaches the rollback function, decoded into one [`AlarmEvent`]:
+//! EventBridge's "CloudWatch Alarm State Change" event, the payload a CloudWatch alarm's
+//! direct Lambda action sends, the SNS notification an alarm publishes to a topic (the
+//! team's paging topic, subscribed to the function), and an Azure Monitor alert in the
+//! common alert schema (handed on by the alert webhook).
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,7 @@ pub enum Delivery {
     EventBridge,
     AlarmAction,
     Sns,
+    AzureMonitor,
 }
 
 impl Delivery {
@@ -56,17 +58,21 @@ impl Delivery {
             Delivery::EventBridge => "eventbridge",
             Delivery::AlarmAction => "alarm_action",
             Delivery::Sns => "sns",
+            Delivery::AzureMonitor => "azure_monitor",
         }
     }
 }
 
 /// One metric an alarm watches: its namespace and dimensions (metric-math expressions
-/// contribute none).
+/// contribute none), and for an Azure alert the resource it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchedMetric {
     pub namespace: Option<String>,
     pub name: String,
     pub dimensions: BTreeMap<String, String>,
+    /// An Azure alert's target resource (`alertTargetIDs`); CloudWatch names it by
+    /// dimensions instead.
+    pub resource: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +86,9 @@ pub struct AlarmEvent {
     /// When the alarm entered `state`, RFC 3339.
     pub state_time: String,
     pub metrics: Vec<WatchedMetric>,
+    /// The targets the alert itself names (an Azure alert rule's `coalmine:target`
+    /// custom property), honoured as a CloudWatch alarm's tag is.
+    pub declared_targets: Option<String>,
 }
 
 impl AlarmEvent {
@@ -118,6 +127,9 @@ impl AlarmEvent {
             let arn = event.resources.as_ref().and_then(|r| r.first().cloned());
             return Self::from_alarm_data(Delivery::EventBridge, event.detail, arn);
         }
+        if object.contains_key("schemaId") {
+            return Self::from_azure_alert(payload);
+        }
         if object.contains_key("alarmData") {
             let event: CloudWatchAlarm<Value, Value> = serde_json::from_value(payload.clone())
                 .map_err(|e| Error::BadEvent(format!("malformed CloudWatch alarm action payload: {e}")))?;
@@ -125,8 +137,8 @@ impl AlarmEvent {
         }
         let keys: Vec<&str> = object.keys().map(String::as_str).take(8).collect();
         Err(Error::BadEvent(format!(
-            "neither an EventBridge event (no \"detail-type\"), an alarm action payload (no \"alarmData\") nor SNS \
-             records (no \"Records\"); top-level keys: {keys:?}"
+            "neither an EventBridge event (no \"detail-type\"), an alarm action payload (no \"alarmData\"), SNS \
+             records (no \"Records\") nor an Azure Monitor alert (no \"schemaId\"); top-level keys: {keys:?}"
         )))
     }
 
@@ -181,8 +193,137 @@ impl AlarmEvent {
             previous_state: data.previous_state.map(|s| state_of(&s.value)),
             reason: state.reason,
             state_time: state.timestamp.to_rfc3339(),
+            declared_targets: None,
         })
     }
+
+    /// An Azure Monitor alert in the common alert schema: `Fired` is ALARM, `Resolved`
+    /// OK; a metric alert's conditions are its watched metrics, on its target resource.
+    fn from_azure_alert(payload: &Value) -> Result<Self, Error> {
+        let alert: CommonAlert = serde_path_to_error::deserialize(payload)
+            .map_err(|e| Error::BadEvent(format!("malformed Azure Monitor alert at `{}`: {}", e.path(), e.inner())))?;
+        if alert.schema_id != COMMON_ALERT_SCHEMA {
+            return Err(Error::BadEvent(format!(
+                "Azure alert with schemaId {:?}; only {COMMON_ALERT_SCHEMA:?} is handled: turn on the common alert \
+                 schema for the webhook in the action group",
+                alert.schema_id
+            )));
+        }
+        let essentials = alert.data.essentials;
+        if essentials.alert_rule.trim().is_empty() {
+            return Err(Error::BadEvent("the Azure alert's alertRule is empty".into()));
+        }
+        let (state, state_time) = match essentials.monitor_condition.as_str() {
+            "Fired" => (AlarmState::Alarm, essentials.fired_date_time),
+            "Resolved" => (AlarmState::Ok, essentials.resolved_date_time.or(essentials.fired_date_time)),
+            other => {
+                return Err(Error::BadEvent(format!(
+                    "Azure alert {:?} has monitorCondition {other:?}; expected Fired or Resolved",
+                    essentials.alert_rule
+                )))
+            }
+        };
+        let resource = essentials.alert_target_ids.first().cloned();
+        let conditions = alert.data.alert_context.pointer("/condition/allOf").and_then(Value::as_array);
+        let metrics: Vec<WatchedMetric> = conditions
+            .into_iter()
+            .flatten()
+            .filter_map(|condition| {
+                let dimensions = condition
+                    .get("dimensions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| Some((d.get("name")?.as_str()?.to_owned(), d.get("value")?.as_str()?.to_owned())))
+                    .collect();
+                Some(WatchedMetric {
+                    namespace: condition.get("metricNamespace").and_then(Value::as_str).map(str::to_owned),
+                    name: condition.get("metricName")?.as_str()?.to_owned(),
+                    dimensions,
+                    resource: resource.clone(),
+                })
+            })
+            .collect();
+        let reason = match (essentials.description.filter(|d| !d.trim().is_empty()), conditions) {
+            (Some(description), _) => description,
+            (None, Some(conditions)) => conditions.iter().map(condition_text).collect::<Vec<_>>().join("; "),
+            (None, None) => format!("{} {}", essentials.signal_type.unwrap_or_default(), "alert").trim().to_owned(),
+        };
+        let declared_targets = alert
+            .data
+            .custom_properties
+            .and_then(|properties| properties.get(crate::domain::target::TARGET_TAG).cloned())
+            .and_then(|value| value.as_str().map(str::to_owned));
+        Ok(AlarmEvent {
+            delivery: Delivery::AzureMonitor,
+            alarm_name: essentials.alert_rule,
+            alarm_arn: None,
+            state,
+            previous_state: None,
+            reason,
+            state_time: state_time.unwrap_or_default(),
+            metrics,
+            declared_targets,
+        })
+    }
+}
+
+pub const COMMON_ALERT_SCHEMA: &str = "azureMonitorCommonAlertSchema";
+
+/// Azure Monitor's common alert schema, read leniently: what the rollback needs, any
+/// other field ignored (alert types add their own).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CommonAlert {
+    schema_id: String,
+    data: CommonAlertData,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CommonAlertData {
+    essentials: Essentials,
+    #[serde(default)]
+    alert_context: Value,
+    #[serde(default)]
+    custom_properties: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Essentials {
+    alert_rule: String,
+    monitor_condition: String,
+    #[serde(default, rename = "alertTargetIDs")]
+    alert_target_ids: Vec<String>,
+    #[serde(default)]
+    fired_date_time: Option<String>,
+    #[serde(default)]
+    resolved_date_time: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    signal_type: Option<String>,
+}
+
+/// "RequestsPerMinute Total GreaterThan 5 (value 12)": a metric condition as a reason.
+fn condition_text(condition: &Value) -> String {
+    let field = |name: &str| match condition.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let mut text = ["metricName", "timeAggregation", "operator", "threshold"]
+        .iter()
+        .map(|name| field(name))
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let value = field("metricValue");
+    if !value.is_empty() {
+        text.push_str(&format!(" (value {value})"));
+    }
+    text
 }
 
 /// CloudWatch's alarm notification as SNS carries it, read leniently: alarms without a
@@ -262,6 +403,7 @@ impl SnsAlarmNotification {
                     namespace: stat.metric.namespace,
                     name: stat.metric.metric_name?,
                     dimensions: dimensions(stat.metric.dimensions),
+                    resource: None,
                 })
             })
             .collect();
@@ -270,6 +412,7 @@ impl SnsAlarmNotification {
                 namespace: trigger.namespace,
                 name,
                 dimensions: dimensions(trigger.dimensions),
+                resource: None,
             });
         }
         Ok(AlarmEvent {
@@ -281,6 +424,7 @@ impl SnsAlarmNotification {
             reason: self.new_state_reason.unwrap_or_default(),
             state_time: self.state_change_time.map(|t| rfc3339_offset(&t)).unwrap_or_default(),
             metrics,
+            declared_targets: None,
         })
     }
 }
@@ -325,6 +469,7 @@ fn watched_metrics(configuration: &Value) -> Vec<WatchedMetric> {
                 namespace: metric.get("namespace").and_then(Value::as_str).map(str::to_owned),
                 name,
                 dimensions,
+                resource: None,
             })
         })
         .collect()
@@ -457,6 +602,51 @@ pub(crate) mod tests {
 
         let empty = serde_json::json!({"Records": []});
         assert!(AlarmEvent::decode(&empty).unwrap_err().to_string().contains("no records"));
+    }
+
+    #[test]
+    fn an_azure_monitor_alert_in_the_common_schema_reads_like_an_alarm() {
+        let fired = sample("azure/alert-azureml-canary.common-schema.json");
+        assert_eq!(
+            (fired.delivery, fired.alarm_name.as_str(), fired.state, fired.alarm_arn.as_deref()),
+            (Delivery::AzureMonitor, "coalmine-chat-green-5xx", AlarmState::Alarm, None)
+        );
+        assert_eq!(fired.state_time, "2026-11-30T09:14:26.4521807Z");
+        assert_eq!(fired.reason, "RequestsPerMinute Average GreaterThan 5 (value 12.4)");
+        let metric = &fired.metrics[0];
+        assert_eq!(metric.dimensions["deployment"], "green");
+        assert_eq!(metric.namespace.as_deref(), Some("Microsoft.MachineLearningServices/workspaces/onlineEndpoints"));
+        assert!(metric.resource.as_deref().unwrap().ends_with("/onlineendpoints/chat-endpoint"));
+        assert_eq!(fired.declared_targets, None);
+
+        let resolved = sample("azure/resolved-azureml-canary.common-schema.json");
+        assert_eq!((resolved.state, resolved.state_time.as_str()), (AlarmState::Ok, "2026-11-30T09:31:02.1180941Z"));
+
+        let tagged = sample("azure/alert-azureml-tagged.common-schema.json");
+        assert_eq!(
+            tagged.declared_targets.as_deref(),
+            Some("azureml:00000000-1111-2222-3333-444444444444:ml-prod:ml-workspace:chat-endpoint:blue:green")
+        );
+    }
+
+    #[test]
+    fn an_azure_alert_that_is_not_one_coalmine_can_read_says_why() {
+        let base = sample_json("azure/alert-azureml-canary.common-schema.json");
+        let mut old_schema = base.clone();
+        old_schema["schemaId"] = "AzureMonitorMetricAlert".into();
+        let mut unknown = base.clone();
+        unknown["data"]["essentials"]["monitorCondition"] = "Muted".into();
+        let mut no_rule = base.clone();
+        no_rule["data"]["essentials"].as_object_mut().unwrap().remove("alertRule");
+        let cases = [
+            (old_schema, "turn on the common alert schema"),
+            (unknown, "monitorCondition \"Muted\"; expected Fired or Resolved"),
+            (no_rule, "malformed Azure Monitor alert at `data.essentials`: missing field `alertRule`"),
+        ];
+        for (payload, expected) in cases {
+            let err = AlarmEvent::decode(&payload).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} should say {expected:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod notify;
 pub mod resolve;
+pub mod webhook;
 mod zero;
 
 pub use zero::{record_rollback, zero_canary, Owner, ZeroOutcome};
@@ -834,5 +835,48 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::BadEvent(_)) && !err.is_retryable());
         assert_eq!((*router.reads.lock().unwrap(), router.write_count()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_azure_alert_zeroes_the_canary_deployment_and_the_team_is_told() {
+        let alert = crate::domain::event::tests::sample_json("azure/alert-azureml-canary.common-schema.json");
+        let endpoint: Target =
+            "azureml:00000000-1111-2222-3333-444444444444:ml-prod:ml-workspace:chat-endpoint:green".parse().unwrap();
+        let serving = Split {
+            stable: "blue".into(),
+            canary: Some("green".into()),
+            canary_weight: 0.25,
+            mirror: 0.0,
+            revision: Some("etag-0".into()),
+            stamp: None,
+        };
+        let router = Router::with([(endpoint.clone(), serving)]);
+        let notifier = Outbox::default();
+        let deps = RollbackDeps {
+            router: &router,
+            notifier: &notifier,
+            alarms: &Alarms::default(),
+            mapping: &TargetMapping::default(),
+        };
+        let summary = handle_payload(&alert, &deps).await.unwrap();
+        assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
+        let after = router.split(&endpoint);
+        assert_eq!((after.stable.as_str(), after.canary_weight), ("blue", 0.0));
+        assert_eq!(notifier.events(), vec![("rolled_back".into(), endpoint.to_string())]);
+        let body = notifier.sent.lock().unwrap()[0].body.clone();
+        for expected in [
+            "Before:    deployment blue at 75%, canary deployment green at 25%",
+            "After:     deployment blue serves all traffic, no canary",
+            "Alert:     coalmine-chat-green-5xx (Azure Monitor, fired 2026-11-30T09:14:26.4521807Z)",
+            "Reason:    RequestsPerMinute Average GreaterThan 5 (value 12.4)",
+            "Azure alert coalmine-chat-green-5xx stays fired until its condition resolves.",
+        ] {
+            assert!(body.contains(expected), "body lacks {expected:?}:\n{body}");
+        }
+
+        // Resolved: nothing moves.
+        let resolved = crate::domain::event::tests::sample_json("azure/resolved-azureml-canary.common-schema.json");
+        handle_payload(&resolved, &deps).await.unwrap();
+        assert_eq!(router.write_count(), 1);
     }
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use crate::domain::cause::RolledBackBy;
-use crate::domain::event::AlarmEvent;
+use crate::domain::event::{AlarmEvent, Delivery};
 use crate::domain::stamp::{Phase, Stamp};
 use crate::domain::target::Target;
 use crate::ports::{Notification, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
@@ -158,6 +158,9 @@ fn earlier(stamp: Option<&Stamp>) -> String {
 }
 
 fn still_firing(event: &AlarmEvent) -> String {
+    if event.delivery == Delivery::AzureMonitor {
+        return format!("Azure alert {} stays fired until its condition resolves.", event.alarm_name);
+    }
     format!(
         "Alarm {} stays in ALARM until its metric recovers; a release that gates on it will not start until it is OK.",
         event.alarm_name
@@ -176,7 +179,11 @@ pub fn release_lines(body: &mut String, stamp: Option<&Stamp>) {
 }
 
 fn alarm_lines(body: &mut String, event: &AlarmEvent) {
-    field(body, "Alarm", &format!("{} ({} since {})", event.alarm_name, event.state.as_str(), event.state_time));
+    if event.delivery == Delivery::AzureMonitor {
+        field(body, "Alert", &format!("{} (Azure Monitor, fired {})", event.alarm_name, event.state_time));
+    } else {
+        field(body, "Alarm", &format!("{} ({} since {})", event.alarm_name, event.state.as_str(), event.state_time));
+    }
     field(body, "Reason", &event.reason);
     if let Some(arn) = &event.alarm_arn {
         field(body, "Alarm ARN", arn);

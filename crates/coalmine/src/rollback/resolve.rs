@@ -1,5 +1,6 @@
-//! Which targets an alarm guards: its `coalmine:target` tag, else the configured
-//! mapping, else what its metric dimensions name.
+//! Which targets an alarm guards: its `coalmine:target` tag (an Azure alert's custom
+//! property of that name), else the configured mapping, else what its metric dimensions
+//! (and an Azure alert's target resource) name.
 
 use std::collections::BTreeSet;
 
@@ -8,7 +9,7 @@ use tracing::warn;
 use crate::domain::error::Error;
 use crate::domain::event::AlarmEvent;
 use crate::domain::mapping::TargetMapping;
-use crate::domain::target::{parse_target_list, SageMakerVariants, Target, TARGET_TAG};
+use crate::domain::target::{parse_target_list, AzureMlDeployments, SageMakerVariants, Target, TARGET_TAG};
 use crate::ports::AlarmSource;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +68,12 @@ pub enum TagLookup {
 }
 
 pub async fn tag_targets(event: &AlarmEvent, alarms: &impl AlarmSource) -> TagLookup {
-    let Some(arn) = &event.alarm_arn else { return TagLookup::NoTargets };
-    match alarms.target_tag(arn).await {
+    let found = match (&event.declared_targets, &event.alarm_arn) {
+        (Some(declared), _) => Ok(Some(declared.clone())),
+        (None, Some(arn)) => alarms.target_tag(arn).await,
+        (None, None) => return TagLookup::NoTargets,
+    };
+    match found {
         Ok(Some(value)) => match parse_target_list(&value) {
             Ok(targets) if !targets.is_empty() => TagLookup::Targets(dedup(targets)),
             Ok(_) => {
@@ -99,11 +104,17 @@ pub fn resolve(tag: TagLookup, fallback: Fallback) -> Resolution {
     }
 }
 
-/// `AWS/Lambda` metrics by `FunctionName` + `Resource` "function:alias", and
-/// `AWS/SageMaker` metrics by `EndpointName` + `VariantName` (the canary variant).
+/// `AWS/Lambda` metrics by `FunctionName` + `Resource` "function:alias",
+/// `AWS/SageMaker` metrics by `EndpointName` + `VariantName` (the canary variant), and an
+/// Azure ML online endpoint's metrics by their `deployment` (the canary) on the alert's
+/// endpoint (or by the deployment the alert's resource is).
 pub fn targets_from_dimensions(event: &AlarmEvent) -> Vec<Target> {
     let mut targets = BTreeSet::new();
     for metric in &event.metrics {
+        if let Some(azure) = azure_target(metric) {
+            targets.insert(azure);
+            continue;
+        }
         let dims = &metric.dimensions;
         match metric.namespace.as_deref() {
             Some("AWS/Lambda") => {
@@ -131,7 +142,70 @@ pub fn targets_from_dimensions(event: &AlarmEvent) -> Vec<Target> {
     targets.into_iter().collect()
 }
 
+const ONLINE_ENDPOINTS: &str = "microsoft.machinelearningservices/workspaces/onlineendpoints";
+
+fn azure_target(metric: &crate::domain::event::WatchedMetric) -> Option<Target> {
+    let namespace = metric.namespace.as_deref()?.to_ascii_lowercase();
+    let resource = metric.resource.as_deref()?;
+    if namespace == ONLINE_ENDPOINTS {
+        let deployment = metric.dimensions.iter().find(|(k, _)| k.eq_ignore_ascii_case("deployment"))?.1;
+        return AzureMlDeployments::from_endpoint_id(resource, deployment).map(|d| Target::Azureml(Box::new(d)));
+    }
+    if namespace == format!("{ONLINE_ENDPOINTS}/deployments") {
+        let (endpoint, deployment) = resource.trim_end_matches('/').rsplit_once('/')?;
+        let endpoint = endpoint.strip_suffix("/deployments").or_else(|| endpoint.strip_suffix("/Deployments"))?;
+        return AzureMlDeployments::from_endpoint_id(endpoint, deployment).map(|d| Target::Azureml(Box::new(d)));
+    }
+    None
+}
+
 fn dedup(targets: Vec<Target>) -> Vec<Target> {
     let mut seen = BTreeSet::new();
     targets.into_iter().filter(|t| seen.insert(t.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::tests::sample;
+    use crate::memory::Alarms;
+
+    #[tokio::test]
+    async fn an_azure_alert_guards_the_canary_deployment_its_dimension_names_on_its_endpoint() {
+        let alert = sample("azure/alert-azureml-canary.common-schema.json");
+        let fallback = fallback_targets(&alert, &TargetMapping::default());
+        assert_eq!(fallback.by, ResolvedBy::Dimensions);
+        assert_eq!(
+            fallback.targets.iter().map(Target::to_string).collect::<Vec<_>>(),
+            ["azureml:00000000-1111-2222-3333-444444444444:ml-prod:ml-workspace:chat-endpoint:green"]
+        );
+        // No ARN, no declared target: nothing to look up.
+        assert!(matches!(tag_targets(&alert, &Alarms::default()).await, TagLookup::NoTargets));
+    }
+
+    #[tokio::test]
+    async fn an_azure_alert_rules_coalmine_target_property_is_its_tag() {
+        let alert = sample("azure/alert-azureml-tagged.common-schema.json");
+        assert!(fallback_targets(&alert, &TargetMapping::default()).targets.is_empty(), "latency has no deployment");
+        let TagLookup::Targets(targets) = tag_targets(&alert, &Alarms::default()).await else {
+            panic!("the custom property names the target")
+        };
+        assert_eq!(
+            targets[0].to_string(),
+            "azureml:00000000-1111-2222-3333-444444444444:ml-prod:ml-workspace:chat-endpoint:blue:green"
+        );
+    }
+
+    #[test]
+    fn an_alert_on_a_deployment_resource_names_that_deployment() {
+        let mut alert = sample("azure/alert-azureml-canary.common-schema.json");
+        let metric = &mut alert.metrics[0];
+        metric.namespace = Some("Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments".into());
+        metric.dimensions.clear();
+        metric.resource = Some(format!("{}/deployments/green", metric.resource.clone().unwrap()));
+        assert_eq!(
+            targets_from_dimensions(&alert)[0].to_string(),
+            "azureml:00000000-1111-2222-3333-444444444444:ml-prod:ml-workspace:chat-endpoint:green"
+        );
+    }
 }
