@@ -220,6 +220,60 @@ def test_without_targets_no_traffic_permission_is_granted():
         assert not any(a.startswith(("lambda:", "sagemaker:", "logs:")) for a in actions), (role, actions)
 
 
+AZURE_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:coalmine/azure-AbCdEf"
+
+
+@pytest.fixture(scope="module")
+def with_azure():
+    params = {**PARAMS, "AzureCredentialsSecretArn": AZURE_SECRET}
+    rendered = render(params)
+    return Resolver(rendered, params).resolve(rendered)
+
+
+def test_azure_credentials_may_be_read_by_the_two_functions_that_sign_in_and_by_no_other(with_azure):
+    read = (("secretsmanager:GetSecretValue",), (AZURE_SECRET,))
+    for role in ("RollbackFunctionRole", "StepperFunctionRole"):
+        assert read in statements(with_azure, role), role
+        env = with_azure["Resources"][role.removesuffix("Role")]["Properties"]["Environment"]["Variables"]
+        assert env["AZURE_CREDENTIALS_SECRET_ARN"] == AZURE_SECRET
+        # A read, then a write, may each wait this long: both must end inside the timeout.
+        timeout = with_azure["Resources"][role.removesuffix("Role")]["Properties"]["Timeout"]
+        assert 2 * int(env["AZURE_UPDATE_MAX_WAIT_SECONDS"]) < timeout, role
+    for role in ("ShadowFunctionRole", "AlertWebhookFunctionRole"):
+        assert read not in statements(with_azure, role), role
+
+
+def test_the_alert_webhook_may_read_its_token_and_hand_alerts_to_the_rollback_function_only(with_azure):
+    assert statements(with_azure, "AlertWebhookFunctionRole") == sorted([
+        (("secretsmanager:GetSecretValue",), ("<AlertWebhookToken>",)),
+        (("kms:Decrypt",), ("<AlertKey.Arn>",)),
+        (("lambda:InvokeFunction",), ("<RollbackFunction.Arn>",)),
+    ])
+    function = with_azure["Resources"]["AlertWebhookFunction"]
+    props = function["Properties"]
+    assert function["Condition"] == "HasAzure"
+    assert props["Code"]["S3Key"] == "AlertWebhookFunction", "the rollback binary, deployed once more"
+    assert (props["ReservedConcurrentExecutions"], props["Timeout"]) == (2, 10)
+    assert props["Environment"]["Variables"] == {
+        "SNS_TOPIC_ARN": "<AlertTopic>",
+        "ALERT_WEBHOOK_SECRET_ARN": "<AlertWebhookToken>",
+        "ROLLBACK_FUNCTION_ARN": "<RollbackFunction.Arn>",
+    }
+    url = with_azure["Resources"]["AlertWebhookFunctionUrl"]
+    assert url["Properties"]["AuthType"] == "NONE" and url["Condition"] == "HasAzure"
+    token = with_azure["Resources"]["AlertWebhookToken"]["Properties"]
+    assert token["GenerateSecretString"]["PasswordLength"] >= 32, "at least the webhook's MIN_TOKEN_LEN"
+    rust = (ROOT / "crates/coalmine/src/rollback/webhook.rs").read_text()
+    assert "pub const MIN_TOKEN_LEN: usize = 32;" in rust
+
+
+def test_without_azure_there_is_no_public_url_and_no_secret_is_read(resolved):
+    conditional = {name for name, r in resolved["Resources"].items() if r.get("Condition") == "HasAzure"}
+    assert {"AlertWebhookFunction", "AlertWebhookFunctionUrl", "AlertWebhookToken"} <= conditional
+    for role in ("RollbackFunctionRole", "StepperFunctionRole"):
+        assert not any(a.startswith("secretsmanager:") for acts, _ in statements(resolved, role) for a in acts), role
+
+
 def test_functions_are_arm64_al2023_cargolambda_with_json_logs(resolved):
     for name in ("RollbackFunction", "StepperFunction", "ShadowFunction"):
         props = resolved["Resources"][name]["Properties"]
