@@ -25,6 +25,8 @@ use coalmine::Target;
 use coalmine_emf::Metrics;
 use serde_json::Value;
 
+pub mod azure;
+
 pub const ACCOUNT: &str = "000000000000";
 pub const REGION: &str = "us-east-1";
 /// The code of the functions that stand for a team's model handler: never invoked,
