@@ -39,8 +39,9 @@ pub const SUBSCRIPTION: &str = "00000000-1111-2222-3333-444444444444";
 pub const RESOURCE_GROUP: &str = "ml-prod";
 pub const WORKSPACE: &str = "ml-workspace";
 const LOCATION: &str = "westus2";
-/// What every deployment serves a minute, split by the endpoint's traffic.
-pub const REQUESTS_PER_MINUTE: f64 = 12_000.0;
+/// What an endpoint serves a minute, split by its traffic: enough that a 5% stage of
+/// two seconds sees a hundred requests.
+pub const REQUESTS_PER_MINUTE: f64 = 72_000.0;
 
 /// A published example's file from `tests/fixtures/azure`.
 pub fn fixture(name: &str) -> Value {
@@ -306,6 +307,16 @@ impl AzureStandIn {
         world.expired.extend(issued);
     }
 
+    /// Whether `deployment` ever had live traffic (a share of `traffic`) on the endpoint.
+    pub fn ever_served(&self, target: &Target, deployment: &str) -> bool {
+        self.with_endpoint(target, |e| e.history.iter().any(|(_, traffic, _)| traffic.get(deployment).is_some_and(|p| *p > 0.0)))
+    }
+
+    /// Whether `deployment` was ever sent mirrored copies.
+    pub fn was_mirrored(&self, target: &Target, deployment: &str) -> bool {
+        self.with_endpoint(target, |e| e.history.iter().any(|(_, _, mirror)| mirror.get(deployment).is_some_and(|p| *p > 0.0)))
+    }
+
     pub fn tokens_issued(&self) -> usize {
         self.world().issued.len()
     }
@@ -425,9 +436,9 @@ impl World {
     fn authorize(&self, authorization: Option<&str>) -> Option<Answer> {
         let token = authorization.and_then(|a| a.strip_prefix("Bearer ")).unwrap_or_default();
         if self.expired.iter().any(|t| t == token) {
-            let challenge = format!(
-                "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", error_description=\"The access token has expired.\""
-            );
+            let challenge = "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", \
+                             error_description=\"The access token has expired.\""
+                .to_owned();
             return Some(reply(401, &fixture("Arm_ExpiredAuthenticationToken.json"), &[("www-authenticate", challenge)]));
         }
         if !self.issued.iter().any(|t| t == token) {

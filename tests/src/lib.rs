@@ -431,12 +431,18 @@ pub struct Deployed {
 
 impl LocalAws {
     pub async fn deploy(&self, topic_arn: &str) -> Deployed {
+        self.deploy_with(topic_arn, &[]).await
+    }
+
+    /// As [`Self::deploy`], with more environment for the rollback and stepper functions.
+    pub async fn deploy_with(&self, topic_arn: &str, extra: &[(&str, &str)]) -> Deployed {
         let shadow_arn = self.create_function_from(&unique("coalmine-shadow"), &bootstrap_path("shadow"), &[]).await;
-        let env = [
+        let mut env = vec![
             ("SNS_TOPIC_ARN", topic_arn),
             ("SAGEMAKER_UPDATE_MAX_WAIT_SECONDS", "20"),
             ("SHADOW_FUNCTION_ARN", &shadow_arn),
         ];
+        env.extend_from_slice(extra);
         let rollback_fn = unique("coalmine-rollback");
         self.create_function_from(&rollback_fn, &bootstrap_path("rollback"), &env).await;
         let stepper_fn = unique("coalmine-stepper");
@@ -490,6 +496,28 @@ impl LocalAws {
         })
         .await
         .unwrap_or_else(|| panic!("execution {execution_arn} still running after {within:?}"))
+    }
+
+    /// A Secrets Manager secret holding `text`; its ARN.
+    pub async fn put_secret(&self, name: &str, text: &str) -> String {
+        let secrets = aws_sdk_secretsmanager::Client::new(&self.sdk);
+        let out = secrets.create_secret().name(name).secret_string(text).send().await.expect("create secret");
+        out.arn.expect("the secret's ARN")
+    }
+
+    /// A public function URL (`AuthType` NONE) on `function`, as MiniStack serves it on
+    /// its own port: `http://127.0.0.1:PORT/_aws/lambda-url/ID/`.
+    pub async fn function_url(&self, function: &str) -> String {
+        let out = self
+            .lambda
+            .create_function_url_config()
+            .function_name(function)
+            .auth_type(aws_sdk_lambda::types::FunctionUrlAuthType::None)
+            .send()
+            .await
+            .expect("create function URL");
+        let id = out.function_url.trim_start_matches("https://").split('.').next().unwrap_or_default().to_owned();
+        format!("{}/_aws/lambda-url/{id}/", std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL"))
     }
 
     pub async fn invoke_async(&self, function: &str, event: &Value) {
@@ -734,6 +762,13 @@ fn name_function(value: &mut Value, function: &str) {
         Value::Array(items) => items.iter_mut().for_each(|v| name_function(v, function)),
         _ => {}
     }
+}
+
+/// A sample event from `events/`, as written.
+pub fn event_json(file: &str) -> Value {
+    let path = workspace_root().join("events").join(file);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Polls `check` until it returns `Some`, at most `within`; `None` when time ran out.

@@ -314,7 +314,7 @@ async fn azure_monitor_gives_each_side_its_requests_errors_and_latency() {
     };
     let snapshot = metrics.fetch(&query).await.unwrap();
     let (canary, stable) = (&snapshot.canary, &snapshot.stable);
-    // 12 000 a minute, 20% and 80% of it, over five (or six partial) minutes.
+    // 20% and 80% of the endpoint's requests, over five (or six partial) minutes.
     assert!((canary.requests / (canary.requests + stable.requests) - 0.2).abs() < 0.01, "{snapshot:?}");
     assert!(canary.requests > 10_000.0, "{snapshot:?}");
     assert!((canary.errors / canary.requests - 0.05).abs() < 1e-9, "{snapshot:?}");
