@@ -173,7 +173,8 @@ impl AzureStandIn {
                         let (world, base) = (world.clone(), base.clone());
                         async move { Ok::<_, std::convert::Infallible>(answer(&world, &base, request).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
                 });
             }
         });
@@ -309,12 +310,16 @@ impl AzureStandIn {
 
     /// Whether `deployment` ever had live traffic (a share of `traffic`) on the endpoint.
     pub fn ever_served(&self, target: &Target, deployment: &str) -> bool {
-        self.with_endpoint(target, |e| e.history.iter().any(|(_, traffic, _)| traffic.get(deployment).is_some_and(|p| *p > 0.0)))
+        self.with_endpoint(target, |e| {
+            e.history.iter().any(|(_, traffic, _)| traffic.get(deployment).is_some_and(|p| *p > 0.0))
+        })
     }
 
     /// Whether `deployment` was ever sent mirrored copies.
     pub fn was_mirrored(&self, target: &Target, deployment: &str) -> bool {
-        self.with_endpoint(target, |e| e.history.iter().any(|(_, _, mirror)| mirror.get(deployment).is_some_and(|p| *p > 0.0)))
+        self.with_endpoint(target, |e| {
+            e.history.iter().any(|(_, _, mirror)| mirror.get(deployment).is_some_and(|p| *p > 0.0))
+        })
     }
 
     pub fn tokens_issued(&self) -> usize {
@@ -377,7 +382,9 @@ impl World {
         authorization: Option<&str>,
         body: &[u8],
     ) -> Answer {
-        if let Some(at) = self.faults.iter().position(|f| f.method == method.as_str() && path.contains(&f.path_contains)) {
+        if let Some(at) =
+            self.faults.iter().position(|f| f.method == method.as_str() && path.contains(&f.path_contains))
+        {
             let fault = self.faults.remove(at).expect("found above");
             return reply(fault.status, &fault.body, &fault.headers);
         }
@@ -413,7 +420,10 @@ impl World {
         let secret_ok = field("client_secret") == CLIENT_SECRET;
         let assertion_ok = field("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
             && field("client_assertion").starts_with("eyJ");
-        if !right_tenant || field("client_id") != CLIENT_ID || field("grant_type") != "client_credentials" || !(secret_ok || assertion_ok)
+        if !right_tenant
+            || field("client_id") != CLIENT_ID
+            || field("grant_type") != "client_credentials"
+            || !(secret_ok || assertion_ok)
         {
             let mut error = fixture("Token_error.json");
             error["error"] = "invalid_client".into();
@@ -439,7 +449,11 @@ impl World {
             let challenge = "Bearer authorization_uri=\"https://login.windows.net/\", error=\"invalid_token\", \
                              error_description=\"The access token has expired.\""
                 .to_owned();
-            return Some(reply(401, &fixture("Arm_ExpiredAuthenticationToken.json"), &[("www-authenticate", challenge)]));
+            return Some(reply(
+                401,
+                &fixture("Arm_ExpiredAuthenticationToken.json"),
+                &[("www-authenticate", challenge)],
+            ));
         }
         if !self.issued.iter().any(|t| t == token) {
             return Some(arm_error(401, "InvalidAuthenticationToken", "The access token is invalid."));
@@ -470,7 +484,11 @@ impl World {
                 endpoint.resource = op.before.clone();
                 endpoint.resource["properties"]["provisioningState"] = "Failed".into();
                 endpoint.etag += 1;
-                endpoint.history.push((now(), shares(&endpoint.resource, "traffic"), shares(&endpoint.resource, "mirrorTraffic")));
+                endpoint.history.push((
+                    now(),
+                    shares(&endpoint.resource, "traffic"),
+                    shares(&endpoint.resource, "mirrorTraffic"),
+                ));
                 op.failure = Some((code, message));
             }
         }
@@ -530,7 +548,11 @@ impl World {
             return arm_error(412, "PreconditionFailed", "The specified precondition 'If-Match' is not met.");
         }
         let Ok(sent) = serde_json::from_slice::<Value>(body) else {
-            return arm_error(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.");
+            return arm_error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid and could not be deserialized.",
+            );
         };
         if let Some(problem) = invalid(&sent, &endpoint.deployments) {
             return arm_error(400, "BadRequest", &problem);
@@ -544,7 +566,11 @@ impl World {
         endpoint.resource["tags"] = sent.get("tags").cloned().unwrap_or(json!({}));
         endpoint.resource["properties"]["provisioningState"] = "Updating".into();
         endpoint.etag += 1;
-        endpoint.history.push((now(), shares(&endpoint.resource, "traffic"), shares(&endpoint.resource, "mirrorTraffic")));
+        endpoint.history.push((
+            now(),
+            shares(&endpoint.resource, "traffic"),
+            shares(&endpoint.resource, "mirrorTraffic"),
+        ));
         self.counter += 1;
         let operation = format!("{:08x}-0000-4000-8000-{:012x}", self.counter, self.counter);
         endpoint.operation = Some(operation.clone());
@@ -561,7 +587,8 @@ impl World {
         let status_url = format!(
             "{base}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.MachineLearningServices/locations/{LOCATION}/mfeOperationsStatus/{operation}?api-version=2024-10-01"
         );
-        let mut headers = vec![("azure-asyncoperation", status_url), ("x-ms-async-operation-timeout", "PT1H".to_owned())];
+        let mut headers =
+            vec![("azure-asyncoperation", status_url), ("x-ms-async-operation-timeout", "PT1H".to_owned())];
         if etags {
             headers.push(("etag", format!("\"0x8DD{:08X}\"", self.endpoints[id].etag)));
         }
@@ -606,7 +633,8 @@ impl World {
             return arm_error(400, "BadRequest", "timespan's times are not ISO 8601");
         };
         let filter = param("$filter");
-        let wanted: Vec<&String> = e.deployments.iter().filter(|d| filter.contains(&format!("deployment eq '{d}'"))).collect();
+        let wanted: Vec<&String> =
+            e.deployments.iter().filter(|d| filter.contains(&format!("deployment eq '{d}'"))).collect();
         let by_class = filter.contains("statusCodeClass eq '*'");
         let mut answer = fixture("GetMetric.json")["responses"]["200"]["body"].clone();
         answer["timespan"] = param("timespan").into();
@@ -617,7 +645,11 @@ impl World {
         let mut metrics = Vec::new();
         for metric in param("metricnames").split(',') {
             let mut out = template.clone();
-            out["id"] = format!("{}/providers/Microsoft.Insights/metrics/{metric}", e.resource["id"].as_str().unwrap_or_default()).into();
+            out["id"] = format!(
+                "{}/providers/Microsoft.Insights/metrics/{metric}",
+                e.resource["id"].as_str().unwrap_or_default()
+            )
+            .into();
             out["name"] = json!({"value": metric, "localizedValue": metric});
             out["unit"] = if metric.starts_with("RequestLatency") { "Milliseconds" } else { "Count" }.into();
             out.as_object_mut().expect("an object").remove("displayDescription");
@@ -625,7 +657,9 @@ impl World {
             for deployment in &wanted {
                 let minutes = e.minutes(deployment, from, to.min(now() as u64));
                 let dims = |class: Option<&str>| {
-                    let mut dims = vec![json!({"name": {"value": "deployment", "localizedValue": "deployment"}, "value": deployment})];
+                    let mut dims = vec![
+                        json!({"name": {"value": "deployment", "localizedValue": "deployment"}, "value": deployment}),
+                    ];
                     if let Some(class) = class {
                         dims.push(json!({"name": {"value": "statusCodeClass", "localizedValue": "statusCodeClass"}, "value": class}));
                     }
@@ -651,8 +685,11 @@ impl World {
                             "RequestLatency_P99" => 1.4,
                             _ => return arm_error(400, "BadRequest", &format!("Failed to find metric configuration for provider: Microsoft.MachineLearningServices, resource Type: workspaces/onlineEndpoints, metric: {latency}")),
                         };
-                        let values: Vec<Value> =
-                            minutes.iter().filter(|m| m.requests > 0.0).map(|m| point(m.at, m.p95_ms * scale)).collect();
+                        let values: Vec<Value> = minutes
+                            .iter()
+                            .filter(|m| m.requests > 0.0)
+                            .map(|m| point(m.at, m.p95_ms * scale))
+                            .collect();
                         series.push(json!({"metadatavalues": dims(None), "data": values}));
                     }
                 }
@@ -689,7 +726,8 @@ impl Endpoint {
             for (i, (since, traffic, mirror)) in self.history.iter().enumerate() {
                 let until = self.history.get(i + 1).map_or(f64::MAX, |next| next.0);
                 let overlap = (end.min(until) - start.max(*since)).max(0.0);
-                let share = traffic.get(deployment).copied().unwrap_or(0.0) + mirror.get(deployment).copied().unwrap_or(0.0);
+                let share =
+                    traffic.get(deployment).copied().unwrap_or(0.0) + mirror.get(deployment).copied().unwrap_or(0.0);
                 requests += rate * overlap * share / 100.0;
             }
             if requests > 0.0 {

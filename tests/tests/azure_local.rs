@@ -117,7 +117,10 @@ async fn without_an_etag_the_endpoint_is_read_again_and_a_change_since_is_never_
     // The shared rollback re-reads and zeroes what is there now.
     let by = RolledBackBy::Alarm("coalmine-chat-green-5xx".into());
     let outcome = zero_canary(&azure, &target, &by, Owner::Anyone, Some(read)).await.unwrap();
-    assert!(matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.5), "{outcome:?}");
+    assert!(
+        matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.5),
+        "{outcome:?}"
+    );
     assert_eq!(stand_in.traffic(&target).0, [("blue".to_owned(), 100.0), ("green".to_owned(), 0.0)].into());
     assert!(puts(&stand_in).iter().all(|p| p.if_match.is_none()), "no ETag to present");
 }
@@ -180,7 +183,8 @@ async fn a_429_is_waited_out_as_retry_after_asks_and_one_that_outlasts_the_budge
     assert!(started.elapsed() < Duration::from_secs(3), "no wait past the budget");
     assert!(err.is_retryable(), "{err}");
     assert!(
-        err.to_string().contains("Azure is throttled (SubscriptionRequestsThrottled: Number of requests for subscription"),
+        err.to_string()
+            .contains("Azure is throttled (SubscriptionRequestsThrottled: Number of requests for subscription"),
         "{err}"
     );
     assert!(err.to_string().contains("the next try would wait 30 s"), "{err}");
@@ -272,7 +276,8 @@ async fn the_mirror_is_written_and_read_as_the_canarys_share_and_azures_limits_a
     let err = azure.write(&target, &live, &Split { mirror: 0.6, ..live.clone() }).await.unwrap_err();
     assert!(err.to_string().contains("Azure ML mirrors at most 50% of traffic, not 60%"), "{err}");
     let _ = shadowing;
-    let first_stage = azure.write(&target, &live, &Split { mirror: 0.0, ..live.with_canary_weight(0.05) }).await.unwrap();
+    let first_stage =
+        azure.write(&target, &live, &Split { mirror: 0.0, ..live.with_canary_weight(0.05) }).await.unwrap();
     assert_eq!((first_stage.canary_weight, first_stage.mirror), (0.05, 0.0));
     let (traffic, mirror) = stand_in.traffic(&target);
     assert_eq!((traffic["green"], mirror["green"]), (5.0, 0.0), "the mirror ends in the write that serves users");
@@ -323,6 +328,7 @@ async fn azure_monitor_gives_each_side_its_requests_errors_and_latency() {
     assert_eq!(canary.percentiles[0], Some(450.0), "p50");
     let minutes = metrics.requests_per_minute(&target, "blue", now - 600, now).await.unwrap();
     assert!(minutes.len() >= 9, "{minutes:?}");
-    let queries: Vec<String> = stand_in.seen().into_iter().filter(|s| s.path.ends_with("/metrics")).map(|s| s.query).collect();
+    let queries: Vec<String> =
+        stand_in.seen().into_iter().filter(|s| s.path.ends_with("/metrics")).map(|s| s.query).collect();
     assert!(queries.iter().any(|q| q.contains("statusCodeClass%20eq%20%27%2A%27")), "{queries:?}");
 }

@@ -50,7 +50,8 @@ fn quick(stages: &[u32]) -> Value {
 async fn a_healthy_azure_release_climbs_its_stages_and_is_promoted() {
     let a = azure_scene().await;
     let target = a.stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
-    let execution = a.scene.local.start_release(&a.deployed, &release("azure-healthy", &target, quick(&[5, 25, 100]))).await;
+    let execution =
+        a.scene.local.start_release(&a.deployed, &release("azure-healthy", &target, quick(&[5, 25, 100]))).await;
     let (status, error, cause, output) = a.scene.local.finished(&execution, RUN).await;
     assert_eq!(status, "SUCCEEDED", "{error}: {cause}");
     assert_eq!(output["progress"]["status"], "promoted", "{output}");
@@ -69,7 +70,8 @@ async fn a_deployment_failing_its_requests_is_rolled_back_by_the_judge() {
     let a = azure_scene().await;
     let target = a.stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
     a.stand_in.set_health(&target, "green", Health { error_rate: 0.3, p95_ms: 400.0 });
-    let execution = a.scene.local.start_release(&a.deployed, &release("azure-failing", &target, quick(&[5, 25, 100]))).await;
+    let execution =
+        a.scene.local.start_release(&a.deployed, &release("azure-failing", &target, quick(&[5, 25, 100]))).await;
     let (status, error, cause, _) = a.scene.local.finished(&execution, RUN).await;
     assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
     assert!(cause.contains("error rate"), "{cause}");
@@ -105,7 +107,8 @@ async fn an_azure_monitor_alert_through_the_webhook_rolls_the_canary_back_at_onc
         "gates": {"max_error_rate": 0.5, "min_requests": 50}
     });
     let execution = local.start_release(&a.deployed, &release("azure-alerted", &target, slow)).await;
-    let at_five = poll(Duration::from_secs(60), || async { (a.stand_in.traffic(&target).0["green"] == 5.0).then_some(()) }).await;
+    let at_five =
+        poll(Duration::from_secs(60), || async { (a.stand_in.traffic(&target).0["green"] == 5.0).then_some(()) }).await;
     assert!(at_five.is_some(), "the first stage was written");
 
     let Target::Azureml(d) = &target else { unreachable!() };
@@ -122,7 +125,8 @@ async fn an_azure_monitor_alert_through_the_webhook_rolls_the_canary_back_at_onc
     let accepted = post(TOKEN.into(), &alert).send().await.unwrap();
     assert_eq!(accepted.status().as_u16(), 202, "{}", accepted.text().await.unwrap_or_default());
 
-    let zeroed = poll(Duration::from_secs(60), || async { (a.stand_in.traffic(&target).0["green"] == 0.0).then_some(()) }).await;
+    let zeroed =
+        poll(Duration::from_secs(60), || async { (a.stand_in.traffic(&target).0["green"] == 0.0).then_some(()) }).await;
     assert!(zeroed.is_some(), "the rollback function zeroed the canary");
     let (status, error, cause, _) = local.finished(&execution, RUN).await;
     assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
@@ -142,7 +146,10 @@ async fn a_mirror_shadow_passes_into_the_first_stage_and_serves_no_user_before_i
     rest["shadow"] = json!({"duration_seconds": 60, "until_conclusive": true, "sample": 0.2});
     rest["gates"]["min_requests"] = json!(50);
     let execution = a.scene.local.start_release(&a.deployed, &release("azure-shadowed", &target, rest)).await;
-    let mirrored = poll(Duration::from_secs(60), || async { (a.stand_in.traffic(&target).1.get("green") == Some(&20.0)).then_some(()) }).await;
+    let mirrored = poll(Duration::from_secs(60), || async {
+        (a.stand_in.traffic(&target).1.get("green") == Some(&20.0)).then_some(())
+    })
+    .await;
     assert!(mirrored.is_some(), "20% mirrored to the candidate");
     assert_eq!(a.stand_in.traffic(&target).0["green"], 0.0, "no user served by it while shadowing");
     let (status, error, cause, output) = a.scene.local.finished(&execution, RUN).await;

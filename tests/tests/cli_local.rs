@@ -17,6 +17,8 @@ struct Operator<'a> {
     deployed: &'a Deployed,
     topic: &'a str,
     dir: Scratch,
+    /// More environment: an Azure identity, for Azure releases.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Operator<'_> {
@@ -27,6 +29,7 @@ impl Operator<'_> {
             .env("COALMINE_STATE_MACHINE_ARN", &self.deployed.state_machine_arn)
             .env("COALMINE_TOPIC_ARN", self.topic)
             .env("COALMINE_OPERATOR", "jane")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null());
         command
     }
@@ -108,7 +111,7 @@ async fn setup() -> (Scene, Deployed, Canary) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_release() {
     let (s, deployed, Canary { target, alarm, .. }) = setup().await;
-    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir(), env: Vec::new() };
     let _traffic = s.local.pump_healthy_traffic(&target, "2").await;
     let name = unique("summarizer");
     let file = op.file(&lambda_release(
@@ -190,7 +193,7 @@ async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_rel
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_ends_a_release_rolled_back_and_the_next_one_is_promoted_in_full() {
     let (s, deployed, Canary { function, target, alarm }) = setup().await;
-    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir(), env: Vec::new() };
     let _traffic = s.local.pump_healthy_traffic(&target, "2").await;
     let long = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
     let first = unique("summarizer");
@@ -223,7 +226,7 @@ async fn abort_ends_a_release_rolled_back_and_the_next_one_is_promoted_in_full()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_by_hand_stops_whatever_runs_and_a_bad_file_never_starts() {
     let (s, deployed, Canary { target, alarm, .. }) = setup().await;
-    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir() };
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir(), env: Vec::new() };
     let name = unique("summarizer");
     let long = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
     // An incident while a release is at 5%: the operator zeroes the target by hand.
@@ -314,6 +317,60 @@ async fn a_guardrail_release_is_validated_offline_and_against_the_endpoint_movin
     assert_eq!(described.endpoint_config_name(), Some(format!("{endpoint}-config").as_str()), "validate moved nothing");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_release_is_validated_live_started_watched_and_aborted_as_the_operator_signed_in() {
+    use coalmine_tests::azure::{AzureStandIn, CLIENT_ID, CLIENT_SECRET, TENANT};
+    let s = Scene::connect().await;
+    let stand_in = AzureStandIn::start().await;
+    let secret = s.local.put_secret(&unique("coalmine-azure"), &stand_in.secret_json()).await;
+    let deployed = s.local.deploy_with(&s.inbox.topic_arn, &[("AZURE_CREDENTIALS_SECRET_ARN", secret.as_str())]).await;
+    let target = stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
+    // The operator signs in as the usual Azure tools would have them: a service
+    // principal in the environment, in the stand-in's cloud.
+    let env = vec![
+        ("AZURE_TENANT_ID", TENANT.to_owned()),
+        ("AZURE_CLIENT_ID", CLIENT_ID.to_owned()),
+        ("AZURE_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("AZURE_AUTHORITY_HOST", stand_in.url.clone()),
+        ("AZURE_RESOURCE_MANAGER_ENDPOINT", stand_in.url.clone()),
+    ];
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir(), env };
+    let name = unique("chat-model");
+    let mut release: Value = coalmine_tests::event_json("releases/azureml-chat-model-2.json");
+    release["release"] = json!(name);
+    release["target"] = serde_json::to_value(&target).unwrap();
+    release["stages"] = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
+    release["check_every_seconds"] = json!(1);
+    release.as_object_mut().unwrap().remove("shadow");
+    let file = op.file(&release);
+
+    let plan = op.ok(&["validate", &file]);
+    assert!(plan.contains(&format!("{name}: valid")) && plan.contains("canary deployment green"), "{plan}");
+    let live = op.ok(&["validate", "--live", &file]);
+    for check in ["✓ no canary in flight", "✓ the canary exists", "✓ the metrics the judge needs: stable:"] {
+        assert!(live.contains(check), "lacks {check:?}:\n{live}");
+    }
+    assert!(stand_in.seen().iter().all(|r| r.method != "PUT"), "validate moved nothing");
+
+    assert!(op.ok(&["start", &file]).contains(&format!("started release {name}")));
+    let at_five = op.until(&name, "at 5%", |st| st["progress"]["weight"] == 0.05).await;
+    assert_eq!(at_five["progress"]["stage"], 0);
+    assert_eq!(stand_in.traffic(&target).0["green"], 5.0);
+    let status = op.ok(&["status", &name]);
+    assert!(status.contains("deployment green at 5% beside deployment blue"), "{status}");
+
+    let said = op.ok(&["abort", &name, "--reason", "answers drift from the reference"]);
+    assert!(
+        said.contains("aborted by jane") && said.contains("deployment blue serves all traffic, no canary"),
+        "{said}"
+    );
+    assert_eq!(stand_in.traffic(&target).0["green"], 0.0, "the operator's abort zeroed it at once");
+    let ended = op.until(&name, "ended", |st| st["status"] != "RUNNING").await;
+    assert_eq!(ended["error"], "CanaryRolledBack");
+    let stamp = stand_in.resource(&target)["tags"]["coalmine:release"].as_str().unwrap().to_owned();
+    assert!(stamp.contains("by=operator:jane"), "{stamp}");
+}
+
 /// `coalmine` with nothing of the local AWS in its environment but what `env` gives.
 fn bare(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(bootstrap_path("coalmine"));
@@ -382,7 +439,13 @@ fn a_reader_that_stops_reading_ends_the_command_quietly() {
 fn a_target_on_the_command_line_that_is_not_one_is_a_usage_error() {
     let (code, _, stderr) = bare(&["rollback", "lambda:only-two", "--reason", "x"], &[]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("expected lambda:FUNCTION:ALIAS or sagemaker:ENDPOINT:STABLE:CANARY"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "expected lambda:FUNCTION:ALIAS, sagemaker:ENDPOINT:STABLE:CANARY or \
+             azureml:SUBSCRIPTION:RESOURCE_GROUP:WORKSPACE:ENDPOINT:STABLE:CANARY"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
