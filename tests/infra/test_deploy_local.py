@@ -239,6 +239,54 @@ def test_make_deploy_creates_the_stack_that_runs_a_release_and_an_alarm_rollback
     cfn.delete_stack(StackName=stack)
 
 
+def test_with_azure_the_stack_adds_a_webhook_url_that_refuses_strangers_and_takes_alerts(tmp_path):
+    """AzureCredentialsSecretArn turns on the alert webhook: a function URL and a generated
+    token, deployed by the same `sam deploy`. Strangers are refused; a resolved alert with
+    the token is acknowledged (a fired one would go on to the rollback function)."""
+    import urllib.error
+    import urllib.request
+    run = uuid.uuid4().hex[:8]
+    lam, cfn, sm = (client(s) for s in ("lambda", "cloudformation", "secretsmanager"))
+    function_arn = seed_function(lam, f"chat-{run}")
+    principal = json.dumps({"tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "c", "client_secret": "s"})
+    secret = sm.create_secret(Name=f"coalmine-azure-{run}", SecretString=principal)["ARN"]
+    stack = f"coalmine-azure-{run}"
+    architecture = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
+    config = samconfig_with_answers(tmp_path, stack, {
+        "AlarmNamePrefix": f"coalmine-{run}-", "LambdaTargetFunctionArns": function_arn, "Architecture": architecture,
+        "AzureCredentialsSecretArn": secret,
+    })
+    env = {**os.environ, "COALMINE_SAMCONFIG": str(config), "COALMINE_TEMPLATE": str(built_stack(tmp_path)),
+           "SAM": str(ROOT / ".venv-infra/bin/sam")}
+    deployed = subprocess.run([str(ROOT / "scripts/deploy"), "--no-progressbar"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]}
+    token = sm.get_secret_value(SecretId=outputs["AlertWebhookTokenArn"])["SecretString"]
+    assert len(token) >= 32 and token.isalnum(), "generated: 48 letters and digits"
+    # MiniStack serves the URL's data plane on its own port, by the URL's id.
+    url_id = outputs["AlertWebhookUrl"].removeprefix("https://").split(".")[0]
+    url = f"{os.environ['AWS_ENDPOINT_URL']}/_aws/lambda-url/{url_id}/"
+
+    def post(path, body):
+        request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read() or b"{}")
+
+    resolved = json.loads((ROOT / "events/azure/resolved-azureml-canary.common-schema.json").read_text())
+    assert post("not-the-token", resolved)[0] == 401
+    status, body = poll("the webhook's answer", lambda: post(token, resolved), within=60)
+    assert (status, body.get("outcome")) == (200, "ignored"), body
+    environment = lam.get_function_configuration(FunctionName=outputs["RollbackFunctionArn"])["Environment"]["Variables"]
+    assert environment["AZURE_CREDENTIALS_SECRET_ARN"] == secret
+    cfn.delete_stack(StackName=stack)
+
+
 def test_a_first_deploy_explains_every_parameter_then_asks_for_it(tmp_path):
     """The shipped samconfig.toml names no target yet: `make deploy` goes guided, after
     saying what each parameter means (here SAM's first prompt meets a closed stdin)."""

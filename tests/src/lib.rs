@@ -338,8 +338,16 @@ impl LocalAws {
             vars.insert(var.into(), std::env::var(var).unwrap_or_default());
         }
         vars.insert("RUST_LOG".into(), "info".into());
-        let created = self
-            .lambda
+        // A debug bootstrap is tens of megabytes, and MiniStack unpacks it while it serves
+        // every other test: setup waits longer than the functions' own calls do.
+        let patient = aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(Duration::from_secs(120))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build();
+        let lambda = aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&self.sdk).timeout_config(patient).build(),
+        );
+        let created = lambda
             .create_function()
             .function_name(name)
             .runtime(Runtime::Providedal2023)

@@ -50,6 +50,21 @@ fn seconds(lookup: &impl Fn(&str) -> Option<String>, var: &str, default: Duratio
     }
 }
 
+/// A Secrets Manager secret, by ARN or by name (GetSecretValue takes either; CloudFormation's
+/// `Ref` of a secret is its ARN, MiniStack's its name).
+fn secret_id(lookup: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Option<String>, Error> {
+    let value = lookup(var).filter(|v| !v.trim().is_empty());
+    match &value {
+        Some(id) if id.starts_with("arn:") && !id.contains(":secretsmanager:") => Err(Error::Config(format!(
+            "{var}={id:?} is not a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME, or its name)"
+        ))),
+        Some(id) if id.len() > 2048 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c)) => {
+            Err(Error::Config(format!("{var}={id:?} is not a Secrets Manager secret's ARN or name")))
+        }
+        _ => Ok(value),
+    }
+}
+
 fn arn(lookup: &impl Fn(&str) -> Option<String>, var: &str, kind: &str, shape: &str) -> Result<Option<String>, Error> {
     let value = lookup(var).filter(|v| !v.trim().is_empty());
     match &value {
@@ -82,7 +97,6 @@ impl Config {
             })?,
             _ => TargetMapping::default(),
         };
-        let secret = "Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)";
         Ok(Config {
             topic_arn,
             rollback_targets,
@@ -93,9 +107,9 @@ impl Config {
                 ":function:",
                 "Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
             )?,
-            azure_credentials_secret: arn(&lookup, AZURE_CREDENTIALS_SECRET_VAR, ":secretsmanager:", secret)?,
+            azure_credentials_secret: secret_id(&lookup, AZURE_CREDENTIALS_SECRET_VAR)?,
             azure_max_wait: seconds(&lookup, AZURE_MAX_WAIT_VAR, DEFAULT_AZURE_MAX_WAIT)?,
-            webhook_secret: arn(&lookup, WEBHOOK_SECRET_VAR, ":secretsmanager:", secret)?,
+            webhook_secret: secret_id(&lookup, WEBHOOK_SECRET_VAR)?,
             handoff_function: arn(
                 &lookup,
                 HANDOFF_VAR,
@@ -125,6 +139,9 @@ mod tests {
         assert_eq!(config.rollback_targets.lookup("anything"), None);
         assert_eq!((config.azure_credentials_secret, config.webhook_secret), (None, None));
         assert_eq!(config.azure_max_wait, DEFAULT_AZURE_MAX_WAIT);
+        let by_name =
+            Config::from_lookup(env(&[(TOPIC_ARN_VAR, TOPIC), (WEBHOOK_SECRET_VAR, "coalmine/webhook-token")]));
+        assert_eq!(by_name.unwrap().webhook_secret.as_deref(), Some("coalmine/webhook-token"), "a name will do");
     }
 
     #[test]
@@ -137,7 +154,7 @@ mod tests {
             (&[(TOPIC_ARN_VAR, TOPIC), (ROLLBACK_TARGETS_VAR, r#"{"a": ["lambda:f"]}"#)], ROLLBACK_TARGETS_VAR),
             (&[(TOPIC_ARN_VAR, TOPIC), (SAGEMAKER_MAX_WAIT_VAR, "soon")], SAGEMAKER_MAX_WAIT_VAR),
             (&[(TOPIC_ARN_VAR, TOPIC), (AZURE_MAX_WAIT_VAR, "1m")], AZURE_MAX_WAIT_VAR),
-            (&[(TOPIC_ARN_VAR, TOPIC), (AZURE_CREDENTIALS_SECRET_VAR, "coalmine/azure")], AZURE_CREDENTIALS_SECRET_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (AZURE_CREDENTIALS_SECRET_VAR, "coalmine azure")], AZURE_CREDENTIALS_SECRET_VAR),
             (&[(TOPIC_ARN_VAR, TOPIC), (WEBHOOK_SECRET_VAR, "arn:aws:sns:us-east-1:1:t")], WEBHOOK_SECRET_VAR),
         ];
         for (vars, named) in cases {

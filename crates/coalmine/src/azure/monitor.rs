@@ -326,6 +326,23 @@ mod tests {
         assert!(err.contains("metric RequestsPerMinute: InvalidSamplingType: Sampling type is not found."), "{err}");
     }
 
+    fn published(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/azure").join(name);
+        let example: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        example["responses"]["200"]["body"].clone()
+    }
+
+    #[test]
+    fn azures_published_metrics_answers_read_as_published() {
+        let series = parse(&published("GetMetric.json")).unwrap();
+        assert_eq!(series.len(), 10, "two metrics, five tiers each");
+        let hot = series.iter().find(|s| s.metric == "BlobCount" && s.dimensions["tier"] == "Hot").unwrap();
+        assert_eq!(hot.minutes.values().copied().collect::<Vec<_>>(), [7.0; 5]);
+        assert_eq!(hot.minutes.keys().next(), Some(&1_618_909_200), "2021-04-20T09:00:00Z");
+        let err = parse(&published("GetMetricError.json")).unwrap_err().to_string();
+        assert!(err.contains("metric MongoRequestsCount: InvalidSamplingType: Sampling type is not found."), "{err}");
+    }
+
     #[test]
     fn query_values_are_encoded() {
         assert_eq!(encode("deployment eq 'a' and x eq '*'"), "deployment%20eq%20%27a%27%20and%20x%20eq%20%27%2A%27");

@@ -630,6 +630,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn azures_published_common_alert_sample_decodes() {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/azure/CommonAlertSchema_sample.json");
+        let published: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let event = one(AlarmEvent::decode(&published).unwrap());
+        assert_eq!((event.alarm_name.as_str(), event.state), ("WCUS-R2-Gen2", AlarmState::Ok), "Resolved");
+        assert_eq!(event.state_time, "2019-03-22T14:03:16.2246313Z");
+        assert_eq!(event.metrics[0].dimensions["ResourceId"], "a0a0a0a0-bbbb-cccc-dddd-e1e1e1e1e1e1");
+        assert_eq!(event.declared_targets, None, "custom properties, but no coalmine:target");
+    }
+
+    #[test]
     fn an_azure_alert_that_is_not_one_coalmine_can_read_says_why() {
         let base = sample_json("azure/alert-azureml-canary.common-schema.json");
         let mut old_schema = base.clone();
