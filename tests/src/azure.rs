@@ -93,10 +93,28 @@ struct Endpoint {
     deployments: Vec<String>,
     etag: u64,
     health: HashMap<String, Health>,
-    /// When each traffic and mirror split began, oldest first.
-    history: Vec<(f64, BTreeMap<String, f64>, BTreeMap<String, f64>)>,
+    /// Each traffic and mirror split the endpoint had, oldest first.
+    history: Vec<Period>,
     /// The operation running on it, if any.
     operation: Option<String>,
+}
+
+/// Deployment → percent.
+type Shares = BTreeMap<String, f64>;
+
+/// From `since` on, the endpoint's traffic and mirror.
+struct Period {
+    since: f64,
+    traffic: Shares,
+    mirror: Shares,
+}
+
+impl Endpoint {
+    /// The split as it is now begins now.
+    fn record(&mut self) {
+        let (traffic, mirror) = (shares(&self.resource, "traffic"), shares(&self.resource, "mirrorTraffic"));
+        self.history.push(Period { since: now(), traffic, mirror });
+    }
 }
 
 struct Operation {
@@ -234,8 +252,11 @@ impl AzureStandIn {
         resource["properties"]["traffic"] = traffic.iter().map(|(d, p)| (d.to_string(), json!(p))).collect();
         resource["properties"]["mirrorTraffic"] = json!({});
         resource["tags"] = json!({"team": "ml-platform"});
-        let shares = |key: &str| shares(&resource, key);
-        let history = vec![(now() - 600.0, shares("traffic"), shares("mirrorTraffic"))];
+        let history = vec![Period {
+            since: now() - 600.0,
+            traffic: shares(&resource, "traffic"),
+            mirror: shares(&resource, "mirrorTraffic"),
+        }];
         let endpoint = Endpoint {
             deployments: traffic.iter().map(|(d, _)| d.to_string()).collect(),
             health: traffic.iter().map(|(d, _)| (d.to_string(), Health::good())).collect(),
@@ -261,7 +282,7 @@ impl AzureStandIn {
     }
 
     /// `properties.traffic` and `properties.mirrorTraffic`, in percent.
-    pub fn traffic(&self, target: &Target) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    pub fn traffic(&self, target: &Target) -> (Shares, Shares) {
         self.with_endpoint(target, |e| (shares(&e.resource, "traffic"), shares(&e.resource, "mirrorTraffic")))
     }
 
@@ -276,7 +297,7 @@ impl AzureStandIn {
         self.with_endpoint(target, |e| {
             e.resource["properties"]["traffic"] = traffic.iter().map(|(d, p)| (d.to_string(), json!(p))).collect();
             e.etag += 1;
-            e.history.push((now(), shares(&e.resource, "traffic"), shares(&e.resource, "mirrorTraffic")));
+            e.record();
         });
     }
 
@@ -310,16 +331,12 @@ impl AzureStandIn {
 
     /// Whether `deployment` ever had live traffic (a share of `traffic`) on the endpoint.
     pub fn ever_served(&self, target: &Target, deployment: &str) -> bool {
-        self.with_endpoint(target, |e| {
-            e.history.iter().any(|(_, traffic, _)| traffic.get(deployment).is_some_and(|p| *p > 0.0))
-        })
+        self.with_endpoint(target, |e| e.history.iter().any(|p| p.traffic.get(deployment).is_some_and(|p| *p > 0.0)))
     }
 
     /// Whether `deployment` was ever sent mirrored copies.
     pub fn was_mirrored(&self, target: &Target, deployment: &str) -> bool {
-        self.with_endpoint(target, |e| {
-            e.history.iter().any(|(_, _, mirror)| mirror.get(deployment).is_some_and(|p| *p > 0.0))
-        })
+        self.with_endpoint(target, |e| e.history.iter().any(|p| p.mirror.get(deployment).is_some_and(|p| *p > 0.0)))
     }
 
     pub fn tokens_issued(&self) -> usize {
@@ -331,7 +348,7 @@ impl AzureStandIn {
     }
 }
 
-fn shares(resource: &Value, key: &str) -> BTreeMap<String, f64> {
+fn shares(resource: &Value, key: &str) -> Shares {
     resource["properties"][key]
         .as_object()
         .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0))).collect())
@@ -363,25 +380,28 @@ async fn answer(world: &Mutex<World>, base: &str, request: Request<Incoming>) ->
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (if_match, authorization) = (header("if-match"), header("authorization"));
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let call = Call { method, path, query, if_match, authorization, body };
     let mut world = world.lock().expect("the stand-in's state");
-    let answer = world.route(base, &method, &path, &query, if_match.as_deref(), authorization.as_deref(), &body);
+    let answer = world.route(base, &call);
     let status = answer.status().as_u16();
+    let Call { method, path, query, if_match, .. } = call;
     world.seen.push(Seen { method: method.to_string(), path, query, if_match, status });
     answer
 }
 
+/// One request, read whole.
+struct Call {
+    method: Method,
+    path: String,
+    query: String,
+    if_match: Option<String>,
+    authorization: Option<String>,
+    body: Bytes,
+}
+
 impl World {
-    #[allow(clippy::too_many_arguments)]
-    fn route(
-        &mut self,
-        base: &str,
-        method: &Method,
-        path: &str,
-        query: &str,
-        if_match: Option<&str>,
-        authorization: Option<&str>,
-        body: &[u8],
-    ) -> Answer {
+    fn route(&mut self, base: &str, call: &Call) -> Answer {
+        let (method, path, body) = (&call.method, call.path.as_str(), &call.body[..]);
         if let Some(at) =
             self.faults.iter().position(|f| f.method == method.as_str() && path.contains(&f.path_contains))
         {
@@ -391,11 +411,11 @@ impl World {
         if method == Method::POST && path.ends_with("/oauth2/v2.0/token") {
             return self.token(path, body);
         }
-        if let Some(refused) = self.authorize(authorization) {
+        if let Some(refused) = self.authorize(call.authorization.as_deref()) {
             return refused;
         }
         let lower = path.to_ascii_lowercase();
-        let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        let params: HashMap<String, String> = url::form_urlencoded::parse(call.query.as_bytes()).into_owned().collect();
         if lower.contains("/mfeoperationsstatus/") {
             return self.operation_status(path.rsplit('/').next().unwrap_or_default());
         }
@@ -407,7 +427,7 @@ impl World {
         }
         match *method {
             Method::GET => self.get_endpoint(&lower),
-            Method::PUT => self.put_endpoint(base, &lower, if_match, body),
+            Method::PUT => self.put_endpoint(base, &lower, call.if_match.as_deref(), body),
             _ => arm_error(405, "MethodNotAllowed", "not served here"),
         }
     }
@@ -484,11 +504,7 @@ impl World {
                 endpoint.resource = op.before.clone();
                 endpoint.resource["properties"]["provisioningState"] = "Failed".into();
                 endpoint.etag += 1;
-                endpoint.history.push((
-                    now(),
-                    shares(&endpoint.resource, "traffic"),
-                    shares(&endpoint.resource, "mirrorTraffic"),
-                ));
+                endpoint.record();
                 op.failure = Some((code, message));
             }
         }
@@ -566,11 +582,7 @@ impl World {
         endpoint.resource["tags"] = sent.get("tags").cloned().unwrap_or(json!({}));
         endpoint.resource["properties"]["provisioningState"] = "Updating".into();
         endpoint.etag += 1;
-        endpoint.history.push((
-            now(),
-            shares(&endpoint.resource, "traffic"),
-            shares(&endpoint.resource, "mirrorTraffic"),
-        ));
+        endpoint.record();
         self.counter += 1;
         let operation = format!("{:08x}-0000-4000-8000-{:012x}", self.counter, self.counter);
         endpoint.operation = Some(operation.clone());
@@ -723,11 +735,11 @@ impl Endpoint {
         while minute < to {
             let (start, end) = (minute as f64, (minute + 60).min(to) as f64);
             let mut requests = 0.0;
-            for (i, (since, traffic, mirror)) in self.history.iter().enumerate() {
-                let until = self.history.get(i + 1).map_or(f64::MAX, |next| next.0);
-                let overlap = (end.min(until) - start.max(*since)).max(0.0);
-                let share =
-                    traffic.get(deployment).copied().unwrap_or(0.0) + mirror.get(deployment).copied().unwrap_or(0.0);
+            for (i, period) in self.history.iter().enumerate() {
+                let until = self.history.get(i + 1).map_or(f64::MAX, |next| next.since);
+                let overlap = (end.min(until) - start.max(period.since)).max(0.0);
+                let share = period.traffic.get(deployment).copied().unwrap_or(0.0)
+                    + period.mirror.get(deployment).copied().unwrap_or(0.0);
                 requests += rate * overlap * share / 100.0;
             }
             if requests > 0.0 {

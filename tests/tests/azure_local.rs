@@ -46,9 +46,8 @@ impl TrafficRouter for Adapters {
         Adapters::write(self, target, read, desired).await
     }
 
-    async fn check_canary(&self, target: &Target, canary: &str) -> coalmine::Result<()> {
-        let Target::Azureml(d) = target else { unreachable!() };
-        self.azure.endpoints.check_deployment(target, d, canary).await
+    async fn check_canary(&self, _: &Target, _: &str) -> coalmine::Result<()> {
+        unreachable!("these tests check deployments through the stack's router")
     }
 }
 
@@ -284,14 +283,26 @@ async fn the_mirror_is_written_and_read_as_the_canarys_share_and_azures_limits_a
 }
 
 #[tokio::test]
-async fn a_deployment_that_does_not_exist_is_an_invalid_release() {
+async fn a_deployment_that_does_not_exist_is_an_invalid_release_the_stable_as_much_as_the_canary() {
     let stand_in = AzureStandIn::start().await;
     let target = stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
-    let azure = Adapters::new(&stand_in, Duration::from_secs(20));
-    azure.check_canary(&target, "green").await.unwrap();
-    let err = azure.check_canary(&target, "gren").await.unwrap_err();
+    let local = coalmine_tests::LocalAws::connect().await;
+    let config = coalmine::Config {
+        azure_max_wait: Duration::from_secs(20),
+        ..local.adapters("arn:aws:sns:us-east-1:000000000000:t").1
+    };
+    let aws = coalmine::aws::Aws::with_azure_identity(&local.sdk, &config, stand_in.identity());
+    aws.router.check_canary(&target, "green").await.unwrap();
+    let err = aws.router.check_canary(&target, "gren").await.unwrap_err();
     assert!(matches!(err, Error::InvalidRelease(_)), "{err}");
     assert!(err.to_string().contains("has no deployment \"gren\""), "{err}");
+    let Target::Azureml(d) = &target else { unreachable!() };
+    let misspelt = Target::Azureml(Box::new(coalmine::domain::target::AzureMlDeployments {
+        stable_deployment: Some("blu".into()),
+        ..(**d).clone()
+    }));
+    let err = aws.router.check_canary(&misspelt, "green").await.unwrap_err();
+    assert!(err.to_string().contains("has no deployment \"blu\""), "{err}");
 }
 
 #[tokio::test]

@@ -74,8 +74,7 @@ pub struct Aws {
 impl Aws {
     /// As the functions build them: Azure signs in with the stack's secret, if any.
     pub fn new(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
-        let secrets = Secrets::new(aws_sdk_secretsmanager::Client::new(sdk));
-        Self::with_azure_identity(sdk, config, functions_identity(&secrets, config))
+        Self::build(sdk, config, |secrets| functions_identity(secrets, config))
     }
 
     /// With Azure signed in as `identity` (the CLI: whoever is logged in).
@@ -84,7 +83,16 @@ impl Aws {
         config: &Config,
         identity: Box<dyn IdentitySource>,
     ) -> Self {
-        let azure = Azure::new(identity, config.azure_max_wait);
+        Self::build(sdk, config, |_| identity)
+    }
+
+    fn build(
+        sdk: &aws_config::SdkConfig,
+        config: &Config,
+        identity: impl FnOnce(&Secrets) -> Box<dyn IdentitySource>,
+    ) -> Self {
+        let secrets = Secrets::new(aws_sdk_secretsmanager::Client::new(sdk));
+        let azure = Azure::new(identity(&secrets), config.azure_max_wait);
         Aws {
             router: AwsRouter {
                 lambda: LambdaAliases::new(aws_sdk_lambda::Client::new(sdk)),
@@ -101,7 +109,7 @@ impl Aws {
                 cloudwatch: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(sdk)),
                 azure: azure.monitor,
             },
-            secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(sdk)),
+            secrets,
         }
     }
 }
@@ -199,7 +207,13 @@ impl TrafficRouter for AwsRouter {
                 Error::NotFound { detail, .. } => Error::InvalidRelease(format!("target: {detail}")),
                 other => other,
             }),
-            Target::Azureml(deployments) => self.azure.check_deployment(target, deployments, canary).await,
+            // Both must exist: a misspelt stable would take traffic nowhere.
+            Target::Azureml(deployments) => {
+                if let Some(stable) = &deployments.stable_deployment {
+                    self.azure.check_deployment(target, deployments, stable).await?;
+                }
+                self.azure.check_deployment(target, deployments, canary).await
+            }
         }
     }
 }
