@@ -34,10 +34,12 @@ bins: setup
 build: setup
 	$(CARGO) lambda build --release --arm64 --bin rollback --bin stepper --bin shadow
 
-# `sam build`: both functions built by cargo-lambda for arm64, then checked to be arm64 ELF.
+# `sam build`: the functions built by cargo-lambda for arm64 (the alert webhook is the
+# rollback binary again), then checked to be arm64 ELF.
 package: setup-infra
 	$(INFRA)/sam build --template-file infra/template.yaml --build-dir .aws-sam/build --beta-features
-	scripts/check-arm64 .aws-sam/build/RollbackFunction/bootstrap .aws-sam/build/StepperFunction/bootstrap .aws-sam/build/ShadowFunction/bootstrap
+	scripts/check-arm64 .aws-sam/build/RollbackFunction/bootstrap .aws-sam/build/StepperFunction/bootstrap \
+	  .aws-sam/build/ShadowFunction/bootstrap .aws-sam/build/AlertWebhookFunction/bootstrap
 
 # `sam deploy` with infra/samconfig.toml; the first time, a guided deploy that explains
 # each parameter (scripts/deploy).
