@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_smithy_types::date_time::{DateTime, Format};
 use coalmine::Target;
-use coalmine_tests::{bootstrap_path, poll, sample_event, Deployed, Inbox, LocalAws, Scratch};
+use coalmine_tests::azure::{AzureStandIn, CLIENT_ID, CLIENT_SECRET, TENANT};
+use coalmine_tests::{bootstrap_path, event_json, poll, sample_event, Deployed, Inbox, LocalAws, Scratch};
 use serde_json::{json, Value};
 
 #[tokio::main]
@@ -23,9 +24,25 @@ async fn main() {
 
     let setup = Instant::now();
     let inbox = local.topic_with_queue(&name("coalmine-alerts")).await;
-    let deployed = local.deploy(&inbox.topic_arn).await;
+    // Azure, stood in for on 127.0.0.1 (its published examples, over HTTPS): the
+    // functions sign in with the service principal in the stack's secret.
+    let azure = AzureStandIn::start().await;
+    let azure_secret = local.put_secret(&name("coalmine-azure"), &azure.secret_json()).await;
+    let deployed = local.deploy_with(&inbox.topic_arn, &[("AZURE_CREDENTIALS_SECRET_ARN", &azure_secret)]).await;
     let dir = Scratch::new("coalmine-demo");
-    let shell = Shell { deployed: &deployed, topic: inbox.topic_arn.clone(), dir: dir.path().to_path_buf() };
+    let operator_azure = vec![
+        ("AZURE_TENANT_ID", TENANT.to_owned()),
+        ("AZURE_CLIENT_ID", CLIENT_ID.to_owned()),
+        ("AZURE_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+        ("AZURE_AUTHORITY_HOST", azure.url.clone()),
+        ("AZURE_RESOURCE_MANAGER_ENDPOINT", azure.url.clone()),
+    ];
+    let shell = Shell {
+        deployed: &deployed,
+        topic: inbox.topic_arn.clone(),
+        dir: dir.path().to_path_buf(),
+        env: operator_azure,
+    };
     println!(
         "deployed in {:.1}s: stepper + rollback functions (real bootstraps), release state machine, SNS topic\n",
         setup.elapsed().as_secs_f64()
@@ -169,6 +186,11 @@ async fn main() {
     let traffic = local.pump_healthy_traffic(&target, "canary").await;
     shell.run(&["start", &shell.write(&release), "--wait"]).await;
     drop(traffic);
+
+    // 8. Azure ML: the same release, on an online endpoint's deployments.
+    say("8. an Azure ML endpoint's green deployment: shadowed by Azure's mirror, then an Azure Monitor alert");
+    azure_scene(&local, &deployed, &shell, &inbox, &azure, &name).await;
+
     shell.run(&["list"]).await;
     println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
     println!(
@@ -177,6 +199,75 @@ async fn main() {
          COALMINE_TOPIC_ARN={} COALMINE_OPERATOR=$USER\n  target/debug/coalmine list",
         deployed.state_machine_arn, inbox.topic_arn
     );
+}
+
+/// An Azure ML release: the candidate deployment answers mirrored copies first, climbs
+/// to 5%, and an Azure Monitor alert on its 5xx responses, posted by an action group to
+/// the stack's webhook, takes its traffic away through the rollback function.
+async fn azure_scene(
+    local: &LocalAws,
+    deployed: &Deployed,
+    shell: &Shell<'_>,
+    inbox: &Inbox,
+    azure: &AzureStandIn,
+    name: &dyn Fn(&str) -> String,
+) {
+    let target = azure.add_endpoint(&name("chat-endpoint"), &[("blue", 100), ("green", 0)]);
+    // The webhook, as the stack deploys it with Azure on: the rollback binary behind a
+    // function URL, with a token in Secrets Manager.
+    let token = format!("{}{}", name("k3v9Qm2Lx8Rt4Wz7Hn5Bp1Cd6Fg0Js2Ya4"), "Ue8Io3Pw9Tq7");
+    let token_secret = local.put_secret(&name("coalmine-webhook"), &token).await;
+    let rollback_arn = format!("arn:aws:lambda:us-east-1:000000000000:function:{}", deployed.rollback_fn);
+    let webhook = name("coalmine-alert-webhook");
+    let env = [
+        ("SNS_TOPIC_ARN", inbox.topic_arn.as_str()),
+        ("ALERT_WEBHOOK_SECRET_ARN", token_secret.as_str()),
+        ("ROLLBACK_FUNCTION_ARN", rollback_arn.as_str()),
+    ];
+    local.create_function_from(&webhook, &bootstrap_path("rollback"), &env).await;
+    let url = local.function_url(&webhook).await;
+
+    let release = name("chat-model-2");
+    let mut json = event_json("releases/azureml-chat-model-2.json");
+    json["release"] = json!(release);
+    json["target"] = serde_json::to_value(&target).unwrap_or_default();
+    json["shadow"] = json!({"duration_seconds": 60, "until_conclusive": true, "sample": 0.2});
+    json["stages"] = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
+    json["check_every_seconds"] = json!(1);
+    json["gates"]["min_requests"] = json!(50);
+    let file = shell.write(&json);
+    shell.run(&["validate", "--live", &file]).await;
+    shell.run(&["start", &file]).await;
+    let at_five = || async { (azure.traffic(&target).0.get("green") == Some(&5.0)).then_some(()) };
+    poll(Duration::from_secs(90), at_five).await;
+    say("endpoint traffic {blue: 95, green: 5}: the shadow passed, the mirror ended in the same PUT");
+
+    let Target::Azureml(d) = &target else { return };
+    let mut alert = event_json("azure/alert-azureml-canary.common-schema.json");
+    alert["data"]["essentials"]["alertTargetIDs"] = json!([d.endpoint_id().to_ascii_lowercase()]);
+    alert["data"]["essentials"]["firedDateTime"] = json!(DateTime::from_secs(
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.as_secs() as i64).unwrap_or_default()
+    )
+    .fmt(Format::DateTime)
+    .unwrap_or_default());
+    let post = reqwest::Client::new()
+        .post(format!("{url}{token}"))
+        .header("content-type", "application/json")
+        .body(alert.to_string())
+        .send()
+        .await;
+    let answered = post.map(|r| r.status().as_u16()).unwrap_or_default();
+    say(format!(
+        "Azure Monitor alert coalmine-chat-green-5xx fired; the action group posted it to the webhook: HTTP {answered}"
+    ));
+    let zero = || async { (azure.traffic(&target).0.get("green") == Some(&0.0)).then_some(()) };
+    poll(Duration::from_secs(60), zero).await;
+    say("endpoint traffic {blue: 100, green: 0}: the rollback function took green's traffic away");
+    let told = show_messages(inbox, 1).await;
+    shell.until_ended(local, &release).await;
+    shell.run(&["status", &release]).await;
+    print_message(told.first());
+    println!();
 }
 
 /// The team's message, as they read it on SNS.
@@ -195,6 +286,8 @@ struct Shell<'a> {
     deployed: &'a Deployed,
     topic: String,
     dir: PathBuf,
+    /// The operator's Azure sign-in, as the usual Azure tools would find it.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Shell<'_> {
@@ -213,7 +306,8 @@ impl Shell<'_> {
             .current_dir(&self.dir)
             .env("COALMINE_STATE_MACHINE_ARN", &self.deployed.state_machine_arn)
             .env("COALMINE_TOPIC_ARN", &self.topic)
-            .env("COALMINE_OPERATOR", "jane");
+            .env("COALMINE_OPERATOR", "jane")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
         let status = tokio::task::spawn_blocking(move || command.status()).await;
         let code = status.ok().and_then(Result::ok).and_then(|s| s.code()).unwrap_or(-1);
         let meaning = match code {
