@@ -231,7 +231,7 @@ async fn azure_scene(
     let mut json = event_json("releases/azureml-chat-model-2.json");
     json["release"] = json!(release);
     json["target"] = serde_json::to_value(&target).unwrap_or_default();
-    json["shadow"] = json!({"duration_seconds": 60, "until_conclusive": true, "sample": 0.2});
+    json["shadow"] = json!({"duration_seconds": 60, "until_conclusive": true, "sample": 0.5});
     json["stages"] = json!([{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}]);
     json["check_every_seconds"] = json!(1);
     json["gates"]["min_requests"] = json!(50);
