@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
-use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
+use aws_sdk_sagemaker::types::{ProductionVariant, ProductionVariantInstanceType};
 use coalmine::aws::{Aws, AwsRouter, CloudMetrics, CloudWatchAlarms, SnsNotifier};
 use coalmine::config::Config;
 use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
@@ -26,6 +26,8 @@ use coalmine_emf::Metrics;
 use serde_json::Value;
 
 pub mod azure;
+pub mod operator;
+pub mod sagemaker;
 
 pub const ACCOUNT: &str = "000000000000";
 pub const REGION: &str = "us-east-1";
@@ -227,18 +229,7 @@ impl LocalAws {
     /// An endpoint in service with these production variants (name, weight), one model each.
     pub async fn seed_sagemaker_endpoint(&self, endpoint: &str, variants: &[(&str, f32)]) {
         for (model, _) in variants {
-            self.sagemaker
-                .create_model()
-                .model_name(format!("{endpoint}-{model}"))
-                .execution_role_arn("arn:aws:iam::123456789012:role/sagemaker")
-                .primary_container(
-                    ContainerDefinition::builder()
-                        .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/ai-model:1")
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("create model");
+            self.add_model(endpoint, model).await;
         }
         let same_model: Vec<(&str, &str, f32)> =
             variants.iter().map(|(name, weight)| (*name, *name, *weight)).collect();
@@ -384,25 +375,35 @@ impl LocalAws {
         errors: f64,
         latencies: &[f64],
     ) {
-        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
         let dim = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
-        let (namespace, dims, names) = match target {
+        let (metrics, dims) = match target {
             Target::Lambda(a) => (
-                "AWS/Lambda",
+                ("AWS/Lambda", ["Invocations", "Errors", "Duration"]),
                 vec![
                     dim("FunctionName", &a.function),
                     dim("Resource", &format!("{}:{}", a.function, a.alias)),
                     dim("ExecutedVersion", id),
                 ],
-                ["Invocations", "Errors", "Duration"],
             ),
-            Target::Sagemaker(s) => (
-                "AWS/SageMaker",
-                vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)],
-                ["Invocations", "Invocation5XXErrors", "ModelLatency"],
-            ),
+            Target::Sagemaker(s) => {
+                (sagemaker::SAGEMAKER_METRICS, vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)])
+            }
             Target::Azureml(_) => panic!("an Azure ML endpoint's metrics are Azure Monitor's, not CloudWatch's"),
         };
+        self.put_metrics(metrics, dims, at, requests, errors, latencies).await;
+    }
+
+    /// Puts requests, errors and latency samples at `at` (epoch seconds) under `dims`, as
+    /// `(namespace, [requests, errors, latency])` name them.
+    pub async fn put_metrics(
+        &self,
+        (namespace, names): (&str, [&str; 3]),
+        dims: Vec<Dimension>,
+        at: u64,
+        requests: f64,
+        errors: f64,
+        latencies: &[f64],
+    ) {
         let when = aws_sdk_cloudwatch::primitives::DateTime::from_secs(at as i64);
         let datum =
             |name: &str| MetricDatum::builder().metric_name(name).set_dimensions(Some(dims.clone())).timestamp(when);
@@ -611,7 +612,12 @@ impl Drop for Traffic {
 /// SageMaker ModelLatency in µs.
 pub fn latencies(target: &Target, p95_ms: f64) -> Vec<f64> {
     let unit = if matches!(target, Target::Sagemaker(_)) { 1000.0 } else { 1.0 };
-    (1..=20).map(|i| p95_ms * f64::from(i) / 19.0 * unit).collect()
+    latencies_ms(p95_ms).into_iter().map(|ms| ms * unit).collect()
+}
+
+/// Twenty latency samples (ms) whose p95 is about `p95_ms`.
+pub fn latencies_ms(p95_ms: f64) -> Vec<f64> {
+    (1..=20).map(|i| p95_ms * f64::from(i) / 19.0).collect()
 }
 
 pub fn alarm_arn(name: &str) -> String {

@@ -3,70 +3,14 @@
 //! approves, promotes, aborts and rolls back, checking the traffic and the team's
 //! messages after each.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_cloudwatch::types::StateValue;
 use coalmine::Target;
+use coalmine_tests::operator::{Operator, PATIENCE as RUN};
 use coalmine_tests::{bootstrap_path, poll, unique, Canary, Deployed, Scene, Scratch};
 use serde_json::{json, Value};
-
-const RUN: Duration = Duration::from_secs(90);
-
-struct Operator<'a> {
-    deployed: &'a Deployed,
-    topic: &'a str,
-    dir: Scratch,
-    /// More environment: an Azure identity, for Azure releases.
-    env: Vec<(&'static str, String)>,
-}
-
-impl Operator<'_> {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(bootstrap_path("coalmine"));
-        command
-            .args(args)
-            .env("COALMINE_STATE_MACHINE_ARN", &self.deployed.state_machine_arn)
-            .env("COALMINE_TOPIC_ARN", self.topic)
-            .env("COALMINE_OPERATOR", "jane")
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null());
-        command
-    }
-
-    /// Runs `coalmine ARGS`; its exit code and what it printed.
-    fn run(&self, args: &[&str]) -> (i32, String) {
-        let Output { status, stdout, stderr } = self.command(args).output().expect("coalmine runs");
-        let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
-        (status.code().unwrap_or(-1), text)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, text) = self.run(args);
-        assert_eq!(code, 0, "coalmine {args:?}:\n{text}");
-        text
-    }
-
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("coalmine runs")
-    }
-
-    fn file(&self, release: &Value) -> String {
-        let path = self.dir.path().join(format!("{}.json", release["release"].as_str().unwrap()));
-        std::fs::write(&path, serde_json::to_vec_pretty(release).unwrap()).unwrap();
-        path.display().to_string()
-    }
-
-    /// `status --output json` until `check` holds for it.
-    async fn until(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        poll(RUN, || async {
-            let (_, text) = self.run(&["status", name, "--output", "json"]);
-            serde_json::from_str::<Value>(&text).ok().filter(|status| check(status))
-        })
-        .await
-        .unwrap_or_else(|| panic!("{name}: not {what} within {RUN:?}: {}", self.run(&["status", name]).1))
-    }
-}
 
 /// Waits for a `coalmine` that runs until the release ends.
 async fn finished(child: Child) -> (i32, String) {

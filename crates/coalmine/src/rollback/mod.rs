@@ -183,7 +183,9 @@ async fn roll_back_target(
     };
     let by = RolledBackBy::Alarm(event.alarm_name.clone());
     let outcome = match zero_canary(deps.router, target, &by, Owner::Anyone, first_read).await {
-        Ok(ZeroOutcome::AlreadyZero { split }) if split.canary.is_none() => stop_guardrail(deps, target, split).await,
+        Ok(ZeroOutcome::AlreadyZero { split }) if split.canary.is_none() => {
+            stop_guardrail(deps, target, split, &by).await
+        }
         other => other,
     };
     log_outcome(event, target, &outcome, resolved_by);
@@ -202,17 +204,26 @@ async fn roll_back_target(
 
 /// A one-variant SageMaker endpoint has no weight to zero; if a coalmine guardrail
 /// deployment is in flight on it, its tripwire stops it (whether or not this alarm is
-/// among the deployment's auto-rollback alarms).
+/// among the deployment's auto-rollback alarms). Then the release's stamp records who
+/// stopped it, so its execution ends naming the alarm: traffic first, the record second.
 async fn stop_guardrail(
     deps: &RollbackDeps<'_, impl EndpointDeployments, impl Notifier, impl Tripwires>,
     target: &Target,
     split: Split,
+    by: &RolledBackBy,
 ) -> Result<ZeroOutcome> {
     let Target::Sagemaker(variants) = target else { return Ok(ZeroOutcome::AlreadyZero { split }) };
     let state = deps.router.endpoint_state(&variants.endpoint).await?;
-    let Some(tripwire) = state.stoppable_by() else { return Ok(ZeroOutcome::AlreadyZero { split }) };
+    let (Some(tripwire), Some(stamp)) = (state.stoppable_by(), state.stamp.as_ref()) else {
+        return Ok(ZeroOutcome::AlreadyZero { split });
+    };
     deps.alarms.trip(tripwire).await?;
-    Ok(ZeroOutcome::Tripped { split: Split { stamp: state.stamp.clone(), ..split }, tripwire: tripwire.to_owned() })
+    let stopped = stamp.rolled_back(by.clone());
+    if let Err(e) = deps.router.stamp_endpoint(&variants.endpoint, &stopped).await {
+        // The deployment is stopping, which is what mattered; its release says less.
+        warn!(target = %target, error = %e, "tripwire tripped, but the release stamp was not updated");
+    }
+    Ok(ZeroOutcome::Tripped { split: Split { stamp: Some(stamp.clone()), ..split }, tripwire: tripwire.to_owned() })
 }
 
 fn retryable(summary: String) -> Error {

@@ -16,20 +16,22 @@ use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{self, ShadowStep};
 use crate::text::duration;
 
-/// The endpoint as this tick found it, and whether an operator's abort is on its stamp.
+/// The endpoint as this tick found it, and whether a stop from outside the execution is
+/// on its stamp.
 pub(super) struct Seen {
     pub state: EndpointState,
-    /// The abort recorded on this execution's stamp, if any.
-    pub by_operator: Option<RolledBackBy>,
+    /// Who stopped this execution's release from outside it, as its stamp records:
+    /// `coalmine abort`, or the rollback function on an alarm the release does not list.
+    pub stopped_outside: Option<RolledBackBy>,
 }
 
 impl Seen {
     fn new(state: EndpointState, execution: &str) -> Seen {
-        let by_operator = state.stamp.as_ref().filter(|s| s.is_by(execution)).and_then(|s| match &s.phase {
-            StampPhase::RolledBack(by @ RolledBackBy::Operator { .. }) => Some(by.clone()),
+        let stopped_outside = state.stamp.as_ref().filter(|s| s.is_by(execution)).and_then(|s| match &s.phase {
+            StampPhase::RolledBack(by @ (RolledBackBy::Operator { .. } | RolledBackBy::Alarm(_))) => Some(by.clone()),
             _ => None,
         });
-        Seen { state, by_operator }
+        Seen { state, stopped_outside }
     }
 
     fn in_service_on(&self, config: &str) -> bool {
@@ -101,12 +103,12 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
                 .into(),
             ));
         };
-        if let Some(by) = seen.by_operator.clone() {
+        if let Some(by) = seen.stopped_outside.clone() {
             self.deps.router.deploy(endpoint, &g.original_config, None).await?;
             g.phase = Phase::ShadowReverting;
+            let reason = format!("Shadow stopped by {}: the endpoint goes back to its original config", by.describe());
             g.stopped_because = Some(format!("stopped by {}", by.describe()));
             g.stopped_by = Some(by);
-            let reason = "Shadow stopped by hand: the endpoint goes back to its original config".to_owned();
             return Ok(self.keep(progress, g, Status::Baking, reason, None));
         }
         let production = &release.guardrail.variant;
@@ -156,7 +158,9 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             let by = g.stopped_by.clone().unwrap_or(RolledBackBy::Health);
             let why = g.stopped_because.clone().unwrap_or_default();
             let why = match by {
-                RolledBackBy::Operator { .. } => format!("{why} during its shadow test; no user was served by it"),
+                RolledBackBy::Operator { .. } | RolledBackBy::Alarm(_) => {
+                    format!("{why} during its shadow test; no user was served by it")
+                }
                 _ => format!("the candidate failed its shadow test ({why}); no user was served by it"),
             };
             return self.end(progress, g, by, why, None).await;
@@ -168,8 +172,8 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
     /// SageMaker deploys the new config: judged until it completes, or rolls back.
     async fn deploying(&self, progress: GuardrailProgressOf, g: GuardrailProgress, seen: &Seen) -> Ticked {
         let new = &self.release.guardrail.endpoint_config;
-        if let Some(by) = seen.by_operator.clone().filter(|_| !seen.in_service_on(&g.previous_config)) {
-            return self.stop_by_hand(progress, g, seen, by).await;
+        if let Some(by) = seen.stopped_outside.clone().filter(|_| !seen.in_service_on(&g.previous_config)) {
+            return self.stop_from_outside(progress, g, seen, by).await;
         }
         if seen.in_service_on(new) {
             let stamp = self.live_stamp(&g.original_config, progress.stage, None).promoted();
@@ -189,9 +193,9 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         Ok(self.keep(progress, g, Status::Baking, reason, None))
     }
 
-    /// `coalmine abort` tripped the tripwire; a deployment that completed first is
-    /// deployed back instead.
-    async fn stop_by_hand(
+    /// `coalmine abort` or the rollback function tripped the tripwire; a deployment that
+    /// completed first is deployed back instead.
+    async fn stop_from_outside(
         &self,
         progress: GuardrailProgressOf,
         mut g: GuardrailProgress,
@@ -220,8 +224,8 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         g: GuardrailProgress,
         seen: &Seen,
     ) -> Ticked {
-        let firing = self.firing().await;
-        let why = match (&seen.by_operator, seen.state.failure_reason.as_deref(), firing) {
+        let firing = self.firing(&g.tripwire).await;
+        let why = match (&seen.stopped_outside, seen.state.failure_reason.as_deref(), firing) {
             (Some(by), _, _) => format!("stopped by {}", by.describe()),
             (None, Some(reason), _) => format!("SageMaker rolled the deployment back: {reason}"),
             (None, None, Some(alarm)) => format!("SageMaker rolled the deployment back on alarm {alarm}"),
@@ -229,7 +233,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
                                    that has since recovered, or the deployment ran out of time)"
                 .to_owned(),
         };
-        let by = seen.by_operator.clone().unwrap_or(RolledBackBy::Guardrail);
+        let by = seen.stopped_outside.clone().unwrap_or(RolledBackBy::Guardrail);
         self.drop_shadow(&g).await?;
         self.end(progress, g, by, why, None).await
     }
@@ -310,10 +314,12 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         observe(&gates, self.deps.alarms, self.deps.metrics, &query, progress, self.now).await
     }
 
-    /// A gate alarm in ALARM, if any: often why SageMaker rolled back.
-    async fn firing(&self) -> Option<String> {
-        let gates = self.release.judged_gates();
-        let states = self.deps.alarms.states(&gates.alarms).await.ok()?;
+    /// An auto-rollback alarm in ALARM, if any: often why SageMaker rolled back. The
+    /// tripwire among them: the rollback function trips it before it records why.
+    async fn firing(&self, tripwire: &str) -> Option<String> {
+        let mut alarms = self.release.judged_gates().alarms;
+        alarms.push(tripwire.to_owned());
+        let states = self.deps.alarms.states(&alarms).await.ok()?;
         states.into_iter().find(|(_, s)| *s == crate::domain::event::AlarmState::Alarm).map(|(n, _)| n)
     }
 
@@ -342,8 +348,9 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         evidence: Option<&Evidence>,
     ) -> Ticked {
         let release = self.release;
-        // An operator's stamp already says who; anything else is the release's own doing.
-        if !matches!(by, RolledBackBy::Operator { .. }) {
+        // A stop from outside is on the stamp already, saying who; anything else is the
+        // release's own doing.
+        if !matches!(by, RolledBackBy::Operator { .. } | RolledBackBy::Alarm(_)) {
             let stamp = self.live_stamp(&g.original_config, progress.stage, None).rolled_back(by.clone());
             if let Err(e) = self.deps.router.stamp_endpoint(&release.guardrail.endpoint, &stamp).await {
                 warn!(release = %release.release, error = %e, "the endpoint's record was not updated");

@@ -348,9 +348,9 @@ async fn an_abort_of_a_release_that_ended_is_refused_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn an_alarm_on_an_endpoint_in_a_guardrail_deployment_trips_its_tripwire() {
-    let world = world(vec![in_service(V7), deploying(), deploying()], 5.0);
-    tick_at(&world, sample(false), 0).await;
+async fn an_alarm_on_an_endpoint_in_a_guardrail_deployment_trips_its_tripwire_and_the_release_ends_naming_it() {
+    let world = world(vec![in_service(V7), deploying(), deploying(), deploying(), in_service(V7)], 5.0);
+    let state = tick_at(&world, sample(false), 0).await;
     // An alarm on the endpoint that is not among the deployment's auto-rollback alarms.
     let mut event = crate::domain::event::tests::sample("alarm-sagemaker-canary.eventbridge.json");
     event.alarm_name = "coalmine-ai-model-latency".into();
@@ -376,4 +376,19 @@ async fn an_alarm_on_an_endpoint_in_a_guardrail_deployment_trips_its_tripwire() 
         !calls.iter().any(|c| c.starts_with("deploy ai-model-config-v7")),
         "SageMaker rolls back, not coalmine: {calls:?}"
     );
+    let at = |prefix: &str| {
+        calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix}: {calls:?}"))
+    };
+    assert!(at("trip") < at("stamp coalmine/1 phase=rolled_back"), "traffic first, the record second: {calls:?}");
+
+    let again = handle_alarm(&event, &deps).await.unwrap();
+    assert_eq!(again.outcomes[0].1.as_ref().unwrap().event_name(), "already_zero", "a second delivery writes nothing");
+    let (state, reasons) = run_from(&world, state, 1).await;
+    assert_eq!(ended(&state), (Some("rolled_back"), Some("alarm")));
+    assert!(
+        reasons.last().unwrap().contains("stopped by the rollback function, on alarm coalmine-ai-model-latency"),
+        "{reasons:#?}"
+    );
+    let calls = world.calls();
+    assert_eq!(calls.iter().filter(|c| c.starts_with("stamp coalmine/1 phase=rolled_back")).count(), 1, "{calls:?}");
 }
