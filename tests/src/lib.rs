@@ -295,9 +295,8 @@ impl LocalAws {
     }
 
     /// A metric alarm named `name`, tagged `coalmine:target` = `target_tag` when given.
-    /// It watches a metric nobody puts: MiniStack evaluates alarms on namespace and name
-    /// alone, ignoring dimensions, so an alarm on `AWS/Lambda Errors` would follow every
-    /// test's data. Tests move it with `set_alarm`.
+    /// It watches a metric nobody puts, so only the test moves it (`set_alarm`): an
+    /// alarm on `AWS/Lambda Errors` would follow whatever traffic the test puts.
     pub async fn put_alarm(&self, name: &str, target_tag: Option<&str>) -> String {
         let mut request = self
             .cloudwatch
