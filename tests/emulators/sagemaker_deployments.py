@@ -480,14 +480,18 @@ def describe_endpoint(self: SageMakerModelBackend, endpoint_name: str) -> dict[s
     return ORIGINAL["describe_endpoint"](self, endpoint_name)
 
 
-def update_endpoint_weights_and_capacities(self: SageMakerModelBackend, endpoint_name: str, desired: Any) -> str:
+def update_endpoint_weights_and_capacities(
+    self: SageMakerModelBackend, endpoint_name: str, desired_weights_and_capacities: Any
+) -> str:
     endpoint = self.endpoints.get(endpoint_name)
     if endpoint is not None:
         with LOCK:
             observe(endpoint)
             if endpoint.endpoint_status != "InService":
                 raise ValidationError(message=f'Cannot update in-progress endpoint "{endpoint.arn}".')
-    return ORIGINAL["update_endpoint_weights_and_capacities"](self, endpoint_name, desired)
+    return ORIGINAL["update_endpoint_weights_and_capacities"](
+        self, endpoint_name=endpoint_name, desired_weights_and_capacities=desired_weights_and_capacities
+    )
 
 
 ORIGINAL = {

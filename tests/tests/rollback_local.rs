@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use coalmine::aws::Aws;
 use coalmine::config::Config;
 use coalmine::rollback::{handle_payload, RollbackDeps};
+use coalmine_tests::sagemaker::Deployments;
 use coalmine_tests::{sample_event, unique, Interloper, LocalAws, Scene};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const MESSAGE_WAIT: Duration = Duration::from_secs(10);
 
@@ -103,6 +104,47 @@ async fn sagemaker_canary_variant_goes_to_stable_1_canary_0() {
     assert_eq!((weights["stable"], weights["canary"]), (1.0, 0.0));
     let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
     assert_eq!((messages[0].event(), messages[0].target()), ("rolled_back", target.to_string().as_str()));
+}
+
+/// A SageMaker canary at 10% whose endpoint is `Updating` (someone else's
+/// `UpdateEndpoint`, a new fleet `provision_seconds` long in real time) when its alarm fires.
+async fn sagemaker_canary_mid_update(s: &Scene, provision_seconds: u32) -> (coalmine::Target, Value) {
+    let deployments = Deployments::connect();
+    let endpoint = unique("ai-model");
+    let target = s.local.seed_sagemaker_canary(&endpoint, 0.1).await;
+    let alarm = unique("model-5xx");
+    s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+    deployments.set(&endpoint, json!({"provision_seconds": provision_seconds, "activation_seconds": 0})).await;
+    let config = format!("{endpoint}-config");
+    s.local.sagemaker.update_endpoint().endpoint_name(&endpoint).endpoint_config_name(config).send().await.unwrap();
+    (target, sample_event("alarm-sagemaker-canary.eventbridge.json", &alarm, None))
+}
+
+#[tokio::test]
+async fn an_endpoint_mid_update_is_waited_for_then_its_canary_zeroed() {
+    let s = Scene::connect().await;
+    let (target, event) = sagemaker_canary_mid_update(&s, 2).await;
+    let coalmine::Target::Sagemaker(variants) = &target else { unreachable!() };
+
+    let summary = invoke(&s.aws, &s.config, &event).await.unwrap();
+
+    assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
+    let weights = s.local.variant_weights(&variants.endpoint).await;
+    assert_eq!((weights["stable"], weights["canary"]), (1.0, 0.0));
+}
+
+#[tokio::test]
+async fn an_endpoint_updating_past_the_budget_fails_the_rollback_retryably_moving_nothing() {
+    let s = Scene::connect().await;
+    let (target, event) = sagemaker_canary_mid_update(&s, 3600).await;
+    let coalmine::Target::Sagemaker(variants) = &target else { unreachable!() };
+
+    let failed = invoke(&s.aws, &s.config, &event).await.unwrap_err();
+
+    assert!(failed.is_retryable(), "Lambda retries it: {failed}");
+    assert!(failed.to_string().contains("Updating"), "{failed}");
+    let weights = s.local.variant_weights(&variants.endpoint).await;
+    assert_eq!((weights["stable"], weights["canary"]), (0.9, 0.1), "nothing written mid-update");
 }
 
 #[tokio::test]
