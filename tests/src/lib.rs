@@ -36,8 +36,21 @@ pub const REGION: &str = "us-east-1";
 const PLACEHOLDER_CODE: &[u8] = b"#!/bin/sh\necho '{}'\n";
 pub const ROLE_ARN: &str = "arn:aws:iam::000000000000:role/coalmine-local";
 
+/// Found at run time, not baked in: cargo does not rebuild a crate when its clone moves,
+/// so a warm target directory shared by two clones (CI's cache) would carry the other
+/// clone's path. `cargo test` sets CARGO_MANIFEST_DIR; the demo and bench binaries run
+/// from the workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+    if let Some(tests_dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        return Path::new(&tests_dir).parent().expect("tests/ sits in the workspace").to_path_buf();
+    }
+    let here = std::env::current_dir().expect("a current directory");
+    here.ancestors()
+        .find(|dir| dir.join("tests/Cargo.toml").is_file() && dir.join("infra").is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+        })
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.

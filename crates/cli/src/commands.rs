@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_guardrail_release_has_no_stage_to_pause_and_says_what_stops_it() {
-        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/releases");
+        let sample = crate::tests::workspace_file("events/releases");
         let (_, guardrail) = read_release(&sample.join("sagemaker-guardrail-ai-model-8.json")).unwrap();
         let refused = stages_of("ai-model-8", guardrail).unwrap_err();
         assert_eq!(refused.exit, Exit::Invalid);

@@ -402,8 +402,7 @@ mod tests {
 
     #[test]
     fn a_shadowed_plan_says_its_shadow_comes_first() {
-        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../events/releases/lambda-ai-classifier-shadow-7.json");
+        let sample = crate::tests::workspace_file("events/releases/lambda-ai-classifier-shadow-7.json");
         let release =
             Release::parse(&serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap()).unwrap();
         let text = plan(&release);

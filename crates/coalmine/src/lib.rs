@@ -27,6 +27,15 @@ pub mod release;
 pub mod rollback;
 pub mod text;
 
+/// A file of the workspace (samples, fixtures), for unit tests. Read at run time from
+/// what `cargo test` sets, not baked in: cargo does not rebuild a crate when its clone
+/// moves, so a target directory shared by two clones would carry the other's path.
+#[cfg(test)]
+pub(crate) fn workspace_file(relative: &str) -> std::path::PathBuf {
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR when it runs tests");
+    std::path::Path::new(&crate_dir).join("../..").join(relative)
+}
+
 pub use config::Config;
 pub use domain::error::{Error, Result};
 pub use domain::event::{AlarmEvent, AlarmState};

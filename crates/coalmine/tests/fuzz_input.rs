@@ -10,13 +10,20 @@ use coalmine::{AlarmEvent, Error};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+/// Read at run time (cargo sets it for tests), not baked in: cargo does not rebuild a
+/// test when its clone moves, so a target directory shared by two clones would carry
+/// the other's path.
+fn workspace() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests")).join("../..")
+}
+
 fn file(path: &str) -> Value {
-    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+    let full = workspace().join(path);
     serde_json::from_str(&std::fs::read_to_string(full).unwrap()).unwrap()
 }
 
 fn samples() -> Vec<Value> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events");
+    let dir = workspace().join("events");
     let mut out: Vec<Value> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -327,7 +327,7 @@ mod tests {
     }
 
     fn published(name: &str) -> Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/azure").join(name);
+        let path = crate::workspace_file("tests/fixtures/azure").join(name);
         let example: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         example["responses"]["200"]["body"].clone()
     }

@@ -493,7 +493,7 @@ pub(crate) mod tests {
     use super::*;
 
     fn events_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events")
+        crate::workspace_file("events")
     }
 
     pub(crate) fn sample_json(file: &str) -> Value {
@@ -631,8 +631,7 @@ pub(crate) mod tests {
 
     #[test]
     fn azures_published_common_alert_sample_decodes() {
-        let path =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/azure/CommonAlertSchema_sample.json");
+        let path = crate::workspace_file("tests/fixtures/azure/CommonAlertSchema_sample.json");
         let published: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let event = one(AlarmEvent::decode(&published).unwrap());
         assert_eq!((event.alarm_name.as_str(), event.state), ("WCUS-R2-Gen2", AlarmState::Ok), "Resolved");

@@ -179,15 +179,13 @@ fn hint(value: &Value, path: &str) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::path::PathBuf;
-
     use serde_json::Value;
 
     use super::*;
 
     /// A sample release from `events/releases/`, as JSON.
     pub(crate) fn sample_json(file: &str) -> Value {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events/releases").join(file);
+        let path = crate::workspace_file("events/releases").join(file);
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
