@@ -193,11 +193,16 @@ async fn main() {
 
     shell.run(&["list"]).await;
     println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
+    // Where this build put the CLI (CARGO_TARGET_DIR may sit outside the clone).
+    let cli_path = bootstrap_path("coalmine");
+    let cli_path = cli_path.strip_prefix(coalmine_tests::workspace_root()).unwrap_or(&cli_path);
     println!(
         "\nTo operate these releases yourself, start the local AWS first (make local-aws-start; it then stays up\n\
          after make demo), and in a shell:\n  source .local-aws/env\n  export COALMINE_STATE_MACHINE_ARN={} \
-         COALMINE_TOPIC_ARN={} COALMINE_OPERATOR=$USER\n  target/debug/coalmine list",
-        deployed.state_machine_arn, inbox.topic_arn
+         COALMINE_TOPIC_ARN={} COALMINE_OPERATOR=$USER\n  {} list",
+        deployed.state_machine_arn,
+        inbox.topic_arn,
+        cli_path.display()
     );
 }
 
