@@ -97,10 +97,11 @@ fn mentions(reasons: &[String], text: &str) -> bool {
     reasons.iter().any(|r| r.contains(text))
 }
 
-/// The stepper has judged the new fleet during SageMaker's bake, with evidence.
+/// The stepper has found the (healthy) new fleet healthy during SageMaker's bake, on
+/// evidence: a first check can come before the fleet's metrics and say "inconclusive".
 async fn judged_while_baking(op: &Operator<'_>, name: &str) -> Value {
-    op.until(name, "judging the bake", |st| {
-        reasons(st).iter().any(|r| r.contains("deploying: AllTraffic: Baking") && r.contains("requests"))
+    op.until(name, "judging the bake healthy", |st| {
+        reasons(st).iter().any(|r| r.contains("deploying: AllTraffic: Baking). healthy"))
     })
     .await
 }
