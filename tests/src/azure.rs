@@ -203,6 +203,18 @@ impl AzureStandIn {
         self.world.lock().expect("the stand-in's state")
     }
 
+    /// The same service principal as an operator's environment holds it for the CLI (the
+    /// usual Azure tools' variables), signing in here.
+    pub fn operator_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_TENANT_ID", TENANT.to_owned()),
+            ("AZURE_CLIENT_ID", CLIENT_ID.to_owned()),
+            ("AZURE_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
+            ("AZURE_AUTHORITY_HOST", self.url.clone()),
+            ("AZURE_RESOURCE_MANAGER_ENDPOINT", self.url.clone()),
+        ]
+    }
+
     /// The service principal, as the stack's secret holds it, signing in here.
     pub fn secret_json(&self) -> String {
         json!({

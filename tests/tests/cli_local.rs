@@ -209,8 +209,7 @@ async fn a_guardrail_release_is_validated_offline_and_against_the_endpoint_movin
     // A config whose variant is named differently: SageMaker's guardrails cannot deploy it.
     s.local.add_endpoint_config(&endpoint, &renamed, &[("Blue", "AllTraffic", 1.0)]).await;
     let alarm = unique("model-5xx");
-    s.local.put_alarm(&alarm, None).await;
-    s.local.set_alarm(&alarm, StateValue::Ok).await;
+    s.local.put_quiet_alarm(&alarm, None).await;
     let dir = tempdir();
     let release = |name: &str, config: &str| {
         let mut release: Value = serde_json::from_str(
@@ -263,7 +262,7 @@ async fn a_guardrail_release_is_validated_offline_and_against_the_endpoint_movin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_azure_release_is_validated_live_started_watched_and_aborted_as_the_operator_signed_in() {
-    use coalmine_tests::azure::{AzureStandIn, CLIENT_ID, CLIENT_SECRET, TENANT};
+    use coalmine_tests::azure::AzureStandIn;
     let s = Scene::connect().await;
     let stand_in = AzureStandIn::start().await;
     let secret = s.local.put_secret(&unique("coalmine-azure"), &stand_in.secret_json()).await;
@@ -271,14 +270,7 @@ async fn an_azure_release_is_validated_live_started_watched_and_aborted_as_the_o
     let target = stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
     // The operator signs in as the usual Azure tools would have them: a service
     // principal in the environment, in the stand-in's cloud.
-    let env = vec![
-        ("AZURE_TENANT_ID", TENANT.to_owned()),
-        ("AZURE_CLIENT_ID", CLIENT_ID.to_owned()),
-        ("AZURE_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
-        ("AZURE_AUTHORITY_HOST", stand_in.url.clone()),
-        ("AZURE_RESOURCE_MANAGER_ENDPOINT", stand_in.url.clone()),
-    ];
-    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir(), env };
+    let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir(), env: stand_in.operator_env() };
     let name = unique("chat-model");
     let mut release: Value = coalmine_tests::event_json("releases/azureml-chat-model-2.json");
     release["release"] = json!(name);

@@ -29,8 +29,7 @@ async fn guarded() -> Guarded {
     let deployments = Deployments::connect();
     let e = s.local.seed_guardrail_endpoint(&unique("ai-model"), &deployments).await;
     let alarm = unique("model-5xx");
-    s.local.put_alarm(&alarm, None).await;
-    s.local.set_alarm(&alarm, StateValue::Ok).await;
+    s.local.put_quiet_alarm(&alarm, None).await;
     Guarded { s, deployed, deployments, e, alarm }
 }
 

@@ -99,8 +99,7 @@ async fn an_auto_rollback_alarm_firing_during_a_bake_rolls_back_silently_and_not
     let (s, deployments, e) = scene().await;
     let router = &s.aws.router;
     let alarm = unique("model-5xx");
-    s.local.put_alarm(&alarm, None).await;
-    s.local.set_alarm(&alarm, StateValue::Ok).await;
+    s.local.put_quiet_alarm(&alarm, None).await;
     router.deploy(&e.name, &e.next, Some(&plan(&[&alarm]))).await.unwrap();
 
     s.local.set_alarm(&alarm, StateValue::Alarm).await;
@@ -140,8 +139,7 @@ async fn a_shadow_config_keeps_its_shadow_variant_through_the_preflight_and_into
     let (s, deployments, e) = scene().await;
     let router = &s.aws.router;
     let alarm = unique("model-5xx");
-    s.local.put_alarm(&alarm, None).await;
-    s.local.set_alarm(&alarm, StateValue::Ok).await;
+    s.local.put_quiet_alarm(&alarm, None).await;
     let release = GuardrailRelease::parse(&json!({
         "release": "ai-model-2",
         "guardrail": {

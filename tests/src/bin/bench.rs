@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::{
@@ -324,8 +323,7 @@ async fn main() {
     let step_fn = unique("bench-stepper");
     let step_target = local.seed_lambda_canary(&step_fn, 0.0).await;
     let gate = unique("bench-gate");
-    local.put_alarm(&gate, None).await;
-    local.set_alarm(&gate, StateValue::Ok).await;
+    local.put_quiet_alarm(&gate, None).await;
     let release = Release::parse(&json!({
         "release": "bench", "target": {"lambda": {"function": step_fn, "alias": "live"}}, "canary_version": "2",
         "stages": [{"percent": 5, "bake_seconds": 86400}, {"percent": 100, "bake_seconds": 60}], "check_every_seconds": 60,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_smithy_types::date_time::{DateTime, Format};
 use coalmine::Target;
-use coalmine_tests::azure::{AzureStandIn, CLIENT_ID, CLIENT_SECRET, TENANT};
+use coalmine_tests::azure::AzureStandIn;
 use coalmine_tests::{bootstrap_path, event_json, poll, sample_event, Deployed, Inbox, LocalAws, Scratch};
 use serde_json::{json, Value};
 
@@ -30,18 +30,11 @@ async fn main() {
     let azure_secret = local.put_secret(&name("coalmine-azure"), &azure.secret_json()).await;
     let deployed = local.deploy_with(&inbox.topic_arn, &[("AZURE_CREDENTIALS_SECRET_ARN", &azure_secret)]).await;
     let dir = Scratch::new("coalmine-demo");
-    let operator_azure = vec![
-        ("AZURE_TENANT_ID", TENANT.to_owned()),
-        ("AZURE_CLIENT_ID", CLIENT_ID.to_owned()),
-        ("AZURE_CLIENT_SECRET", CLIENT_SECRET.to_owned()),
-        ("AZURE_AUTHORITY_HOST", azure.url.clone()),
-        ("AZURE_RESOURCE_MANAGER_ENDPOINT", azure.url.clone()),
-    ];
     let shell = Shell {
         deployed: &deployed,
         topic: inbox.topic_arn.clone(),
         dir: dir.path().to_path_buf(),
-        env: operator_azure,
+        env: azure.operator_env(),
     };
     println!(
         "deployed in {:.1}s: stepper + rollback functions (real bootstraps), release state machine, SNS topic\n",
@@ -52,8 +45,7 @@ async fn main() {
     let function = name("ai-handler");
     let target = local.seed_lambda_canary(&function, 0.0).await;
     let alarm = name("coalmine-ai-handler-canary-errors");
-    local.put_alarm(&alarm, Some(&target.to_string())).await;
-    local.set_alarm(&alarm, StateValue::Ok).await;
+    local.put_quiet_alarm(&alarm, Some(&target.to_string())).await;
     say("1. a healthy release of ai-handler's version 2");
     let traffic = local.pump_healthy_traffic(&target, "2").await;
     let file = shell.write(&lambda_release(
