@@ -323,17 +323,23 @@ def observe(endpoint: FakeEndpoint) -> None:
     endpoint.pending_deployment_summary = pending_summary(endpoint, d, index, began)
 
 
+def current_step(watch: Watch) -> Optional[tuple[Deployment, int, float]]:
+    """The running deployment, its step at the clock's now and when that began."""
+    d = watch.deployment
+    at = d.position(watch.clock.now()) if d else None
+    return (d, *at) if d and at else None
+
+
 def advance(endpoint: FakeEndpoint, seconds: float) -> None:
     """Moves the clock on, observing each phase crossed, as SageMaker would have."""
     watch = watch_of(endpoint)
     target = watch.clock.now() + seconds
     while watch.deployment is not None:
         observe(endpoint)
-        d = watch.deployment
-        at = d.position(watch.clock.now()) if d else None
-        if d is None or at is None:
+        step = current_step(watch)
+        if step is None:
             break
-        index, began = at
+        d, index, began = step
         phase_end = began + d.steps[index].seconds
         if phase_end > target:
             break
@@ -345,10 +351,9 @@ def advance(endpoint: FakeEndpoint, seconds: float) -> None:
 def finish_phase(endpoint: FakeEndpoint) -> None:
     watch = watch_of(endpoint)
     observe(endpoint)
-    d = watch.deployment
-    at = d.position(watch.clock.now()) if d else None
-    if d is not None and at is not None:
-        index, began = at
+    step = current_step(watch)
+    if step is not None:
+        d, index, began = step
         advance(endpoint, began + d.steps[index].seconds - watch.clock.now())
 
 
@@ -381,16 +386,16 @@ def fleets(endpoint: FakeEndpoint) -> list[dict[str, Any]]:
 
 def describe(endpoint: FakeEndpoint) -> dict[str, Any]:
     watch = watch_of(endpoint)
-    d = watch.deployment
-    at = d.position(watch.clock.now()) if d else None
+    current = current_step(watch)
     phase = None
-    if d is not None and at is not None:
-        step = d.steps[at[0]]
+    if current is not None:
+        d, index, began = current
+        step = d.steps[index]
         phase = {
             "config": d.new_config,
             "status": step.status,
             "new_share": step.new_share,
-            "ends_in_seconds": at[1] + step.seconds - watch.clock.now(),
+            "ends_in_seconds": began + step.seconds - watch.clock.now(),
         }
     return {
         "endpoint": endpoint.endpoint_name,

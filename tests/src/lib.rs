@@ -259,20 +259,14 @@ impl LocalAws {
     /// An endpoint config with variants (name, model, weight), where model names one of
     /// `endpoint`'s models (created as `ENDPOINT-MODEL`), one instance per variant.
     pub async fn add_endpoint_config(&self, endpoint: &str, config: &str, variants: &[(&str, &str, f32)]) {
-        let variant = |name: &str, model: &str, weight: f32| {
-            ProductionVariant::builder()
-                .variant_name(name)
-                .model_name(format!("{endpoint}-{model}"))
-                .initial_instance_count(1)
-                .instance_type(ProductionVariantInstanceType::MlM5Large)
-                .initial_variant_weight(weight)
-                .build()
-        };
         self.sagemaker
             .create_endpoint_config()
             .endpoint_config_name(config)
             .set_production_variants(Some(
-                variants.iter().map(|(name, model, weight)| variant(name, model, *weight)).collect(),
+                variants
+                    .iter()
+                    .map(|(name, model, weight)| production_variant(endpoint, name, model, *weight, 1))
+                    .collect(),
             ))
             .send()
             .await
@@ -642,6 +636,17 @@ pub fn latencies_ms(p95_ms: f64) -> Vec<f64> {
 
 pub fn alarm_arn(name: &str) -> String {
     format!("arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{name}")
+}
+
+/// A variant `name` serving `endpoint`'s model `ENDPOINT-MODEL` on `instances` instances.
+pub fn production_variant(endpoint: &str, name: &str, model: &str, weight: f32, instances: i32) -> ProductionVariant {
+    ProductionVariant::builder()
+        .variant_name(name)
+        .model_name(format!("{endpoint}-{model}"))
+        .initial_instance_count(instances)
+        .instance_type(ProductionVariantInstanceType::MlM5Large)
+        .initial_variant_weight(weight)
+        .build()
 }
 
 /// A debug or release bootstrap built by cargo for this machine, which MiniStack runs

@@ -7,10 +7,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::Dimension;
-use aws_sdk_sagemaker::types::{ContainerDefinition, ProductionVariant, ProductionVariantInstanceType};
+use aws_sdk_sagemaker::types::ContainerDefinition;
 use serde_json::{json, Value};
 
-use crate::{latencies_ms, poll, LocalAws, Traffic, TRAFFIC_PER_MINUTE};
+use crate::{latencies_ms, poll, production_variant, LocalAws, Traffic, TRAFFIC_PER_MINUTE};
 
 /// The emulator's control routes for the endpoints' deployments.
 #[derive(Clone)]
@@ -126,15 +126,7 @@ impl LocalAws {
         };
         self.add_endpoint_config(name, &endpoint.in_service, &[(VARIANT, "blue", 1.0)]).await;
         self.add_endpoint_config(name, &endpoint.next, &[(VARIANT, "green", 1.0)]).await;
-        let variant = |name: &str, model: &str| {
-            ProductionVariant::builder()
-                .variant_name(name)
-                .model_name(format!("{}-{model}", endpoint.name))
-                .initial_instance_count(4)
-                .instance_type(ProductionVariantInstanceType::MlM5Large)
-                .initial_variant_weight(1.0)
-                .build()
-        };
+        let variant = |variant: &str, model: &str| production_variant(name, variant, model, 1.0, 4);
         self.sagemaker
             .create_endpoint_config()
             .endpoint_config_name(&endpoint.shadow)
