@@ -4,14 +4,13 @@
 //! Bakes are seconds. Lines starting `$` are the commands run; what follows each is
 //! what it printed. `[demo]` lines are the world around (alarms firing, SNS).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_smithy_types::date_time::{DateTime, Format};
 use coalmine::Target;
 use coalmine_tests::azure::AzureStandIn;
+use coalmine_tests::operator::Operator;
 use coalmine_tests::{bootstrap_path, event_json, poll, sample_event, Deployed, Inbox, LocalAws, Scratch};
 use serde_json::{json, Value};
 
@@ -29,13 +28,12 @@ async fn main() {
     let azure = AzureStandIn::start().await;
     let azure_secret = local.put_secret(&name("coalmine-azure"), &azure.secret_json()).await;
     let deployed = local.deploy_with(&inbox.topic_arn, &[("AZURE_CREDENTIALS_SECRET_ARN", &azure_secret)]).await;
-    let dir = Scratch::new("coalmine-demo");
-    let shell = Shell {
+    let shell = Shell(Operator {
         deployed: &deployed,
-        topic: inbox.topic_arn.clone(),
-        dir: dir.path().to_path_buf(),
+        topic: &inbox.topic_arn,
+        dir: Scratch::new("coalmine-demo"),
         env: azure.operator_env(),
-    };
+    });
     println!(
         "deployed in {:.1}s: stepper + rollback functions (real bootstraps), release state machine, SNS topic\n",
         setup.elapsed().as_secs_f64()
@@ -279,32 +277,22 @@ fn print_message(message: Option<&coalmine_tests::Received>) {
 
 /// Runs `coalmine` in the release files' folder, as a person would, with the deployed
 /// state machine and topic in its environment.
-struct Shell<'a> {
-    deployed: &'a Deployed,
-    topic: String,
-    dir: PathBuf,
-    /// The operator's Azure sign-in, as the usual Azure tools would find it.
-    env: Vec<(&'static str, String)>,
-}
+/// The operator's shell: each command printed, then run in the release files' folder
+/// with its output on the demo's.
+struct Shell<'a>(Operator<'a>);
 
 impl Shell<'_> {
     fn write(&self, release: &Value) -> String {
         let file = format!("{}.json", release["release"].as_str().unwrap_or("release"));
-        std::fs::write(self.dir.join(&file), serde_json::to_vec_pretty(release).unwrap_or_default())
+        std::fs::write(self.0.dir.path().join(&file), serde_json::to_vec_pretty(release).unwrap_or_default())
             .expect("write the release file");
         file
     }
 
     async fn run(&self, args: &[&str]) -> i32 {
         println!("$ coalmine {}", args.join(" "));
-        let mut command = Command::new(bootstrap_path("coalmine"));
-        command
-            .args(args)
-            .current_dir(&self.dir)
-            .env("COALMINE_STATE_MACHINE_ARN", &self.deployed.state_machine_arn)
-            .env("COALMINE_TOPIC_ARN", &self.topic)
-            .env("COALMINE_OPERATOR", "jane")
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut command = self.0.command(args);
+        command.current_dir(self.0.dir.path());
         let status = tokio::task::spawn_blocking(move || command.status()).await;
         let code = status.ok().and_then(Result::ok).and_then(|s| s.code()).unwrap_or(-1);
         let meaning = match code {
@@ -319,7 +307,7 @@ impl Shell<'_> {
     }
 
     async fn until_ended(&self, local: &LocalAws, release: &str) {
-        let arn = self.deployed.execution_arn(release);
+        let arn = self.0.deployed.execution_arn(release);
         local.finished(&arn, Duration::from_secs(90)).await;
     }
 }
