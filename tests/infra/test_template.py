@@ -135,7 +135,7 @@ def test_rollback_role_grants_exactly_what_a_rollback_needs(resolved):
         (("sqs:SendMessage",), ("<RollbackFailures.Arn>",)),
         (("sns:Publish",), ("<AlertTopic>",)),
         (("kms:Decrypt", "kms:GenerateDataKey"), ("<AlertKey.Arn>",)),
-        (("cloudwatch:ListTagsForResource",), (ALARMS,)),
+        (("cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource"), (ALARMS,)),
         (("lambda:GetAlias", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
         (SAGEMAKER, (PARAMS["SageMakerEndpointArns"],)),
         (("cloudwatch:SetAlarmState",), (ALARMS,)),

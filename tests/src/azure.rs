@@ -313,6 +313,14 @@ impl AzureStandIn {
         });
     }
 
+    /// The endpoint as a release left it: `stamp` in its `coalmine:release` tag.
+    pub fn put_stamp(&self, target: &Target, stamp: &coalmine::domain::stamp::Stamp) {
+        self.with_endpoint(target, |e| {
+            e.resource["tags"][coalmine::domain::stamp::STAMP_TAG] = json!(stamp.render());
+            e.etag += 1;
+        });
+    }
+
     /// Whether Resource Manager sends an ETag (and honours `If-Match`); no published
     /// example says whether online endpoints do, so the tests run both ways.
     pub fn set_etags(&self, on: bool) {

@@ -543,6 +543,38 @@ impl LocalAws {
         format!("{}/_aws/lambda-url/{id}/", std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL"))
     }
 
+    /// Invokes `function` and waits for its answer: its result, or its error as the
+    /// runtime reports it (`errorType`, `errorMessage`).
+    pub async fn invoke(&self, function: &str, event: &Value) -> Result<Value, (String, String)> {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name(function)
+            .payload(Blob::new(serde_json::to_vec(event).expect("JSON")))
+            .send()
+            .await
+            .expect("invoke");
+        let payload: Value =
+            out.payload.map(|p| serde_json::from_slice(p.as_ref()).unwrap_or(Value::Null)).unwrap_or_default();
+        match out.function_error {
+            None => Ok(payload),
+            Some(_) => Err((
+                payload["errorType"].as_str().unwrap_or_default().to_owned(),
+                payload["errorMessage"].as_str().unwrap_or_default().to_owned(),
+            )),
+        }
+    }
+
+    /// The real rollback function alone, publishing to `topic_arn`, with `extra` in its
+    /// environment; its name.
+    pub async fn rollback_function(&self, topic_arn: &str, extra: &[(&str, &str)]) -> String {
+        let mut env = vec![("SNS_TOPIC_ARN", topic_arn), ("SAGEMAKER_UPDATE_MAX_WAIT_SECONDS", "20")];
+        env.extend_from_slice(extra);
+        let name = unique("coalmine-rollback");
+        self.create_function_from(&name, &bootstrap_path("rollback"), &env).await;
+        name
+    }
+
     pub async fn invoke_async(&self, function: &str, event: &Value) {
         let out = self
             .lambda

@@ -55,6 +55,7 @@ fn stamp(stage: usize) -> Stamp {
     Stamp {
         execution: "coalmine-release:chat-model-2".into(),
         stable: "blue".into(),
+        canary: Some("green".into()),
         phase: Phase::Live,
         stage: Some((stage, 3)),
         release: Some("chat-model-2".into()),
@@ -106,18 +107,18 @@ async fn without_an_etag_the_endpoint_is_read_again_and_a_change_since_is_never_
     assert_eq!(read.revision, None);
 
     // Someone moves the traffic between our read and our write.
-    stand_in.interfere(&target, &[("blue", 50), ("green", 50)]);
+    stand_in.interfere(&target, &[("blue", 80), ("green", 20)]);
     let err = azure.write(&target, &read, &read.with_canary_weight(0.25)).await.unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
-    assert!(err.to_string().contains("canary at 50% (mirror 0%) now, canary at 5% (mirror 0%) when read"), "{err}");
+    assert!(err.to_string().contains("canary at 20% (mirror 0%) now, canary at 5% (mirror 0%) when read"), "{err}");
     assert!(puts(&stand_in).is_empty(), "nothing written over it");
-    assert_eq!(stand_in.traffic(&target).0["green"], 50.0);
+    assert_eq!(stand_in.traffic(&target).0["green"], 20.0);
 
     // The shared rollback re-reads and zeroes what is there now.
     let by = RolledBackBy::Alarm("coalmine-chat-green-5xx".into());
-    let outcome = zero_canary(&azure, &target, &by, Owner::Anyone, Some(read)).await.unwrap();
+    let outcome = zero_canary(&azure, &target, &by, Owner::Alarm, Some(read)).await.unwrap();
     assert!(
-        matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.5),
+        matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.2),
         "{outcome:?}"
     );
     assert_eq!(stand_in.traffic(&target).0, [("blue".to_owned(), 100.0), ("green".to_owned(), 0.0)].into());

@@ -25,6 +25,8 @@ async fn the_real_bootstrap_rolls_back_when_invoked_asynchronously() {
     let paged_target = local.seed_lambda_canary(&paged_function, 0.05).await;
     let paged_alarm = unique("canary-paged");
     local.put_alarm(&paged_alarm, None).await;
+    // What the topic delivers is believed only when CloudWatch agrees: it is in ALARM.
+    local.set_alarm(&paged_alarm, aws_sdk_cloudwatch::types::StateValue::Alarm).await;
     let endpoint = unique("ai-model");
     let sagemaker_target = local.seed_sagemaker_canary(&endpoint, 0.05).await;
     let sagemaker_alarm = unique("model-5xx");

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use aws_sdk_cloudwatch::types::StateValue;
+
 use coalmine::aws::Aws;
 use coalmine::config::Config;
 use coalmine::rollback::{handle_payload, RollbackDeps};
@@ -52,6 +54,57 @@ async fn lambda_canary_at_5_percent_goes_to_zero_and_the_team_is_told() {
     }
 }
 
+/// `event` as if its alarm had entered ALARM at `when` (RFC 3339, UTC).
+fn entered_alarm_at(mut event: Value, when: &str) -> Value {
+    if let Some(records) = event.get_mut("Records").and_then(Value::as_array_mut) {
+        for record in records {
+            let message = &mut record["Sns"]["Message"];
+            let mut notification: Value = serde_json::from_str(message.as_str().unwrap()).unwrap();
+            notification["StateChangeTime"] = json!(when);
+            *message = json!(notification.to_string());
+        }
+    } else {
+        event["alarmData"]["state"]["timestamp"] = json!(when);
+    }
+    event
+}
+
+#[tokio::test]
+async fn only_a_notification_cloudwatch_bears_out_moves_traffic() {
+    let s = Scene::connect().await;
+    for sample in ["alarm-lambda-canary.sns.json", "alarm-lambda-canary.alarm-action.json"] {
+        // Forged: no such alarm. Stale: an alarm that is OK and did not fire then.
+        for exists in [false, true] {
+            let function = unique("ai-handler");
+            let target = s.local.seed_lambda_canary(&function, 0.25).await;
+            let alarm = unique("coalmine-forged");
+            if exists {
+                s.local.put_quiet_alarm(&alarm, Some(&target.to_string())).await;
+            }
+            let summary = invoke(&s.aws, &s.config, &sample_event(sample, &alarm, Some(&function))).await.unwrap();
+            assert_eq!((summary["acted"].as_bool(), summary["confirmed"].as_bool()), (Some(false), Some(false)));
+            assert_eq!(s.local.alias_state(&target).await.1["2"], 0.25, "{sample}: nothing moved");
+            let told = s.inbox.receive(1, MESSAGE_WAIT).await;
+            assert_eq!(told[0].event(), "unconfirmed", "{sample}");
+        }
+        // Real: it went to ALARM and back to OK before this (late) delivery.
+        let function = unique("ai-handler");
+        let target = s.local.seed_lambda_canary(&function, 0.25).await;
+        let alarm = unique("coalmine-real");
+        s.local.put_alarm(&alarm, Some(&target.to_string())).await;
+        s.local.set_alarm(&alarm, StateValue::Alarm).await;
+        let fired = aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap();
+        s.local.set_alarm(&alarm, StateValue::Ok).await;
+        let late = entered_alarm_at(sample_event(sample, &alarm, Some(&function)), &fired);
+        let summary = invoke(&s.aws, &s.config, &late).await.unwrap();
+        assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{sample}: {summary}");
+        assert!(s.local.alias_state(&target).await.1.is_empty());
+        assert_eq!(s.inbox.receive(1, MESSAGE_WAIT).await[0].event(), "rolled_back");
+    }
+}
+
 #[tokio::test]
 async fn the_alarm_action_payload_rolls_back_by_dimensions() {
     let s = Scene::connect().await;
@@ -59,6 +112,8 @@ async fn the_alarm_action_payload_rolls_back_by_dimensions() {
     let target = s.local.seed_lambda_canary(&function, 0.25).await;
     let alarm = unique("untagged");
     s.local.put_alarm(&alarm, None).await;
+    // An alarm's action runs because it went to ALARM: CloudWatch says so when asked.
+    s.local.set_alarm(&alarm, StateValue::Alarm).await;
 
     let summary =
         invoke(&s.aws, &s.config, &sample_event("alarm-lambda-canary.alarm-action.json", &alarm, Some(&function)))

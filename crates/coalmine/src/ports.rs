@@ -7,7 +7,7 @@ use std::future::Future;
 
 use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use crate::domain::error::Result;
-use crate::domain::event::AlarmState;
+use crate::domain::event::{AlarmState, Confirmation};
 use crate::domain::metrics::{CustomGate, MetricSnapshot};
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
@@ -75,6 +75,10 @@ pub trait AlarmSource: Send + Sync {
 
     /// The current state of each named alarm; a name missing from the answer does not exist.
     fn states(&self, names: &[String]) -> impl Future<Output = Result<Vec<(String, AlarmState)>>> + Send;
+
+    /// Whether the alarm `name` is in ALARM, or entered it around `entered_at` (RFC 3339,
+    /// as a notification says): a notification is believed only when CloudWatch agrees.
+    fn confirm(&self, name: &str, entered_at: &str) -> impl Future<Output = Result<Confirmation>> + Send;
 }
 
 /// coalmine's tripwires: alarms nothing trips but coalmine, listed among a guardrail

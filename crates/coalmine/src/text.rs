@@ -181,6 +181,7 @@ mod tests {
             stable: "blue".into(),
             canary: Some("green".into()),
             canary_weight: weight,
+            others_weight: 0.0,
             mirror,
             revision: None,
             stamp: None,

@@ -15,6 +15,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use coalmine::config::Config;
 use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
+use coalmine::domain::event::Confirmation;
 use coalmine::domain::metrics::MetricSnapshot;
 use coalmine::domain::shadow::Feed;
 use coalmine::domain::stamp::Stamp;
@@ -128,6 +129,10 @@ impl<T: AlarmSource> AlarmSource for Counting<'_, T> {
     async fn states(&self, names: &[String]) -> coalmine::Result<Vec<(String, AlarmState)>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.states(names).await
+    }
+    async fn confirm(&self, name: &str, entered_at: &str) -> coalmine::Result<Confirmation> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.confirm(name, entered_at).await
     }
 }
 

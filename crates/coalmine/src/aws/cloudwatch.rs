@@ -5,7 +5,7 @@ use aws_sdk_cloudwatch::Client;
 use super::error::{aws_error, service_code};
 use crate::domain::deployment::TRIPWIRE_NAMESPACE;
 use crate::domain::error::{Error, Result};
-use crate::domain::event::AlarmState;
+use crate::domain::event::{AlarmState, Confirmation};
 use crate::domain::metrics::{
     CustomGate, GateKind, MetricSnapshot, Per, SideMetrics, PERCENTILE_LEVELS, VERSION_PLACEHOLDER,
 };
@@ -66,6 +66,65 @@ impl AlarmSource for CloudWatchAlarms {
             }
         }
         Ok(states)
+    }
+
+    async fn confirm(&self, name: &str, entered_at: &str) -> Result<Confirmation> {
+        self.confirm_alarm(name, entered_at).await
+    }
+}
+
+/// How far from a notification's time its alarm's entry into ALARM may be recorded: the
+/// history keeps whole seconds, and the notification is written after the change.
+const CONFIRM_SLACK_SECONDS: i64 = 120;
+
+impl CloudWatchAlarms {
+    /// Whether the alarm's history holds its entry into ALARM near `at`.
+    async fn entered_alarm_near(&self, name: &str, at: i64) -> Result<bool> {
+        let mut next = None;
+        loop {
+            let out = self
+                .client
+                .describe_alarm_history()
+                .alarm_name(name)
+                .history_item_type(aws_sdk_cloudwatch::types::HistoryItemType::StateUpdate)
+                .start_date(DateTime::from_secs(at - CONFIRM_SLACK_SECONDS))
+                .end_date(DateTime::from_secs(at + CONFIRM_SLACK_SECONDS))
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(|e| aws_error("cloudwatch:DescribeAlarmHistory", e))?;
+            let entered = out.alarm_history_items().iter().any(|item| {
+                item.history_data()
+                    .and_then(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+                    .is_some_and(|data| data.pointer("/newState/stateValue").and_then(|v| v.as_str()) == Some("ALARM"))
+            });
+            if entered {
+                return Ok(true);
+            }
+            next = out.next_token;
+            if next.is_none() {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+impl CloudWatchAlarms {
+    async fn confirm_alarm(&self, name: &str, entered_at: &str) -> Result<Confirmation> {
+        let state = self.states(&[name.to_owned()]).await?.into_iter().find(|(n, _)| n == name).map(|(_, s)| s);
+        let Some(state) = state else { return Ok(Confirmation::NoSuchAlarm) };
+        if state == AlarmState::Alarm {
+            return Ok(Confirmation::InAlarm);
+        }
+        // A time that cannot be read cannot be matched with the history.
+        let Ok(at) = DateTime::from_str(entered_at, aws_smithy_types::date_time::Format::DateTimeWithOffset) else {
+            return Ok(Confirmation::NotFired(state));
+        };
+        Ok(if self.entered_alarm_near(name, at.secs()).await? {
+            Confirmation::FiredThen
+        } else {
+            Confirmation::NotFired(state)
+        })
     }
 }
 

@@ -49,7 +49,7 @@ impl LambdaAliases {
             }
         };
         let stamp = out.description.as_deref().and_then(Stamp::parse);
-        Ok(Split { stable, canary, canary_weight, mirror: 0.0, revision: out.revision_id, stamp })
+        Ok(Split { stable, canary, canary_weight, others_weight: 0.0, mirror: 0.0, revision: out.revision_id, stamp })
     }
 
     pub(super) async fn write(

@@ -16,7 +16,7 @@ use crate::domain::deployment::{
     ConfigVariants, DeploymentPlan, EndpointState, PendingDeployment, Size, Traffic, TRIPWIRE_TAG,
 };
 use crate::domain::error::{Error, Result};
-use crate::domain::split::{Split, WEIGHT_TOLERANCE};
+use crate::domain::split::{SidesProblem, Split, WEIGHT_TOLERANCE};
 use crate::domain::stamp::{Stamp, STAMP_TAG};
 use crate::domain::target::{SageMakerVariants, Target};
 
@@ -50,7 +50,6 @@ pub struct SageMakerEndpoints {
 struct Live {
     status: Option<EndpointStatus>,
     split: Split,
-    arn: Option<String>,
 }
 
 impl SageMakerEndpoints {
@@ -60,20 +59,22 @@ impl SageMakerEndpoints {
 
     pub(super) async fn read(&self, target: &Target, variants: &SageMakerVariants) -> Result<Split> {
         let known_arn = self.arns.lock().ok().and_then(|arns| arns.get(&variants.endpoint).cloned());
-        let (live, stamp) = match known_arn {
+        let (out, stamp) = match known_arn {
             Some(arn) => {
-                let (live, stamp) = tokio::join!(self.describe(target, variants), self.stamp(&arn));
-                (live?, stamp?)
+                let (out, stamp) = tokio::join!(self.describe_endpoint(target, &variants.endpoint), self.stamp(&arn));
+                (out?, stamp?)
             }
             None => {
-                let live = self.describe(target, variants).await?;
-                let stamp = match &live.arn {
+                let out = self.describe_endpoint(target, &variants.endpoint).await?;
+                let stamp = match &out.endpoint_arn {
                     Some(arn) => self.stamp(arn).await?,
                     None => None,
                 };
-                (live, stamp)
+                (out, stamp)
             }
         };
+        // The stamp helps tell which variant an alarm's dimensions mean by "the other".
+        let live = live_of(target, variants, out, stamp.clone())?;
         Ok(Split { stamp, ..live.split })
     }
 
@@ -196,8 +197,10 @@ impl SageMakerEndpoints {
     ) -> Result<()> {
         let started = Instant::now();
         let mut pause = self.backoff.first;
+        // The roles as read: a target known only by its canary was resolved by that read.
+        let variants = SageMakerVariants { stable_variant: Some(read.stable.clone()), ..variants.clone() };
         loop {
-            let live = self.describe(target, variants).await?;
+            let live = self.describe(target, &variants).await?;
             let busy_status = live.status.as_ref().filter(|s| is_busy(s)).map(|s| s.as_str().to_owned());
             if busy_status.is_none() {
                 if let Some(status) = live.status.as_ref().filter(|s| !matches!(s, EndpointStatus::InService)) {
@@ -240,61 +243,7 @@ impl SageMakerEndpoints {
 
     async fn describe(&self, target: &Target, variants: &SageMakerVariants) -> Result<Live> {
         let out = self.describe_endpoint(target, &variants.endpoint).await?;
-        let summaries = out.production_variants.unwrap_or_default();
-        let weight_of = |name: &str| {
-            summaries
-                .iter()
-                .find(|v| v.variant_name() == Some(name))
-                .map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0)))
-        };
-        let canary = &variants.canary_variant;
-        let canary_weight = weight_of(canary).ok_or_else(|| Error::NotFound {
-            target: target.clone(),
-            detail: format!("endpoint has no production variant {canary:?}"),
-        })?;
-        let stable = match &variants.stable_variant {
-            Some(stable) => stable.clone(),
-            None => {
-                let others: Vec<&str> =
-                    summaries.iter().filter_map(|v| v.variant_name()).filter(|n| n != canary).collect();
-                match others.as_slice() {
-                    [only] => (*only).to_owned(),
-                    // One production variant (a guardrail deployment's endpoint): no canary
-                    // variant to zero; SageMaker's guardrails own the traffic.
-                    [] => {
-                        let split = Split::stable_only(canary, None);
-                        return Ok(Live { status: out.endpoint_status, split, arn: out.endpoint_arn });
-                    }
-                    _ => {
-                        return Err(Error::Unsupported {
-                            target: target.clone(),
-                            detail: format!(
-                                "cannot tell the stable variant among {others:?}; tag the alarm with \
-                                 coalmine:target sagemaker:ENDPOINT:STABLE:CANARY"
-                            ),
-                        })
-                    }
-                }
-            }
-        };
-        if weight_of(&stable).is_none() {
-            return Err(Error::NotFound {
-                target: target.clone(),
-                detail: format!("endpoint has no production variant {stable:?}"),
-            });
-        }
-        let total: f64 =
-            summaries.iter().map(|v| f64::from(v.desired_weight.or(v.current_weight).unwrap_or(0.0))).sum();
-        let share = if total > WEIGHT_TOLERANCE { canary_weight / total } else { 0.0 };
-        let split = Split {
-            stable,
-            canary: Some(canary.clone()),
-            canary_weight: share,
-            mirror: 0.0,
-            revision: None,
-            stamp: None,
-        };
-        Ok(Live { status: out.endpoint_status, split, arn: out.endpoint_arn })
+        live_of(target, variants, out, None)
     }
 
     async fn update_weights(
@@ -349,6 +298,55 @@ fn is_busy(status: &EndpointStatus) -> bool {
 fn is_busy_message(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
     lower.contains("in-progress") || lower.contains("in progress") || lower.contains("updating")
+}
+
+/// The endpoint's traffic as `variants` name it; `stamp` only helps find the stable
+/// of a target known by its canary alone.
+fn live_of(
+    target: &Target,
+    variants: &SageMakerVariants,
+    out: DescribeEndpointOutput,
+    stamp: Option<Stamp>,
+) -> Result<Live> {
+    let weights: Vec<(String, f64)> = out
+        .production_variants
+        .unwrap_or_default()
+        .iter()
+        // A variant that reports no weight serves none (moto shows a 0.0 weight so).
+        .filter_map(|v| {
+            let weight = v.desired_weight.or(v.current_weight).unwrap_or(0.0);
+            Some((v.variant_name()?.to_owned(), f64::from(weight)))
+        })
+        .collect();
+    let named = variants.stable_variant.as_deref();
+    let split = match Split::of_sides(named, &variants.canary_variant, &weights, stamp) {
+        Ok(split) => Split { stamp: None, ..split },
+        // One production variant (a guardrail deployment's endpoint): no canary variant
+        // to zero; SageMaker's guardrails own the traffic.
+        Err(SidesProblem::OnlyTheCanary) => Split::stable_only(&variants.canary_variant, None),
+        Err(SidesProblem::NoCanary) => {
+            return Err(Error::NotFound {
+                target: target.clone(),
+                detail: format!("endpoint has no production variant {:?}", variants.canary_variant),
+            })
+        }
+        Err(SidesProblem::NoStable(stable)) => {
+            return Err(Error::NotFound {
+                target: target.clone(),
+                detail: format!("endpoint has no production variant {stable:?}"),
+            })
+        }
+        Err(SidesProblem::Ambiguous(others)) => {
+            return Err(Error::Unsupported {
+                target: target.clone(),
+                detail: format!(
+                    "cannot tell the stable variant among {others:?}; tag the alarm with \
+                     coalmine:target sagemaker:ENDPOINT:STABLE:CANARY"
+                ),
+            })
+        }
+    };
+    Ok(Live { status: out.endpoint_status, split })
 }
 
 /// SageMaker's own deployments: what a guardrail release starts and watches.

@@ -96,7 +96,7 @@ async fn throttled_and_5xx_alias_calls_are_retried_by_the_sdk() {
         .build();
     let router = lambda_router(&[&get, &update]);
 
-    let outcome = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap();
+    let outcome = zero_canary(&router, &handler(), &by_alarm(), Owner::Alarm, None).await.unwrap();
 
     assert!(matches!(outcome, ZeroOutcome::RolledBack { ref after, .. } if after.revision.as_deref() == Some("r2")));
     assert_eq!((get.num_calls(), update.num_calls()), (3, 2));
@@ -110,7 +110,7 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error_naming_th
         .repeatedly()
         .build();
     let router = lambda_router(&[&get]);
-    let err = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
+    let err = zero_canary(&router, &handler(), &by_alarm(), Owner::Alarm, None).await.unwrap_err();
     assert!(err.is_retryable());
     assert!(err.to_string().contains("lambda:GetAlias") && err.to_string().contains("Rate exceeded"), "{err}");
     assert_eq!(get.num_calls(), 3);
@@ -132,7 +132,7 @@ async fn an_aws_failure_is_one_line_with_operation_code_message_status_and_reque
         .build();
     let router = lambda_router(&[&missing]);
 
-    let err = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
+    let err = zero_canary(&router, &handler(), &by_alarm(), Owner::Alarm, None).await.unwrap_err();
 
     // (aws-smithy-mocks answers every modeled error with HTTP 418.)
     assert_eq!(
@@ -151,7 +151,7 @@ async fn an_aws_failure_is_one_line_with_operation_code_message_status_and_reque
             ))
         })
         .build();
-    let err = zero_canary(&lambda_router(&[&denied]), &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
+    let err = zero_canary(&lambda_router(&[&denied]), &handler(), &by_alarm(), Owner::Alarm, None).await.unwrap_err();
     assert!(matches!(err, Error::AccessDenied { .. }) && !err.is_retryable(), "{err}");
     assert!(
         !err.to_string().contains('\n')
@@ -178,7 +178,7 @@ async fn a_stale_revision_is_a_conflict_that_reads_again_and_never_overwrites() 
         .then_output(|| UpdateAliasOutput::builder().function_version("41").revision_id("r3").build());
     let router = lambda_router(&[&get, &stale, &fresh]);
 
-    let outcome = zero_canary(&router, &handler(), &by_alarm(), Owner::Anyone, None).await.unwrap();
+    let outcome = zero_canary(&router, &handler(), &by_alarm(), Owner::Alarm, None).await.unwrap();
 
     assert!(matches!(outcome, ZeroOutcome::RolledBack { ref before, .. } if before.canary_weight == 0.10));
     assert_eq!((get.num_calls(), stale.num_calls(), fresh.num_calls()), (2, 1, 1));
@@ -236,7 +236,7 @@ async fn an_updating_endpoint_is_waited_for_then_zeroed() {
         .build();
     let router = sagemaker_router(&[&describe, &update], Duration::from_secs(60));
 
-    let outcome = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Anyone, None).await.unwrap();
+    let outcome = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Alarm, None).await.unwrap();
 
     assert!(
         matches!(outcome, ZeroOutcome::RolledBack { ref before, ref after } if (before.canary_weight - 0.05).abs() < 1e-6 && after.canary_weight == 0.0)
@@ -258,7 +258,7 @@ async fn an_endpoint_updating_past_the_budget_gives_up_with_a_retryable_error() 
     let router = sagemaker_router(&[&describe, &update], Duration::from_secs(10));
     let started = tokio::time::Instant::now();
 
-    let err = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Anyone, None).await.unwrap_err();
+    let err = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Alarm, None).await.unwrap_err();
 
     assert!(matches!(err, Error::EndpointBusy { .. }) && err.is_retryable());
     assert!(err.to_string().contains("still Updating") && err.to_string().contains("Lambda retries"), "{err}");
@@ -302,6 +302,7 @@ mod stamps {
         Stamp {
             execution: "Release:model-7".into(),
             stable: "stable".into(),
+            canary: Some("canary".into()),
             phase,
             stage: Some((1, 2)),
             release: Some("model-7".into()),
@@ -369,7 +370,7 @@ mod stamps {
         let calls = Arc::default();
         let router = router(&endpoint_rules(0.1, Some(stamp(Phase::Live)), &calls));
 
-        let outcome = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Anyone, None).await.unwrap();
+        let outcome = zero_canary(&router, &model_endpoint(), &by_alarm(), Owner::Alarm, None).await.unwrap();
 
         let ZeroOutcome::RolledBack { after, .. } = outcome else { panic!("{outcome:?}") };
         assert_eq!(after.stamp.unwrap().phase, Phase::RolledBack(by_alarm()));

@@ -20,7 +20,7 @@ use tracing::warn;
 
 use super::arm::{failure, is_terminal, provisioning_state, Arm};
 use crate::domain::error::{Error, Result};
-use crate::domain::split::{Split, WEIGHT_TOLERANCE};
+use crate::domain::split::{SidesProblem, Split, WEIGHT_TOLERANCE};
 use crate::domain::stamp::{Stamp, STAMP_TAG};
 use crate::domain::target::{AzureMlDeployments, Target};
 
@@ -125,6 +125,8 @@ impl AzureEndpoints {
         let url = self.url(d, "").await?;
         let deadline = Instant::now() + self.wait;
         let began = Instant::now();
+        // The roles as read: a target known only by its canary was resolved by that read.
+        let d = &AzureMlDeployments { stable_deployment: Some(read.stable.clone()), ..d.clone() };
         let mut pause = FIRST_PAUSE;
         loop {
             let live = self.settled(target, d, deadline).await?;
@@ -252,44 +254,34 @@ impl Endpoint {
     }
 
     fn split(&self, target: &Target, d: &AzureMlDeployments) -> Result<Split> {
-        let traffic = self.shares("traffic");
+        let weights: Vec<(String, f64)> =
+            self.shares("traffic").into_iter().map(|(name, percent)| (name, f64::from(percent))).collect();
         let canary = &d.canary_deployment;
-        let stable = match &d.stable_deployment {
-            Some(stable) => stable.clone(),
-            None => {
-                // Known only by its canary (an alert's `deployment`): the stable is the
-                // one other deployment that serves, or the only other one there is.
-                let others: Vec<(&String, &u32)> = traffic.iter().filter(|(name, _)| *name != canary).collect();
-                let serving: Vec<&String> = others.iter().filter(|(_, p)| **p > 0).map(|(n, _)| *n).collect();
-                match (serving.as_slice(), others.as_slice()) {
-                    ([only], _) => (*only).clone(),
-                    ([], [(only, _)]) => (*only).clone(),
-                    _ => {
-                        return Err(Error::Unsupported {
-                            target: target.clone(),
-                            detail: format!(
-                                "cannot tell the stable deployment among {:?}; name it in the alert rule's \
-                                 coalmine:target custom property (azureml:SUBSCRIPTION:RESOURCE_GROUP:WORKSPACE:\
-                                 ENDPOINT:STABLE:CANARY)",
-                                others.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()
-                            ),
-                        })
-                    }
-                }
+        let stamp = self.stamp();
+        // An endpoint's traffic may leave out a deployment with no share (whether a
+        // named one exists is the preflight's question, asked of its deployments).
+        let mut weights = weights;
+        for named in [Some(canary), d.stable_deployment.as_ref()].into_iter().flatten() {
+            if !weights.iter().any(|(name, _)| name == named) {
+                weights.push((named.clone(), 0.0));
             }
-        };
-        let total: u32 = traffic.values().sum();
-        let canary_percent = traffic.get(canary).copied().unwrap_or(0);
-        let canary_weight = if total > 0 { f64::from(canary_percent) / f64::from(total) } else { 0.0 };
+        }
+        let split =
+            Split::of_sides(d.stable_deployment.as_deref(), canary, &weights, stamp.clone()).map_err(|problem| {
+                let detail = match problem {
+                    SidesProblem::Ambiguous(others) => format!(
+                        "cannot tell the stable deployment among {others:?}; name it in the alert rule's \
+                     coalmine:target custom property (azureml:SUBSCRIPTION:RESOURCE_GROUP:WORKSPACE:\
+                     ENDPOINT:STABLE:CANARY)"
+                    ),
+                    SidesProblem::NoCanary | SidesProblem::NoStable(_) | SidesProblem::OnlyTheCanary => {
+                        format!("endpoint has no deployment besides {canary:?} to give its traffic to")
+                    }
+                };
+                Error::Unsupported { target: target.clone(), detail }
+            })?;
         let mirror = f64::from(self.shares("mirrorTraffic").get(canary).copied().unwrap_or(0)) / 100.0;
-        Ok(Split {
-            stable,
-            canary: Some(canary.clone()),
-            canary_weight,
-            mirror,
-            revision: self.etag.clone(),
-            stamp: self.stamp(),
-        })
+        Ok(Split { mirror, revision: self.etag.clone(), stamp, ..split })
     }
 
     /// The endpoint as a `PUT` sends it: what was read, without what Resource Manager
@@ -387,6 +379,7 @@ mod tests {
         Stamp {
             execution: "machine:release-1".into(),
             stable: "blue".into(),
+            canary: Some("green".into()),
             phase: Phase::Live,
             stage: Some((1, 3)),
             release: Some("chat-2".into()),

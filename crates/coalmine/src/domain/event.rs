@@ -63,6 +63,36 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Whether an event that came this way must be confirmed with CloudWatch before it
+    /// moves traffic: anyone who may publish to a team's paging topic, or invoke the
+    /// function, can write these. EventBridge accepts `aws.cloudwatch` events from
+    /// CloudWatch alone, and an Azure alert is checked by the webhook's token and scope.
+    pub fn needs_confirmation(self) -> bool {
+        matches!(self, Delivery::Sns | Delivery::AlarmAction)
+    }
+}
+
+/// What CloudWatch says of an alarm a notification claims went to ALARM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// It is in ALARM now.
+    InAlarm,
+    /// It entered ALARM when the notification says, and has left it since (a late
+    /// delivery or a retry): still a real alarm.
+    FiredThen,
+    /// It exists, but is not in ALARM and did not enter it then.
+    NotFired(AlarmState),
+    /// No alarm has that name.
+    NoSuchAlarm,
+}
+
+impl Confirmation {
+    pub fn is_real(self) -> bool {
+        matches!(self, Confirmation::InAlarm | Confirmation::FiredThen)
+    }
+}
+
 /// One metric an alarm watches: its namespace and dimensions (metric-math expressions
 /// contribute none), and for an Azure alert the resource it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +119,9 @@ pub struct AlarmEvent {
     /// The targets the alert itself names (an Azure alert rule's `coalmine:target`
     /// custom property), honoured as a CloudWatch alarm's tag is.
     pub declared_targets: Option<String>,
+    /// An Azure alert's target resource (its first `alertTargetIDs`): the one endpoint
+    /// the alert may act on, whatever its custom properties name.
+    pub resource: Option<String>,
 }
 
 impl AlarmEvent {
@@ -194,6 +227,7 @@ impl AlarmEvent {
             reason: state.reason,
             state_time: state.timestamp.to_rfc3339(),
             declared_targets: None,
+            resource: None,
         })
     }
 
@@ -264,6 +298,7 @@ impl AlarmEvent {
             state_time: state_time.unwrap_or_default(),
             metrics,
             declared_targets,
+            resource,
         })
     }
 }
@@ -425,6 +460,7 @@ impl SnsAlarmNotification {
             state_time: self.state_change_time.map(|t| rfc3339_offset(&t)).unwrap_or_default(),
             metrics,
             declared_targets: None,
+            resource: None,
         })
     }
 }

@@ -8,7 +8,11 @@
 //! the traffic is raised (it has no conditional write). It is one line of text a person
 //! can read in the console:
 //!
-//! `coalmine/1 phase=live execution=MACHINE:NAME stable=41 stage=2/4 release=ai-handler-42`
+//! `coalmine/1 phase=live execution=MACHINE:NAME stable=41 canary=42 stage=2/4 release=ai-handler-42`
+//!
+//! `stable` and `canary` are the release's roles of record: whatever an alarm's tag or
+//! dimensions say, a rollback takes traffic only from this `canary` and gives it only to
+//! this `stable`.
 //!
 //! An operator's `coalmine pause` adds `hold=jane`, and `promote` or `approve` a
 //! `request=promote:jane` the release acts on at its next check: a stamp-only write,
@@ -37,6 +41,10 @@ pub struct Stamp {
     /// The version (Lambda) or variant (SageMaker) that was stable when the release
     /// started: what a rollback restores, even after the canary was promoted.
     pub stable: String,
+    /// The candidate the release moves traffic to: a Lambda version, a SageMaker
+    /// variant (or, for a guardrail release, the endpoint config it deploys), an Azure
+    /// ML deployment. `None` in a stamp written before coalmine recorded it.
+    pub canary: Option<String>,
     pub phase: Phase,
     /// 1-based stage and the number of stages, when the release is at one.
     pub stage: Option<(usize, usize)>,
@@ -146,6 +154,7 @@ impl Stamp {
         Some(Stamp {
             execution: fields.get("execution")?.to_string(),
             stable: fields.get("stable")?.to_string(),
+            canary: fields.get("canary").map(|c| c.to_string()),
             phase,
             stage,
             release: fields.get("release").map(|r| r.to_string()),
@@ -206,6 +215,9 @@ impl fmt::Display for Stamp {
             }
         }
         write!(f, " execution={} stable={}", word(&self.execution), word(&self.stable))?;
+        if let Some(canary) = &self.canary {
+            write!(f, " canary={}", word(canary))?;
+        }
         if let Some(who) = &self.hold {
             write!(f, " hold={}", word(who))?;
         }
@@ -325,6 +337,7 @@ mod tests {
         Stamp {
             execution: "Release-AbC:ai-handler-42".into(),
             stable: "41".into(),
+            canary: Some("42".into()),
             phase: Phase::Live,
             stage: Some((2, 4)),
             release: Some("ai-handler-42".into()),
@@ -342,7 +355,7 @@ mod tests {
         let text = live().render();
         assert_eq!(
             text,
-            "coalmine/1 phase=live execution=Release-AbC:ai-handler-42 stable=41 stage=2/4 release=ai-handler-42"
+            "coalmine/1 phase=live execution=Release-AbC:ai-handler-42 stable=41 canary=42 stage=2/4 release=ai-handler-42"
         );
         assert_eq!(Stamp::parse(&text), Some(live()));
         for by in [
@@ -401,6 +414,7 @@ mod tests {
         assert_eq!(Stamp::parse(&text).unwrap().stage, Some((2, 4)));
         let longest = Stamp {
             stable: "s".repeat(63),
+            canary: Some("c".repeat(63)),
             ..long.rolled_back(RolledBackBy::Operator { who: "a".repeat(255), why: Some("w".repeat(200)) })
         };
         let text = longest.render();
@@ -409,6 +423,13 @@ mod tests {
         assert!(matches!(parsed.phase, Phase::RolledBack(RolledBackBy::Operator { why: None, .. })), "{text}");
         assert!(parsed.is_by(&longest.execution), "the hashed execution is still known as itself: {text}");
         assert!(!parsed.is_by("M:e"));
+        assert_eq!((parsed.stable, parsed.canary), (longest.stable, longest.canary), "the roles are never dropped");
+    }
+
+    #[test]
+    fn a_stamp_from_before_the_canary_was_recorded_still_reads() {
+        let old = Stamp::parse("coalmine/1 phase=live execution=M:e stable=41 stage=2/4 release=r").unwrap();
+        assert_eq!((old.stable.as_str(), old.canary), ("41", None));
     }
 
     #[test]

@@ -108,6 +108,41 @@ impl Target {
         }
     }
 
+    /// Whether the target itself says which side is the stable, whatever anyone names: a
+    /// Lambda alias's `FunctionVersion` is, and its additional version is the canary.
+    /// SageMaker variants and Azure ML deployments are peers; only a name (an alarm's
+    /// tag or dimensions, a release) says which is which.
+    pub fn has_fixed_roles(&self) -> bool {
+        matches!(self, Target::Lambda(_))
+    }
+
+    /// Whether the stable is named (or fixed), not left to be inferred from the endpoint.
+    pub fn names_its_stable(&self) -> bool {
+        match self {
+            Target::Lambda(_) => true,
+            Target::Sagemaker(variants) => variants.stable_variant.is_some(),
+            Target::Azureml(deployments) => deployments.stable_deployment.is_some(),
+        }
+    }
+
+    /// The same endpoint with these roles: how a person names a release's own sides (a
+    /// Lambda alias has no roles to name).
+    pub fn with_roles(&self, stable: &str, canary: &str) -> Target {
+        match self {
+            Target::Lambda(_) => self.clone(),
+            Target::Sagemaker(variants) => Target::Sagemaker(SageMakerVariants {
+                endpoint: variants.endpoint.clone(),
+                stable_variant: Some(stable.to_owned()),
+                canary_variant: canary.to_owned(),
+            }),
+            Target::Azureml(deployments) => Target::Azureml(Box::new(AzureMlDeployments {
+                stable_deployment: Some(stable.to_owned()),
+                canary_deployment: canary.to_owned(),
+                ..(**deployments).clone()
+            })),
+        }
+    }
+
     /// Whether `split`, read through [`Self::as_dimensions_name_it`], is this target's:
     /// the stable variant the dimensions' read inferred must be the one this target names.
     pub fn is_split_of(&self, split: &crate::domain::split::Split) -> bool {

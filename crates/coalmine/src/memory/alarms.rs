@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::journal::{lock, Journal};
 use crate::domain::error::{Error, Result};
-use crate::domain::event::AlarmState;
+use crate::domain::event::{AlarmState, Confirmation};
 use crate::ports::{AlarmSource, Tripwires};
 
 #[derive(Default)]
@@ -19,6 +19,8 @@ pub struct Alarms {
     pub calls: Mutex<usize>,
     /// Alarm states by name; a name not here does not exist.
     pub states: Mutex<HashMap<String, AlarmState>>,
+    /// Alarms that went to ALARM and have left it since (their history says so).
+    pub fired_before: Mutex<Vec<String>>,
     pub journal: Journal,
 }
 
@@ -60,6 +62,22 @@ impl AlarmSource for Alarms {
     async fn states(&self, names: &[String]) -> Result<Vec<(String, AlarmState)>> {
         let states = lock(&self.states);
         Ok(names.iter().filter_map(|n| states.get(n).map(|s| (n.clone(), *s))).collect())
+    }
+
+    async fn confirm(&self, name: &str, _entered_at: &str) -> Result<Confirmation> {
+        if self.fail {
+            return Err(Error::Service {
+                operation: "cloudwatch:DescribeAlarms",
+                detail: "throttled".into(),
+                retryable: true,
+            });
+        }
+        Ok(match self.state(name) {
+            None => Confirmation::NoSuchAlarm,
+            Some(AlarmState::Alarm) => Confirmation::InAlarm,
+            Some(_) if lock(&self.fired_before).iter().any(|n| n == name) => Confirmation::FiredThen,
+            Some(state) => Confirmation::NotFired(state),
+        })
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Router {
     pub scripts: Mutex<HashMap<String, VecDeque<EndpointState>>>,
     /// Endpoint configs by name.
     pub configs: Mutex<HashMap<String, ConfigVariants>>,
+    /// SageMaker and Azure ML endpoints by their sides' weights, read through whatever
+    /// roles a target names, as the adapters read them (see [`Router::with_sides`]).
+    pub sides: Mutex<HashMap<String, Vec<(String, f64)>>>,
     /// The endpoints' `coalmine:release` and `coalmine:tripwire` tags.
     pub stamps: Mutex<HashMap<String, Stamp>>,
     pub tripwires: Mutex<HashMap<String, String>>,
@@ -56,6 +59,77 @@ impl Router {
     /// Records its changes in `journal`, beside the other adapters'.
     pub fn journaled(self, journal: &Journal) -> Self {
         Router { journal: journal.clone(), ..self }
+    }
+
+    /// An endpoint whose variants (or deployments) serve `weights`, its release stamp
+    /// `stamp`: any target on it reads and writes its split, whatever roles it names.
+    pub fn with_sides(endpoint: &Target, weights: &[(&str, f64)], stamp: Option<Stamp>) -> Self {
+        let router = Router::default();
+        router.put_sides(endpoint, weights, stamp);
+        router
+    }
+
+    pub fn put_sides(&self, endpoint: &Target, weights: &[(&str, f64)], stamp: Option<Stamp>) {
+        let key = endpoint_key(endpoint).expect("an endpoint with sides");
+        lock(&self.sides).insert(key.clone(), weights.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect());
+        match stamp {
+            Some(stamp) => lock(&self.stamps).insert(key, stamp),
+            None => lock(&self.stamps).remove(&key),
+        };
+    }
+
+    /// Each side's share of the endpoint's traffic now.
+    pub fn shares(&self, endpoint: &Target) -> HashMap<String, f64> {
+        let key = endpoint_key(endpoint).expect("an endpoint with sides");
+        let sides = lock(&self.sides);
+        let weights = sides.get(&key).cloned().unwrap_or_default();
+        let total: f64 = weights.iter().map(|(_, w)| w).sum();
+        weights.into_iter().map(|(n, w)| (n, if total > 0.0 { w / total } else { 0.0 })).collect()
+    }
+
+    pub fn stamp_on(&self, endpoint: &Target) -> Option<Stamp> {
+        lock(&self.stamps).get(&endpoint_key(endpoint)?).cloned()
+    }
+
+    fn read_sides(&self, target: &Target) -> Option<Result<Split>> {
+        let key = endpoint_key(target)?;
+        let weights = lock(&self.sides).get(&key).cloned()?;
+        let (named, canary) = roles_named(target)?;
+        let stamp = lock(&self.stamps).get(&key).cloned();
+        let revision = Some(format!("sides-{}", *lock(&self.revision)));
+        Some(
+            Split::of_sides(named, canary, &weights, stamp)
+                .map(|split| Split { revision, ..split })
+                .map_err(|problem| Error::NotFound { target: target.clone(), detail: format!("{problem:?}") }),
+        )
+    }
+
+    fn write_sides(&self, target: &Target, read: &Split, desired: &Split) -> Option<Result<Split>> {
+        let key = endpoint_key(target)?;
+        let mut sides = lock(&self.sides);
+        let weights = sides.get_mut(&key)?;
+        if read.revision != Some(format!("sides-{}", *lock(&self.revision))) {
+            return Some(Err(Error::Conflict { target: target.clone(), detail: "the endpoint changed".into() }));
+        }
+        let total: f64 = weights.iter().map(|(_, w)| w).sum();
+        let others_raw = read.others_weight * total;
+        for (name, weight) in weights.iter_mut() {
+            if Some(name.as_str()) == desired.canary.as_deref() {
+                *weight = desired.canary_weight * total;
+            } else if *name == desired.stable {
+                *weight = total - others_raw - desired.canary_weight * total;
+            }
+        }
+        if let Some(stamp) = &desired.stamp {
+            lock(&self.stamps).insert(key, stamp.clone());
+        }
+        let written = Split {
+            revision: self.next_revision(),
+            stamp: desired.stamp.clone().or(read.stamp.clone()),
+            ..desired.clone()
+        };
+        lock(&self.writes).push((target.clone(), written.clone()));
+        Some(Ok(written))
     }
 
     pub fn split(&self, target: &Target) -> Split {
@@ -102,9 +176,29 @@ pub fn lambda_split(stable: &str, canary: &str, weight: f64) -> Split {
         stable: stable.into(),
         canary: Some(canary.into()),
         canary_weight: weight,
+        others_weight: 0.0,
         mirror: 0.0,
         revision: Some("rev-0".into()),
         stamp: None,
+    }
+}
+
+/// What an endpoint with sides is known by: a SageMaker endpoint's name, an Azure ML
+/// endpoint's resource ID; `None` for a Lambda alias.
+fn endpoint_key(target: &Target) -> Option<String> {
+    match target {
+        Target::Lambda(_) => None,
+        Target::Sagemaker(variants) => Some(variants.endpoint.clone()),
+        Target::Azureml(deployments) => Some(deployments.endpoint_id()),
+    }
+}
+
+/// The stable a target names, if any, and its canary.
+fn roles_named(target: &Target) -> Option<(Option<&str>, &str)> {
+    match target {
+        Target::Lambda(_) => None,
+        Target::Sagemaker(v) => Some((v.stable_variant.as_deref(), v.canary_variant.as_str())),
+        Target::Azureml(d) => Some((d.stable_deployment.as_deref(), d.canary_deployment.as_str())),
     }
 }
 
@@ -125,6 +219,9 @@ impl TrafficRouter for Router {
         if let Some(split) = lock(&self.splits).get(target).cloned() {
             return Ok(split);
         }
+        if let Some(read) = self.read_sides(target) {
+            return read;
+        }
         let endpoint = match target {
             Target::Sagemaker(variants) => self.endpoint_split(variants),
             Target::Lambda(_) | Target::Azureml(_) => None,
@@ -139,6 +236,11 @@ impl TrafficRouter for Router {
         }
         if let Some(error) = lock(&self.write_failures).get_mut(target).and_then(VecDeque::pop_front) {
             return Err(error);
+        }
+        if !lock(&self.splits).contains_key(target) {
+            if let Some(written) = self.write_sides(target, read, desired) {
+                return written;
+            }
         }
         let mut splits = lock(&self.splits);
         let live =

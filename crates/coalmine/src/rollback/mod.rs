@@ -6,7 +6,7 @@ pub mod resolve;
 pub mod webhook;
 mod zero;
 
-pub use zero::{record_rollback, zero_canary, Owner, ZeroOutcome};
+pub use zero::{record_rollback, zero_canary, Owner, Refusal, ZeroOutcome};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,12 +17,12 @@ use tracing::{error, info, warn};
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
-use crate::domain::event::{AlarmEvent, AlarmState};
+use crate::domain::event::{AlarmEvent, AlarmState, Confirmation};
 use crate::domain::mapping::TargetMapping;
 use crate::domain::split::Split;
-use crate::domain::target::{Target, TARGET_TAG};
+use crate::domain::target::Target;
 use crate::ports::{AlarmSource, EndpointDeployments, Notifier, TrafficRouter, Tripwires};
-use crate::rollback::resolve::{fallback_targets, resolve, tag_targets, Resolution, ResolvedBy};
+use crate::rollback::resolve::{fallback_targets, in_scope, resolve, tag_targets, Resolution, ResolvedBy};
 
 pub struct RollbackDeps<'a, R, N, A> {
     pub router: &'a R,
@@ -38,6 +38,8 @@ pub struct RollbackReport {
     /// The event was coalmine's own tripwire: nothing to zero, nothing to announce.
     pub tripwire: bool,
     pub resolved_by: Option<ResolvedBy>,
+    /// The notification came by SNS or an alarm action and CloudWatch did not bear it out.
+    pub unconfirmed: Option<Confirmation>,
     pub outcomes: Vec<(Target, Result<ZeroOutcome>)>,
     pub notified: usize,
 }
@@ -64,8 +66,9 @@ where
     }
 
     // The tag, when there is one, usually names the very targets the mapping or the
-    // dimensions name, so those are read while the tag lookup is in flight: a round trip
-    // fewer before traffic moves. The lookup never waits for these reads, and a resolved
+    // dimensions name, so those are read while the tag lookup (and, for a notification
+    // anyone could have written, its confirmation) is in flight: a round trip fewer
+    // before traffic moves. The lookup never waits for these reads, and a resolved
     // target waits only for its own, so a slow read the tag overrules holds nothing up;
     // it is dropped unused, and a failed read is simply made again. (A SageMaker pair the
     // tag names with its stable variant takes the read of its canary variant, if that read
@@ -76,22 +79,50 @@ where
         .iter()
         .map(|target| (target.clone(), maybe_done(Box::pin(deps.router.read(target)) as BoxedRead<'_>)))
         .collect();
-    let tag = {
-        let lookup = pin!(tag_targets(event, deps.alarms));
+    let (tag, confirmation) = {
+        let confirm = async {
+            match event.delivery.needs_confirmation() {
+                true => Some(deps.alarms.confirm(&event.alarm_name, &event.state_time).await),
+                false => None,
+            }
+        };
+        let lookup = pin!(futures::future::join(tag_targets(event, deps.alarms), confirm));
         match select(lookup, join_all(early_reads.values_mut())).await {
-            Either::Left((tag, _unfinished_reads)) => tag,
+            Either::Left((found, _unfinished_reads)) => found,
             Either::Right((_all_read, lookup)) => lookup.await,
         }
     };
-    let resolution = resolve(tag, fallback);
+    match confirmation {
+        Some(Err(e)) => {
+            return Err(retryable(format!(
+                "alarm {} came by {} and could not be confirmed with CloudWatch, so nothing was moved: {e}",
+                event.alarm_name,
+                event.delivery.as_str()
+            )))
+        }
+        Some(Ok(found)) if !found.is_real() => return unconfirmed(event, deps.notifier, found).await,
+        _ => {}
+    }
+    let resolution = resolve(tag, fallback)?;
     if resolution.targets.is_empty() {
         return guards_nothing(event, deps.notifier, resolution).await;
     }
+    let (targets, out_of_scope) = in_scope(event, resolution.targets.clone());
+    let refused_scope = async {
+        if out_of_scope.is_empty() {
+            return None;
+        }
+        warn!(
+            alarm = %event.alarm_name, decision = "out_of_scope",
+            targets = ?out_of_scope.iter().map(Target::to_string).collect::<Vec<_>>(),
+            "an Azure alert may act only on the endpoint it was raised on; nothing moved there"
+        );
+        Some(deps.notifier.publish(&notify::out_of_scope(event, &out_of_scope)).await)
+    };
 
     // Each target's zeroing and then its message run on their own, so a slow or
     // failing notification never delays another target's rollback.
-    let per_target: Vec<_> = resolution
-        .targets
+    let per_target: Vec<_> = targets
         .iter()
         .map(|target| {
             let early_read = early_reads.remove(target).or_else(|| early_reads.remove(&target.as_dimensions_name_it()));
@@ -99,12 +130,25 @@ where
         })
         .collect();
     drop(early_reads); // the reads no target claimed: cancelled, not awaited
-    let results = join_all(per_target).await;
-    report(resolution, results)
+    let (results, refused_sent) = futures::future::join(join_all(per_target), refused_scope).await;
+    report(resolution, results, refused_sent)
 }
 
-/// No target: the team is warned; the invocation succeeds, unless the tags could not
-/// be read (a retry may find the target) or the warning was not sent.
+/// A notification CloudWatch does not bear out: nothing moves, and the team hears of it
+/// (someone may be sending forged or stale alarms). A retry would find the same.
+async fn unconfirmed(event: &AlarmEvent, notifier: &impl Notifier, found: Confirmation) -> Result<RollbackReport> {
+    warn!(
+        alarm = %event.alarm_name, delivery = event.delivery.as_str(), decision = "unconfirmed", cloudwatch = ?found,
+        "CloudWatch does not confirm this alarm notification; nothing moved"
+    );
+    notifier.publish(&notify::unconfirmed(event, found)).await.map_err(|e| {
+        retryable(format!("alarm {} was not confirmed, and the team's warning was not sent: {e}", event.alarm_name))
+    })?;
+    Ok(RollbackReport { unconfirmed: Some(found), notified: 1, ..Default::default() })
+}
+
+/// No target: the team is warned; the invocation succeeds, unless the warning was not
+/// sent.
 async fn guards_nothing(
     event: &AlarmEvent,
     notifier: &impl Notifier,
@@ -114,12 +158,9 @@ async fn guards_nothing(
     let sent = notifier.publish(&notify::no_target(event)).await;
     let report =
         RollbackReport { resolved_by: Some(resolution.by), notified: usize::from(sent.is_ok()), ..Default::default() };
-    match (resolution.tag_lookup_failed, sent) {
-        (Some(tag_error), _) => {
-            Err(retryable(format!("no target resolved because the alarm's tags could not be read: {tag_error}")))
-        }
-        (None, Err(notify_error)) => Err(retryable(format!("the no-target warning could not be sent: {notify_error}"))),
-        (None, Ok(())) => Ok(report),
+    match sent {
+        Err(notify_error) => Err(retryable(format!("the no-target warning could not be sent: {notify_error}"))),
+        Ok(()) => Ok(report),
     }
 }
 
@@ -128,6 +169,7 @@ async fn guards_nothing(
 fn report(
     resolution: Resolution,
     results: Vec<(Target, Result<ZeroOutcome>, Option<Result<()>>)>,
+    refused_sent: Option<Result<()>>,
 ) -> Result<RollbackReport> {
     let mut report = RollbackReport { resolved_by: Some(resolution.by), ..Default::default() };
     let mut problems = Vec::new();
@@ -149,12 +191,13 @@ fn report(
         }
         report.outcomes.push((target, outcome));
     }
-    if let Some(tag_error) = resolution.tag_lookup_failed {
-        retryable = true;
-        problems.push(format!(
-            "the alarm's {TARGET_TAG} tag could not be read, so targets came from the {}: {tag_error}",
-            resolution.by.as_str()
-        ));
+    match refused_sent {
+        Some(Ok(())) => report.notified += 1,
+        Some(Err(e)) => {
+            retryable = true;
+            problems.push(format!("the warning about targets outside the alert's endpoint was not sent: {e}"));
+        }
+        None => {}
     }
     if problems.is_empty() {
         Ok(report)
@@ -182,7 +225,7 @@ async fn roll_back_target(
         None => None,
     };
     let by = RolledBackBy::Alarm(event.alarm_name.clone());
-    let outcome = match zero_canary(deps.router, target, &by, Owner::Anyone, first_read).await {
+    let outcome = match zero_canary(deps.router, target, &by, Owner::Alarm, first_read).await {
         Ok(ZeroOutcome::AlreadyZero { split }) if split.canary.is_none() => {
             stop_guardrail(deps, target, split, &by).await
         }
@@ -253,6 +296,13 @@ fn log_outcome(event: &AlarmEvent, target: &Target, outcome: &Result<ZeroOutcome
         match done {
             ZeroOutcome::RolledBack { .. } => "canary traffic set to zero",
             ZeroOutcome::Tripped { .. } => "guardrail deployment stopped: tripwire tripped",
+            ZeroOutcome::Refused { why: Refusal::NotTheRolesOfRecord, .. } => {
+                "nothing moved: the sides named are not the release in flight's"
+            }
+            ZeroOutcome::Refused { why: Refusal::Promoted, .. } => "nothing moved: the release ended promoted",
+            ZeroOutcome::Refused { why: Refusal::NoMajority, .. } => {
+                "nothing moved: no release in flight, and the stable named does not serve the majority"
+            }
             _ => "canary already had no traffic; nothing written",
         }
     );
@@ -270,7 +320,11 @@ pub async fn by_hand(
     why: &str,
 ) -> Result<ZeroOutcome> {
     let by = RolledBackBy::Operator { who: who.to_owned(), why: Some(why.to_owned()) };
-    let outcome = zero_canary(router, target, &by, Owner::Anyone, None).await?;
+    let outcome = zero_canary(router, target, &by, Owner::Operator, None).await?;
+    if let ZeroOutcome::Refused { split, why } = &outcome {
+        let (what, next) = notify::refusal(target, split, why, who);
+        return Err(Error::Refused(format!("{what} {next}")));
+    }
     info!(
         target = %target, decision = outcome.event_name(), operator = who, why,
         weight_before = outcome.before().canary_weight, weight_after = outcome.after().canary_weight,
@@ -340,7 +394,8 @@ impl RollbackReport {
         serde_json::json!({
             "alarm": event.alarm_name,
             "state": event.state.as_str(),
-            "acted": self.ignored_state.is_none() && !self.tripwire,
+            "acted": self.ignored_state.is_none() && !self.tripwire && self.unconfirmed.is_none(),
+            "confirmed": self.unconfirmed.is_none(),
             "tripwire": self.tripwire,
             "resolved_by": self.resolved_by.map(ResolvedBy::as_str),
             "targets": targets,
@@ -437,6 +492,7 @@ mod tests {
         let stamp = Stamp {
             execution: "Release-Ab12:ai-handler-42".into(),
             stable: "41".into(),
+            canary: Some("42".into()),
             phase,
             stage: Some((4, 4)),
             release: Some("ai-handler-42".into()),
@@ -575,6 +631,10 @@ mod tests {
         async fn states(&self, _names: &[String]) -> Result<Vec<(String, AlarmState)>> {
             unreachable!("the rollback never asks for alarm states")
         }
+
+        async fn confirm(&self, _name: &str, _entered_at: &str) -> Result<Confirmation> {
+            Ok(Confirmation::InAlarm)
+        }
     }
 
     impl Tripwires for TagAfterRead<'_> {
@@ -627,6 +687,7 @@ mod tests {
             stable: stable.into(),
             canary: Some("canary".into()),
             canary_weight: 0.1,
+            others_weight: 0.0,
             mirror: 0.0,
             revision: None,
             stamp: None,
@@ -810,13 +871,13 @@ mod tests {
         let conflict = || Error::Conflict { target: handler(), detail: "412".into() };
         router.write_failures.lock().unwrap().insert(handler(), (0..MAX_CONFLICTS).map(|_| conflict()).collect());
         let by = RolledBackBy::Alarm("a".into());
-        let err = zero_canary(&router, &handler(), &by, Owner::Anyone, None).await.unwrap_err();
+        let err = zero_canary(&router, &handler(), &by, Owner::Alarm, None).await.unwrap_err();
         assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable());
         assert_eq!(*router.reads.lock().unwrap(), MAX_CONFLICTS);
     }
 
     #[tokio::test]
-    async fn unreadable_tags_still_roll_back_from_other_sources_then_fail_for_a_retry() {
+    async fn an_unreadable_tag_moves_nothing_and_fails_for_a_retry_never_falling_back_to_dimensions() {
         let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
         let alarms = Alarms { fail: true, ..Default::default() };
         let err = run(
@@ -829,7 +890,62 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.is_retryable() && err.to_string().contains("tag could not be read"), "{err}");
-        assert_eq!(router.split(&handler()).canary_weight, 0.0);
+        assert_eq!(router.write_count(), 0, "the dimensions the tag exists to overrule moved nothing");
+        assert_eq!(router.split(&handler()).canary_weight, 0.05);
+    }
+
+    #[tokio::test]
+    async fn a_notification_by_sns_or_alarm_action_moves_traffic_only_when_cloudwatch_bears_it_out() {
+        let name = "coalmine-ai-handler-canary-errors";
+        for file in ["alarm-lambda-canary.sns.json", "alarm-lambda-canary.alarm-action.json"] {
+            let event = sample(file);
+            // No such alarm (forged), or one that is OK and never fired then: nothing moves.
+            for alarms in [Alarms::default(), Alarms::with([(name.to_owned(), AlarmState::Ok)])] {
+                let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+                let notifier = Outbox::default();
+                let report = run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
+                assert!(report.unconfirmed.is_some() && report.outcomes.is_empty(), "{file}");
+                assert_eq!(router.write_count(), 0, "{file}");
+                assert_eq!(notifier.events(), vec![("unconfirmed".into(), String::new())], "{file}");
+                assert_eq!(report.summary(&event)["acted"], false);
+            }
+            // In ALARM, or fired then and recovered since (a late delivery): believed.
+            let fired_then = Alarms::with([(name.to_owned(), AlarmState::Ok)]);
+            fired_then.fired_before.lock().unwrap().push(name.to_owned());
+            for alarms in [Alarms::with([(name.to_owned(), AlarmState::Alarm)]), fired_then] {
+                let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+                let report =
+                    run(&event, &router, &Outbox::default(), &alarms, &TargetMapping::default()).await.unwrap();
+                assert_eq!(report.outcomes[0].1.as_ref().unwrap().event_name(), "rolled_back", "{file}");
+            }
+            // CloudWatch unreachable: nothing moves, and Lambda retries.
+            let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+            let down = Alarms { fail: true, ..Default::default() };
+            let err = run(&event, &router, &Outbox::default(), &down, &TargetMapping::default()).await.unwrap_err();
+            assert!(err.is_retryable() && router.write_count() == 0, "{err}");
+        }
+        // EventBridge delivers only what CloudWatch emitted: it is not asked again.
+        let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+        let report = run(&event, &router, &Outbox::default(), &Alarms::default(), &TargetMapping::default()).await;
+        assert_eq!(report.unwrap().outcomes.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_azure_alert_moves_nothing_but_its_own_endpoint_whatever_it_names() {
+        let mut alert = sample("azure/alert-azureml-canary.common-schema.json");
+        alert.declared_targets = Some("sagemaker:ai-model-endpoint:spare:prod lambda:ai-handler:production".into());
+        let sagemaker: Target = "sagemaker:ai-model-endpoint:spare:prod".parse().unwrap();
+        let serving = Split { canary_weight: 0.9, ..lambda_split("spare", "prod", 0.9) };
+        let router = Router::with([(sagemaker.clone(), serving), (handler(), lambda_split("41", "42", 0.05))]);
+        let notifier = Outbox::default();
+        let report = run(&alert, &router, &notifier, &Alarms::default(), &TargetMapping::default()).await.unwrap();
+        assert!(report.outcomes.is_empty());
+        assert_eq!(router.write_count(), 0);
+        assert_eq!(router.split(&sagemaker).canary_weight, 0.9);
+        assert_eq!(notifier.events()[0].0, "out_of_scope");
+        let message = &notifier.sent.lock().unwrap()[0];
+        assert!(message.body.contains("which it may not act on"), "{}", message.body);
     }
 
     #[tokio::test]
@@ -857,6 +973,7 @@ mod tests {
             stable: "blue".into(),
             canary: Some("green".into()),
             canary_weight: 0.25,
+            others_weight: 0.0,
             mirror: 0.0,
             revision: Some("etag-0".into()),
             stamp: None,

@@ -7,12 +7,14 @@
 use std::fmt::Write;
 
 use crate::domain::cause::RolledBackBy;
-use crate::domain::event::{AlarmEvent, Delivery};
+use crate::domain::event::{AlarmEvent, Confirmation, Delivery};
+use crate::domain::split::Split;
 use crate::domain::stamp::{Phase, Stamp};
 use crate::domain::target::Target;
+use crate::domain::target::TARGET_TAG;
 use crate::ports::{Notification, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
-use crate::rollback::zero::ZeroOutcome;
-use crate::text::{describe, execution_link, field, side, subject};
+use crate::rollback::zero::{Refusal, ZeroOutcome};
+use crate::text::{describe, execution_link, field, percent, side, subject};
 
 pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> Notification {
     let before = outcome.before();
@@ -60,6 +62,9 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
             "already at zero",
             format!("The canary of {target} already had no traffic, so nothing was changed.{}", earlier(stamp)),
         ),
+        ZeroOutcome::Refused { split, why } => {
+            ("NOT rolled back", refusal(target, split, why, &format!("Alarm {}", event.alarm_name)).0)
+        }
     };
     let mut body = format!("{opening}\n\n");
     release_lines(&mut body, stamp);
@@ -72,6 +77,7 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
     }
     let _ = writeln!(body);
     let next = match (outcome, stamp.map(|s| &s.phase)) {
+        (ZeroOutcome::Refused { split, why }, _) => refusal(target, split, why, "").1,
         (ZeroOutcome::RolledBack { .. }, Some(_)) => {
             "The release's execution sees the rollback at its next check and ends rolled back.".to_owned()
         }
@@ -95,6 +101,71 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
         subject: subject(&format!("coalmine: {about} {headline} (alarm {})", event.alarm_name)),
         body,
         attributes,
+    }
+}
+
+/// Why a rollback `asked` for (an alarm, a person) moved nothing, and what a person can
+/// run instead: (what happened, what to do next).
+pub fn refusal(target: &Target, split: &Split, why: &Refusal, asked: &str) -> (String, String) {
+    let stamp = split.stamp.as_ref();
+    let release = stamp.and_then(|s| s.release.clone()).unwrap_or_else(|| "(unnamed)".to_owned());
+    let canary = split.canary.as_deref().unwrap_or("(none)");
+    match why {
+        Refusal::NotTheRolesOfRecord => {
+            let (stable, candidate) = stamp.map_or(("?", None), |s| (s.stable.as_str(), s.canary.as_deref()));
+            let moves = candidate.map_or_else(
+                || format!("gives traffic back only to {}", side(target, stable)),
+                |candidate| format!("moves traffic between {} and {}", side(target, stable), side(target, candidate)),
+            );
+            let what = format!(
+                "{asked} asked to roll back {target}, which serves {}; but release {release} is in flight there and \
+                 {moves}, not the sides named. coalmine takes traffic only from a release's own candidate, so nothing \
+                 was changed.",
+                describe(target, split)
+            );
+            let by_hand = match candidate {
+                Some(candidate) if !target.has_fixed_roles() => {
+                    format!(" (or coalmine rollback {} --reason \"...\")", target.with_roles(stable, candidate))
+                }
+                _ => String::new(),
+            };
+            let next = format!(
+                "To take the release's candidate away now: coalmine abort {release} --reason \"...\"{by_hand}. Then \
+                 make the alarm name the sides it watches (its {TARGET_TAG} tag), or leave the release to its judge."
+            );
+            (what, next)
+        }
+        Refusal::Promoted => {
+            let previous = stamp.map_or("the previous one", |s| s.stable.as_str());
+            (
+                format!(
+                    "Release {release} ended promoted: {} is production on {target} now, and a promotion is final, so \
+                     nothing was changed ({asked}).",
+                    side(target, canary)
+                ),
+                format!(
+                    "If {} is at fault, release {} again: a new release with it as the candidate.",
+                    side(target, canary),
+                    side(target, previous)
+                ),
+            )
+        }
+        Refusal::NoMajority => (
+            format!(
+                "{asked} asked to roll back {target}, but no coalmine release is in flight there and {} serves {} of \
+                 its traffic: taking the {} of {} away would raise a side that is not production on a name alone, so \
+                 nothing was changed.",
+                side(target, &split.stable),
+                percent(split.stable_share()),
+                percent(split.canary_weight),
+                side(target, canary)
+            ),
+            format!(
+                "If {} must lose its traffic anyway, a person can say so: coalmine rollback {} --reason \"...\".",
+                side(target, canary),
+                target.with_roles(&split.stable, canary)
+            ),
+        ),
     }
 }
 
@@ -145,6 +216,65 @@ pub fn no_target(event: &AlarmEvent) -> Notification {
         subject: subject(&format!("coalmine: alarm {} guards no known canary", event.alarm_name)),
         body,
         attributes: vec![(ATTR_EVENT, "no_target".to_owned())],
+    }
+}
+
+/// A notification that CloudWatch does not bear out moved nothing: someone may be
+/// writing alarms to the topic or invoking the function by hand.
+pub fn unconfirmed(event: &AlarmEvent, found: Confirmation) -> Notification {
+    let what = match found {
+        Confirmation::NoSuchAlarm => "CloudWatch has no alarm of that name".to_owned(),
+        Confirmation::NotFired(state) => format!(
+            "CloudWatch says the alarm is {} and did not enter ALARM at the time the notification gives",
+            state.as_str()
+        ),
+        Confirmation::InAlarm | Confirmation::FiredThen => "CloudWatch confirms it".to_owned(),
+    };
+    let mut body = format!(
+        "An alarm notification arrived by {}, but {what}, so coalmine changed no traffic.\n\n",
+        match event.delivery {
+            Delivery::Sns => "SNS",
+            _ => "a direct invocation of the rollback function",
+        }
+    );
+    alarm_lines(&mut body, event);
+    let _ = writeln!(body);
+    field(
+        &mut body,
+        "Next",
+        "Find out who sent it: only CloudWatch should publish alarm notifications to the topic the rollback \
+         function is subscribed to, and only alarms should invoke it.",
+    );
+    Notification {
+        subject: subject(&format!("coalmine: unconfirmed alarm {} ignored", event.alarm_name)),
+        body,
+        attributes: vec![(ATTR_EVENT, "unconfirmed".to_owned())],
+    }
+}
+
+/// An Azure alert named targets off its own endpoint: they were left alone.
+pub fn out_of_scope(event: &AlarmEvent, targets: &[Target]) -> Notification {
+    let names: Vec<String> = targets.iter().map(Target::to_string).collect();
+    let mut body = format!(
+        "Azure alert {} names {}, which it may not act on: an alert through the webhook moves traffic only on the \
+         Azure ML online endpoint it was raised on ({}). Nothing was changed there.\n\n",
+        event.alarm_name,
+        names.join(", "),
+        event.resource.as_deref().unwrap_or("no resource given")
+    );
+    alarm_lines(&mut body, event);
+    let _ = writeln!(body);
+    field(
+        &mut body,
+        "Next",
+        "Fix the alert rule's coalmine:target custom property; to guard an AWS target, use a CloudWatch alarm.",
+    );
+    let mut attributes = vec![(ATTR_EVENT, "out_of_scope".to_owned())];
+    attributes.extend(names.into_iter().take(1).map(|t| (ATTR_TARGET, t)));
+    Notification {
+        subject: subject(&format!("coalmine: alert {} named targets off its endpoint", event.alarm_name)),
+        body,
+        attributes,
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use tracing::warn;
 
 use crate::domain::error::Error;
-use crate::domain::event::AlarmEvent;
+use crate::domain::event::{AlarmEvent, Delivery};
 use crate::domain::mapping::TargetMapping;
 use crate::domain::target::{parse_target_list, AzureMlDeployments, SageMakerVariants, Target, TARGET_TAG};
 use crate::ports::AlarmSource;
@@ -35,9 +35,6 @@ impl ResolvedBy {
 pub struct Resolution {
     pub targets: Vec<Target>,
     pub by: ResolvedBy,
-    /// The tag could not be read. The other sources were still used so traffic moves
-    /// now, but the invocation must fail afterwards so a retry can honour the tag.
-    pub tag_lookup_failed: Option<Error>,
 }
 
 /// The targets an alarm guards when its tag names none: the configured mapping, else its
@@ -93,15 +90,45 @@ pub async fn tag_targets(event: &AlarmEvent, alarms: &impl AlarmSource) -> TagLo
     }
 }
 
-/// The tag wins when it names targets; otherwise the fallback does.
-pub fn resolve(tag: TagLookup, fallback: Fallback) -> Resolution {
+/// The tag wins when it names targets; otherwise the fallback does. A tag that could not
+/// be read is a retryable failure, never a fallback: the tag exists to overrule the
+/// dimensions, so they cannot stand in for it.
+pub fn resolve(tag: TagLookup, fallback: Fallback) -> Result<Resolution, Error> {
     match tag {
-        TagLookup::Targets(targets) => Resolution { targets, by: ResolvedBy::Tag, tag_lookup_failed: None },
-        TagLookup::NoTargets => Resolution { targets: fallback.targets, by: fallback.by, tag_lookup_failed: None },
-        TagLookup::Failed(error) => {
-            Resolution { targets: fallback.targets, by: fallback.by, tag_lookup_failed: Some(error) }
-        }
+        TagLookup::Targets(targets) => Ok(Resolution { targets, by: ResolvedBy::Tag }),
+        TagLookup::NoTargets => Ok(Resolution { targets: fallback.targets, by: fallback.by }),
+        TagLookup::Failed(error) => Err(Error::Incomplete {
+            summary: format!(
+                "the alarm's {TARGET_TAG} tag could not be read, so nothing was moved; Lambda retries the event: {error}"
+            ),
+            retryable: true,
+        }),
     }
+}
+
+/// Splits the targets into those the event may act on and those it may not: an Azure
+/// alert only on the online endpoint it was raised on (its target resource), whatever
+/// its custom properties name; any other event on any target.
+pub fn in_scope(event: &AlarmEvent, targets: Vec<Target>) -> (Vec<Target>, Vec<Target>) {
+    if event.delivery != Delivery::AzureMonitor {
+        return (targets, Vec::new());
+    }
+    let own = event.resource.as_deref().and_then(alerted_endpoint);
+    targets.into_iter().partition(|target| match (target, &own) {
+        (Target::Azureml(d), Some(own)) => d.endpoint_id().eq_ignore_ascii_case(own),
+        _ => false,
+    })
+}
+
+/// The online endpoint an Azure alert's resource is, or belongs to (a deployment's).
+fn alerted_endpoint(resource: &str) -> Option<String> {
+    let trimmed = resource.trim_end_matches('/');
+    let lower = trimmed.to_ascii_lowercase();
+    let endpoint = match lower.rfind("/deployments/") {
+        Some(at) => &trimmed[..at],
+        None => trimmed,
+    };
+    AzureMlDeployments::from_endpoint_id(endpoint, "-").map(|d| d.endpoint_id())
 }
 
 /// `AWS/Lambda` metrics by `FunctionName` + `Resource` "function:alias",
@@ -167,6 +194,31 @@ fn dedup(targets: Vec<Target>) -> Vec<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_azure_alert_may_act_on_its_own_endpoint_only() {
+        let alert = sample("azure/alert-azureml-canary.common-schema.json");
+        let own = targets_from_dimensions(&alert).remove(0);
+        let Target::Azureml(d) = &own else { panic!("an Azure target") };
+        let other_endpoint =
+            Target::Azureml(Box::new(AzureMlDeployments { endpoint: "other".into(), ..(**d).clone() }));
+        let candidates = vec![
+            own.clone(),
+            "sagemaker:ep:spare:prod".parse().unwrap(),
+            Target::lambda("ai-handler", "production"),
+            other_endpoint.clone(),
+        ];
+        let (allowed, refused) = in_scope(&alert, candidates);
+        assert_eq!(allowed, vec![own.clone()]);
+        assert_eq!(refused.len(), 3);
+        assert!(refused.contains(&other_endpoint));
+        // A CloudWatch alarm's tag may name any target.
+        let alarm = sample("alarm-lambda-canary.eventbridge.json");
+        assert_eq!(in_scope(&alarm, vec![own.clone()]).0, vec![own]);
+        // An alert with no resource acts on nothing.
+        let nowhere = AlarmEvent { resource: None, ..alert };
+        assert!(in_scope(&nowhere, targets_from_dimensions(&nowhere)).0.is_empty());
+    }
     use crate::domain::event::tests::sample;
     use crate::memory::Alarms;
 

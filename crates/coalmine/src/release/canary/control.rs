@@ -172,6 +172,7 @@ mod tests {
         let stamp = Stamp {
             execution: "Release:ai-handler-42".into(),
             stable: "41".into(),
+            canary: Some("42".into()),
             phase: Phase::Live,
             stage: Some((2, 3)),
             release: Some("ai-handler-42".into()),

@@ -43,6 +43,10 @@ impl ReleaseKind for Release {
         self.stages.len()
     }
 
+    fn candidate(&self) -> &str {
+        self.canary_id()
+    }
+
     async fn tick<R, N, A, M>(tick: &CanaryTick<'_, R, N, A, M>, progress: Option<Progress>) -> Result<Progress>
     where
         R: TrafficRouter + EndpointDeployments + ShadowFeeds,

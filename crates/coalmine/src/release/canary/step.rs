@@ -282,6 +282,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
                 stable: stable.to_owned(),
                 canary: Some(release.canary_id().to_owned()),
                 canary_weight: s.weight(),
+                others_weight: 0.0,
                 mirror: 0.0,
                 revision: None,
                 stamp: None,

@@ -338,7 +338,7 @@ async fn a_rollback_by_the_rollback_function_is_named_and_not_announced_twice() 
     let r = release(gates());
     let p = world.tick(&r, None, T0).await.unwrap();
     let by = RolledBackBy::Alarm("coalmine-ai-handler-errors".into());
-    crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Anyone, None).await.unwrap();
+    crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Alarm, None).await.unwrap();
 
     let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
 
@@ -420,7 +420,7 @@ async fn an_alarm_at_100_percent_says_the_previous_version_was_put_back() {
     }
     assert_eq!((world.live().stable.as_str(), p.weight), ("42", 1.0), "promoted, baking at 100%");
     let by = RolledBackBy::Alarm("coalmine-ai-handler-errors".into());
-    crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Anyone, None).await.unwrap();
+    crate::rollback::zero_canary(&world.router, &target(), &by, Owner::Alarm, None).await.unwrap();
 
     let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
 
@@ -1203,6 +1203,7 @@ mod azure {
             stable: "blue".into(),
             canary: Some("green".into()),
             canary_weight: 0.0,
+            others_weight: 0.0,
             mirror: 0.0,
             revision: Some("etag-0".into()),
             stamp: None,
@@ -1279,7 +1280,7 @@ mod azure {
         let release = mirrored_release();
         let p = world.tick(&release, None, T0).await.unwrap();
         let by = RolledBackBy::Alarm("chat-green-5xx".into());
-        let outcome = zero_canary(&world.router, &endpoint(), &by, Owner::Anyone, None).await.unwrap();
+        let outcome = zero_canary(&world.router, &endpoint(), &by, Owner::Alarm, None).await.unwrap();
         assert!(matches!(outcome, ZeroOutcome::RolledBack { .. }), "a mirrored canary is not already zero");
         assert_eq!(live(&world).mirror, 0.0);
         let p = world.tick(&release, Some(p), T0 + 60).await.unwrap();

@@ -59,6 +59,10 @@ pub trait ReleaseKind: Serialize + Sized + Send + Sync {
     /// How many stages (or phases) its stamp counts.
     fn stages(&self) -> usize;
 
+    /// The candidate, as the target's stamp records it: what a rollback takes traffic
+    /// from, whatever an alarm names.
+    fn candidate(&self) -> &str;
+
     fn tick<R, N, A, M>(
         tick: &Tick<'_, Self, R, N, A, M>,
         progress: Option<Progress<Self::Extra>>,
@@ -178,6 +182,7 @@ impl<K: ReleaseKind, R, N, A, M> Tick<'_, K, R, N, A, M> {
         Stamp {
             execution: execution_id(self.execution).to_owned(),
             stable: stable.to_owned(),
+            canary: Some(self.release.candidate().to_owned()),
             phase: Phase::Live,
             stage: Some((stage + 1, self.release.stages())),
             release: Some(self.release.name().to_owned()),

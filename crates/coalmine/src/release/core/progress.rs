@@ -78,6 +78,7 @@ impl Written {
             stable: self.stable.clone(),
             canary: self.canary.clone(),
             canary_weight: self.weight,
+            others_weight: 0.0,
             mirror: self.mirror,
             revision: None,
             stamp: None,

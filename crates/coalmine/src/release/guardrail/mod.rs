@@ -101,6 +101,10 @@ impl ReleaseKind for GuardrailRelease {
         self.phases()
     }
 
+    fn candidate(&self) -> &str {
+        &self.guardrail.endpoint_config
+    }
+
     async fn tick<R, N, A, M>(
         tick: &GuardrailTick<'_, R, N, A, M>,
         progress: Option<GuardrailProgressOf>,

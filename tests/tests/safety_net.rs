@@ -1,0 +1,209 @@
+//! What a rollback will and will not do, on every target, tried as an attacker, an
+//! unlucky on-call and a flaky network would: the real rollback bootstrap in the local
+//! AWS, SageMaker in moto, Azure ML in the stand-in. A rollback takes traffic from the
+//! release of record's candidate and gives it to that release's stable, and nothing else.
+
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::types::StateValue;
+use coalmine::domain::stamp::{Phase, Stamp};
+use coalmine::ports::EndpointDeployments;
+use coalmine::Target;
+use coalmine_tests::azure::AzureStandIn;
+use coalmine_tests::{sample_event, unique, Scene};
+use serde_json::{json, Value};
+
+const MESSAGE_WAIT: Duration = Duration::from_secs(10);
+
+fn record(phase: Phase, stable: &str, canary: &str) -> Stamp {
+    Stamp {
+        execution: format!("coalmine-release:{}", unique("model-2")),
+        stable: stable.into(),
+        canary: Some(canary.into()),
+        phase,
+        stage: Some((1, 3)),
+        release: Some("model-2".into()),
+        hold: None,
+        request: None,
+    }
+}
+
+/// An alarm on `endpoint`'s `variant`, as EventBridge delivers it.
+fn sagemaker_alarm(alarm: &str, endpoint: &str, variant: &str) -> Value {
+    let mut event = sample_event("alarm-sagemaker-canary.eventbridge.json", alarm, None);
+    *event.pointer_mut("/detail/configuration/metrics/0/metricStat/metric/dimensions").unwrap() =
+        json!({"EndpointName": endpoint, "VariantName": variant});
+    event
+}
+
+/// The same alarm's notification on a paging topic the rollback function is subscribed to.
+fn sagemaker_sns(alarm: &str, endpoint: &str, variant: &str) -> Value {
+    let mut event = sample_event("alarm-lambda-canary.sns.json", alarm, None);
+    let message = &mut event["Records"][0]["Sns"]["Message"];
+    let mut notification: Value = serde_json::from_str(message.as_str().unwrap()).unwrap();
+    notification["Trigger"] = json!({
+        "Namespace": "AWS/SageMaker", "MetricName": "Invocation5XXErrors",
+        "Dimensions": [{"name": "EndpointName", "value": endpoint}, {"name": "VariantName", "value": variant}]
+    });
+    *message = json!(notification.to_string());
+    event
+}
+
+/// An alarm in ALARM, tagged with `tag` when given.
+async fn firing(s: &Scene, tag: Option<String>) -> String {
+    let alarm = unique("coalmine-model-5xx");
+    s.local.put_alarm(&alarm, tag.as_deref()).await;
+    s.local.set_alarm(&alarm, StateValue::Alarm).await;
+    alarm
+}
+
+async fn sagemaker_stamp(s: &Scene, endpoint: &str) -> Option<Stamp> {
+    s.aws.router.endpoint_state(endpoint).await.unwrap().stamp
+}
+
+#[tokio::test]
+async fn on_sagemaker_only_the_candidate_of_record_loses_traffic_and_only_to_the_stable_of_record() {
+    let s = Scene::connect().await;
+    let rollback = s.local.rollback_function(&s.inbox.topic_arn, &[]).await;
+    // A second release reuses the variant the first one freed: blue is its candidate now.
+    let endpoint = unique("ai-model");
+    s.local.seed_sagemaker_endpoint(&endpoint, &[("blue", 0.1), ("green", 0.9), ("spare", 0.0)]).await;
+    let second = record(Phase::Live, "green", "blue");
+    s.aws.router.stamp_endpoint(&endpoint, &second).await.unwrap();
+
+    let stale_tag = firing(&s, Some(format!("sagemaker:{endpoint}:blue:green"))).await;
+    let on_the_stable = firing(&s, None).await;
+    let idle_named = firing(&s, Some(format!("sagemaker:{endpoint}:spare:green"))).await;
+    for (why, event) in [
+        ("the first release's alarm, still tagged with its roles", sagemaker_alarm(&stale_tag, &endpoint, "green")),
+        ("an untagged alarm on the stable variant", sagemaker_alarm(&on_the_stable, &endpoint, "green")),
+        ("a tag naming an idle variant the stable", sagemaker_alarm(&idle_named, &endpoint, "green")),
+    ] {
+        let summary = s.local.invoke(&rollback, &event).await.unwrap_or_else(|e| panic!("{why}: {e:?}"));
+        assert_eq!(summary["targets"][0]["outcome"], "refused", "{why}: {summary}");
+        let weights = s.local.variant_weights(&endpoint).await;
+        assert_eq!((weights["blue"], weights["green"]), (0.1, 0.9), "{why}: nothing moved");
+        assert_eq!(sagemaker_stamp(&s, &endpoint).await.as_ref(), Some(&second), "{why}: the record stands");
+        let told = s.inbox.receive(1, MESSAGE_WAIT).await;
+        assert_eq!(told[0].event(), "refused", "{why}");
+        assert!(told[0].message.contains("coalmine abort model-2"), "says what to run: {}", told[0].message);
+    }
+
+    // A forged notification on the paging topic, for an alarm that does not exist.
+    let forged = sagemaker_sns(&unique("coalmine-forged"), &endpoint, "green");
+    let summary = s.local.invoke(&rollback, &forged).await.unwrap();
+    assert_eq!(summary["confirmed"], false, "{summary}");
+    assert_eq!(s.local.variant_weights(&endpoint).await["green"], 0.9);
+    assert_eq!(s.inbox.receive(1, MESSAGE_WAIT).await[0].event(), "unconfirmed");
+
+    // The alarm on the release's own candidate: its traffic goes to its stable, no other.
+    let on_the_candidate = firing(&s, None).await;
+    let summary = s.local.invoke(&rollback, &sagemaker_alarm(&on_the_candidate, &endpoint, "blue")).await.unwrap();
+    assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
+    let weights = s.local.variant_weights(&endpoint).await;
+    assert_eq!((weights["blue"], weights["green"], weights.get("spare").copied().unwrap_or(0.0)), (0.0, 1.0, 0.0));
+    let stamp = sagemaker_stamp(&s, &endpoint).await.unwrap();
+    assert!(matches!(stamp.phase, Phase::RolledBack(_)), "{stamp:?}");
+}
+
+#[tokio::test]
+async fn a_promoted_sagemaker_release_is_final_and_an_unowned_move_goes_only_to_the_majority() {
+    let s = Scene::connect().await;
+    let rollback = s.local.rollback_function(&s.inbox.topic_arn, &[]).await;
+    let endpoint = unique("ai-model");
+    s.local.seed_sagemaker_endpoint(&endpoint, &[("blue", 0.0), ("green", 1.0)]).await;
+    let promoted = record(Phase::Promoted, "blue", "green");
+    s.aws.router.stamp_endpoint(&endpoint, &promoted).await.unwrap();
+
+    let alarm = firing(&s, Some(format!("sagemaker:{endpoint}:blue:green"))).await;
+    let summary = s.local.invoke(&rollback, &sagemaker_alarm(&alarm, &endpoint, "green")).await.unwrap();
+    assert_eq!(summary["targets"][0]["outcome"], "refused", "{summary}");
+    assert_eq!(s.local.variant_weights(&endpoint).await["green"], 1.0, "the promotion stands");
+    assert_eq!(sagemaker_stamp(&s, &endpoint).await, Some(promoted), "and so does its record");
+    let told = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert!(told[0].message.contains("a promotion is final"), "{}", told[0].message);
+
+    // No release at all: an alarm naming production the canary would raise an idle variant.
+    let bare = unique("ai-model");
+    s.local.seed_sagemaker_endpoint(&bare, &[("prod", 0.9), ("new", 0.1)]).await;
+    let backwards = firing(&s, Some(format!("sagemaker:{bare}:new:prod"))).await;
+    let summary = s.local.invoke(&rollback, &sagemaker_alarm(&backwards, &bare, "prod")).await.unwrap();
+    assert_eq!(summary["targets"][0]["outcome"], "refused", "{summary}");
+    assert_eq!(s.local.variant_weights(&bare).await["prod"], 0.9);
+    let told = s.inbox.receive(1, MESSAGE_WAIT).await;
+    assert!(told[0].message.contains(&format!("coalmine rollback sagemaker:{bare}:new:prod")), "{}", told[0].message);
+}
+
+#[tokio::test]
+async fn with_cloudwatch_unreachable_the_tag_is_not_guessed_from_dimensions_and_the_rollback_fails_for_a_retry() {
+    let s = Scene::connect().await;
+    // CloudWatch refuses connections for this function; everything else answers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unreachable = format!("http://{closed}");
+    let rollback =
+        s.local.rollback_function(&s.inbox.topic_arn, &[("AWS_ENDPOINT_URL_CLOUDWATCH", unreachable.as_str())]).await;
+    let endpoint = unique("ai-model");
+    s.local.seed_sagemaker_endpoint(&endpoint, &[("blue", 0.1), ("green", 0.9)]).await;
+    s.aws.router.stamp_endpoint(&endpoint, &record(Phase::Live, "green", "blue")).await.unwrap();
+    // Its tag names the release's own sides; its dimensions name the stable variant.
+    let alarm = firing(&s, Some(format!("sagemaker:{endpoint}:green:blue"))).await;
+
+    let failed = s.local.invoke(&rollback, &sagemaker_alarm(&alarm, &endpoint, "green")).await.unwrap_err();
+    assert_eq!(failed.0, "Retryable", "{failed:?}");
+    assert!(failed.1.contains("tag could not be read"), "{failed:?}");
+    assert_eq!(s.local.variant_weights(&endpoint).await["green"], 0.9, "nothing moved");
+}
+
+#[tokio::test]
+async fn on_azure_ml_an_alert_moves_only_its_own_endpoints_candidate_of_record_and_never_a_promotion() {
+    let s = Scene::connect().await;
+    let stand_in = AzureStandIn::start().await;
+    let secret = s.local.put_secret(&unique("coalmine-azure"), &stand_in.secret_json()).await;
+    let rollback = s
+        .local
+        .rollback_function(
+            &s.inbox.topic_arn,
+            &[("AZURE_CREDENTIALS_SECRET_ARN", secret.as_str()), ("AZURE_UPDATE_MAX_WAIT_SECONDS", "20")],
+        )
+        .await;
+    let alert_on = |target: &Target, deployment: &str, names: Option<String>| {
+        let Target::Azureml(d) = target else { unreachable!() };
+        let mut alert = coalmine_tests::event_json("azure/alert-azureml-canary.common-schema.json");
+        alert["data"]["essentials"]["alertTargetIDs"] = json!([d.endpoint_id().to_ascii_lowercase()]);
+        alert["data"]["alertContext"]["condition"]["allOf"][0]["dimensions"] =
+            json!([{"name": "deployment", "value": deployment}]);
+        if let Some(names) = names {
+            alert["data"]["customProperties"] = json!({"coalmine:target": names});
+        }
+        alert
+    };
+
+    // A release in flight: green is its stable, blue its candidate (a freed deployment reused).
+    let target = stand_in.add_endpoint(&unique("chat"), &[("green", 90), ("blue", 10)]);
+    stand_in.put_stamp(&target, &record(Phase::Live, "green", "blue"));
+    let on_the_stable = s.local.invoke(&rollback, &alert_on(&target, "green", None)).await.unwrap();
+    assert_eq!(on_the_stable["targets"][0]["outcome"], "refused", "{on_the_stable}");
+    assert_eq!(stand_in.traffic(&target).0["green"], 90.0);
+    assert_eq!(s.inbox.receive(1, MESSAGE_WAIT).await[0].event(), "refused");
+
+    // An alert naming targets off its endpoint (AWS ones among them) moves none of them.
+    let sagemaker = unique("ai-model");
+    s.local.seed_sagemaker_endpoint(&sagemaker, &[("prod", 0.9), ("spare", 0.1)]).await;
+    let names = format!("sagemaker:{sagemaker}:spare:prod lambda:ai-handler:production");
+    let elsewhere = s.local.invoke(&rollback, &alert_on(&target, "blue", Some(names))).await.unwrap();
+    assert_eq!(elsewhere["targets"], json!([]), "{elsewhere}");
+    assert_eq!(s.local.variant_weights(&sagemaker).await["prod"], 0.9);
+    assert_eq!(s.inbox.receive(1, MESSAGE_WAIT).await[0].event(), "out_of_scope");
+
+    // The alert on the candidate of record: its traffic goes to the stable of record.
+    let on_the_candidate = s.local.invoke(&rollback, &alert_on(&target, "blue", None)).await.unwrap();
+    assert_eq!(on_the_candidate["targets"][0]["outcome"], "rolled_back", "{on_the_candidate}");
+    assert_eq!(stand_in.traffic(&target).0, [("blue".to_owned(), 0.0), ("green".to_owned(), 100.0)].into());
+
+    // A promoted release: final.
+    let promoted = stand_in.add_endpoint(&unique("chat"), &[("blue", 0), ("green", 100)]);
+    stand_in.put_stamp(&promoted, &record(Phase::Promoted, "blue", "green"));
+    let after = s.local.invoke(&rollback, &alert_on(&promoted, "green", None)).await.unwrap();
+    assert_eq!(after["targets"][0]["outcome"], "refused", "{after}");
+    assert_eq!(stand_in.traffic(&promoted).0["green"], 100.0, "the promotion stands");
+}
