@@ -207,3 +207,48 @@ async fn on_azure_ml_an_alert_moves_only_its_own_endpoints_candidate_of_record_a
     assert_eq!(after["targets"][0]["outcome"], "refused", "{after}");
     assert_eq!(stand_in.traffic(&promoted).0["green"], 100.0, "the promotion stands");
 }
+
+#[tokio::test]
+async fn a_stepper_stamp_landing_after_a_sagemaker_rollback_hides_nothing_and_raises_nothing() {
+    let s = Scene::connect().await;
+    let deployed = s.local.deploy(&s.inbox.topic_arn).await;
+    let endpoint = unique("ai-model");
+    let target = s.local.seed_sagemaker_canary(&endpoint, 0.0).await;
+    let alarm = unique("coalmine-model-5xx");
+    s.local.put_quiet_alarm(&alarm, Some(&target.to_string())).await;
+    let release = json!({
+        "release": unique("model-race"),
+        "target": serde_json::to_value(&target).unwrap(),
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}],
+        "check_every_seconds": 1,
+    });
+    let execution = s.local.start_release(&deployed, &release).await;
+    let at_five = coalmine_tests::poll(Duration::from_secs(60), || async {
+        (s.local.variant_weights(&endpoint).await["canary"] > 0.0).then_some(())
+    })
+    .await;
+    if at_five.is_none() {
+        let (status, error, cause, _) = s.local.finished(&execution, Duration::from_secs(1)).await;
+        panic!("the first stage was not written: {status} {error}: {cause}");
+    }
+
+    // The alarm fires and the rollback function takes the canary's traffic away...
+    s.local.set_alarm(&alarm, StateValue::Alarm).await;
+    let summary = s.local.invoke(&deployed.rollback_fn, &sagemaker_alarm(&alarm, &endpoint, "canary")).await.unwrap();
+    assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
+    // ...and then the stepper's stamp for its next stage, written before its weights (and
+    // refused at the weights), lands on the endpoint's release tag.
+    let recorded = sagemaker_stamp(&s, &endpoint).await.unwrap();
+    let next_stage = Stamp { phase: Phase::Live, stage: Some((2, 2)), ..recorded };
+    let arn = s.local.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.unwrap().endpoint_arn;
+    let tag = aws_sdk_sagemaker::types::Tag::builder()
+        .key(coalmine::domain::stamp::STAMP_TAG)
+        .value(next_stage.render())
+        .build();
+    s.local.sagemaker.add_tags().resource_arn(arn.unwrap()).tags(tag).send().await.unwrap();
+
+    let (status, error, cause, _) = s.local.finished(&execution, Duration::from_secs(60)).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
+    assert!(cause.contains(&alarm), "the alarm's record stands: {cause}");
+    assert_eq!(s.local.variant_weights(&endpoint).await["canary"], 0.0, "never raised again");
+}

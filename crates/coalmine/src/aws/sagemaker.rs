@@ -17,7 +17,7 @@ use crate::domain::deployment::{
 };
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{SidesProblem, Split, WEIGHT_TOLERANCE};
-use crate::domain::stamp::{Stamp, STAMP_TAG};
+use crate::domain::stamp::{Phase, Stamp, ROLLBACK_TAG, STAMP_TAG};
 use crate::domain::target::{SageMakerVariants, Target};
 
 /// How long to wait, and how, for an endpoint that is `Updating` before writing.
@@ -94,24 +94,39 @@ impl SageMakerEndpoints {
             .map_err(|e| aws_error("sagemaker:ListTags", e))?;
         // The last one: AWS keeps one value per key; moto appends instead of replacing.
         let tag = |key: &str| out.tags().iter().rev().find(|t| t.key() == Some(key)).and_then(|t| t.value());
-        Ok((tag(STAMP_TAG).and_then(Stamp::parse), tag(TRIPWIRE_TAG).map(str::to_owned)))
+        let stamp = Stamp::with_rollback_record(
+            tag(STAMP_TAG).and_then(Stamp::parse),
+            tag(ROLLBACK_TAG).and_then(Stamp::parse),
+        );
+        Ok((stamp, tag(TRIPWIRE_TAG).map(str::to_owned)))
     }
 
+    /// A rolled-back stamp goes into the rollback's own key as well, in the same call:
+    /// no stamp a stepper writes can then hide it.
     async fn record(&self, target: &Target, endpoint: &str, stamp: &Stamp) -> Result<()> {
-        self.tag(target, endpoint, STAMP_TAG, &stamp.render()).await
+        let text = stamp.render();
+        let mut tags = vec![(STAMP_TAG, text.as_str())];
+        if matches!(stamp.phase, Phase::RolledBack(_)) {
+            tags.insert(0, (ROLLBACK_TAG, text.as_str()));
+        }
+        self.put_tags(target, endpoint, &tags).await
     }
 
     async fn tag(&self, target: &Target, endpoint: &str, key: &str, value: &str) -> Result<()> {
+        self.put_tags(target, endpoint, &[(key, value)]).await
+    }
+
+    async fn put_tags(&self, target: &Target, endpoint: &str, tags: &[(&str, &str)]) -> Result<()> {
         let known_arn = self.arns.lock().ok().and_then(|arns| arns.get(endpoint).cloned());
         let arn = match known_arn {
             Some(arn) => arn,
             None => self.describe_arn(target, endpoint).await?,
         };
-        let tag = Tag::builder().key(key).value(value).build();
+        let tags = tags.iter().map(|(key, value)| Tag::builder().key(*key).value(*value).build()).collect();
         self.client
             .add_tags()
             .resource_arn(arn)
-            .tags(tag)
+            .set_tags(Some(tags))
             .send()
             .await
             .map_err(|e| aws_error("sagemaker:AddTags", e))?;

@@ -293,8 +293,7 @@ mod stamps {
     use aws_sdk_sagemaker::types::Tag;
 
     use super::*;
-    use crate::domain::stamp::STAMP_TAG;
-    use crate::domain::stamp::{Phase, Stamp};
+    use crate::domain::stamp::{Phase, Stamp, ROLLBACK_TAG, STAMP_TAG};
 
     const ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:endpoint/ai-model-endpoint";
 
@@ -334,8 +333,11 @@ mod stamps {
         let calls_for_add = calls.clone();
         let add = mock!(aws_sdk_sagemaker::Client::add_tags)
             .match_requests(move |r| {
-                let value = r.tags().first().and_then(|t| t.value()).unwrap_or_default();
-                calls_for_add.lock().unwrap().push(format!("AddTags {value}"));
+                for tag in r.tags() {
+                    let (key, value) = (tag.key().unwrap_or_default(), tag.value().unwrap_or_default());
+                    let key = if key == STAMP_TAG { String::new() } else { format!("{key}=") };
+                    calls_for_add.lock().unwrap().push(format!("AddTags {key}{value}"));
+                }
                 r.resource_arn() == Some(ARN)
             })
             .then_output(|| AddTagsOutput::builder().build());
@@ -381,6 +383,29 @@ mod stamps {
             .position(|c| c.starts_with("AddTags coalmine/1 phase=rolled_back by=alarm:"))
             .expect("stamped");
         assert!(weights_at < stamp_at, "a rollback waits for no record: {calls:?}");
+        let record = format!("AddTags {ROLLBACK_TAG}=coalmine/1 phase=rolled_back by=alarm:");
+        assert!(calls.iter().any(|c| c.starts_with(&record)), "in its own key too: {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stamp_written_after_a_rollback_of_its_own_execution_cannot_hide_it() {
+        // What a stepper's tag write before its weights leaves, landing after the
+        // rollback's: a live stamp over the record, which its own key still holds.
+        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut rules = endpoint_rules(0.0, None, &calls);
+        let later = Stamp { stage: Some((2, 2)), ..stamp(Phase::Live) };
+        let record = stamp(Phase::Live).rolled_back(by_alarm());
+        let tags = vec![
+            Tag::builder().key(ROLLBACK_TAG).value(record.render()).build(),
+            Tag::builder().key(STAMP_TAG).value(later.render()).build(),
+        ];
+        rules[1] = mock!(aws_sdk_sagemaker::Client::list_tags)
+            .then_output(move || ListTagsOutput::builder().set_tags(Some(tags.clone())).build());
+        let router = router(&rules);
+
+        let read = router.read(&model_endpoint()).await.unwrap();
+
+        assert_eq!(read.stamp, Some(record), "the rollback stands");
     }
 
     #[tokio::test]

@@ -26,6 +26,11 @@ use crate::domain::cause::RolledBackBy;
 /// The SageMaker endpoint tag that holds the stamp (Lambda keeps it in the alias's
 /// description).
 pub const STAMP_TAG: &str = "coalmine:release";
+/// The SageMaker endpoint tag where a rollback records itself too. SageMaker has no
+/// conditional tag write, so a stepper's stamp written just before its weights could land
+/// after a rollback's record in [`STAMP_TAG`]; a key only rollbacks write keeps the
+/// record, and a reader takes it over the stamp of the same execution.
+pub const ROLLBACK_TAG: &str = "coalmine:rolled-back";
 /// The format's marker; a description or tag without it is someone else's text.
 const MARKER: &str = "coalmine/1";
 /// Lambda alias descriptions and SageMaker tag values hold at most 256 characters.
@@ -116,6 +121,20 @@ impl Stamp {
 
     pub fn rolled_back(&self, by: RolledBackBy) -> Stamp {
         Stamp { phase: Phase::RolledBack(by), request: None, ..self.clone() }
+    }
+
+    /// What a reader of a SageMaker endpoint's two tags takes as its stamp: the rollback
+    /// recorded for the stamp's own execution, whatever the stamp says (a rollback is
+    /// final); the stamp otherwise.
+    pub fn with_rollback_record(stamp: Option<Stamp>, record: Option<Stamp>) -> Option<Stamp> {
+        match (stamp, record) {
+            (Some(stamp), Some(record))
+                if record.execution == stamp.execution && matches!(record.phase, Phase::RolledBack(_)) =>
+            {
+                Some(record)
+            }
+            (stamp, _) => stamp,
+        }
     }
 
     pub fn promoted(&self) -> Stamp {
@@ -430,6 +449,23 @@ mod tests {
     fn a_stamp_from_before_the_canary_was_recorded_still_reads() {
         let old = Stamp::parse("coalmine/1 phase=live execution=M:e stable=41 stage=2/4 release=r").unwrap();
         assert_eq!((old.stable.as_str(), old.canary), ("41", None));
+    }
+
+    #[test]
+    fn a_rollback_record_of_the_same_execution_wins_over_any_later_stamp() {
+        let alarm = RolledBackBy::Alarm("model-5xx".into());
+        let rolled_back = live().rolled_back(alarm);
+        let later = Stamp { stage: Some((3, 4)), ..live() };
+        assert_eq!(
+            Stamp::with_rollback_record(Some(later.clone()), Some(rolled_back.clone())),
+            Some(rolled_back.clone())
+        );
+        assert_eq!(Stamp::with_rollback_record(Some(later.promoted()), Some(rolled_back.clone())), Some(rolled_back));
+        // A record of an earlier release says nothing of this one.
+        let earlier =
+            Stamp { execution: "Release-AbC:ai-handler-41".into(), ..live() }.rolled_back(RolledBackBy::Health);
+        assert_eq!(Stamp::with_rollback_record(Some(later.clone()), Some(earlier.clone())), Some(later));
+        assert_eq!(Stamp::with_rollback_record(None, Some(earlier)), None);
     }
 
     #[test]
