@@ -148,6 +148,7 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
         (("sns:Publish",), ("<AlertTopic>",)),
         (("kms:Decrypt", "kms:GenerateDataKey"), ("<AlertKey.Arn>",)),
         (("cloudwatch:DescribeAlarms",), (ALARMS,)),
+        (("dynamodb:GetItem", "dynamodb:PutItem"), ("<ReleaseClaims.Arn>",)),
         (("cloudwatch:GetMetricData",), ("*",)),
         (("lambda:GetAlias", "lambda:GetFunctionConfiguration", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
         (SAGEMAKER, (PARAMS["SageMakerEndpointArns"],)),
@@ -158,6 +159,16 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
         (("logs:DeleteSubscriptionFilter", "logs:DescribeSubscriptionFilters", "logs:PutSubscriptionFilter"), (LAMBDA_LOG_GROUPS,)),
         (("logs:FilterLogEvents",), (SHADOW_LOG_GROUP, SHADOW_LOG_GROUP + ":*")),
     ])
+
+
+def test_the_stepper_may_ask_after_the_release_state_machines_executions_and_no_others(resolved):
+    policy = resolved["Resources"]["StepperReadsExecutions"]["Properties"]
+    assert policy["Roles"] == ["<StepperFunctionRole>"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "states:DescribeExecution")
+    assert statement["Resource"] == f"arn:aws:states:{REGION}:{ACCOUNT}:execution:<ReleaseStateMachine.Name>:*"
+    stepper = resolved["Resources"]["StepperFunction"]["Properties"]["Environment"]["Variables"]
+    assert stepper["CLAIMS_TABLE"] == "<ReleaseClaims>"
 
 
 def test_shadow_role_may_only_ask_the_targets_versions_and_count_in_its_namespace(resolved):

@@ -135,6 +135,7 @@ pub struct LocalAws {
     pub sqs: aws_sdk_sqs::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sfn: aws_sdk_sfn::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl LocalAws {
@@ -158,6 +159,7 @@ impl LocalAws {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             sfn: aws_sdk_sfn::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sdk,
         }
     }
@@ -173,6 +175,7 @@ impl LocalAws {
             azure_max_wait: Duration::from_secs(10),
             webhook_secret: None,
             handoff_function: None,
+            claims_table: None,
         };
         (Aws::new(&self.sdk, &config), config)
     }
@@ -457,13 +460,41 @@ impl LocalAws {
         self.deploy_with(topic_arn, &[]).await
     }
 
+    /// The stack's claims table (one release per target), as the template makes it.
+    pub async fn claims_table(&self) -> String {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let name = unique("coalmine-claims");
+        self.dynamodb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("target")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute"),
+            )
+            .key_schema(
+                KeySchemaElement::builder().attribute_name("target").key_type(KeyType::Hash).build().expect("key"),
+            )
+            .send()
+            .await
+            .expect("create the claims table");
+        name
+    }
+
     /// As [`Self::deploy`], with more environment for the rollback and stepper functions.
     pub async fn deploy_with(&self, topic_arn: &str, extra: &[(&str, &str)]) -> Deployed {
         let shadow_arn = self.create_function_from(&unique("coalmine-shadow"), &bootstrap_path("shadow"), &[]).await;
+        let claims = self.claims_table().await;
         let mut env = vec![
             ("SNS_TOPIC_ARN", topic_arn),
             ("SAGEMAKER_UPDATE_MAX_WAIT_SECONDS", "20"),
             ("SHADOW_FUNCTION_ARN", &shadow_arn),
+            ("CLAIMS_TABLE", &claims),
         ];
         env.extend_from_slice(extra);
         let rollback_fn = unique("coalmine-rollback");

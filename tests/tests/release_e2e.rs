@@ -244,7 +244,9 @@ async fn a_tick_that_fails_after_its_write_is_undone_by_the_safety_rollback() {
     // alias's stamp knows. The execution's input then fails its next tick for good.
     let name = unique("crashed");
     let first_tick = json!({"execution": deployed.execution_arn(&name), "state": release});
-    coalmine::release::tick_payload(&first_tick, &s.step_deps(), 0).await.unwrap();
+    coalmine::release::tick_payload(&first_tick, &s.step_deps(), &coalmine::memory::Claims::default(), 0)
+        .await
+        .unwrap();
     assert_eq!(local.alias_state(&target).await.1.get("2"), Some(&0.05));
     let mut lost = release.clone();
     lost["progress"] = json!("lost with the crashed tick");

@@ -252,3 +252,119 @@ async fn a_stepper_stamp_landing_after_a_sagemaker_rollback_hides_nothing_and_ra
     assert!(cause.contains(&alarm), "the alarm's record stands: {cause}");
     assert_eq!(s.local.variant_weights(&endpoint).await["canary"], 0.0, "never raised again");
 }
+
+/// `n` executions that are running (a state machine that only waits), as real releases'
+/// executions are while their first tick runs: a claim's holder is asked whether it still is.
+async fn running_executions(s: &Scene, n: usize) -> Vec<String> {
+    let definition = json!({"StartAt": "Hold", "States": {"Hold": {"Type": "Wait", "Seconds": 600, "End": true}}});
+    let machine = s
+        .local
+        .sfn
+        .create_state_machine()
+        .name(unique("coalmine-holders"))
+        .definition(definition.to_string())
+        .role_arn(coalmine_tests::ROLE_ARN)
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn;
+    let starts = (0..n).map(|i| {
+        let (sfn, machine) = (s.local.sfn.clone(), machine.clone());
+        async move {
+            let name = format!("release-{i}");
+            sfn.start_execution().state_machine_arn(machine).name(name).send().await.unwrap().execution_arn
+        }
+    });
+    futures::future::join_all(starts).await
+}
+
+async fn stop_all(s: &Scene, executions: &[String]) {
+    for execution in executions {
+        let _ = s.local.sfn.stop_execution().execution_arn(execution).send().await;
+    }
+}
+
+/// A hundred releases of one target start at once, each a first tick of its own running
+/// execution, in-process over real HTTP with the stepper's own adapters and claims table:
+/// one moves traffic, every other is refused InvalidRelease having touched nothing.
+async fn hundred_starts(s: &Scene, aws: &coalmine::aws::Aws, release: Value) -> (String, Vec<String>) {
+    let executions = running_executions(s, 100).await;
+    let table = s.local.claims_table().await;
+    let claims = coalmine::aws::claims(&s.local.sdk, &table);
+    let deps = coalmine::release::core::StepDeps {
+        router: &aws.router,
+        notifier: &aws.notifier,
+        alarms: &aws.alarms,
+        metrics: &aws.metrics,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ticks = executions.iter().map(|execution| {
+        let payload = json!({"execution": execution, "state": release.clone()});
+        let (deps, claims) = (&deps, &claims);
+        async move { coalmine::release::tick_payload(&payload, deps, claims, now).await }
+    });
+    let results = futures::future::join_all(ticks).await;
+    stop_all(s, &executions).await;
+    let mut winners = Vec::new();
+    let mut refusals = Vec::new();
+    for (execution, result) in executions.iter().zip(results) {
+        match result {
+            Ok(_) => winners.push(execution.clone()),
+            Err(e) => {
+                assert_eq!(e.error_type(), "InvalidRelease", "{e}");
+                refusals.push(e.to_string());
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "one release moves a target: {winners:?}, refused: {refusals:?}");
+    (winners.remove(0), refusals)
+}
+
+#[tokio::test]
+async fn of_a_hundred_sagemaker_releases_started_at_once_one_moves_traffic_and_the_rest_touch_nothing() {
+    let s = Scene::connect().await;
+    let endpoint = unique("ai-model");
+    let target = s.local.seed_sagemaker_canary(&endpoint, 0.0).await;
+    let release = json!({
+        "release": "model-3", "target": serde_json::to_value(&target).unwrap(),
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}],
+        "check_every_seconds": 60,
+    });
+
+    let (winner, refusals) = hundred_starts(&s, &s.aws, release).await;
+
+    assert!(refusals.iter().all(|r| r.contains("another release is in flight")), "{refusals:?}");
+    let weights = s.local.variant_weights(&endpoint).await;
+    assert!((weights["canary"] - 0.05).abs() < 1e-6 && (weights["stable"] - 0.95).abs() < 1e-6, "{weights:?}");
+    let stamp = sagemaker_stamp(&s, &endpoint).await.unwrap();
+    assert!(stamp.is_by(&winner), "the stamp names the one that moved it: {stamp:?}");
+}
+
+#[tokio::test]
+async fn of_a_hundred_azure_and_lambda_releases_started_at_once_one_moves_each_target() {
+    let s = Scene::connect().await;
+    let stand_in = AzureStandIn::start().await;
+    let aws = coalmine::aws::Aws::with_azure_identity(&s.local.sdk, &s.config, stand_in.identity());
+    let azure = stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
+    let release = json!({
+        "release": "chat-3", "target": serde_json::to_value(&azure).unwrap(),
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}],
+        "check_every_seconds": 60,
+    });
+    hundred_starts(&s, &aws, release).await;
+    assert_eq!(stand_in.traffic(&azure).0["green"], 5.0);
+    let puts = stand_in.seen().iter().filter(|seen| seen.method == "PUT").count();
+    assert_eq!(puts, 1, "one write of the endpoint");
+
+    let function = unique("ai-handler");
+    let lambda = s.local.seed_lambda_canary(&function, 0.0).await;
+    let Target::Lambda(alias) = &lambda else { unreachable!() };
+    let release = json!({
+        "release": "handler-3", "target": {"lambda": {"function": alias.function, "alias": alias.alias}},
+        "canary_version": "2",
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}],
+        "check_every_seconds": 60,
+    });
+    hundred_starts(&s, &s.aws, release).await;
+    assert_eq!(s.local.alias_state(&lambda).await.1["2"], 0.05);
+}

@@ -165,6 +165,7 @@ impl Context {
             azure_max_wait: std::time::Duration::from_secs(60),
             webhook_secret: None,
             handoff_function: None,
+            claims_table: None,
         };
         Aws::with_azure_identity(&self.sdk, &config, Box::new(DeveloperIdentity::default()))
     }

@@ -13,6 +13,7 @@ pub const AZURE_CREDENTIALS_SECRET_VAR: &str = "AZURE_CREDENTIALS_SECRET_ARN";
 pub const AZURE_MAX_WAIT_VAR: &str = "AZURE_UPDATE_MAX_WAIT_SECONDS";
 pub const WEBHOOK_SECRET_VAR: &str = "ALERT_WEBHOOK_SECRET_ARN";
 pub const HANDOFF_VAR: &str = "ROLLBACK_FUNCTION_ARN";
+pub const CLAIMS_TABLE_VAR: &str = "CLAIMS_TABLE";
 const DEFAULT_SAGEMAKER_MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_AZURE_MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// Where the webhook hands authenticated alerts: the rollback function.
     pub handoff_function: Option<String>,
+    /// The DynamoDB table in which a release claims its target (the stepper's).
+    pub claims_table: Option<String>,
 }
 
 fn seconds(lookup: &impl Fn(&str) -> Option<String>, var: &str, default: Duration) -> Result<Duration, Error> {
@@ -116,7 +119,37 @@ impl Config {
                 ":function:",
                 "Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
             )?,
+            claims_table: table_name(&lookup, CLAIMS_TABLE_VAR)?,
         })
+    }
+
+    /// The claims table, which the stepper cannot tick without: one release per target
+    /// rests on it.
+    pub fn require_claims_table(&self) -> Result<&str, Error> {
+        self.claims_table.as_deref().ok_or_else(|| {
+            Error::Config(format!(
+                "{CLAIMS_TABLE_VAR} is not set: the stepper claims each release's target in the stack's DynamoDB \
+                 table (ReleaseClaims); deploy the stack's template, which sets it"
+            ))
+        })
+    }
+}
+
+/// A DynamoDB table's name (3 to 255 of `[A-Za-z0-9_.-]`), or its ARN.
+fn table_name(lookup: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Option<String>, Error> {
+    let value = lookup(var).filter(|v| !v.trim().is_empty());
+    match &value {
+        Some(arn) if arn.starts_with("arn:") && !arn.contains(":dynamodb:") => {
+            Err(Error::Config(format!("{var}={arn:?} is not a DynamoDB table")))
+        }
+        Some(name)
+            if !name.starts_with("arn:")
+                && (!(3..=255).contains(&name.len())
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))) =>
+        {
+            Err(Error::Config(format!("{var}={name:?} is not a DynamoDB table's name or ARN")))
+        }
+        _ => Ok(value),
     }
 }
 
@@ -135,13 +168,16 @@ mod tests {
     fn only_the_topic_is_required() {
         let config = Config::from_lookup(env(&[(TOPIC_ARN_VAR, TOPIC)])).unwrap();
         assert_eq!(config.topic_arn, TOPIC);
+        assert_eq!(config.claims_table, None);
         assert_eq!(config.sagemaker_max_wait, DEFAULT_SAGEMAKER_MAX_WAIT);
         assert_eq!(config.rollback_targets.lookup("anything"), None);
-        assert_eq!((config.azure_credentials_secret, config.webhook_secret), (None, None));
+        assert_eq!((&config.azure_credentials_secret, &config.webhook_secret), (&None, &None));
         assert_eq!(config.azure_max_wait, DEFAULT_AZURE_MAX_WAIT);
         let by_name =
             Config::from_lookup(env(&[(TOPIC_ARN_VAR, TOPIC), (WEBHOOK_SECRET_VAR, "coalmine/webhook-token")]));
         assert_eq!(by_name.unwrap().webhook_secret.as_deref(), Some("coalmine/webhook-token"), "a name will do");
+        let err = config.require_claims_table().unwrap_err().to_string();
+        assert!(err.contains(CLAIMS_TABLE_VAR) && err.contains("deploy the stack's template"), "{err}");
     }
 
     #[test]
@@ -156,6 +192,8 @@ mod tests {
             (&[(TOPIC_ARN_VAR, TOPIC), (AZURE_MAX_WAIT_VAR, "1m")], AZURE_MAX_WAIT_VAR),
             (&[(TOPIC_ARN_VAR, TOPIC), (AZURE_CREDENTIALS_SECRET_VAR, "coalmine azure")], AZURE_CREDENTIALS_SECRET_VAR),
             (&[(TOPIC_ARN_VAR, TOPIC), (WEBHOOK_SECRET_VAR, "arn:aws:sns:us-east-1:1:t")], WEBHOOK_SECRET_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (CLAIMS_TABLE_VAR, "claims table")], CLAIMS_TABLE_VAR),
+            (&[(TOPIC_ARN_VAR, TOPIC), (CLAIMS_TABLE_VAR, "arn:aws:sns:us-east-1:1:t")], CLAIMS_TABLE_VAR),
         ];
         for (vars, named) in cases {
             let err = Config::from_lookup(env(vars)).unwrap_err();

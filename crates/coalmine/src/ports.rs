@@ -184,6 +184,15 @@ pub trait ShadowFeeds: Send + Sync {
     ) -> impl Future<Output = Result<Vec<crate::domain::shadow::Example>>> + Send;
 }
 
+/// One release per target: the first tick of a release claims its target with a write
+/// only one of two racing releases can win, before it checks or moves anything.
+pub trait Claims: Send + Sync {
+    /// Claims `key` ([`Target::claim_key`]) for `execution` (its ARN), unless another
+    /// execution that is still running holds it: `None` when the claim is this
+    /// execution's (again, on a retried tick), `Some(holder)` when refused.
+    fn claim(&self, key: &str, execution: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+}
+
 /// The alert webhook's shared token: what a caller of the function URL must present.
 pub trait WebhookTokens: Send + Sync {
     /// The token; `fresh` reads it again (after a mismatch: it may have been rotated),

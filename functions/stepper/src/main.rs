@@ -17,13 +17,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let sdk = coalmine::aws::sdk_config().await;
     let aws = Aws::new(&sdk, &config);
+    let claims = coalmine::aws::claims(&sdk, config.require_claims_table()?);
     let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let deps = &deps;
+        let (deps, claims) = (&deps, &claims);
         async move {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-            tick_payload(&event.payload, deps, now)
+            tick_payload(&event.payload, deps, claims, now)
                 .await
                 .map_err(|e| Diagnostic { error_type: e.error_type().into(), error_message: e.to_string() })
         }

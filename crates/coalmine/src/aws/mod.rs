@@ -1,5 +1,6 @@
 //! SDK-backed adapters for the ports, one per AWS service, built once per cold start.
 
+mod claims;
 mod cloudwatch;
 mod error;
 mod lambda;
@@ -10,6 +11,7 @@ mod sns;
 #[cfg(test)]
 mod tests;
 
+pub use claims::DynamoClaims;
 pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics, CloudWatchSink};
 pub use error::aws_error;
 pub use lambda::{LambdaAliases, LambdaHandoff, LambdaVersions};
@@ -112,6 +114,11 @@ impl Aws {
             secrets,
         }
     }
+}
+
+/// The stepper's claims on targets, in the stack's table.
+pub fn claims(sdk: &aws_config::SdkConfig, table: &str) -> DynamoClaims {
+    DynamoClaims::new(aws_sdk_dynamodb::Client::new(sdk), aws_sdk_sfn::Client::new(sdk), table.to_owned())
 }
 
 /// The functions sign in to Azure with the service principal in the stack's secret.

@@ -659,6 +659,9 @@ mod stepper {
             status: Status::Baking,
             wait_seconds: 60,
             ticks: 5,
+            // Checked every minute until the last one: the bake of 600 s is over.
+            watched_seconds: 840,
+            checked_at: Some(t0 + 840),
             ..Progress::new(
                 "41",
                 Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05, mirror: 0.0 },
@@ -673,7 +676,8 @@ mod stepper {
         let mut state = serde_json::to_value(&release).unwrap();
         state["progress"] = serde_json::to_value(&progress).unwrap();
         let input = serde_json::json!({"execution": execution, "state": state});
-        let err = crate::release::tick_payload(&input, &deps, t0 + 900).await.unwrap_err();
+        let err =
+            crate::release::tick_payload(&input, &deps, &crate::memory::Claims::default(), t0 + 900).await.unwrap_err();
 
         assert!(matches!(err, Error::Conflict { .. }) && err.is_retryable(), "{err}");
         assert!(err.to_string().contains("changed while advancing"), "{err}");

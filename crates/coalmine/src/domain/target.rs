@@ -116,6 +116,16 @@ impl Target {
         matches!(self, Target::Lambda(_))
     }
 
+    /// What one release at a time may move: a Lambda alias, a SageMaker endpoint, an Azure
+    /// ML online endpoint (in the letter case Azure ignores), whichever sides are named.
+    pub fn claim_key(&self) -> String {
+        match self {
+            Target::Lambda(alias) => format!("lambda:{}:{}", alias.function, alias.alias),
+            Target::Sagemaker(variants) => format!("sagemaker:{}", variants.endpoint),
+            Target::Azureml(deployments) => format!("azureml:{}", deployments.endpoint_id().to_ascii_lowercase()),
+        }
+    }
+
     /// Whether the stable is named (or fixed), not left to be inferred from the endpoint.
     pub fn names_its_stable(&self) -> bool {
         match self {

@@ -4,6 +4,7 @@
 //! records the calls that change something, in order, across adapters.
 
 mod alarms;
+mod claims;
 mod journal;
 mod metrics;
 mod models;
@@ -11,6 +12,7 @@ mod notifier;
 mod router;
 
 pub use alarms::Alarms;
+pub use claims::Claims;
 pub use journal::Journal;
 pub use metrics::Metrics;
 pub use models::{Models, Sink};

@@ -20,7 +20,9 @@ use self::core::preflight::Check;
 use self::core::{Input, ReleaseKind, StepDeps};
 use crate::domain::error::Result;
 use crate::domain::target::Target;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
+use crate::ports::{
+    AlarmSource, Claims, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires,
+};
 use canary::spec::Release;
 use guardrail::spec::GuardrailRelease;
 
@@ -118,7 +120,12 @@ impl Document {
 
 /// The tick as the function runs it, its failure logged once with the release it
 /// concerns (see [`core::Input`] for the payload).
-pub async fn tick_payload<R, N, A, M>(input: &Value, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Result<Value>
+pub async fn tick_payload<R, N, A, M>(
+    input: &Value,
+    deps: &StepDeps<'_, R, N, A, M>,
+    claims: &impl Claims,
+    now: u64,
+) -> Result<Value>
 where
     R: TrafficRouter + EndpointDeployments + ShadowFeeds,
     N: Notifier,
@@ -127,9 +134,9 @@ where
 {
     let ticked = match Input::of(input) {
         Ok(input) if Document::is_guardrail(&input.release) => {
-            self::core::run::<GuardrailRelease, _, _, _, _>(input, deps, now).await
+            self::core::run::<GuardrailRelease, _, _, _, _>(input, deps, claims, now).await
         }
-        Ok(input) => self::core::run::<Release, _, _, _, _>(input, deps, now).await,
+        Ok(input) => self::core::run::<Release, _, _, _, _>(input, deps, claims, now).await,
         Err(e) => Err(e),
     };
     ticked.inspect_err(|e| {

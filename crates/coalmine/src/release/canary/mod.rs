@@ -47,6 +47,10 @@ impl ReleaseKind for Release {
         self.canary_id()
     }
 
+    fn claim_key(&self) -> String {
+        self.target.claim_key()
+    }
+
     async fn tick<R, N, A, M>(tick: &CanaryTick<'_, R, N, A, M>, progress: Option<Progress>) -> Result<Progress>
     where
         R: TrafficRouter + EndpointDeployments + ShadowFeeds,

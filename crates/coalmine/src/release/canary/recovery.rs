@@ -64,7 +64,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         progress.stage = next;
         progress.weight = release.stages[next].weight();
         progress.last_written = Written::of(&live);
-        progress.stage_entered_at = self.now;
+        progress.enter_stage(self.now);
         let reason = format!(
             "Now at {}: an earlier attempt of this tick advanced and then failed; baking from now",
             percent(release.stages[next].weight())

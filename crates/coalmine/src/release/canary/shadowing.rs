@@ -156,7 +156,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         progress.stage = 0;
         progress.weight = first.weight();
         progress.last_written = Written::of(&written);
-        progress.stage_entered_at = self.now;
+        progress.enter_stage(self.now);
         let reason = format!("Shadow passed ({}); now at {}", evidence.summary(), percent(first.weight()));
         let wait = release.check_every_seconds.min(first.longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, Some(evidence)))

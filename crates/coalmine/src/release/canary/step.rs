@@ -88,8 +88,10 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             Some(Request::Promote { full, by }) => Some((*full, by.clone())),
             _ => None,
         };
-        let elapsed = self.now.saturating_sub(progress.stage_entered_at);
-        let (bake_done, concluded) = bake_over(&release.stages[progress.stage], elapsed, &mut evidence);
+        // The bake counts the time this stage was watched, not the clock: a silence
+        // between checks longer than they vouch for is not baked.
+        let watched = progress.vouch(self.now, release.check_every_seconds);
+        let (bake_done, concluded) = bake_over(&release.stages[progress.stage], watched, &mut evidence);
         Ok(Look { live, stamp, promote, bake_done, concluded, evidence })
     }
 
@@ -144,7 +146,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
     /// The bake goes on, or the stage holds for want of evidence.
     fn keep_baking(&self, progress: Progress, evidence: &Evidence, holding: bool) -> Progress {
         let (check_every, stage) = (self.release.check_every_seconds, &self.release.stages[progress.stage]);
-        let remaining = (progress.stage_entered_at + stage.longest_bake()).saturating_sub(self.now);
+        let remaining = stage.longest_bake().saturating_sub(progress.watched_seconds);
         let (status, wait) =
             if holding { (Status::Holding, check_every) } else { (Status::Baking, check_every.min(remaining.max(1))) };
         self.keep(progress, status, wait, evidence.summary(), Some(evidence))
@@ -212,7 +214,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let reason = format!(
             "Promoted: stage {} {};{} {verdict}",
             percent(stage.weight()),
-            baked(look, self.now.saturating_sub(progress.stage_entered_at)),
+            baked(look, progress.watched_seconds),
             carried_out(look, stage.approval)
         );
         Ok(self.promoted(progress, reason, look, verdict).await)
@@ -246,14 +248,14 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let reason = format!(
             "Stage {} {}; now at {}.{} {verdict}",
             percent(release.stages[progress.stage].weight()),
-            baked(look, self.now.saturating_sub(progress.stage_entered_at)),
+            baked(look, progress.watched_seconds),
             percent(release.stages[next].weight()),
             carried_out(look, approval),
         );
         progress.stage = next;
         progress.weight = release.stages[next].weight();
         progress.last_written = Written::of(&written);
-        progress.stage_entered_at = self.now;
+        progress.enter_stage(self.now);
         let wait = release.check_every_seconds.min(release.stages[next].longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, Some(&look.evidence)))
     }

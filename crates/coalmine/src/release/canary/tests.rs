@@ -64,7 +64,29 @@ impl World {
         self.tick_as(ME, release, progress, now).await
     }
 
+    /// A tick at `now`, the stage having been watched since the tick before: these
+    /// tests jump over the ticks between two they look at, as if those were made and
+    /// changed nothing. (That an unwatched gap is not baked is tested on its own, with
+    /// [`World::tick_unwatched`].)
     async fn tick_as(
+        &self,
+        execution: &str,
+        release: &Release,
+        progress: Option<Progress>,
+        now: u64,
+    ) -> Result<Progress> {
+        let progress = progress.map(|mut p| {
+            let last = p.checked_at.unwrap_or(p.stage_entered_at).max(p.stage_entered_at);
+            let skipped = now.saturating_sub(last).saturating_sub(release.check_every_seconds);
+            p.watched_seconds += skipped;
+            p.checked_at = Some(last + skipped);
+            p
+        });
+        self.tick_unwatched(execution, release, progress, now).await
+    }
+
+    /// A tick at `now` and nothing in between: the gap since the last check is what it is.
+    async fn tick_unwatched(
         &self,
         execution: &str,
         release: &Release,
@@ -767,24 +789,52 @@ async fn the_payload_is_the_execution_and_the_state_and_round_trips() {
     let world = World::new(stable_only());
     let deps = world.deps();
     let state = serde_json::to_value(release(gates())).unwrap();
-    let out = tick_payload(&serde_json::json!({"execution": ME, "state": state}), &deps, T0).await.unwrap();
+    let out = tick_payload(
+        &serde_json::json!({"execution": ME, "state": state}),
+        &deps,
+        &crate::memory::Claims::default(),
+        T0,
+    )
+    .await
+    .unwrap();
     assert_eq!(out["progress"]["status"], "advanced");
     assert_eq!(out["release"], "ai-handler-42");
-    let again = tick_payload(&serde_json::json!({"execution": ME, "state": out}), &deps, T0 + 60).await.unwrap();
+    let again = tick_payload(
+        &serde_json::json!({"execution": ME, "state": out}),
+        &deps,
+        &crate::memory::Claims::default(),
+        T0 + 60,
+    )
+    .await
+    .unwrap();
     assert_eq!(again["progress"]["status"], "baking");
 
     let mut edited = again.clone();
     edited["progress"]["stage"] = "two".into();
-    let err = tick_payload(&serde_json::json!({"execution": ME, "state": edited}), &deps, T0 + 60).await.unwrap_err();
+    let err = tick_payload(
+        &serde_json::json!({"execution": ME, "state": edited}),
+        &deps,
+        &crate::memory::Claims::default(),
+        T0 + 60,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("progress:"), "{err}");
 
-    let err = tick_payload(&again, &deps, T0 + 60).await.unwrap_err();
+    let err = tick_payload(&again, &deps, &crate::memory::Claims::default(), T0 + 60).await.unwrap_err();
     assert!(err.to_string().contains("start a release with StartExecution"), "{err}");
 
     let mut failed = again.clone();
     failed["canary_version"] = "$LATEST".into();
     failed["failure"] = serde_json::json!({"Error": "InvalidRelease", "Cause": "x"});
-    let ended = tick_payload(&serde_json::json!({"execution": ME, "state": failed}), &deps, T0).await.unwrap();
+    let ended = tick_payload(
+        &serde_json::json!({"execution": ME, "state": failed}),
+        &deps,
+        &crate::memory::Claims::default(),
+        T0,
+    )
+    .await
+    .unwrap();
     assert_eq!(ended["ending"], "invalid_release");
     assert!(ended["cause"].as_str().unwrap().contains("$LATEST"), "{ended}");
 }
@@ -1286,5 +1336,84 @@ mod azure {
         let p = world.tick(&release, Some(p), T0 + 60).await.unwrap();
         assert_eq!(p.status, Status::RolledBack);
         assert!(p.reason.contains("chat-green-5xx"), "{}", p.reason);
+    }
+}
+
+mod claims {
+    use super::*;
+    use crate::memory::Claims;
+
+    fn first_tick(execution: &str) -> serde_json::Value {
+        serde_json::json!({"execution": execution, "state": serde_json::to_value(release(gates())).unwrap()})
+    }
+
+    #[tokio::test]
+    async fn a_second_release_on_a_target_is_refused_before_it_reads_or_moves_anything() {
+        let world = World::new(stable_only());
+        let (deps, claims) = (world.deps(), Claims::default());
+        tick_payload(&first_tick(ME), &deps, &claims, T0).await.unwrap();
+        let reads = *world.router.reads.lock().unwrap();
+
+        let err = tick_payload(&first_tick(OTHER), &deps, &claims, T0 + 1).await.unwrap_err();
+
+        assert_eq!(err.error_type(), "InvalidRelease", "{err}");
+        assert!(err.to_string().contains("another release is in flight on lambda:ai-handler:live"), "{err}");
+        assert!(err.to_string().contains("Release:ai-handler-42"), "names the holder: {err}");
+        assert_eq!((*world.router.reads.lock().unwrap(), world.router.write_count()), (reads, 1), "untouched");
+        // A retried first tick of the holder is still the holder's.
+        tick_payload(&first_tick(ME), &deps, &claims, T0 + 2).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_execution_ended_is_taken_over_and_the_target_still_says_whether_it_is_free() {
+        let world = World::new(stable_only());
+        let (deps, claims) = (world.deps(), Claims::default());
+        tick_payload(&first_tick(ME), &deps, &claims, T0).await.unwrap();
+        // The holder died without ending its release: its canary is still live.
+        claims.end(ME);
+        let err = tick_payload(&first_tick(OTHER), &deps, &claims, T0 + 1).await.unwrap_err();
+        assert_eq!(claims.held.lock().unwrap()["lambda:ai-handler:live"], OTHER, "the claim passed on");
+        assert!(err.to_string().contains("in flight"), "the stamp still refuses a start over a live canary: {err}");
+        assert_eq!(world.router.write_count(), 1);
+    }
+}
+
+mod watched {
+    use super::*;
+    use crate::release::core::progress::{vouched_span, Written};
+
+    #[tokio::test]
+    async fn a_stage_never_passes_on_the_clock_alone_a_silence_between_checks_is_not_baked() {
+        let world = World::new(stable_only());
+        let r = release(gates());
+        assert_eq!(vouched_span(r.check_every_seconds), 120);
+        let p = world.tick(&r, None, T0).await.unwrap();
+        // The tick fails for a long while (retried, then everything out of reach): the next
+        // check that succeeds comes 700 s in, past the 600 s bake.
+        let p = world.tick_unwatched(ME, &r, Some(p), T0 + 700).await.unwrap();
+        assert_eq!((p.status, p.stage, p.watched_seconds), (Status::Baking, 0, 120), "{}", p.reason);
+        assert_eq!(world.router.write_count(), 1, "still at its first stage");
+        // Regular checks bake on, and the stage passes once 600 s were watched.
+        let mut p = p;
+        let mut now = T0 + 700;
+        while p.stage == 0 {
+            now += 60;
+            p = world.tick_unwatched(ME, &r, Some(p), now).await.unwrap();
+        }
+        assert_eq!(now, T0 + 700 + 8 * 60, "120 s vouched by the late check, then eight of 60 s");
+        assert_eq!((p.status, p.weight), (Status::Advanced, 0.25));
+    }
+
+    #[test]
+    fn a_check_vouches_for_twice_the_time_between_checks_and_at_least_ten_seconds_more() {
+        assert_eq!(
+            (vouched_span(1), vouched_span(5), vouched_span(60), vouched_span(u64::MAX)),
+            (11, 15, 120, u64::MAX)
+        );
+        let mut p: Progress = Progress::new("41", Written::of(&lambda_split("41", "42", 0.05)), T0);
+        assert_eq!(p.vouch(T0 + 61, 60), 61);
+        assert_eq!(p.vouch(T0 + 61 + 45, 60), 106);
+        assert_eq!(p.vouch(T0 + 61 + 45 + 1000, 60), 226, "a silence of 1000 s counts 120");
+        assert_eq!(p.vouch(T0, 60), 226, "a clock that went back counts nothing");
     }
 }

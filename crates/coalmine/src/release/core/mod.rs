@@ -18,7 +18,9 @@ use tracing::info;
 
 use crate::domain::error::{Error, Result};
 use crate::domain::stamp::{execution_id, Phase, Stamp};
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
+use crate::ports::{
+    AlarmSource, Claims, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires,
+};
 use crate::release::judge::Evidence;
 use ending::SafetyOutcome;
 use preflight::Check;
@@ -62,6 +64,9 @@ pub trait ReleaseKind: Serialize + Sized + Send + Sync {
     /// The candidate, as the target's stamp records it: what a rollback takes traffic
     /// from, whatever an alarm names.
     fn candidate(&self) -> &str;
+
+    /// What the release claims before its first move: one release per target.
+    fn claim_key(&self) -> String;
 
     fn tick<R, N, A, M>(
         tick: &Tick<'_, Self, R, N, A, M>,
@@ -133,7 +138,12 @@ impl<'a> Input<'a> {
 
 /// One tick of a release of kind `K`, or its safety rollback; the output is the next
 /// state (or the safety step's ending).
-pub async fn run<K, R, N, A, M>(input: Input<'_>, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Result<Value>
+pub async fn run<K, R, N, A, M>(
+    input: Input<'_>,
+    deps: &StepDeps<'_, R, N, A, M>,
+    claims: &impl Claims,
+    now: u64,
+) -> Result<Value>
 where
     K: ReleaseKind,
     R: TrafficRouter + EndpointDeployments + ShadowFeeds,
@@ -164,11 +174,28 @@ where
         return to_json(&outcome);
     }
     let (release, progress) = (release?, progress?);
+    if progress.is_none() {
+        claim(&release, input.execution, claims).await?;
+    }
     let tick = Tick { release: &release, execution: input.execution, deps, now };
     let progress = Box::pin(K::tick(&tick, progress)).await?;
     let mut output = to_json(&release)?;
     output["progress"] = to_json(&progress)?;
     Ok(output)
+}
+
+/// A release's first tick (and any retry of it) claims its target before it checks or
+/// moves anything; a second release on the same target is refused, having touched nothing.
+async fn claim(release: &impl ReleaseKind, execution: &str, claims: &impl Claims) -> Result<()> {
+    let key = release.claim_key();
+    match claims.claim(&key, execution).await? {
+        None => Ok(()),
+        Some(holder) => Err(Error::Refused(format!(
+            "another release is in flight on {key} (execution {}); one release at a time moves a target: wait for \
+             it to end, or end it with coalmine abort",
+            execution_id(&holder)
+        ))),
+    }
 }
 
 fn to_json(value: &impl Serialize) -> Result<Value> {

@@ -129,6 +129,12 @@ pub struct Progress<X = Plain> {
     pub last_written: Written,
     pub started_at: u64,
     pub stage_entered_at: u64,
+    /// The current stage's time under watch: what its bake counts (see [`Progress::vouch`]).
+    #[serde(default)]
+    pub watched_seconds: u64,
+    /// When the current stage was last checked; `None` in a progress from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holding_since: Option<u64>,
     /// When the current stage began waiting for approval (and the team was asked).
@@ -196,6 +202,8 @@ impl<X: Default> Progress<X> {
             last_written,
             started_at: now,
             stage_entered_at: now,
+            watched_seconds: 0,
+            checked_at: Some(now),
             holding_since: None,
             awaiting_since: None,
             status: Status::Advanced,
@@ -212,7 +220,32 @@ impl<X: Default> Progress<X> {
     }
 }
 
+/// How long a check vouches for before it: twice the time between checks, and at least
+/// that time and ten seconds (a tick's own latency). A longer silence (the tick failing
+/// and retried, the state machine or AWS out of reach) is time nobody watched: a bake
+/// does not count it, so a stage never passes on the clock alone.
+pub fn vouched_span(check_every_seconds: u64) -> u64 {
+    check_every_seconds.saturating_mul(2).max(check_every_seconds.saturating_add(10))
+}
+
 impl<X> Progress<X> {
+    /// The current stage starts now: nothing of it is watched yet.
+    pub fn enter_stage(&mut self, now: u64) {
+        self.stage_entered_at = now;
+        self.watched_seconds = 0;
+        self.checked_at = Some(now);
+    }
+
+    /// A check of the current stage succeeded at `now`: the time since the one before it
+    /// counts as watched, up to [`vouched_span`]. Returns the stage's watched time.
+    pub fn vouch(&mut self, now: u64, check_every_seconds: u64) -> u64 {
+        let since = self.checked_at.unwrap_or(self.stage_entered_at).max(self.stage_entered_at);
+        let gap = now.saturating_sub(since);
+        self.watched_seconds = self.watched_seconds.saturating_add(gap.min(vouched_span(check_every_seconds)));
+        self.checked_at = Some(now.max(since));
+        self.watched_seconds
+    }
+
     /// A tick of a release that ended is a mistake of whoever sent it.
     pub fn ensure_running(&self) -> Result<()> {
         if self.status.has_ended() {

@@ -105,6 +105,10 @@ impl ReleaseKind for GuardrailRelease {
         &self.guardrail.endpoint_config
     }
 
+    fn claim_key(&self) -> String {
+        self.target().claim_key()
+    }
+
     async fn tick<R, N, A, M>(
         tick: &GuardrailTick<'_, R, N, A, M>,
         progress: Option<GuardrailProgressOf>,

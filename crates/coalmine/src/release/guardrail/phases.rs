@@ -141,7 +141,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
                 g.phase = Phase::Deploying;
                 g.phase_started_at = now;
                 progress.stage = 1;
-                progress.stage_entered_at = now;
+                progress.enter_stage(now);
                 progress.holding_since = None;
                 let reason = format!(
                     "Shadow passed ({}). SageMaker deploys {new}: {}",

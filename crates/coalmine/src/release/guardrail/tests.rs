@@ -100,7 +100,14 @@ fn sample(shadow: bool) -> Value {
 
 /// One tick at `minute` after T0, as the state machine would make it.
 async fn tick_at(world: &World, state: Value, minute: u64) -> Value {
-    tick_payload(&json!({"execution": EXECUTION, "state": state}), &world.deps(), T0 + minute * 60).await.unwrap()
+    tick_payload(
+        &json!({"execution": EXECUTION, "state": state}),
+        &world.deps(),
+        &crate::memory::Claims::default(),
+        T0 + minute * 60,
+    )
+    .await
+    .unwrap()
 }
 
 /// Ticks a minute apart, from `minute`, until the release ends.
@@ -212,17 +219,36 @@ async fn update_rollback_failed_fails_loudly_saying_traffic_may_be_mixed() {
     let stuck = || described("UpdateRollbackFailed", V7, Some((V8, &["Baking"])), "Instance failed health checks");
     let world = world(vec![in_service(V7), stuck(), stuck()], 5.0);
     let deps = world.deps();
-    let started = tick_payload(&json!({"execution": EXECUTION, "state": sample(false)}), &deps, T0).await.unwrap();
+    let started = tick_payload(
+        &json!({"execution": EXECUTION, "state": sample(false)}),
+        &deps,
+        &crate::memory::Claims::default(),
+        T0,
+    )
+    .await
+    .unwrap();
 
-    let err =
-        tick_payload(&json!({"execution": EXECUTION, "state": started.clone()}), &deps, T0 + 60).await.unwrap_err();
+    let err = tick_payload(
+        &json!({"execution": EXECUTION, "state": started.clone()}),
+        &deps,
+        &crate::memory::Claims::default(),
+        T0 + 60,
+    )
+    .await
+    .unwrap_err();
     assert!(
         !err.is_retryable() && err.to_string().contains("traffic may be split between the old and new fleets"),
         "{err}"
     );
     let mut failed = started;
     failed["failure"] = json!({"Error": err.error_type(), "Cause": err.to_string()});
-    let safety = tick_payload(&json!({"execution": EXECUTION, "state": failed}), &deps, T0 + 61).await;
+    let safety = tick_payload(
+        &json!({"execution": EXECUTION, "state": failed}),
+        &deps,
+        &crate::memory::Claims::default(),
+        T0 + 61,
+    )
+    .await;
     assert!(safety.is_err(), "the safety step cannot fix it either: the execution ends SafetyRollbackFailed");
     let calls = world.calls();
     assert!(calls.iter().any(|c| c == "publish coalmine: ai-model-8 on ai-model-endpoint may be stuck"), "{calls:?}");
