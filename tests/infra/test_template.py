@@ -138,6 +138,8 @@ def test_rollback_role_grants_exactly_what_a_rollback_needs(resolved):
         (("cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource"), (ALARMS,)),
         (("lambda:GetAlias", "lambda:UpdateAlias"), both_forms(LAMBDA_ARNS)),
         (SAGEMAKER, (PARAMS["SageMakerEndpointArns"],)),
+        (("sagemaker:UpdateEndpoint",), (PARAMS["SageMakerEndpointArns"],)),
+        (("logs:DeleteSubscriptionFilter", "logs:DescribeSubscriptionFilters"), (LAMBDA_LOG_GROUPS,)),
         (("cloudwatch:SetAlarmState",), (ALARMS,)),
         (("cloudwatch:PutMetricData",), ("*",)),
     ])
@@ -356,6 +358,22 @@ def test_rule_matches_exactly_the_events_that_should_roll_back(resolved, events_
     # Outside the prefix, nothing matches.
     event["detail"]["alarmName"] = "other-" + event["detail"]["alarmName"]
     assert not events_client.test_event_pattern(EventPattern=json.dumps(pattern), Event=json.dumps(event))["Result"]
+
+
+def test_only_the_release_machines_executions_that_ended_unfinished_reach_the_dead_mans_switch(resolved, events_client):
+    rule = resolved["Resources"]["RollbackFunctionExecutionEnded"]["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["detail"]["stateMachineArn"] == ["<ReleaseStateMachine>"]
+    assert rule["Targets"][0]["DeadLetterConfig"]["Arn"] == "<RollbackFailures.Arn>"
+    event = json.loads((ROOT / "events/stepfunctions/execution-failed.eventbridge.json").read_text())
+    event["detail"]["stateMachineArn"] = "<ReleaseStateMachine>"
+    matches = lambda e: events_client.test_event_pattern(EventPattern=json.dumps(pattern), Event=json.dumps(e))["Result"]
+    for status, expected in [("FAILED", True), ("TIMED_OUT", True), ("ABORTED", True), ("SUCCEEDED", False), ("RUNNING", False)]:
+        event["detail"]["status"] = status
+        assert matches(event) == expected, status
+    event["detail"]["status"] = "FAILED"
+    event["detail"]["stateMachineArn"] = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:someone-elses"
+    assert not matches(event), "another state machine's executions are not ours"
 
 
 def test_the_samples_and_the_docs_use_the_default_alarm_prefix():

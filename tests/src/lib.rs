@@ -27,6 +27,7 @@ use serde_json::Value;
 
 pub mod azure;
 pub mod operator;
+pub mod proxy;
 pub mod sagemaker;
 
 pub const ACCOUNT: &str = "000000000000";
@@ -334,8 +335,9 @@ impl LocalAws {
         let binary = std::fs::read(bootstrap)
             .unwrap_or_else(|e| panic!("{}: {e}; build it first (`make test` does)", bootstrap.display()));
         let mut vars: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        // The local AWS, unless the test puts something in front of it (a fault proxy).
         for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER"] {
-            vars.insert(var.into(), std::env::var(var).unwrap_or_default());
+            vars.entry(var.into()).or_insert_with(|| std::env::var(var).unwrap_or_default());
         }
         vars.insert("RUST_LOG".into(), "info".into());
         // A debug bootstrap is tens of megabytes, and MiniStack unpacks it while it serves
@@ -621,6 +623,25 @@ impl LocalAws {
 }
 
 impl Deployed {
+    /// The stack's dead-man's switch: the state machine's executions that end failed,
+    /// timed out or stopped go to the rollback function, by an EventBridge rule with the
+    /// template's pattern (MiniStack emits the status changes, and delivers them).
+    pub async fn watch_executions(&self, local: &LocalAws) {
+        let events = aws_sdk_eventbridge::Client::new(&local.sdk);
+        let rule = unique("coalmine-execution-ended");
+        let pattern = serde_json::json!({
+            "source": ["aws.states"],
+            "detail-type": ["Step Functions Execution Status Change"],
+            "detail": {"stateMachineArn": [self.state_machine_arn], "status": ["FAILED", "TIMED_OUT", "ABORTED"]},
+        });
+        events.put_rule().name(&rule).event_pattern(pattern.to_string()).send().await.expect("put rule");
+        let function = format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}", self.rollback_fn);
+        let target =
+            aws_sdk_eventbridge::types::Target::builder().id("rollback").arn(function).build().expect("target");
+        let out = events.put_targets().rule(&rule).targets(target).send().await.expect("put targets");
+        assert_eq!(out.failed_entry_count, 0, "{out:?}");
+    }
+
     /// The ARN an execution named `name` gets: known before it starts.
     pub fn execution_arn(&self, name: &str) -> String {
         format!("{}:{name}", self.state_machine_arn.replacen(":stateMachine:", ":execution:", 1))

@@ -368,3 +368,166 @@ async fn of_a_hundred_azure_and_lambda_releases_started_at_once_one_moves_each_t
     hundred_starts(&s, &s.aws, release).await;
     assert_eq!(s.local.alias_state(&lambda).await.1["2"], 0.05);
 }
+
+/// A release of `target` that sits at 5% for ten minutes unless something ends it.
+fn slow_release(name: &str, target: &Target, canary_version: Option<&str>) -> Value {
+    let mut release = json!({
+        "release": name,
+        "target": serde_json::to_value(target).unwrap(),
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 60}],
+        "check_every_seconds": 2,
+    });
+    if let Some(version) = canary_version {
+        release["canary_version"] = json!(version);
+    }
+    release
+}
+
+/// The canary's share of live traffic on any target, as the library reads it.
+async fn canary_share(aws: &coalmine::aws::Aws, target: &Target) -> f64 {
+    use coalmine::ports::TrafficRouter;
+    let split = aws.router.read(target).await.unwrap();
+    if split.canary_is_zero() {
+        0.0
+    } else {
+        split.canary_weight
+    }
+}
+
+/// Starts `release`, waits for its first stage, stops its execution (as a person with
+/// StopExecution, or a timeout, would end it), and expects the dead-man's switch to
+/// take the canary's traffic away and say why.
+async fn stopped_mid_release(
+    s: &Scene,
+    aws: &coalmine::aws::Aws,
+    deployed: &coalmine_tests::Deployed,
+    target: &Target,
+    release: Value,
+) {
+    deployed.watch_executions(&s.local).await;
+    let execution = s.local.start_release(deployed, &release).await;
+    let at_five = coalmine_tests::poll(Duration::from_secs(60), || async {
+        (canary_share(aws, target).await > 0.0).then_some(())
+    })
+    .await;
+    assert!(at_five.is_some(), "the first stage was written");
+
+    s.local.sfn.stop_execution().execution_arn(&execution).send().await.unwrap();
+
+    let zeroed = coalmine_tests::poll(Duration::from_secs(60), || async {
+        (canary_share(aws, target).await == 0.0).then_some(())
+    })
+    .await;
+    assert!(zeroed.is_some(), "{target}: the dead-man's switch took the canary's traffic away");
+    let told = s.inbox.receive(1, Duration::from_secs(20)).await;
+    assert_eq!(told[0].event(), "rolled_back", "{}", told[0].message);
+    assert!(told[0].message.contains("was stopped (StopExecution)"), "{}", told[0].message);
+}
+
+#[tokio::test]
+async fn a_stopped_execution_leaves_no_lambda_canary_behind() {
+    let s = Scene::connect().await;
+    let deployed = s.local.deploy(&s.inbox.topic_arn).await;
+    let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
+    let release = slow_release(&unique("handler-stopped"), &target, Some("2"));
+    stopped_mid_release(&s, &s.aws, &deployed, &target, release).await;
+}
+
+#[tokio::test]
+async fn a_stopped_execution_leaves_no_sagemaker_canary_behind() {
+    let s = Scene::connect().await;
+    let deployed = s.local.deploy(&s.inbox.topic_arn).await;
+    let target = s.local.seed_sagemaker_canary(&unique("ai-model"), 0.0).await;
+    let release = slow_release(&unique("model-stopped"), &target, None);
+    stopped_mid_release(&s, &s.aws, &deployed, &target, release).await;
+}
+
+#[tokio::test]
+async fn a_stopped_execution_leaves_no_azure_canary_behind() {
+    let s = Scene::connect().await;
+    let stand_in = AzureStandIn::start().await;
+    let secret = s.local.put_secret(&unique("coalmine-azure"), &stand_in.secret_json()).await;
+    let env = [("AZURE_CREDENTIALS_SECRET_ARN", secret.as_str()), ("AZURE_UPDATE_MAX_WAIT_SECONDS", "20")];
+    let deployed = s.local.deploy_with(&s.inbox.topic_arn, &env).await;
+    let aws = coalmine::aws::Aws::with_azure_identity(&s.local.sdk, &s.config, stand_in.identity());
+    let target = stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
+    let release = slow_release(&unique("chat-stopped"), &target, None);
+    stopped_mid_release(&s, &aws, &deployed, &target, release).await;
+}
+
+/// The functions reach AWS through a proxy the test cuts, as a network or an endpoint
+/// can be; their own deployment and the state machine do not. (MiniStack sets a
+/// function's AWS_ENDPOINT_URL to itself whatever it is given, so each service the
+/// functions call is pointed at the proxy by its own variable, which the SDK prefers.)
+async fn behind_a_fault_proxy(s: &Scene) -> (coalmine_tests::proxy::FaultProxy, coalmine_tests::Deployed) {
+    let proxy = coalmine_tests::proxy::FaultProxy::start(&std::env::var("AWS_ENDPOINT_URL").unwrap()).await;
+    let services = ["LAMBDA", "CLOUDWATCH", "SNS", "DYNAMODB", "SFN", "CLOUDWATCH_LOGS", "SECRETS_MANAGER"];
+    let vars: Vec<String> = services.iter().map(|service| format!("AWS_ENDPOINT_URL_{service}")).collect();
+    let env: Vec<(&str, &str)> = vars.iter().map(|var| (var.as_str(), proxy.url.as_str())).collect();
+    let deployed = s.local.deploy_with(&s.inbox.topic_arn, &env).await;
+    (proxy, deployed)
+}
+
+#[tokio::test]
+async fn aws_out_of_reach_for_ninety_seconds_mid_bake_ends_the_release_undone_not_stuck() {
+    let s = Scene::connect().await;
+    let (proxy, deployed) = behind_a_fault_proxy(&s).await;
+    let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
+    let execution =
+        s.local.start_release(&deployed, &slow_release(&unique("handler-outage"), &target, Some("2"))).await;
+    let at_five = coalmine_tests::poll(Duration::from_secs(60), || async {
+        (canary_share(&s.aws, &target).await > 0.0).then_some(())
+    })
+    .await;
+    assert!(at_five.is_some(), "the first stage was written");
+
+    // The fault's length is the point of the test: the functions see AWS refuse them.
+    proxy.cut(true);
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    proxy.cut(false);
+
+    let (status, error, cause, _) = s.local.finished(&execution, Duration::from_secs(600)).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "ReleaseFailed"), "{cause}");
+    assert!(cause.contains("coalmine set the traffic back"), "{cause}");
+    assert_eq!(canary_share(&s.aws, &target).await, 0.0, "no canary left with nobody watching");
+    let told = s.inbox.receive(1, Duration::from_secs(20)).await;
+    assert_eq!(told[0].event(), "rolled_back", "the team was told: {}", told[0].message);
+}
+
+#[tokio::test]
+async fn a_freeze_shorter_than_the_retries_is_not_baked_the_stage_passes_only_on_checks_made() {
+    let s = Scene::connect().await;
+    let (proxy, deployed) = behind_a_fault_proxy(&s).await;
+    let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
+    let release = json!({
+        "release": unique("handler-freeze"),
+        "target": serde_json::to_value(&target).unwrap(),
+        "canary_version": "2",
+        "stages": [{"percent": 5, "bake_seconds": 30}, {"percent": 100, "bake_seconds": 1}],
+        "check_every_seconds": 2,
+        "gates": {"on_insufficient_data": "proceed"},
+    });
+    let execution = s.local.start_release(&deployed, &release).await;
+    let at_five = coalmine_tests::poll(Duration::from_secs(60), || async {
+        (canary_share(&s.aws, &target).await > 0.0).then_some(())
+    })
+    .await;
+    assert!(at_five.is_some(), "the first stage was written");
+
+    proxy.cut(true);
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    proxy.cut(false);
+    let thawed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+
+    let (status, error, cause, output) = s.local.finished(&execution, Duration::from_secs(300)).await;
+    assert_eq!(status, "SUCCEEDED", "{error}: {cause}");
+    let history = output["progress"]["history"].as_array().unwrap();
+    let left_the_stage = history.iter().find(|d| d["stage"] == 1).expect("it reached 100%");
+    let checks_after = history.iter().filter(|d| d["stage"] == 0 && d["at"].as_u64().unwrap() >= thawed).count();
+    assert!(
+        left_the_stage["at"].as_u64().unwrap() >= thawed + 10 && checks_after >= 3,
+        "the 30 s bake was not passed on the 45 s nobody watched: left at {}, thawed at {thawed}, {checks_after} checks \
+         after: {history:#?}",
+        left_the_stage["at"]
+    );
+}

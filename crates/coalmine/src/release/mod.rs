@@ -13,6 +13,7 @@ pub mod core;
 pub mod guardrail;
 pub mod judge;
 pub mod shadow;
+pub mod watchdog;
 
 use serde_json::Value;
 
@@ -114,6 +115,40 @@ impl Document {
         match self {
             Document::Canary(r) => r.preflight(deps, now).await,
             Document::Guardrail(r) => r.preflight(deps, now).await,
+        }
+    }
+}
+
+/// The dead-man's switch (see [`watchdog`]): an execution of the release state machine
+/// ended; if its release was left in flight, that release's own safety rollback takes
+/// back what the execution still owns, and the team is told (or paged, when it cannot).
+pub async fn execution_ended<R, N, A, M>(payload: &Value, deps: &StepDeps<'_, R, N, A, M>) -> Result<Value>
+where
+    R: TrafficRouter + EndpointDeployments + ShadowFeeds,
+    N: Notifier,
+    A: AlarmSource + Tripwires,
+    M: MetricSource,
+{
+    let Some(ended) = watchdog::ExecutionEnded::decode(payload)? else {
+        return Ok(serde_json::json!({"ignored": "the execution ended in a way that leaves no release in flight"}));
+    };
+    let document = match Document::parse(&ended.release) {
+        Ok(document) => document,
+        Err(e) => {
+            tracing::info!(execution = %ended.execution, error = %e, decision = "watchdog", "never a valid release: nothing of it to undo");
+            return Ok(serde_json::json!({"execution": ended.execution, "undone": false, "cause": e.to_string()}));
+        }
+    };
+    let (failure, execution) = (ended.failure(), ended.execution.as_str());
+    let undone = match &document {
+        Document::Canary(r) => Box::pin(r.safety_rollback(None, &failure, execution, deps)).await,
+        Document::Guardrail(r) => Box::pin(r.safety_rollback(None, &failure, execution, deps)).await,
+    };
+    match undone {
+        Ok(outcome) => Ok(watchdog::summary(&ended, &outcome)),
+        Err(e) => {
+            let target = document.target().to_string();
+            Err(watchdog::page(&ended, document.name(), &target, e, deps.notifier).await)
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::stamp::{Phase, Stamp};
 use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
 use crate::release::canary::spec::Release;
-use crate::release::core::ending::{failure_cause, SafetyOutcome};
+use crate::release::core::ending::{failure_cause, undo_reason, SafetyOutcome};
 use crate::release::core::progress::Progress;
 use crate::release::core::unsent;
 use crate::rollback::{record_rollback, zero_canary, Owner, ZeroOutcome};
@@ -55,7 +55,7 @@ pub async fn safety_rollback(
                 || stamp.as_ref().and_then(|s| s.stage).map_or(0, |(at, _)| at.saturating_sub(1)),
                 |p| p.stage,
             );
-            let why = format!("the release's tick kept failing: {cause}");
+            let why = undo_reason(failure);
             let changed = matches!(done, ZeroOutcome::RolledBack { .. });
             if changed {
                 let message = canary_notify::rolled_back(&Stopped {

@@ -62,6 +62,19 @@ impl SafetyOutcome {
     }
 }
 
+/// The `Error` of a safety rollback the dead-man's switch runs: the execution ended (failed,
+/// timed out, stopped) with its release still in flight, and nobody watches it now.
+pub const EXECUTION_ENDED: &str = "ExecutionEnded";
+
+/// Why the release's own undo runs: its tick kept failing, or its execution ended.
+pub fn undo_reason(failure: &Value) -> String {
+    let cause = failure_cause(failure);
+    match failure.get("Error").and_then(Value::as_str) {
+        Some(EXECUTION_ENDED) => failure.get("Cause").and_then(Value::as_str).map_or(cause, |c| c.trim().to_owned()),
+        _ => format!("the release's tick kept failing: {cause}"),
+    }
+}
+
 /// The failed tick's error as a sentence for the execution's cause.
 pub fn failure_cause(failure: &Value) -> String {
     unprefixed(&plain_cause(failure)).to_owned()

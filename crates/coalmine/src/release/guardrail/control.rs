@@ -8,7 +8,7 @@ use crate::domain::cause::RolledBackBy;
 use crate::domain::deployment::EndpointState;
 use crate::domain::error::{Error, Result};
 use crate::ports::{EndpointDeployments, Notifier, Tripwires};
-use crate::release::core::ending::{failure_cause, SafetyOutcome};
+use crate::release::core::ending::{failure_cause, undo_reason, SafetyOutcome};
 use crate::release::core::StepDeps;
 use crate::release::guardrail::notify::message;
 use crate::release::guardrail::spec::GuardrailRelease;
@@ -81,18 +81,30 @@ pub(super) async fn safety_rollback(
     if state.is_in_service() && state.config == g.endpoint_config {
         return Ok(SafetyOutcome::promoted(&format!("Promoted; then a tick failed ({cause})")));
     }
+    if !stamp.is_live() {
+        return Ok(failed(false, "It had already ended, so there was nothing to undo"));
+    }
     let shadow = release.shadow.as_ref().map(|s| s.endpoint_config.as_str());
-    if state.pending.as_ref().is_some_and(|p| p.config == g.endpoint_config) {
+    let what = if state.pending.as_ref().is_some_and(|p| p.config == g.endpoint_config) {
         deps.alarms.trip(&release.tripwire()).await?;
-        let what = format!("coalmine tripped {}, so SageMaker rolls the deployment back", release.tripwire());
-        return Ok(failed(true, &what));
-    }
-    if state.is_in_service() && Some(state.config.as_str()) == shadow {
+        format!("coalmine tripped {}, so SageMaker rolls the deployment back", release.tripwire())
+    } else if state.is_in_service() && Some(state.config.as_str()) == shadow {
         deps.router.deploy(&g.endpoint, &stamp.stable, None).await?;
-        let what = format!("coalmine took the shadow away: {} goes back to {}", g.endpoint, stamp.stable);
-        return Ok(failed(true, &what));
+        format!("coalmine took the shadow away: {} goes back to {}", g.endpoint, stamp.stable)
+    } else {
+        return Ok(failed(false, "Nothing of it was left in flight"));
+    };
+    // Traffic first, the record second: a later look (an alarm, the next release) sees it ended.
+    if let Err(e) = deps.router.stamp_endpoint(&g.endpoint, &stamp.rolled_back(RolledBackBy::Safety)).await {
+        warn!(release = %release.release, error = %e, "the release was stopped, but its stamp was not updated");
     }
-    Ok(failed(false, "Nothing of it was left in flight"))
+    let why = undo_reason(failure);
+    let message = message(release, execution, "was stopped", &why, &format!("{what}."), "rolled_back");
+    deps.notifier.publish(&message).await.map_err(|e| Error::Incomplete {
+        summary: format!("release {} was stopped, but the team's message was not sent: {e}", release.release),
+        retryable: true,
+    })?;
+    Ok(failed(true, &what))
 }
 
 /// SageMaker's own rollback failed: traffic may be split between fleets. Said loudly,
