@@ -381,8 +381,13 @@ async fn missing_aliases_and_variants_fail_clearly_and_change_nothing_else() {
     assert!(s.local.alias_state(&real).await.1.is_empty(), "the real target was still rolled back");
     let weights = s.local.variant_weights(&endpoint).await;
     assert_eq!(weights["canary"], 0.05, "an unknown variant never changes the endpoint");
-    let messages = s.inbox.receive(1, MESSAGE_WAIT).await;
-    assert_eq!((messages.len(), messages[0].target()), (1, real.to_string().as_str()));
+    // The team hears of each: the one rolled back, and the two that failed for good.
+    let mut told: Vec<(String, String)> =
+        s.inbox.receive(3, MESSAGE_WAIT).await.iter().map(|m| (m.event().to_owned(), m.target().to_owned())).collect();
+    told.sort();
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert_eq!(told[2], ("rolled_back".to_owned(), real.to_string()));
+    assert!(told[..2].iter().all(|(event, _)| event == "rollback_failed"), "{told:?}");
 }
 
 #[tokio::test]

@@ -238,7 +238,8 @@ async fn list(context: &Context, recent: usize, output: Output) -> CliResult<Exi
 
 async fn status(context: &Context, name: &str, watch: bool, output: Output) -> CliResult<Exit> {
     let arn = context.execution_arn(name).await?;
-    let run = Run::load(context, &arn).await?;
+    let mut run = Run::load(context, &arn).await?;
+    run.now = serving_now(context, &run).await;
     if output == Output::Json {
         say!("{}", serde_json::to_string_pretty(&run).unwrap_or_default());
         return Ok(run.exit());
@@ -252,6 +253,20 @@ async fn status(context: &Context, name: &str, watch: bool, output: Output) -> C
         return follow(context, &arn).await;
     }
     watch_live(context, &arn, run).await
+}
+
+/// Who serves a canary release's target now, read from it: not what the release last
+/// wrote, which an alarm, a person or a failed tick may have changed since.
+async fn serving_now(context: &Context, run: &Run) -> Option<String> {
+    let Some(Document::Canary(release)) = &run.release else { return None };
+    let aws = context.adapters(None);
+    match coalmine::ports::TrafficRouter::read(&aws.router, &release.target).await {
+        Ok(live) => Some(coalmine::text::describe(&release.target, &live)),
+        Err(e) => {
+            eprintln!("coalmine: {} could not be read ({e}); showing what the release left", release.target);
+            None
+        }
+    }
 }
 
 /// `status --watch` on a terminal: new decisions scroll above a live bar of the bake.

@@ -138,13 +138,14 @@ pub fn plan(release: &Release) -> String {
         )
     });
     format!(
-        "{}: valid\n  target   {}, canary {}{shadow}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n",
+        "{}: valid\n  target   {}, canary {}{shadow}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n  limits   {}\n",
         release.release,
         release.target,
         canary_of(release),
         stages.join(", "),
         duration(release.check_every_seconds),
-        limits.join(", ")
+        limits.join(", "),
+        coalmine::release::core::limits::describe()
     )
 }
 
@@ -326,9 +327,25 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
             lines.extend(chart);
         }
     }
+    if let Some(failing) = run.failing.as_ref().filter(|_| run.running()) {
+        lines.push(format!(
+            "  checks failing: {} attempt{} since {} ago, nothing judged meanwhile: {}. The state machine retries, \
+             then takes back what this release moved",
+            failing.attempts,
+            if failing.attempts == 1 { "" } else { "s" },
+            duration(now.saturating_sub(failing.since.max(0) as u64)),
+            failing.error
+        ));
+    }
     lines.extend(ending(run));
-    if let (Some(Document::Canary(release)), Some(progress), false) = (&run.release, &run.progress, run.running()) {
-        lines.push(format!("  now: {}", describe(&release.target, &progress.last_written.as_split())));
+    match (&run.now, &run.release, &run.progress) {
+        (Some(live), ..) => lines.push(format!("  now: {live}")),
+        // The target could not be read: say what the release left, as that, not as now.
+        (None, Some(Document::Canary(release)), Some(progress)) if !run.running() => lines.push(format!(
+            "  as the release left it: {}",
+            describe(&release.target, &progress.last_written.as_split())
+        )),
+        _ => {}
     }
     lines
 }
@@ -454,6 +471,12 @@ mod tests {
         let text = plan(&release);
         assert!(text.contains("stages   5% until conclusive, at most 30m, 100% for 10m"), "{text}");
         assert!(text.contains("at most 41 ticks; promoted 11m to 40m after the start"), "{text}");
+        assert!(
+            text.contains(
+                "limits   at most 20 stages, 2000 checks and 358 days in all (one Step Functions execution); holds"
+            ),
+            "{text}"
+        );
     }
 
     /// A release rolled back by the rollback function on its alarm at 100%, as the last
@@ -488,7 +511,13 @@ mod tests {
             stopped_at: Some(1100),
             release: Some(Document::Canary(release)),
             progress: Some(progress),
+            failing: None,
+            now: None,
         }
+    }
+
+    fn status_of(run: &Run) -> Vec<String> {
+        status(run, 2000)
     }
 
     #[test]
@@ -499,7 +528,23 @@ mod tests {
         assert!(row.contains("rolled_back") && row.contains(" 0% ") && row.contains("version 2"), "{table}");
         assert!(!row.contains("100%"), "{table}");
         let status = status(&run, 2000);
-        assert_eq!(status.last().unwrap(), "  now: version 2 serves all traffic, no canary", "{status:#?}");
+        assert_eq!(
+            status.last().unwrap(),
+            "  as the release left it: version 2 serves all traffic, no canary",
+            "without a read of the target, nothing is called now: {status:#?}"
+        );
+        let read = Run { now: Some("version 1 serves all traffic, no canary".into()), ..run.clone() };
+        assert_eq!(status_of(&read).last().unwrap(), "  now: version 1 serves all traffic, no canary");
+        let failing = Run {
+            status: "RUNNING".into(),
+            failing: Some(crate::runs::Failing { since: 1900, attempts: 3, error: "sns:Publish failed".into() }),
+            ..run.clone()
+        };
+        let text = status_of(&failing).join("\n");
+        assert!(
+            text.contains("checks failing: 3 attempts since 1m40s ago, nothing judged meanwhile: sns:Publish failed"),
+            "{text}"
+        );
         assert!(status.iter().any(|l| l.contains("weight      ▁█▁")), "the chart ends at the weight left: {status:#?}");
     }
 

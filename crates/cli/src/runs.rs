@@ -32,6 +32,23 @@ pub struct Run {
     pub release: Option<Document>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// Ticks failing since the last one that recorded a progress: the state machine is
+    /// retrying, and nothing is being judged meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing: Option<Failing>,
+    /// Who serves the target now, read from it (`status` reads it; a list does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+}
+
+/// Failed attempts of the release's tick (or its safety step) since its last progress.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Failing {
+    /// When the first of them failed (epoch seconds).
+    pub since: i64,
+    pub attempts: usize,
+    /// The newest attempt's error, as the stepper said it.
+    pub error: String,
 }
 
 impl Run {
@@ -46,7 +63,7 @@ impl Run {
         })?;
         let input: Value = out.input().and_then(|i| serde_json::from_str(i).ok()).unwrap_or(Value::Null);
         let release = Document::parse(&without_progress(&input)).ok();
-        let progress = latest_progress(context, execution_arn).await?;
+        let (progress, failing) = latest_progress(context, execution_arn).await?;
         Ok(Run {
             name: out.name().unwrap_or_default().to_owned(),
             execution_arn: execution_arn.to_owned(),
@@ -57,6 +74,8 @@ impl Run {
             stopped_at: out.stop_date().map(|d| d.secs()),
             release,
             progress,
+            failing,
+            now: None,
         })
     }
 
@@ -136,9 +155,10 @@ fn without_progress(input: &Value) -> Value {
     release
 }
 
-/// The newest progress in the execution's history: a state's input or output that
-/// holds one (the tick's output, the wait's input, the final state's input).
-async fn latest_progress(context: &Context, execution_arn: &str) -> CliResult<Option<Progress>> {
+/// The newest progress in the execution's history (a state's input or output that holds
+/// one: the tick's output, the wait's input, the final state's input), and the attempts
+/// that failed since.
+async fn latest_progress(context: &Context, execution_arn: &str) -> CliResult<(Option<Progress>, Option<Failing>)> {
     let out = context
         .sfn
         .get_execution_history()
@@ -148,7 +168,43 @@ async fn latest_progress(context: &Context, execution_arn: &str) -> CliResult<Op
         .send()
         .await
         .map_err(|e| aws_failure("states:GetExecutionHistory", e))?;
-    Ok(out.events().iter().find_map(progress_in))
+    Ok(progress_and_failures(out.events()))
+}
+
+/// Newest first, as the history comes: failures until the newest progress.
+fn progress_and_failures(events: &[HistoryEvent]) -> (Option<Progress>, Option<Failing>) {
+    let mut failing: Option<Failing> = None;
+    for event in events {
+        if let Some(progress) = progress_in(event) {
+            return (Some(progress), failing);
+        }
+        let Some(failed) = event.task_failed_event_details() else { continue };
+        let at = event.timestamp().secs();
+        match &mut failing {
+            Some(f) => {
+                f.attempts += 1;
+                f.since = at;
+            }
+            None => {
+                let error = failure_text(failed.error(), failed.cause());
+                failing = Some(Failing { since: at, attempts: 1, error });
+            }
+        }
+    }
+    (None, failing)
+}
+
+/// A failed task's error as a sentence: Lambda's `errorMessage` when the cause is its JSON.
+fn failure_text(error: Option<&str>, cause: Option<&str>) -> String {
+    let message = cause
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        .and_then(|c| c.get("errorMessage").and_then(Value::as_str).map(str::to_owned));
+    match (message, error, cause) {
+        (Some(message), _, _) => message,
+        (None, Some(error), Some(cause)) if !cause.is_empty() => format!("{error}: {cause}"),
+        (None, Some(error), _) => error.to_owned(),
+        (None, None, _) => "an error it did not name".to_owned(),
+    }
 }
 
 fn progress_in(event: &HistoryEvent) -> Option<Progress> {
@@ -188,7 +244,57 @@ mod tests {
             stopped_at: None,
             release: None,
             progress: None,
+            failing: None,
+            now: None,
         }
+    }
+
+    #[test]
+    fn failed_attempts_after_the_newest_progress_are_counted_and_the_newest_error_said() {
+        use aws_sdk_sfn::primitives::DateTime;
+        use aws_sdk_sfn::types::{HistoryEventType, StateExitedEventDetails, TaskFailedEventDetails};
+        let failed = |id: i64, at: i64, message: &str| {
+            let cause = serde_json::json!({"errorType": "Retryable", "errorMessage": message}).to_string();
+            HistoryEvent::builder()
+                .id(id)
+                .timestamp(DateTime::from_secs(at))
+                .r#type(HistoryEventType::TaskFailed)
+                .task_failed_event_details(
+                    TaskFailedEventDetails::builder()
+                        .resource_type("lambda")
+                        .resource("invoke")
+                        .error("Retryable")
+                        .cause(cause)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        let progress = serde_json::json!({"progress": {
+            "stage": 0, "weight": 0.05, "stable": "41",
+            "last_written": {"stable": "41", "canary": "42", "weight": 0.05},
+            "started_at": 1000, "stage_entered_at": 1000, "status": "baking", "wait_seconds": 60,
+            "reason": "r", "ticks": 2, "history": []
+        }});
+        let ticked = HistoryEvent::builder()
+            .id(1)
+            .timestamp(DateTime::from_secs(1060))
+            .r#type(HistoryEventType::TaskStateExited)
+            .state_exited_event_details(
+                StateExitedEventDetails::builder().name("Tick").output(progress.to_string()).build().unwrap(),
+            )
+            .build()
+            .unwrap();
+        // Newest first, as the history is read.
+        let events = [failed(4, 1130, "cloudwatch:GetMetricData failed: throttled"), failed(3, 1100, "older"), ticked];
+        let (progress, failing) = progress_and_failures(&events);
+        assert_eq!(progress.unwrap().ticks, 2);
+        assert_eq!(
+            failing,
+            Some(Failing { since: 1100, attempts: 2, error: "cloudwatch:GetMetricData failed: throttled".into() })
+        );
+        assert_eq!(progress_and_failures(&events[2..]).1, None, "no failure after the newest progress");
     }
 
     #[test]

@@ -232,10 +232,11 @@ async fn roll_back_target(
         other => other,
     };
     log_outcome(event, target, &outcome, resolved_by);
-    let sent = match &outcome {
-        Ok(done) => Some(deps.notifier.publish(&notify::outcome(event, target, done)).await),
-        Err(_) => None,
+    let message = match &outcome {
+        Ok(done) => notify::outcome(event, target, done),
+        Err(e) => notify::failed(event, target, e),
     };
+    let sent = Some(deps.notifier.publish(&message).await);
     if let Some(Err(e)) = &sent {
         error!(
             alarm = %event.alarm_name, target = %target, decision = "notify_failed", error = %e,
@@ -763,12 +764,24 @@ mod tests {
         assert_eq!(router.split(&a).canary_weight, 0.0);
         assert_eq!(router.split(&b).canary_weight, 0.25);
         assert_eq!(router.split(&c).canary_weight, 0.0);
-        assert_eq!(notifier.sent.lock().unwrap().len(), 2, "no message for the target that was not rolled back");
+        let mut told = notifier.events();
+        told.sort();
+        assert_eq!(
+            told,
+            vec![
+                ("rollback_failed".into(), "lambda:b:live".into()),
+                ("rolled_back".into(), "lambda:a:live".into()),
+                ("rolled_back".into(), "lambda:c:live".into())
+            ],
+            "the target that could not be rolled back is said, too"
+        );
+        let failed = notifier.sent.lock().unwrap().iter().find(|m| m.subject.contains("FAILED")).cloned().unwrap();
+        assert!(failed.body.contains("Lambda retries the event twice"), "{}", failed.body);
 
         // The retry Lambda makes finishes the job and re-tells the others as already_zero.
         run(&event, &router, &notifier, &alarms, &TargetMapping::default()).await.unwrap();
         assert_eq!(router.split(&b).canary_weight, 0.0);
-        let mut retry_events = notifier.events()[2..].to_vec();
+        let mut retry_events = notifier.events()[3..].to_vec();
         retry_events.sort();
         assert_eq!(
             retry_events,
@@ -796,6 +809,22 @@ mod tests {
         assert!(err.to_string().contains("not found"), "{err}");
         // The read made beside the tag lookup failed, so it was made once more, not trusted.
         assert_eq!((*router.reads.lock().unwrap(), router.write_count()), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_rollback_that_fails_for_good_tells_the_team_before_the_invocation_fails() {
+        let (router, notifier) = (Router::default(), Outbox::default());
+        let event = sample("alarm-lambda-canary.eventbridge.json");
+        let err = run(&event, &router, &notifier, &Alarms::default(), &TargetMapping::default()).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        let sent = notifier.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert!(
+            sent[0].subject.starts_with("coalmine: rollback of lambda:ai-handler:production FAILED"),
+            "{}",
+            sent[0].subject
+        );
+        assert!(sent[0].body.contains("A retry cannot help"), "{}", sent[0].body);
     }
 
     #[tokio::test]

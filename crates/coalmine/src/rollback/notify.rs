@@ -169,6 +169,30 @@ pub fn refusal(target: &Target, split: &Split, why: &Refusal, asked: &str) -> (S
     }
 }
 
+/// The rollback itself failed: said before the invocation fails, so a canary that could
+/// not be zeroed is never silent, whether Lambda's retries can help or not.
+pub fn failed(event: &AlarmEvent, target: &Target, error: &crate::domain::error::Error) -> Notification {
+    let mut body =
+        format!("coalmine could NOT take the canary of {target} away on alarm {}: {error}\n\n", event.alarm_name);
+    field(&mut body, "Target", &target.to_string());
+    alarm_lines(&mut body, event);
+    let _ = writeln!(body);
+    let next = if error.is_retryable() {
+        "Lambda retries the event twice over the next minutes, and this message comes again if they fail; after \
+         that the event waits in the stack's RollbackFailures queue. Take the traffic away by hand if it cannot wait: \
+         coalmine rollback TARGET --reason \"...\"."
+    } else {
+        "A retry cannot help (the target, its name or the stack's settings are wrong): take the traffic away by hand \
+         now (coalmine rollback with the target's right name, or in the console), then fix the alarm's target."
+    };
+    field(&mut body, "Next", next);
+    Notification {
+        subject: subject(&format!("coalmine: rollback of {target} FAILED (alarm {})", event.alarm_name)),
+        body,
+        attributes: vec![(ATTR_EVENT, "rollback_failed".to_owned()), (ATTR_TARGET, target.to_string())],
+    }
+}
+
 /// A rollback a person made with `coalmine rollback`.
 pub fn by_hand(target: &Target, outcome: &ZeroOutcome, by: &RolledBackBy) -> Notification {
     let before = outcome.before();

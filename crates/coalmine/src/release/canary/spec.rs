@@ -8,7 +8,8 @@ use crate::domain::error::Error;
 use crate::domain::target::{AzureMlDeployments, Target};
 use crate::release::canary::shadow_spec::Shadow;
 use crate::release::core::document::{self, check_name, Problems, Rules};
-use crate::release::core::gates::{Gates, JudgeKind};
+use crate::release::core::gates::{Gates, JudgeKind, OnInsufficientData};
+use crate::release::core::limits;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,11 +154,13 @@ impl Release {
             None => (0, 0),
         };
         let shadow_ticks = if self.shadow.is_some() { checks(shadow_most) } else { 0 };
+        // Saturating: a plan is also drawn for a release whose bakes are refused as too long.
+        let sum = |values: &mut dyn Iterator<Item = u64>| values.fold(0u64, u64::saturating_add);
         Plan {
-            earliest_promotion_seconds: shadow_least + stages.iter().map(|s| s.bake_seconds).sum::<u64>(),
+            earliest_promotion_seconds: shadow_least.saturating_add(sum(&mut stages.iter().map(|s| s.bake_seconds))),
             latest_promotion_seconds: shadow_most
-                + stages.iter().map(|s| s.max_bake_seconds.unwrap_or(s.bake_seconds)).sum::<u64>(),
-            ticks: 1 + shadow_ticks + stages.iter().map(|s| s.ticks).sum::<u64>(),
+                .saturating_add(sum(&mut stages.iter().map(|s| s.max_bake_seconds.unwrap_or(s.bake_seconds)))),
+            ticks: sum(&mut [1, shadow_ticks].into_iter().chain(stages.iter().map(|s| s.ticks))),
             waits_for_approval: self.stages.iter().any(|s| s.approval),
             stages,
         }
@@ -306,6 +309,45 @@ impl Release {
         }
     }
 
+    /// What one execution can hold: stages, and the bakes at their longest in time and in
+    /// checks. Holds, pauses and approval waits are a release's to spend within that
+    /// (in time: their own limits; in checks: the stepper ends a release that runs out).
+    fn check_execution_limits(&self, problems: &mut Problems) {
+        if self.stages.len() > limits::MAX_STAGES {
+            problems.add(
+                "stages",
+                format!("{} stages: at most {} (one execution holds that many)", self.stages.len(), limits::MAX_STAGES),
+            );
+        }
+        if self.check_every_seconds == 0 {
+            return; // said already; the checks cannot be counted
+        }
+        let hold = match self.gates.on_insufficient_data {
+            OnInsufficientData::Hold => self.gates.max_hold_seconds,
+            _ => 0,
+        };
+        if hold > limits::MAX_RELEASE_SECONDS {
+            return limits::check(&[("gates.max_hold_seconds".to_owned(), hold)], self.check_every_seconds, problems);
+        }
+        let mut phases = Vec::new();
+        if let Some(shadow) = &self.shadow {
+            phases.push(("shadow.duration_seconds".to_owned(), shadow.duration_seconds));
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            for (field, value) in [("bake_seconds", stage.bake_seconds), ("max_bake_seconds", stage.longest_bake())] {
+                if value > limits::MAX_RELEASE_SECONDS {
+                    return limits::check(
+                        &[(format!("stages[{i}].{field}"), value)],
+                        self.check_every_seconds,
+                        problems,
+                    );
+                }
+            }
+            phases.push((format!("stages[{i}]"), stage.longest_bake()));
+        }
+        limits::check(&phases, self.check_every_seconds, problems);
+    }
+
     /// The canary's identity in metrics and splits: Lambda version, SageMaker variant or
     /// Azure ML deployment.
     pub fn canary_id(&self) -> &str {
@@ -328,6 +370,7 @@ impl Rules for Release {
         self.gates.check(problems);
         self.check_evidence_driven(problems);
         self.check_shadow(problems);
+        self.check_execution_limits(problems);
     }
 }
 
@@ -426,6 +469,8 @@ pub struct PlannedStage {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::release::core::document::tests::sample_json;
     use crate::release::core::gates::DEFAULT_MIN_REQUESTS;
@@ -596,6 +641,35 @@ pub(crate) mod tests {
             assert!(matches!(err, Error::InvalidRelease(_)), "{name}");
             assert!(err.to_string().contains(expected), "{name}: {err}\nshould contain: {expected}");
         }
+    }
+
+    #[test]
+    fn what_one_execution_cannot_hold_is_refused_at_validation_never_a_panic() {
+        let refused = |edit: &dyn Fn(&mut Value)| {
+            let mut json = sample_json("lambda-ai-handler-42.json");
+            edit(&mut json);
+            crate::release::Document::problems(&json).join("; ")
+        };
+        let huge = refused(&|j| j["stages"][0]["bake_seconds"] = json!(u64::MAX));
+        assert!(
+            huge.contains("stages[0].bake_seconds: 18446744073709551615 s is longer than a release can run"),
+            "{huge}"
+        );
+        let hold = refused(&|j| j["gates"]["max_hold_seconds"] = json!(u64::MAX));
+        assert!(hold.contains("gates.max_hold_seconds"), "{hold}");
+        let many = refused(&|j| {
+            let stages: Vec<Value> =
+                (1..=21).map(|i| json!({"percent": (i as f64) * 100.0 / 21.0, "bake_seconds": 60})).collect();
+            j["stages"] = json!(stages);
+        });
+        assert!(many.contains("stages: 21 stages: at most 20"), "{many}");
+        // 3 300 s of bakes checked every second: 3 301 checks.
+        let chatty = refused(&|j| j["check_every_seconds"] = json!(1));
+        assert!(chatty.contains("check_every_seconds: 1: at their longest the bakes take 3301 checks"), "{chatty}");
+        // The plan of a refused release is still drawn, saturating.
+        let mut release = lambda_release();
+        release.stages[0].bake_seconds = u64::MAX;
+        assert_eq!(release.plan().earliest_promotion_seconds, u64::MAX);
     }
 
     #[test]

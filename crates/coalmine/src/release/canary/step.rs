@@ -18,6 +18,7 @@ use crate::release::canary::notify as canary_notify;
 use crate::release::canary::spec::Stage;
 use crate::release::canary::CanaryTick;
 use crate::release::core::health::{holds, observe, rollback_reason};
+use crate::release::core::limits;
 use crate::release::core::progress::{Progress, Status, Written};
 use crate::release::core::unsent;
 use crate::release::judge::{Evidence, Verdict};
@@ -57,6 +58,16 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             && live.same_routing(&progress.last_written.as_split());
         if !as_left {
             return self.after_change(progress, live).await;
+        }
+        if progress.ticks > limits::MAX_TICKS {
+            // Holds, pauses and approval waits spent what the execution can hold: ended
+            // here, fail-safe, rather than by Step Functions with the canary still in flight.
+            let why = format!(
+                "it has made {} checks, the most one Step Functions execution holds (its holds, pauses and approval \
+                 waits spent them)",
+                limits::MAX_TICKS
+            );
+            return self.roll_back(progress, live, RolledBackBy::Safety, why, None).await;
         }
         if let Some(run) = progress.kind.shadow.clone() {
             return self.shadow_tick(progress, live, run).await;

@@ -1417,3 +1417,37 @@ mod watched {
         assert_eq!(p.vouch(T0, 60), 226, "a clock that went back counts nothing");
     }
 }
+
+#[tokio::test]
+async fn the_most_stages_a_release_may_have_keep_its_state_far_inside_what_step_functions_passes() {
+    use crate::release::core::limits::MAX_STAGES;
+    let world = World::new(stable_only());
+    let mut r = release(gates());
+    r.stages = (1..=MAX_STAGES).map(|i| Stage::new(100.0 * i as f64 / MAX_STAGES as f64, 120)).collect();
+    r.validate().unwrap();
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    let mut now = T0;
+    while p.status != Status::Promoted {
+        now += 60;
+        p = world.tick(&r, Some(p), now).await.unwrap();
+    }
+    let mut state = serde_json::to_value(&r).unwrap();
+    state["progress"] = serde_json::to_value(&p).unwrap();
+    let size = state.to_string().len();
+    assert!(size < 128 * 1024, "{size} bytes of the 256 KiB Step Functions passes from task to task");
+    assert_eq!(p.samples.len(), MAX_STAGES);
+}
+
+#[tokio::test]
+async fn a_release_that_has_spent_the_checks_an_execution_holds_is_rolled_back_not_left_to_step_functions() {
+    let world = World::new(stable_only());
+    let r = release(gates());
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    // Paused for days at one check a minute: the execution's history is nearly full.
+    p.ticks = crate::release::core::limits::MAX_TICKS;
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!((p.status, p.rolled_back_by.clone()), (Status::RolledBack, Some(RolledBackBy::Safety)), "{}", p.reason);
+    assert!(p.reason.contains("the most one Step Functions execution holds"), "{}", p.reason);
+    assert_eq!(world.live().canary_weight, 0.0);
+    assert_eq!(world.sent().len(), 1, "the team is told");
+}

@@ -6,6 +6,7 @@ pub mod document;
 pub mod ending;
 pub mod gates;
 pub mod health;
+pub mod limits;
 pub mod preflight;
 pub mod progress;
 

@@ -9,7 +9,8 @@ use crate::domain::deployment::{DeploymentPlan, Size, Traffic};
 use crate::domain::error::Result;
 use crate::domain::target::{SageMakerVariants, Target};
 use crate::release::core::document::{self, check_name, Problems, Rules};
-use crate::release::core::gates::Gates;
+use crate::release::core::gates::{Gates, OnInsufficientData};
+use crate::release::core::limits;
 use crate::text::duration;
 
 /// A guardrail release, the execution's input: strictly validated against what AWS
@@ -225,8 +226,28 @@ impl Rules for GuardrailRelease {
         }
         if self.check_every_seconds == 0 || self.check_every_seconds > 86_400 {
             problems.add("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
+        } else {
+            limits::check(&self.longest_phases(), self.check_every_seconds, problems);
         }
         self.gates.check(problems);
+    }
+}
+
+impl GuardrailRelease {
+    /// Each phase at its longest, holding for evidence as long as the gates allow: what
+    /// one execution must hold.
+    fn longest_phases(&self) -> Vec<(String, u64)> {
+        let hold = match self.gates.on_insufficient_data {
+            OnInsufficientData::Hold => self.gates.max_hold_seconds,
+            _ => 0,
+        };
+        let mut phases = Vec::new();
+        if let Some(shadow) = &self.shadow {
+            phases.push(("shadow.duration_seconds".to_owned(), shadow.duration_seconds.saturating_add(hold)));
+        }
+        let deployment = u64::from(self.guardrail.max_execution_seconds).saturating_add(hold);
+        phases.push(("guardrail.max_execution_seconds".to_owned(), deployment));
+        phases
     }
 }
 
