@@ -531,3 +531,49 @@ async fn a_freeze_shorter_than_the_retries_is_not_baked_the_stage_passes_only_on
         left_the_stage["at"]
     );
 }
+
+const OLD_TOKEN: &str = "Ol4dT0ken9Qm2Lx8Rt4Wz7Hn5Bp1Cd6Fg0Js2Ya4Ue8Io3Pw9";
+const NEW_TOKEN: &str = "N3wT0ken7Lm9Tq3Pw8Io4Ue2Ya0Js6Fg1Cd5Bp7Hn4Wz8Rt2L";
+
+#[tokio::test]
+async fn a_rotated_webhook_token_is_accepted_at_once_and_the_old_one_through_its_overlap() {
+    let s = Scene::connect().await;
+    let rollback = s.local.rollback_function(&s.inbox.topic_arn, &[]).await;
+    let secret = s.local.put_secret(&unique("coalmine-webhook"), OLD_TOKEN).await;
+    let handoff = format!("arn:aws:lambda:us-east-1:000000000000:function:{rollback}");
+    let webhook = unique("coalmine-webhook");
+    let env = [
+        ("SNS_TOPIC_ARN", s.inbox.topic_arn.as_str()),
+        ("ALERT_WEBHOOK_SECRET_ARN", secret.as_str()),
+        ("ROLLBACK_FUNCTION_ARN", handoff.as_str()),
+    ];
+    s.local.create_function_from(&webhook, &coalmine_tests::bootstrap_path("rollback"), &env).await;
+    let url = s.local.function_url(&webhook).await;
+    let alert = coalmine_tests::event_json("azure/resolved-azureml-canary.common-schema.json");
+    let http = reqwest::Client::new();
+    let body = alert.to_string();
+    // As an action group sends: a 503 is tried again (here within a bound).
+    let post = |token: &str| {
+        let (http, url, body, token) = (http.clone(), url.clone(), body.clone(), token.to_owned());
+        async move {
+            let answered = coalmine_tests::poll(Duration::from_secs(20), || async {
+                let request = http.post(format!("{url}{token}")).header("content-type", "application/json");
+                let status = request.body(body.clone()).send().await.unwrap().status().as_u16();
+                (status != 503).then_some(status)
+            })
+            .await;
+            answered.expect("an answer other than 503 within the sender's retries")
+        }
+    };
+    // A resolved alert is acknowledged (200) and moves nothing: only the token is tried here.
+    assert_eq!(post(OLD_TOKEN).await, 200, "the token in use");
+    assert_eq!(post(NEW_TOKEN).await, 401, "not a token yet");
+
+    // The team rotates the secret, then updates the action group's URL.
+    let secrets = aws_sdk_secretsmanager::Client::new(&s.local.sdk);
+    secrets.put_secret_value().secret_id(&secret).secret_string(NEW_TOKEN).send().await.unwrap();
+
+    assert_eq!(post(NEW_TOKEN).await, 200, "the new token at once, whatever the webhook had kept");
+    assert_eq!(post(OLD_TOKEN).await, 200, "the old one through the overlap, while the URL is changed");
+    assert_eq!(post("Zz9wrongToken7Lm9Tq3Pw8Io4Ue2Ya0Js6Fg1Cd5Bp7Hn4W").await, 401);
+}

@@ -195,9 +195,11 @@ pub trait Claims: Send + Sync {
 
 /// The alert webhook's shared token: what a caller of the function URL must present.
 pub trait WebhookTokens: Send + Sync {
-    /// The token; `fresh` reads it again (after a mismatch: it may have been rotated),
-    /// which the adapter allows only so often.
-    fn token(&self, fresh: bool) -> impl Future<Output = Result<String>> + Send;
+    /// Every token a caller may present now: the current one, and the one it replaced
+    /// while their stated overlap lasts. `fresh` reads them again (after a mismatch: the
+    /// secret may have been rotated); `None` when they were read too moments ago to read
+    /// again, so a mismatch cannot be told from a rotation just made.
+    fn tokens(&self, fresh: bool) -> impl Future<Output = Result<Option<Vec<String>>>> + Send;
 }
 
 /// Hands an authenticated alert to the rollback function, asynchronously: Lambda retries

@@ -16,6 +16,23 @@ impl Secrets {
         Secrets { client }
     }
 
+    /// The text of the secret's version labelled `stage` (`AWSCURRENT`, `AWSPREVIOUS`) and
+    /// when it was stored (epoch seconds); `None` when no version has that label.
+    pub async fn version(&self, secret: &str, stage: &str) -> Result<Option<(String, i64)>> {
+        let out = match self.client.get_secret_value().secret_id(secret).version_stage(stage).send().await {
+            Ok(out) => out,
+            Err(e)
+                if stage != "AWSCURRENT"
+                    && matches!(super::error::service_code(&e), Some(("ResourceNotFoundException", _))) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(aws_error("secretsmanager:GetSecretValue", e)),
+        };
+        let stored = out.created_date.map(|d| d.secs()).unwrap_or_default();
+        Ok(out.secret_string.filter(|s| !s.trim().is_empty()).map(|text| (text, stored)))
+    }
+
     /// The secret's current text (`SecretString`).
     pub async fn text(&self, secret: &str) -> Result<String> {
         let out = self
@@ -31,26 +48,55 @@ impl Secrets {
     }
 }
 
-/// The alert webhook's token, from its secret: read at the first request, kept, and read
-/// afresh after a mismatch (a rotated secret) at most once a minute, so a stream of bad
-/// tokens cannot turn into a stream of Secrets Manager calls.
+/// The alert webhook's tokens, from its secret: its current value (`AWSCURRENT`) and,
+/// for [`TOKEN_OVERLAP`] after the current one was stored, the value it replaced
+/// (`AWSPREVIOUS`), so a team rotates the secret and then the action group's URL with
+/// neither refused in between. Read at the first request and kept for [`KEEP_FOR`]; read
+/// afresh after a mismatch, at most once every [`REREAD_AFTER`] (a stream of bad tokens
+/// is at most a read every two seconds); a mismatch in between is answered "try again",
+/// never refused, so a new token is never refused for a stale copy.
 pub struct WebhookSecret {
     secrets: Secrets,
     secret: Option<String>,
-    kept: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
+    kept: tokio::sync::Mutex<Option<Kept>>,
 }
 
-/// How often a mismatch may read the secret again.
-pub const REREAD_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+struct Kept {
+    current: String,
+    /// The replaced token, and until when (epoch seconds) it is accepted.
+    previous: Option<(String, i64)>,
+    read_at: tokio::time::Instant,
+}
+
+/// How long the token a rotation replaced is still accepted.
+pub const TOKEN_OVERLAP: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long a read is kept without a mismatch: a previous token past its overlap is
+/// refused within this of the overlap's end.
+pub const KEEP_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+/// The shortest time between two reads after mismatches.
+pub const REREAD_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl WebhookSecret {
     pub fn new(secrets: Secrets, secret: Option<String>) -> Self {
         WebhookSecret { secrets, secret, kept: tokio::sync::Mutex::new(None) }
     }
+
+    async fn read(&self, secret: &str) -> Result<Kept> {
+        let current = self.secrets.version(secret, "AWSCURRENT").await?;
+        let (current, stored) =
+            current.ok_or_else(|| Error::Config(format!("secret {secret} has no current value")))?;
+        let previous = self.secrets.version(secret, "AWSPREVIOUS").await?;
+        let until = stored.saturating_add(TOKEN_OVERLAP.as_secs() as i64);
+        Ok(Kept {
+            current: current.trim().to_owned(),
+            previous: previous.map(|(token, _)| (token.trim().to_owned(), until)),
+            read_at: tokio::time::Instant::now(),
+        })
+    }
 }
 
 impl crate::ports::WebhookTokens for WebhookSecret {
-    async fn token(&self, fresh: bool) -> Result<String> {
+    async fn tokens(&self, fresh: bool) -> Result<Option<Vec<String>>> {
         let secret = self.secret.as_deref().ok_or_else(|| {
             Error::Config(format!(
                 "{} is not set: the webhook has no token to check, so it takes no alert",
@@ -58,13 +104,18 @@ impl crate::ports::WebhookTokens for WebhookSecret {
             ))
         })?;
         let mut kept = self.kept.lock().await;
-        if let Some((token, read_at)) = kept.as_ref() {
-            if !fresh || read_at.elapsed() < REREAD_AFTER {
-                return Ok(token.clone());
-            }
+        let age = kept.as_ref().map(|k| k.read_at.elapsed());
+        match age {
+            Some(age) if fresh && age < REREAD_AFTER => return Ok(None),
+            Some(age) if !fresh && age < KEEP_FOR => {}
+            _ => *kept = Some(self.read(secret).await?),
         }
-        let token = self.secrets.text(secret).await?.trim().to_owned();
-        *kept = Some((token.clone(), tokio::time::Instant::now()));
-        Ok(token)
+        let Some(kept) = kept.as_ref() else { return Ok(Some(Vec::new())) };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let previous = kept.previous.iter().filter(|(_, until)| now < *until).map(|(token, _)| token.clone());
+        Ok(Some(std::iter::once(kept.current.clone()).chain(previous).collect()))
     }
 }

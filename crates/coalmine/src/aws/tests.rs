@@ -1116,3 +1116,52 @@ mod shadow {
         assert_eq!(invoke.num_calls(), 3, "the SDK's standard attempts");
     }
 }
+
+mod webhook_tokens {
+    use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput;
+    use aws_smithy_types::DateTime;
+
+    use super::*;
+    use crate::aws::secrets::TOKEN_OVERLAP;
+    use crate::ports::WebhookTokens;
+
+    const CURRENT: &str = "current-token-0123456789abcdef0123456789";
+    const PREVIOUS: &str = "previous-token-0123456789abcdef012345678";
+
+    /// A secret rotated `ago` seconds ago: the current value stored then, the previous kept.
+    fn rotated(ago: u64) -> Vec<Rule> {
+        let stored = std::time::SystemTime::now() - Duration::from_secs(ago);
+        let current = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+            .match_requests(|r| r.version_stage() == Some("AWSCURRENT"))
+            .then_output(move || {
+                GetSecretValueOutput::builder().secret_string(CURRENT).created_date(DateTime::from(stored)).build()
+            });
+        let previous = mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+            .match_requests(|r| r.version_stage() == Some("AWSPREVIOUS"))
+            .then_output(|| GetSecretValueOutput::builder().secret_string(PREVIOUS).build());
+        vec![current, previous]
+    }
+
+    async fn accepted(ago: u64) -> Vec<String> {
+        let rules = rotated(ago);
+        let secrets = Secrets::new(client!(aws_sdk_secretsmanager, &rules.iter().collect::<Vec<_>>()));
+        WebhookSecret::new(secrets, Some("coalmine/webhook".into())).tokens(false).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_mismatch_a_moment_after_a_fresh_read_is_not_refused_but_left_to_a_retry() {
+        let rules = rotated(600);
+        let secrets = Secrets::new(client!(aws_sdk_secretsmanager, &rules.iter().collect::<Vec<_>>()));
+        let tokens = WebhookSecret::new(secrets, Some("coalmine/webhook".into()));
+        assert!(tokens.tokens(true).await.unwrap().is_some());
+        assert_eq!(tokens.tokens(true).await.unwrap(), None, "read two seconds ago at most: try again");
+        assert!(tokens.tokens(false).await.unwrap().is_some(), "a match needs no fresh read");
+        assert_eq!(rules[0].num_calls(), 1, "one read of the secret");
+    }
+
+    #[tokio::test]
+    async fn the_replaced_token_is_accepted_through_the_stated_overlap_and_not_after() {
+        assert_eq!(accepted(600).await, [CURRENT, PREVIOUS], "ten minutes after the rotation");
+        assert_eq!(accepted(TOKEN_OVERLAP.as_secs() + 60).await, [CURRENT], "an hour and a minute after it");
+    }
+}

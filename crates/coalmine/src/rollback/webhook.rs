@@ -62,10 +62,14 @@ pub async fn receive(request: &Value, tokens: &impl WebhookTokens, handoff: &imp
         return unauthorized();
     };
     match authenticate(&presented, tokens).await {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Some(true)) => {}
+        Ok(Some(false)) => {
             warn!(source, decision = "refused", "a wrong token; nothing moved");
             return unauthorized();
+        }
+        Ok(None) => {
+            warn!(source, decision = "unsure", "a token that matches no copy read a moment ago; the sender retries");
+            return Reply::new(503, json!({"error": "the token cannot be checked again yet; retry"}));
         }
         Err(problem) => {
             error!(source, decision = "unavailable", error = %problem, "cannot check the token; the sender retries");
@@ -129,22 +133,28 @@ fn presented_token(request: &Value) -> Option<String> {
 }
 
 /// Compared as SHA-256 digests, in constant time: neither the content nor the length of
-/// the token leaks through the comparison's timing. A mismatch is checked once more
-/// against the token read afresh, so a rotated secret is honoured.
-async fn authenticate(presented: &str, tokens: &impl WebhookTokens) -> Result<bool, String> {
+/// a token leaks through the comparison's timing. A mismatch is checked once more
+/// against the tokens read afresh, so a rotated secret is honoured at once; `None` when
+/// they cannot be read afresh yet (the caller is asked to retry, not refused).
+async fn authenticate(presented: &str, tokens: &impl WebhookTokens) -> Result<Option<bool>, String> {
+    let digest = Sha256::digest(presented.as_bytes());
     for fresh in [false, true] {
-        let expected = tokens.token(fresh).await.map_err(|e| e.to_string())?;
-        if expected.len() < MIN_TOKEN_LEN {
+        let Some(accepted) = tokens.tokens(fresh).await.map_err(|e| e.to_string())? else { return Ok(None) };
+        if let Some(short) = accepted.first().filter(|current| current.len() < MIN_TOKEN_LEN) {
             return Err(format!(
                 "the webhook's token is {} characters, under {MIN_TOKEN_LEN}: store a long random one in its secret",
-                expected.len()
+                short.len()
             ));
         }
-        if bool::from(Sha256::digest(presented.as_bytes()).ct_eq(&Sha256::digest(expected.as_bytes()))) {
-            return Ok(true);
+        let mut matched = subtle::Choice::from(0);
+        for token in &accepted {
+            matched |= digest.ct_eq(&Sha256::digest(token.as_bytes()));
+        }
+        if bool::from(matched) {
+            return Ok(Some(true));
         }
     }
-    Ok(false)
+    Ok(Some(false))
 }
 
 fn body_json(request: &Value) -> Result<Value, &'static str> {
@@ -180,7 +190,7 @@ mod tests {
     }
 
     impl WebhookTokens for Tokens {
-        async fn token(&self, fresh: bool) -> Result<String> {
+        async fn tokens(&self, fresh: bool) -> Result<Option<Vec<String>>> {
             self.reads.lock().unwrap().push(fresh);
             let mut now = self.now.lock().unwrap();
             if now.is_empty() {
@@ -193,7 +203,7 @@ mod tests {
             if fresh && now.len() > 1 {
                 now.remove(0);
             }
-            Ok(now[0].clone())
+            Ok(Some(vec![now[0].clone()]))
         }
     }
 
