@@ -66,7 +66,7 @@ async fn main() {
         &function,
         &version,
         &alarm,
-        &[(5, 600), (25, 600), (50, 600), (100, 600)],
+        &[(5, 600), (25, 300), (50, 300), (100, 300)],
     ));
     shell.run(&["start", &file]).await;
     poll(Duration::from_secs(60), || async { local.alias_state(&target).await.1.get(&version).copied() }).await;
