@@ -473,17 +473,31 @@ async fn aws_out_of_reach_for_ninety_seconds_mid_bake_ends_the_release_undone_no
     let s = Scene::connect().await;
     let (proxy, deployed) = behind_a_fault_proxy(&s).await;
     let target = s.local.seed_lambda_canary(&unique("ai-handler"), 0.0).await;
-    let execution =
-        s.local.start_release(&deployed, &slow_release(&unique("handler-outage"), &target, Some("2"))).await;
+    let name = unique("handler-outage");
+    let execution = s.local.start_release_named(&deployed, &name, &slow_release(&name, &target, Some("2"))).await;
     let at_five = coalmine_tests::poll(Duration::from_secs(60), || async {
         (canary_share(&s.aws, &target).await > 0.0).then_some(())
     })
     .await;
     assert!(at_five.is_some(), "the first stage was written");
+    let operator = coalmine_tests::operator::Operator {
+        deployed: &deployed,
+        topic: &s.inbox.topic_arn,
+        dir: coalmine_tests::Scratch::new("operator"),
+        env: Vec::new(),
+    };
 
     // The fault's length is the point of the test: the functions see AWS refuse them.
     proxy.cut(true);
-    tokio::time::sleep(Duration::from_secs(90)).await;
+    let cut_at = std::time::Instant::now();
+    // Meanwhile an operator asks how the release is doing: not "baking".
+    let said = coalmine_tests::poll(Duration::from_secs(60), || async {
+        let (_, text) = operator.run(&["status", &name]);
+        text.contains("checks failing").then_some(text)
+    })
+    .await;
+    assert!(said.is_some(), "status says the checks are failing: {}", operator.run(&["status", &name]).1);
+    tokio::time::sleep(Duration::from_secs(90).saturating_sub(cut_at.elapsed())).await;
     proxy.cut(false);
 
     let (status, error, cause, _) = s.local.finished(&execution, Duration::from_secs(600)).await;
@@ -492,6 +506,8 @@ async fn aws_out_of_reach_for_ninety_seconds_mid_bake_ends_the_release_undone_no
     assert_eq!(canary_share(&s.aws, &target).await, 0.0, "no canary left with nobody watching");
     let told = s.inbox.receive(1, Duration::from_secs(20)).await;
     assert_eq!(told[0].event(), "rolled_back", "the team was told: {}", told[0].message);
+    let (_, after) = operator.run(&["status", &name]);
+    assert!(after.contains("now: version 1 serves all traffic, no canary"), "read from the alias: {after}");
 }
 
 #[tokio::test]

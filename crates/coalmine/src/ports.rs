@@ -196,10 +196,14 @@ pub trait Claims: Send + Sync {
 /// The alert webhook's shared token: what a caller of the function URL must present.
 pub trait WebhookTokens: Send + Sync {
     /// Every token a caller may present now: the current one, and the one it replaced
-    /// while their stated overlap lasts. `fresh` reads them again (after a mismatch: the
-    /// secret may have been rotated); `None` when they were read too moments ago to read
-    /// again, so a mismatch cannot be told from a rotation just made.
-    fn tokens(&self, fresh: bool) -> impl Future<Output = Result<Option<Vec<String>>>> + Send;
+    /// while their stated overlap lasts. With `read_since`, as read from the secret no
+    /// earlier than then (after a mismatch: it may have been rotated since the copy kept);
+    /// `None` when such a read is not allowed yet (one was made a moment before), so a
+    /// mismatch cannot be told from a rotation just made.
+    fn tokens(
+        &self,
+        read_since: Option<std::time::Instant>,
+    ) -> impl Future<Output = Result<Option<Vec<String>>>> + Send;
 }
 
 /// Hands an authenticated alert to the rollback function, asynchronously: Lambda retries

@@ -65,7 +65,7 @@ struct Kept {
     current: String,
     /// The replaced token, and until when (epoch seconds) it is accepted.
     previous: Option<(String, i64)>,
-    read_at: tokio::time::Instant,
+    read_at: std::time::Instant,
 }
 
 /// How long the token a rotation replaced is still accepted.
@@ -90,13 +90,13 @@ impl WebhookSecret {
         Ok(Kept {
             current: current.trim().to_owned(),
             previous: previous.map(|(token, _)| (token.trim().to_owned(), until)),
-            read_at: tokio::time::Instant::now(),
+            read_at: std::time::Instant::now(),
         })
     }
 }
 
 impl crate::ports::WebhookTokens for WebhookSecret {
-    async fn tokens(&self, fresh: bool) -> Result<Option<Vec<String>>> {
+    async fn tokens(&self, read_since: Option<std::time::Instant>) -> Result<Option<Vec<String>>> {
         let secret = self.secret.as_deref().ok_or_else(|| {
             Error::Config(format!(
                 "{} is not set: the webhook has no token to check, so it takes no alert",
@@ -104,10 +104,11 @@ impl crate::ports::WebhookTokens for WebhookSecret {
             ))
         })?;
         let mut kept = self.kept.lock().await;
-        let age = kept.as_ref().map(|k| k.read_at.elapsed());
-        match age {
-            Some(age) if fresh && age < REREAD_AFTER => return Ok(None),
-            Some(age) if !fresh && age < KEEP_FOR => {}
+        let read_at = kept.as_ref().map(|k| k.read_at);
+        match (read_at, read_since) {
+            (Some(at), Some(since)) if at >= since => {}
+            (Some(at), Some(_)) if at.elapsed() < REREAD_AFTER => return Ok(None),
+            (Some(at), None) if at.elapsed() < KEEP_FOR => {}
             _ => *kept = Some(self.read(secret).await?),
         }
         let Some(kept) = kept.as_ref() else { return Ok(Some(Vec::new())) };

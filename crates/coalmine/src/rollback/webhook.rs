@@ -138,8 +138,9 @@ fn presented_token(request: &Value) -> Option<String> {
 /// they cannot be read afresh yet (the caller is asked to retry, not refused).
 async fn authenticate(presented: &str, tokens: &impl WebhookTokens) -> Result<Option<bool>, String> {
     let digest = Sha256::digest(presented.as_bytes());
-    for fresh in [false, true] {
-        let Some(accepted) = tokens.tokens(fresh).await.map_err(|e| e.to_string())? else { return Ok(None) };
+    let arrived = std::time::Instant::now();
+    for read_since in [None, Some(arrived)] {
+        let Some(accepted) = tokens.tokens(read_since).await.map_err(|e| e.to_string())? else { return Ok(None) };
         if let Some(short) = accepted.first().filter(|current| current.len() < MIN_TOKEN_LEN) {
             return Err(format!(
                 "the webhook's token is {} characters, under {MIN_TOKEN_LEN}: store a long random one in its secret",
@@ -190,7 +191,8 @@ mod tests {
     }
 
     impl WebhookTokens for Tokens {
-        async fn tokens(&self, fresh: bool) -> Result<Option<Vec<String>>> {
+        async fn tokens(&self, read_since: Option<std::time::Instant>) -> Result<Option<Vec<String>>> {
+            let fresh = read_since.is_some();
             self.reads.lock().unwrap().push(fresh);
             let mut now = self.now.lock().unwrap();
             if now.is_empty() {

@@ -9,7 +9,7 @@ use crate::domain::deployment::{DeploymentPlan, Size, Traffic};
 use crate::domain::error::Result;
 use crate::domain::target::{SageMakerVariants, Target};
 use crate::release::core::document::{self, check_name, Problems, Rules};
-use crate::release::core::gates::{Gates, OnInsufficientData};
+use crate::release::core::gates::Gates;
 use crate::release::core::limits;
 use crate::text::duration;
 
@@ -227,26 +227,25 @@ impl Rules for GuardrailRelease {
         if self.check_every_seconds == 0 || self.check_every_seconds > 86_400 {
             problems.add("check_every_seconds", format!("{} is outside 1..=86400", self.check_every_seconds));
         } else {
-            limits::check(&self.longest_phases(), self.check_every_seconds, problems);
+            limits::check(&self.planned_phases(), self.check_every_seconds, problems);
         }
         self.gates.check(problems);
     }
 }
 
 impl GuardrailRelease {
-    /// Each phase at its longest, holding for evidence as long as the gates allow: what
-    /// one execution must hold.
-    fn longest_phases(&self) -> Vec<(String, u64)> {
-        let hold = match self.gates.on_insufficient_data {
-            OnInsufficientData::Hold => self.gates.max_hold_seconds,
-            _ => 0,
-        };
+    /// Each phase as planned (the shadow's duration, SageMaker's own waits for the
+    /// deployment): what one execution must hold. Holds and a deployment that runs to
+    /// its timeout spend checks beyond it; an execution that runs out of them fails, and
+    /// the dead-man's switch stops what it left in flight.
+    fn planned_phases(&self) -> Vec<(String, u64)> {
         let mut phases = Vec::new();
         if let Some(shadow) = &self.shadow {
-            phases.push(("shadow.duration_seconds".to_owned(), shadow.duration_seconds.saturating_add(hold)));
+            phases.push(("shadow.duration_seconds".to_owned(), shadow.duration_seconds));
         }
-        let deployment = u64::from(self.guardrail.max_execution_seconds).saturating_add(hold);
-        phases.push(("guardrail.max_execution_seconds".to_owned(), deployment));
+        if let Some(waits) = self.waits(None) {
+            phases.push(("guardrail.traffic".to_owned(), waits));
+        }
         phases
     }
 }
