@@ -13,7 +13,7 @@ TEMPLATES := infra/template.yaml infra/example-alarms.yaml
 ASL := infra/statemachine/release.asl.json
 
 
-.PHONY: simulate bench setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-layers lint-rust lint-infra fmt \
+.PHONY: simulate bench setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-layers lint-docs lint-rust lint-infra fmt \
         demo local-aws-start local-aws-stop ci clean
 
 setup:
@@ -60,12 +60,16 @@ test-infra: setup-infra bins
 unit:
 	$(CARGO) test --workspace --lib
 
-lint: lint-layers lint-rust lint-infra
+lint: lint-layers lint-docs lint-rust lint-infra
 
 # The library's layering (ARCHITECTURE.md's code map): which module may use which, release
 # kinds as peers over the core, and no circle among its files.
 lint-layers:
 	scripts/check-layers
+
+# Every relative link in README, ARCHITECTURE.md and docs/ resolves (file and heading).
+lint-docs:
+	scripts/check-links
 
 lint-rust: setup
 	$(CARGO) fmt --all -- --check

@@ -126,7 +126,7 @@ fn functions_identity(secrets: &Secrets, config: &Config) -> Box<dyn IdentitySou
     let Some(secret) = config.azure_credentials_secret.clone() else {
         return Box::new(NoIdentity {
             advice: "this stack was deployed without AzureCredentialsSecretArn; deploy it again naming a Secrets \
-                     Manager secret that holds the service principal (README: Azure ML)",
+                     Manager secret that holds the service principal (docs/azure-ml.md)",
         });
     };
     let secrets = secrets.clone();
