@@ -12,7 +12,8 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{AliasRoutingConfiguration, FunctionCode, Runtime};
 use aws_sdk_sagemaker::types::{ProductionVariant, ProductionVariantInstanceType};
-use coalmine::aws::{Aws, AwsRouter, CloudMetrics, CloudWatchAlarms, SnsNotifier};
+use coalmine::aws::{CloudWatchAlarms, SnsNotifier};
+use coalmine::clouds::{CloudMetrics, CloudRouter, Clouds};
 use coalmine::config::Config;
 use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use coalmine::domain::mapping::TargetMapping;
@@ -88,7 +89,7 @@ impl Drop for Scratch {
 pub struct Scene {
     pub local: LocalAws,
     pub inbox: Inbox,
-    pub aws: Aws,
+    pub aws: Clouds,
     pub config: Config,
 }
 
@@ -107,7 +108,7 @@ impl Scene {
         Scene { local, inbox, aws, config }
     }
 
-    pub fn step_deps(&self) -> StepDeps<'_, AwsRouter, SnsNotifier, CloudWatchAlarms, CloudMetrics> {
+    pub fn step_deps(&self) -> StepDeps<'_, CloudRouter, SnsNotifier, CloudWatchAlarms, CloudMetrics> {
         StepDeps {
             router: &self.aws.router,
             notifier: &self.aws.notifier,
@@ -166,7 +167,7 @@ impl LocalAws {
     }
 
     /// The library's adapters, as the functions build them.
-    pub fn adapters(&self, topic_arn: &str) -> (Aws, Config) {
+    pub fn adapters(&self, topic_arn: &str) -> (Clouds, Config) {
         let config = Config {
             topic_arn: topic_arn.to_owned(),
             rollback_targets: TargetMapping::default(),
@@ -178,7 +179,7 @@ impl LocalAws {
             handoff_function: None,
             claims_table: None,
         };
-        (Aws::new(&self.sdk, &config), config)
+        (Clouds::new(&self.sdk, &config), config)
     }
 
     /// A function with versions 1 (stable) and 2 (canary) behind alias `live`, the
@@ -322,7 +323,7 @@ impl LocalAws {
             .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold);
         if let Some(tag) = target_tag {
             request = request.tags(
-                aws_sdk_cloudwatch::types::Tag::builder().key(coalmine::domain::target::TARGET_TAG).value(tag).build(),
+                aws_sdk_cloudwatch::types::Tag::builder().key(coalmine::domain::event::TARGET_TAG).value(tag).build(),
             );
         }
         request.send().await.expect("put alarm");
@@ -915,7 +916,7 @@ where
 /// A router that lets someone else change a Lambda alias once, between our read and
 /// our write: the race the conditional write exists for.
 pub struct Interloper<'a> {
-    inner: &'a coalmine::aws::AwsRouter,
+    inner: &'a coalmine::clouds::CloudRouter,
     local: &'a LocalAws,
     /// The weight the interloper gives version 2 (0 removes the canary: a rollback).
     weight: f64,
@@ -923,7 +924,7 @@ pub struct Interloper<'a> {
 }
 
 impl<'a> Interloper<'a> {
-    pub fn new(inner: &'a coalmine::aws::AwsRouter, local: &'a LocalAws, weight: f64) -> Self {
+    pub fn new(inner: &'a coalmine::clouds::CloudRouter, local: &'a LocalAws, weight: f64) -> Self {
         Interloper { inner, local, weight, done: Default::default() }
     }
 

@@ -292,7 +292,7 @@ async fn a_deployment_that_does_not_exist_is_an_invalid_release_the_stable_as_mu
         azure_max_wait: Duration::from_secs(20),
         ..local.adapters("arn:aws:sns:us-east-1:000000000000:t").1
     };
-    let aws = coalmine::aws::Aws::with_azure_identity(&local.sdk, &config, stand_in.identity());
+    let aws = coalmine::clouds::Clouds::with_azure_identity(&local.sdk, &config, stand_in.identity());
     aws.router.check_canary(&target, "green").await.unwrap();
     let err = aws.router.check_canary(&target, "gren").await.unwrap_err();
     assert!(matches!(err, Error::InvalidRelease(_)), "{err}");
@@ -312,7 +312,7 @@ async fn azure_monitor_gives_each_side_its_requests_errors_and_latency() {
     let target = stand_in.add_endpoint(&unique("chat"), &[("blue", 80), ("green", 20)]);
     stand_in.set_health(&target, "green", Health { error_rate: 0.05, p95_ms: 900.0 });
     let azure = stand_in.adapters(Duration::from_secs(20));
-    let metrics = coalmine::aws::CloudMetrics {
+    let metrics = coalmine::clouds::CloudMetrics {
         cloudwatch: coalmine::aws::CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(
             &coalmine::aws::sdk_config().await,
         )),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::StateValue;
 
-use coalmine::aws::Aws;
+use coalmine::clouds::Clouds;
 use coalmine::config::Config;
 use coalmine::rollback::{handle_payload, RollbackDeps};
 use coalmine_tests::sagemaker::Deployments;
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 const MESSAGE_WAIT: Duration = Duration::from_secs(10);
 
-async fn invoke(aws: &Aws, config: &Config, payload: &Value) -> coalmine::Result<Value> {
+async fn invoke(aws: &Clouds, config: &Config, payload: &Value) -> coalmine::Result<Value> {
     let deps = RollbackDeps {
         router: &aws.router,
         notifier: &aws.notifier,

@@ -287,7 +287,7 @@ async fn stop_all(s: &Scene, executions: &[String]) {
 /// A hundred releases of one target start at once, each a first tick of its own running
 /// execution, in-process over real HTTP with the stepper's own adapters and claims table:
 /// one moves traffic, every other is refused InvalidRelease having touched nothing.
-async fn hundred_starts(s: &Scene, aws: &coalmine::aws::Aws, release: Value) -> (String, Vec<String>) {
+async fn hundred_starts(s: &Scene, aws: &coalmine::clouds::Clouds, release: Value) -> (String, Vec<String>) {
     let executions = running_executions(s, 100).await;
     let table = s.local.claims_table().await;
     let claims = coalmine::aws::claims(&s.local.sdk, &table);
@@ -344,7 +344,7 @@ async fn of_a_hundred_sagemaker_releases_started_at_once_one_moves_traffic_and_t
 async fn of_a_hundred_azure_and_lambda_releases_started_at_once_one_moves_each_target() {
     let s = Scene::connect().await;
     let stand_in = AzureStandIn::start().await;
-    let aws = coalmine::aws::Aws::with_azure_identity(&s.local.sdk, &s.config, stand_in.identity());
+    let aws = coalmine::clouds::Clouds::with_azure_identity(&s.local.sdk, &s.config, stand_in.identity());
     let azure = stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
     let release = json!({
         "release": "chat-3", "target": serde_json::to_value(&azure).unwrap(),
@@ -384,7 +384,7 @@ fn slow_release(name: &str, target: &Target, canary_version: Option<&str>) -> Va
 }
 
 /// The canary's share of live traffic on any target, as the library reads it.
-async fn canary_share(aws: &coalmine::aws::Aws, target: &Target) -> f64 {
+async fn canary_share(aws: &coalmine::clouds::Clouds, target: &Target) -> f64 {
     use coalmine::ports::TrafficRouter;
     let split = aws.router.read(target).await.unwrap();
     if split.canary_is_zero() {
@@ -399,7 +399,7 @@ async fn canary_share(aws: &coalmine::aws::Aws, target: &Target) -> f64 {
 /// take the canary's traffic away and say why.
 async fn stopped_mid_release(
     s: &Scene,
-    aws: &coalmine::aws::Aws,
+    aws: &coalmine::clouds::Clouds,
     deployed: &coalmine_tests::Deployed,
     target: &Target,
     release: Value,
@@ -449,7 +449,7 @@ async fn a_stopped_execution_leaves_no_azure_canary_behind() {
     let secret = s.local.put_secret(&unique("coalmine-azure"), &stand_in.secret_json()).await;
     let env = [("AZURE_CREDENTIALS_SECRET_ARN", secret.as_str()), ("AZURE_UPDATE_MAX_WAIT_SECONDS", "20")];
     let deployed = s.local.deploy_with(&s.inbox.topic_arn, &env).await;
-    let aws = coalmine::aws::Aws::with_azure_identity(&s.local.sdk, &s.config, stand_in.identity());
+    let aws = coalmine::clouds::Clouds::with_azure_identity(&s.local.sdk, &s.config, stand_in.identity());
     let target = stand_in.add_endpoint(&unique("chat"), &[("blue", 100), ("green", 0)]);
     let release = slow_release(&unique("chat-stopped"), &target, None);
     stopped_mid_release(&s, &aws, &deployed, &target, release).await;

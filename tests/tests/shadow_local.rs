@@ -8,7 +8,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use coalmine::aws::{log_group, Aws};
+use coalmine::aws::log_group;
+use coalmine::clouds::Clouds;
 use coalmine::domain::cause::RolledBackBy;
 use coalmine::domain::shadow::{metric, Compare, Feed, NAMESPACE, PAIR_KEY};
 use coalmine::domain::stamp::Phase;
@@ -41,7 +42,7 @@ struct ShadowScene {
     local: LocalAws,
     shadow_fn: String,
     inbox: Inbox,
-    aws: Aws,
+    aws: Clouds,
     logs: aws_sdk_cloudwatchlogs::Client,
 }
 
@@ -53,7 +54,7 @@ impl ShadowScene {
         let shadow_arn = local.create_function_from(&shadow_fn, &bootstrap_path("shadow"), &[]).await;
         let (_, mut config) = local.adapters(&inbox.topic_arn);
         config.shadow_function_arn = Some(shadow_arn);
-        let aws = Aws::new(&local.sdk, &config);
+        let aws = Clouds::new(&local.sdk, &config);
         let logs = aws_sdk_cloudwatchlogs::Client::new(&local.sdk);
         ShadowScene { local, shadow_fn, inbox, aws, logs }
     }

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coalmine::aws::Aws;
+use coalmine::clouds::Clouds;
 use coalmine::release::canary::control::{self, Command as Request};
 use coalmine::release::canary::spec::Release;
 use coalmine::release::core::preflight;
@@ -145,13 +145,13 @@ async fn live_checks(context: &Context, release: &Document) -> Vec<preflight::Ch
 
 /// The adapters as the stepper uses them.
 fn deps(
-    aws: &Aws,
+    aws: &Clouds,
 ) -> StepDeps<
     '_,
-    coalmine::aws::AwsRouter,
+    coalmine::clouds::CloudRouter,
     coalmine::aws::SnsNotifier,
     coalmine::aws::CloudWatchAlarms,
-    coalmine::aws::CloudMetrics,
+    coalmine::clouds::CloudMetrics,
 > {
     StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics }
 }

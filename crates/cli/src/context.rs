@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use coalmine::aws::Aws;
 use coalmine::azure::DeveloperIdentity;
+use coalmine::clouds::Clouds;
 use coalmine::config::Config;
 use coalmine::domain::mapping::TargetMapping;
 use tokio::sync::OnceCell;
@@ -154,7 +154,7 @@ impl Context {
     /// The library's adapters, as the functions build them (`topic` for the messages),
     /// but signed in to Azure as whoever runs the command: a service principal in the
     /// environment, a workload identity, or `az login`.
-    pub fn adapters(&self, topic: Option<String>) -> Aws {
+    pub fn adapters(&self, topic: Option<String>) -> Clouds {
         let config = Config {
             topic_arn: topic.unwrap_or_default(),
             rollback_targets: TargetMapping::default(),
@@ -167,7 +167,7 @@ impl Context {
             handoff_function: None,
             claims_table: None,
         };
-        Aws::with_azure_identity(&self.sdk, &config, Box::new(DeveloperIdentity::default()))
+        Clouds::with_azure_identity(&self.sdk, &config, Box::new(DeveloperIdentity::default()))
     }
 
     /// The ARN an execution of release `name` has: `coalmine start` names each after its

@@ -11,14 +11,14 @@ use coalmine::release::core::preflight::Check;
 use coalmine::release::core::progress::{Decision, Status};
 use coalmine::release::guardrail::spec::GuardrailRelease;
 use coalmine::release::{AnyProgress as Progress, Document};
-use coalmine::text::{describe, percent, side};
+use coalmine::text::{describe, percent};
 
 use crate::runs::Run;
 
 pub use coalmine::text::duration;
 
 fn canary_of(release: &Release) -> String {
-    side(&release.target, release.canary_id())
+    release.target.side(release.canary_id())
 }
 
 pub fn document_plan(document: &Document) -> String {
@@ -372,15 +372,15 @@ fn serving(run: &Run) -> String {
     };
     let (target, left) = (&release.target, progress.last_written.as_split());
     match &left.canary {
-        Some(canary) if left.canary_weight >= 1.0 - WEIGHT_TOLERANCE => side(target, canary),
+        Some(canary) if left.canary_weight >= 1.0 - WEIGHT_TOLERANCE => target.side(canary),
         Some(canary) if !left.canary_is_zero() => format!(
             "{} {}, {} {}",
-            side(target, &left.stable),
+            target.side(&left.stable),
             percent(1.0 - left.canary_weight),
-            side(target, canary),
+            target.side(canary),
             percent(left.canary_weight)
         ),
-        _ => side(target, &left.stable),
+        _ => target.side(&left.stable),
     }
 }
 

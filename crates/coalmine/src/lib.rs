@@ -8,8 +8,9 @@
 //! - [`release`]: a release climbs its stages: a small core, the judge, the shadow
 //!   phase, and one module per kind; it rolls back with the rollback use case's code.
 //! - [`aws`], [`azure`] and [`memory`]: the adapters behind the ports, for AWS, for
-//!   Azure ML (Resource Manager and Azure Monitor), and in memory;
-//!   [`config`] and [`logging`] for the shells.
+//!   Azure ML (Resource Manager and Azure Monitor), and in memory; [`clouds`] composes
+//!   AWS's and Azure's, sending each target to its cloud; [`config`] and [`logging`] for
+//!   the shells.
 //!
 //! The two Lambda functions and the CLI are thin shells on this crate.
 
@@ -17,6 +18,8 @@
 pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "aws")]
+pub mod clouds;
 pub mod config;
 pub mod domain;
 pub mod logging;

@@ -15,16 +15,6 @@ pub fn field(body: &mut String, name: &str, value: &str) {
     let _ = writeln!(body, "{label:<11}{value}");
 }
 
-/// A version, variant or deployment as a person names it: "version 41", "variant stable",
-/// "deployment blue".
-pub fn side(target: &Target, id: &str) -> String {
-    match target {
-        Target::Lambda(_) => format!("version {id}"),
-        Target::Sagemaker(_) => format!("variant {id}"),
-        Target::Azureml(_) => format!("deployment {id}"),
-    }
-}
-
 /// Who serves what: "version 41 at 75%, canary version 42 at 25%"; and who answers
 /// mirrored copies nobody sees: "deployment blue serves all traffic; 20% mirrored to
 /// deployment green".
@@ -32,21 +22,21 @@ pub fn describe(target: &Target, split: &Split) -> String {
     let serving = match &split.canary {
         // SageMaker and Azure at 100%: both sides stay, the canary serves everything.
         Some(canary) if split.canary_weight >= 1.0 - WEIGHT_TOLERANCE => {
-            format!("canary {} serves all traffic", side(target, canary))
+            format!("canary {} serves all traffic", target.side(canary))
         }
         Some(canary) if split.canary_weight > WEIGHT_TOLERANCE => format!(
             "{} at {}, canary {} at {}",
-            side(target, &split.stable),
+            target.side(&split.stable),
             percent(1.0 - split.canary_weight),
-            side(target, canary),
+            target.side(canary),
             percent(split.canary_weight)
         ),
-        Some(_) if split.mirror > WEIGHT_TOLERANCE => format!("{} serves all traffic", side(target, &split.stable)),
-        _ => format!("{} serves all traffic, no canary", side(target, &split.stable)),
+        Some(_) if split.mirror > WEIGHT_TOLERANCE => format!("{} serves all traffic", target.side(&split.stable)),
+        _ => format!("{} serves all traffic, no canary", target.side(&split.stable)),
     };
     match &split.canary {
         Some(canary) if split.mirror > WEIGHT_TOLERANCE => {
-            format!("{serving}; {} mirrored to {}, its answers unseen", percent(split.mirror), side(target, canary))
+            format!("{serving}; {} mirrored to {}, its answers unseen", percent(split.mirror), target.side(canary))
         }
         _ => serving,
     }

@@ -5,7 +5,8 @@
 //! The same binary is the alert webhook behind the stack's function URL: a function
 //! URL's request is checked and handed to the rollback function, never acted on here.
 
-use coalmine::aws::{Aws, LambdaHandoff, WebhookSecret};
+use coalmine::aws::{LambdaHandoff, WebhookSecret};
+use coalmine::clouds::Clouds;
 use coalmine::release::core::StepDeps;
 use coalmine::release::execution_ended;
 use coalmine::release::watchdog::ExecutionEnded;
@@ -20,7 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     coalmine::logging::init();
     let config = Config::from_env()?;
     let sdk = coalmine::aws::sdk_config().await;
-    let aws = Aws::new(&sdk, &config);
+    let aws = Clouds::new(&sdk, &config);
     let deps = RollbackDeps {
         router: &aws.router,
         notifier: &aws.notifier,

@@ -4,7 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use coalmine::aws::Aws;
+use coalmine::clouds::Clouds;
 use coalmine::release::core::StepDeps;
 use coalmine::release::tick_payload;
 use coalmine::Config;
@@ -16,7 +16,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     coalmine::logging::init();
     let config = Config::from_env()?;
     let sdk = coalmine::aws::sdk_config().await;
-    let aws = Aws::new(&sdk, &config);
+    let aws = Clouds::new(&sdk, &config);
     let claims = coalmine::aws::claims(&sdk, config.require_claims_table()?);
     let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
 

@@ -368,7 +368,7 @@ async fn main() {
         })
         .expect("config");
         let sdk = coalmine::aws::sdk_config().await;
-        let _aws = coalmine::aws::Aws::new(&sdk, &config);
+        let _aws = coalmine::clouds::Clouds::new(&sdk, &config);
         init.push(started.elapsed());
     }
     let (i50, i99) = percentiles(init);

@@ -5,11 +5,12 @@ use aws_sdk_cloudwatch::Client;
 use super::error::{aws_error, service_code};
 use crate::domain::deployment::TRIPWIRE_NAMESPACE;
 use crate::domain::error::{Error, Result};
+use crate::domain::event::TARGET_TAG;
 use crate::domain::event::{AlarmState, Confirmation};
 use crate::domain::metrics::{
     CustomGate, GateKind, MetricSnapshot, Per, SideMetrics, PERCENTILE_LEVELS, VERSION_PLACEHOLDER,
 };
-use crate::domain::target::{Target, TARGET_TAG};
+use crate::domain::target::{StandardMetrics, Target};
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Tripwires};
 
 const TRIPWIRE_METRIC: &str = "Tripped";
@@ -199,34 +200,8 @@ impl CloudWatchMetrics {
     }
 }
 
-/// What one side's standard metrics are called for a target type.
-struct Standard {
-    namespace: &'static str,
-    requests: &'static str,
-    errors: &'static str,
-    latency: &'static str,
-    /// Multiply the latency statistic by this to get milliseconds.
-    latency_to_ms: f64,
-}
-
-const LAMBDA: Standard = Standard {
-    namespace: "AWS/Lambda",
-    requests: "Invocations",
-    errors: "Errors",
-    latency: "Duration",
-    latency_to_ms: 1.0,
-};
-// ModelLatency is in microseconds.
-const SAGEMAKER: Standard = Standard {
-    namespace: "AWS/SageMaker",
-    requests: "Invocations",
-    errors: "Invocation5XXErrors",
-    latency: "ModelLatency",
-    latency_to_ms: 0.001,
-};
-
 // The shadow function's own: each side is a version it asked (see `mirror`).
-const SHADOW: Standard = Standard {
+static SHADOW: StandardMetrics = StandardMetrics {
     namespace: crate::domain::shadow::NAMESPACE,
     requests: crate::domain::shadow::metric::SHADOWED,
     errors: crate::domain::shadow::metric::ERRORS,
@@ -241,22 +216,13 @@ fn shadow_dimensions(release: &str, version: &str) -> Vec<Dimension> {
     ]
 }
 
+/// One side's dimensions, as its target's kind names them.
 fn side_dimensions(target: &Target, id: &str, config: Option<&str>) -> Vec<Dimension> {
-    let dim = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
-    match target {
-        Target::Lambda(a) => vec![
-            dim("FunctionName", &a.function),
-            dim("Resource", &format!("{}:{}", a.function, a.alias)),
-            dim("ExecutedVersion", id),
-        ],
-        Target::Sagemaker(s) => {
-            let mut dims = vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)];
-            dims.extend(config.map(|c| dim("EndpointConfigName", c)));
-            dims
-        }
-        // Never asked: [`standard`] refuses Azure targets first.
-        Target::Azureml(a) => vec![dim("EndpointName", &a.endpoint), dim("deployment", id)],
-    }
+    target
+        .metric_dimensions(id, config)
+        .into_iter()
+        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+        .collect()
 }
 
 fn query(
@@ -312,15 +278,11 @@ impl MetricSource for CloudWatchMetrics {
     }
 }
 
-fn standard(target: &Target) -> Result<&'static Standard> {
-    match target {
-        Target::Lambda(_) => Ok(&LAMBDA),
-        Target::Sagemaker(_) => Ok(&SAGEMAKER),
-        Target::Azureml(_) => Err(Error::Unsupported {
-            target: target.clone(),
-            detail: "an Azure ML endpoint's metrics are Azure Monitor's, not CloudWatch's".into(),
-        }),
-    }
+fn standard(target: &Target) -> Result<&'static StandardMetrics> {
+    target.standard_metrics().ok_or_else(|| Error::Unsupported {
+        target: target.clone(),
+        detail: "an Azure ML endpoint's metrics are Azure Monitor's, not CloudWatch's".into(),
+    })
 }
 
 /// Each result's values by query id.
@@ -371,7 +333,7 @@ impl CloudWatchMetrics {
 
 /// Both sides' queries: requests, errors, p95, the percentiles the judge reads the
 /// tail off, and each custom gate (`{version}` in a dimension becoming the side's id).
-fn queries(q: &MetricQuery<'_>, standard: &Standard, period: i32) -> Vec<MetricDataQuery> {
+fn queries(q: &MetricQuery<'_>, standard: &StandardMetrics, period: i32) -> Vec<MetricDataQuery> {
     let mut queries = Vec::new();
     let (canary_config, stable_config) = q.configs.unzip();
     for (side, id, config) in [('c', q.canary, canary_config), ('s', q.stable, stable_config)] {
@@ -457,7 +419,7 @@ fn gate_queries(side: char, i: usize, gate: &CustomGate, id: &str, period: i32) 
 
 /// One side's metrics from the results: counts summed, the worse of two periods'
 /// percentiles, each custom gate by its statistic.
-fn side(values: &Values, side: char, q: &MetricQuery<'_>, standard: &Standard) -> SideMetrics {
+fn side(values: &Values, side: char, q: &MetricQuery<'_>, standard: &StandardMetrics) -> SideMetrics {
     let get = |id: &str| values.iter().find(|(i, _)| i == id).map(|(_, v)| v.as_slice()).unwrap_or_default();
     let worst = |id: &str| get(id).iter().copied().reduce(f64::max).map(|v| v * standard.latency_to_ms);
     let [req, err, p95] = ids(side);

@@ -22,7 +22,7 @@ impl LambdaAliases {
         LambdaAliases { client }
     }
 
-    pub(super) async fn read(&self, target: &Target, alias: &LambdaAlias) -> Result<Split> {
+    pub async fn read(&self, target: &Target, alias: &LambdaAlias) -> Result<Split> {
         let out =
             self.client.get_alias().function_name(&alias.function).name(&alias.alias).send().await.map_err(|e| {
                 match service_code(&e) {
@@ -52,13 +52,7 @@ impl LambdaAliases {
         Ok(Split { stable, canary, canary_weight, others_weight: 0.0, mirror: 0.0, revision: out.revision_id, stamp })
     }
 
-    pub(super) async fn write(
-        &self,
-        target: &Target,
-        alias: &LambdaAlias,
-        read: &Split,
-        desired: &Split,
-    ) -> Result<Split> {
+    pub async fn write(&self, target: &Target, alias: &LambdaAlias, read: &Split, desired: &Split) -> Result<Split> {
         if !(0.0..1.0).contains(&desired.canary_weight) {
             return Err(Error::Unsupported {
                 target: target.clone(),
@@ -98,7 +92,7 @@ impl LambdaAliases {
         Ok(Split { revision: out.revision_id, stamp, ..desired.clone() })
     }
 
-    pub(super) async fn check_version(&self, target: &Target, alias: &LambdaAlias, version: &str) -> Result<()> {
+    pub async fn check_version(&self, target: &Target, alias: &LambdaAlias, version: &str) -> Result<()> {
         match self.client.get_function_configuration().function_name(&alias.function).qualifier(version).send().await {
             Ok(_) => Ok(()),
             Err(e) if matches!(service_code(&e), Some(("ResourceNotFoundException", _))) => Err(Error::InvalidRelease(

@@ -57,7 +57,7 @@ impl SageMakerEndpoints {
         SageMakerEndpoints { client, backoff, arns: Mutex::default() }
     }
 
-    pub(super) async fn read(&self, target: &Target, variants: &SageMakerVariants) -> Result<Split> {
+    pub async fn read(&self, target: &Target, variants: &SageMakerVariants) -> Result<Split> {
         let known_arn = self.arns.lock().ok().and_then(|arns| arns.get(&variants.endpoint).cloned());
         let (out, stamp) = match known_arn {
             Some(arn) => {
@@ -167,7 +167,7 @@ impl SageMakerEndpoints {
         }
     }
 
-    pub(super) async fn write(
+    pub async fn write(
         &self,
         target: &Target,
         variants: &SageMakerVariants,
@@ -375,7 +375,7 @@ impl SageMakerEndpoints {
         })
     }
 
-    pub(super) async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState> {
+    pub async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState> {
         let target = Self::endpoint_target(endpoint);
         let out = self.describe_endpoint(&target, endpoint).await?;
         let (stamp, tripwire) = match &out.endpoint_arn {
@@ -418,7 +418,7 @@ impl SageMakerEndpoints {
         })
     }
 
-    pub(super) async fn config_variants(&self, config: &str) -> Result<ConfigVariants> {
+    pub async fn config_variants(&self, config: &str) -> Result<ConfigVariants> {
         let out = self.client.describe_endpoint_config().endpoint_config_name(config).send().await.map_err(|e| {
             match service_code(&e) {
                 Some(("ValidationException", message)) if message.contains("Could not find") => Error::InvalidRelease(
@@ -433,7 +433,7 @@ impl SageMakerEndpoints {
         Ok(ConfigVariants { production: names(out.production_variants), shadow: names(out.shadow_production_variants) })
     }
 
-    pub(super) async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> Result<()> {
+    pub async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> Result<()> {
         let mut request = self.client.update_endpoint().endpoint_name(endpoint).endpoint_config_name(config);
         if let Some(plan) = plan {
             request = request.deployment_config(deployment_config(plan));
@@ -447,11 +447,11 @@ impl SageMakerEndpoints {
         Ok(())
     }
 
-    pub(super) async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> Result<()> {
+    pub async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> Result<()> {
         self.record(&Self::endpoint_target(endpoint), endpoint, stamp).await
     }
 
-    pub(super) async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> Result<()> {
+    pub async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> Result<()> {
         self.tag(&Self::endpoint_target(endpoint), endpoint, TRIPWIRE_TAG, alarm).await
     }
 }

@@ -17,10 +17,15 @@ use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::retry::RetryConfig;
 
 use super::*;
+use crate::clouds::CloudRouter;
 use crate::domain::cause::RolledBackBy;
+use crate::domain::error::Error;
 use crate::domain::event::tests::sample;
 use crate::domain::mapping::TargetMapping;
+use crate::domain::split::Split;
+use crate::domain::target::Target;
 use crate::memory::Alarms;
+use crate::ports::TrafficRouter;
 use crate::ports::{AlarmSource, Notification, Notifier};
 use crate::rollback::{handle_alarm, zero_canary, Owner, RollbackDeps, ZeroOutcome};
 
@@ -50,8 +55,8 @@ fn alias(version: &str, canary: Option<(&str, f64)>, revision: &str) -> GetAlias
     out.build()
 }
 
-fn lambda_router(rules: &[&Rule]) -> AwsRouter {
-    AwsRouter {
+fn lambda_router(rules: &[&Rule]) -> CloudRouter {
+    CloudRouter {
         lambda: LambdaAliases::new(client!(aws_sdk_lambda, rules)),
         sagemaker: SageMakerEndpoints::new(
             client!(aws_sdk_sagemaker, &[] as &[&Rule]),
@@ -196,8 +201,8 @@ fn endpoint(status: EndpointStatus, stable: f32, canary: f32) -> DescribeEndpoin
         .build()
 }
 
-fn sagemaker_router(rules: &[&Rule], budget: Duration) -> AwsRouter {
-    AwsRouter {
+fn sagemaker_router(rules: &[&Rule], budget: Duration) -> CloudRouter {
+    CloudRouter {
         lambda: LambdaAliases::new(client!(aws_sdk_lambda, &[] as &[&Rule])),
         sagemaker: SageMakerEndpoints::new(client!(aws_sdk_sagemaker, rules), UpdatingBackoff::within(budget)),
         logs: no_feeds(),
@@ -347,7 +352,7 @@ mod stamps {
         vec![describe, list, add, update]
     }
 
-    fn router(rules: &[Rule]) -> AwsRouter {
+    fn router(rules: &[Rule]) -> CloudRouter {
         sagemaker_router(&rules.iter().collect::<Vec<_>>(), Duration::from_secs(10))
     }
 
@@ -758,7 +763,7 @@ mod faults {
                 .build()
         };
         let (publish_lambda, publish_sagemaker) = (publish_for("lambda:"), publish_for("sagemaker:"));
-        let router = AwsRouter {
+        let router = CloudRouter {
             lambda: LambdaAliases::new(client!(aws_sdk_lambda, [&get, &update])),
             sagemaker: SageMakerEndpoints::new(
                 client!(aws_sdk_sagemaker, [&describe, &weights]),

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::error::Error;
+use crate::domain::watched::WatchedMetric;
 
 pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
 const CLOUDWATCH_SOURCE: &str = "aws.cloudwatch";
@@ -93,17 +94,8 @@ impl Confirmation {
     }
 }
 
-/// One metric an alarm watches: its namespace and dimensions (metric-math expressions
-/// contribute none), and for an Azure alert the resource it belongs to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WatchedMetric {
-    pub namespace: Option<String>,
-    pub name: String,
-    pub dimensions: BTreeMap<String, String>,
-    /// An Azure alert's target resource (`alertTargetIDs`); CloudWatch names it by
-    /// dimensions instead.
-    pub resource: Option<String>,
-}
+/// The tag that names, on an alarm, the targets it guards (space-separated).
+pub const TARGET_TAG: &str = "coalmine:target";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlarmEvent {
@@ -286,7 +278,7 @@ impl AlarmEvent {
         let declared_targets = alert
             .data
             .custom_properties
-            .and_then(|properties| properties.get(crate::domain::target::TARGET_TAG).cloned())
+            .and_then(|properties| properties.get(TARGET_TAG).cloned())
             .and_then(|value| value.as_str().map(str::to_owned));
         Ok(AlarmEvent {
             delivery: Delivery::AzureMonitor,

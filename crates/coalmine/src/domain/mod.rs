@@ -11,3 +11,4 @@ pub mod shadow;
 pub mod split;
 pub mod stamp;
 pub mod target;
+pub mod watched;

@@ -10,7 +10,7 @@ use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState, P
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
-use crate::domain::target::{SageMakerVariants, Target};
+use crate::domain::target::{PeerSides, SageMakerVariants, Target};
 use crate::ports::{EndpointDeployments, TrafficRouter};
 
 #[derive(Default)]
@@ -94,7 +94,7 @@ impl Router {
     fn read_sides(&self, target: &Target) -> Option<Result<Split>> {
         let key = endpoint_key(target)?;
         let weights = lock(&self.sides).get(&key).cloned()?;
-        let (named, canary) = roles_named(target)?;
+        let PeerSides { stable: named, canary, .. } = target.peer_sides()?;
         let stamp = lock(&self.stamps).get(&key).cloned();
         let revision = Some(format!("sides-{}", *lock(&self.revision)));
         Some(
@@ -162,11 +162,11 @@ impl Router {
 
     /// The split a one-variant endpoint shows: its only variant, with no canary beside
     /// it (SageMaker's own deployments move its traffic).
-    fn endpoint_split(&self, variants: &SageMakerVariants) -> Option<Split> {
+    fn endpoint_split(&self, target: &Target) -> Option<Split> {
+        let (endpoint, canary) = (target.deploying_endpoint()?, target.peer_sides()?.canary);
         let endpoints = lock(&self.endpoints);
-        let state = endpoints.get(&variants.endpoint)?;
-        let only = matches!(state.variants.as_slice(), [(name, _)] if *name == variants.canary_variant);
-        only.then(|| Split::stable_only(&variants.canary_variant, lock(&self.stamps).get(&variants.endpoint).cloned()))
+        let only = matches!(endpoints.get(endpoint)?.variants.as_slice(), [(name, _)] if name == canary);
+        only.then(|| Split::stable_only(canary, lock(&self.stamps).get(endpoint).cloned()))
     }
 }
 
@@ -183,23 +183,8 @@ pub fn lambda_split(stable: &str, canary: &str, weight: f64) -> Split {
     }
 }
 
-/// What an endpoint with sides is known by: a SageMaker endpoint's name, an Azure ML
-/// endpoint's resource ID; `None` for a Lambda alias.
 fn endpoint_key(target: &Target) -> Option<String> {
-    match target {
-        Target::Lambda(_) => None,
-        Target::Sagemaker(variants) => Some(variants.endpoint.clone()),
-        Target::Azureml(deployments) => Some(deployments.endpoint_id()),
-    }
-}
-
-/// The stable a target names, if any, and its canary.
-fn roles_named(target: &Target) -> Option<(Option<&str>, &str)> {
-    match target {
-        Target::Lambda(_) => None,
-        Target::Sagemaker(v) => Some((v.stable_variant.as_deref(), v.canary_variant.as_str())),
-        Target::Azureml(d) => Some((d.stable_deployment.as_deref(), d.canary_deployment.as_str())),
-    }
+    target.peer_sides().map(|sides| sides.endpoint)
 }
 
 fn endpoint_target(endpoint: &str) -> Target {
@@ -222,11 +207,8 @@ impl TrafficRouter for Router {
         if let Some(read) = self.read_sides(target) {
             return read;
         }
-        let endpoint = match target {
-            Target::Sagemaker(variants) => self.endpoint_split(variants),
-            Target::Lambda(_) | Target::Azureml(_) => None,
-        };
-        endpoint.ok_or_else(|| Error::NotFound { target: target.clone(), detail: "no such alias".into() })
+        self.endpoint_split(target)
+            .ok_or_else(|| Error::NotFound { target: target.clone(), detail: "no such alias".into() })
     }
 
     async fn write(&self, target: &Target, read: &Split, desired: &Split) -> Result<Split> {

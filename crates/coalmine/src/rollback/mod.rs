@@ -256,14 +256,14 @@ async fn stop_guardrail(
     split: Split,
     by: &RolledBackBy,
 ) -> Result<ZeroOutcome> {
-    let Target::Sagemaker(variants) = target else { return Ok(ZeroOutcome::AlreadyZero { split }) };
-    let state = deps.router.endpoint_state(&variants.endpoint).await?;
+    let Some(endpoint) = target.deploying_endpoint() else { return Ok(ZeroOutcome::AlreadyZero { split }) };
+    let state = deps.router.endpoint_state(endpoint).await?;
     let (Some(tripwire), Some(stamp)) = (state.stoppable_by(), state.stamp.as_ref()) else {
         return Ok(ZeroOutcome::AlreadyZero { split });
     };
     deps.alarms.trip(tripwire).await?;
     let stopped = stamp.rolled_back(by.clone());
-    if let Err(e) = deps.router.stamp_endpoint(&variants.endpoint, &stopped).await {
+    if let Err(e) = deps.router.stamp_endpoint(endpoint, &stopped).await {
         // The deployment is stopping, which is what mattered; its release says less.
         warn!(target = %target, error = %e, "tripwire tripped, but the release stamp was not updated");
     }

@@ -7,14 +7,14 @@
 use std::fmt::Write;
 
 use crate::domain::cause::RolledBackBy;
+use crate::domain::event::TARGET_TAG;
 use crate::domain::event::{AlarmEvent, Confirmation, Delivery};
 use crate::domain::split::Split;
 use crate::domain::stamp::{Phase, Stamp};
 use crate::domain::target::Target;
-use crate::domain::target::TARGET_TAG;
 use crate::ports::{Notification, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
 use crate::rollback::zero::{Refusal, ZeroOutcome};
-use crate::text::{describe, execution_link, field, percent, side, subject};
+use crate::text::{describe, execution_link, field, percent, subject};
 
 pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> Notification {
     let before = outcome.before();
@@ -28,8 +28,8 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
                 "coalmine rolled back {} on alarm {}: {} had been promoted and served all traffic; {} serves again.",
                 release.map_or_else(|| format!("the canary of {target}"), |r| format!("release {r}")),
                 event.alarm_name,
-                side(target, &before.stable),
-                side(target, &after.stable),
+                target.side(&before.stable),
+                target.side(&after.stable),
             ),
         ),
         ZeroOutcome::RolledBack { .. } => (
@@ -50,7 +50,7 @@ pub fn outcome(event: &AlarmEvent, target: &Target, outcome: &ZeroOutcome) -> No
                 event.alarm_name
             ),
         ),
-        ZeroOutcome::AlreadyZero { split } if split.canary.is_none() && matches!(target, Target::Sagemaker(_)) => (
+        ZeroOutcome::AlreadyZero { split } if split.canary.is_none() && target.deploying_endpoint().is_some() => (
             "no canary variant",
             format!(
                 "{target} is the endpoint's only production variant, and no coalmine guardrail deployment is in \
@@ -114,8 +114,8 @@ pub fn refusal(target: &Target, split: &Split, why: &Refusal, asked: &str) -> (S
         Refusal::NotTheRolesOfRecord => {
             let (stable, candidate) = stamp.map_or(("?", None), |s| (s.stable.as_str(), s.canary.as_deref()));
             let moves = candidate.map_or_else(
-                || format!("gives traffic back only to {}", side(target, stable)),
-                |candidate| format!("moves traffic between {} and {}", side(target, stable), side(target, candidate)),
+                || format!("gives traffic back only to {}", target.side(stable)),
+                |candidate| format!("moves traffic between {} and {}", target.side(stable), target.side(candidate)),
             );
             let what = format!(
                 "{asked} asked to roll back {target}, which serves {}; but release {release} is in flight there and \
@@ -141,12 +141,12 @@ pub fn refusal(target: &Target, split: &Split, why: &Refusal, asked: &str) -> (S
                 format!(
                     "Release {release} ended promoted: {} is production on {target} now, and a promotion is final, so \
                      nothing was changed ({asked}).",
-                    side(target, canary)
+                    target.side(canary)
                 ),
                 format!(
                     "If {} is at fault, release {} again: a new release with it as the candidate.",
-                    side(target, canary),
-                    side(target, previous)
+                    target.side(canary),
+                    target.side(previous)
                 ),
             )
         }
@@ -155,14 +155,14 @@ pub fn refusal(target: &Target, split: &Split, why: &Refusal, asked: &str) -> (S
                 "{asked} asked to roll back {target}, but no coalmine release is in flight there and {} serves {} of \
                  its traffic: taking the {} of {} away would raise a side that is not production on a name alone, so \
                  nothing was changed.",
-                side(target, &split.stable),
+                target.side(&split.stable),
                 percent(split.stable_share()),
                 percent(split.canary_weight),
-                side(target, canary)
+                target.side(canary)
             ),
             format!(
                 "If {} must lose its traffic anyway, a person can say so: coalmine rollback {} --reason \"...\".",
-                side(target, canary),
+                target.side(canary),
                 target.with_roles(&split.stable, canary)
             ),
         ),

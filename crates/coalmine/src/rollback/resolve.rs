@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use tracing::warn;
 
 use crate::domain::error::Error;
+use crate::domain::event::TARGET_TAG;
 use crate::domain::event::{AlarmEvent, Delivery};
 use crate::domain::mapping::TargetMapping;
-use crate::domain::target::{parse_target_list, AzureMlDeployments, SageMakerVariants, Target, TARGET_TAG};
+use crate::domain::target::{parse_target_list, Target};
 use crate::ports::AlarmSource;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,77 +114,15 @@ pub fn in_scope(event: &AlarmEvent, targets: Vec<Target>) -> (Vec<Target>, Vec<T
     if event.delivery != Delivery::AzureMonitor {
         return (targets, Vec::new());
     }
-    let own = event.resource.as_deref().and_then(alerted_endpoint);
-    targets.into_iter().partition(|target| match (target, &own) {
-        (Target::Azureml(d), Some(own)) => d.endpoint_id().eq_ignore_ascii_case(own),
-        _ => false,
-    })
+    let resource = event.resource.as_deref().unwrap_or_default();
+    targets.into_iter().partition(|target| target.is_raised_on(resource))
 }
 
-/// The online endpoint an Azure alert's resource is, or belongs to (a deployment's).
-fn alerted_endpoint(resource: &str) -> Option<String> {
-    let trimmed = resource.trim_end_matches('/');
-    let lower = trimmed.to_ascii_lowercase();
-    let endpoint = match lower.rfind("/deployments/") {
-        Some(at) => &trimmed[..at],
-        None => trimmed,
-    };
-    AzureMlDeployments::from_endpoint_id(endpoint, "-").map(|d| d.endpoint_id())
-}
-
-/// `AWS/Lambda` metrics by `FunctionName` + `Resource` "function:alias",
-/// `AWS/SageMaker` metrics by `EndpointName` + `VariantName` (the canary variant), and an
-/// Azure ML online endpoint's metrics by their `deployment` (the canary) on the alert's
-/// endpoint (or by the deployment the alert's resource is).
+/// What the alarm's watched metrics name by their dimensions (an Azure alert by its
+/// resource), each in its target kind's own terms.
 pub fn targets_from_dimensions(event: &AlarmEvent) -> Vec<Target> {
-    let mut targets = BTreeSet::new();
-    for metric in &event.metrics {
-        if let Some(azure) = azure_target(metric) {
-            targets.insert(azure);
-            continue;
-        }
-        let dims = &metric.dimensions;
-        match metric.namespace.as_deref() {
-            Some("AWS/Lambda") => {
-                let (Some(function), Some(resource)) = (dims.get("FunctionName"), dims.get("Resource")) else {
-                    continue;
-                };
-                if let Some((resource_function, alias)) = resource.rsplit_once(':') {
-                    if resource_function == function && !alias.is_empty() {
-                        targets.insert(Target::lambda(function.as_str(), alias));
-                    }
-                }
-            }
-            Some("AWS/SageMaker") => {
-                if let (Some(endpoint), Some(variant)) = (dims.get("EndpointName"), dims.get("VariantName")) {
-                    targets.insert(Target::Sagemaker(SageMakerVariants {
-                        endpoint: endpoint.clone(),
-                        stable_variant: None,
-                        canary_variant: variant.clone(),
-                    }));
-                }
-            }
-            _ => {}
-        }
-    }
+    let targets: BTreeSet<Target> = event.metrics.iter().filter_map(Target::from_watched_metric).collect();
     targets.into_iter().collect()
-}
-
-const ONLINE_ENDPOINTS: &str = "microsoft.machinelearningservices/workspaces/onlineendpoints";
-
-fn azure_target(metric: &crate::domain::event::WatchedMetric) -> Option<Target> {
-    let namespace = metric.namespace.as_deref()?.to_ascii_lowercase();
-    let resource = metric.resource.as_deref()?;
-    if namespace == ONLINE_ENDPOINTS {
-        let deployment = metric.dimensions.iter().find(|(k, _)| k.eq_ignore_ascii_case("deployment"))?.1;
-        return AzureMlDeployments::from_endpoint_id(resource, deployment).map(|d| Target::Azureml(Box::new(d)));
-    }
-    if namespace == format!("{ONLINE_ENDPOINTS}/deployments") {
-        let (endpoint, deployment) = resource.trim_end_matches('/').rsplit_once('/')?;
-        let endpoint = endpoint.strip_suffix("/deployments").or_else(|| endpoint.strip_suffix("/Deployments"))?;
-        return AzureMlDeployments::from_endpoint_id(endpoint, deployment).map(|d| Target::Azureml(Box::new(d)));
-    }
-    None
 }
 
 fn dedup(targets: Vec<Target>) -> Vec<Target> {
@@ -194,6 +133,7 @@ fn dedup(targets: Vec<Target>) -> Vec<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::target::AzureMlDeployments;
 
     #[test]
     fn an_azure_alert_may_act_on_its_own_endpoint_only() {

@@ -9,7 +9,7 @@ use crate::ports::{AlarmSource, MetricQuery, MetricSource, ShadowFeeds, TrafficR
 use crate::release::canary::spec::Release;
 use crate::release::core::preflight::{alarm_checks, not_ready, Check};
 use crate::release::judge::power::{power, Sees, Traffic as Power, POWER};
-use crate::text::{describe, duration, pct, percent, side};
+use crate::text::{describe, duration, pct, percent};
 
 /// Reads the target: a typo in a name, or a target the stack may not touch, is an
 /// invalid release, said with what to check.
@@ -59,12 +59,12 @@ pub async fn checks(
         if live.stable == canary {
             Err(Error::InvalidRelease(format!("canary_version: {canary} is already the stable version of {target}")))
         } else {
-            Ok(format!("{} replaces {}", side(target, canary), side(target, &live.stable)))
+            Ok(format!("{} replaces {}", target.side(canary), target.side(&live.stable)))
         },
     ));
     checks.push(Check::new(
         "the canary exists",
-        router.check_canary(target, canary).await.map(|()| side(target, canary)).map_err(|e| not_ready(target, e)),
+        router.check_canary(target, canary).await.map(|()| target.side(canary)).map_err(|e| not_ready(target, e)),
     ));
     if !release.gates.alarms.is_empty() {
         let (exist, calm) = match alarms.states(&release.gates.alarms).await {
@@ -169,7 +169,7 @@ fn traffic_check(release: &Release, live: &Split, traffic: Option<&Traffic>) -> 
     let Some(&Traffic { per_minute, minutes }) = traffic else {
         return Err(Error::Refused(format!(
             "{} served no request in the last hour: the judge would have no evidence; send traffic first",
-            side(&release.target, &live.stable)
+            release.target.side(&live.stable)
         )));
     };
     let over = match minutes {
@@ -227,7 +227,7 @@ async fn custom_data_check(
                 "gates.custom[{i}]: {}/{} has no data for {} in the last hour",
                 gate.namespace,
                 gate.metric,
-                side(&release.target, &live.stable)
+                release.target.side(&live.stable)
             )))
         }
         None => Ok(snapshot.stable),

@@ -18,7 +18,7 @@ use crate::release::core::progress::{Progress, Status, Written};
 use crate::release::core::unsent;
 use crate::release::judge::Evidence;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
-use crate::text::{describe, percent, side};
+use crate::text::{describe, percent};
 
 impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     pub(super) async fn after_change(&self, progress: Progress, live: Split) -> Result<Progress> {
@@ -82,8 +82,8 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let put_back = (live.stable != progress.last_written.stable).then(|| {
             format!(
                 "{} had been promoted; {} was put back",
-                side(target, self.release.canary_id()),
-                side(target, &live.stable)
+                target.side(self.release.canary_id()),
+                target.side(&live.stable)
             )
         });
         let reason = match (&by, put_back) {

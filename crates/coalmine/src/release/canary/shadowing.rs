@@ -23,7 +23,7 @@ use crate::release::core::progress::{Progress, ShadowRun, Status, Written};
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
 use crate::rollback::record_rollback;
-use crate::text::{duration, percent, side};
+use crate::text::{duration, percent};
 
 impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     /// The alias's stamp while shadowing: the release owns the alias, nothing moved.
@@ -56,9 +56,9 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         progress.kind.shadow = Some(ShadowRun { started_at: self.now, examples: Vec::new() });
         let reason = format!(
             "Shadowing: {} answers copies of {} of {}'s live requests for {}; no user is served by it",
-            side(&release.target, release.canary_id()),
+            release.target.side(release.canary_id()),
             percent(shadow.sample),
-            side(&release.target, &live.stable),
+            release.target.side(&live.stable),
             duration(shadow.duration_seconds)
         );
         let wait = release.check_every_seconds.min(shadow.duration_seconds);

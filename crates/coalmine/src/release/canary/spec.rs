@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::error::Error;
-use crate::domain::target::{AzureMlDeployments, Target};
+use crate::domain::target::{ShadowBy, Target};
 use crate::release::canary::shadow_spec::Shadow;
 use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::gates::{Gates, JudgeKind, OnInsufficientData};
@@ -176,77 +176,13 @@ impl Release {
         }
     }
 
+    /// What its kind of target asks of a release (a Lambda version, named variants or
+    /// deployments, whole percents on Azure ML, ...).
     fn check_target(&self, problems: &mut Problems) {
-        match (&self.target, &self.canary_version) {
-            (Target::Lambda(_), None) => {
-                problems.add("canary_version", "required for a Lambda target: the published version to canary")
-            }
-            (Target::Lambda(_), Some(v)) if v == "$LATEST" => {
-                problems.add("canary_version", "must be a published version number, not $LATEST")
-            }
-            (Target::Lambda(_), Some(v))
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') =>
-            {
-                problems.add("canary_version", format!("{v:?} is not a published version number (1, 2, ...)"))
-            }
-            (Target::Sagemaker(_), Some(_)) => {
-                problems.add("canary_version", "not used for a SageMaker target: the target names the canary variant")
-            }
-            (Target::Sagemaker(t), None) => match &t.stable_variant {
-                None => problems.add("target.sagemaker.stable_variant", "required"),
-                Some(stable) if stable == &t.canary_variant => {
-                    problems.add("target.sagemaker", "stable_variant and canary_variant must differ")
-                }
-                Some(_) => {}
-            },
-            (Target::Azureml(_), Some(_)) => problems
-                .add("canary_version", "not used for an Azure ML target: the target names the canary deployment"),
-            (Target::Azureml(t), None) => self.check_azureml(t, problems),
-            (Target::Lambda(_), Some(_)) => {}
-        }
-    }
-
-    /// Azure keeps an endpoint's traffic as whole percents summing to 100, so every stage
-    /// must be one; its gates are what Azure Monitor reports per deployment.
-    fn check_azureml(&self, t: &AzureMlDeployments, problems: &mut Problems) {
-        for (field, value) in [
-            ("subscription", &t.subscription),
-            ("resource_group", &t.resource_group),
-            ("workspace", &t.workspace),
-            ("endpoint", &t.endpoint),
-            ("canary_deployment", &t.canary_deployment),
-        ] {
-            if value.trim().is_empty() || value.contains(['/', ':', '?', '#']) {
-                problems.add(&format!("target.azureml.{field}"), format!("{value:?} is not an Azure resource name"));
-            }
-        }
-        match &t.stable_deployment {
-            None => problems.add("target.azureml.stable_deployment", "required"),
-            Some(stable) if stable == &t.canary_deployment => {
-                problems.add("target.azureml", "stable_deployment and canary_deployment must differ")
-            }
-            Some(_) => {}
-        }
-        for (i, stage) in self.stages.iter().enumerate() {
-            if stage.percent.fract() != 0.0 {
-                problems.add(
-                    &format!("stages[{i}].percent"),
-                    format!(
-                        "{}: Azure ML sets an endpoint's traffic in whole percents; use {} or {}",
-                        stage.percent,
-                        stage.percent.floor().max(1.0),
-                        stage.percent.ceil()
-                    ),
-                );
-            }
-        }
-        if !self.gates.custom.is_empty() {
-            problems.add(
-                "gates.custom",
-                "not available for an Azure ML target yet: custom gates read CloudWatch metrics published per Lambda \
-                 version or SageMaker variant; an Azure release is judged on Azure Monitor's errors and latency per \
-                 deployment",
-            );
+        let percents: Vec<f64> = self.stages.iter().map(|s| s.percent).collect();
+        let custom = !self.gates.custom.is_empty();
+        for (field, why) in self.target.release_problems(self.canary_version.as_deref(), &percents, custom) {
+            problems.add(&field, why);
         }
     }
 
@@ -351,11 +287,7 @@ impl Release {
     /// The canary's identity in metrics and splits: Lambda version, SageMaker variant or
     /// Azure ML deployment.
     pub fn canary_id(&self) -> &str {
-        match &self.target {
-            Target::Lambda(_) => self.canary_version.as_deref().unwrap_or_default(),
-            Target::Sagemaker(t) => &t.canary_variant,
-            Target::Azureml(t) => &t.canary_deployment,
-        }
+        self.target.candidate(self.canary_version.as_deref())
     }
 }
 
@@ -385,36 +317,32 @@ impl Release {
                 "needs the sequential judge and enforced tests, as an evidence-driven stage does",
             );
         }
-        match &self.target {
-            Target::Lambda(alias) => {
+        match self.target.shadow_by() {
+            ShadowBy::LogFeed { function } => {
                 // The stable is only known at the start; a placeholder of a version's longest
                 // length checks the feed's size.
-                let feed = shadow.feed(&self.release, &alias.function, "99999999", self.canary_id());
+                let feed = shadow.feed(&self.release, function, "99999999", self.canary_id());
                 shadow.check(&feed, problems);
             }
-            Target::Azureml(_) => shadow.check_mirror(problems),
-            Target::Sagemaker(_) => problems.add(
-                "shadow",
-                "a Lambda or Azure ML release's phase: a SageMaker endpoint shadows with its own shadow variants (a \
-                 guardrail release's \"shadow\")",
-            ),
+            ShadowBy::Mirror => shadow.check_mirror(problems),
+            ShadowBy::No(why) => problems.add("shadow", why),
         }
     }
 
     /// The share of live requests an Azure ML endpoint mirrors to the candidate while the
     /// release shadows it; 0 for a target that cannot mirror.
     pub fn mirror_share(&self) -> f64 {
-        match (&self.shadow, &self.target) {
-            (Some(shadow), Target::Azureml(_)) => shadow.sample,
+        match (&self.shadow, self.target.shadow_by()) {
+            (Some(shadow), ShadowBy::Mirror) => shadow.sample,
             _ => 0.0,
         }
     }
 
     /// The feed the shadow function reads, once the stable is known.
     pub fn shadow_feed(&self, stable: &str) -> Option<crate::domain::shadow::Feed> {
-        match (&self.shadow, &self.target) {
-            (Some(shadow), Target::Lambda(alias)) => {
-                Some(shadow.feed(&self.release, &alias.function, stable, self.canary_id()))
+        match (&self.shadow, self.target.shadow_by()) {
+            (Some(shadow), ShadowBy::LogFeed { function }) => {
+                Some(shadow.feed(&self.release, function, stable, self.canary_id()))
             }
             _ => None,
         }

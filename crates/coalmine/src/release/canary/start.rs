@@ -11,7 +11,7 @@ use crate::release::canary::preflight;
 use crate::release::canary::CanaryTick;
 use crate::release::core::preflight::first_blocking;
 use crate::release::core::progress::{Progress, Status, Written};
-use crate::text::{percent, side};
+use crate::text::percent;
 
 impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
     pub(super) async fn start(&self) -> Result<Progress> {
@@ -58,9 +58,9 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         };
         let reason = format!(
             "Started: {} at {} beside {}{warning}",
-            side(target, release.canary_id()),
+            target.side(release.canary_id()),
             percent(first.weight()),
-            side(target, &progress.stable)
+            target.side(&progress.stable)
         );
         let wait = release.check_every_seconds.min(first.longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, None))

@@ -12,7 +12,6 @@ use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
 use crate::domain::split::Split;
 use crate::domain::stamp::{Request, Stamp};
-use crate::domain::target::Target;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify as canary_notify;
 use crate::release::canary::spec::Stage;
@@ -288,21 +287,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
     /// alias's version. SageMaker and Azure ML keep both sides and move the weights.
     pub(super) fn stage_split(&self, stable: &str, live: &Split, stage: usize) -> Split {
         let release = self.release;
-        let s = release.stages[stage];
-        match &release.target {
-            Target::Lambda(_) if s.is_full() => Split::stable_only(release.canary_id(), None),
-            Target::Lambda(_) => Split {
-                stable: stable.to_owned(),
-                canary: Some(release.canary_id().to_owned()),
-                canary_weight: s.weight(),
-                others_weight: 0.0,
-                mirror: 0.0,
-                revision: None,
-                stamp: None,
-            },
-            // Both kept, the weights moved; a stage ends any mirror of the shadow before it.
-            Target::Sagemaker(_) | Target::Azureml(_) => Split { mirror: 0.0, ..live.with_canary_weight(s.weight()) },
-        }
+        release.target.stage_split(stable, live, release.stages[stage].weight(), release.canary_id())
     }
 
     /// Where the release is: "the shadow", or its stage.

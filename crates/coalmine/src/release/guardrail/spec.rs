@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::domain::deployment::{DeploymentPlan, Size, Traffic};
 use crate::domain::error::Result;
-use crate::domain::target::{SageMakerVariants, Target};
+use crate::domain::target::Target;
 use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::gates::Gates;
 use crate::release::core::limits;
@@ -129,11 +129,11 @@ impl GuardrailRelease {
     }
 
     pub fn target(&self) -> Target {
-        Target::Sagemaker(SageMakerVariants {
-            endpoint: self.guardrail.endpoint.clone(),
-            stable_variant: Some(self.guardrail.variant.clone()),
-            canary_variant: self.guardrail.variant.clone(),
-        })
+        Target::sagemaker(
+            self.guardrail.endpoint.clone(),
+            self.guardrail.variant.clone(),
+            self.guardrail.variant.clone(),
+        )
     }
 
     pub fn tripwire(&self) -> String {
