@@ -15,11 +15,9 @@ use aws_sdk_sagemaker::types::{ProductionVariant, ProductionVariantInstanceType}
 use coalmine::aws::{CloudWatchAlarms, SnsNotifier};
 use coalmine::clouds::{CloudMetrics, CloudRouter, Clouds};
 use coalmine::config::Config;
-use coalmine::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use coalmine::domain::mapping::TargetMapping;
-use coalmine::domain::stamp::Stamp;
-use coalmine::ports::{EndpointDeployments, TrafficRouter};
-use coalmine::release::core::StepDeps;
+use coalmine::ports::TrafficRouter;
+use coalmine::release::core::{Adapters, StepDeps};
 use coalmine::release::judge::evalues::inverse_normal_cdf;
 use coalmine::Split;
 use coalmine::Target;
@@ -108,13 +106,8 @@ impl Scene {
         Scene { local, inbox, aws, config }
     }
 
-    pub fn step_deps(&self) -> StepDeps<'_, CloudRouter, SnsNotifier, CloudWatchAlarms, CloudMetrics> {
-        StepDeps {
-            router: &self.aws.router,
-            notifier: &self.aws.notifier,
-            alarms: &self.aws.alarms,
-            metrics: &self.aws.metrics,
-        }
+    pub fn step_deps(&self) -> Adapters<'_, CloudRouter, SnsNotifier, CloudWatchAlarms, CloudMetrics> {
+        StepDeps::new(&self.aws.router, &self.aws.notifier, &self.aws.alarms, &self.aws.metrics)
     }
 
     /// `tagged`: the alarm carries the canary's target tag, as the rollback function needs.
@@ -1036,52 +1029,6 @@ impl LocalAws {
 }
 
 mod zip;
-
-/// Feeds pass through; the interloper only races alias writes.
-impl coalmine::ports::ShadowFeeds for Interloper<'_> {
-    async fn check_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<String> {
-        self.inner.check_feed(feed).await
-    }
-
-    async fn open_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<()> {
-        self.inner.open_feed(feed).await
-    }
-
-    async fn close_feed(&self, feed: &coalmine::domain::shadow::Feed) -> coalmine::Result<()> {
-        self.inner.close_feed(feed).await
-    }
-
-    async fn examples(
-        &self,
-        feed: &coalmine::domain::shadow::Feed,
-        since: u64,
-    ) -> coalmine::Result<Vec<coalmine::domain::shadow::Example>> {
-        self.inner.examples(feed, since).await
-    }
-}
-
-/// Endpoints are SageMaker's; the interloper only races alias writes.
-impl EndpointDeployments for Interloper<'_> {
-    async fn endpoint_state(&self, endpoint: &str) -> coalmine::Result<EndpointState> {
-        self.inner.endpoint_state(endpoint).await
-    }
-
-    async fn config_variants(&self, config: &str) -> coalmine::Result<ConfigVariants> {
-        self.inner.config_variants(config).await
-    }
-
-    async fn deploy(&self, endpoint: &str, config: &str, plan: Option<&DeploymentPlan>) -> coalmine::Result<()> {
-        self.inner.deploy(endpoint, config, plan).await
-    }
-
-    async fn mark_tripwire(&self, endpoint: &str, alarm: &str) -> coalmine::Result<()> {
-        self.inner.mark_tripwire(endpoint, alarm).await
-    }
-
-    async fn stamp_endpoint(&self, endpoint: &str, stamp: &Stamp) -> coalmine::Result<()> {
-        self.inner.stamp_endpoint(endpoint, stamp).await
-    }
-}
 
 impl LocalAws {
     /// What CloudWatch Logs does with EMF lines: one PutMetricData per metric, values as

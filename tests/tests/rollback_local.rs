@@ -15,12 +15,7 @@ use serde_json::{json, Value};
 const MESSAGE_WAIT: Duration = Duration::from_secs(10);
 
 async fn invoke(aws: &Clouds, config: &Config, payload: &Value) -> coalmine::Result<Value> {
-    let deps = RollbackDeps {
-        router: &aws.router,
-        notifier: &aws.notifier,
-        alarms: &aws.alarms,
-        mapping: &config.rollback_targets,
-    };
+    let deps = RollbackDeps::new(&aws.router, &aws.notifier, &aws.alarms, &config.rollback_targets);
     handle_payload(payload, &deps).await
 }
 
@@ -301,12 +296,8 @@ async fn a_revision_conflict_is_read_again_and_handled_never_overwritten_blindly
     let alarm = unique("canary-errors");
     s.local.put_alarm(&alarm, Some(&target.to_string())).await;
     let router = Interloper::new(&s.aws.router, &s.local, 0.5);
-    let deps = RollbackDeps {
-        router: &router,
-        notifier: &s.aws.notifier,
-        alarms: &s.aws.alarms,
-        mapping: &s.config.rollback_targets,
-    };
+    let deps = RollbackDeps::new(&s.aws.router, &s.aws.notifier, &s.aws.alarms, &s.config.rollback_targets)
+        .with_traffic(&router);
 
     let summary =
         handle_payload(&sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None), &deps).await.unwrap();

@@ -291,12 +291,7 @@ async fn hundred_starts(s: &Scene, aws: &coalmine::clouds::Clouds, release: Valu
     let executions = running_executions(s, 100).await;
     let table = s.local.claims_table().await;
     let claims = coalmine::aws::claims(&s.local.sdk, &table);
-    let deps = coalmine::release::core::StepDeps {
-        router: &aws.router,
-        notifier: &aws.notifier,
-        alarms: &aws.alarms,
-        metrics: &aws.metrics,
-    };
+    let deps = coalmine::release::core::StepDeps::new(&aws.router, &aws.notifier, &aws.alarms, &aws.metrics);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let ticks = executions.iter().map(|execution| {
         let payload = json!({"execution": execution, "state": release.clone()});

@@ -15,8 +15,9 @@ use coalmine::domain::shadow::{metric, Compare, Feed, NAMESPACE, PAIR_KEY};
 use coalmine::domain::stamp::Phase;
 use coalmine::ports::{ShadowFeeds, TrafficRouter};
 use coalmine::release::canary::control;
+use coalmine::release::canary::progress::Progress;
 use coalmine::release::canary::spec::Release;
-use coalmine::release::core::progress::{Progress, Status};
+use coalmine::release::core::progress::Status;
 use coalmine::release::core::{StepDeps, Tick};
 use coalmine::Target;
 use coalmine_tests::{bootstrap_path, poll, unique, Inbox, LocalAws};
@@ -82,12 +83,7 @@ impl ShadowScene {
         execution: &str,
         now: u64,
     ) -> coalmine::Result<Progress> {
-        let deps = StepDeps {
-            router: &self.aws.router,
-            notifier: &self.aws.notifier,
-            alarms: &self.aws.alarms,
-            metrics: &self.aws.metrics,
-        };
+        let deps = StepDeps::new(&self.aws.router, &self.aws.notifier, &self.aws.alarms, &self.aws.metrics);
         Tick { release, execution, deps: &deps, now }.step(progress).await
     }
 
@@ -311,7 +307,8 @@ async fn an_abort_during_the_shadow_removes_the_feed_at_once() {
     let started = scene.tick(&release, None, &execution, t0).await;
     assert_eq!(scene.filters(&function).await.len(), 1);
 
-    control::abort(&scene.aws.router, &scene.aws.notifier, &release, &execution, "jane", "wrong model").await.unwrap();
+    let deps = StepDeps::new(&scene.aws.router, &scene.aws.notifier, &scene.aws.alarms, &scene.aws.metrics);
+    control::abort(&deps, &release, &execution, "jane", "wrong model").await.unwrap();
     assert!(scene.filters(&function).await.is_empty(), "abort removes the feed");
 
     let ended = scene.tick(&release, Some(started), &execution, t0 + 30).await;

@@ -4,12 +4,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::StateValue;
-use coalmine::ports::{AlarmSource, MetricSource, Notifier, TrafficRouter};
+use coalmine::ports::TrafficRouter;
 use coalmine::release::canary::preflight;
+use coalmine::release::canary::progress::Progress;
 use coalmine::release::canary::spec::Release;
-use coalmine::release::core::gates::{Gates, OnInsufficientData};
-use coalmine::release::core::progress::{Progress, Status};
-use coalmine::release::core::{StepDeps, Tick};
+use coalmine::release::core::progress::Status;
+use coalmine::release::core::{Ports, StepDeps, Tick};
+use coalmine::release::judge::gates::{Gates, OnInsufficientData};
 use coalmine::Target;
 use coalmine_tests::{unique, Canary, Interloper, LocalAws, Scene};
 use serde_json::json;
@@ -29,13 +30,7 @@ async fn tick(
     release: &Release,
     progress: Option<Progress>,
     execution: &str,
-    deps: &StepDeps<
-        '_,
-        impl TrafficRouter + coalmine::ports::ShadowFeeds,
-        impl Notifier,
-        impl AlarmSource,
-        impl MetricSource,
-    >,
+    deps: &impl Ports,
     now: u64,
 ) -> coalmine::Result<Progress> {
     Tick { release, execution, deps, now }.step(progress).await
@@ -66,19 +61,7 @@ fn lambda_release(target: &Target, alarm: &str) -> Release {
     .unwrap()
 }
 
-async fn run_to_end(
-    local: &LocalAws,
-    release: &Release,
-    deps: &StepDeps<
-        '_,
-        impl TrafficRouter + coalmine::ports::ShadowFeeds,
-        impl Notifier,
-        impl AlarmSource,
-        impl MetricSource,
-    >,
-    start: u64,
-    stable_id: &str,
-) -> Progress {
+async fn run_to_end(local: &LocalAws, release: &Release, deps: &impl Ports, start: u64, stable_id: &str) -> Progress {
     let mut now = start;
     let execution = execution();
     let mut progress = tick(release, None, &execution, deps, now).await.unwrap();
@@ -181,7 +164,7 @@ async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
 
     // Someone zeroes the canary after the stepper's read, before its write.
     let racing = Interloper::new(&aws.router, local, 0.0);
-    let racing_deps = StepDeps { router: &racing, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+    let racing_deps = StepDeps::new(&aws.router, &aws.notifier, &aws.alarms, &aws.metrics).with_traffic(&racing);
     let err = tick(&release, Some(progress.clone()), &execution, &racing_deps, start + 600).await.unwrap_err();
 
     assert!(racing.interfered());
@@ -199,12 +182,8 @@ async fn a_rollback_landing_between_read_and_advance_is_never_undone() {
 async fn a_tick_and_a_rollback_racing_never_leave_the_canary_up() {
     let s = Scene::connect().await;
     let (local, aws, deps) = (&s.local, &s.aws, s.step_deps());
-    let rollback_deps = coalmine::rollback::RollbackDeps {
-        router: &aws.router,
-        notifier: &aws.notifier,
-        alarms: &aws.alarms,
-        mapping: &s.config.rollback_targets,
-    };
+    let rollback_deps =
+        coalmine::rollback::RollbackDeps::new(&aws.router, &aws.notifier, &aws.alarms, &s.config.rollback_targets);
     let mut orders = std::collections::BTreeMap::new();
     for round in 0..20 {
         let Canary { function, target, alarm } = s.lambda_canary(true).await;

@@ -7,11 +7,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coalmine::clouds::Clouds;
-use coalmine::release::canary::control::{self, Command as Request};
-use coalmine::release::canary::spec::Release;
+use coalmine::release::core::operate::Command as Request;
 use coalmine::release::core::preflight;
-use coalmine::release::core::StepDeps;
-use coalmine::release::{guardrail, Document};
+use coalmine::release::core::{Ports, StepDeps};
+use coalmine::release::Document;
 use coalmine::text::describe;
 use coalmine::Target;
 use serde_json::{json, Value};
@@ -102,12 +101,9 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
             }
             Ok((_, release)) => {
                 report["valid"] = json!(true);
-                report["plan"] = match &release {
-                    Document::Canary(release) => serde_json::to_value(release.plan()).unwrap_or(Value::Null),
-                    Document::Guardrail(release) => render::guardrail_plan_json(release),
-                };
+                report["plan"] = release.plan_json();
                 if output == Output::Text {
-                    say_part!("{}", render::document_plan(&release));
+                    say_part!("{}", release.plan_text());
                 }
                 if let Some(context) = &context {
                     let checks = live_checks(context, &release).await;
@@ -140,20 +136,13 @@ async fn validate(files: &[std::path::PathBuf], live: bool, output: Output, stac
 /// The first tick's preconditions and the metrics the judge will need, against AWS.
 async fn live_checks(context: &Context, release: &Document) -> Vec<preflight::Check> {
     let aws = context.adapters(None);
-    release.preflight(&deps(&aws), now()).await
+    let checks = release.preflight(&deps(&aws), now()).await;
+    checks
 }
 
 /// The adapters as the stepper uses them.
-fn deps(
-    aws: &Clouds,
-) -> StepDeps<
-    '_,
-    coalmine::clouds::CloudRouter,
-    coalmine::aws::SnsNotifier,
-    coalmine::aws::CloudWatchAlarms,
-    coalmine::clouds::CloudMetrics,
-> {
-    StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics }
+fn deps(aws: &Clouds) -> impl Ports + '_ {
+    StepDeps::new(&aws.router, &aws.notifier, &aws.alarms, &aws.metrics)
 }
 
 async fn start(context: &Context, file: &Path, wait: bool) -> CliResult<Exit> {
@@ -258,12 +247,14 @@ async fn status(context: &Context, name: &str, watch: bool, output: Output) -> C
 /// Who serves a canary release's target now, read from it: not what the release last
 /// wrote, which an alarm, a person or a failed tick may have changed since.
 async fn serving_now(context: &Context, run: &Run) -> Option<String> {
-    let Some(Document::Canary(release)) = &run.release else { return None };
+    let release = run.release.as_ref()?;
     let aws = context.adapters(None);
-    match coalmine::ports::TrafficRouter::read(&aws.router, &release.target).await {
-        Ok(live) => Some(coalmine::text::describe(&release.target, &live)),
+    let target = release.target();
+    let serving = release.serving_now(&deps(&aws)).await?;
+    match serving {
+        Ok(live) => Some(describe(&target, &live)),
         Err(e) => {
-            eprintln!("coalmine: {} could not be read ({e}); showing what the release left", release.target);
+            eprintln!("coalmine: {target} could not be read ({e}); showing what the release left");
             None
         }
     }
@@ -285,14 +276,10 @@ async fn watch_live(context: &Context, arn: &str, mut run: Run) -> CliResult<Exi
                 bar.println(line);
             }
             shown = lines.len();
-            let canary = match document {
-                Document::Canary(release) => Some(release),
-                Document::Guardrail(_) => None,
-            };
-            if let Some((release, stage)) = canary.and_then(|r| Some((r, r.stages.get(progress.stage)?))) {
-                bar.set_length(stage.bake_seconds.max(1));
-                bar.set_position(now().saturating_sub(progress.stage_entered_at).min(stage.bake_seconds));
-                bar.set_message(render::bake(release, progress, now()).unwrap_or_default().trim().to_owned());
+            if let Some(bake) = document.bake(progress, now()) {
+                bar.set_length(bake.longest_seconds.max(1));
+                bar.set_position(bake.elapsed_seconds);
+                bar.set_message(bake.line.trim().to_owned());
             }
         }
         if let Some(ending) = render::ending(&run) {
@@ -331,27 +318,13 @@ async fn running_release(context: &Context, name: &str) -> CliResult<(Run, Docum
     Ok((run, release))
 }
 
-/// The release whose stages an operator command acts on: a guardrail release has none.
-fn stages_of(name: &str, release: Document) -> CliResult<Release> {
-    match release {
-        Document::Canary(release) => Ok(release),
-        Document::Guardrail(_) => Err(CliError::new(
-            Exit::Invalid,
-            format!(
-                "release {name} is a guardrail release: SageMaker shifts its traffic, so it has no stage to pause, \
-                 approve or promote; coalmine abort {name} stops it"
-            ),
-        )),
-    }
-}
-
 async fn operate(context: &Context, name: &str, request: Request) -> CliResult<Exit> {
-    let release = stages_of(name, running_release(context, name).await?.1)?;
+    let (_, release) = running_release(context, name).await?;
     let who = context.operator().await;
     let aws = context.adapters(None);
-    let stamp = control::command(&aws.router, &release.target, name, &who, request).await?;
+    let stamp = release.command(&deps(&aws), &who, request).await?;
     let at = stamp.stage.map(|(at, of)| format!(" at stage {at} of {of}")).unwrap_or_default();
-    let within = format!("its next check, within {}", render::duration(release.check_every_seconds));
+    let within = format!("its next check, within {}", render::duration(release.check_every_seconds()));
     let what = match request {
         Request::Pause => format!(
             "paused by {who}{at}: once this stage's bake is over it holds its weight, still judged and rolled back \
@@ -374,23 +347,8 @@ async fn abort(context: &Context, name: &str, reason: &str, wait: bool) -> CliRe
     let (run, release) = running_release(context, name).await?;
     let who = context.operator().await;
     let aws = context.adapters(Some(context.topic().await?));
-    match &release {
-        Document::Canary(release) => {
-            let outcome = control::abort(&aws.router, &aws.notifier, release, &run.execution_arn, &who, reason).await?;
-            say!(
-                "release {name}: aborted by {who}: {} now; the team was told. Its execution ends rolled back at its \
-                 next check.",
-                describe(&release.target, outcome.after())
-            );
-        }
-        Document::Guardrail(release) => {
-            let now = guardrail::abort(&deps(&aws), release, &run.execution_arn, &who, reason).await?;
-            say!(
-                "release {name}: aborted by {who}: coalmine {now}; the team was told. Its execution ends rolled back \
-                 once the endpoint is back."
-            );
-        }
-    }
+    let what = release.abort(&deps(&aws), &run.execution_arn, &who, reason).await?;
+    say!("release {name}: aborted by {who}: {what}");
     if !wait {
         return Ok(Exit::Ok);
     }
@@ -413,20 +371,4 @@ async fn rollback(context: &Context, target: &Target, reason: &str) -> CliResult
         describe(target, outcome.after())
     );
     Ok(Exit::Ok)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_guardrail_release_has_no_stage_to_pause_and_says_what_stops_it() {
-        let sample = crate::tests::workspace_file("events/releases");
-        let (_, guardrail) = read_release(&sample.join("sagemaker-guardrail-ai-model-8.json")).unwrap();
-        let refused = stages_of("ai-model-8", guardrail).unwrap_err();
-        assert_eq!(refused.exit, Exit::Invalid);
-        assert!(refused.message.ends_with("coalmine abort ai-model-8 stops it"), "{}", refused.message);
-        let (_, canary) = read_release(&sample.join("lambda-ai-handler-42.json")).unwrap();
-        assert_eq!(stages_of("ai-handler-42", canary).unwrap().stages.len(), 4);
-    }
 }

@@ -182,14 +182,6 @@ mod tests {
 
     use super::*;
 
-    /// A file of the workspace. Read at run time from what `cargo test` sets, not baked
-    /// in: cargo does not rebuild a crate when its clone moves, so a target directory
-    /// shared by two clones would carry the other's path.
-    pub(crate) fn workspace_file(relative: &str) -> std::path::PathBuf {
-        let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR when it runs tests");
-        std::path::Path::new(&crate_dir).join("../..").join(relative)
-    }
-
     #[test]
     fn every_argument_and_flag_says_what_it_is_and_the_help_lists_the_exit_codes() {
         let cli = Cli::command();

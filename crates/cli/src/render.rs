@@ -6,148 +6,14 @@ use comfy_table::{presets, ContentArrangement, Table};
 use serde_json::Value;
 
 use coalmine::domain::split::WEIGHT_TOLERANCE;
-use coalmine::release::canary::spec::Release;
 use coalmine::release::core::preflight::Check;
-use coalmine::release::core::progress::{Decision, Status};
-use coalmine::release::guardrail::spec::GuardrailRelease;
+use coalmine::release::core::progress::Decision;
 use coalmine::release::{AnyProgress as Progress, Document};
 use coalmine::text::{describe, percent};
 
 use crate::runs::Run;
 
 pub use coalmine::text::duration;
-
-fn canary_of(release: &Release) -> String {
-    release.target.side(release.canary_id())
-}
-
-pub fn document_plan(document: &Document) -> String {
-    match document {
-        Document::Canary(release) => plan(release),
-        Document::Guardrail(release) => guardrail_plan(release),
-    }
-}
-
-/// A guardrail release as `validate` shows it: the shadow, then SageMaker's deployment.
-pub fn guardrail_plan(release: &GuardrailRelease) -> String {
-    let g = &release.guardrail;
-    let mut phases = Vec::new();
-    if let Some(shadow) = &release.shadow {
-        phases.push(format!(
-            "shadow {} (variant {}) for {}",
-            shadow.endpoint_config,
-            shadow.variant,
-            duration(shadow.duration_seconds)
-        ));
-    }
-    phases.push(format!("SageMaker deploys {}: {}", g.endpoint_config, release.describe_traffic()));
-    let alarms = release.judged_gates().alarms;
-    format!(
-        "{}: valid\n  target   {}, variant {}, guardrail deployment\n  phases   {}\n  checks   every {}\n  \
-         rollback alarms {}, and the tripwire {}\n",
-        release.release,
-        release.target(),
-        g.variant,
-        phases.join(", then "),
-        duration(release.check_every_seconds),
-        alarms.join(", "),
-        release.tripwire()
-    )
-}
-
-pub fn guardrail_plan_json(release: &GuardrailRelease) -> Value {
-    serde_json::json!({
-        "kind": "guardrail",
-        "endpoint": release.guardrail.endpoint,
-        "endpoint_config": release.guardrail.endpoint_config,
-        "shadow_seconds": release.shadow.as_ref().map(|s| s.duration_seconds),
-        "deployment": release.describe_traffic(),
-        "tripwire": release.tripwire(),
-    })
-}
-
-pub fn plan(release: &Release) -> String {
-    let plan = release.plan();
-    let stages: Vec<String> = plan
-        .stages
-        .iter()
-        .map(|s| {
-            let approval = if s.approval { " then approval" } else { "" };
-            match s.max_bake_seconds {
-                Some(max) => format!("{}% until conclusive, at most {}{approval}", s.percent, duration(max)),
-                None => format!("{}% for {}{approval}", s.percent, duration(s.bake_seconds)),
-            }
-        })
-        .collect();
-    let gates = &release.gates;
-    let mut limits = Vec::new();
-    if !gates.alarms.is_empty() {
-        limits.push(format!("alarms {}", gates.alarms.join(", ")));
-    }
-    for (name, value) in
-        [("max_error_rate", gates.max_error_rate), ("max_error_rate_increase", gates.max_error_rate_increase)]
-    {
-        if let Some(v) = value {
-            limits.push(format!("{name} {}", percent(v)));
-        }
-    }
-    if let Some(v) = gates.max_p95_latency_ms {
-        limits.push(format!("max_p95_latency_ms {v}"));
-    }
-    if let Some(v) = gates.max_p95_increase_ratio {
-        limits.push(format!("max_p95_increase_ratio {v}"));
-    }
-    if !gates.custom.is_empty() {
-        limits.push(format!("{} custom", gates.custom.len()));
-    }
-    limits.push(format!("min_requests {}", gates.min_requests));
-    let judge = match gates.judge {
-        coalmine::release::core::gates::JudgeKind::Sequential => {
-            format!("sequential, false_rollback_rate {}", percent(gates.false_rollback_rate))
-        }
-        coalmine::release::core::gates::JudgeKind::FixedHorizon => "fixed_horizon".to_owned(),
-    };
-    limits.push(format!("judge {judge}"));
-    let earliest = if plan.waits_for_approval { "plus the approvals" } else { "at the earliest" };
-    let evidence_driven = plan.latest_promotion_seconds > plan.earliest_promotion_seconds;
-    let ticks = if evidence_driven { format!("at most {} ticks", plan.ticks) } else { format!("{} ticks", plan.ticks) };
-    let promoted = if evidence_driven {
-        format!(
-            "{} to {} after the start{}",
-            duration(plan.earliest_promotion_seconds),
-            duration(plan.latest_promotion_seconds),
-            if plan.waits_for_approval { ", plus the approvals" } else { "" }
-        )
-    } else {
-        format!("{} after the start {earliest}", duration(plan.earliest_promotion_seconds))
-    };
-    let shadow = release.shadow.as_ref().map_or(String::new(), |s| {
-        let how = match &s.compare {
-            Some(compare) => format!(
-                "of live requests, compared by {}{}",
-                serde_json::to_string(compare).unwrap_or_default(),
-                if s.noise_floor() { ", against the stable asked again" } else { "" }
-            ),
-            None => "of live traffic mirrored by Azure ML, judged on errors and latency".to_owned(),
-        };
-        format!(
-            "\n  shadow   {}{} on {} {how}; then the stages",
-            if s.until_conclusive { "until conclusive, at most " } else { "" },
-            duration(s.duration_seconds),
-            percent(s.sample),
-        )
-    });
-    format!(
-        "{}: valid\n  target   {}, canary {}{shadow}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n  limits   {}\n",
-        release.release,
-        release.target,
-        canary_of(release),
-        stages.join(", "),
-        duration(release.check_every_seconds),
-        limits.join(", "),
-        coalmine::release::core::limits::describe()
-    )
-}
 
 pub fn checks(checks: &[Check]) -> String {
     checks
@@ -180,33 +46,6 @@ pub fn timeline(stages: usize, progress: &Progress) -> Vec<String> {
 pub fn decision_line(decision: &Decision, stages: usize) -> String {
     let at = if decision.shadow { "shadow".to_owned() } else { format!("stage {}/{stages}", decision.stage + 1) };
     format!("{at:<9} {:>4}  {:<17} {}", percent(decision.weight), decision.status.as_str(), decision.reason)
-}
-
-/// Where the current stage's bake is: `bake [#######.............] 4m00s of 15m00s`.
-pub fn bake(release: &Release, progress: &Progress, now: u64) -> Option<String> {
-    if matches!(progress.status, Status::Promoted | Status::RolledBack) {
-        return None;
-    }
-    let stage = release.stages.get(progress.stage)?;
-    let longest = stage.longest_bake();
-    let elapsed = now.saturating_sub(progress.stage_entered_at).min(longest);
-    let filled = (elapsed * 20).checked_div(longest).unwrap_or(20) as usize;
-    let of = if stage.is_evidence_driven() {
-        format!("at most {} (until conclusive)", duration(longest))
-    } else {
-        duration(longest)
-    };
-    let last_check = progress.history.last().map_or(progress.stage_entered_at, |d| d.at);
-    let next = (last_check + progress.wait_seconds).saturating_sub(now);
-    Some(format!(
-        "  bake  [{}{}] {} of {} at {}; next check in {}",
-        "#".repeat(filled),
-        ".".repeat(20 - filled),
-        duration(elapsed),
-        of,
-        percent(stage.weight()),
-        duration(next)
-    ))
 }
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -276,21 +115,11 @@ pub fn chart(progress: &Progress) -> Vec<String> {
 /// `release X on T: canary version 42, RUNNING (baking)`
 pub fn header(run: &Run) -> String {
     match &run.release {
-        Some(Document::Canary(release)) => {
-            format!("release {} on {}: canary {}, {}", run.name, release.target, canary_of(release), run.state())
-        }
-        Some(Document::Guardrail(release)) => format!(
-            "release {} on {}: guardrail deployment of {}, {}{}",
+        Some(release) => format!(
+            "release {} on {}: {}",
             run.name,
             release.target(),
-            release.guardrail.endpoint_config,
-            run.state(),
-            run.progress
-                .as_ref()
-                .and_then(|p| p.kind.guardrail.as_ref())
-                .filter(|_| run.running())
-                .map(|g| format!(" ({})", g.endpoint))
-                .unwrap_or_default()
+            release.headline(run.progress.as_ref(), &run.state(), run.running())
         ),
         None => format!("release {}: {}", run.name, run.state()),
     }
@@ -317,10 +146,7 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
         if let Some(dry_run) = &progress.dry_run {
             lines.push(format!("  dry run: {}", dry_run.describe()));
         }
-        lines.extend(shadow_examples(progress));
-        if let Document::Canary(release) = document {
-            lines.extend(bake(release, progress, now).filter(|_| run.running()));
-        }
+        lines.extend(document.details(progress, run.running(), now));
         let chart = chart(progress);
         if !chart.is_empty() {
             lines.push(String::new());
@@ -341,25 +167,12 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
     match (&run.now, &run.release, &run.progress) {
         (Some(live), ..) => lines.push(format!("  now: {live}")),
         // The target could not be read: say what the release left, as that, not as now.
-        (None, Some(Document::Canary(release)), Some(progress)) if !run.running() => lines.push(format!(
-            "  as the release left it: {}",
-            describe(&release.target, &progress.last_written.as_split())
-        )),
+        (None, Some(release), Some(progress)) if !run.running() => {
+            if let Some(left) = release.as_left(progress) {
+                lines.push(format!("  as the release left it: {}", describe(&release.target(), &left)));
+            }
+        }
         _ => {}
-    }
-    lines
-}
-
-/// The disagreements the shadow showed last: what the candidate said instead.
-fn shadow_examples(progress: &Progress) -> Vec<String> {
-    let Some(examples) = progress.kind.shadow.as_ref().map(|s| &s.examples).filter(|e| !e.is_empty()) else {
-        return Vec::new();
-    };
-    let mut lines = vec![String::new(), "  the shadow's disagreements (last few):".to_owned()];
-    for example in examples {
-        lines.push(format!("    request {}: {}", example.request_id, example.request));
-        lines.push(format!("      stable     {}", example.stable));
-        lines.push(format!("      candidate  {}", example.candidate));
     }
     lines
 }
@@ -367,10 +180,12 @@ fn shadow_examples(progress: &Progress) -> Vec<String> {
 /// Who serves the target as the release left it: "version 41", or "version 41 95%,
 /// version 42 5%". A guardrail release's fleets are SageMaker's to say.
 fn serving(run: &Run) -> String {
-    let (Some(Document::Canary(release)), Some(progress)) = (&run.release, &run.progress) else {
+    let Some((target, left)) =
+        run.release.as_ref().zip(run.progress.as_ref()).and_then(|(r, p)| Some((r.target(), r.as_left(p)?)))
+    else {
         return "-".to_owned();
     };
-    let (target, left) = (&release.target, progress.last_written.as_split());
+    let target = &target;
     match &left.canary {
         Some(canary) if left.canary_weight >= 1.0 - WEIGHT_TOLERANCE => target.side(canary),
         Some(canary) if !left.canary_is_zero() => format!(
@@ -416,37 +231,18 @@ pub fn table(runs: &[Run], now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coalmine::release::core::progress::Status;
 
     #[test]
-    fn a_shadowed_plan_says_its_shadow_comes_first() {
-        let sample = crate::tests::workspace_file("events/releases/lambda-ai-classifier-shadow-7.json");
-        let release =
-            Release::parse(&serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap()).unwrap();
-        let text = plan(&release);
-        assert!(
-            text.contains(r#"shadow   1h00m on 10% of live requests, compared by {"fields":{"pointers":["/label","/confidence"],"tolerance":0.05}}, against the stable asked again; then the stages"#),
-            "{text}"
-        );
-        assert!(text.contains("promoted 1h40m after the start"), "{text}");
-    }
-
-    #[test]
-    fn the_shadows_examples_show_the_request_and_both_answers_and_a_decision_says_shadow() {
+    fn a_shadow_decision_says_shadow() {
         let progress: Progress = serde_json::from_value(serde_json::json!({
             "stage": 0, "weight": 0.0, "stable": "6",
             "last_written": {"stable": "6", "canary": null, "weight": 0.0},
             "started_at": 0, "stage_entered_at": 0, "status": "rolled_back", "wait_seconds": 0,
             "reason": "r", "ticks": 2,
-            "history": [{"at": 0, "stage": 0, "weight": 0.0, "status": "baking", "reason": "Shadowing", "shadow": true}],
-            "shadow": {"started_at": 0, "examples": [
-                {"request_id": "57ec", "request": "{\"q\":1}", "stable": "{\"label\":\"a\"}", "candidate": "{\"label\":\"b\"}"}
-            ]}
+            "history": [{"at": 0, "stage": 0, "weight": 0.0, "status": "baking", "reason": "Shadowing", "shadow": true}]
         }))
         .unwrap();
-        let lines = shadow_examples(&progress);
-        assert_eq!(lines[2], r#"    request 57ec: {"q":1}"#);
-        assert_eq!(lines[3], r#"      stable     {"label":"a"}"#);
-        assert_eq!(lines[4], r#"      candidate  {"label":"b"}"#);
         assert!(
             decision_line(&progress.history[0], 3).starts_with("shadow      0%"),
             "{}",
@@ -460,29 +256,10 @@ mod tests {
         assert_eq!(sparkline(&[Some(3.0)], 0.0), "▁", "nothing to scale to");
     }
 
-    #[test]
-    fn a_plan_with_evidence_driven_stages_says_the_range() {
-        let release = Release::parse(&serde_json::json!({
-            "release": "r", "target": {"lambda": {"function": "f", "alias": "live"}}, "canary_version": "4",
-            "stages": [{"percent": 5, "bake": "until_conclusive", "max_bake_seconds": 1800}, {"percent": 100, "bake_seconds": 600}],
-            "check_every_seconds": 60
-        }))
-        .unwrap();
-        let text = plan(&release);
-        assert!(text.contains("stages   5% until conclusive, at most 30m, 100% for 10m"), "{text}");
-        assert!(text.contains("at most 41 ticks; promoted 11m to 40m after the start"), "{text}");
-        assert!(
-            text.contains(
-                "limits   at most 20 stages, 2000 checks and 358 days in all (one Step Functions execution); holds"
-            ),
-            "{text}"
-        );
-    }
-
     /// A release rolled back by the rollback function on its alarm at 100%, as the last
     /// tick records it.
     fn rolled_back_at_100() -> Run {
-        let release = Release::parse(&serde_json::json!({
+        let release = Document::parse(&serde_json::json!({
             "release": "r", "target": {"lambda": {"function": "f", "alias": "live"}}, "canary_version": "4",
             "stages": [{"percent": 5, "bake_seconds": 60}, {"percent": 100, "bake_seconds": 600}], "check_every_seconds": 60
         }))
@@ -509,7 +286,7 @@ mod tests {
             cause: Some("Rolled back".into()),
             started_at: 1000,
             stopped_at: Some(1100),
-            release: Some(Document::Canary(release)),
+            release: Some(release),
             progress: Some(progress),
             failing: None,
             now: None,
@@ -573,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_timeline_says_each_repeated_check_once() {
-        let release = Release::parse(&serde_json::json!({
+        let release = Document::parse(&serde_json::json!({
             "release": "r", "target": {"lambda": {"function": "f", "alias": "live"}}, "canary_version": "2",
             "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 60}], "check_every_seconds": 60
         }))
@@ -602,12 +379,8 @@ mod tests {
             ],
             ..progress
         };
-        let lines = timeline(release.stages.len(), &progress);
+        let lines = timeline(release.stages(), &progress);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(lines[1], "  [t+    1m] stage 1/2   5%  baking            healthy");
-        assert_eq!(
-            bake(&release, &progress, 1300).unwrap(),
-            "  bake  [##########..........] 5m of 10m at 5%; next check in 0s"
-        );
     }
 }

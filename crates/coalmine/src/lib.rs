@@ -24,7 +24,6 @@ pub mod config;
 pub mod domain;
 pub mod logging;
 pub mod memory;
-pub mod mirror;
 pub mod ports;
 pub mod release;
 pub mod rollback;

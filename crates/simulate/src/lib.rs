@@ -16,11 +16,11 @@ use coalmine::domain::metrics::{CustomGate, MetricSnapshot, SideMetrics, PERCENT
 use coalmine::memory::{Alarms, Outbox, Router};
 use coalmine::ports::{MetricQuery, MetricSource};
 use coalmine::release::canary::spec::Release;
-use coalmine::release::core::gates::JudgeKind;
 use coalmine::release::core::progress::Status;
 use coalmine::release::core::{StepDeps, Tick};
 use coalmine::release::judge::evalues::inverse_normal_cdf;
 use coalmine::release::judge::fixed::standard_normal_cdf;
+use coalmine::release::judge::gates::JudgeKind;
 use coalmine::{Result, Split, Target};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -432,7 +432,7 @@ pub fn simulate(
         canary: release.canary_id().to_owned(),
     };
     let (notifier, alarms) = (Outbox::default(), Alarms::default());
-    let deps = StepDeps { router: &world.router, notifier: &notifier, alarms: &alarms, metrics: &world };
+    let deps = StepDeps::new(&world.router, &notifier, &alarms, &world);
     let mut now = T0;
     let mut progress = None;
     let mut bad = 0.0;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use coalmine::release::core::gates::DEFAULT_FALSE_ROLLBACK_RATE;
+use coalmine::release::judge::gates::DEFAULT_FALSE_ROLLBACK_RATE;
 use coalmine_simulate::{
     release, run_cell, Outcome, Scenario, Setup, Shape, BRISK, DEFAULTS, FIXED_HORIZON, RATIO, RATIO_UNTIL_CONCLUSIVE,
     SAMPLE, TRAFFIC,

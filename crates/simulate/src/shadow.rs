@@ -144,7 +144,7 @@ pub fn simulate_shadow(
     };
     let router = Router::with([(release.target.clone(), Split::stable_only("41", None))]);
     let (notifier, alarms) = (Outbox::default(), Alarms::default());
-    let deps = StepDeps { router: &router, notifier: &notifier, alarms: &alarms, metrics: &world };
+    let deps = StepDeps::new(&router, &notifier, &alarms, &world);
     let (mut now, mut progress) = (T0, None);
     loop {
         let tick = Tick { release, execution: EXECUTION, deps: &deps, now };

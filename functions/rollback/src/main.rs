@@ -22,14 +22,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let sdk = coalmine::aws::sdk_config().await;
     let aws = Clouds::new(&sdk, &config);
-    let deps = RollbackDeps {
-        router: &aws.router,
-        notifier: &aws.notifier,
-        alarms: &aws.alarms,
-        mapping: &config.rollback_targets,
-    };
-    let release_deps =
-        StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+    let deps = RollbackDeps::new(&aws.router, &aws.notifier, &aws.alarms, &config.rollback_targets);
+    let release_deps = StepDeps::new(&aws.router, &aws.notifier, &aws.alarms, &aws.metrics);
     let tokens = WebhookSecret::new(aws.secrets.clone(), config.webhook_secret.clone());
     let handoff = LambdaHandoff::new(aws_sdk_lambda::Client::new(&sdk), config.handoff_function.clone());
 

@@ -6,7 +6,7 @@
 //! retry would only ask the models twice.
 
 use coalmine::aws::{model_invoker, CloudWatchSink};
-use coalmine::mirror::{shadow_batch, Delivery};
+use coalmine::release::shadow::mirror::{shadow_batch, Delivery};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 

@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = coalmine::aws::sdk_config().await;
     let aws = Clouds::new(&sdk, &config);
     let claims = coalmine::aws::claims(&sdk, config.require_claims_table()?);
-    let deps = StepDeps { router: &aws.router, notifier: &aws.notifier, alarms: &aws.alarms, metrics: &aws.metrics };
+    let deps = StepDeps::new(&aws.router, &aws.notifier, &aws.alarms, &aws.metrics);
 
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (deps, claims) = (&deps, &claims);

@@ -261,8 +261,7 @@ async fn warm_rollback(local: &LocalAws, runs: usize) -> serde_json::Value {
         Counting { inner: &aws.notifier, calls: &calls },
         Counting { inner: &aws.alarms, calls: &calls },
     );
-    let deps =
-        RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &config.rollback_targets };
+    let deps = RollbackDeps::new(&router, &notifier, &alarms, &config.rollback_targets);
     let [mut handler, mut tag_only, mut floor, mut same_calls] = std::array::from_fn(|_| Vec::with_capacity(runs));
     let (mut handler_calls, mut tag_only_calls) = (0, 0);
     for _ in 0..runs {
@@ -339,7 +338,7 @@ async fn main() {
     local.put_side_metrics(&step_target, "2", now - 30, 500.0, 1.0, &[100.0, 200.0]).await;
     local.put_side_metrics(&step_target, "1", now - 30, 9500.0, 10.0, &[100.0, 200.0]).await;
     let metrics = Counting { inner: &aws.metrics, calls: &calls };
-    let step_deps = StepDeps { router: &router, notifier: &notifier, alarms: &alarms, metrics: &metrics };
+    let step_deps = StepDeps::new(&router, &notifier, &alarms, &metrics);
     let execution = "arn:aws:states:us-east-1:000000000000:execution:bench:bench";
     let tick = |now| Tick { release: &release, execution, deps: &step_deps, now };
     let mut progress = tick(now - 60).step(None).await.expect("start");
@@ -389,12 +388,8 @@ async fn main() {
     }
     let storm_inbox = local.topic_with_queue(&unique("storm-topic")).await;
     let (storm_aws, storm_config) = local.adapters(&storm_inbox.topic_arn);
-    let storm_deps = RollbackDeps {
-        router: &storm_aws.router,
-        notifier: &storm_aws.notifier,
-        alarms: &storm_aws.alarms,
-        mapping: &storm_config.rollback_targets,
-    };
+    let storm_deps =
+        RollbackDeps::new(&storm_aws.router, &storm_aws.notifier, &storm_aws.alarms, &storm_config.rollback_targets);
     let started = Instant::now();
     let results = futures::future::join_all(events.iter().map(|e| handle_payload(e, &storm_deps))).await;
     let wall = started.elapsed();

@@ -440,12 +440,9 @@ async fn sns_failing_past_its_retries_never_blocks_the_rollback() {
     let router = lambda_router(&[&get, &update]);
     let notifier =
         SnsNotifier::new(client!(aws_sdk_sns, [&publish]), "arn:aws:sns:us-east-1:123456789012:coalmine".into());
-    let deps = RollbackDeps {
-        router: &router,
-        notifier: &notifier,
-        alarms: &Alarms::default(),
-        mapping: &TargetMapping::default(),
-    };
+    let alarms = Alarms::default();
+    let mapping = TargetMapping::default();
+    let deps = RollbackDeps::new(&router, &notifier, &alarms, &mapping);
 
     let err = handle_alarm(&sample("alarm-lambda-canary.eventbridge.json"), &deps).await.unwrap_err();
 
@@ -480,8 +477,8 @@ async fn an_ok_transition_makes_no_aws_call_at_all() {
     let router = lambda_router(&[]);
     let notifier = SnsNotifier::new(client!(aws_sdk_sns, &[] as &[&Rule]), "arn:aws:sns:us-east-1:1:t".into());
     let alarms = CloudWatchAlarms::new(client!(aws_sdk_cloudwatch, &[] as &[&Rule]));
-    let deps =
-        RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &TargetMapping::default() };
+    let mapping = TargetMapping::default();
+    let deps = RollbackDeps::new(&router, &notifier, &alarms, &mapping);
     let report = handle_alarm(&sample("ok-lambda-canary.eventbridge.json"), &deps).await.unwrap();
     assert!(report.outcomes.is_empty() && report.notified == 0);
 }
@@ -515,11 +512,12 @@ mod stepper {
     use super::*;
     use crate::memory::{Metrics, Outbox};
     use crate::ports::{MetricQuery, MetricSource};
+    use crate::release::canary::progress::{CanaryProgress, Progress, Written};
     use crate::release::canary::spec::tests::lambda_release;
     use crate::release::canary::spec::Release;
-    use crate::release::core::gates::Gates;
-    use crate::release::core::progress::{Progress, Status, Written};
+    use crate::release::core::progress::Status;
     use crate::release::core::StepDeps;
+    use crate::release::judge::gates::Gates;
 
     fn result(id: &str, values: &[f64]) -> MetricDataResult {
         MetricDataResult::builder().id(id).set_values(Some(values.to_vec())).status_code(StatusCode::Complete).build()
@@ -669,14 +667,17 @@ mod stepper {
             checked_at: Some(t0 + 840),
             ..Progress::new(
                 "41",
-                Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05, mirror: 0.0 },
                 t0,
+                CanaryProgress {
+                    last_written: Written { stable: "41".into(), canary: Some("42".into()), weight: 0.05, mirror: 0.0 },
+                    shadow: None,
+                },
             )
         };
         let metrics = Metrics::default();
         metrics.set((1000.0, 0.0), (20_000.0, 10.0));
-        let deps =
-            StepDeps { router: &router, notifier: &Outbox::default(), alarms: &Alarms::default(), metrics: &metrics };
+        let (outbox, alarms) = (Outbox::default(), Alarms::default());
+        let deps = StepDeps::new(&router, &outbox, &alarms, &metrics);
 
         let mut state = serde_json::to_value(&release).unwrap();
         state["progress"] = serde_json::to_value(&progress).unwrap();
@@ -777,8 +778,8 @@ mod faults {
             "arn:aws:sns:us-east-1:123456789012:coalmine".into(),
         );
         let alarms = CloudWatchAlarms::new(client!(aws_sdk_cloudwatch, [&tags]));
-        let deps =
-            RollbackDeps { router: &router, notifier: &notifier, alarms: &alarms, mapping: &TargetMapping::default() };
+        let mapping = TargetMapping::default();
+        let deps = RollbackDeps::new(&router, &notifier, &alarms, &mapping);
 
         let report = handle_alarm(&sample("alarm-sagemaker-canary.eventbridge.json"), &deps).await.unwrap();
 
@@ -830,12 +831,9 @@ mod faults {
                 .build(),
         );
         let notifier = SnsNotifier::new(hanging_sns, "arn:aws:sns:us-east-1:123456789012:coalmine".into());
-        let deps = RollbackDeps {
-            router: &router,
-            notifier: &notifier,
-            alarms: &Alarms::default(),
-            mapping: &TargetMapping::default(),
-        };
+        let alarms = Alarms::default();
+        let mapping = TargetMapping::default();
+        let deps = RollbackDeps::new(&router, &notifier, &alarms, &mapping);
         let started = tokio::time::Instant::now();
 
         let err = handle_alarm(&sample("alarm-lambda-canary.eventbridge.json"), &deps).await.unwrap_err();

@@ -7,6 +7,7 @@ pub mod error;
 pub mod event;
 pub mod mapping;
 pub mod metrics;
+pub mod problems;
 pub mod shadow;
 pub mod split;
 pub mod stamp;

@@ -11,6 +11,9 @@ mod models;
 mod notifier;
 mod router;
 
+#[cfg(test)]
+mod tests;
+
 pub use alarms::Alarms;
 pub use claims::Claims;
 pub use journal::Journal;

@@ -176,7 +176,7 @@ mod tests {
 
     async fn ended(router: &Router, notifier: &Outbox, payload: &Value) -> Result<Value> {
         let (alarms, metrics) = (Alarms::default(), Metrics::default());
-        execution_ended(payload, &StepDeps { router, notifier, alarms: &alarms, metrics: &metrics }).await
+        execution_ended(payload, &StepDeps::new(router, notifier, &alarms, &metrics)).await
     }
 
     #[tokio::test]

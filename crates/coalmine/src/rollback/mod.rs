@@ -24,11 +24,29 @@ use crate::domain::target::Target;
 use crate::ports::{AlarmSource, EndpointDeployments, Notifier, TrafficRouter, Tripwires};
 use crate::rollback::resolve::{fallback_targets, in_scope, resolve, tag_targets, Resolution, ResolvedBy};
 
-pub struct RollbackDeps<'a, R, N, A> {
-    pub router: &'a R,
+/// The ports a rollback uses, by role: most often one router writes the aliases'
+/// weights and stops SageMaker's deployments ([`RollbackDeps::new`]); a test double for
+/// one role is swapped in with `with_traffic`.
+pub struct RollbackDeps<'a, T, D, N, A> {
+    pub traffic: &'a T,
+    pub deployments: &'a D,
     pub notifier: &'a N,
     pub alarms: &'a A,
     pub mapping: &'a TargetMapping,
+}
+
+impl<'a, R, N, A> RollbackDeps<'a, R, R, N, A> {
+    pub fn new(router: &'a R, notifier: &'a N, alarms: &'a A, mapping: &'a TargetMapping) -> Self {
+        RollbackDeps { traffic: router, deployments: router, notifier, alarms, mapping }
+    }
+}
+
+impl<'a, T, D, N, A> RollbackDeps<'a, T, D, N, A> {
+    /// The same ports, the aliases' weights written by `traffic`.
+    pub fn with_traffic<T2>(&self, traffic: &'a T2) -> RollbackDeps<'a, T2, D, N, A> {
+        let RollbackDeps { deployments, notifier, alarms, mapping, .. } = *self;
+        RollbackDeps { traffic, deployments, notifier, alarms, mapping }
+    }
 }
 
 /// What one invocation did, target by target.
@@ -47,9 +65,10 @@ pub struct RollbackReport {
 /// Handles one alarm event. Returns an error, after every target was attempted and every
 /// message tried, when any rollback or notification failed: Lambda then retries the
 /// event, and a retry finds zeroed targets `already_zero` and sends what was missed.
-pub async fn handle_alarm<R, N, A>(event: &AlarmEvent, deps: &RollbackDeps<'_, R, N, A>) -> Result<RollbackReport>
+pub async fn handle_alarm<T, D, N, A>(event: &AlarmEvent, deps: &RollbackDeps<'_, T, D, N, A>) -> Result<RollbackReport>
 where
-    R: TrafficRouter + EndpointDeployments,
+    T: TrafficRouter,
+    D: EndpointDeployments,
     N: Notifier,
     A: AlarmSource + Tripwires,
 {
@@ -77,7 +96,7 @@ where
     let early_targets = fallback.targets.clone();
     let mut early_reads: HashMap<Target, EarlyRead<'_>> = early_targets
         .iter()
-        .map(|target| (target.clone(), maybe_done(Box::pin(deps.router.read(target)) as BoxedRead<'_>)))
+        .map(|target| (target.clone(), maybe_done(Box::pin(deps.traffic.read(target)) as BoxedRead<'_>)))
         .collect();
     let (tag, confirmation) = {
         let confirm = async {
@@ -212,7 +231,7 @@ type EarlyRead<'a> = MaybeDone<BoxedRead<'a>>;
 
 async fn roll_back_target(
     event: &AlarmEvent,
-    deps: &RollbackDeps<'_, impl TrafficRouter + EndpointDeployments, impl Notifier, impl AlarmSource + Tripwires>,
+    deps: &RollbackDeps<'_, impl TrafficRouter, impl EndpointDeployments, impl Notifier, impl AlarmSource + Tripwires>,
     target: &Target,
     resolved_by: ResolvedBy,
     early_read: Option<EarlyRead<'_>>,
@@ -225,7 +244,7 @@ async fn roll_back_target(
         None => None,
     };
     let by = RolledBackBy::Alarm(event.alarm_name.clone());
-    let outcome = match zero_canary(deps.router, target, &by, Owner::Alarm, first_read).await {
+    let outcome = match zero_canary(deps.traffic, target, &by, Owner::Alarm, first_read).await {
         Ok(ZeroOutcome::AlreadyZero { split }) if split.canary.is_none() => {
             stop_guardrail(deps, target, split, &by).await
         }
@@ -251,19 +270,19 @@ async fn roll_back_target(
 /// among the deployment's auto-rollback alarms). Then the release's stamp records who
 /// stopped it, so its execution ends naming the alarm: traffic first, the record second.
 async fn stop_guardrail(
-    deps: &RollbackDeps<'_, impl EndpointDeployments, impl Notifier, impl Tripwires>,
+    deps: &RollbackDeps<'_, impl Send + Sync, impl EndpointDeployments, impl Notifier, impl Tripwires>,
     target: &Target,
     split: Split,
     by: &RolledBackBy,
 ) -> Result<ZeroOutcome> {
     let Some(endpoint) = target.deploying_endpoint() else { return Ok(ZeroOutcome::AlreadyZero { split }) };
-    let state = deps.router.endpoint_state(endpoint).await?;
+    let state = deps.deployments.endpoint_state(endpoint).await?;
     let (Some(tripwire), Some(stamp)) = (state.stoppable_by(), state.stamp.as_ref()) else {
         return Ok(ZeroOutcome::AlreadyZero { split });
     };
     deps.alarms.trip(tripwire).await?;
     let stopped = stamp.rolled_back(by.clone());
-    if let Err(e) = deps.router.stamp_endpoint(endpoint, &stopped).await {
+    if let Err(e) = deps.deployments.stamp_endpoint(endpoint, &stopped).await {
         // The deployment is stopping, which is what mattered; its release says less.
         warn!(target = %target, error = %e, "tripwire tripped, but the release stamp was not updated");
     }
@@ -341,12 +360,13 @@ pub async fn by_hand(
 /// The rollback function's whole job on one payload: decode, act on each alarm event it
 /// holds (SNS may carry several), and summarise as JSON (the invocation's result, handy
 /// in tests and in Lambda's console). Every event is handled before a failure is returned.
-pub async fn handle_payload<R, N, A>(
+pub async fn handle_payload<T, D, N, A>(
     payload: &serde_json::Value,
-    deps: &RollbackDeps<'_, R, N, A>,
+    deps: &RollbackDeps<'_, T, D, N, A>,
 ) -> Result<serde_json::Value>
 where
-    R: TrafficRouter + EndpointDeployments,
+    T: TrafficRouter,
+    D: EndpointDeployments,
     N: Notifier,
     A: AlarmSource + Tripwires,
 {
@@ -430,7 +450,7 @@ mod tests {
         alarms: &(impl AlarmSource + Tripwires),
         mapping: &TargetMapping,
     ) -> Result<RollbackReport> {
-        handle_alarm(event, &RollbackDeps { router, notifier, alarms, mapping }).await
+        handle_alarm(event, &RollbackDeps::new(router, notifier, alarms, mapping)).await
     }
 
     #[tokio::test]
@@ -980,12 +1000,10 @@ mod tests {
     #[tokio::test]
     async fn the_payload_handler_rejects_bad_input_without_touching_traffic() {
         let router = Router::with([(handler(), lambda_split("41", "42", 0.05))]);
-        let deps = RollbackDeps {
-            router: &router,
-            notifier: &Outbox::default(),
-            alarms: &Alarms::default(),
-            mapping: &TargetMapping::default(),
-        };
+        let outbox = Outbox::default();
+        let alarms = Alarms::default();
+        let mapping = TargetMapping::default();
+        let deps = RollbackDeps::new(&router, &outbox, &alarms, &mapping);
         let err = handle_payload(&serde_json::json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}), &deps)
             .await
             .unwrap_err();
@@ -1009,12 +1027,9 @@ mod tests {
         };
         let router = Router::with([(endpoint.clone(), serving)]);
         let notifier = Outbox::default();
-        let deps = RollbackDeps {
-            router: &router,
-            notifier: &notifier,
-            alarms: &Alarms::default(),
-            mapping: &TargetMapping::default(),
-        };
+        let alarms = Alarms::default();
+        let mapping = TargetMapping::default();
+        let deps = RollbackDeps::new(&router, &notifier, &alarms, &mapping);
         let summary = handle_payload(&alert, &deps).await.unwrap();
         assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
         let after = router.split(&endpoint);

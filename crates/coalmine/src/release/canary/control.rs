@@ -12,44 +12,22 @@ use crate::domain::target::Target;
 use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
 use crate::release::canary::spec::Release;
+pub use crate::release::core::operate::Command;
+use crate::release::core::Ports;
 use crate::rollback::{record_rollback, zero_canary, Owner, ZeroOutcome};
 use crate::text::describe;
 
 /// Past this many lost races in one command, something keeps changing the target.
 const MAX_CONFLICTS: usize = 5;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Hold at the current weight after the bake; the judge keeps judging.
-    Pause,
-    Resume,
-    /// End the current bake now; `full`: go straight to 100% and end promoted.
-    Promote {
-        full: bool,
-    },
-    /// Let a stage that waits for approval go on.
-    Approve,
-}
-
-impl Command {
-    pub fn verb(self) -> &'static str {
-        match self {
-            Command::Pause => "pause",
-            Command::Resume => "resume",
-            Command::Promote { full: false } => "promote",
-            Command::Promote { full: true } => "promote --full",
-            Command::Approve => "approve",
-        }
-    }
-
-    fn apply(self, stamp: &Stamp, who: &str) -> Stamp {
-        let who = who.to_owned();
-        match self {
-            Command::Pause => Stamp { hold: Some(who), ..stamp.clone() },
-            Command::Resume => Stamp { hold: None, ..stamp.clone() },
-            Command::Promote { full } => Stamp { request: Some(Request::Promote { full, by: who }), ..stamp.clone() },
-            Command::Approve => Stamp { request: Some(Request::Approve { by: who }), ..stamp.clone() },
-        }
+/// What `command` leaves in the stamp.
+fn applied(command: Command, stamp: &Stamp, who: &str) -> Stamp {
+    let who = who.to_owned();
+    match command {
+        Command::Pause => Stamp { hold: Some(who), ..stamp.clone() },
+        Command::Resume => Stamp { hold: None, ..stamp.clone() },
+        Command::Promote { full } => Stamp { request: Some(Request::Promote { full, by: who }), ..stamp.clone() },
+        Command::Approve => Stamp { request: Some(Request::Approve { by: who }), ..stamp.clone() },
     }
 }
 
@@ -67,7 +45,7 @@ pub async fn command(
     for _ in 0..MAX_CONFLICTS {
         let live = router.read(target).await?;
         let stamp = in_flight(&live, target, name, command.verb())?;
-        let wanted = command.apply(&stamp, who);
+        let wanted = applied(command, &stamp, who);
         if wanted == stamp {
             return Ok(stamp);
         }
@@ -107,17 +85,10 @@ fn in_flight(live: &Split, target: &Target, name: &str, verb: &str) -> Result<St
 /// Takes the traffic of `release` (run by `execution`) away now, by `who` for `why`,
 /// and tells the team; its execution sees it at its next check and ends rolled back. A
 /// later release of the target starts as if this one had been rolled back by an alarm.
-pub async fn abort(
-    router: &(impl TrafficRouter + ShadowFeeds),
-    notifier: &impl Notifier,
-    release: &Release,
-    execution: &str,
-    who: &str,
-    why: &str,
-) -> Result<ZeroOutcome> {
+pub async fn abort(deps: &impl Ports, release: &Release, execution: &str, who: &str, why: &str) -> Result<ZeroOutcome> {
     let target = &release.target;
     let by = RolledBackBy::Operator { who: who.to_owned(), why: Some(why.to_owned()) };
-    let outcome = match zero_canary(router, target, &by, Owner::Execution(execution), None).await? {
+    let outcome = match zero_canary(deps.traffic(), target, &by, Owner::Execution(execution), None).await? {
         ZeroOutcome::NotOurs { split } => {
             in_flight(&split, target, &release.release, "abort")?;
             return Err(Error::Refused(format!(
@@ -127,13 +98,13 @@ pub async fn abort(
         }
         // In flight but at no weight (a SageMaker stage whose weight write never
         // landed): only the record changes, so the release still ends.
-        ZeroOutcome::AlreadyZero { split } => record_rollback(router, target, split, &by).await?,
+        ZeroOutcome::AlreadyZero { split } => record_rollback(deps.traffic(), target, split, &by).await?,
         done => done,
     };
     // A shadow's feed goes now; the release's next check removes it again if this fails.
     let stable = outcome.before().stamp.as_ref().map_or(outcome.before().stable.as_str(), |s| s.stable.as_str());
     if let Some(feed) = release.shadow_feed(stable) {
-        if let Err(e) = router.close_feed(&feed).await {
+        if let Err(e) = deps.feeds().close_feed(&feed).await {
             tracing::warn!(release = %release.release, error = %e, "the shadow's feed was not removed");
         }
     }
@@ -150,7 +121,7 @@ pub async fn abort(
         dry_run: None,
         in_shadow: outcome.before().stamp.as_ref().is_some_and(Stamp::in_shadow),
     });
-    notifier.publish(&message).await.map_err(|e| Error::Incomplete {
+    deps.notifier().publish(&message).await.map_err(|e| Error::Incomplete {
         summary: format!("release {} was rolled back, but the team's message was not sent: {e}", release.release),
         retryable: true,
     })?;
@@ -160,7 +131,8 @@ pub async fn abort(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{lambda_split, Outbox, Router};
+    use crate::memory::{lambda_split, Alarms, Metrics, Outbox, Router};
+    use crate::release::core::StepDeps;
 
     const EXECUTION: &str = "arn:aws:states:us-east-1:123456789012:execution:Release:ai-handler-42";
 
@@ -223,7 +195,9 @@ mod tests {
         let release = crate::release::canary::spec::tests::lambda_release();
         let release = Release { target: target(), release: "ai-handler-42".into(), ..release };
 
-        let outcome = abort(&router, &notifier, &release, EXECUTION, "jane", "answers look truncated").await.unwrap();
+        let (alarms, metrics) = (Alarms::default(), Metrics::default());
+        let deps = StepDeps::new(&router, &notifier, &alarms, &metrics);
+        let outcome = abort(&deps, &release, EXECUTION, "jane", "answers look truncated").await.unwrap();
 
         assert!(matches!(outcome, ZeroOutcome::RolledBack { .. }));
         let live = router.split(&target());
@@ -240,7 +214,7 @@ mod tests {
         assert!(sent[0].body.contains("Why:       jane, by hand: answers look truncated"), "{}", sent[0].body);
 
         // Aborting again: it has ended.
-        let err = abort(&router, &notifier, &release, EXECUTION, "jane", "again").await.unwrap_err();
+        let err = abort(&deps, &release, EXECUTION, "jane", "again").await.unwrap_err();
         assert!(err.to_string().contains("has ended (rolled back by jane, by hand"), "{err}");
     }
 }

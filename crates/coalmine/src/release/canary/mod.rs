@@ -3,33 +3,43 @@
 //! variants — judging each stage before the next.
 
 pub mod control;
+mod ledger;
 pub mod notify;
 pub mod preflight;
+pub mod progress;
 mod recovery;
 mod safety;
 pub mod shadow_spec;
 mod shadowing;
 pub mod spec;
+mod stages;
 mod start;
 mod step;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
+use crate::release::core::Ports;
 use serde_json::Value;
 
 use crate::domain::error::Result;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
+use crate::domain::split::Split;
+use crate::domain::stamp::Stamp;
+use crate::domain::target::Target;
+use crate::ports::TrafficRouter;
+use crate::release::canary::progress::{CanaryProgress, Progress};
 use crate::release::core::ending::SafetyOutcome;
+use crate::release::core::operate::{Bake, Command, Operated};
 use crate::release::core::preflight::Check;
-use crate::release::core::progress::{Plain, Progress};
-use crate::release::core::{ReleaseKind, StepDeps, Tick};
+use crate::release::core::{ReleaseKind, Tick};
+use crate::text::describe;
 use spec::Release;
 
 /// A tick of a weight canary.
-pub type CanaryTick<'a, R, N, A, M> = Tick<'a, Release, R, N, A, M>;
+pub type CanaryTick<'a, P> = Tick<'a, Release, P>;
 
 impl ReleaseKind for Release {
-    type Extra = Plain;
+    type Extra = CanaryProgress;
 
     fn parse(value: &Value) -> Result<Self> {
         Release::parse(value)
@@ -51,45 +61,81 @@ impl ReleaseKind for Release {
         self.target.claim_key()
     }
 
-    async fn tick<R, N, A, M>(tick: &CanaryTick<'_, R, N, A, M>, progress: Option<Progress>) -> Result<Progress>
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource,
-    {
+    async fn tick<P: Ports>(tick: &CanaryTick<'_, P>, progress: Option<Progress>) -> Result<Progress> {
         tick.step(progress).await
     }
 
-    async fn safety_rollback<R, N, A, M>(
+    async fn safety_rollback<P: Ports>(
         &self,
         progress: Option<&Progress>,
         failure: &Value,
         execution: &str,
-        deps: &StepDeps<'_, R, N, A, M>,
-    ) -> Result<SafetyOutcome>
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource,
-    {
-        safety::safety_rollback(self, progress, failure, execution, deps.router, deps.notifier).await
+        deps: &P,
+    ) -> Result<SafetyOutcome> {
+        safety::safety_rollback(self, progress, failure, execution, deps).await
     }
 
-    async fn preflight<R, N, A, M>(&self, deps: &StepDeps<'_, R, N, A, M>, now: u64) -> Vec<Check>
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource,
-    {
-        let live = match preflight::read_target(deps.router, self).await {
+    async fn preflight<P: Ports>(&self, deps: &P, now: u64) -> Vec<Check> {
+        let live = match preflight::read_target(deps.traffic(), self).await {
             Ok(live) => live,
             Err(e) => return vec![Check::new("the target exists", Err(e))],
         };
-        let mut checks = preflight::checks(self, &live, deps.router, deps.alarms).await;
-        checks.push(preflight::metrics_check(self, &live, deps.metrics, now).await);
+        let mut checks = preflight::checks(self, &live, deps).await;
+        checks.push(preflight::metrics_check(self, &live, deps.metrics(), now).await);
         checks
+    }
+}
+
+impl Operated for Release {
+    fn target(&self) -> Target {
+        self.target.clone()
+    }
+
+    fn check_every_seconds(&self) -> u64 {
+        self.check_every_seconds
+    }
+
+    fn plan_text(&self) -> String {
+        view::plan_text(self)
+    }
+
+    fn plan_json(&self) -> Value {
+        serde_json::to_value(self.plan()).unwrap_or(Value::Null)
+    }
+
+    fn headline(&self, _progress: Option<&Progress>, state: &str, _running: bool) -> String {
+        format!("canary {}, {state}", self.target.side(self.canary_id()))
+    }
+
+    fn details(&self, progress: &Progress, running: bool, now: u64) -> Vec<String> {
+        let mut lines = view::shadow_examples(progress);
+        if running {
+            lines.extend(view::bake(self, progress, now).map(|bake| bake.line));
+        }
+        lines
+    }
+
+    fn bake(&self, progress: &Progress, now: u64) -> Option<Bake> {
+        view::bake(self, progress, now)
+    }
+
+    fn as_left(&self, progress: &Progress) -> Option<Split> {
+        Some(progress.kind.last_written.as_split())
+    }
+
+    async fn serving_now(&self, deps: &impl Ports) -> Option<Result<Split>> {
+        Some(deps.traffic().read(&self.target).await)
+    }
+
+    async fn command(&self, deps: &impl Ports, who: &str, command: Command) -> Result<Stamp> {
+        control::command(deps.traffic(), &self.target, &self.release, who, command).await
+    }
+
+    async fn abort(&self, deps: &impl Ports, execution: &str, who: &str, why: &str) -> Result<String> {
+        let outcome = control::abort(deps, self, execution, who, why).await?;
+        Ok(format!(
+            "{} now; the team was told. Its execution ends rolled back at its next check.",
+            describe(&self.target, outcome.after())
+        ))
     }
 }

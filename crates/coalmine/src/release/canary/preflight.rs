@@ -8,6 +8,7 @@ use crate::domain::split::Split;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, ShadowFeeds, TrafficRouter};
 use crate::release::canary::spec::Release;
 use crate::release::core::preflight::{alarm_checks, not_ready, Check};
+use crate::release::core::Ports;
 use crate::release::judge::power::{power, Sees, Traffic as Power, POWER};
 use crate::text::{describe, duration, pct, percent};
 
@@ -18,12 +19,7 @@ pub async fn read_target(router: &impl TrafficRouter, release: &Release) -> Resu
 }
 
 /// Every check a release must pass before its first write, given its target as read.
-pub async fn checks(
-    release: &Release,
-    live: &Split,
-    router: &(impl TrafficRouter + ShadowFeeds),
-    alarms: &impl AlarmSource,
-) -> Vec<Check> {
+pub async fn checks(release: &Release, live: &Split, deps: &impl Ports) -> Vec<Check> {
     let target = &release.target;
     let canary = release.canary_id();
     let mut checks = Vec::new();
@@ -64,10 +60,14 @@ pub async fn checks(
     ));
     checks.push(Check::new(
         "the canary exists",
-        router.check_canary(target, canary).await.map(|()| target.side(canary)).map_err(|e| not_ready(target, e)),
+        deps.traffic()
+            .check_canary(target, canary)
+            .await
+            .map(|()| target.side(canary))
+            .map_err(|e| not_ready(target, e)),
     ));
     if !release.gates.alarms.is_empty() {
-        let (exist, calm) = match alarms.states(&release.gates.alarms).await {
+        let (exist, calm) = match deps.alarms().states(&release.gates.alarms).await {
             Ok(states) => alarm_checks(&release.gates, &states),
             Err(e) => (Err(e), Ok("not read".to_owned())),
         };
@@ -75,7 +75,7 @@ pub async fn checks(
         checks.push(Check::new("no gate alarm is firing", calm));
     }
     if let Some(feed) = release.shadow_feed(&live.stable) {
-        checks.push(Check::new("the shadow can be fed", router.check_feed(&feed).await));
+        checks.push(Check::new("the shadow can be fed", deps.feeds().check_feed(&feed).await));
     }
     checks
 }

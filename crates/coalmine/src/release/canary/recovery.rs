@@ -5,22 +5,24 @@
 //! back. Anything else was changed outside the release, which then stops without
 //! writing over it.
 
+use crate::release::core::Ports;
 use tracing::warn;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::Result;
 use crate::domain::split::Split;
 use crate::domain::stamp::Phase;
-use crate::ports::{AlarmSource, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
+use crate::ports::Notifier;
 use crate::release::canary::notify::{self as canary_notify, Stopped};
+use crate::release::canary::progress::{Progress, Written};
 use crate::release::canary::CanaryTick;
-use crate::release::core::progress::{Progress, Status, Written};
+use crate::release::core::progress::Status;
 use crate::release::core::unsent;
 use crate::release::judge::Evidence;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
 use crate::text::{describe, percent};
 
-impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+impl<P: Ports> CanaryTick<'_, P> {
     pub(super) async fn after_change(&self, progress: Progress, live: Split) -> Result<Progress> {
         let Some(stamp) = live.stamp_by(self.execution).cloned() else {
             return self.outside_change(progress, live).await;
@@ -63,7 +65,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         }
         progress.stage = next;
         progress.weight = release.stages[next].weight();
-        progress.last_written = Written::of(&live);
+        progress.kind.last_written = Written::of(&live);
         progress.enter_stage(self.now);
         let reason = format!(
             "Now at {}: an earlier attempt of this tick advanced and then failed; baking from now",
@@ -79,7 +81,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let (release, target) = (&self.release.release, &self.release.target);
         let at = self.at(&progress);
         // A promoted Lambda canary is not zeroed but replaced: the stable it replaced is back.
-        let put_back = (live.stable != progress.last_written.stable).then(|| {
+        let put_back = (live.stable != progress.kind.last_written.stable).then(|| {
             format!(
                 "{} had been promoted; {} was put back",
                 target.side(self.release.canary_id()),
@@ -110,7 +112,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
     async fn outside_change(&self, mut progress: Progress, live: Split) -> Result<Progress> {
         let release = self.release;
         let target = &release.target;
-        let before = progress.last_written.as_split();
+        let before = progress.kind.last_written.as_split();
         let reason = format!(
             "Stopped at {}: the traffic was changed outside the release (expected {}, found {}); coalmine left it as \
              found",
@@ -132,7 +134,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             in_shadow: progress.kind.shadow.is_some(),
         });
         self.deps
-            .notifier
+            .notifier()
             .publish(&message)
             .await
             .map_err(|e| unsent(&release.release, "the rollback's message", e))?;
@@ -151,7 +153,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         evidence: Option<&Evidence>,
     ) -> Result<Progress> {
         let outcome =
-            zero_canary(self.deps.router, &self.release.target, &by, Owner::Execution(self.execution), Some(live))
+            zero_canary(self.deps.traffic(), &self.release.target, &by, Owner::Execution(self.execution), Some(live))
                 .await?;
         if let ZeroOutcome::NotOurs { split } = outcome {
             // Changed between the read and the write: see what happened instead.
@@ -184,7 +186,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         // The rollback stands whatever happens to the message; a failed message fails the
         // tick so the state machine's retry (which finds the rollback in the stamp) re-sends it.
         self.deps
-            .notifier
+            .notifier()
             .publish(&message)
             .await
             .map_err(|e| unsent(&release.release, "the rollback's message", e))?;
@@ -199,5 +201,5 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
 /// weight it left, and its record what serves now.
 fn left(progress: &mut Progress, split: &Split) {
     progress.weight = if split.canary_is_zero() { 0.0 } else { split.canary_weight };
-    progress.last_written = Written::of(split);
+    progress.kind.last_written = Written::of(split);
 }

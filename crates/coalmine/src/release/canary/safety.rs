@@ -2,6 +2,7 @@
 //! (only that, and only ever lowering the canary), tell the team, and say how the
 //! execution ends.
 
+use crate::release::core::Ports;
 use serde_json::Value;
 use tracing::warn;
 
@@ -10,9 +11,9 @@ use crate::domain::error::{Error, Result, INVALID_RELEASE};
 use crate::domain::stamp::{Phase, Stamp};
 use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
+use crate::release::canary::progress::Progress;
 use crate::release::canary::spec::Release;
 use crate::release::core::ending::{failure_cause, undo_reason, SafetyOutcome};
-use crate::release::core::progress::Progress;
 use crate::release::core::unsent;
 use crate::rollback::{record_rollback, zero_canary, Owner, ZeroOutcome};
 use crate::text::describe;
@@ -22,13 +23,12 @@ pub async fn safety_rollback(
     progress: Option<&Progress>,
     failure: &Value,
     execution: &str,
-    router: &(impl TrafficRouter + ShadowFeeds),
-    notifier: &impl Notifier,
+    deps: &impl Ports,
 ) -> Result<SafetyOutcome> {
     let error = failure.get("Error").and_then(Value::as_str).unwrap_or("unknown");
     let cause = failure_cause(failure);
     let target = &release.target;
-    let live = match router.read(target).await {
+    let live = match deps.traffic().read(target).await {
         Ok(live) => live,
         // Not there, or not ours to touch: this release cannot have moved it.
         Err(Error::NotFound { .. } | Error::AccessDenied { .. }) => return Ok(SafetyOutcome::invalid(&cause)),
@@ -44,11 +44,12 @@ pub async fn safety_rollback(
         }
         Some(Phase::Live) => {
             let mut done =
-                zero_canary(router, target, &RolledBackBy::Safety, Owner::Execution(execution), Some(live)).await?;
+                zero_canary(deps.traffic(), target, &RolledBackBy::Safety, Owner::Execution(execution), Some(live))
+                    .await?;
             // A shadow has no traffic to take away; its stamp still says the release is over.
             if let ZeroOutcome::AlreadyZero { split } = &done {
                 if stamp.as_ref().is_some_and(Stamp::in_shadow) {
-                    done = record_rollback(router, target, split.clone(), &RolledBackBy::Safety).await?;
+                    done = record_rollback(deps.traffic(), target, split.clone(), &RolledBackBy::Safety).await?;
                 }
             }
             let stage = progress.map_or_else(
@@ -70,7 +71,10 @@ pub async fn safety_rollback(
                     dry_run: progress.and_then(|p| p.dry_run.as_ref()),
                     in_shadow: stamp.as_ref().is_some_and(Stamp::in_shadow),
                 });
-                notifier.publish(&message).await.map_err(|e| unsent(&release.release, "the rollback's message", e))?;
+                deps.notifier()
+                    .publish(&message)
+                    .await
+                    .map_err(|e| unsent(&release.release, "the rollback's message", e))?;
             }
             let what = if changed {
                 format!("coalmine set the traffic back: {}", describe(target, done.after()))
@@ -87,7 +91,7 @@ pub async fn safety_rollback(
     };
     let stable = stamp.as_ref().map(|s| s.stable.clone()).or_else(|| progress.map(|p| p.stable.clone()));
     if let Some(feed) = stable.and_then(|stable| release.shadow_feed(&stable)) {
-        if let Err(e) = router.close_feed(&feed).await {
+        if let Err(e) = deps.feeds().close_feed(&feed).await {
             warn!(release = %release.release, error = %e, "the shadow's feed was not removed");
         }
     }

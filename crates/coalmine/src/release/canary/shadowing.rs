@@ -8,6 +8,7 @@
 //! candidate; one that passes enters the first stage, in one write that also ends the
 //! mirror. Whatever ends it, a Lambda feed is removed after the tick.
 
+use crate::release::core::Ports;
 use tracing::warn;
 
 use crate::domain::cause::RolledBackBy;
@@ -15,17 +16,18 @@ use crate::domain::error::Result;
 use crate::domain::metrics::{MetricSnapshot, SideMetrics};
 use crate::domain::split::Split;
 use crate::domain::stamp::{Stamp, SHADOW_STAGE};
-use crate::ports::{AlarmSource, MetricQuery, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
+use crate::ports::{MetricQuery, ShadowFeeds, TrafficRouter};
+use crate::release::canary::progress::{CanaryProgress, Progress, ShadowRun, Written};
 use crate::release::canary::CanaryTick;
-use crate::release::core::gates::Gates;
 use crate::release::core::health::observe;
-use crate::release::core::progress::{Progress, ShadowRun, Status, Written};
+use crate::release::core::progress::Status;
+use crate::release::judge::gates::Gates;
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
 use crate::rollback::record_rollback;
 use crate::text::{duration, percent};
 
-impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+impl<P: Ports> CanaryTick<'_, P> {
     /// The alias's stamp while shadowing: the release owns the alias, nothing moved.
     fn shadow_stamp(&self, stable: &str) -> Stamp {
         Stamp { stage: Some((SHADOW_STAGE, self.release.stages.len())), ..self.live_stamp(stable, 0, None) }
@@ -44,14 +46,14 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
                     mirror: release.mirror_share(),
                     ..live.clone()
                 };
-                self.deps.router.write(&release.target, &live, &desired).await?
+                self.deps.traffic().write(&release.target, &live, &desired).await?
             }
         };
         if let Some(feed) = release.shadow_feed(&live.stable) {
-            self.deps.router.open_feed(&feed).await?;
+            self.deps.feeds().open_feed(&feed).await?;
         }
         let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
-        let mut progress: Progress = Progress::new(&live.stable, Written::of(&written), self.now);
+        let mut progress: Progress = Progress::new(&live.stable, self.now, CanaryProgress::wrote(&written));
         progress.weight = 0.0;
         progress.kind.shadow = Some(ShadowRun { started_at: self.now, examples: Vec::new() });
         let reason = format!(
@@ -83,7 +85,8 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             configs: None,
             shadow_of: fed.then_some(release.release.as_str()),
         };
-        let evidence = observe(&gates, self.deps.alarms, self.deps.metrics, &query, &mut progress, self.now).await?;
+        let evidence =
+            observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, &mut progress, self.now).await?;
         // Only a candidate that disagreed has examples to show.
         let disagreed = evidence.metrics.as_ref().and_then(|m| m.canary.custom.first().copied().flatten());
         if disagreed.is_some_and(|d| d > 0.0) {
@@ -113,7 +116,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let Some(feed) = self.release.shadow_feed(&progress.stable) else {
             return;
         };
-        match self.deps.router.examples(&feed, since).await {
+        match self.deps.feeds().examples(&feed, since).await {
             Ok(examples) if !examples.is_empty() => {
                 if let Some(run) = progress.kind.shadow.as_mut() {
                     run.examples = examples;
@@ -134,7 +137,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         evidence: &Evidence,
     ) -> Result<Progress> {
         let by = if evidence.from_alarms() { RolledBackBy::GateAlarm } else { RolledBackBy::Health };
-        let outcome = record_rollback(self.deps.router, &self.release.target, live, &by).await?;
+        let outcome = record_rollback(self.deps.traffic(), &self.release.target, live, &by).await?;
         let why = format!("{why}. No user was served by the candidate: it never left the shadow");
         self.announce_rollback(progress, by, why, Some(evidence), outcome).await
     }
@@ -147,7 +150,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
             stamp: Some(self.live_stamp(&progress.stable, 0, hold)),
             ..self.stage_split(&progress.stable, &live, 0)
         };
-        let written = self.deps.router.write(&release.target, &live, &desired).await?;
+        let written = self.deps.traffic().write(&release.target, &live, &desired).await?;
         let first = release.stages[0];
         progress.kind.shadow = None;
         progress.holding_since = None;
@@ -155,7 +158,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         progress.samples.clear();
         progress.stage = 0;
         progress.weight = first.weight();
-        progress.last_written = Written::of(&written);
+        progress.kind.last_written = Written::of(&written);
         progress.enter_stage(self.now);
         let reason = format!("Shadow passed ({}); now at {}", evidence.summary(), percent(first.weight()));
         let wait = release.check_every_seconds.min(first.longest_bake().max(1));
@@ -170,7 +173,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let Some(feed) = self.release.shadow_feed(&progress.stable).filter(|_| left_shadow) else {
             return;
         };
-        if let Err(e) = self.deps.router.close_feed(&feed).await {
+        if let Err(e) = self.deps.feeds().close_feed(&feed).await {
             warn!(release = %self.release.release, error = %e, "the shadow's feed was not removed");
             progress.reason.push_str(&format!(
                 " (the shadow's feed was not removed: {e}; delete subscription filter {} from /aws/lambda/{})",

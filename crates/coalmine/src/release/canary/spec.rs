@@ -8,8 +8,8 @@ use crate::domain::error::Error;
 use crate::domain::target::{ShadowBy, Target};
 use crate::release::canary::shadow_spec::Shadow;
 use crate::release::core::document::{self, check_name, Problems, Rules};
-use crate::release::core::gates::{Gates, JudgeKind, OnInsufficientData};
 use crate::release::core::limits;
+use crate::release::judge::gates::{Gates, JudgeKind, OnInsufficientData};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -401,7 +401,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::release::core::document::tests::sample_json;
-    use crate::release::core::gates::DEFAULT_MIN_REQUESTS;
+    use crate::release::judge::gates::DEFAULT_MIN_REQUESTS;
 
     pub(crate) fn lambda_release() -> Release {
         Release::parse(&sample_json("lambda-ai-handler-42.json")).unwrap()

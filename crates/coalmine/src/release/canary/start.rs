@@ -1,23 +1,25 @@
 //! A weight canary's first tick: check the starting point, record the stable, enter the
 //! first stage. When an earlier attempt of this very tick already wrote, pick that up.
 
+use crate::release::core::Ports;
 use tracing::{info, warn};
 
 use crate::domain::error::Result;
 use crate::domain::split::Split;
 use crate::domain::stamp::{Phase, Stamp};
-use crate::ports::{AlarmSource, MetricSource, Notifier, ShadowFeeds, TrafficRouter};
+use crate::ports::TrafficRouter;
 use crate::release::canary::preflight;
+use crate::release::canary::progress::{CanaryProgress, Progress};
 use crate::release::canary::CanaryTick;
 use crate::release::core::preflight::first_blocking;
-use crate::release::core::progress::{Progress, Status, Written};
+use crate::release::core::progress::Status;
 use crate::text::percent;
 
-impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSource> CanaryTick<'_, R, N, A, M> {
+impl<P: Ports> CanaryTick<'_, P> {
     pub(super) async fn start(&self) -> Result<Progress> {
         let (release, now) = (self.release, self.now);
         let target = &release.target;
-        let live = preflight::read_target(self.deps.router, release).await?;
+        let live = preflight::read_target(self.deps.traffic(), release).await?;
         if let Some(stamp) = live.stamp_by(self.execution).cloned() {
             if release.shadow.is_some() && stamp.is_live() && stamp.in_shadow() {
                 return self.start_shadow(live).await;
@@ -31,9 +33,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
                 _ => self.after_change(adopted, live).await,
             };
         }
-        if let Some(refused) =
-            first_blocking(preflight::checks(release, &live, self.deps.router, self.deps.alarms).await)
-        {
+        if let Some(refused) = first_blocking(preflight::checks(release, &live, self.deps).await) {
             return Err(refused);
         }
         if release.shadow.is_some() {
@@ -42,12 +42,12 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let desired =
             Split { stamp: Some(self.live_stamp(&live.stable, 0, None)), ..self.stage_split(&live.stable, &live, 0) };
         // A conflict fails the tick (retryable): the retry starts afresh from a new read.
-        let written = self.deps.router.write(target, &live, &desired).await?;
+        let written = self.deps.traffic().write(target, &live, &desired).await?;
         let first = release.stages[0];
-        let mut progress = Progress::new(&live.stable, Written::of(&written), now);
+        let mut progress = Progress::new(&live.stable, now, CanaryProgress::wrote(&written));
         progress.weight = first.weight();
         // Too little traffic to judge is said up front, not found out after a silent hold.
-        let traffic = preflight::metrics_check(release, &live, self.deps.metrics, now).await;
+        let traffic = preflight::metrics_check(release, &live, self.deps.metrics(), now).await;
         // What the release can see is said up front too: a shape blind to a 2x error rate.
         let warning = match &traffic.found {
             Ok(line) => format!("; {line}"),
@@ -73,7 +73,7 @@ impl<R: TrafficRouter + ShadowFeeds, N: Notifier, A: AlarmSource, M: MetricSourc
         let progress = Progress {
             stage,
             weight: release.stages[stage].weight(),
-            ..Progress::new(&stamp.stable, Written::of(live), self.now)
+            ..Progress::new(&stamp.stable, self.now, CanaryProgress::wrote(live))
         };
         let reason = format!(
             "At stage {} of {} ({}): an earlier attempt of this tick wrote it and then failed; baking from now",

@@ -7,19 +7,7 @@ use serde_json::Value;
 
 use crate::domain::error::Error;
 
-/// The problems found in a document so far, each "field: what is wrong".
-#[derive(Debug, Default)]
-pub struct Problems(Vec<String>);
-
-impl Problems {
-    pub fn add(&mut self, field: &str, why: impl Into<String>) {
-        self.0.push(format!("{field}: {}", why.into()));
-    }
-
-    pub fn into_vec(self) -> Vec<String> {
-        self.0
-    }
-}
+pub use crate::domain::problems::Problems;
 
 /// A document of a kind with rules beyond its shape.
 pub trait Rules {
@@ -49,7 +37,7 @@ fn read<T: DeserializeOwned + Rules>(value: &Value) -> (Option<T>, Vec<String>) 
     for _ in 0..100 {
         match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(document) => {
-                let mut problems = Problems(found);
+                let mut problems = Problems::from(found);
                 document.check(&mut problems);
                 return (Some(document), problems.into_vec());
             }

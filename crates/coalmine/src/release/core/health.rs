@@ -4,8 +4,8 @@
 
 use crate::domain::error::Result;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource};
-use crate::release::core::gates::{Gates, JudgeKind, OnInsufficientData};
 use crate::release::core::progress::Progress;
+use crate::release::judge::gates::{Gates, JudgeKind, OnInsufficientData};
 use crate::release::judge::sequential::judge_sequential;
 use crate::release::judge::{alarm_evidence, fixed, judge_alarms, Evidence, StageSample, Verdict};
 

@@ -4,9 +4,9 @@
 
 pub mod document;
 pub mod ending;
-pub mod gates;
 pub mod health;
 pub mod limits;
+pub mod operate;
 pub mod preflight;
 pub mod progress;
 
@@ -27,29 +27,110 @@ use ending::SafetyOutcome;
 use preflight::Check;
 use progress::Progress;
 
-/// The ports a tick may use. Each kind's code names, by its bounds, only the roles it
-/// calls: the weight canary never deploys an endpoint, a guardrail release never writes
-/// an alias's weights.
-pub struct StepDeps<'a, R, N, A, M> {
-    pub router: &'a R,
+/// The ports a tick may use, as one bundle. A kind asks it for the roles it calls
+/// (the weight canary never deploys an endpoint, a guardrail release never writes an
+/// alias's weights), so a test double plays one role and the rest stay real.
+pub trait Ports: Sync {
+    type Traffic: TrafficRouter;
+    type Deployments: EndpointDeployments;
+    type Feeds: ShadowFeeds;
+    type Notifier: Notifier;
+    type Alarms: AlarmSource;
+    type Tripwires: Tripwires;
+    type Metrics: MetricSource;
+
+    fn traffic(&self) -> &Self::Traffic;
+    fn deployments(&self) -> &Self::Deployments;
+    fn feeds(&self) -> &Self::Feeds;
+    fn notifier(&self) -> &Self::Notifier;
+    fn alarms(&self) -> &Self::Alarms;
+    fn tripwires(&self) -> &Self::Tripwires;
+    fn metrics(&self) -> &Self::Metrics;
+}
+
+/// The bundle the functions, the CLI and the tests build: one adapter per role, most
+/// often one router playing three of them ([`StepDeps::new`]) and one alarm adapter
+/// playing two; `with_traffic` swaps in a different alias writer, the rest unchanged.
+pub struct StepDeps<'a, T, D, F, N, A, W, M> {
+    pub traffic: &'a T,
+    pub deployments: &'a D,
+    pub feeds: &'a F,
     pub notifier: &'a N,
     pub alarms: &'a A,
+    pub tripwires: &'a W,
     pub metrics: &'a M,
+}
+
+/// The bundle as one router and one alarm adapter make it.
+pub type Adapters<'a, R, N, A, M> = StepDeps<'a, R, R, R, N, A, A, M>;
+
+impl<'a, R, N, A, M> Adapters<'a, R, N, A, M> {
+    pub fn new(router: &'a R, notifier: &'a N, alarms: &'a A, metrics: &'a M) -> Self {
+        StepDeps { traffic: router, deployments: router, feeds: router, notifier, alarms, tripwires: alarms, metrics }
+    }
+}
+
+impl<'a, T, D, F, N, A, W, M> StepDeps<'a, T, D, F, N, A, W, M> {
+    /// The same bundle, its aliases' weights written by `traffic`.
+    pub fn with_traffic<T2>(&self, traffic: &'a T2) -> StepDeps<'a, T2, D, F, N, A, W, M> {
+        let StepDeps { deployments, feeds, notifier, alarms, tripwires, metrics, .. } = *self;
+        StepDeps { traffic, deployments, feeds, notifier, alarms, tripwires, metrics }
+    }
+}
+
+impl<T, D, F, N, A, W, M> Ports for StepDeps<'_, T, D, F, N, A, W, M>
+where
+    T: TrafficRouter,
+    D: EndpointDeployments,
+    F: ShadowFeeds,
+    N: Notifier,
+    A: AlarmSource,
+    W: Tripwires,
+    M: MetricSource,
+{
+    type Traffic = T;
+    type Deployments = D;
+    type Feeds = F;
+    type Notifier = N;
+    type Alarms = A;
+    type Tripwires = W;
+    type Metrics = M;
+
+    fn traffic(&self) -> &T {
+        self.traffic
+    }
+    fn deployments(&self) -> &D {
+        self.deployments
+    }
+    fn feeds(&self) -> &F {
+        self.feeds
+    }
+    fn notifier(&self) -> &N {
+        self.notifier
+    }
+    fn alarms(&self) -> &A {
+        self.alarms
+    }
+    fn tripwires(&self) -> &W {
+        self.tripwires
+    }
+    fn metrics(&self) -> &M {
+        self.metrics
+    }
 }
 
 /// One tick of one release: the release, the execution it runs in, what it runs on,
 /// and when. Each kind's steps are methods on it.
-pub struct Tick<'a, K, R, N, A, M> {
+pub struct Tick<'a, K, P> {
     pub release: &'a K,
     /// The execution's ARN, as the state machine passes it.
     pub execution: &'a str,
-    pub deps: &'a StepDeps<'a, R, N, A, M>,
+    pub deps: &'a P,
     pub now: u64,
 }
 
 /// A kind of release: how it is parsed, ticked, undone after a failure, and checked
-/// before it starts. The bounds are the union of every kind's roles; each kind's own
-/// code asks for less.
+/// before it starts. Each takes the whole bundle of ports and calls only its roles.
 pub trait ReleaseKind: Serialize + Sized + Send + Sync {
     /// What the kind keeps in its progress beyond the common fields.
     type Extra: Serialize + DeserializeOwned + Default + Clone + Send + Sync;
@@ -69,42 +150,23 @@ pub trait ReleaseKind: Serialize + Sized + Send + Sync {
     /// What the release claims before its first move: one release per target.
     fn claim_key(&self) -> String;
 
-    fn tick<R, N, A, M>(
-        tick: &Tick<'_, Self, R, N, A, M>,
+    fn tick<P: Ports>(
+        tick: &Tick<'_, Self, P>,
         progress: Option<Progress<Self::Extra>>,
-    ) -> impl Future<Output = Result<Progress<Self::Extra>>> + Send
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource;
+    ) -> impl Future<Output = Result<Progress<Self::Extra>>> + Send;
 
     /// After a tick failed for good: undo whatever this execution moved (only that),
     /// tell the team, and say how the execution ends.
-    fn safety_rollback<R, N, A, M>(
+    fn safety_rollback<P: Ports>(
         &self,
         progress: Option<&Progress<Self::Extra>>,
         failure: &Value,
         execution: &str,
-        deps: &StepDeps<'_, R, N, A, M>,
-    ) -> impl Future<Output = Result<SafetyOutcome>> + Send
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource;
+        deps: &P,
+    ) -> impl Future<Output = Result<SafetyOutcome>> + Send;
 
     /// Every check its first tick makes, moving nothing (`coalmine validate --live`).
-    fn preflight<R, N, A, M>(
-        &self,
-        deps: &StepDeps<'_, R, N, A, M>,
-        now: u64,
-    ) -> impl Future<Output = Vec<Check>> + Send
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource;
+    fn preflight<P: Ports>(&self, deps: &P, now: u64) -> impl Future<Output = Vec<Check>> + Send;
 }
 
 /// The stepper's input as the state machine's task passes it:
@@ -139,19 +201,7 @@ impl<'a> Input<'a> {
 
 /// One tick of a release of kind `K`, or its safety rollback; the output is the next
 /// state (or the safety step's ending).
-pub async fn run<K, R, N, A, M>(
-    input: Input<'_>,
-    deps: &StepDeps<'_, R, N, A, M>,
-    claims: &impl Claims,
-    now: u64,
-) -> Result<Value>
-where
-    K: ReleaseKind,
-    R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-    N: Notifier,
-    A: AlarmSource + Tripwires,
-    M: MetricSource,
-{
+pub async fn run<K: ReleaseKind>(input: Input<'_>, deps: &impl Ports, claims: &impl Claims, now: u64) -> Result<Value> {
     let release = K::parse(&input.release);
     let progress = match input.progress {
         None => Ok(None),
@@ -203,7 +253,7 @@ fn to_json(value: &impl Serialize) -> Result<Value> {
     serde_json::to_value(value).map_err(|e| Error::InvalidRelease(e.to_string()))
 }
 
-impl<K: ReleaseKind, R, N, A, M> Tick<'_, K, R, N, A, M> {
+impl<K: ReleaseKind, P> Tick<'_, K, P> {
     /// The stamp this execution writes while at `stage` (0-based) and the traffic is
     /// live; an operator's hold stays, a request it has carried out goes.
     pub fn live_stamp(&self, stable: &str, stage: usize, hold: Option<String>) -> Stamp {

@@ -5,7 +5,7 @@
 use crate::domain::error::{Error, Result};
 use crate::domain::event::AlarmState;
 use crate::domain::target::Target;
-use crate::release::core::gates::{Gates, InsufficientDataAlarm};
+use crate::release::judge::gates::{Gates, InsufficientDataAlarm};
 
 /// One check: what was checked, and what was found (or why it fails).
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result};
-use crate::domain::split::Split;
+
 use crate::release::judge::{Evidence, StageSample};
 use crate::text::{duration, percent};
 
@@ -48,44 +48,6 @@ impl Status {
     }
 }
 
-/// The split as the stepper wrote it, to compare with the live one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Written {
-    pub stable: String,
-    pub canary: Option<String>,
-    pub weight: f64,
-    /// The share mirrored to the canary (an Azure shadow); absent when none.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub mirror: f64,
-}
-
-fn is_zero(share: &f64) -> bool {
-    *share == 0.0
-}
-
-impl Written {
-    pub fn of(split: &Split) -> Self {
-        Written {
-            stable: split.stable.clone(),
-            canary: split.canary.clone(),
-            weight: split.canary_weight,
-            mirror: split.mirror,
-        }
-    }
-
-    pub fn as_split(&self) -> Split {
-        Split {
-            stable: self.stable.clone(),
-            canary: self.canary.clone(),
-            canary_weight: self.weight,
-            others_weight: 0.0,
-            mirror: self.mirror,
-            revision: None,
-            stamp: None,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub at: u64,
@@ -100,33 +62,15 @@ pub struct Decision {
     pub shadow: bool,
 }
 
-/// What a weight canary keeps beyond the common progress: its shadow phase, while one
-/// runs (before the first stage).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Plain {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowRun>,
-}
-
-/// A shadow phase in progress: the candidate answers copies of live requests.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ShadowRun {
-    pub started_at: u64,
-    /// The last few disagreements the shadow function showed, for `coalmine status`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub examples: Vec<crate::domain::shadow::Example>,
-}
-
 /// A release's progress; `X` is what its kind keeps beside it (flattened into the same
 /// object, so the output reads as one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Progress<X = Plain> {
+pub struct Progress<X> {
     pub stage: usize,
     pub weight: f64,
     /// The alias version or variant (or endpoint config) that was stable when the
     /// release started.
     pub stable: String,
-    pub last_written: Written,
     pub started_at: u64,
     pub stage_entered_at: u64,
     /// The current stage's time under watch: what its bake counts (see [`Progress::vouch`]).
@@ -192,14 +136,13 @@ impl DryRun {
     }
 }
 
-impl<X: Default> Progress<X> {
+impl<X> Progress<X> {
     /// A release's progress as its first tick records it: no decisions yet, at stage 0.
-    pub fn new(stable: &str, last_written: Written, now: u64) -> Self {
+    pub fn new(stable: &str, now: u64, kind: X) -> Self {
         Progress {
             stage: 0,
             weight: 0.0,
             stable: stable.to_owned(),
-            last_written,
             started_at: now,
             stage_entered_at: now,
             watched_seconds: 0,
@@ -215,7 +158,7 @@ impl<X: Default> Progress<X> {
             history_dropped: 0,
             samples: Vec::new(),
             dry_run: None,
-            kind: X::default(),
+            kind,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::domain::deployment::EndpointState;
 use crate::domain::error::{Error, Result};
 use crate::ports::{EndpointDeployments, Notifier, Tripwires};
 use crate::release::core::ending::{failure_cause, undo_reason, SafetyOutcome};
-use crate::release::core::StepDeps;
+use crate::release::core::Ports;
 use crate::release::guardrail::notify::message;
 use crate::release::guardrail::spec::GuardrailRelease;
 
@@ -18,14 +18,14 @@ use crate::release::guardrail::spec::GuardrailRelease;
 /// team. Its execution does the rest at its next check: takes a shadow away, or deploys
 /// the previous config back if the deployment completed first. Returns what happens now.
 pub async fn abort(
-    deps: &StepDeps<'_, impl EndpointDeployments, impl Notifier, impl Tripwires, impl Send + Sync>,
+    deps: &impl Ports,
     release: &GuardrailRelease,
     execution: &str,
     who: &str,
     why: &str,
 ) -> Result<String> {
     let endpoint = &release.guardrail.endpoint;
-    let state = deps.router.endpoint_state(endpoint).await?;
+    let state = deps.deployments().endpoint_state(endpoint).await?;
     let Some(stamp) = state.stamp.clone().filter(|s| s.is_by(execution)) else {
         return Err(Error::Refused(format!(
             "{endpoint} carries no stamp of release {}: it has not started anything there yet, or another \
@@ -38,15 +38,15 @@ pub async fn abort(
     }
     let deploying = state.pending.as_ref().is_some_and(|p| p.config == release.guardrail.endpoint_config);
     let now = if deploying {
-        deps.alarms.trip(&release.tripwire()).await?;
+        deps.tripwires().trip(&release.tripwire()).await?;
         format!("tripped {}, so SageMaker rolls the deployment back now", release.tripwire())
     } else {
         format!("its execution takes {} back to {} at its next check", endpoint, stamp.stable)
     };
     let by = RolledBackBy::Operator { who: who.to_owned(), why: Some(why.to_owned()) };
-    deps.router.stamp_endpoint(endpoint, &stamp.rolled_back(by.clone())).await?;
+    deps.deployments().stamp_endpoint(endpoint, &stamp.rolled_back(by.clone())).await?;
     let message = message(release, execution, "aborted", &by.describe(), &format!("coalmine {now}."), "aborted");
-    deps.notifier.publish(&message).await.map_err(|e| Error::Incomplete {
+    deps.notifier().publish(&message).await.map_err(|e| Error::Incomplete {
         summary: format!("release {} was stopped, but the team's message was not sent: {e}", release.release),
         retryable: true,
     })?;
@@ -59,11 +59,11 @@ pub(super) async fn safety_rollback(
     release: &GuardrailRelease,
     failure: &Value,
     execution: &str,
-    deps: &StepDeps<'_, impl EndpointDeployments, impl Notifier, impl Tripwires, impl Send + Sync>,
+    deps: &impl Ports,
 ) -> Result<SafetyOutcome> {
     let cause = failure_cause(failure);
     let g = &release.guardrail;
-    let state = match deps.router.endpoint_state(&g.endpoint).await {
+    let state = match deps.deployments().endpoint_state(&g.endpoint).await {
         Ok(state) => state,
         Err(Error::NotFound { .. } | Error::AccessDenied { .. } | Error::InvalidRelease(_)) => {
             return Ok(SafetyOutcome::invalid(&cause))
@@ -71,7 +71,7 @@ pub(super) async fn safety_rollback(
         Err(other) => return Err(other),
     };
     if state.status == "UpdateRollbackFailed" {
-        return Err(stuck(release, execution, deps.notifier, &state).await);
+        return Err(stuck(release, execution, deps.notifier(), &state).await);
     }
     let failed =
         |undone: bool, what: &str| SafetyOutcome::failed(undone, format!("Failed after undoing: {cause}. {what}"));
@@ -86,21 +86,21 @@ pub(super) async fn safety_rollback(
     }
     let shadow = release.shadow.as_ref().map(|s| s.endpoint_config.as_str());
     let what = if state.pending.as_ref().is_some_and(|p| p.config == g.endpoint_config) {
-        deps.alarms.trip(&release.tripwire()).await?;
+        deps.tripwires().trip(&release.tripwire()).await?;
         format!("coalmine tripped {}, so SageMaker rolls the deployment back", release.tripwire())
     } else if state.is_in_service() && Some(state.config.as_str()) == shadow {
-        deps.router.deploy(&g.endpoint, &stamp.stable, None).await?;
+        deps.deployments().deploy(&g.endpoint, &stamp.stable, None).await?;
         format!("coalmine took the shadow away: {} goes back to {}", g.endpoint, stamp.stable)
     } else {
         return Ok(failed(false, "Nothing of it was left in flight"));
     };
     // Traffic first, the record second: a later look (an alarm, the next release) sees it ended.
-    if let Err(e) = deps.router.stamp_endpoint(&g.endpoint, &stamp.rolled_back(RolledBackBy::Safety)).await {
+    if let Err(e) = deps.deployments().stamp_endpoint(&g.endpoint, &stamp.rolled_back(RolledBackBy::Safety)).await {
         warn!(release = %release.release, error = %e, "the release was stopped, but its stamp was not updated");
     }
     let why = undo_reason(failure);
     let message = message(release, execution, "was stopped", &why, &format!("{what}."), "rolled_back");
-    deps.notifier.publish(&message).await.map_err(|e| Error::Incomplete {
+    deps.notifier().publish(&message).await.map_err(|e| Error::Incomplete {
         summary: format!("release {} was stopped, but the team's message was not sent: {e}", release.release),
         retryable: true,
     })?;

@@ -19,25 +19,30 @@ pub mod spec;
 mod start;
 #[cfg(test)]
 mod tests;
+pub mod view;
 
-pub use control::abort;
-
+use crate::release::core::Ports;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::deployment::EndpointState;
+use crate::domain::error::Error;
 use crate::domain::error::Result;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires};
+use crate::domain::split::Split;
+use crate::domain::stamp::Stamp;
+use crate::domain::target::Target;
+use crate::ports::EndpointDeployments;
 use crate::release::core::ending::SafetyOutcome;
+use crate::release::core::operate::{Bake, Command, Operated};
 use crate::release::core::preflight::Check;
 use crate::release::core::progress::{Progress, Status};
-use crate::release::core::{ReleaseKind, StepDeps, Tick};
+use crate::release::core::{ReleaseKind, Tick};
 use crate::release::judge::Evidence;
 use spec::GuardrailRelease;
 
 /// A tick of a guardrail release.
-pub type GuardrailTick<'a, R, N, A, M> = Tick<'a, GuardrailRelease, R, N, A, M>;
+pub type GuardrailTick<'a, P> = Tick<'a, GuardrailRelease, P>;
 
 /// Where a guardrail release is; kept in its progress.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,51 +114,33 @@ impl ReleaseKind for GuardrailRelease {
         self.target().claim_key()
     }
 
-    async fn tick<R, N, A, M>(
-        tick: &GuardrailTick<'_, R, N, A, M>,
+    async fn tick<P: Ports>(
+        tick: &GuardrailTick<'_, P>,
         progress: Option<GuardrailProgressOf>,
-    ) -> Result<GuardrailProgressOf>
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource,
-    {
+    ) -> Result<GuardrailProgressOf> {
         tick.step(progress).await
     }
 
-    async fn safety_rollback<R, N, A, M>(
+    async fn safety_rollback<P: Ports>(
         &self,
         _progress: Option<&GuardrailProgressOf>,
         failure: &Value,
         execution: &str,
-        deps: &StepDeps<'_, R, N, A, M>,
-    ) -> Result<SafetyOutcome>
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource,
-    {
+        deps: &P,
+    ) -> Result<SafetyOutcome> {
         control::safety_rollback(self, failure, execution, deps).await
     }
 
-    async fn preflight<R, N, A, M>(&self, deps: &StepDeps<'_, R, N, A, M>, _now: u64) -> Vec<Check>
-    where
-        R: TrafficRouter + EndpointDeployments + ShadowFeeds,
-        N: Notifier,
-        A: AlarmSource + Tripwires,
-        M: MetricSource,
-    {
-        let found = match deps.router.endpoint_state(&self.guardrail.endpoint).await {
-            Ok(state) => preflight::preflight(self, &state, deps.router, deps.alarms).await,
+    async fn preflight<P: Ports>(&self, deps: &P, _now: u64) -> Vec<Check> {
+        let found = match deps.deployments().endpoint_state(&self.guardrail.endpoint).await {
+            Ok(state) => preflight::preflight(self, &state, deps.deployments(), deps.alarms()).await,
             Err(e) => Err(e),
         };
         vec![Check::new("the endpoint, its configs and alarms", found)]
     }
 }
 
-impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricSource> GuardrailTick<'_, R, N, A, M> {
+impl<P: Ports> GuardrailTick<'_, P> {
     /// A decision that waits for SageMaker (or the shadow's time): logged and kept.
     fn keep(
         &self,
@@ -190,5 +177,63 @@ fn endpoint_text(state: &EndpointState) -> String {
     match &state.pending {
         Some(pending) => format!("{} ({} deploying: {})", state.status, pending.config, pending.describe()),
         None => format!("{} on {}", state.status, state.config),
+    }
+}
+
+/// SageMaker moves a guardrail release's traffic: coalmine has no weights of its own to
+/// show, no bake to draw and no stage to pause.
+impl Operated for GuardrailRelease {
+    fn target(&self) -> Target {
+        GuardrailRelease::target(self)
+    }
+
+    fn check_every_seconds(&self) -> u64 {
+        self.check_every_seconds
+    }
+
+    fn plan_text(&self) -> String {
+        view::plan_text(self)
+    }
+
+    fn plan_json(&self) -> Value {
+        view::plan_json(self)
+    }
+
+    fn headline(&self, progress: Option<&GuardrailProgressOf>, state: &str, running: bool) -> String {
+        let endpoint = progress.and_then(|p| p.kind.guardrail.as_ref()).filter(|_| running);
+        format!(
+            "guardrail deployment of {}, {state}{}",
+            self.guardrail.endpoint_config,
+            endpoint.map(|g| format!(" ({})", g.endpoint)).unwrap_or_default()
+        )
+    }
+
+    fn details(&self, _progress: &GuardrailProgressOf, _running: bool, _now: u64) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn bake(&self, _progress: &GuardrailProgressOf, _now: u64) -> Option<Bake> {
+        None
+    }
+
+    fn as_left(&self, _progress: &GuardrailProgressOf) -> Option<Split> {
+        None
+    }
+
+    async fn serving_now(&self, _deps: &impl Ports) -> Option<Result<Split>> {
+        None
+    }
+
+    async fn command(&self, _deps: &impl Ports, _who: &str, _command: Command) -> Result<Stamp> {
+        let name = &self.release;
+        Err(Error::Refused(format!(
+            "release {name} is a guardrail release: SageMaker shifts its traffic, so it has no stage to pause, \
+             approve or promote; coalmine abort {name} stops it"
+        )))
+    }
+
+    async fn abort(&self, deps: &impl Ports, execution: &str, who: &str, why: &str) -> Result<String> {
+        let now = control::abort(deps, self, execution, who, why).await?;
+        Ok(format!("coalmine {now}; the team was told. Its execution ends rolled back once the endpoint is back."))
     }
 }

@@ -1,12 +1,13 @@
 //! One tick of a guardrail release: read the endpoint, then one function per phase.
 
+use crate::release::core::Ports;
 use tracing::warn;
 
 use crate::domain::cause::RolledBackBy;
 use crate::domain::deployment::EndpointState;
 use crate::domain::error::{Error, Result};
 use crate::domain::stamp::Phase as StampPhase;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricQuery, MetricSource, Notifier, Tripwires};
+use crate::ports::{AlarmSource, EndpointDeployments, MetricQuery, Notifier, Tripwires};
 use crate::release::core::health::observe;
 use crate::release::core::progress::Status;
 use crate::release::core::unsent;
@@ -46,14 +47,14 @@ impl Seen {
 
 type Ticked = Result<GuardrailProgressOf>;
 
-impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricSource> GuardrailTick<'_, R, N, A, M> {
+impl<P: Ports> GuardrailTick<'_, P> {
     pub(super) async fn step(&self, progress: Option<GuardrailProgressOf>) -> Ticked {
         let Some(mut progress) = progress else {
             return self.start().await;
         };
         progress.ensure_running()?;
         progress.ticks += 1;
-        let state = self.deps.router.endpoint_state(&self.release.guardrail.endpoint).await?;
+        let state = self.deps.deployments().endpoint_state(&self.release.guardrail.endpoint).await?;
         let Some(mut g) = progress.kind.guardrail.clone() else {
             return Err(Error::InvalidRelease(
                 "progress: no guardrail phase; it is the stepper's own output, do not edit it".into(),
@@ -104,7 +105,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             ));
         };
         if let Some(by) = seen.stopped_outside.clone() {
-            self.deps.router.deploy(endpoint, &g.original_config, None).await?;
+            self.deps.deployments().deploy(endpoint, &g.original_config, None).await?;
             g.phase = Phase::ShadowReverting;
             let reason = format!("Shadow stopped by {}: the endpoint goes back to its original config", by.describe());
             g.stopped_because = Some(format!("stopped by {}", by.describe()));
@@ -124,7 +125,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             now,
         ) {
             ShadowStep::Failed(why) => {
-                self.deps.router.deploy(endpoint, &g.original_config, None).await?;
+                self.deps.deployments().deploy(endpoint, &g.original_config, None).await?;
                 g.phase = Phase::ShadowReverting;
                 g.stopped_because = Some(why.clone());
                 let reason = format!("Shadow failed ({why}): the endpoint goes back to its original config");
@@ -136,7 +137,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             }
             ShadowStep::Passed => {
                 let new = &release.guardrail.endpoint_config;
-                self.deps.router.deploy(endpoint, new, Some(&release.plan())).await?;
+                self.deps.deployments().deploy(endpoint, new, Some(&release.plan())).await?;
                 g.previous_config = shadow.endpoint_config.clone();
                 g.phase = Phase::Deploying;
                 g.phase_started_at = now;
@@ -177,7 +178,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         }
         if seen.in_service_on(new) {
             let stamp = self.live_stamp(&g.original_config, progress.stage, None).promoted();
-            self.deps.router.stamp_endpoint(&self.release.guardrail.endpoint, &stamp).await?;
+            self.deps.deployments().stamp_endpoint(&self.release.guardrail.endpoint, &stamp).await?;
             let mut progress = progress;
             progress.weight = 1.0;
             let reason = format!("Promoted: SageMaker's deployment of {new} completed and coalmine found it healthy");
@@ -207,10 +208,10 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         g.stopped_because = Some(format!("stopped by {who}"));
         g.stopped_by = Some(by);
         if seen.in_service_on(&self.release.guardrail.endpoint_config) {
-            self.deps.router.deploy(endpoint, &g.previous_config, None).await?;
+            self.deps.deployments().deploy(endpoint, &g.previous_config, None).await?;
             g.phase = Phase::Reverting;
         } else {
-            self.deps.alarms.trip(&g.tripwire).await?;
+            self.deps.tripwires().trip(&g.tripwire).await?;
             g.phase = Phase::Stopping;
         }
         let reason = format!("Stopped by {who}: {} goes back to {}", endpoint, g.previous_config);
@@ -249,7 +250,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             let reason = format!("SageMaker deploying: {}. {}", g.endpoint, evidence.summary());
             return Ok(self.keep(progress, g, Status::Baking, reason, Some(&evidence)));
         }
-        self.deps.alarms.trip(&g.tripwire).await?;
+        self.deps.tripwires().trip(&g.tripwire).await?;
         g.phase = Phase::Stopping;
         g.stopped_because = Some(evidence.summary());
         g.stopped_by = Some(RolledBackBy::Health);
@@ -265,7 +266,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             return self.stopped(progress, g).await;
         }
         if seen.in_service_on(&self.release.guardrail.endpoint_config) {
-            self.deps.router.deploy(&self.release.guardrail.endpoint, &g.previous_config, None).await?;
+            self.deps.deployments().deploy(&self.release.guardrail.endpoint, &g.previous_config, None).await?;
             g.phase = Phase::Reverting;
         }
         let reason = format!("Rolling back: {}", g.endpoint);
@@ -311,7 +312,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
             configs,
             shadow_of: None,
         };
-        observe(&gates, self.deps.alarms, self.deps.metrics, &query, progress, self.now).await
+        observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, progress, self.now).await
     }
 
     /// An auto-rollback alarm in ALARM, if any: often why SageMaker rolled back. The
@@ -319,7 +320,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
     async fn firing(&self, tripwire: &str) -> Option<String> {
         let mut alarms = self.release.judged_gates().alarms;
         alarms.push(tripwire.to_owned());
-        let states = self.deps.alarms.states(&alarms).await.ok()?;
+        let states = self.deps.alarms().states(&alarms).await.ok()?;
         states.into_iter().find(|(_, s)| *s == crate::domain::event::AlarmState::Alarm).map(|(n, _)| n)
     }
 
@@ -327,7 +328,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
     /// back on the shadow config: the candidate still gets a copy of traffic. Take it away.
     async fn drop_shadow(&self, g: &GuardrailProgress) -> Result<()> {
         if self.release.shadow.is_some() && g.previous_config != g.original_config {
-            self.deps.router.deploy(&self.release.guardrail.endpoint, &g.original_config, None).await?;
+            self.deps.deployments().deploy(&self.release.guardrail.endpoint, &g.original_config, None).await?;
         }
         Ok(())
     }
@@ -335,7 +336,7 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
     /// SageMaker's own rollback failed: traffic may be split between fleets. Said loudly,
     /// and the execution fails (its safety step fails too, ending SafetyRollbackFailed).
     pub(super) async fn stuck(&self, state: &EndpointState) -> Error {
-        super::control::stuck(self.release, self.execution, self.deps.notifier, state).await
+        super::control::stuck(self.release, self.execution, self.deps.notifier(), state).await
     }
 
     /// The release ends rolled back: recorded on the endpoint, and the team told.
@@ -352,14 +353,14 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         // release's own doing.
         if !matches!(by, RolledBackBy::Operator { .. } | RolledBackBy::Alarm(_)) {
             let stamp = self.live_stamp(&g.original_config, progress.stage, None).rolled_back(by.clone());
-            if let Err(e) = self.deps.router.stamp_endpoint(&release.guardrail.endpoint, &stamp).await {
+            if let Err(e) = self.deps.deployments().stamp_endpoint(&release.guardrail.endpoint, &stamp).await {
                 warn!(release = %release.release, error = %e, "the endpoint's record was not updated");
             }
         }
         let next = "The endpoint serves its previous config. Fix the model and start a new release.";
         let message = message(release, self.execution, "rolled back", &why, next, "rolled_back");
         self.deps
-            .notifier
+            .notifier()
             .publish(&message)
             .await
             .map_err(|e| unsent(&release.release, "the rollback's message", e))?;

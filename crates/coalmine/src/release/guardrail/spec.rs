@@ -9,8 +9,8 @@ use crate::domain::deployment::{DeploymentPlan, Size, Traffic};
 use crate::domain::error::Result;
 use crate::domain::target::Target;
 use crate::release::core::document::{self, check_name, Problems, Rules};
-use crate::release::core::gates::Gates;
 use crate::release::core::limits;
+use crate::release::judge::gates::Gates;
 use crate::text::duration;
 
 /// A guardrail release, the execution's input: strictly validated against what AWS

@@ -5,16 +5,18 @@
 use crate::domain::deployment::EndpointState;
 use crate::domain::error::{Error, Result};
 use crate::domain::stamp::Stamp;
-use crate::ports::{AlarmSource, EndpointDeployments, MetricSource, Notifier, Tripwires};
-use crate::release::core::progress::{Progress, Status, Written};
+use crate::ports::{EndpointDeployments, Tripwires};
+use crate::release::core::progress::{Progress, Status};
+
+use crate::release::core::Ports;
 use crate::release::guardrail::preflight::preflight;
-use crate::release::guardrail::{endpoint_text, GuardrailProgress, GuardrailProgressOf, GuardrailTick, Phase};
+use crate::release::guardrail::{endpoint_text, Extra, GuardrailProgress, GuardrailProgressOf, GuardrailTick, Phase};
 use crate::text::duration;
 
-impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricSource> GuardrailTick<'_, R, N, A, M> {
+impl<P: Ports> GuardrailTick<'_, P> {
     pub(super) async fn start(&self) -> Result<GuardrailProgressOf> {
         let (release, g) = (self.release, &self.release.guardrail);
-        let state = self.deps.router.endpoint_state(&g.endpoint).await.map_err(|e| match e {
+        let state = self.deps.deployments().endpoint_state(&g.endpoint).await.map_err(|e| match e {
             Error::NotFound { detail, .. } => Error::InvalidRelease(format!(
                 "guardrail.endpoint: {} was not found ({detail}); check the name",
                 g.endpoint
@@ -29,22 +31,22 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
         if let Some(stamp) = state.stamp.clone().filter(|s| s.is_by(self.execution) && s.is_live()) {
             return Ok(self.pick_up(&state, &stamp));
         }
-        preflight(release, &state, self.deps.router, self.deps.alarms).await?;
+        preflight(release, &state, self.deps.deployments(), self.deps.alarms()).await?;
         let tripwire = release.tripwire();
-        self.deps.alarms.ensure_tripwire(&tripwire, &g.endpoint).await.map_err(|e| match e {
+        self.deps.tripwires().ensure_tripwire(&tripwire, &g.endpoint).await.map_err(|e| match e {
             Error::AccessDenied { operation, detail } => Error::InvalidRelease(format!(
                 "guardrail.tripwire: coalmine may not create the alarm {tripwire} ({operation}: {detail}); name it \
                  with the stack's AlarmNamePrefix"
             )),
             other => other,
         })?;
-        self.deps.router.mark_tripwire(&g.endpoint, &tripwire).await?;
-        self.deps.router.stamp_endpoint(&g.endpoint, &self.live_stamp(&state.config, 0, None)).await?;
+        self.deps.deployments().mark_tripwire(&g.endpoint, &tripwire).await?;
+        self.deps.deployments().stamp_endpoint(&g.endpoint, &self.live_stamp(&state.config, 0, None)).await?;
         let (phase, config, plan) = match &release.shadow {
             Some(shadow) => (Phase::ShadowStarting, shadow.endpoint_config.clone(), None),
             None => (Phase::Deploying, g.endpoint_config.clone(), Some(release.plan())),
         };
-        self.deps.router.deploy(&g.endpoint, &config, plan.as_ref()).await?;
+        self.deps.deployments().deploy(&g.endpoint, &config, plan.as_ref()).await?;
         let reason = match &release.shadow {
             Some(shadow) => format!(
                 "Started: the shadow config {} (candidate variant {} beside {}), for {}",
@@ -100,7 +102,6 @@ impl<R: EndpointDeployments, N: Notifier, A: AlarmSource + Tripwires, M: MetricS
 
     /// A new progress at `stage`, with `original` the config in service at the start.
     fn fresh(&self, original: &str, stage: usize) -> GuardrailProgressOf {
-        let written = Written { stable: original.to_owned(), canary: None, weight: 0.0, mirror: 0.0 };
-        Progress { stage, ..Progress::new(original, written, self.now) }
+        Progress { stage, ..Progress::new(original, self.now, Extra::default()) }
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::deployment::{ConfigVariants, EndpointState, PendingDeployment
 use crate::domain::event::AlarmState;
 use crate::domain::mapping::TargetMapping;
 use crate::memory::{Alarms, Journal, Metrics, Outbox, Router};
-use crate::release::core::StepDeps;
+use crate::release::core::{Adapters, StepDeps};
 use crate::release::guardrail::spec::GuardrailRelease;
 use crate::release::tick_payload;
 use crate::rollback::{handle_alarm, RollbackDeps};
@@ -77,8 +77,8 @@ fn world(script: Vec<EndpointState>, canary_errors: f64) -> World {
 }
 
 impl World {
-    fn deps(&self) -> StepDeps<'_, Router, Outbox, Alarms, Metrics> {
-        StepDeps { router: &self.router, notifier: &self.notifier, alarms: &self.alarms, metrics: &self.metrics }
+    fn deps(&self) -> Adapters<'_, Router, Outbox, Alarms, Metrics> {
+        StepDeps::new(&self.router, &self.notifier, &self.alarms, &self.metrics)
     }
 
     fn calls(&self) -> Vec<String> {
@@ -312,7 +312,7 @@ async fn abort(world: &World, state: &Value) -> crate::Result<String> {
     let mut release = state.clone();
     release.as_object_mut().unwrap().remove("progress");
     let release = GuardrailRelease::parse(&release).unwrap();
-    crate::release::guardrail::abort(&world.deps(), &release, EXECUTION, "alice", "p99 looks off").await
+    super::control::abort(&world.deps(), &release, EXECUTION, "alice", "p99 looks off").await
 }
 
 #[tokio::test]
@@ -382,8 +382,7 @@ async fn an_alarm_on_an_endpoint_in_a_guardrail_deployment_trips_its_tripwire_an
     event.alarm_name = "coalmine-ai-model-latency".into();
     event.metrics[0].dimensions.insert("VariantName".into(), "AllTraffic".into());
     let mapping = TargetMapping::default();
-    let deps =
-        RollbackDeps { router: &world.router, notifier: &world.notifier, alarms: &world.alarms, mapping: &mapping };
+    let deps = RollbackDeps::new(&world.router, &world.notifier, &world.alarms, &mapping);
 
     let report = handle_alarm(&event, &deps).await.unwrap();
 

@@ -245,8 +245,8 @@ fn per(gate: &CustomGate) -> String {
 mod tests {
     use super::*;
     use crate::domain::metrics::{Direction, MetricSnapshot, Per, SideMetrics};
-    use crate::release::core::gates::Gates;
     use crate::release::judge::evalues::{proportion_log_lr, split_log_lr, Mixture, Split};
+    use crate::release::judge::gates::Gates;
     use crate::release::judge::sequential::{judge_sequential, standings};
     use crate::release::judge::{StageSample, Verdict};
 

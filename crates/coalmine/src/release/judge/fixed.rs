@@ -4,7 +4,7 @@
 
 use crate::domain::event::AlarmState;
 use crate::domain::metrics::{GateKind, MetricSnapshot, SideMetrics};
-use crate::release::core::gates::{Gates, DEFAULT_ERROR_RATE_CONFIDENCE};
+use crate::release::judge::gates::{Gates, DEFAULT_ERROR_RATE_CONFIDENCE};
 use crate::release::judge::{alarm_evidence, healthy, rate, too_few, Evidence, Verdict};
 use crate::text::pct;
 
@@ -170,7 +170,7 @@ fn erfc(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::domain::metrics::CustomGate;
-    use crate::release::core::gates::{InsufficientDataAlarm, OnInsufficientData};
+    use crate::release::judge::gates::{InsufficientDataAlarm, OnInsufficientData};
     use crate::release::judge::judge_alarms;
 
     fn side(requests: f64, errors: f64, p95_ms: Option<f64>) -> SideMetrics {

@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::event::AlarmState;
 use crate::domain::metrics::{MetricSnapshot, SideMetrics};
-use crate::release::core::gates::{Gates, InsufficientDataAlarm};
+use crate::release::judge::gates::{Gates, InsufficientDataAlarm};
 use crate::text::{count, pct};
 use evalues::Standing;
 
 mod custom;
 pub mod evalues;
 pub mod fixed;
+pub mod gates;
 pub mod power;
 pub mod sequential;
 mod weigh;

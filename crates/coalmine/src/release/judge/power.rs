@@ -12,8 +12,8 @@
 //! holds these figures to simulated releases' catch rates.
 
 use crate::domain::metrics::{MetricSnapshot, SideMetrics, PERCENTILE_LEVELS};
-use crate::release::core::gates::{Gates, JudgeKind};
 use crate::release::judge::evalues::{inverse_normal_cdf, share_above};
+use crate::release::judge::gates::{Gates, JudgeKind};
 use crate::release::judge::sequential::standings;
 use crate::release::judge::StageSample;
 

@@ -9,8 +9,8 @@
 
 use crate::domain::event::AlarmState;
 use crate::domain::metrics::{CustomGate, GateKind, MetricSnapshot, PERCENTILE_LEVELS};
-use crate::release::core::gates::Gates;
 use crate::release::judge::evalues::{share_above, upper_bound, Proportion, Standing};
+use crate::release::judge::gates::Gates;
 use crate::release::judge::weigh::{share_detect, split_detect, Spec, Tests, MIN_SIDE};
 use crate::release::judge::{alarm_evidence, healthy, rate, too_few, Evidence, StageSample, Verdict};
 use crate::text::{count, pct};

@@ -3,10 +3,10 @@
 //! rate), and how a batch of evidence is weighed into a [`Standing`].
 
 use crate::domain::metrics::{CustomGate, MetricSnapshot, SideMetrics};
-use crate::release::core::gates::Gates;
 use crate::release::judge::evalues::{
     proportion_log_lr, split_log_lr, Mixture, Proportion, Split, Standing, DETECT_RATIO,
 };
+use crate::release::judge::gates::Gates;
 use crate::release::judge::StageSample;
 
 /// A side needs this many requests (or values) before its percentile is a threshold to

@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_real_shaped_delivery_decodes_to_its_lines_and_the_feed_its_filter_carries() {
-        let raw = include_str!("../../../events/shadow/cloudwatch-logs-delivery.json");
+        let raw = include_str!("../../../../../events/shadow/cloudwatch-logs-delivery.json");
         let delivery = Delivery::parse(&serde_json::from_str(raw).unwrap()).unwrap();
         assert_eq!(delivery.log_stream, "2026/12/03/[42]4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d");
         assert_eq!(delivery.lines().len(), 3);

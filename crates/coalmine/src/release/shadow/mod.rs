@@ -4,10 +4,12 @@
 //! and the same `on_insufficient_data` as a stage. A kind composes it by running its own
 //! mirror and asking [`step`] what the look means.
 
-use crate::release::core::gates::{Gates, OnInsufficientData};
 use crate::release::core::health::rollback_reason;
 use crate::release::core::progress::Status;
+use crate::release::judge::gates::{Gates, OnInsufficientData};
 use crate::release::judge::{Evidence, Verdict};
+
+pub mod mirror;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShadowStep {

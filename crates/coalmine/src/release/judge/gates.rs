@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::metrics::{CustomGate, Direction, GateKind, Per, VERSION_PLACEHOLDER};
-use crate::release::core::document::Problems;
+use crate::domain::problems::Problems;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,72 @@
+//! What every phase of a canary tick shares and nothing else: where the release is in
+//! words, the split a stage asks for, and a decision recorded and logged. It calls no
+//! phase, so the phases form no circle through it.
+
+use crate::release::core::Ports;
+
+use crate::domain::split::Split;
+use crate::release::canary::progress::Progress;
+use crate::release::canary::CanaryTick;
+use crate::release::core::progress::Status;
+use crate::release::judge::Evidence;
+use crate::text::percent;
+
+impl<P: Ports> CanaryTick<'_, P> {
+    /// The split a stage asks for. Lambda at 100% is a promotion: the canary becomes the
+    /// alias's version. SageMaker and Azure ML keep both sides and move the weights.
+    pub(super) fn stage_split(&self, stable: &str, live: &Split, stage: usize) -> Split {
+        let release = self.release;
+        release.target.stage_split(stable, live, release.stages[stage].weight(), release.canary_id())
+    }
+
+    /// Where the release is: "the shadow", or its stage.
+    pub(super) fn at(&self, progress: &Progress) -> String {
+        match progress.kind.shadow {
+            Some(_) => "the shadow (before any user was served by the candidate)".into(),
+            None => self.stage_text(progress.stage),
+        }
+    }
+
+    /// "stage 2 of 4 (25%)"
+    pub(super) fn stage_text(&self, stage: usize) -> String {
+        let stages = &self.release.stages;
+        format!("stage {} of {} ({})", stage + 1, stages.len(), percent(stages[stage].weight()))
+    }
+
+    /// A decision that changes nothing on the target, logged and kept.
+    pub(super) fn keep(
+        &self,
+        progress: Progress,
+        status: Status,
+        wait: u64,
+        reason: String,
+        evidence: Option<&Evidence>,
+    ) -> Progress {
+        let progress = mark_shadow(progress.decide(self.now, status, wait, reason, evidence));
+        self.log_decision(&self.release.target.to_string(), &progress, evidence);
+        progress
+    }
+
+    /// The release's last decision, logged and kept.
+    pub(super) fn done(
+        &self,
+        progress: Progress,
+        status: Status,
+        reason: String,
+        evidence: Option<&Evidence>,
+    ) -> Progress {
+        let progress = mark_shadow(progress.finish(self.now, status, reason, evidence));
+        self.log_decision(&self.release.target.to_string(), &progress, evidence);
+        progress
+    }
+}
+
+/// A decision made in the shadow says so in the history.
+fn mark_shadow(mut progress: Progress) -> Progress {
+    if progress.kind.shadow.is_some() {
+        if let Some(last) = progress.history.last_mut() {
+            last.shadow = true;
+        }
+    }
+    progress
+}

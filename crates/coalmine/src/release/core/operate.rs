@@ -1,0 +1,95 @@
+//! What a person does with a release in flight, and what they are shown of it: the
+//! operator's side of a kind. The CLI asks a [`crate::release::Document`], which asks
+//! the kind; nothing here knows a particular kind.
+
+use std::future::Future;
+
+use serde_json::Value;
+
+use crate::domain::error::Result;
+use crate::domain::split::Split;
+use crate::domain::stamp::Stamp;
+use crate::domain::target::Target;
+use crate::release::core::progress::Progress;
+use crate::release::core::{Ports, ReleaseKind};
+
+/// An operator's request to a release in flight, carried in its target's stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Hold at the current weight after the bake; the judge keeps judging.
+    Pause,
+    Resume,
+    /// End the current bake now; `full`: go straight to 100% and end promoted.
+    Promote {
+        full: bool,
+    },
+    /// Let a stage that waits for approval go on.
+    Approve,
+}
+
+impl Command {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Promote { full: false } => "promote",
+            Command::Promote { full: true } => "promote --full",
+            Command::Approve => "approve",
+        }
+    }
+}
+
+/// Where the current stage's bake is, for a live bar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bake {
+    pub elapsed_seconds: u64,
+    pub longest_seconds: u64,
+    /// `bake  [#######.............] 4m00s of 15m00s at 5%; next check in 40s`
+    pub line: String,
+}
+
+/// A kind of release as an operator meets it: its plan, what it is called in a
+/// status, what it shows beyond the timeline, and the commands it takes.
+pub trait Operated: ReleaseKind {
+    fn target(&self) -> Target;
+
+    fn check_every_seconds(&self) -> u64;
+
+    /// The plan as `coalmine validate` prints it.
+    fn plan_text(&self) -> String;
+
+    /// The plan as `coalmine validate --output json` gives it.
+    fn plan_json(&self) -> Value;
+
+    /// What is being released and where it is, as a status's first line says it after
+    /// the target: "canary version 42, RUNNING (baking)", `state` being the execution's.
+    fn headline(&self, progress: Option<&Progress<Self::Extra>>, state: &str, running: bool) -> String;
+
+    /// The lines a status shows after the timeline that only this kind has (a shadow's
+    /// examples, the bake in progress).
+    fn details(&self, progress: &Progress<Self::Extra>, running: bool, now: u64) -> Vec<String>;
+
+    /// The current stage's bake, while one runs.
+    fn bake(&self, progress: &Progress<Self::Extra>, now: u64) -> Option<Bake>;
+
+    /// Who served the target as the release last wrote it, where coalmine moves the
+    /// traffic (not where SageMaker does).
+    fn as_left(&self, progress: &Progress<Self::Extra>) -> Option<Split>;
+
+    /// Who serves the target now, read from it, where coalmine moves the traffic.
+    fn serving_now(&self, deps: &impl Ports) -> impl Future<Output = Option<Result<Split>>> + Send;
+
+    /// Records `command` from `who` for the release's next tick; returns the stamp as
+    /// written, or why this kind takes no such command.
+    fn command(&self, deps: &impl Ports, who: &str, command: Command) -> impl Future<Output = Result<Stamp>> + Send;
+
+    /// Takes the release's traffic away now (run by `execution`), by `who` for `why`,
+    /// and tells the team; returns what happened, in words.
+    fn abort(
+        &self,
+        deps: &impl Ports,
+        execution: &str,
+        who: &str,
+        why: &str,
+    ) -> impl Future<Output = Result<String>> + Send;
+}
