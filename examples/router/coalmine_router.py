@@ -14,15 +14,24 @@ unit gets the same answer all through a release, a unit drawn at 5 % is still dr
 stable; a unit the release never gives the candidate goes to the stable; a pinned unit
 (internal users, a beta tenant) goes to the candidate from the first stage.
 
-    from coalmine_router import Cohort, route
-    cohort = Cohort.from_json(config)          # what the stepper published for the release
-    decision = route(cohort, unit=user_id, attributes={"group": "internal"})
-    alias = decision.alias                      # "canary" or "live": invoke that
+    from coalmine_router import AppConfigSource, Router
+    router = Router(AppConfigSource("coalmine-cohorts", "production", "ai-handler"))
+    decision, answer = router.invoke(lambda_client, "ai-handler", unit=user_id,
+                                     attributes={"group": "internal"}, payload=request)
+
+The cohort is read from AppConfig (what the stepper publishes at each stage), at most once
+per poll interval; a router that cannot read it sends every unit to the stable and logs
+why. Nothing here is on a rollback's path: a rollback points the cohort alias back at the
+stable, so a unit routed to it a moment later is served by the stable anyway.
 """
 
 import hashlib
 import json
+import logging
+import time
 from dataclasses import dataclass, field
+
+LOG = logging.getLogger("coalmine_router")
 
 BUCKETS = 10_000
 SEPARATOR = b"\x1f"
@@ -103,3 +112,94 @@ def route(cohort, unit, attributes=None):
     if b < t:
         return candidate(f"drawn: bucket {b} is below {t} of {BUCKETS}")
     return stable(f"not drawn: bucket {b} is not below {t} of {BUCKETS}")
+
+
+class AppConfigSource:
+    """The cohort the stepper published to AppConfig, read through its data plane (made
+    for many frequent readers): at most once per poll interval, and kept while reads fail
+    for up to `max_stale_seconds`; after that, or before any read worked, `cohort()` is
+    None and every unit goes to the stable."""
+
+    def __init__(self, application, environment, profile, client=None, poll_seconds=15,
+                 max_stale_seconds=60, clock=time.monotonic):
+        self.names = (application, environment, profile)
+        self.client = client
+        self.poll_seconds = max(15, int(poll_seconds))
+        self.max_stale_seconds = max_stale_seconds
+        self.clock = clock
+        self.token = None
+        self.cached = None
+        self.read_at = None
+        self.next_read = 0.0
+
+    def _client(self):
+        if self.client is None:
+            import boto3  # in every Lambda Python runtime
+
+            self.client = boto3.client("appconfigdata")
+        return self.client
+
+    def _poll(self):
+        client = self._client()
+        if self.token is None:
+            application, environment, profile = self.names
+            self.token = client.start_configuration_session(
+                ApplicationIdentifier=application, EnvironmentIdentifier=environment,
+                ConfigurationProfileIdentifier=profile, RequiredMinimumPollIntervalInSeconds=self.poll_seconds,
+            )["InitialConfigurationToken"]
+        out = client.get_latest_configuration(ConfigurationToken=self.token)
+        self.token = out["NextPollConfigurationToken"]
+        body = out["Configuration"].read()
+        interval = int(out.get("NextPollIntervalInSeconds") or self.poll_seconds)
+        # An empty body means "unchanged since your last read".
+        return (Cohort.from_json(body) if body else self.cached), max(interval, self.poll_seconds)
+
+    def cohort(self):
+        now = self.clock()
+        if now < self.next_read:
+            return self.cached
+        try:
+            cohort, interval = self._poll()
+            self.cached, self.read_at, self.next_read = cohort, now, now + interval
+        except Exception as e:  # noqa: BLE001 - any failure to read sends units to the stable
+            self.token = None
+            self.next_read = now + 1.0
+            stale = self.read_at is None or now - self.read_at > self.max_stale_seconds
+            LOG.warning("coalmine router: the cohort could not be read (%s); %s", e,
+                        "sending every unit to the stable" if stale else "keeping the last one read")
+            if stale:
+                self.cached = None
+        return self.cached
+
+
+class Router:
+    """Routes units by the cohort its source gives, and invokes the alias it names."""
+
+    def __init__(self, source, stable_alias="live", emit=print):
+        self.source = source
+        self.stable_alias = stable_alias
+        self.emit = emit
+
+    def route(self, unit, attributes=None):
+        cohort = self.source.cohort()
+        if cohort is None:
+            return Decision(False, self.stable_alias, "no cohort could be read: sent to the stable")
+        return route(cohort, unit, attributes)
+
+    def invoke(self, lambda_client, function, unit, attributes=None, payload=None):
+        """Invokes `function` at the alias the unit is routed to; publishes one EMF line
+        naming the version that actually served, and returns (decision, answer bytes)."""
+        decision = self.route(unit, attributes)
+        out = lambda_client.invoke(FunctionName=function, Qualifier=decision.alias,
+                                   Payload=json.dumps(payload if payload is not None else {}).encode("utf-8"))
+        answer = out["Payload"].read()
+        version = out.get("ExecutedVersion", "")
+        self.emit(json.dumps({
+            "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
+                "Namespace": "coalmine/Router", "Dimensions": [["FunctionName", "Version"]],
+                "Metrics": [{"Name": "RoutedRequests", "Unit": "Count"}, {"Name": "RoutedErrors", "Unit": "Count"}],
+            }]},
+            "FunctionName": function, "Version": version, "Cohort": "candidate" if decision.candidate else "stable",
+            "RoutedRequests": 1, "RoutedErrors": 1 if out.get("FunctionError") else 0,
+        }))
+        return decision, answer

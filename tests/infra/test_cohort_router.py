@@ -46,3 +46,135 @@ def test_garbage_goes_to_the_stable():
     for unit in ["", None, 42]:
         decision = coalmine_router.route(cohort, unit, {"group": "internal"})
         assert (decision.candidate, decision.alias) == (False, "live"), unit
+
+
+# The router's source, against the local AWS's AppConfig: what the stepper will publish at
+# each stage, read as a Lambda handler would, at most once per poll interval.
+
+import io  # noqa: E402
+import uuid  # noqa: E402
+
+import boto3  # noqa: E402
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Counting:
+    """The data-plane client, counting the calls that reach AppConfig."""
+
+    def __init__(self, client):
+        self.client, self.calls = client, 0
+
+    def start_configuration_session(self, **kw):
+        self.calls += 1
+        return self.client.start_configuration_session(**kw)
+
+    def get_latest_configuration(self, **kw):
+        self.calls += 1
+        return self.client.get_latest_configuration(**kw)
+
+
+def publish(appconfig, app, env, profile, strategy, threshold):
+    """As the stepper publishes a stage: a hosted version, deployed at once."""
+    body = dict(VECTORS["cohort"], threshold=threshold)
+    version = appconfig.create_hosted_configuration_version(
+        ApplicationId=app, ConfigurationProfileId=profile, Content=json.dumps(body).encode(),
+        ContentType="application/json",
+    )["VersionNumber"]
+    appconfig.start_deployment(ApplicationId=app, EnvironmentId=env, DeploymentStrategyId=strategy,
+                               ConfigurationProfileId=profile, ConfigurationVersion=str(version))
+
+
+def cohort_store():
+    appconfig = boto3.client("appconfig")
+    name = f"coalmine-cohorts-{uuid.uuid4().hex[:8]}"
+    app = appconfig.create_application(Name=name)["Id"]
+    env = appconfig.create_environment(ApplicationId=app, Name="production")["Id"]
+    profile = appconfig.create_configuration_profile(ApplicationId=app, Name="ai-handler", LocationUri="hosted")["Id"]
+    # No bake: a stage's change must not wait for the last one's bake to end.
+    strategy = appconfig.create_deployment_strategy(
+        Name=f"{name}-immediate", DeploymentDurationInMinutes=0, FinalBakeTimeInMinutes=0, GrowthFactor=100,
+        GrowthType="LINEAR", ReplicateTo="NONE",
+    )["Id"]
+    return appconfig, app, env, profile, strategy
+
+
+def test_a_published_stage_is_read_once_per_poll_interval_and_the_next_one_after_it(caplog):
+    appconfig, app, env, profile, strategy = cohort_store()
+    publish(appconfig, app, env, profile, strategy, 500)
+    clock, data = Clock(), Counting(boto3.client("appconfigdata"))
+    source = coalmine_router.AppConfigSource(app, env, profile, client=data, clock=clock)
+
+    assert source.cohort().threshold == 500
+    first = data.calls
+    clock.now += 5
+    assert source.cohort().threshold == 500 and data.calls == first, "within the poll interval, no call"
+
+    publish(appconfig, app, env, profile, strategy, 2500)
+    clock.now += 15
+    assert source.cohort().threshold == 2500
+    clock.now += 15
+    assert source.cohort().threshold == 2500, "an unchanged configuration keeps the cohort"
+    assert not [r for r in caplog.records if r.name == "coalmine_router"], "an empty answer is not a failure"
+    assert coalmine_router.Router(source).route("carol", {"group": "internal"}).alias == "canary"
+
+
+def test_a_source_that_cannot_be_read_sends_every_unit_to_the_stable():
+    clock = Clock()
+    source = coalmine_router.AppConfigSource("no-such-app", "production", "ai-handler",
+                                             client=boto3.client("appconfigdata"), clock=clock)
+    decision = coalmine_router.Router(source).route("carol", {"group": "internal"})
+    assert (decision.candidate, decision.alias) == (False, "live")
+    assert "no cohort could be read" in decision.why
+
+
+class Flaky:
+    def __init__(self):
+        self.up = True
+
+    def start_configuration_session(self, **kw):
+        if not self.up:
+            raise ConnectionError("AppConfig unreachable")
+        return {"InitialConfigurationToken": "t0"}
+
+    def get_latest_configuration(self, **kw):
+        if not self.up:
+            raise ConnectionError("AppConfig unreachable")
+        body = json.dumps(dict(VECTORS["cohort"], threshold=10_000)).encode()
+        return {"NextPollConfigurationToken": "t1", "Configuration": io.BytesIO(body), "NextPollIntervalInSeconds": 15}
+
+
+def test_a_cohort_read_before_an_outage_is_kept_a_minute_then_the_stable_takes_everyone():
+    clock, client = Clock(), Flaky()
+    router = coalmine_router.Router(coalmine_router.AppConfigSource("a", "e", "p", client=client, clock=clock))
+    assert router.route("user-1").candidate
+    client.up = False
+    clock.now += 30
+    assert router.route("user-1").candidate, "30 s into the outage: the last cohort read"
+    clock.now += 45
+    assert not router.route("user-1").candidate, "75 s into it: every unit to the stable"
+
+
+def test_an_invocation_goes_to_the_routed_alias_and_its_line_names_the_version_that_served():
+    class Lambda:
+        def invoke(self, **kw):
+            self.asked = kw
+            return {"Payload": io.BytesIO(b'{"answer": 42}'), "ExecutedVersion": "7"}
+
+    class Fixed:
+        def cohort(self):
+            return coalmine_router.Cohort.from_json(dict(VECTORS["cohort"], threshold=0))
+
+    lines, client = [], Lambda()
+    router = coalmine_router.Router(Fixed(), emit=lines.append)
+    decision, answer = router.invoke(client, "ai-handler", "carol", {"group": "internal"}, {"q": 1})
+    assert (decision.alias, client.asked["Qualifier"], answer) == ("canary", "canary", b'{"answer": 42}')
+    line = json.loads(lines[0])
+    assert (line["Version"], line["Cohort"], line["RoutedRequests"]) == ("7", "candidate", 1)
+    assert line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["FunctionName", "Version"]]
