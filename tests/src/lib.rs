@@ -394,6 +394,7 @@ impl LocalAws {
                 (sagemaker::SAGEMAKER_METRICS, vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)])
             }
             Target::Azureml(_) => panic!("an Azure ML endpoint's metrics are Azure Monitor's, not CloudWatch's"),
+            Target::LambdaCohort(_) => panic!("a cohort's sides are metered per alias: put them with put_metrics"),
         };
         self.put_metrics(metrics, dims, at, requests, errors, latencies).await;
     }

@@ -14,7 +14,7 @@ use crate::domain::metrics::MetricSnapshot;
 use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
-use crate::domain::target::Target;
+use crate::domain::target::{LambdaAlias, Target};
 use crate::ports::{EndpointDeployments, MetricQuery, MetricSource, ShadowFeeds, TrafficRouter};
 
 /// Every adapter the functions use, AWS's and Azure's, from one `SdkConfig`.
@@ -135,6 +135,7 @@ impl TrafficRouter for CloudRouter {
     async fn read(&self, target: &Target) -> Result<Split> {
         match target {
             Target::Lambda(alias) => self.lambda.read(target, alias).await,
+            Target::LambdaCohort(aliases) => self.lambda.read_cohort(target, aliases).await,
             Target::Sagemaker(variants) => self.sagemaker.read(target, variants).await,
             Target::Azureml(deployments) => self.azure.read(target, deployments).await,
         }
@@ -143,6 +144,7 @@ impl TrafficRouter for CloudRouter {
     async fn write(&self, target: &Target, read: &Split, desired: &Split) -> Result<Split> {
         match target {
             Target::Lambda(alias) => self.lambda.write(target, alias, read, desired).await,
+            Target::LambdaCohort(aliases) => self.lambda.write_cohort(target, aliases, read, desired).await,
             Target::Sagemaker(variants) => self.sagemaker.write(target, variants, read, desired).await,
             Target::Azureml(deployments) => self.azure.write(target, deployments, read, desired).await,
         }
@@ -151,6 +153,10 @@ impl TrafficRouter for CloudRouter {
     async fn check_canary(&self, target: &Target, canary: &str) -> Result<()> {
         match target {
             Target::Lambda(alias) => self.lambda.check_version(target, alias, canary).await,
+            Target::LambdaCohort(aliases) => {
+                let primary = LambdaAlias { function: aliases.function.clone(), alias: aliases.alias.clone() };
+                self.lambda.check_version(target, &primary, canary).await
+            }
             // Reading the split already requires both variants to exist.
             Target::Sagemaker(variants) => self.sagemaker.read(target, variants).await.map(drop).map_err(|e| match e {
                 Error::NotFound { detail, .. } => Error::InvalidRelease(format!("target: {detail}")),

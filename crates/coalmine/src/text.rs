@@ -19,6 +19,9 @@ pub fn field(body: &mut String, name: &str, value: &str) {
 /// mirrored copies nobody sees: "deployment blue serves all traffic; 20% mirrored to
 /// deployment green".
 pub fn describe(target: &Target, split: &Split) -> String {
+    if let Some(said) = target.describe_in_own_words(split) {
+        return said;
+    }
     let serving = match &split.canary {
         // SageMaker and Azure at 100%: both sides stay, the canary serves everything.
         Some(canary) if split.canary_weight >= 1.0 - WEIGHT_TOLERANCE => {

@@ -10,7 +10,7 @@ use crate::domain::event::{AlarmState, Confirmation};
 use crate::domain::metrics::{
     CustomGate, GateKind, MetricSnapshot, Per, SideMetrics, PERCENTILE_LEVELS, VERSION_PLACEHOLDER,
 };
-use crate::domain::target::{StandardMetrics, Target};
+use crate::domain::target::{Role, StandardMetrics, Target};
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Tripwires};
 
 const TRIPWIRE_METRIC: &str = "Tripped";
@@ -217,9 +217,9 @@ fn shadow_dimensions(release: &str, version: &str) -> Vec<Dimension> {
 }
 
 /// One side's dimensions, as its target's kind names them.
-fn side_dimensions(target: &Target, id: &str, config: Option<&str>) -> Vec<Dimension> {
+fn side_dimensions(target: &Target, id: &str, config: Option<&str>, role: Role) -> Vec<Dimension> {
     target
-        .metric_dimensions(id, config)
+        .metric_dimensions(id, config, role)
         .into_iter()
         .map(|(name, value)| Dimension::builder().name(name).value(value).build())
         .collect()
@@ -266,7 +266,7 @@ impl MetricSource for CloudWatchMetrics {
 
     async fn requests_per_minute(&self, target: &Target, id: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {
         let standard = standard(target)?;
-        let dims = side_dimensions(target, id, None);
+        let dims = side_dimensions(target, id, None, Role::Stable);
         let requests = query("req".to_owned(), standard.namespace, standard.requests, dims, "Sum", 60);
         let mut minutes: Vec<(u64, f64)> = Vec::new();
         for result in self.results(vec![requests], start, end).await? {
@@ -336,11 +336,12 @@ impl CloudWatchMetrics {
 fn queries(q: &MetricQuery<'_>, standard: &StandardMetrics, period: i32) -> Vec<MetricDataQuery> {
     let mut queries = Vec::new();
     let (canary_config, stable_config) = q.configs.unzip();
-    for (side, id, config) in [('c', q.canary, canary_config), ('s', q.stable, stable_config)] {
+    let sides = [('c', q.canary, canary_config, Role::Candidate), ('s', q.stable, stable_config, Role::Stable)];
+    for (side, id, config, role) in sides {
         let [req, err, p95] = ids(side);
         let dims = match q.shadow_of {
             Some(release) => shadow_dimensions(release, id),
-            None => side_dimensions(q.target, id, config),
+            None => side_dimensions(q.target, id, config, role),
         };
         queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
         queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));

@@ -7,7 +7,7 @@ use super::error::{aws_error, call_detail, service_code};
 use crate::domain::error::{Error, Result};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 use crate::domain::stamp::Stamp;
-use crate::domain::target::{LambdaAlias, Target};
+use crate::domain::target::{LambdaAlias, LambdaCohort, Target};
 
 /// A weighted alias: `FunctionVersion` is stable, the one `AdditionalVersionWeights`
 /// entry is the canary, the `Description` holds the release's stamp. Writes carry the
@@ -92,6 +92,73 @@ impl LambdaAliases {
         Ok(Split { revision: out.revision_id, stamp, ..desired.clone() })
     }
 
+    /// A cohort's alias pair (decision 0020): the primary alias must carry no weights;
+    /// the split's revision and stamp are the cohort alias's, the kill switch.
+    pub async fn read_cohort(&self, target: &Target, aliases: &LambdaCohort) -> Result<Split> {
+        let primary = self.read(target, &alias_of(aliases, &aliases.alias)).await?;
+        if primary.canary.is_some() {
+            return Err(Error::Unsupported {
+                target: target.clone(),
+                detail: format!(
+                    "alias {} carries weights; a cohort's primary alias serves the stable alone (take its weights \
+                     off, or release with a lambda target)",
+                    aliases.alias
+                ),
+            });
+        }
+        let cohort = self.read(target, &alias_of(aliases, &aliases.cohort_alias)).await?;
+        let canary = (cohort.stable != primary.stable).then(|| cohort.stable.clone());
+        Ok(Split {
+            stable: primary.stable,
+            canary_weight: if canary.is_some() { 1.0 } else { 0.0 },
+            canary,
+            others_weight: 0.0,
+            mirror: 0.0,
+            revision: cohort.revision,
+            stamp: cohort.stamp,
+        })
+    }
+
+    /// Points the cohort alias at the canary (or back at the stable) in one write
+    /// conditional on the revision read, the stamp in the same call. At 100% (the
+    /// desired split has no canary and a new stable) the primary alias moves first, then
+    /// the cohort alias: a promotion is final either way, both then name the candidate.
+    pub async fn write_cohort(
+        &self,
+        target: &Target,
+        aliases: &LambdaCohort,
+        read: &Split,
+        desired: &Split,
+    ) -> Result<Split> {
+        let cohort_version = match &desired.canary {
+            Some(canary) if desired.canary_weight > WEIGHT_TOLERANCE => canary.clone(),
+            _ => desired.stable.clone(),
+        };
+        if desired.stable != read.stable {
+            let primary = alias_of(aliases, &aliases.alias);
+            let now = self.read(target, &primary).await?;
+            if now.stable != read.stable || now.canary.is_some() {
+                return Err(Error::Conflict {
+                    target: target.clone(),
+                    detail: format!("alias {} changed since it was read", aliases.alias),
+                });
+            }
+            let promoted = Split { stable: desired.stable.clone(), canary: None, canary_weight: 0.0, ..now.clone() };
+            self.write(target, &primary, &now, &Split { stamp: None, ..promoted }).await?;
+        }
+        let cohort = alias_of(aliases, &aliases.cohort_alias);
+        let cohort_read = Split { stable: String::new(), canary: None, canary_weight: 0.0, ..read.clone() };
+        let written = Split {
+            stable: cohort_version,
+            canary: None,
+            canary_weight: 0.0,
+            stamp: desired.stamp.clone(),
+            ..desired.clone()
+        };
+        let out = self.write(target, &cohort, &cohort_read, &written).await?;
+        Ok(Split { revision: out.revision, stamp: out.stamp.or_else(|| read.stamp.clone()), ..desired.clone() })
+    }
+
     pub async fn check_version(&self, target: &Target, alias: &LambdaAlias, version: &str) -> Result<()> {
         match self.client.get_function_configuration().function_name(&alias.function).qualifier(version).send().await {
             Ok(_) => Ok(()),
@@ -101,6 +168,11 @@ impl LambdaAliases {
             Err(e) => Err(aws_error("lambda:GetFunctionConfiguration", e)),
         }
     }
+}
+
+/// One of a cohort's aliases, as a plain alias.
+fn alias_of(aliases: &LambdaCohort, alias: &str) -> LambdaAlias {
+    LambdaAlias { function: aliases.function.clone(), alias: alias.to_owned() }
 }
 
 /// Synchronous invokes of a function's published versions: how the shadow function asks

@@ -382,4 +382,31 @@ mod tests {
         assert_eq!(roll_back(&router, &alias, Owner::Execution(EXECUTION)).await.event_name(), "not_ours");
         assert_eq!(router.write_count(), 0);
     }
+
+    /// A cohort's split as its adapter reads it: the cohort alias on the candidate, wholly.
+    fn cohort_split(stamp: Option<Stamp>) -> Split {
+        Split { stamp, canary_weight: 1.0, ..lambda_split("41", "42", 1.0) }
+    }
+
+    #[tokio::test]
+    async fn on_a_cohort_alias_pair_an_alarm_points_the_cohort_alias_back_in_one_write_and_never_after_promotion() {
+        let cohort: Target = "lambda-cohort:ai-handler:live:canary".parse().unwrap();
+        let live = record(Phase::Live, "41", "42");
+        let router = Router::with([(cohort.clone(), cohort_split(Some(live)))]);
+
+        let outcome = roll_back(&router, &cohort, Owner::Alarm).await;
+
+        assert_eq!(outcome.event_name(), "rolled_back");
+        assert_eq!(router.write_count(), 1, "one conditional write");
+        let after = router.split(&cohort);
+        assert!(after.canary_is_zero() && after.stable == "41", "{after:?}");
+        assert!(matches!(after.stamp.unwrap().phase, Phase::RolledBack(_)));
+        assert_eq!(roll_back(&router, &cohort, Owner::Alarm).await.event_name(), "already_zero", "safe to run twice");
+
+        let promoted = Split { stamp: Some(record(Phase::Promoted, "41", "42")), ..Split::stable_only("42", None) };
+        let router = Router::with([(cohort.clone(), Split { revision: Some("rev-0".into()), ..promoted })]);
+        let outcome = roll_back(&router, &cohort, Owner::Alarm).await;
+        assert_ne!(outcome.event_name(), "rolled_back", "{outcome:?}");
+        assert_eq!((router.write_count(), router.split(&cohort).stable.as_str()), (0, "42"), "a promotion is final");
+    }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, PeerSides, ReleaseRules, ShadowBy, StandardMetrics, Target};
+use super::{Kind, PeerSides, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::Split;
 use crate::domain::watched::WatchedMetric;
 
@@ -230,7 +230,7 @@ impl Kind for AzureMlDeployments {
         None
     }
 
-    fn metric_dimensions(&self, id: &str, _config: Option<&str>) -> Vec<(&'static str, String)> {
+    fn metric_dimensions(&self, id: &str, _config: Option<&str>, _role: Role) -> Vec<(&'static str, String)> {
         vec![("EndpointName", self.endpoint.clone()), ("deployment", id.to_owned())]
     }
 }

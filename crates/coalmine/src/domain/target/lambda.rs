@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, ReleaseRules, ShadowBy, StandardMetrics, Target};
+use super::{Kind, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::Split;
 use crate::domain::watched::WatchedMetric;
 
@@ -16,7 +16,7 @@ pub struct LambdaAlias {
 }
 
 /// `AWS/Lambda`, by `FunctionName`, `Resource` (`function:alias`) and `ExecutedVersion`.
-static METRICS: StandardMetrics = StandardMetrics {
+pub(super) static METRICS: StandardMetrics = StandardMetrics {
     namespace: "AWS/Lambda",
     requests: "Invocations",
     errors: "Errors",
@@ -97,14 +97,7 @@ impl Kind for LambdaAlias {
     }
 
     fn release_rules(&self, rules: &mut ReleaseRules<'_>) {
-        match rules.canary_version {
-            None => rules.refuse("canary_version", "required for a Lambda target: the published version to canary"),
-            Some("$LATEST") => rules.refuse("canary_version", "must be a published version number, not $LATEST"),
-            Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') => {
-                rules.refuse("canary_version", &format!("{v:?} is not a published version number (1, 2, ...)"))
-            }
-            Some(_) => {}
-        }
+        version_rules(rules);
     }
 
     fn shadow_by(&self) -> ShadowBy<'_> {
@@ -115,11 +108,23 @@ impl Kind for LambdaAlias {
         Some(&METRICS)
     }
 
-    fn metric_dimensions(&self, id: &str, _config: Option<&str>) -> Vec<(&'static str, String)> {
+    fn metric_dimensions(&self, id: &str, _config: Option<&str>, _role: Role) -> Vec<(&'static str, String)> {
         vec![
             ("FunctionName", self.function.clone()),
             ("Resource", format!("{}:{}", self.function, self.alias)),
             ("ExecutedVersion", id.to_owned()),
         ]
+    }
+}
+
+/// A Lambda release names the published version it canaries.
+pub(super) fn version_rules(rules: &mut ReleaseRules<'_>) {
+    match rules.canary_version {
+        None => rules.refuse("canary_version", "required for a Lambda target: the published version to canary"),
+        Some("$LATEST") => rules.refuse("canary_version", "must be a published version number, not $LATEST"),
+        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.starts_with('0') => {
+            rules.refuse("canary_version", &format!("{v:?} is not a published version number (1, 2, ...)"))
+        }
+        Some(_) => {}
     }
 }

@@ -8,6 +8,7 @@
 
 mod azureml;
 mod lambda;
+mod lambda_cohort;
 mod sagemaker;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use azureml::AzureMlDeployments;
 pub use lambda::LambdaAlias;
+pub use lambda_cohort::LambdaCohort;
 pub use sagemaker::SageMakerVariants;
 
 use crate::domain::split::Split;
@@ -26,6 +28,7 @@ use crate::domain::watched::WatchedMetric;
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     Lambda(LambdaAlias),
+    LambdaCohort(LambdaCohort),
     Sagemaker(SageMakerVariants),
     /// Boxed: six names would make every `Target` (and every error naming one) larger.
     Azureml(Box<AzureMlDeployments>),
@@ -61,7 +64,18 @@ trait Kind {
         None
     }
     fn standard_metrics(&self) -> Option<&'static StandardMetrics>;
-    fn metric_dimensions(&self, id: &str, config: Option<&str>) -> Vec<(&'static str, String)>;
+    fn metric_dimensions(&self, id: &str, config: Option<&str>, role: Role) -> Vec<(&'static str, String)>;
+    /// Who serves what, when the kind says it in its own words (a cohort's two aliases).
+    fn describe(&self, _split: &Split) -> Option<String> {
+        None
+    }
+}
+
+/// Which side of a release a metric is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Candidate,
+    Stable,
 }
 
 /// What a release asks of its target, checked by the target's kind: each problem is
@@ -129,6 +143,7 @@ impl Target {
     fn kind(&self) -> &dyn Kind {
         match self {
             Target::Lambda(alias) => alias,
+            Target::LambdaCohort(aliases) => aliases,
             Target::Sagemaker(variants) => variants,
             Target::Azureml(deployments) => deployments.as_ref(),
         }
@@ -237,12 +252,18 @@ impl Target {
 
     /// The dimensions of one side's metrics: `id` the side (a version, a variant, a
     /// deployment), `config` the endpoint config a guardrail deployment's fleet runs.
-    pub fn metric_dimensions(&self, id: &str, config: Option<&str>) -> Vec<(&'static str, String)> {
-        self.kind().metric_dimensions(id, config)
+    pub fn metric_dimensions(&self, id: &str, config: Option<&str>, role: Role) -> Vec<(&'static str, String)> {
+        self.kind().metric_dimensions(id, config, role)
+    }
+
+    /// Who serves what in the kind's own words, where a split's weights do not say it.
+    pub fn describe_in_own_words(&self, split: &Split) -> Option<String> {
+        self.kind().describe(split)
     }
 }
 
-/// `lambda:FUNCTION:ALIAS`, `sagemaker:ENDPOINT:STABLE:CANARY` (or `sagemaker:ENDPOINT:CANARY`),
+/// `lambda:FUNCTION:ALIAS`, `lambda-cohort:FUNCTION:ALIAS:COHORT_ALIAS`,
+/// `sagemaker:ENDPOINT:STABLE:CANARY` (or `sagemaker:ENDPOINT:CANARY`),
 /// `azureml:SUBSCRIPTION:RESOURCE_GROUP:WORKSPACE:ENDPOINT:STABLE:CANARY` (or without STABLE).
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -250,7 +271,8 @@ impl fmt::Display for Target {
     }
 }
 
-const FORMS: &str = "lambda:FUNCTION:ALIAS, sagemaker:ENDPOINT:STABLE:CANARY or \
+const FORMS: &str =
+    "lambda:FUNCTION:ALIAS, lambda-cohort:FUNCTION:ALIAS:COHORT_ALIAS, sagemaker:ENDPOINT:STABLE:CANARY or \
                      azureml:SUBSCRIPTION:RESOURCE_GROUP:WORKSPACE:ENDPOINT:STABLE:CANARY";
 
 /// A target string or object that could not be understood.
@@ -272,6 +294,7 @@ impl FromStr for Target {
         }
         let parsed = match parts.as_slice() {
             ["lambda", rest @ ..] => LambdaAlias::parse(rest),
+            ["lambda-cohort", rest @ ..] => LambdaCohort::parse(rest),
             ["sagemaker", rest @ ..] => SageMakerVariants::parse(rest),
             ["azureml", rest @ ..] => AzureMlDeployments::parse(rest),
             _ => Err(String::new()),
@@ -295,6 +318,7 @@ mod tests {
     fn strings_round_trip() {
         for s in [
             "lambda:ai-handler:production",
+            "lambda-cohort:ai-handler:live:canary",
             "sagemaker:ep:stable:canary",
             "sagemaker:ep:canary",
             "azureml:00000000-1111-2222-3333-444444444444:ml-rg:ml-ws:chat:blue:green",
@@ -313,6 +337,8 @@ mod tests {
             "ecs:svc:x",
             "sagemaker:ep:a:a",
             "lambda:a:b:c",
+            "lambda-cohort:f:live",
+            "lambda-cohort:f:live:live",
             "azureml:sub:rg:ws:ep",
             "azureml:sub:rg:ws:ep:a:a",
             "azureml:sub:rg:ws:ep:a:b:c",
@@ -350,5 +376,36 @@ mod tests {
         let t: Target = serde_json::from_str(r#"{"lambda":{"function":"f","alias":"a"}}"#).unwrap();
         assert_eq!(t, Target::lambda("f", "a"));
         assert!(serde_json::from_str::<Target>(r#"{"lambda":{"function":"f","alias":"a","x":1}}"#).is_err());
+    }
+
+    #[test]
+    fn a_cohort_names_both_aliases_shares_the_primarys_claim_and_says_who_serves_in_its_own_words() {
+        let cohort: Target = serde_json::from_str(
+            r#"{"lambda_cohort": {"function": "ai-handler", "alias": "live", "cohort_alias": "canary"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cohort.to_string(), "lambda-cohort:ai-handler:live:canary");
+        assert_eq!(cohort.claim_key(), Target::lambda("ai-handler", "live").claim_key());
+        assert!(cohort.has_fixed_roles() && cohort.names_its_stable());
+        let at_5 = cohort.stage_split("41", &Split::stable_only("41", None), 0.05, "42");
+        assert_eq!((at_5.canary.as_deref(), at_5.canary_weight), (Some("42"), 1.0), "the cohort alias wholly");
+        let promoted = cohort.stage_split("41", &at_5, 1.0, "42");
+        assert_eq!((promoted.stable.as_str(), promoted.canary.as_deref()), ("42", None));
+        assert_eq!(
+            crate::text::describe(&cohort, &at_5),
+            "version 41 serves alias live; the cohort alias canary serves canary version 42"
+        );
+        assert_eq!(
+            crate::text::describe(&cohort, &promoted),
+            "version 42 serves both aliases, live and canary, no canary"
+        );
+        let resource = |role| cohort.metric_dimensions("42", None, role)[1].1.clone();
+        assert_eq!(
+            (resource(Role::Candidate), resource(Role::Stable)),
+            ("ai-handler:canary".into(), "ai-handler:live".into())
+        );
+        let problems = cohort.release_problems(Some("42"), &[5.0, 100.0], false);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].1.contains("not run by the stepper yet"), "{problems:?}");
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, PeerSides, ReleaseRules, ShadowBy, StandardMetrics, Target};
+use super::{Kind, PeerSides, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::Split;
 use crate::domain::watched::WatchedMetric;
 
@@ -141,7 +141,7 @@ impl Kind for SageMakerVariants {
         Some(&METRICS)
     }
 
-    fn metric_dimensions(&self, id: &str, config: Option<&str>) -> Vec<(&'static str, String)> {
+    fn metric_dimensions(&self, id: &str, config: Option<&str>, _role: Role) -> Vec<(&'static str, String)> {
         let mut dims = vec![("EndpointName", self.endpoint.clone()), ("VariantName", id.to_owned())];
         dims.extend(config.map(|c| ("EndpointConfigName", c.to_owned())));
         dims
