@@ -377,8 +377,8 @@ fn a_target_on_the_command_line_that_is_not_one_is_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains(
-            "expected lambda:FUNCTION:ALIAS, sagemaker:ENDPOINT:STABLE:CANARY or \
-             azureml:SUBSCRIPTION:RESOURCE_GROUP:WORKSPACE:ENDPOINT:STABLE:CANARY"
+            "expected lambda:FUNCTION:ALIAS, lambda-cohort:FUNCTION:ALIAS:COHORT_ALIAS, \
+             sagemaker:ENDPOINT:STABLE:CANARY or azureml:SUBSCRIPTION:RESOURCE_GROUP:WORKSPACE:ENDPOINT:STABLE:CANARY"
         ),
         "{stderr}"
     );
