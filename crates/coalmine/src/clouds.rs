@@ -14,7 +14,7 @@ use crate::domain::metrics::MetricSnapshot;
 use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
-use crate::domain::target::{LambdaAlias, Target};
+use crate::domain::target::Target;
 use crate::ports::{EndpointDeployments, MetricQuery, MetricSource, ShadowFeeds, TrafficRouter};
 
 /// Every adapter the functions use, AWS's and Azure's, from one `SdkConfig`.
@@ -154,8 +154,7 @@ impl TrafficRouter for CloudRouter {
         match target {
             Target::Lambda(alias) => self.lambda.check_version(target, alias, canary).await,
             Target::LambdaCohort(aliases) => {
-                let primary = LambdaAlias { function: aliases.function.clone(), alias: aliases.alias.clone() };
-                self.lambda.check_version(target, &primary, canary).await
+                self.lambda.check_version(target, &aliases.alias_named(&aliases.alias), canary).await
             }
             // Reading the split already requires both variants to exist.
             Target::Sagemaker(variants) => self.sagemaker.read(target, variants).await.map(drop).map_err(|e| match e {

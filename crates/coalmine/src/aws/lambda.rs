@@ -95,7 +95,7 @@ impl LambdaAliases {
     /// A cohort's alias pair (decision 0020): the primary alias must carry no weights;
     /// the split's revision and stamp are the cohort alias's, the kill switch.
     pub async fn read_cohort(&self, target: &Target, aliases: &LambdaCohort) -> Result<Split> {
-        let primary = self.read(target, &alias_of(aliases, &aliases.alias)).await?;
+        let primary = self.read(target, &aliases.alias_named(&aliases.alias)).await?;
         if primary.canary.is_some() {
             return Err(Error::Unsupported {
                 target: target.clone(),
@@ -106,7 +106,7 @@ impl LambdaAliases {
                 ),
             });
         }
-        let cohort = self.read(target, &alias_of(aliases, &aliases.cohort_alias)).await?;
+        let cohort = self.read(target, &aliases.alias_named(&aliases.cohort_alias)).await?;
         let canary = (cohort.stable != primary.stable).then(|| cohort.stable.clone());
         Ok(Split {
             stable: primary.stable,
@@ -135,7 +135,7 @@ impl LambdaAliases {
             _ => desired.stable.clone(),
         };
         if desired.stable != read.stable {
-            let primary = alias_of(aliases, &aliases.alias);
+            let primary = aliases.alias_named(&aliases.alias);
             let now = self.read(target, &primary).await?;
             if now.stable != read.stable || now.canary.is_some() {
                 return Err(Error::Conflict {
@@ -146,7 +146,7 @@ impl LambdaAliases {
             let promoted = Split { stable: desired.stable.clone(), canary: None, canary_weight: 0.0, ..now.clone() };
             self.write(target, &primary, &now, &Split { stamp: None, ..promoted }).await?;
         }
-        let cohort = alias_of(aliases, &aliases.cohort_alias);
+        let cohort = aliases.alias_named(&aliases.cohort_alias);
         let cohort_read = Split { stable: String::new(), canary: None, canary_weight: 0.0, ..read.clone() };
         let written = Split {
             stable: cohort_version,
@@ -168,11 +168,6 @@ impl LambdaAliases {
             Err(e) => Err(aws_error("lambda:GetFunctionConfiguration", e)),
         }
     }
-}
-
-/// One of a cohort's aliases, as a plain alias.
-fn alias_of(aliases: &LambdaCohort, alias: &str) -> LambdaAlias {
-    LambdaAlias { function: aliases.function.clone(), alias: alias.to_owned() }
 }
 
 /// Synchronous invokes of a function's published versions: how the shadow function asks

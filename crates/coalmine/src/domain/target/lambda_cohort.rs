@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{lambda::METRICS, Kind, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
+use super::{lambda::METRICS, Kind, LambdaAlias, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -22,6 +22,11 @@ pub struct LambdaCohort {
 }
 
 impl LambdaCohort {
+    /// One of the pair as a plain alias: the primary (`alias`) or the cohort alias.
+    pub fn alias_named(&self, alias: &str) -> LambdaAlias {
+        LambdaAlias { function: self.function.clone(), alias: alias.to_owned() }
+    }
+
     /// `lambda-cohort:FUNCTION:ALIAS:COHORT_ALIAS`, the parts after `lambda-cohort`.
     pub(super) fn parse(parts: &[&str]) -> Result<Target, String> {
         match parts {
@@ -59,7 +64,7 @@ impl Kind for LambdaCohort {
     /// The primary alias's: a weighted release and a cohort release on one alias exclude
     /// each other.
     fn claim_key(&self) -> String {
-        format!("lambda:{}:{}", self.function, self.alias)
+        self.alias_named(&self.alias).claim_key()
     }
 
     fn with_roles(&self, _stable: &str, _canary: &str) -> Target {
