@@ -160,7 +160,31 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
         (("cloudwatch:PutMetricData",), ("*",)),
         (("logs:DeleteSubscriptionFilter", "logs:DescribeSubscriptionFilters", "logs:PutSubscriptionFilter"), (LAMBDA_LOG_GROUPS,)),
         (("logs:FilterLogEvents",), (SHADOW_LOG_GROUP, SHADOW_LOG_GROUP + ":*")),
+        (COHORT_PUBLISHING, COHORT_RESOURCES),
     ])
+
+
+APPCONFIG = f"arn:aws:appconfig:{REGION}:{ACCOUNT}"
+COHORT_PUBLISHING = ("appconfig:CreateConfigurationProfile", "appconfig:CreateHostedConfigurationVersion",
+                     "appconfig:ListConfigurationProfiles", "appconfig:StartDeployment")
+COHORT_RESOURCES = tuple(sorted([
+    f"{APPCONFIG}:application/<CohortConfig>",
+    f"{APPCONFIG}:application/<CohortConfig>/configurationprofile/*",
+    f"{APPCONFIG}:application/<CohortConfig>/environment/<CohortEnvironment>",
+    f"{APPCONFIG}:deploymentstrategy/<CohortDeploymentStrategy>",
+]))
+
+
+def test_only_the_stepper_publishes_cohorts_and_nothing_on_a_rollbacks_path_touches_appconfig(resolved):
+    for role in ("RollbackFunctionRole", "ShadowFunctionRole"):
+        actions = {a for acts, _ in statements(resolved, role) for a in acts}
+        assert not any(a.startswith("appconfig:") for a in actions), (role, actions)
+    strategy = resolved["Resources"]["CohortDeploymentStrategy"]["Properties"]
+    # A bake would hold every later stage's share (one deployment per environment at a time).
+    assert (strategy["DeploymentDurationInMinutes"], strategy["FinalBakeTimeInMinutes"]) == (0, 0)
+    env = resolved["Resources"]["StepperFunction"]["Properties"]["Environment"]["Variables"]
+    assert (env["COHORTS_APPLICATION"], env["COHORTS_ENVIRONMENT"], env["COHORTS_DEPLOYMENT_STRATEGY"]) == (
+        "<CohortConfig>", "<CohortEnvironment>", "<CohortDeploymentStrategy>")
 
 
 def test_the_stepper_may_ask_after_the_release_state_machines_executions_and_no_others(resolved):

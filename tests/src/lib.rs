@@ -171,6 +171,7 @@ impl LocalAws {
             webhook_secret: None,
             handoff_function: None,
             claims_table: None,
+            cohorts: None,
         };
         (Clouds::new(&self.sdk, &config), config)
     }

@@ -166,6 +166,8 @@ impl Context {
             webhook_secret: None,
             handoff_function: None,
             claims_table: None,
+            // The CLI never publishes a cohort; the stepper does.
+            cohorts: None,
         };
         Clouds::with_azure_identity(&self.sdk, &config, Box::new(DeveloperIdentity::default()))
     }

@@ -4,7 +4,8 @@
 //! dispatch from a target to its adapters on this side of the ports.
 
 use crate::aws::{
-    AwsAdapters, CloudWatchAlarms, CloudWatchMetrics, LambdaAliases, LogFeeds, SageMakerEndpoints, Secrets, SnsNotifier,
+    AppConfigCohorts, AwsAdapters, CloudWatchAlarms, CloudWatchMetrics, LambdaAliases, LogFeeds, SageMakerEndpoints,
+    Secrets, SnsNotifier,
 };
 use crate::azure::{Azure, AzureEndpoints, AzureMonitor, IdentitySource, NoIdentity, SecretIdentity};
 use crate::config::Config;
@@ -54,6 +55,7 @@ impl Clouds {
                 sagemaker: aws.sagemaker,
                 logs: aws.logs,
                 azure: azure.endpoints,
+                cohorts: aws.cohorts,
             },
             notifier: aws.notifier,
             alarms: aws.alarms,
@@ -88,6 +90,7 @@ pub struct CloudRouter {
     pub sagemaker: SageMakerEndpoints,
     pub logs: LogFeeds,
     pub azure: AzureEndpoints,
+    pub cohorts: AppConfigCohorts,
 }
 
 /// CloudWatch for AWS targets, Azure Monitor for Azure ML endpoints.
@@ -169,6 +172,13 @@ impl TrafficRouter for CloudRouter {
                 self.azure.check_deployment(target, deployments, canary).await
             }
         }
+    }
+}
+
+/// Cohorts live in AppConfig, whichever cloud a later cohort target is on.
+impl crate::ports::CohortPublisher for CloudRouter {
+    async fn publish(&self, target: &Target, cohort: &coalmine_router::Cohort) -> Result<()> {
+        self.cohorts.publish(target, cohort).await
     }
 }
 

@@ -14,6 +14,9 @@ pub const AZURE_MAX_WAIT_VAR: &str = "AZURE_UPDATE_MAX_WAIT_SECONDS";
 pub const WEBHOOK_SECRET_VAR: &str = "ALERT_WEBHOOK_SECRET_ARN";
 pub const HANDOFF_VAR: &str = "ROLLBACK_FUNCTION_ARN";
 pub const CLAIMS_TABLE_VAR: &str = "CLAIMS_TABLE";
+pub const COHORTS_APPLICATION_VAR: &str = "COHORTS_APPLICATION";
+pub const COHORTS_ENVIRONMENT_VAR: &str = "COHORTS_ENVIRONMENT";
+pub const COHORTS_STRATEGY_VAR: &str = "COHORTS_DEPLOYMENT_STRATEGY";
 const DEFAULT_SAGEMAKER_MAX_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_AZURE_MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -40,6 +43,41 @@ pub struct Config {
     pub handoff_function: Option<String>,
     /// The DynamoDB table in which a release claims its target (the stepper's).
     pub claims_table: Option<String>,
+    /// Where the stepper publishes a cohort release's share. Without it, cohort releases
+    /// are refused before anything moves.
+    pub cohorts: Option<CohortStore>,
+}
+
+/// The AppConfig application, environment and deployment strategy (ids) that carry
+/// cohorts to the routers (decision 0020).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CohortStore {
+    pub application: String,
+    pub environment: String,
+    pub strategy: String,
+}
+
+/// All three AppConfig ids, or none.
+fn cohort_store(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<CohortStore>, Error> {
+    let vars = [COHORTS_APPLICATION_VAR, COHORTS_ENVIRONMENT_VAR, COHORTS_STRATEGY_VAR];
+    let values: Vec<Option<String>> =
+        vars.iter().map(|var| lookup(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())).collect();
+    match values.as_slice() {
+        [Some(application), Some(environment), Some(strategy)] => Ok(Some(CohortStore {
+            application: application.clone(),
+            environment: environment.clone(),
+            strategy: strategy.clone(),
+        })),
+        [None, None, None] => Ok(None),
+        _ => {
+            let missing: Vec<&str> = vars.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(n, _)| *n).collect();
+            Err(Error::Config(format!(
+                "{} unset while the other cohort variables are set: set all three (the stack's AppConfig \
+                 application, environment and deployment strategy ids) or none",
+                missing.join(", ")
+            )))
+        }
+    }
 }
 
 fn seconds(lookup: &impl Fn(&str) -> Option<String>, var: &str, default: Duration) -> Result<Duration, Error> {
@@ -120,6 +158,7 @@ impl Config {
                 "Lambda function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)",
             )?,
             claims_table: table_name(&lookup, CLAIMS_TABLE_VAR)?,
+            cohorts: cohort_store(&lookup)?,
         })
     }
 

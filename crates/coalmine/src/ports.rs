@@ -184,6 +184,14 @@ pub trait ShadowFeeds: Send + Sync {
     ) -> impl Future<Output = Result<Vec<crate::domain::shadow::Example>>> + Send;
 }
 
+/// Where a cohort release's share and rules are published for the routers to read
+/// (decision 0020): a store made for many frequent readers, never the rollback's path. A
+/// router that cannot read it sends every unit to the stable.
+pub trait CohortPublisher: Send + Sync {
+    /// Makes `cohort` what the routers of `target` read from now on (within their poll).
+    fn publish(&self, target: &Target, cohort: &coalmine_router::Cohort) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// One release per target: the first tick of a release claims its target with a write
 /// only one of two racing releases can win, before it checks or moves anything.
 pub trait Claims: Send + Sync {

@@ -103,6 +103,13 @@ impl<T: ShadowFeeds> ShadowFeeds for Counting<'_, T> {
     }
 }
 
+impl<T: coalmine::ports::CohortPublisher> coalmine::ports::CohortPublisher for Counting<'_, T> {
+    async fn publish(&self, target: &Target, cohort: &coalmine_router::Cohort) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.publish(target, cohort).await
+    }
+}
+
 impl<T: Tripwires> Tripwires for Counting<'_, T> {
     async fn ensure_tripwire(&self, alarm: &str, endpoint: &str) -> coalmine::Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);

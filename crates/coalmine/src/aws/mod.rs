@@ -1,5 +1,6 @@
 //! SDK-backed adapters for the ports, one per AWS service, built once per cold start.
 
+mod appconfig;
 mod claims;
 mod cloudwatch;
 mod error;
@@ -11,6 +12,7 @@ mod sns;
 #[cfg(test)]
 mod tests;
 
+pub use appconfig::{profile_name as cohort_profile_name, AppConfigCohorts};
 pub use claims::DynamoClaims;
 pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics, CloudWatchSink};
 pub use error::aws_error;
@@ -65,6 +67,7 @@ pub struct AwsAdapters {
     pub alarms: CloudWatchAlarms,
     pub cloudwatch: CloudWatchMetrics,
     pub secrets: Secrets,
+    pub cohorts: AppConfigCohorts,
 }
 
 impl AwsAdapters {
@@ -80,6 +83,7 @@ impl AwsAdapters {
             alarms: CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(sdk)),
             cloudwatch: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(sdk)),
             secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(sdk)),
+            cohorts: AppConfigCohorts::new(aws_sdk_appconfig::Client::new(sdk), config.cohorts.clone()),
         }
     }
 }

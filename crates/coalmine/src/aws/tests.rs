@@ -64,7 +64,12 @@ fn lambda_router(rules: &[&Rule]) -> CloudRouter {
         ),
         logs: no_feeds(),
         azure: no_azure(),
+        cohorts: no_cohorts(),
     }
+}
+
+fn no_cohorts() -> crate::aws::AppConfigCohorts {
+    crate::aws::AppConfigCohorts::new(client!(aws_sdk_appconfig, &[] as &[&Rule]), None)
 }
 
 fn no_feeds() -> LogFeeds {
@@ -207,6 +212,7 @@ fn sagemaker_router(rules: &[&Rule], budget: Duration) -> CloudRouter {
         sagemaker: SageMakerEndpoints::new(client!(aws_sdk_sagemaker, rules), UpdatingBackoff::within(budget)),
         logs: no_feeds(),
         azure: no_azure(),
+        cohorts: no_cohorts(),
     }
 }
 
@@ -772,6 +778,7 @@ mod faults {
             ),
             logs: no_feeds(),
             azure: no_azure(),
+            cohorts: no_cohorts(),
         };
         let notifier = SnsNotifier::new(
             client!(aws_sdk_sns, [&publish_lambda, &publish_sagemaker]),

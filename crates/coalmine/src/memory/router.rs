@@ -46,7 +46,22 @@ pub struct Router {
     pub feed_failures: Mutex<VecDeque<Error>>,
     /// What the shadow function logged as example disagreements.
     pub examples: Mutex<Vec<crate::domain::shadow::Example>>,
+    /// Each cohort published, in order, with the version the cohort alias served at that
+    /// moment (so a test sees whether the cohort or the alias moved first).
+    pub published: Mutex<Vec<Published>>,
+    /// Errors returned, in order, by `publish` before it succeeds.
+    pub publish_failures: Mutex<VecDeque<Error>>,
     revision: Mutex<u64>,
+}
+
+/// A cohort as routers would read it, and what the cohort alias served when it was published.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    pub target: Target,
+    pub cohort: coalmine_router::Cohort,
+    /// A cohort's split read as its adapter reads it: the canary while it has weight,
+    /// else the stable (both aliases on one version).
+    pub cohort_alias_then: Option<String>,
 }
 
 impl Router {
@@ -242,6 +257,28 @@ impl TrafficRouter for Router {
         if lock(&self.missing_versions).iter().any(|v| v == canary) {
             return Err(Error::InvalidRelease(format!("canary_version: {target} has no version {canary}")));
         }
+        Ok(())
+    }
+}
+
+impl Router {
+    /// The cohort routers of `target` read now, if any was published.
+    pub fn cohort(&self, target: &Target) -> Option<coalmine_router::Cohort> {
+        lock(&self.published).iter().rev().find(|p| &p.target == target).map(|p| p.cohort.clone())
+    }
+}
+
+impl crate::ports::CohortPublisher for Router {
+    async fn publish(&self, target: &Target, cohort: &coalmine_router::Cohort) -> Result<()> {
+        if let Some(error) = lock(&self.publish_failures).pop_front() {
+            return Err(error);
+        }
+        let cohort_alias_then = lock(&self.splits).get(target).map(|s| match &s.canary {
+            Some(canary) if !s.canary_is_zero() => canary.clone(),
+            _ => s.stable.clone(),
+        });
+        self.journal.record(format!("publish {} for {target} at {} of 10000", cohort.release, cohort.threshold));
+        lock(&self.published).push(Published { target: target.clone(), cohort: cohort.clone(), cohort_alias_then });
         Ok(())
     }
 }

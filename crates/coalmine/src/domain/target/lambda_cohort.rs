@@ -102,14 +102,10 @@ impl Kind for LambdaCohort {
 
     fn release_rules(&self, rules: &mut ReleaseRules<'_>) {
         super::lambda::version_rules(rules);
-        // The stepper does not publish a cohort's share yet (issue 29): until it does, a
-        // release would point the cohort alias at the candidate with no router told who
-        // belongs to the cohort. The alias pair is already guarded by the rollback.
-        rules.refuse(
-            "target.lambda_cohort",
-            "cohort releases are not run by the stepper yet; alarms and coalmine rollback already use the cohort \
-             alias as the kill switch",
-        );
+    }
+
+    fn cohort_aliases(&self) -> Option<(&str, &str)> {
+        Some((&self.alias, &self.cohort_alias))
     }
 
     fn shadow_by(&self) -> ShadowBy<'_> {

@@ -69,6 +69,10 @@ trait Kind {
     fn describe(&self, _split: &Split) -> Option<String> {
         None
     }
+    /// A target that routes units by cohort: the primary alias and the kill switch.
+    fn cohort_aliases(&self) -> Option<(&str, &str)> {
+        None
+    }
 }
 
 /// Which side of a release a metric is asked for.
@@ -227,6 +231,12 @@ impl Target {
 
     pub fn shadow_by(&self) -> ShadowBy<'_> {
         self.kind().shadow_by()
+    }
+
+    /// For a target that routes units by cohort (decision 0020): its primary alias, which
+    /// serves the stable, and the cohort alias, the kill switch.
+    pub fn cohort_aliases(&self) -> Option<(&str, &str)> {
+        self.kind().cohort_aliases()
     }
 
     /// The endpoint whose own deployments coalmine can stop (SageMaker's guardrails).
@@ -404,8 +414,9 @@ mod tests {
             (resource(Role::Candidate), resource(Role::Stable)),
             ("ai-handler:canary".into(), "ai-handler:live".into())
         );
-        let problems = cohort.release_problems(Some("42"), &[5.0, 100.0], false);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].1.contains("not run by the stepper yet"), "{problems:?}");
+        assert_eq!(cohort.release_problems(Some("42"), &[5.0, 100.0], false), []);
+        assert_eq!(cohort.release_problems(None, &[5.0, 100.0], false)[0].0, "canary_version");
+        assert_eq!(cohort.cohort_aliases(), Some(("live", "canary")));
+        assert_eq!(Target::lambda("ai-handler", "live").cohort_aliases(), None);
     }
 }

@@ -4,7 +4,9 @@
 
 use crate::release::core::Ports;
 
+use crate::domain::error::Result;
 use crate::domain::split::Split;
+use crate::ports::CohortPublisher;
 use crate::release::canary::progress::Progress;
 use crate::release::canary::CanaryTick;
 use crate::release::core::progress::Status;
@@ -17,6 +19,18 @@ impl<P: Ports> CanaryTick<'_, P> {
     pub(super) fn stage_split(&self, stable: &str, live: &Split, stage: usize) -> Split {
         let release = self.release;
         release.target.stage_split(stable, live, release.stages[stage].weight(), release.canary_id())
+    }
+
+    /// A cohort release's share at `stage`, published for the routers (decision 0020).
+    /// Entering the first stage it goes before the cohort alias moves, so no router is
+    /// left with an earlier release's cohort once the alias serves this candidate; a later
+    /// stage's goes after the write that records it, so exposure never runs ahead of the
+    /// stage the target says. Either way the alias, not this, is what a rollback moves.
+    pub(super) async fn publish_cohort(&self, stage: usize) -> Result<()> {
+        match self.release.cohort_at(stage) {
+            Some(cohort) => self.deps.cohorts().publish(&self.release.target, &cohort).await,
+            None => Ok(()),
+        }
     }
 
     /// Where the release is: "the shadow", or its stage.

@@ -2,6 +2,7 @@
 //! stable and a canary — a Lambda alias's versions, or a SageMaker endpoint's production
 //! variants — judging each stage before the next.
 
+pub mod cohorts;
 pub mod control;
 mod ledger;
 pub mod notify;

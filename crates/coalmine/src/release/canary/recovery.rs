@@ -63,6 +63,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         if !advanced {
             return self.outside_change(progress, live).await;
         }
+        self.publish_cohort(next).await?;
         progress.stage = next;
         progress.weight = release.stages[next].weight();
         progress.kind.last_written = Written::of(&live);

@@ -9,7 +9,7 @@ use tracing::warn;
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::{Error, Result, INVALID_RELEASE};
 use crate::domain::stamp::{Phase, Stamp};
-use crate::ports::{Notifier, ShadowFeeds, TrafficRouter};
+use crate::ports::{CohortPublisher, Notifier, ShadowFeeds, TrafficRouter};
 use crate::release::canary::notify::{self as canary_notify, Stopped};
 use crate::release::canary::progress::Progress;
 use crate::release::canary::spec::Release;
@@ -93,6 +93,13 @@ pub async fn safety_rollback(
     if let Some(feed) = stable.and_then(|stable| release.shadow_feed(&stable)) {
         if let Err(e) = deps.feeds().close_feed(&feed).await {
             warn!(release = %release.release, error = %e, "the shadow's feed was not removed");
+        }
+    }
+    // Routers draw nobody once it ended; best effort, the cohort alias already serves
+    // what the release left, so a stale share reaches only that.
+    if let Some(nobody) = release.cohort_ended().filter(|_| stamp.is_some()) {
+        if let Err(e) = deps.cohorts().publish(target, &nobody).await {
+            warn!(release = %release.release, error = %e, "the ended cohort was not published");
         }
     }
     warn!(

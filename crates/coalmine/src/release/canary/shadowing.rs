@@ -150,6 +150,7 @@ impl<P: Ports> CanaryTick<'_, P> {
             stamp: Some(self.live_stamp(&progress.stable, 0, hold)),
             ..self.stage_split(&progress.stable, &live, 0)
         };
+        self.publish_cohort(0).await?;
         let written = self.deps.traffic().write(&release.target, &live, &desired).await?;
         let first = release.stages[0];
         progress.kind.shadow = None;

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::domain::error::Error;
 use crate::domain::target::{ShadowBy, Target};
+use crate::release::canary::cohorts::Cohorts;
 use crate::release::canary::shadow_spec::Shadow;
 use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::limits;
@@ -28,6 +29,10 @@ pub struct Release {
     /// requests and nobody sees its answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Shadow>,
+    /// A cohort release (a `lambda-cohort` target): its stages are shares of units, and
+    /// these say what a unit is and who goes first or never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohorts: Option<Cohorts>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,13 +210,18 @@ impl Release {
         let mut previous = 0.0;
         for (i, stage) in self.stages.iter().enumerate() {
             let at = |field: &str| format!("stages[{i}].{field}");
-            if !(stage.percent > 0.0 && stage.percent <= 100.0) {
+            // A cohort's first stage may serve its pinned units alone (its cohorts block says
+            // when not).
+            let pinned_only = i == 0 && stage.percent == 0.0 && self.cohorts.is_some();
+            if pinned_only {
+                previous = -1.0;
+            } else if !(stage.percent > 0.0 && stage.percent <= 100.0) {
                 problems.add(&at("percent"), format!("{} is outside (0, 100]", stage.percent));
             } else if stage.percent <= previous {
                 problems
                     .add(&at("percent"), format!("{} must be above the previous stage's {previous}", stage.percent));
             }
-            previous = stage.percent.max(previous);
+            previous = stage.percent.max(previous).max(0.0);
             match stage.approval_timeout_seconds {
                 Some(_) if !stage.approval => problems
                     .add(&at("approval_timeout_seconds"), "only a stage with \"approval\": true waits for approval"),
@@ -302,11 +312,51 @@ impl Rules for Release {
         self.gates.check(problems);
         self.check_evidence_driven(problems);
         self.check_shadow(problems);
+        self.check_cohorts(problems);
         self.check_execution_limits(problems);
     }
 }
 
 impl Release {
+    /// A cohort release needs a target with a kill-switch alias, and that target needs a
+    /// cohort release.
+    fn check_cohorts(&self, problems: &mut Problems) {
+        match (&self.cohorts, self.target.cohort_aliases()) {
+            (Some(cohorts), Some(_)) => {
+                let percents: Vec<f64> = self.stages.iter().map(|s| s.percent).collect();
+                cohorts.check(&percents, problems);
+            }
+            (Some(_), None) => problems.add(
+                "cohorts",
+                format!(
+                    "{} routes requests by weight, not units by cohort: a cohort release needs a second alias as its \
+                     kill switch, \"target\": {{\"lambda_cohort\": {{\"function\": ..., \"alias\": \"live\", \
+                     \"cohort_alias\": \"canary\"}}}} (docs/cohorts.md)",
+                    self.target
+                ),
+            ),
+            (None, Some(_)) => problems.add(
+                "cohorts",
+                "required on a lambda_cohort target: say what a unit is (\"cohorts\": {\"unit\": \"user\"}) and, if \
+                 any go first, which are pinned",
+            ),
+            (None, None) => {}
+        }
+    }
+
+    /// The cohort routers read at `stage`, for a cohort release.
+    pub fn cohort_at(&self, stage: usize) -> Option<coalmine_router::Cohort> {
+        let cohorts = self.cohorts.as_ref()?;
+        let aliases = self.target.cohort_aliases()?;
+        Some(cohorts.at(&self.release, self.stages.get(stage)?.percent, aliases))
+    }
+
+    /// Nobody drawn and nobody pinned: what routers read once a cohort release has ended.
+    pub fn cohort_ended(&self) -> Option<coalmine_router::Cohort> {
+        self.cohorts.as_ref()?;
+        Some(Cohorts::nobody(&self.release, self.target.cohort_aliases()?))
+    }
+
     fn check_shadow(&self, problems: &mut Problems) {
         let Some(shadow) = &self.shadow else {
             return;

@@ -218,6 +218,9 @@ impl<P: Ports> CanaryTick<'_, P> {
             ..self.stage_split(&progress.stable, &look.live, next)
         };
         let written = self.write(&look.live, &desired, "advancing").await?;
+        // Fails the tick (retried) if unpublished: the retry finds the stage on the target
+        // and advances to it again, publishing.
+        self.publish_cohort(next).await?;
         let approval = release.stages[progress.stage].approval;
         let reason = format!(
             "Stage {} {}; now at {}.{} {verdict}",

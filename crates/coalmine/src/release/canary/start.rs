@@ -39,6 +39,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         if release.shadow.is_some() {
             return self.start_shadow(live).await;
         }
+        self.publish_cohort(0).await?;
         let desired =
             Split { stamp: Some(self.live_stamp(&live.stable, 0, None)), ..self.stage_split(&live.stable, &live, 0) };
         // A conflict fails the tick (retryable): the retry starts afresh from a new read.

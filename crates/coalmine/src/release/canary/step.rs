@@ -13,17 +13,36 @@ use crate::release::core::Ports;
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::Result;
 use crate::domain::stamp::Stamp;
-use crate::ports::TrafficRouter;
+use crate::ports::{CohortPublisher, TrafficRouter};
 use crate::release::canary::progress::Progress;
 use crate::release::canary::CanaryTick;
 use crate::release::core::limits;
+use tracing::warn;
 
 impl<P: Ports> CanaryTick<'_, P> {
     pub async fn step(&self, progress: Option<Progress>) -> Result<Progress> {
         let was_shadowing = progress.as_ref().is_some_and(|p| p.kind.shadow.is_some());
         let mut next = self.step_once(progress).await?;
         self.close_feed_after(was_shadowing, &mut next).await;
+        self.end_cohort_after(&mut next).await;
         Ok(next)
+    }
+
+    /// A cohort release that ended leaves its routers drawing nobody. Best effort, after
+    /// the traffic is as the tick left it: the cohort alias already serves whatever the
+    /// release ended on, so a router's stale cohort sends units to that, and the next
+    /// release replaces the cohort before its alias moves.
+    async fn end_cohort_after(&self, progress: &mut Progress) {
+        let Some(nobody) = self.release.cohort_ended().filter(|_| progress.status.has_ended()) else {
+            return;
+        };
+        if let Err(e) = self.deps.cohorts().publish(&self.release.target, &nobody).await {
+            warn!(release = %self.release.release, error = %e, "the ended cohort was not published");
+            progress.reason.push_str(&format!(
+                " (routers were not told the cohort ended: {e}; they keep sending its units to the cohort alias, which \
+                 serves what the release left)"
+            ));
+        }
     }
 
     async fn step_once(&self, progress: Option<Progress>) -> Result<Progress> {

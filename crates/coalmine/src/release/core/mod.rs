@@ -20,7 +20,8 @@ use tracing::info;
 use crate::domain::error::{Error, Result};
 use crate::domain::stamp::{execution_id, Phase, Stamp};
 use crate::ports::{
-    AlarmSource, Claims, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter, Tripwires,
+    AlarmSource, Claims, CohortPublisher, EndpointDeployments, MetricSource, Notifier, ShadowFeeds, TrafficRouter,
+    Tripwires,
 };
 use crate::release::judge::Evidence;
 use ending::SafetyOutcome;
@@ -38,6 +39,7 @@ pub trait Ports: Sync {
     type Alarms: AlarmSource;
     type Tripwires: Tripwires;
     type Metrics: MetricSource;
+    type Cohorts: CohortPublisher;
 
     fn traffic(&self) -> &Self::Traffic;
     fn deployments(&self) -> &Self::Deployments;
@@ -46,12 +48,13 @@ pub trait Ports: Sync {
     fn alarms(&self) -> &Self::Alarms;
     fn tripwires(&self) -> &Self::Tripwires;
     fn metrics(&self) -> &Self::Metrics;
+    fn cohorts(&self) -> &Self::Cohorts;
 }
 
 /// The bundle the functions, the CLI and the tests build: one adapter per role, most
-/// often one router playing three of them ([`StepDeps::new`]) and one alarm adapter
+/// often one router playing four of them ([`StepDeps::new`]) and one alarm adapter
 /// playing two; `with_traffic` swaps in a different alias writer, the rest unchanged.
-pub struct StepDeps<'a, T, D, F, N, A, W, M> {
+pub struct StepDeps<'a, T, D, F, N, A, W, M, C> {
     pub traffic: &'a T,
     pub deployments: &'a D,
     pub feeds: &'a F,
@@ -59,26 +62,36 @@ pub struct StepDeps<'a, T, D, F, N, A, W, M> {
     pub alarms: &'a A,
     pub tripwires: &'a W,
     pub metrics: &'a M,
+    pub cohorts: &'a C,
 }
 
 /// The bundle as one router and one alarm adapter make it.
-pub type Adapters<'a, R, N, A, M> = StepDeps<'a, R, R, R, N, A, A, M>;
+pub type Adapters<'a, R, N, A, M> = StepDeps<'a, R, R, R, N, A, A, M, R>;
 
 impl<'a, R, N, A, M> Adapters<'a, R, N, A, M> {
     pub fn new(router: &'a R, notifier: &'a N, alarms: &'a A, metrics: &'a M) -> Self {
-        StepDeps { traffic: router, deployments: router, feeds: router, notifier, alarms, tripwires: alarms, metrics }
+        StepDeps {
+            traffic: router,
+            deployments: router,
+            feeds: router,
+            notifier,
+            alarms,
+            tripwires: alarms,
+            metrics,
+            cohorts: router,
+        }
     }
 }
 
-impl<'a, T, D, F, N, A, W, M> StepDeps<'a, T, D, F, N, A, W, M> {
+impl<'a, T, D, F, N, A, W, M, C> StepDeps<'a, T, D, F, N, A, W, M, C> {
     /// The same bundle, its aliases' weights written by `traffic`.
-    pub fn with_traffic<T2>(&self, traffic: &'a T2) -> StepDeps<'a, T2, D, F, N, A, W, M> {
-        let StepDeps { deployments, feeds, notifier, alarms, tripwires, metrics, .. } = *self;
-        StepDeps { traffic, deployments, feeds, notifier, alarms, tripwires, metrics }
+    pub fn with_traffic<T2>(&self, traffic: &'a T2) -> StepDeps<'a, T2, D, F, N, A, W, M, C> {
+        let StepDeps { deployments, feeds, notifier, alarms, tripwires, metrics, cohorts, .. } = *self;
+        StepDeps { traffic, deployments, feeds, notifier, alarms, tripwires, metrics, cohorts }
     }
 }
 
-impl<T, D, F, N, A, W, M> Ports for StepDeps<'_, T, D, F, N, A, W, M>
+impl<T, D, F, N, A, W, M, C> Ports for StepDeps<'_, T, D, F, N, A, W, M, C>
 where
     T: TrafficRouter,
     D: EndpointDeployments,
@@ -87,6 +100,7 @@ where
     A: AlarmSource,
     W: Tripwires,
     M: MetricSource,
+    C: CohortPublisher,
 {
     type Traffic = T;
     type Deployments = D;
@@ -95,6 +109,7 @@ where
     type Alarms = A;
     type Tripwires = W;
     type Metrics = M;
+    type Cohorts = C;
 
     fn traffic(&self) -> &T {
         self.traffic
@@ -116,6 +131,9 @@ where
     }
     fn metrics(&self) -> &M {
         self.metrics
+    }
+    fn cohorts(&self) -> &C {
+        self.cohorts
     }
 }
 

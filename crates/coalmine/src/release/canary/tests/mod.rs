@@ -31,6 +31,7 @@ fn release(gates: Gates) -> Release {
         check_every_seconds: 60,
         gates,
         shadow: None,
+        cohorts: None,
     };
     release.validate().unwrap();
     release
@@ -135,6 +136,7 @@ fn evidence_driven(gates: Gates) -> Release {
 
 mod azure;
 mod claims;
+mod cohorts;
 mod operator;
 mod recovery;
 mod shadow;

@@ -1,0 +1,282 @@
+//! A cohort release (decision 0020): the share each stage publishes for the routers, in
+//! what order beside the cohort alias's writes, and what routers are left with when the
+//! release ends, however it ends.
+
+use coalmine_router::{route, threshold};
+
+use super::*;
+use crate::release::canary::cohorts::Cohorts;
+
+fn cohort_target() -> Target {
+    "lambda-cohort:ai-handler:live:canary".parse().unwrap()
+}
+
+fn cohort_release(percents: &[f64]) -> Release {
+    let mut stages: Vec<Stage> = percents.iter().map(|&p| Stage::new(p, 600)).collect();
+    stages.last_mut().unwrap().bake_seconds = 300;
+    let release = Release {
+        target: cohort_target(),
+        stages,
+        cohorts: Some(
+            serde_json::from_value(serde_json::json!({
+                "unit": "user", "pinned": {"match": {"group": ["internal"]}}, "never": {"units": ["vip-1"]}
+            }))
+            .unwrap(),
+        ),
+        ..release(gates())
+    };
+    release.validate().unwrap();
+    release
+}
+
+fn cohort_world() -> World {
+    let world = World::new(stable_only());
+    world.router.splits.lock().unwrap().insert(cohort_target(), stable_only());
+    world
+}
+
+fn thresholds(world: &World) -> Vec<u32> {
+    world.router.published.lock().unwrap().iter().map(|p| p.cohort.threshold).collect()
+}
+
+#[tokio::test]
+async fn each_stage_publishes_its_share_of_units_and_the_alias_moves_only_once_the_first_share_is_out() {
+    let world = cohort_world();
+    let r = cohort_release(&[5.0, 25.0, 50.0, 100.0]);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let first = world.router.published.lock().unwrap()[0].clone();
+    assert_eq!(first.cohort_alias_then.as_deref(), Some("41"), "published before the cohort alias moved");
+    assert_eq!(first.cohort.release, "ai-handler-42");
+    assert_eq!((first.cohort.alias.as_str(), first.cohort.stable_alias.as_str()), ("canary", "live"));
+    assert_eq!(first.cohort.pinned.attributes["group"], ["internal"]);
+    let live = world.router.split(&cohort_target());
+    assert_eq!(
+        (live.canary.as_deref(), live.canary_weight),
+        (Some("42"), 1.0),
+        "the cohort alias serves the candidate"
+    );
+
+    // A user drawn at 5% stays drawn at every later stage, as the router decides it.
+    let drawn = (0..10_000).map(|i| format!("user-{i}")).find(|u| route(&first.cohort, u, &[]).candidate).unwrap();
+    let mut p = p;
+    for now in [T0 + 600, T0 + 1200, T0 + 1800] {
+        p = world.tick(&r, Some(p), now).await.unwrap();
+        assert_eq!(p.status, Status::Advanced, "{}", p.reason);
+        let now_published = world.router.cohort(&cohort_target()).unwrap();
+        assert!(
+            route(&now_published, &drawn, &[]).candidate,
+            "{drawn} left the candidate at {}",
+            now_published.threshold
+        );
+        let then = world.router.published.lock().unwrap().last().unwrap().cohort_alias_then.clone();
+        assert_eq!(then.as_deref(), Some("42"), "a later stage's share follows the write that records it");
+    }
+    assert_eq!(thresholds(&world), [500, 2500, 5000, 10_000]);
+    assert_eq!(world.router.split(&cohort_target()).stable, "42", "at 100% the primary alias moved: promoted");
+
+    let p = world.tick(&r, Some(p), T0 + 2100).await.unwrap();
+    assert_eq!(p.status, Status::Promoted, "{}", p.reason);
+    let ended = world.router.cohort(&cohort_target()).unwrap();
+    assert_eq!((ended.threshold, ended.pinned.is_empty()), (0, true), "routers draw nobody once it ended");
+}
+
+#[tokio::test]
+async fn a_pinned_only_first_stage_serves_the_pinned_units_and_draws_nobody_else() {
+    let world = cohort_world();
+    let r = cohort_release(&[0.0, 10.0, 100.0]);
+    world.tick(&r, None, T0).await.unwrap();
+    let cohort = world.router.cohort(&cohort_target()).unwrap();
+    assert_eq!(cohort.threshold, 0);
+    assert!(route(&cohort, "jane", &[("group", "internal")]).candidate, "an internal user is pinned");
+    let drawn = (0..2000).filter(|i| route(&cohort, &format!("user-{i}"), &[]).candidate).count();
+    assert_eq!(drawn, 0, "nobody else");
+    assert!(!route(&cohort, "vip-1", &[("group", "internal")]).candidate, "never wins over a pin");
+}
+
+#[tokio::test]
+async fn a_share_that_cannot_be_published_fails_the_first_tick_before_the_alias_moves() {
+    let world = cohort_world();
+    world.router.publish_failures.lock().unwrap().push_back(Error::Service {
+        operation: "appconfig:StartDeployment",
+        detail: "ThrottlingException".into(),
+        retryable: true,
+    });
+    let r = cohort_release(&[5.0, 100.0]);
+    let err = world.tick(&r, None, T0).await.unwrap_err();
+    assert!(err.to_string().contains("appconfig:StartDeployment"), "{err}");
+    assert_eq!(world.router.write_count(), 0, "nothing moved");
+    // The state machine's retry publishes, then moves the alias.
+    world.tick(&r, None, T0 + 5).await.unwrap();
+    assert_eq!((thresholds(&world), world.router.write_count()), (vec![500], 1));
+}
+
+#[tokio::test]
+async fn a_later_share_unpublished_fails_the_tick_and_its_retry_publishes_it_without_a_second_stage() {
+    let world = cohort_world();
+    let r = cohort_release(&[5.0, 25.0, 100.0]);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.router.publish_failures.lock().unwrap().push_back(Error::Service {
+        operation: "appconfig:CreateHostedConfigurationVersion",
+        detail: "InternalServerException".into(),
+        retryable: true,
+    });
+    let err = world.tick(&r, Some(p.clone()), T0 + 600).await.unwrap_err();
+    assert!(err.to_string().contains("appconfig"), "{err}");
+    assert_eq!(world.router.split(&cohort_target()).stamp.unwrap().stage, Some((2, 3)), "the stage was recorded");
+    let p = world.tick(&r, Some(p), T0 + 610).await.unwrap();
+    assert_eq!((p.status, p.stage), (Status::Advanced, 1), "{}", p.reason);
+    assert_eq!(thresholds(&world), [500, 2500]);
+    assert_eq!(world.router.split(&cohort_target()).stamp.unwrap().stage, Some((2, 3)));
+}
+
+#[tokio::test]
+async fn an_alarm_points_the_cohort_alias_back_first_and_only_then_tells_routers_the_cohort_ended() {
+    let world = cohort_world();
+    let r = cohort_release(&[5.0, 25.0, 100.0]);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.alarms.set("errors", AlarmState::Alarm);
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack, "{}", p.reason);
+    let last = world.router.published.lock().unwrap().last().unwrap().clone();
+    assert_eq!(last.cohort.threshold, 0);
+    assert_eq!(last.cohort_alias_then.as_deref(), Some("41"), "the cohort alias was back on the stable first");
+    assert_eq!(world.router.split(&cohort_target()).stable, "41");
+}
+
+#[tokio::test]
+async fn routers_left_untold_after_a_rollback_change_nothing_and_the_reason_says_so() {
+    let world = cohort_world();
+    let r = cohort_release(&[5.0, 100.0]);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    world.alarms.set("errors", AlarmState::Alarm);
+    world.router.publish_failures.lock().unwrap().push_back(Error::Service {
+        operation: "appconfig:StartDeployment",
+        detail: "ConflictException".into(),
+        retryable: true,
+    });
+    let p = world.tick(&r, Some(p), T0 + 60).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack, "the rollback stands: {}", p.reason);
+    assert!(p.reason.contains("routers were not told the cohort ended"), "{}", p.reason);
+    assert!(world.router.split(&cohort_target()).canary_is_zero(), "whatever routers cached reaches the stable");
+    assert_eq!(world.sent().len(), 1, "the team was told");
+}
+
+#[tokio::test]
+async fn a_release_that_failed_for_good_is_undone_on_the_alias_and_its_routers_draw_nobody_after() {
+    let world = cohort_world();
+    let r = cohort_release(&[5.0, 100.0]);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let outcome = world.safety(ME, &r, Some(&p)).await;
+    assert!(outcome.undone, "{}", outcome.cause);
+    let last = world.router.published.lock().unwrap().last().unwrap().clone();
+    assert_eq!((last.cohort.threshold, last.cohort_alias_then.as_deref()), (0, Some("41")));
+}
+
+#[test]
+fn a_cohort_release_is_refused_with_its_field_for_each_kind_of_bad_input() {
+    let base = || {
+        serde_json::json!({
+            "release": "chat-v7", "target": {"lambda_cohort": {"function": "chat", "alias": "live", "cohort_alias": "canary"}},
+            "canary_version": "7", "check_every_seconds": 60,
+            "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}],
+            "cohorts": {"unit": "user"}
+        })
+    };
+    assert!(Release::parse(&base()).is_ok());
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), expected: &str| {
+        let mut doc = base();
+        edit(&mut doc);
+        let err = Release::parse(&doc).unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected:?} not in: {err}");
+    };
+    refused(
+        &|d| d["target"] = serde_json::json!({"lambda": {"function": "chat", "alias": "live"}}),
+        "cohorts: lambda:chat:live routes requests by weight",
+    );
+    refused(
+        &|d| d.as_object_mut().unwrap().retain(|k, _| k != "cohorts"),
+        "cohorts: required on a lambda_cohort target",
+    );
+    refused(&|d| d["cohorts"]["unit"] = "".into(), "cohorts.unit: say what a unit is");
+    refused(
+        &|d| d["cohorts"]["pinned"] = serde_json::json!({"units": ["a", ""]}),
+        "cohorts.pinned.units[1]: an empty id",
+    );
+    refused(
+        &|d| d["cohorts"]["pinned"] = serde_json::json!({"units": ["a", "a"]}),
+        "cohorts.pinned.units[1]: \"a\" is listed twice",
+    );
+    refused(
+        &|d| d["cohorts"]["pinned"] = serde_json::json!({"match": {"group": []}}),
+        "cohorts.pinned.match.group: no values",
+    );
+    refused(
+        &|d| d["cohorts"]["pinned"] = serde_json::json!({"match": {"group": [""]}}),
+        "cohorts.pinned.match.group: \"\": a value",
+    );
+    refused(
+        &|d| {
+            d["cohorts"]["pinned"] = serde_json::json!({"units": ["u1"], "match": {"region": ["eu"]}});
+            d["cohorts"]["never"] = serde_json::json!({"units": ["u1"], "match": {"region": ["eu"]}});
+        },
+        "cohorts.pinned.units[0]: \"u1\" is also in cohorts.never.units",
+    );
+    refused(
+        &|d| {
+            d["cohorts"]["pinned"] = serde_json::json!({"match": {"region": ["eu"]}});
+            d["cohorts"]["never"] = serde_json::json!({"match": {"region": ["eu", "us"]}});
+        },
+        "cohorts.pinned.match.region: \"eu\" is also in cohorts.never.match.region",
+    );
+    let too_many: Vec<String> = (0..=500).map(|i| format!("user-{i}")).collect();
+    refused(
+        &|d| d["cohorts"]["pinned"] = serde_json::json!({ "units": too_many }),
+        "501 units listed (pinned and never): at most 500",
+    );
+    refused(
+        &|d| d["stages"][0]["percent"] = 0.into(),
+        "stages[0].percent: 0 serves only the pinned units, and cohorts.pinned names none",
+    );
+    refused(&|d| d["stages"][0]["percent"] = serde_json::json!(0.004), "below the finest share the draw makes");
+    refused(
+        &|d| {
+            d["cohorts"]["pinned"] = serde_json::json!({"match": {"group": ["internal"]}});
+            d["stages"] = serde_json::json!([{"percent": 5, "bake_seconds": 60}, {"percent": 0, "bake_seconds": 60}, {"percent": 100, "bake_seconds": 60}]);
+        },
+        "stages[1].percent: 0 serves only the pinned units: only the first stage may",
+    );
+    let mut pinned_only = base();
+    pinned_only["cohorts"]["pinned"] = serde_json::json!({"match": {"group": ["internal"]}});
+    pinned_only["stages"][0]["percent"] = 0.into();
+    assert!(Release::parse(&pinned_only).is_ok(), "a pinned-only first stage");
+    let mut weighted = base();
+    weighted["target"] = serde_json::json!({"lambda": {"function": "chat", "alias": "live"}});
+    weighted.as_object_mut().unwrap().remove("cohorts");
+    weighted["stages"][0]["percent"] = 0.into();
+    assert!(Release::parse(&weighted).unwrap_err().to_string().contains("stages[0].percent: 0 is outside (0, 100]"));
+}
+
+#[tokio::test]
+async fn the_largest_cohort_a_release_may_list_keeps_its_state_far_inside_what_step_functions_passes() {
+    use crate::release::canary::cohorts::{MAX_LISTED_UNITS, MAX_NAME_BYTES};
+    use crate::release::core::limits::MAX_STAGES;
+    let world = cohort_world();
+    let mut r = cohort_release(&[5.0, 100.0]);
+    let id = |i: usize| format!("{i:0width$}", width = MAX_NAME_BYTES);
+    let cohorts: &mut Cohorts = r.cohorts.as_mut().unwrap();
+    cohorts.pinned.units = (0..MAX_LISTED_UNITS - 1).map(id).collect();
+    cohorts.never.units = vec![id(MAX_LISTED_UNITS)];
+    r.stages = (1..=MAX_STAGES).map(|i| Stage::new(100.0 * i as f64 / MAX_STAGES as f64, 120)).collect();
+    r.validate().unwrap();
+    let mut p = world.tick(&r, None, T0).await.unwrap();
+    let mut now = T0;
+    while p.status != Status::Promoted {
+        now += 60;
+        p = world.tick(&r, Some(p), now).await.unwrap();
+    }
+    let mut state = serde_json::to_value(&r).unwrap();
+    state["progress"] = serde_json::to_value(&p).unwrap();
+    let size = state.to_string().len();
+    assert!(size < 160 * 1024, "{size} bytes of the 256 KiB Step Functions passes from task to task");
+    assert_eq!(threshold(100.0), *thresholds(&world).iter().max().unwrap());
+}
