@@ -395,9 +395,85 @@ impl LocalAws {
                 (sagemaker::SAGEMAKER_METRICS, vec![dim("EndpointName", &s.endpoint), dim("VariantName", id)])
             }
             Target::Azureml(_) => panic!("an Azure ML endpoint's metrics are Azure Monitor's, not CloudWatch's"),
-            Target::LambdaCohort(_) => panic!("a cohort's sides are metered per alias: put them with put_metrics"),
+            Target::LambdaCohort(_) => {
+                panic!("a cohort's sides are metered per alias: put them with put_cohort_metrics")
+            }
         };
         self.put_metrics(metrics, dims, at, requests, errors, latencies).await;
+    }
+
+    /// As [`Self::put_side_metrics`] for a cohort's side: the candidate metered through the
+    /// cohort alias, the stable through the primary one, as Lambda meters each alias.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_cohort_metrics(
+        &self,
+        target: &Target,
+        id: &str,
+        role: coalmine::domain::target::Role,
+        at: u64,
+        requests: f64,
+        errors: f64,
+        latencies: &[f64],
+    ) {
+        let dims = target
+            .metric_dimensions(id, None, role)
+            .into_iter()
+            .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+            .collect();
+        self.put_metrics(("AWS/Lambda", ["Invocations", "Errors", "Duration"]), dims, at, requests, errors, latencies)
+            .await;
+    }
+
+    /// The stack's AppConfig application, environment and no-bake deployment strategy, as
+    /// the template makes them: the stepper's `COHORTS_*` environment.
+    pub async fn cohort_store(&self) -> CohortStore {
+        let appconfig = aws_sdk_appconfig::Client::new(&self.sdk);
+        let application = appconfig
+            .create_application()
+            .name(unique("coalmine-cohorts"))
+            .send()
+            .await
+            .expect("the cohorts' application")
+            .id
+            .expect("an application id");
+        let environment = appconfig
+            .create_environment()
+            .application_id(&application)
+            .name("routers")
+            .send()
+            .await
+            .expect("the routers' environment")
+            .id
+            .expect("an environment id");
+        let strategy = appconfig
+            .create_deployment_strategy()
+            .name(unique("cohort-at-once"))
+            .deployment_duration_in_minutes(0)
+            .final_bake_time_in_minutes(0)
+            .growth_factor(100.0)
+            .growth_type(aws_sdk_appconfig::types::GrowthType::Linear)
+            .replicate_to(aws_sdk_appconfig::types::ReplicateTo::None)
+            .send()
+            .await
+            .expect("the no-bake strategy")
+            .id
+            .expect("a strategy id");
+        CohortStore { application, environment, strategy }
+    }
+
+    /// A model (see [`Self::seed_model`]) whose primary alias `live` and cohort alias
+    /// `canary` both serve version 1; version 2 is the candidate.
+    pub async fn seed_cohort_model(&self, stable: &str, candidate: &str) -> Target {
+        let function = self.seed_model(stable, candidate).await;
+        self.lambda
+            .create_alias()
+            .function_name(&function)
+            .name("canary")
+            .function_version("1")
+            .send()
+            .await
+            .expect("the cohort alias");
+        format!("lambda-cohort:{function}:live:canary").parse().expect("a cohort target")
     }
 
     /// Puts requests, errors and latency samples at `at` (epoch seconds) under `dims`, as
@@ -451,6 +527,24 @@ pub struct Deployed {
     pub rollback_fn: String,
     pub stepper_fn: String,
     pub state_machine_arn: String,
+}
+
+/// Where a stack publishes cohorts: AppConfig ids.
+pub struct CohortStore {
+    pub application: String,
+    pub environment: String,
+    pub strategy: String,
+}
+
+impl CohortStore {
+    /// The stepper's environment naming it.
+    pub fn env(&self) -> [(&'static str, &str); 3] {
+        [
+            ("COHORTS_APPLICATION", &self.application),
+            ("COHORTS_ENVIRONMENT", &self.environment),
+            ("COHORTS_DEPLOYMENT_STRATEGY", &self.strategy),
+        ]
+    }
 }
 
 impl LocalAws {
@@ -662,29 +756,46 @@ impl LocalAws {
         let errors = TRAFFIC_PER_MINUTE * 0.005;
         for minute in 1..=10 {
             let at = now() - minute * 60;
-            local
-                .put_side_metrics(target, &split.stable, at, TRAFFIC_PER_MINUTE, errors, &latencies(target, 800.0))
-                .await;
+            let latencies = latencies(target, 800.0);
+            if matches!(target, Target::LambdaCohort(_)) {
+                let stable = coalmine::domain::target::Role::Stable;
+                local
+                    .put_cohort_metrics(target, &split.stable, stable, at, TRAFFIC_PER_MINUTE, errors, &latencies)
+                    .await
+            } else {
+                local.put_side_metrics(target, &split.stable, at, TRAFFIC_PER_MINUTE, errors, &latencies).await
+            }
         }
         let (target, canary) = (target.clone(), canary.to_owned());
         Traffic(tokio::spawn(async move {
             let per_put = TRAFFIC_PER_MINUTE / 120.0;
-            let serve = |id: String, requests: f64| {
+            let serve = |id: String, requests: f64, stable: String| {
                 let (local, target) = (&local, &target);
                 let (error_rate, p95) = if id == canary { (0.0, 850.0) } else { (0.005, 800.0) };
                 async move {
                     let latencies = latencies(target, p95);
-                    local.put_side_metrics(target, &id, now(), requests, requests * error_rate, &latencies).await
+                    let errors = requests * error_rate;
+                    if matches!(target, Target::LambdaCohort(_)) {
+                        use coalmine::domain::target::Role;
+                        let role = if id == stable { Role::Stable } else { Role::Candidate };
+                        local.put_cohort_metrics(target, &id, role, now(), requests, errors, &latencies).await
+                    } else {
+                        local.put_side_metrics(target, &id, now(), requests, errors, &latencies).await
+                    }
                 }
             };
             loop {
                 // A read that fails (the target is being written) skips a beat.
                 if let Ok(split) = aws.router.read(&target).await {
-                    let weight = if split.canary_is_zero() { 0.0 } else { split.canary_weight };
-                    if let Some(id) = split.canary.clone().filter(|_| weight > 0.0) {
-                        serve(id, per_put * weight).await;
+                    let mut weight = if split.canary_is_zero() { 0.0 } else { split.canary_weight };
+                    if matches!(target, Target::LambdaCohort(_)) && weight > 0.0 {
+                        // The cohort alias serves the candidate wholly; its units are a tenth.
+                        weight = 0.1;
                     }
-                    serve(split.stable.clone(), per_put * (1.0 - weight)).await;
+                    if let Some(id) = split.canary.clone().filter(|_| weight > 0.0) {
+                        serve(id, per_put * weight, split.stable.clone()).await;
+                    }
+                    serve(split.stable.clone(), per_put * (1.0 - weight), split.stable.clone()).await;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

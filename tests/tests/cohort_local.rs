@@ -1,8 +1,16 @@
 //! A cohort's alias pair against the local AWS over real HTTP (decision 0020): the cohort
 //! alias is the kill switch, and a rollback is one conditional `UpdateAlias` of it, by an
-//! alarm or by hand, that never moves the primary alias.
+//! alarm or by hand, that never moves the primary alias. End to end, the real stepper in
+//! the real state machine publishes each stage's share to AppConfig, and the Rust router
+//! reads it there and invokes the alias it names.
 
 use std::time::Duration;
+
+use aws_sdk_cloudwatch::types::StateValue;
+use coalmine_router::aws::{AppConfigSource, Router, Served};
+use coalmine_router::{bucket, threshold};
+use coalmine_tests::{poll, CohortStore, Deployed};
+use serde_json::json;
 
 use coalmine::domain::cause::RolledBackBy;
 use coalmine::domain::stamp::{Phase, Stamp};
@@ -104,4 +112,226 @@ async fn by_hand_the_write_is_conditional_and_a_weighted_primary_is_refused_movi
     let refused = by_hand(&s.aws.router, &s.aws.notifier, &target, "jane", "x").await.unwrap_err();
     assert!(refused.to_string().contains("carries weights"), "{refused}");
     assert_eq!(version_of(&s.local, &weighted, "canary").await.0, "2", "nothing written");
+}
+
+const RUN: Duration = Duration::from_secs(120);
+
+/// The real stepper and rollback functions and state machine, publishing cohorts to a
+/// store made as the template makes it.
+async fn deployed_with_cohorts() -> (Scene, Deployed, CohortStore) {
+    let scene = Scene::connect().await;
+    let store = scene.local.cohort_store().await;
+    let deployed = scene.local.deploy_with(&scene.inbox.topic_arn, &store.env()).await;
+    (scene, deployed, store)
+}
+
+/// The Rust router as a team's front function would build it: the cohort of `target`'s
+/// profile (`FUNCTION.ALIAS`), read often (the emulator allows it; AWS asks 15 s).
+fn router_of(local: &LocalAws, store: &CohortStore, target: &Target) -> Router {
+    let Target::LambdaCohort(aliases) = target else { unreachable!() };
+    let client = aws_sdk_appconfigdata::Client::new(&local.sdk);
+    let profile = format!("{}.{}", aliases.function, aliases.alias);
+    let source = AppConfigSource::new(client, &store.application, &store.environment, profile)
+        .poll_every(Duration::from_millis(300));
+    Router::new(source, "live")
+}
+
+fn function_of(target: &Target) -> &str {
+    let Target::LambdaCohort(aliases) = target else { unreachable!() };
+    &aliases.function
+}
+
+/// A user whose bucket in `release` lies in `range`: drawn from the stage whose share
+/// first covers it.
+fn user_in(release: &str, range: std::ops::Range<u32>) -> String {
+    (0..100_000).map(|i| format!("user-{i}")).find(|u| range.contains(&bucket(release, u))).expect("a user")
+}
+
+async fn turn(router: &Router, local: &LocalAws, target: &Target, unit: &str, attributes: &[(&str, &str)]) -> Served {
+    let payload = json!({"q": 1, "unit": unit}).to_string().into_bytes();
+    router.invoke(&local.lambda, function_of(target), unit, attributes, payload).await.expect("the alias answers")
+}
+
+/// Waits (bounded) until the router reads a cohort of `release` at `threshold`.
+async fn router_reads(router: &Router, release: &str, threshold: u32) -> bool {
+    poll(RUN, || async {
+        let routed = router.route("probe", &[]).await;
+        let why_threshold = routed.why.rsplit_once(" below ").map(|(_, rest)| rest.to_owned());
+        (routed.release.as_deref() == Some(release)
+            && why_threshold.is_some_and(|t| t.starts_with(&format!("{threshold} of"))))
+        .then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// `coalmine approve`, as the CLI carries it out: a request on the release's stamp,
+/// retried (bounded) while the stage's own write is in flight.
+async fn approve(s: &Scene, document: &serde_json::Value) {
+    use coalmine::release::core::operate::Command;
+    let release = coalmine::release::Document::parse(document).expect("the release");
+    let deps = s.step_deps();
+    let approved = poll(RUN, || async { release.command(&deps, "jane", Command::Approve).await.ok() }).await;
+    assert!(approved.is_some(), "the stage could not be approved");
+}
+
+#[tokio::test]
+async fn a_conversation_stays_on_its_version_while_the_share_climbs_and_internal_users_go_first() {
+    let (s, deployed, store) = deployed_with_cohorts().await;
+    let target = s.local.seed_cohort_model("steady", "steady").await;
+    let _traffic = s.local.pump_healthy_traffic(&target, "2").await;
+    let release = unique("chat-v2");
+    let stages = [0.0, 5.0, 25.0, 50.0, 100.0];
+    let document = json!({
+                "release": release,
+                "target": {"lambda_cohort": {"function": function_of(&target), "alias": "live", "cohort_alias": "canary"}},
+                "canary_version": "2",
+                "cohorts": {"unit": "conversation", "pinned": {"match": {"group": ["internal"]}}},
+                // Each share waits for the test's approval once its turns are taken, as a
+                // team's would for a look: the emulator's invocations set no pace.
+                "stages": stages.iter().map(|p| json!({"percent": p, "bake_seconds": 1, "approval": true})).collect::<Vec<_>>(),
+                "check_every_seconds": 1,
+                "gates": {"max_error_rate": 0.05, "min_requests": 50}
+    });
+    let execution = s.local.start_release(&deployed, &document).await;
+    let router = router_of(&s.local, &store, &target);
+    let early = user_in(&release, 0..threshold(5.0));
+    let late = user_in(&release, threshold(50.0)..10_000);
+
+    // The pinned-only stage: internal users get the candidate, nobody else does.
+    assert!(router_reads(&router, &release, 0).await, "the first share reached the router");
+    let internal = turn(&router, &s.local, &target, "jane", &[("group", "internal")]).await;
+    assert_eq!((internal.version.as_str(), internal.routed.alias.as_str()), ("2", "canary"), "{:?}", internal.routed);
+    assert!(internal.routed.why.contains("pinned"), "{}", internal.routed.why);
+    for unit in [&early, &late] {
+        assert_eq!(turn(&router, &s.local, &target, unit, &[]).await.version, "1", "{unit} is not drawn yet");
+    }
+    approve(&s, &document).await;
+
+    // Twenty turns of one conversation, five at each share: all on the candidate.
+    let mut early_versions = Vec::new();
+    let mut late_versions = Vec::new();
+    for share in [5.0, 25.0, 50.0, 100.0] {
+        if !router_reads(&router, &release, threshold(share)).await {
+            let (status, _, cause, output) = s.local.finished(&execution, Duration::from_secs(1)).await;
+            panic!("the router never read {share}%: the release is {status}: {cause} {}", output["progress"]["reason"]);
+        }
+        for _ in 0..5 {
+            let served = turn(&router, &s.local, &target, &early, &[]).await;
+            early_versions.push((share, served.version, served.routed.alias));
+        }
+        late_versions.push((share, turn(&router, &s.local, &target, &late, &[]).await.version));
+        approve(&s, &document).await;
+    }
+    assert_eq!(early_versions.len(), 20);
+    assert!(
+        early_versions.iter().all(|(_, version, alias)| version == "2" && alias == "canary"),
+        "the conversation hopped: {early_versions:?}"
+    );
+    assert_eq!(
+        late_versions.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+        ["1", "1", "1", "2"],
+        "a user beyond 50% stays on the stable until everyone moves"
+    );
+
+    let (status, error, cause, output) = s.local.finished(&execution, RUN).await;
+    assert_eq!(status, "SUCCEEDED", "{error}: {cause}");
+    assert_eq!(output["progress"]["status"], "promoted");
+    assert_eq!(version_of(&s.local, function_of(&target), "live").await.0, "2", "promotion moved the primary");
+    assert!(router_reads(&router, &release, 0).await, "once it ended, routers draw nobody");
+    assert_eq!(turn(&router, &s.local, &target, &late, &[]).await.version, "2", "everyone on the promoted version");
+}
+
+#[tokio::test]
+async fn an_alarm_mid_release_puts_every_cohort_user_back_on_the_stable_by_their_next_request() {
+    let (s, deployed, store) = deployed_with_cohorts().await;
+    let target = s.local.seed_cohort_model("steady", "steady").await;
+    let alarm = unique("chat-errors");
+    s.local.put_quiet_alarm(&alarm, Some(&target.to_string())).await;
+    let release = unique("chat-v2");
+    let execution = s
+        .local
+        .start_release(
+            &deployed,
+            &json!({
+                "release": release,
+                "target": {"lambda_cohort": {"function": function_of(&target), "alias": "live", "cohort_alias": "canary"}},
+                "canary_version": "2",
+                "cohorts": {"unit": "user"},
+                "stages": [{"percent": 25, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 60}],
+                "check_every_seconds": 2,
+                "gates": {"alarms": [alarm]}
+            }),
+        )
+        .await;
+    let router = router_of(&s.local, &store, &target);
+    let drawn = user_in(&release, 0..threshold(25.0));
+    assert!(router_reads(&router, &release, threshold(25.0)).await);
+    assert_eq!(turn(&router, &s.local, &target, &drawn, &[]).await.version, "2");
+
+    // The alarm fires; EventBridge delivers it to the rollback function.
+    s.local.set_alarm(&alarm, StateValue::Alarm).await;
+    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+    let summary = s.local.invoke(&deployed.rollback_fn, &event).await.expect("the rollback function");
+    assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
+
+    // The router still holds the share it read: the very next request goes to the cohort
+    // alias, which the rollback pointed back at the stable.
+    let next = turn(&router, &s.local, &target, &drawn, &[]).await;
+    assert_eq!((next.routed.alias.as_str(), next.version.as_str()), ("canary", "1"), "{:?}", next.routed);
+
+    let (status, error, cause, _) = s.local.finished(&execution, RUN).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
+    assert!(router_reads(&router, &release, 0).await, "then routers draw nobody");
+    assert_eq!(version_of(&s.local, function_of(&target), "live").await.0, "1", "the primary never moved");
+}
+
+#[tokio::test]
+async fn a_router_that_cannot_read_its_cohort_or_reads_garbage_sends_every_unit_to_the_stable() {
+    let s = Scene::connect().await;
+    let store = s.local.cohort_store().await;
+    let target = s.local.seed_cohort_model("steady", "steady").await;
+
+    // No profile yet: nothing was ever published for this alias pair.
+    let router = router_of(&s.local, &store, &target);
+    let served = turn(&router, &s.local, &target, "jane", &[("group", "internal")]).await;
+    assert_eq!((served.routed.alias.as_str(), served.version.as_str()), ("live", "1"));
+    assert_eq!(served.routed.why, "no cohort could be read: sent to the stable");
+
+    // A profile whose content is not a cohort.
+    let appconfig = aws_sdk_appconfig::Client::new(&s.local.sdk);
+    let Target::LambdaCohort(aliases) = &target else { unreachable!() };
+    let profile = appconfig
+        .create_configuration_profile()
+        .application_id(&store.application)
+        .name(format!("{}.{}", aliases.function, aliases.alias))
+        .location_uri("hosted")
+        .send()
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    let version = appconfig
+        .create_hosted_configuration_version()
+        .application_id(&store.application)
+        .configuration_profile_id(&profile)
+        .content_type("application/json")
+        .content(br#"{"release": "chat-v2", "threshold": "everyone"}"#.to_vec().into())
+        .send()
+        .await
+        .unwrap()
+        .version_number;
+    appconfig
+        .start_deployment()
+        .application_id(&store.application)
+        .environment_id(&store.environment)
+        .deployment_strategy_id(&store.strategy)
+        .configuration_profile_id(&profile)
+        .configuration_version(version.to_string())
+        .send()
+        .await
+        .unwrap();
+    let fresh = router_of(&s.local, &store, &target);
+    let served = turn(&fresh, &s.local, &target, "jane", &[("group", "internal")]).await;
+    assert_eq!((served.routed.alias.as_str(), served.version.as_str()), ("live", "1"), "{:?}", served.routed);
 }

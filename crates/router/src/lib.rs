@@ -26,6 +26,9 @@
 //! assert_eq!((decision.alias, decision.candidate), ("canary", true));
 //! ```
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
