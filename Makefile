@@ -9,7 +9,7 @@ CHECKOV := $(CURDIR)/.venv-checkov/bin/checkov
 # SAM's rust-cargolambda build method is a beta feature; no telemetry from CI.
 export SAM_CLI_BETA_RUST_CARGO_LAMBDA := 1
 export SAM_CLI_TELEMETRY := 0
-TEMPLATES := infra/template.yaml infra/example-alarms.yaml
+TEMPLATES := infra/template.yaml infra/example-alarms.yaml infra/router.yaml
 ASL := infra/statemachine/release.asl.json
 
 
@@ -78,6 +78,7 @@ lint-rust: setup
 lint-infra: setup-infra
 	node_modules/.bin/asl-validator --json-path $(ASL)
 	$(INFRA)/sam validate --lint --region us-east-1 --template-file infra/template.yaml
+	$(INFRA)/sam validate --lint --region us-east-1 --template-file infra/router.yaml
 	$(INFRA)/cfn-lint $(TEMPLATES)
 	$(CHECKOV) --framework cloudformation --compact --quiet --skip-download $(addprefix -f ,$(TEMPLATES))
 

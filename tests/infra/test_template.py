@@ -38,8 +38,8 @@ class ManagedPolicies:
         return json.loads(path.read_text())["aws"]
 
 
-def render(params):
-    template = yaml_parse((ROOT / "infra/template.yaml").read_text())
+def render(params, path="infra/template.yaml"):
+    template = yaml_parse((ROOT / path).read_text())
     for name, resource in template["Resources"].items():
         props = resource.get("Properties", {})
         for key in ("CodeUri", "DefinitionUri"):
@@ -173,6 +173,23 @@ COHORT_RESOURCES = tuple(sorted([
     f"{APPCONFIG}:application/<CohortConfig>/environment/<CohortEnvironment>",
     f"{APPCONFIG}:deploymentstrategy/<CohortDeploymentStrategy>",
 ]))
+
+
+def test_the_cohort_front_may_invoke_only_its_models_two_aliases_and_read_only_its_cohorts():
+    params = {"ModelFunctionName": "chat", "CohortApplicationId": "abc1234", "CohortEnvironmentId": "env5678"}
+    rendered = render(params, "infra/router.yaml")
+    resolved = Resolver(rendered, params).resolve(rendered)
+    function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:chat"
+    assert statements(resolved, "CohortRouterRole") == sorted([
+        (("lambda:InvokeFunction",), (f"{function}:canary", f"{function}:live")),
+        (("appconfig:GetLatestConfiguration", "appconfig:StartConfigurationSession"),
+         (f"{APPCONFIG}:application/abc1234/environment/env5678/configuration/*",)),
+    ])
+    env = resolved["Resources"]["CohortRouter"]["Properties"]["Environment"]["Variables"]
+    assert env == {"MODEL_FUNCTION": "chat", "PRIMARY_ALIAS": "live", "COHORTS_APPLICATION": "abc1234",
+                   "COHORTS_ENVIRONMENT": "env5678"}
+    url = resolved["Resources"]["CohortRouterUrl"]["Properties"]
+    assert url["AuthType"] == "AWS_IAM", "callers sign: an open URL would let anyone spend the model"
 
 
 def test_only_the_stepper_publishes_cohorts_and_nothing_on_a_rollbacks_path_touches_appconfig(resolved):

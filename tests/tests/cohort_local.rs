@@ -335,3 +335,69 @@ async fn a_router_that_cannot_read_its_cohort_or_reads_garbage_sends_every_unit_
     let served = turn(&fresh, &s.local, &target, "jane", &[("group", "internal")]).await;
     assert_eq!((served.routed.alias.as_str(), served.version.as_str()), ("live", "1"), "{:?}", served.routed);
 }
+
+#[tokio::test]
+async fn the_front_function_routes_an_http_callers_units_with_no_code_in_the_caller() {
+    use coalmine::ports::CohortPublisher;
+    let s = Scene::connect().await;
+    let store = s.local.cohort_store().await;
+    let target = s.local.seed_cohort_model("steady", "steady").await;
+    // Mid-release, as the stepper leaves it: the cohort alias on the candidate, internal
+    // users pinned, nobody drawn yet; published by the stepper's own adapter.
+    s.local
+        .lambda
+        .update_alias()
+        .function_name(function_of(&target))
+        .name("canary")
+        .function_version("2")
+        .send()
+        .await
+        .unwrap();
+    let config = coalmine::config::CohortStore {
+        application: store.application.clone(),
+        environment: store.environment.clone(),
+        strategy: store.strategy.clone(),
+    };
+    let publisher = coalmine::aws::AppConfigCohorts::new(aws_sdk_appconfig::Client::new(&s.local.sdk), Some(config));
+    let cohort: coalmine_router::Cohort = serde_json::from_value(json!({
+        "release": "chat-v2", "threshold": 0, "pinned": {"match": {"group": ["internal"]}}, "alias": "canary", "stable_alias": "live"
+    }))
+    .unwrap();
+    publisher.publish(&target, &cohort).await.expect("published");
+
+    let front = unique("chat-front");
+    let env = [
+        ("MODEL_FUNCTION", function_of(&target)),
+        ("PRIMARY_ALIAS", "live"),
+        ("COHORTS_APPLICATION", store.application.as_str()),
+        ("COHORTS_ENVIRONMENT", store.environment.as_str()),
+        ("POLL_SECONDS", "1"),
+    ];
+    s.local.create_function_from(&front, &coalmine_tests::bootstrap_path("router"), &env).await;
+    let url = s.local.function_url(&front).await;
+    let http = reqwest::Client::new();
+    let ask = |headers: Vec<(&'static str, &'static str)>, body: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let mut request = http.post(&url).header("content-type", "application/json").body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let answer = request.send().await.expect("the front answers");
+            let version = answer.headers().get("x-coalmine-version").map(|v| v.to_str().unwrap().to_owned());
+            (answer.status().as_u16(), version, answer.text().await.unwrap())
+        }
+    };
+
+    let internal = ask(vec![("x-coalmine-unit", "jane"), ("X-Coalmine-Attr-Group", "internal")], r#"{"q": 3}"#).await;
+    assert_eq!((internal.0, internal.1.as_deref()), (200, Some("2")), "{}", internal.2);
+    let answer: serde_json::Value = serde_json::from_str(&internal.2).expect("the model's JSON");
+    assert_eq!(answer["q"], 3, "the model's own answer to the request's body: {answer}");
+    let customer = ask(vec![("x-coalmine-unit", "user-1")], r#"{"q": 4}"#).await;
+    assert_eq!((customer.0, customer.1.as_deref()), (200, Some("1")), "{}", customer.2);
+    let anonymous = ask(vec![("x-coalmine-attr-group", "internal")], r#"{"q": 5}"#).await;
+    assert_eq!(anonymous.1.as_deref(), Some("1"), "no unit id: the stable, even for an internal attribute");
+    let garbage = ask(vec![("x-coalmine-unit", "jane")], "q=1").await;
+    assert_eq!(garbage.0, 400, "{}", garbage.2);
+    assert!(garbage.2.contains("the body must be JSON"), "{}", garbage.2);
+}

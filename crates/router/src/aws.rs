@@ -269,3 +269,118 @@ pub fn emf_line(function: &str, version: &str, candidate: bool, failed: bool) ->
     })
     .to_string()
 }
+
+/// The header that names the unit, and the prefix of those that carry its attributes
+/// (`x-coalmine-attr-group: internal`), on a request to the front function.
+pub const UNIT_HEADER: &str = "x-coalmine-unit";
+pub const ATTRIBUTE_PREFIX: &str = "x-coalmine-attr-";
+
+/// What the front function takes from an HTTP request (a function URL's or an
+/// Application Load Balancer's event): the unit, its attributes, and the JSON body the
+/// model function is invoked with. Header names are matched without regard to case.
+#[derive(Debug, PartialEq)]
+pub struct FrontRequest {
+    pub unit: String,
+    pub attributes: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl FrontRequest {
+    /// `Err`: what is wrong with it, for a 400 (a body that is not JSON cannot be a Lambda
+    /// payload). A request with no unit is not wrong: it goes to the stable.
+    pub fn parse(event: &serde_json::Value) -> Result<FrontRequest, String> {
+        use base64::Engine;
+        let headers = event.get("headers").and_then(serde_json::Value::as_object);
+        let header = |name: &str| -> Vec<(String, String)> {
+            headers
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_owned())))
+                .filter(|(k, _)| k.starts_with(name))
+                .collect()
+        };
+        let unit = header(UNIT_HEADER).into_iter().find(|(k, _)| k == UNIT_HEADER).map(|(_, v)| v).unwrap_or_default();
+        let attributes = header(ATTRIBUTE_PREFIX)
+            .into_iter()
+            .map(|(k, v)| (k[ATTRIBUTE_PREFIX.len()..].to_owned(), v))
+            .filter(|(k, _)| !k.is_empty())
+            .collect();
+        let raw = event.get("body").and_then(serde_json::Value::as_str).unwrap_or("{}");
+        let body = if event.get("isBase64Encoded").and_then(serde_json::Value::as_bool).unwrap_or(false) {
+            base64::engine::general_purpose::STANDARD.decode(raw).map_err(|e| format!("the body is not base64: {e}"))?
+        } else {
+            raw.as_bytes().to_vec()
+        };
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|e| format!("the body must be JSON, the payload the model function takes: {e}"))?;
+        Ok(FrontRequest { unit, attributes, body })
+    }
+}
+
+/// The front function's answer to an HTTP request: the model's answer from the alias the
+/// unit is routed to, with the version that served and the alias in headers (what a "why
+/// did I get the new model?" ticket starts from), a 400 for a body that is not JSON, a
+/// 502 when the model function failed or could not be invoked.
+pub async fn front(
+    router: &Router,
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    event: &serde_json::Value,
+) -> serde_json::Value {
+    let request = match FrontRequest::parse(event) {
+        Ok(request) => request,
+        Err(why) => return http(400, &[], serde_json::json!({ "error": why }).to_string()),
+    };
+    let attributes: Vec<(&str, &str)> = request.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    match router.invoke(lambda, function, &request.unit, &attributes, request.body).await {
+        Ok(served) => {
+            let status = if served.function_error.is_some() { 502 } else { 200 };
+            let headers = [("x-coalmine-version", served.version.as_str()), ("x-coalmine-alias", &served.routed.alias)];
+            http(status, &headers, String::from_utf8_lossy(&served.answer).into_owned())
+        }
+        Err(e) => {
+            warn!(function, "coalmine router: the model function could not be invoked: {}", error_text(&e));
+            http(502, &[], serde_json::json!({ "error": "the model function could not be invoked" }).to_string())
+        }
+    }
+}
+
+fn http(status: u16, headers: &[(&str, &str)], body: String) -> serde_json::Value {
+    let mut all = serde_json::Map::new();
+    all.insert("content-type".into(), "application/json".into());
+    for (name, value) in headers {
+        all.insert((*name).into(), (*value).into());
+    }
+    serde_json::json!({ "statusCode": status, "headers": all, "body": body, "isBase64Encoded": false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_front_request_names_its_unit_and_attributes_in_headers_of_any_case() {
+        let event = json!({
+            "rawPath": "/", "headers": {"X-Coalmine-Unit": "user-7", "x-coalmine-attr-group": "internal",
+                                        "X-Coalmine-Attr-Region": "eu", "x-coalmine-attr-": "nameless", "accept": "*/*"},
+            "body": "{\"q\": 1}", "isBase64Encoded": false
+        });
+        let request = FrontRequest::parse(&event).unwrap();
+        assert_eq!(request.unit, "user-7");
+        let mut attributes = request.attributes.clone();
+        attributes.sort();
+        assert_eq!(attributes, [("group".to_owned(), "internal".to_owned()), ("region".to_owned(), "eu".to_owned())]);
+        assert_eq!(request.body, br#"{"q": 1}"#);
+    }
+
+    #[test]
+    fn a_front_request_without_a_unit_goes_on_and_one_whose_body_is_not_json_is_refused() {
+        let anonymous = FrontRequest::parse(&json!({"body": "eyJxIjogMX0=", "isBase64Encoded": true})).unwrap();
+        assert_eq!((anonymous.unit.as_str(), anonymous.body.as_slice()), ("", br#"{"q": 1}"#.as_slice()));
+        assert!(FrontRequest::parse(&json!({})).is_ok(), "no body is an empty request");
+        let garbage = FrontRequest::parse(&json!({"body": "q=1"})).unwrap_err();
+        assert!(garbage.starts_with("the body must be JSON"), "{garbage}");
+        assert!(FrontRequest::parse(&json!({"body": "%%%", "isBase64Encoded": true})).is_err());
+    }
+}
