@@ -135,6 +135,56 @@ async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_rel
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_asks_which_version_a_user_of_a_cohort_release_gets_and_why() {
+    let scene = Scene::connect().await;
+    let store = scene.local.cohort_store().await;
+    let deployed = scene.local.deploy_with(&scene.inbox.topic_arn, &store.env()).await;
+    let op = Operator { deployed: &deployed, topic: &scene.inbox.topic_arn, dir: tempdir(), env: Vec::new() };
+    let target = scene.local.seed_cohort_model("steady", "steady").await;
+    let _traffic = scene.local.pump_healthy_traffic(&target, "2").await;
+    let Target::LambdaCohort(aliases) = &target else { unreachable!() };
+    let name = unique("chat");
+    let file = op.file(&json!({
+        "release": name,
+        "target": {"lambda_cohort": {"function": aliases.function, "alias": "live", "cohort_alias": "canary"}},
+        "canary_version": "2",
+        "cohorts": {"unit": "user", "pinned": {"match": {"group": ["internal"]}}},
+        "stages": [{"percent": 5, "bake_seconds": 1, "approval": true}, {"percent": 100, "bake_seconds": 2}],
+        "check_every_seconds": 1,
+        "gates": {"max_error_rate": 0.05, "min_requests": 50}
+    }));
+    let plan = op.ok(&["validate", &file]);
+    assert!(plan.contains("cohorts  by user: pinned group=internal; the rest drawn by hash"), "{plan}");
+    assert!(plan.contains("stages   5% of users for 1s then approval, 100% of users for 2s"), "{plan}");
+
+    op.ok(&["start", &file]);
+    op.until(&name, "awaiting approval", |st| st["progress"]["status"] == "awaiting_approval").await;
+    let drawn = (0..100_000)
+        .map(|i| format!("user-{i}"))
+        .find(|u| coalmine_router::bucket(&name, u) < coalmine_router::threshold(5.0))
+        .unwrap();
+    let said = op.ok(&["route", &name, "--unit", &drawn]);
+    assert!(
+        said.starts_with(&format!("{drawn} gets version 2 (the candidate) through alias canary: drawn: bucket")),
+        "{said}"
+    );
+    assert!(said.contains("(at stage 1 of 2: 5% of users, pinned group=internal)"), "{said}");
+    let internal = op.ok(&["route", &name, "--unit", "jane", "--attr", "group=internal", "--output", "json"]);
+    let internal: Value = serde_json::from_str(&internal).unwrap();
+    assert_eq!((&internal["version"], &internal["candidate"]), (&json!("2"), &json!(true)), "{internal}");
+    assert!(internal["why"].as_str().unwrap().starts_with("pinned to the candidate (group=internal)"), "{internal}");
+    let header = op.ok(&["status", &name]);
+    assert!(header.contains("canary version 2 to 5% of users, pinned group=internal"), "{header}");
+    let (code, text) = op.run(&["route", &name, "--unit", "jane", "--attr", "group"]);
+    assert_eq!(code, 2, "a usage error: {text}");
+
+    // Aborted: the kill switch moved, and route says what a drawn user gets now.
+    op.ok(&["abort", &name, "--reason", "tone is off"]);
+    let said = op.ok(&["route", &name, "--unit", &drawn]);
+    assert!(said.starts_with(&format!("{drawn} gets version 1 (the stable)")), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_ends_a_release_rolled_back_and_the_next_one_is_promoted_in_full() {
     let (s, deployed, Canary { function, target, alarm }) = setup().await;
     let op = Operator { deployed: &deployed, topic: &s.inbox.topic_arn, dir: tempdir(), env: Vec::new() };

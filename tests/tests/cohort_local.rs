@@ -130,7 +130,7 @@ async fn deployed_with_cohorts() -> (Scene, Deployed, CohortStore) {
 fn router_of(local: &LocalAws, store: &CohortStore, target: &Target) -> Router {
     let Target::LambdaCohort(aliases) = target else { unreachable!() };
     let client = aws_sdk_appconfigdata::Client::new(&local.sdk);
-    let profile = format!("{}.{}", aliases.function, aliases.alias);
+    let profile = coalmine_router::profile_name(&aliases.function, &aliases.alias);
     let source = AppConfigSource::new(client, &store.application, &store.environment, profile)
         .poll_every(Duration::from_millis(300));
     Router::new(source, "live")
@@ -300,11 +300,10 @@ async fn a_router_that_cannot_read_its_cohort_or_reads_garbage_sends_every_unit_
 
     // A profile whose content is not a cohort.
     let appconfig = aws_sdk_appconfig::Client::new(&s.local.sdk);
-    let Target::LambdaCohort(aliases) = &target else { unreachable!() };
     let profile = appconfig
         .create_configuration_profile()
         .application_id(&store.application)
-        .name(format!("{}.{}", aliases.function, aliases.alias))
+        .name(target.cohort_profile().unwrap())
         .location_uri("hosted")
         .send()
         .await

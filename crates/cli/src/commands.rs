@@ -41,6 +41,9 @@ async fn execute(cli: Cli) -> CliResult<Exit> {
         Command::Start { file, wait } => start(&Context::new(stack).await, &file, wait).await,
         Command::List { recent, output } => list(&Context::new(stack).await, recent, output).await,
         Command::Status { release, watch, output } => status(&Context::new(stack).await, &release, watch, output).await,
+        Command::Route { release, unit, attributes, output } => {
+            route(&Context::new(stack).await, &release, &unit, &attributes, output).await
+        }
         Command::Pause { release } => operate(&Context::new(stack).await, &release, Request::Pause).await,
         Command::Resume { release } => operate(&Context::new(stack).await, &release, Request::Resume).await,
         Command::Approve { release } => operate(&Context::new(stack).await, &release, Request::Approve).await,
@@ -242,6 +245,37 @@ async fn status(context: &Context, name: &str, watch: bool, output: Output) -> C
         return follow(context, &arn).await;
     }
     watch_live(context, &arn, run).await
+}
+
+/// `coalmine route`: the answer every "why did I get the new model?" ticket asks for,
+/// from the release's stage and who serves its target now (so a rollback shows).
+async fn route(
+    context: &Context,
+    name: &str,
+    unit: &str,
+    attributes: &[(String, String)],
+    output: Output,
+) -> CliResult<Exit> {
+    let arn = context.execution_arn(name).await?;
+    let run = Run::load(context, &arn).await?;
+    let release = run.release.as_ref().ok_or_else(|| {
+        CliError::new(Exit::Error, format!("release {name}'s execution input is not a release coalmine can read"))
+    })?;
+    let aws = context.adapters(None);
+    let serving = match release.serving_now(&deps(&aws)).await {
+        Some(read) => read?,
+        None => return Err(CliError::new(Exit::Invalid, format!("release {name} routes no units by cohort"))),
+    };
+    let attributes: Vec<(&str, &str)> = attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let routed = release.route(run.progress.as_ref(), &serving, unit, &attributes)?;
+    if output == Output::Json {
+        say!("{}", serde_json::to_string_pretty(&routed).unwrap_or_default());
+        return Ok(Exit::Ok);
+    }
+    let side = release.target().side(&routed.version);
+    let role = if routed.candidate { "the candidate" } else { "the stable" };
+    say!("{unit} gets {side} ({role}) through alias {}: {}", routed.alias, routed.why);
+    Ok(Exit::Ok)
 }
 
 /// Who serves a canary release's target now, read from it: not what the release last

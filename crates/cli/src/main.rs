@@ -92,6 +92,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Which version a unit (a user, a conversation) of a cohort release gets now, and why.
+    Route {
+        /// The release's name, as in its file.
+        release: String,
+        /// The unit's id, as the router's caller passes it.
+        #[arg(long)]
+        unit: String,
+        /// An attribute the caller passes with it (group=internal); repeat for more.
+        #[arg(long = "attr", value_parser = attribute)]
+        attributes: Vec<(String, String)>,
+        /// Text for people, or JSON for scripts.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Hold a release at its weight after its bake; the judge keeps judging.
     Pause {
         /// The release's name, as in its file.
@@ -139,6 +153,13 @@ pub enum Command {
 }
 
 /// A target on the command line; a malformed one is a usage error (exit 2).
+fn attribute(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not NAME=VALUE (group=internal)")),
+    }
+}
+
 fn target(text: &str) -> Result<coalmine::Target, String> {
     text.parse().map_err(|e: coalmine::domain::target::BadTarget| e.reason)
 }

@@ -50,6 +50,13 @@ pub fn bucket(release: &str, unit: &str) -> u32 {
     (u64::from_be_bytes(first) % u64::from(BUCKETS)) as u32
 }
 
+/// The AppConfig configuration profile a function's cohort is published in, by its
+/// primary alias: `FUNCTION.ALIAS` (Lambda allows no dot in either name, so no two alias
+/// pairs share a profile).
+pub fn profile_name(function: &str, alias: &str) -> String {
+    format!("{function}.{alias}")
+}
+
 /// The buckets a stage's percent of units takes: 5% is 500.
 pub fn threshold(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) * f64::from(BUCKETS) / 100.0).round() as u32

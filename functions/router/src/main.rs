@@ -37,7 +37,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         aws_sdk_appconfigdata::Client::new(&sdk),
         required("COHORTS_APPLICATION")?,
         required("COHORTS_ENVIRONMENT")?,
-        format!("{function}.{alias}"),
+        coalmine_router::profile_name(&function, &alias),
     )
     .poll_every(poll);
     let router = Router::new(source, alias);

@@ -1,6 +1,6 @@
 //! A cohort release's share, published in AppConfig (decision 0020): one hosted
-//! configuration profile per cohort target, named `FUNCTION.ALIAS` (neither a function
-//! nor an alias name may hold a dot), in the stack's application, deployed to its
+//! configuration profile per cohort target ([`Target::cohort_profile`]), in the stack's
+//! application, deployed to its
 //! environment with its own strategy (no bake: AppConfig's predefined `AllAtOnce` bakes
 //! ten minutes, and while it does no other deployment to the environment may start).
 //! Routers read it through AppConfig's data plane, made for many frequent readers.
@@ -21,14 +21,6 @@ pub struct AppConfigCohorts {
     store: Option<CohortStore>,
     /// Profile ids by name, found or made once per cold start.
     profiles: Mutex<HashMap<String, String>>,
-}
-
-/// The profile the routers of `target` read: `FUNCTION.ALIAS`.
-pub fn profile_name(target: &Target) -> Option<String> {
-    match target {
-        Target::LambdaCohort(aliases) => Some(format!("{}.{}", aliases.function, aliases.alias)),
-        _ => None,
-    }
 }
 
 impl AppConfigCohorts {
@@ -90,7 +82,7 @@ fn service(operation: &'static str, detail: &str) -> Error {
 impl CohortPublisher for AppConfigCohorts {
     async fn publish(&self, target: &Target, cohort: &Cohort) -> Result<()> {
         let store = self.store()?;
-        let name = profile_name(target).ok_or_else(|| Error::Unsupported {
+        let name = target.cohort_profile().ok_or_else(|| Error::Unsupported {
             target: target.clone(),
             detail: "only a lambda-cohort target routes units by cohort".to_owned(),
         })?;

@@ -12,7 +12,7 @@ mod sns;
 #[cfg(test)]
 mod tests;
 
-pub use appconfig::{profile_name as cohort_profile_name, AppConfigCohorts};
+pub use appconfig::AppConfigCohorts;
 pub use claims::DynamoClaims;
 pub use cloudwatch::{CloudWatchAlarms, CloudWatchMetrics, CloudWatchSink};
 pub use error::aws_error;

@@ -18,7 +18,7 @@ pub mod watchdog;
 
 use serde_json::{Map, Value};
 
-use self::core::operate::{Bake, Command, Operated};
+use self::core::operate::{Bake, Command, Operated, Routed};
 use self::core::preflight::Check;
 use self::core::progress::Progress;
 use self::core::{Input, Ports, ReleaseKind};
@@ -161,6 +161,20 @@ impl Document {
     /// Who serves the target now, read from it, where coalmine moves the traffic.
     pub async fn serving_now(&self, deps: &impl Ports) -> Option<Result<Split>> {
         each_kind!(self, r: K => <K as Operated>::serving_now(r, deps).await)
+    }
+
+    /// `coalmine route`: which version `unit` gets now, given who serves the target now.
+    pub fn route(
+        &self,
+        progress: Option<&AnyProgress>,
+        serving: &Split,
+        unit: &str,
+        attributes: &[(&str, &str)],
+    ) -> Result<Routed> {
+        each_kind!(self, r: K => {
+            let progress = progress.and_then(as_kind::<K>);
+            <K as Operated>::route(r, progress.as_ref(), serving, unit, attributes)
+        })
     }
 
     /// Every check the first tick makes, moving nothing.

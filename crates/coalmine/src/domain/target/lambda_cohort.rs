@@ -108,6 +108,10 @@ impl Kind for LambdaCohort {
         Some((&self.alias, &self.cohort_alias))
     }
 
+    fn cohort_profile(&self) -> Option<String> {
+        Some(coalmine_router::profile_name(&self.function, &self.alias))
+    }
+
     fn shadow_by(&self) -> ShadowBy<'_> {
         ShadowBy::LogFeed { function: &self.function }
     }

@@ -73,6 +73,10 @@ trait Kind {
     fn cohort_aliases(&self) -> Option<(&str, &str)> {
         None
     }
+    /// Where its routers read the cohort: the AppConfig profile's name.
+    fn cohort_profile(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Which side of a release a metric is asked for.
@@ -237,6 +241,12 @@ impl Target {
     /// serves the stable, and the cohort alias, the kill switch.
     pub fn cohort_aliases(&self) -> Option<(&str, &str)> {
         self.kind().cohort_aliases()
+    }
+
+    /// The AppConfig configuration profile its routers read the cohort from
+    /// ([`coalmine_router::profile_name`]).
+    pub fn cohort_profile(&self) -> Option<String> {
+        self.kind().cohort_profile()
     }
 
     /// The endpoint whose own deployments coalmine can stop (SageMaker's guardrails).

@@ -69,6 +69,34 @@ impl Cohorts {
         !self.pinned.is_empty()
     }
 
+    /// A stage's share in words: "5% of conversations", "the pinned users alone".
+    pub fn share(&self, percent: f64) -> String {
+        let units = plural(&self.unit);
+        if percent == 0.0 {
+            format!("the pinned {units} alone")
+        } else {
+            format!("{} of {units}", crate::text::percent(percent / 100.0))
+        }
+    }
+
+    /// Who goes first and who never: "pinned group=internal and 3 listed; never 1 listed".
+    pub fn rules(&self) -> String {
+        let describe = |rule: &Match| -> Option<String> {
+            let mut parts: Vec<String> =
+                rule.attributes.iter().map(|(key, values)| format!("{key}={}", values.join("|"))).collect();
+            if !rule.units.is_empty() {
+                parts.push(format!("{} listed", rule.units.len()));
+            }
+            (!parts.is_empty()).then(|| parts.join(" and "))
+        };
+        match (describe(&self.pinned), describe(&self.never)) {
+            (None, None) => "none pinned".to_owned(),
+            (Some(pinned), None) => format!("pinned {pinned}"),
+            (None, Some(never)) => format!("none pinned; never {never}"),
+            (Some(pinned), Some(never)) => format!("pinned {pinned}; never {never}"),
+        }
+    }
+
     /// Bad input is refused before anything moves, each problem against its field.
     pub fn check(&self, percents: &[f64], problems: &mut Problems) {
         let unit = self.unit.trim();
@@ -151,6 +179,16 @@ impl Cohorts {
                 );
             }
         }
+    }
+}
+
+/// "user" → "users"; a unit the team named already in the plural stays so.
+fn plural(unit: &str) -> String {
+    let unit = unit.trim();
+    if unit.ends_with('s') {
+        unit.to_owned()
+    } else {
+        format!("{unit}s")
     }
 }
 

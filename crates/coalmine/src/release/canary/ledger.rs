@@ -11,7 +11,6 @@ use crate::release::canary::progress::Progress;
 use crate::release::canary::CanaryTick;
 use crate::release::core::progress::Status;
 use crate::release::judge::Evidence;
-use crate::text::percent;
 
 impl<P: Ports> CanaryTick<'_, P> {
     /// The split a stage asks for. Lambda at 100% is a promotion: the canary becomes the
@@ -41,10 +40,9 @@ impl<P: Ports> CanaryTick<'_, P> {
         }
     }
 
-    /// "stage 2 of 4 (25%)"
+    /// "stage 2 of 4 (25%)", "stage 2 of 4 (25% of users)"
     pub(super) fn stage_text(&self, stage: usize) -> String {
-        let stages = &self.release.stages;
-        format!("stage {} of {} ({})", stage + 1, stages.len(), percent(stages[stage].weight()))
+        format!("stage {} of {} ({})", stage + 1, self.release.stages.len(), self.release.share_text(stage))
     }
 
     /// A decision that changes nothing on the target, logged and kept.

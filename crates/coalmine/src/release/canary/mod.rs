@@ -30,7 +30,7 @@ use crate::domain::target::Target;
 use crate::ports::TrafficRouter;
 use crate::release::canary::progress::{CanaryProgress, Progress};
 use crate::release::core::ending::SafetyOutcome;
-use crate::release::core::operate::{Bake, Command, Operated};
+use crate::release::core::operate::{Bake, Command, Operated, Routed};
 use crate::release::core::preflight::Check;
 use crate::release::core::{ReleaseKind, Tick};
 use crate::text::describe;
@@ -104,8 +104,15 @@ impl Operated for Release {
         serde_json::to_value(self.plan()).unwrap_or(Value::Null)
     }
 
-    fn headline(&self, _progress: Option<&Progress>, state: &str, _running: bool) -> String {
-        format!("canary {}, {state}", self.target.side(self.canary_id()))
+    fn headline(&self, progress: Option<&Progress>, state: &str, _running: bool) -> String {
+        let canary = self.target.side(self.canary_id());
+        match (&self.cohorts, progress.filter(|p| p.kind.shadow.is_none())) {
+            (Some(cohorts), Some(progress)) => {
+                format!("canary {canary} to {}, {}, {state}", self.share_text(progress.stage), cohorts.rules())
+            }
+            (Some(cohorts), None) => format!("canary {canary}, by {}, {state}", cohorts.unit.trim()),
+            (None, _) => format!("canary {canary}, {state}"),
+        }
     }
 
     fn details(&self, progress: &Progress, running: bool, now: u64) -> Vec<String> {
@@ -120,12 +127,28 @@ impl Operated for Release {
         view::bake(self, progress, now)
     }
 
+    /// A cohort's alias serves the candidate wholly; the share it reaches is the stage's
+    /// share of units, and that is what is said (`list` shows it as the candidate's weight).
     fn as_left(&self, progress: &Progress) -> Option<Split> {
-        Some(progress.kind.last_written.as_split())
+        let mut left = progress.kind.last_written.as_split();
+        if self.cohorts.is_some() && !left.canary_is_zero() && left.canary.is_some() {
+            left.canary_weight = progress.weight;
+        }
+        Some(left)
     }
 
     async fn serving_now(&self, deps: &impl Ports) -> Option<Result<Split>> {
         Some(deps.traffic().read(&self.target).await)
+    }
+
+    fn route(
+        &self,
+        progress: Option<&Progress>,
+        serving: &Split,
+        unit: &str,
+        attributes: &[(&str, &str)],
+    ) -> Result<Routed> {
+        view::route(self, progress, serving, unit, attributes)
     }
 
     async fn command(&self, deps: &impl Ports, who: &str, command: Command) -> Result<Stamp> {

@@ -8,7 +8,7 @@ use crate::ports::{Notification, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
 use crate::release::canary::spec::Release;
 use crate::release::core::progress::DryRun;
 use crate::release::judge::Evidence;
-use crate::text::{describe, duration, execution_link, field, percent, subject};
+use crate::text::{describe, duration, execution_link, field, subject};
 
 /// A release that stopped, and why.
 pub struct Stopped<'a> {
@@ -35,7 +35,7 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
     let at = if *in_shadow {
         "its shadow, before its first stage".to_owned()
     } else {
-        format!("stage {} of {} ({})", stage + 1, release.stages.len(), percent(release.stages[*stage].weight()))
+        format!("stage {} of {} ({})", stage + 1, release.stages.len(), release.share_text(*stage))
     };
     let opening = match by {
         RolledBackBy::Health | RolledBackBy::GateAlarm if *in_shadow => format!(
@@ -72,6 +72,14 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
     field(&mut body, "Stage", &at);
     field(&mut body, "Target", &target.to_string());
     field(&mut body, "Kind", by.as_str());
+    if let Some(cohorts) = &release.cohorts {
+        let who = format!(
+            "{}, {}; routers still sending them to the cohort alias reach the stable now",
+            release.share_text(*stage),
+            cohorts.rules()
+        );
+        field(&mut body, "Cohort", &who);
+    }
     field(&mut body, "Before", &describe(target, before));
     field(&mut body, "After", &describe(target, after));
     field(&mut body, "Why", why);
@@ -152,7 +160,7 @@ pub fn awaiting_approval(release: &Release, execution: &str, stage: usize, evide
     let target = &release.target;
     let name = &release.release;
     let s = release.stages[stage];
-    let at = format!("stage {} of {} ({})", stage + 1, release.stages.len(), percent(s.weight()));
+    let at = format!("stage {} of {} ({})", stage + 1, release.stages.len(), release.share_text(stage));
     let mut body = format!(
         "Release {name} baked healthy at {at} and waits for approval before it goes on. It stays at this weight, \
          checked every {} s, and rolls back if it turns unhealthy.\n\n",
@@ -179,7 +187,7 @@ pub fn awaiting_approval(release: &Release, execution: &str, stage: usize, evide
         ),
     );
     Notification {
-        subject: subject(&format!("coalmine: {name} on {target} waits for approval at {}", percent(s.weight()))),
+        subject: subject(&format!("coalmine: {name} on {target} waits for approval at {}", release.share_text(stage))),
         body,
         attributes: vec![
             (ATTR_EVENT, "awaiting_approval".to_owned()),

@@ -88,13 +88,39 @@ pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl Metri
         let traffic = recent_traffic(release, live, metrics, now).await?;
         let line = traffic_check(release, live, traffic.as_ref())?;
         let stable = custom_data_check(release, live, metrics, now).await?;
-        let sees = traffic.and_then(|t| sees(release, t.per_minute, &stable));
-        Ok(match sees {
+        let sees = traffic.as_ref().and_then(|t| sees(release, t.per_minute, &stable));
+        let line = match sees {
             Some(sees) => format!("{line}. {sees}"),
+            None => line,
+        };
+        Ok(match traffic.and_then(|t| exposure(release, t.per_minute)) {
+            Some(exposure) => format!("{line}. {exposure}"),
             None => line,
         })
     };
     Check { advisory: true, ..Check::new("the metrics the judge needs", found.await) }
+}
+
+/// What each share of a cohort release exposes at the stable's recent traffic, in
+/// requests a minute: the router meters units, not this, so it is the even-spread
+/// estimate, said as one.
+pub fn exposure(release: &Release, per_minute: f64) -> Option<String> {
+    let cohorts = release.cohorts.as_ref()?;
+    let shares: Vec<String> = release
+        .stages
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.percent > 0.0 && s.percent < 100.0)
+        .map(|(i, s)| format!("{} about {:.0}", release.share_text(i), per_minute * s.weight()))
+        .collect();
+    let pinned = if cohorts.has_pins() { "; the pinned units' own requests on top, from the first stage" } else { "" };
+    Some(format!(
+        "Its shares reach, of the stable's {per_minute:.0} requests a minute if they are spread evenly over {}: {}{pinned} \
+         (one heavy {} drawn or not moves this)",
+        cohorts.share(100.0).trim_start_matches("100% of "),
+        shares.join(", "),
+        cohorts.unit.trim()
+    ))
 }
 
 /// What the release can see on the stable's recent traffic, in a sentence; `None` when

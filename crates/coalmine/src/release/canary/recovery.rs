@@ -20,7 +20,7 @@ use crate::release::core::progress::Status;
 use crate::release::core::unsent;
 use crate::release::judge::Evidence;
 use crate::rollback::{zero_canary, Owner, ZeroOutcome};
-use crate::text::{describe, percent};
+use crate::text::describe;
 
 impl<P: Ports> CanaryTick<'_, P> {
     pub(super) async fn after_change(&self, progress: Progress, live: Split) -> Result<Progress> {
@@ -70,7 +70,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         progress.enter_stage(self.now);
         let reason = format!(
             "Now at {}: an earlier attempt of this tick advanced and then failed; baking from now",
-            percent(release.stages[next].weight())
+            release.share_text(next)
         );
         let wait = release.check_every_seconds.min(release.stages[next].longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, None))

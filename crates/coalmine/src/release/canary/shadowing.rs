@@ -161,7 +161,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         progress.weight = first.weight();
         progress.kind.last_written = Written::of(&written);
         progress.enter_stage(self.now);
-        let reason = format!("Shadow passed ({}); now at {}", evidence.summary(), percent(first.weight()));
+        let reason = format!("Shadow passed ({}); now at {}", evidence.summary(), release.share_text(0));
         let wait = release.check_every_seconds.min(first.longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, Some(evidence)))
     }

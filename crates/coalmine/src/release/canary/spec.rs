@@ -344,6 +344,15 @@ impl Release {
         }
     }
 
+    /// A stage's share in words: "5%" of requests, or "5% of users" for a cohort release.
+    pub fn share_text(&self, stage: usize) -> String {
+        let percent = self.stages.get(stage).map_or(0.0, |s| s.percent);
+        match &self.cohorts {
+            Some(cohorts) => cohorts.share(percent),
+            None => crate::text::percent(percent / 100.0),
+        }
+    }
+
     /// The cohort routers read at `stage`, for a cohort release.
     pub fn cohort_at(&self, stage: usize) -> Option<coalmine_router::Cohort> {
         let cohorts = self.cohorts.as_ref()?;

@@ -17,7 +17,7 @@ use crate::release::core::health::{holds, observe, rollback_reason};
 use crate::release::core::progress::Status;
 use crate::release::core::unsent;
 use crate::release::judge::{Evidence, Verdict};
-use crate::text::{duration, percent};
+use crate::text::duration;
 
 /// What this tick found: the traffic as read, the stamp on it (with any operator
 /// request), the verdict, and whether the stage's bake is over.
@@ -187,7 +187,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         let stage = &self.release.stages[progress.stage];
         let reason = format!(
             "Promoted: stage {} {};{} {verdict}",
-            percent(stage.weight()),
+            self.release.share_text(progress.stage),
             baked(look, progress.watched_seconds),
             carried_out(look, stage.approval)
         );
@@ -224,9 +224,9 @@ impl<P: Ports> CanaryTick<'_, P> {
         let approval = release.stages[progress.stage].approval;
         let reason = format!(
             "Stage {} {}; now at {}.{} {verdict}",
-            percent(release.stages[progress.stage].weight()),
+            release.share_text(progress.stage),
             baked(look, progress.watched_seconds),
-            percent(release.stages[next].weight()),
+            release.share_text(next),
             carried_out(look, approval),
         );
         progress.stage = next;

@@ -13,7 +13,6 @@ use crate::release::canary::progress::{CanaryProgress, Progress};
 use crate::release::canary::CanaryTick;
 use crate::release::core::preflight::first_blocking;
 use crate::release::core::progress::Status;
-use crate::text::percent;
 
 impl<P: Ports> CanaryTick<'_, P> {
     pub(super) async fn start(&self) -> Result<Progress> {
@@ -60,7 +59,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         let reason = format!(
             "Started: {} at {} beside {}{warning}",
             target.side(release.canary_id()),
-            percent(first.weight()),
+            release.share_text(0),
             target.side(&progress.stable)
         );
         let wait = release.check_every_seconds.min(first.longest_bake().max(1));
@@ -80,7 +79,7 @@ impl<P: Ports> CanaryTick<'_, P> {
             "At stage {} of {} ({}): an earlier attempt of this tick wrote it and then failed; baking from now",
             stage + 1,
             release.stages.len(),
-            percent(release.stages[stage].weight())
+            release.share_text(stage)
         );
         let wait = release.check_every_seconds.min(release.stages[stage].longest_bake().max(1));
         progress.decide(self.now, Status::Advanced, wait, reason, None)

@@ -1,8 +1,10 @@
 //! The weight canary as an operator sees it: its plan, its bake, its shadow's examples.
 
+use crate::domain::error::{Error, Result};
+use crate::domain::split::Split;
 use crate::release::canary::progress::Progress;
 use crate::release::canary::spec::Release;
-use crate::release::core::operate::Bake;
+use crate::release::core::operate::{Bake, Routed};
 use crate::release::core::progress::Status;
 use crate::text::{duration, percent};
 
@@ -12,11 +14,16 @@ pub fn plan_text(release: &Release) -> String {
     let stages: Vec<String> = plan
         .stages
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let approval = if s.approval { " then approval" } else { "" };
+            let share = match &release.cohorts {
+                Some(_) => release.share_text(i),
+                None => format!("{}%", s.percent),
+            };
             match s.max_bake_seconds {
-                Some(max) => format!("{}% until conclusive, at most {}{approval}", s.percent, duration(max)),
-                None => format!("{}% for {}{approval}", s.percent, duration(s.bake_seconds)),
+                Some(max) => format!("{share} until conclusive, at most {}{approval}", duration(max)),
+                None => format!("{share} for {}{approval}", duration(s.bake_seconds)),
             }
         })
         .collect();
@@ -78,8 +85,19 @@ pub fn plan_text(release: &Release) -> String {
             percent(s.sample),
         )
     });
+    let cohorts = release.cohorts.as_ref().map_or(String::new(), |c| {
+        let (_, cohort_alias) = release.target.cohort_aliases().unwrap_or_default();
+        format!(
+            "\n  cohorts  by {unit}: {}; the rest drawn by hash of (release, {unit}), a {unit} drawn at one share kept \
+             at every later one; routers read each share from AppConfig (profile {}) and send the cohort to alias \
+             {cohort_alias}, the kill switch",
+            c.rules(),
+            release.target.cohort_profile().unwrap_or_default(),
+            unit = c.unit.trim(),
+        )
+    });
     format!(
-        "{}: valid\n  target   {}, canary {}{shadow}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n  limits   {}\n",
+        "{}: valid\n  target   {}, canary {}{shadow}{cohorts}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n  limits   {}\n",
         release.release,
         release.target,
         release.target.side(release.canary_id()),
@@ -88,6 +106,56 @@ pub fn plan_text(release: &Release) -> String {
         limits.join(", "),
         crate::release::core::limits::describe()
     )
+}
+
+/// `coalmine route`: the cohort the release's routers read at its stage (nobody drawn
+/// once it ended), applied to `unit`, and the version the alias it names serves now:
+/// after a rollback a unit still routed to the cohort alias gets the stable.
+pub fn route(
+    release: &Release,
+    progress: Option<&Progress>,
+    serving: &Split,
+    unit: &str,
+    attributes: &[(&str, &str)],
+) -> Result<Routed> {
+    let not_a_cohort = || {
+        Error::Refused(format!(
+            "release {} routes requests by weight on {}: each request draws its version, no unit keeps one (a cohort \
+             release routes units: docs/cohorts.md)",
+            release.release, release.target
+        ))
+    };
+    let cohorts = release.cohorts.as_ref().ok_or_else(not_a_cohort)?;
+    let (primary, cohort_alias) = release.target.cohort_aliases().ok_or_else(not_a_cohort)?;
+    let routed = |alias: &str, why: String| {
+        let on_candidate = alias == cohort_alias && !serving.canary_is_zero();
+        let version = match &serving.canary {
+            Some(canary) if on_candidate => canary.clone(),
+            _ => serving.stable.clone(),
+        };
+        let candidate = version == release.canary_id();
+        Ok(Routed { unit: unit.to_owned(), version, alias: alias.to_owned(), candidate, why })
+    };
+    let Some(progress) = progress else {
+        return routed(primary, "the release has not taken its first step: every unit is on the stable".into());
+    };
+    if progress.kind.shadow.is_some() {
+        return routed(primary, "the release is shadowing: nobody is served by the candidate yet".into());
+    }
+    let (cohort, at) = match progress.status {
+        Status::Promoted => return routed(primary, "the release was promoted: everyone is on it".into()),
+        Status::RolledBack => (release.cohort_ended(), "the release was rolled back".to_owned()),
+        _ => {
+            (release.cohort_at(progress.stage), format!("at stage {} of {}", progress.stage + 1, release.stages.len()))
+        }
+    };
+    let cohort = cohort.ok_or_else(not_a_cohort)?;
+    let decision = coalmine_router::route(&cohort, unit, attributes);
+    let mut why = format!("{} ({at}: {}, {})", decision.why, release.share_text(progress.stage), cohorts.rules());
+    if decision.alias == cohort_alias && serving.canary_is_zero() {
+        why.push_str(&format!("; alias {cohort_alias} serves the stable now, so it gets the stable"));
+    }
+    routed(decision.alias, why)
 }
 
 /// Where the current stage's bake is: `bake [#######.............] 4m00s of 15m00s`.

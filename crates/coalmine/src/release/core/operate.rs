@@ -48,6 +48,16 @@ pub struct Bake {
     pub line: String,
 }
 
+/// `coalmine route`: which version a unit gets now, through which alias, and why.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Routed {
+    pub unit: String,
+    pub version: String,
+    pub alias: String,
+    pub candidate: bool,
+    pub why: String,
+}
+
 /// A kind of release as an operator meets it: its plan, what it is called in a
 /// status, what it shows beyond the timeline, and the commands it takes.
 pub trait Operated: ReleaseKind {
@@ -82,6 +92,22 @@ pub trait Operated: ReleaseKind {
     /// Records `command` from `who` for the release's next tick; returns the stamp as
     /// written, or why this kind takes no such command.
     fn command(&self, deps: &impl Ports, who: &str, command: Command) -> impl Future<Output = Result<Stamp>> + Send;
+
+    /// Which version `unit` (with `attributes`) gets now, given the release's progress
+    /// and who serves the target now; refused by a release that routes no units.
+    fn route(
+        &self,
+        _progress: Option<&Progress<Self::Extra>>,
+        _serving: &Split,
+        _unit: &str,
+        _attributes: &[(&str, &str)],
+    ) -> Result<Routed> {
+        Err(crate::domain::error::Error::Refused(format!(
+            "release {} routes no units by cohort: each request takes a side by weight (a cohort release routes \
+             units: docs/cohorts.md)",
+            self.name()
+        )))
+    }
 
     /// Takes the release's traffic away now (run by `execution`), by `who` for `why`,
     /// and tells the team; returns what happened, in words.

@@ -280,3 +280,89 @@ async fn the_largest_cohort_a_release_may_list_keeps_its_state_far_inside_what_s
     assert!(size < 160 * 1024, "{size} bytes of the 256 KiB Step Functions passes from task to task");
     assert_eq!(threshold(100.0), *thresholds(&world).iter().max().unwrap());
 }
+
+#[tokio::test]
+async fn route_answers_which_version_a_unit_gets_now_and_why_through_a_rollback() {
+    use crate::release::canary::view;
+    let world = cohort_world();
+    let r = cohort_release(&[5.0, 25.0, 100.0]);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let cohort = r.cohort_at(0).unwrap();
+    let drawn = (0..10_000).map(|i| format!("user-{i}")).find(|u| route(&cohort, u, &[]).candidate).unwrap();
+    let live = world.router.split(&cohort_target());
+    let now = view::route(&r, Some(&p), &live, &drawn, &[]).unwrap();
+    assert_eq!((now.version.as_str(), now.alias.as_str(), now.candidate), ("42", "canary", true));
+    assert!(now.why.starts_with("drawn: bucket"), "{}", now.why);
+    assert!(now.why.contains("(at stage 1 of 3: 5% of users, pinned group=internal; never 1 listed)"), "{}", now.why);
+    let internal = view::route(&r, Some(&p), &live, "jane", &[("group", "internal")]).unwrap();
+    assert_eq!((internal.version.as_str(), internal.candidate), ("42", true), "{}", internal.why);
+    let vip = view::route(&r, Some(&p), &live, "vip-1", &[("group", "internal")]).unwrap();
+    assert_eq!((vip.version.as_str(), vip.alias.as_str()), ("41", "live"), "{}", vip.why);
+
+    // Rolled back by an alarm the release has not seen yet: the kill switch answers.
+    crate::rollback::zero_canary(
+        &world.router,
+        &cohort_target(),
+        &RolledBackBy::Alarm("errors".into()),
+        Owner::Alarm,
+        None,
+    )
+    .await
+    .unwrap();
+    let after = view::route(&r, Some(&p), &world.router.split(&cohort_target()), &drawn, &[]).unwrap();
+    assert_eq!((after.version.as_str(), after.alias.as_str(), after.candidate), ("41", "canary", false));
+    assert!(after.why.ends_with("alias canary serves the stable now, so it gets the stable"), "{}", after.why);
+
+    let weighted = view::route(&release(gates()), Some(&p), &live, &drawn, &[]).unwrap_err();
+    assert!(weighted.to_string().contains("routes requests by weight"), "{weighted}");
+}
+
+#[tokio::test]
+async fn the_plan_the_status_and_the_teams_message_name_the_cohort() {
+    use crate::release::core::operate::Operated;
+    let r = cohort_release(&[0.0, 5.0, 100.0]);
+    let plan = r.plan_text();
+    assert!(
+        plan.contains("stages   the pinned users alone for 10m, 5% of users for 10m, 100% of users for 5m"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(
+            "cohorts  by user: pinned group=internal; never 1 listed; the rest drawn by hash of (release, user)"
+        ),
+        "{plan}"
+    );
+    assert!(plan.contains("routers read each share from AppConfig (profile ai-handler.live)"), "{plan}");
+
+    let world = cohort_world();
+    let p = world.tick(&r, None, T0).await.unwrap();
+    assert!(p.reason.starts_with("Started: version 42 at the pinned users alone beside version 41"), "{}", p.reason);
+    assert_eq!(
+        r.headline(Some(&p), "RUNNING", true),
+        "canary version 42 to the pinned users alone, pinned group=internal; never 1 listed, RUNNING"
+    );
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    let left = r.as_left(&p).unwrap();
+    assert_eq!((left.canary.as_deref(), left.canary_weight), (Some("42"), 0.05), "list shows the share of units");
+    world.alarms.set("errors", AlarmState::Alarm);
+    world.tick(&r, Some(p), T0 + 660).await.unwrap();
+    let message = &world.sent()[0].body;
+    assert!(message.contains("Stage:     stage 2 of 3 (5% of users)"), "{message}");
+    assert!(
+        message.contains("Cohort:    5% of users, pinned group=internal; never 1 listed; routers still sending them"),
+        "{message}"
+    );
+}
+
+#[test]
+fn validate_says_what_each_share_reaches_of_the_stables_recent_traffic() {
+    use crate::release::canary::preflight::exposure;
+    let r = cohort_release(&[0.0, 5.0, 25.0, 100.0]);
+    assert_eq!(
+        exposure(&r, 1200.0).unwrap(),
+        "Its shares reach, of the stable's 1200 requests a minute if they are spread evenly over users: 5% of users \
+         about 60, 25% of users about 300; the pinned units' own requests on top, from the first stage (one heavy \
+         user drawn or not moves this)"
+    );
+    assert_eq!(exposure(&release(gates()), 1200.0), None, "a weighted release's stages are shares of requests");
+}
