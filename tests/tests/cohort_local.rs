@@ -400,3 +400,39 @@ async fn the_front_function_routes_an_http_callers_units_with_no_code_in_the_cal
     assert_eq!(garbage.0, 400, "{}", garbage.2);
     assert!(garbage.2.contains("the body must be JSON"), "{}", garbage.2);
 }
+
+#[tokio::test]
+async fn an_alarm_in_the_final_bake_puts_the_previous_version_back_on_both_aliases() {
+    let (s, deployed, _store) = deployed_with_cohorts().await;
+    let target = s.local.seed_cohort_model("steady", "steady").await;
+    let function = function_of(&target).to_owned();
+    let _traffic = s.local.pump_healthy_traffic(&target, "2").await;
+    let alarm = unique("chat-errors");
+    s.local.put_quiet_alarm(&alarm, Some(&target.to_string())).await;
+    let execution = s
+        .local
+        .start_release(
+            &deployed,
+            &json!({
+                "release": unique("chat-v2"),
+                "target": {"lambda_cohort": {"function": function, "alias": "live", "cohort_alias": "canary"}},
+                "canary_version": "2",
+                "cohorts": {"unit": "user"},
+                "stages": [{"percent": 5, "bake_seconds": 1}, {"percent": 100, "bake_seconds": 600}],
+                "check_every_seconds": 2,
+                "gates": {"alarms": [alarm], "max_error_rate": 0.05, "min_requests": 50}
+            }),
+        )
+        .await;
+    let promoted_away = poll(RUN, || async { (version_of(&s.local, &function, "live").await.0 == "2").then_some(()) });
+    assert!(promoted_away.await.is_some(), "the release reached its final bake");
+
+    s.local.set_alarm(&alarm, StateValue::Alarm).await;
+    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+    let summary = s.local.invoke(&deployed.rollback_fn, &event).await.expect("the rollback function");
+    assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
+    assert_eq!(version_of(&s.local, &function, "live").await.0, "1", "the primary alias is back on the stable");
+    assert_eq!(version_of(&s.local, &function, "canary").await.0, "1", "and so is the cohort alias");
+    let (status, error, cause, _) = s.local.finished(&execution, RUN).await;
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
+}

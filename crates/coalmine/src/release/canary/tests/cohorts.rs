@@ -366,3 +366,48 @@ fn validate_says_what_each_share_reaches_of_the_stables_recent_traffic() {
     );
     assert_eq!(exposure(&release(gates()), 1200.0), None, "a weighted release's stages are shares of requests");
 }
+
+#[tokio::test]
+async fn a_weighted_release_and_a_cohort_release_on_one_alias_exclude_each_other() {
+    let world = cohort_world();
+    let (deps, claims) = (world.deps(), crate::memory::Claims::default());
+    let tick = |release: &Release, execution: &str| serde_json::json!({"execution": execution, "state": serde_json::to_value(release).unwrap()});
+    tick_payload(&tick(&cohort_release(&[5.0, 100.0]), ME), &deps, &claims, T0).await.unwrap();
+    let err = tick_payload(&tick(&release(gates()), OTHER), &deps, &claims, T0 + 1).await.unwrap_err();
+    assert!(err.to_string().contains("another release is in flight on lambda:ai-handler:live"), "{err}");
+    assert_eq!(world.router.write_count(), 1, "the weighted release moved nothing");
+}
+
+#[tokio::test]
+async fn a_rolled_back_cohort_release_never_climbs_again_and_a_promoted_one_stays_promoted() {
+    let world = cohort_world();
+    let r = cohort_release(&[5.0, 25.0, 100.0]);
+    let p = world.tick(&r, None, T0).await.unwrap();
+    // The rollback function, on an alarm the release has not looked at yet.
+    let outcome = crate::rollback::zero_canary(
+        &world.router,
+        &cohort_target(),
+        &RolledBackBy::Alarm("errors".into()),
+        Owner::Alarm,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.event_name(), "rolled_back");
+    let writes = world.router.write_count();
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack, "{}", p.reason);
+    assert_eq!(world.router.write_count(), writes, "it never raises the cohort alias again");
+    assert_eq!(thresholds(&world), [500, 0], "its routers were told it ended, and nothing more");
+
+    // In the final bake both aliases serve the candidate: an alarm puts the stable back.
+    let world = cohort_world();
+    let p = world.tick(&r, None, T0).await.unwrap();
+    let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
+    let p = world.tick(&r, Some(p), T0 + 1200).await.unwrap();
+    assert_eq!((p.stage, world.router.split(&cohort_target()).stable.as_str()), (2, "42"), "{}", p.reason);
+    world.alarms.set("errors", AlarmState::Alarm);
+    let p = world.tick(&r, Some(p), T0 + 1260).await.unwrap();
+    assert_eq!(p.status, Status::RolledBack, "{}", p.reason);
+    assert_eq!(world.router.split(&cohort_target()).stable, "41", "the final-bake guard");
+}
