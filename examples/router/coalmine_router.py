@@ -15,7 +15,7 @@ stable; a unit the release never gives the candidate goes to the stable; a pinne
 (internal users, a beta tenant) goes to the candidate from the first stage.
 
     from coalmine_router import AppConfigSource, Router
-    router = Router(AppConfigSource("coalmine-cohorts", "production", "ai-handler"))
+    router = Router(AppConfigSource(APP_ID, ENV_ID, profile_name("ai-handler", "live")))
     decision, answer = router.invoke(lambda_client, "ai-handler", unit=user_id,
                                      attributes={"group": "internal"}, payload=request)
 
@@ -35,6 +35,12 @@ LOG = logging.getLogger("coalmine_router")
 
 BUCKETS = 10_000
 SEPARATOR = b"\x1f"
+
+
+def profile_name(function, alias):
+    """The AppConfig profile a function's cohort is published in, by its primary alias
+    (the stack's outputs CohortApplicationId and CohortEnvironmentId name the rest)."""
+    return f"{function}.{alias}"
 
 
 def bucket(release, unit):

@@ -96,7 +96,7 @@ def cohort_store():
     name = f"coalmine-cohorts-{uuid.uuid4().hex[:8]}"
     app = appconfig.create_application(Name=name)["Id"]
     env = appconfig.create_environment(ApplicationId=app, Name="production")["Id"]
-    profile = appconfig.create_configuration_profile(ApplicationId=app, Name="ai-handler", LocationUri="hosted")["Id"]
+    profile = appconfig.create_configuration_profile(ApplicationId=app, Name=coalmine_router.profile_name("ai-handler", "live"), LocationUri="hosted")["Id"]
     # No bake: a stage's change must not wait for the last one's bake to end.
     strategy = appconfig.create_deployment_strategy(
         Name=f"{name}-immediate", DeploymentDurationInMinutes=0, FinalBakeTimeInMinutes=0, GrowthFactor=100,

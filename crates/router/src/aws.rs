@@ -197,12 +197,22 @@ pub struct Served {
 pub struct Router {
     source: AppConfigSource,
     stable_alias: String,
+    emit: fn(&str),
+}
+
+fn print_line(line: &str) {
+    println!("{line}");
 }
 
 impl Router {
     /// `stable_alias`: where units go when no cohort can be read (the primary alias).
     pub fn new(source: AppConfigSource, stable_alias: impl Into<String>) -> Self {
-        Router { source, stable_alias: stable_alias.into() }
+        Router { source, stable_alias: stable_alias.into(), emit: print_line }
+    }
+
+    /// Where the EMF lines go: stdout by default, which Lambda sends to CloudWatch Logs.
+    pub fn emitting_to(self, emit: fn(&str)) -> Self {
+        Router { emit, ..self }
     }
 
     pub async fn route(&self, unit: &str, attributes: &[(&str, &str)]) -> Routed {
@@ -246,7 +256,7 @@ impl Router {
             .await
             .map_err(aws_sdk_lambda::Error::from)?;
         let version = out.executed_version.unwrap_or_default();
-        println!("{}", emf_line(function, &version, routed.candidate, out.function_error.is_some()));
+        (self.emit)(&emf_line(function, &version, routed.candidate, out.function_error.is_some()));
         Ok(Served {
             routed,
             version,
@@ -372,6 +382,21 @@ mod tests {
         attributes.sort();
         assert_eq!(attributes, [("group".to_owned(), "internal".to_owned()), ("region".to_owned(), "eu".to_owned())]);
         assert_eq!(request.body, br#"{"q": 1}"#);
+    }
+
+    #[test]
+    fn the_emf_line_counts_a_request_and_an_error_for_the_version_that_served() {
+        let line: serde_json::Value = serde_json::from_str(&emf_line("chat", "7", true, true)).unwrap();
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "coalmine/Router");
+        assert_eq!(directive["Dimensions"], json!([["FunctionName", "Version"]]));
+        assert_eq!(
+            (&line["FunctionName"], &line["Version"], &line["Cohort"]),
+            (&json!("chat"), &json!("7"), &json!("candidate"))
+        );
+        assert_eq!((&line["RoutedRequests"], &line["RoutedErrors"]), (&json!(1), &json!(1)));
+        let ok: serde_json::Value = serde_json::from_str(&emf_line("chat", "6", false, false)).unwrap();
+        assert_eq!((&ok["Cohort"], &ok["RoutedErrors"]), (&json!("stable"), &json!(0)));
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_smithy_types::date_time::{DateTime, Format};
 use coalmine::Target;
+use coalmine_router::aws::{AppConfigSource, Router};
 use coalmine_tests::azure::AzureStandIn;
 use coalmine_tests::operator::Operator;
-use coalmine_tests::{bootstrap_path, event_json, poll, sample_event, Deployed, Inbox, LocalAws, Scratch};
+use coalmine_tests::{bootstrap_path, event_json, poll, sample_event, CohortStore, Deployed, Inbox, LocalAws, Scratch};
 use serde_json::{json, Value};
 
 #[tokio::main]
@@ -27,7 +28,11 @@ async fn main() {
     // functions sign in with the service principal in the stack's secret.
     let azure = AzureStandIn::start().await;
     let azure_secret = local.put_secret(&name("coalmine-azure"), &azure.secret_json()).await;
-    let deployed = local.deploy_with(&inbox.topic_arn, &[("AZURE_CREDENTIALS_SECRET_ARN", &azure_secret)]).await;
+    // Cohort releases publish their shares in AppConfig, made as the template makes it.
+    let cohorts = local.cohort_store().await;
+    let mut env = vec![("AZURE_CREDENTIALS_SECRET_ARN", azure_secret.as_str())];
+    env.extend(cohorts.env());
+    let deployed = local.deploy_with(&inbox.topic_arn, &env).await;
     let shell = Shell(Operator {
         deployed: &deployed,
         topic: &inbox.topic_arn,
@@ -181,6 +186,10 @@ async fn main() {
     say("8. an Azure ML endpoint's green deployment: shadowed by Azure's mirror, then an Azure Monitor alert");
     azure_scene(&local, &deployed, &shell, &inbox, &azure, &name).await;
 
+    // 9. Cohorts: the same users stay on the candidate, internal users first.
+    say("9. chat's version 2 by cohort: internal users first, then a share of users; a conversation keeps its version");
+    cohort_scene(&local, &shell, &cohorts, &name).await;
+
     shell.run(&["list"]).await;
     println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
     // Where this build put the CLI (CARGO_TARGET_DIR may sit outside the clone).
@@ -262,6 +271,82 @@ async fn azure_scene(
     shell.until_ended(local, &release).await;
     shell.run(&["status", &release]).await;
     print_message(told.first());
+    println!();
+}
+
+/// A cohort release climbs 0 (internal users alone) -> 5% -> 25% -> 100% of users, each
+/// stage waiting for the operator's approval (the demo's pace, not the emulator's); a front function's router (the Rust
+/// library) reads each share from AppConfig, and one user's conversation is shown turn
+/// by turn: it stays on the version it got.
+async fn cohort_scene(local: &LocalAws, shell: &Shell<'_>, store: &CohortStore, name: &dyn Fn(&str) -> String) {
+    let target = local.seed_cohort_model("steady", "steady").await;
+    let Target::LambdaCohort(aliases) = &target else { return };
+    let traffic = local.pump_healthy_traffic(&target, "2").await;
+    let release = name("chat-v2");
+    let stages = [0, 5, 25, 100];
+    let json = json!({
+        "release": release,
+        "target": {"lambda_cohort": {"function": aliases.function, "alias": "live", "cohort_alias": "canary"}},
+        "canary_version": "2",
+        "cohorts": {"unit": "user", "pinned": {"match": {"group": ["internal"]}}},
+        "stages": stages.iter().map(|p| json!({"percent": p, "bake_seconds": 2, "approval": true})).collect::<Vec<_>>(),
+        "check_every_seconds": 1,
+        "gates": {"max_error_rate": 0.05, "min_requests": 50}
+    });
+    let file = shell.write(&json);
+    shell.run(&["validate", &file]).await;
+    shell.run(&["start", &file]).await;
+
+    let source = AppConfigSource::new(
+        aws_sdk_appconfigdata::Client::new(&local.sdk),
+        &store.application,
+        &store.environment,
+        coalmine_router::profile_name(&aliases.function, &aliases.alias),
+    )
+    .poll_every(Duration::from_millis(500));
+    // Its EMF lines (one per request, the version that served) go to CloudWatch Logs in
+    // a function; here they would only crowd the story.
+    let router = Router::new(source, "live").emitting_to(|_| {});
+    let user = (0..100_000)
+        .map(|i| format!("user-{i}"))
+        .find(|u| coalmine_router::bucket(&release, u) < coalmine_router::threshold(5.0))
+        .unwrap_or_default();
+    let mut turn = 0;
+    for share in stages {
+        let threshold = coalmine_router::threshold(f64::from(share));
+        let read = || async {
+            let probe = router.route("probe", &[]).await;
+            (probe.release.as_deref() == Some(&release) && probe.why.contains(&format!(" {threshold} of ")))
+                .then_some(())
+        };
+        poll(Duration::from_secs(90), read).await;
+        say(format!("the router reads {share}% of users from AppConfig"));
+        if share == 0 {
+            let jane =
+                router.invoke(&local.lambda, &aliases.function, "jane", &[("group", "internal")], b"{}".to_vec());
+            if let Ok(served) = jane.await {
+                say(format!("jane (group=internal): version {} through alias {}", served.version, served.routed.alias));
+            }
+        }
+        // The conversation starts once its user is drawn, at 5%.
+        for _ in 0..if share == 0 { 0 } else { 2 } {
+            turn += 1;
+            let payload = json!({"q": turn}).to_string().into_bytes();
+            if let Ok(served) = router.invoke(&local.lambda, &aliases.function, &user, &[], payload).await {
+                say(format!(
+                    "{user}'s conversation, turn {turn}: version {} through alias {} ({})",
+                    served.version, served.routed.alias, served.routed.why
+                ));
+            }
+        }
+        if share == 5 {
+            shell.run(&["route", &release, "--unit", &user]).await;
+        }
+        shell.run(&["approve", &release]).await;
+    }
+    shell.until_ended(local, &release).await;
+    shell.run(&["status", &release]).await;
+    drop(traffic);
     println!();
 }
 
