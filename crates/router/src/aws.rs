@@ -91,7 +91,7 @@ impl AppConfigSource {
                 return state.cached.clone();
             }
             // Callers meanwhile use what is cached; one read at a time.
-            state.next_read = Some(now + RETRY_AFTER_FAILURE);
+            state.next_read = Some(now + RETRY_AFTER_FAILURE.min(self.poll_every));
             state.token.take()
         };
         let read = self.read(token).await;
@@ -106,7 +106,7 @@ impl AppConfigSource {
                 state.next_read = Some(now + interval.max(self.poll_every));
             }
             Err(why) => {
-                let stale = state.read_at.is_none_or(|at| now.duration_since(at) > self.keep_through_outage);
+                let stale = state.read_at.is_none_or(|at| now.duration_since(at) >= self.keep_through_outage);
                 if stale {
                     state.cached = None;
                 }
@@ -382,6 +382,70 @@ mod tests {
         attributes.sort();
         assert_eq!(attributes, [("group".to_owned(), "internal".to_owned()), ("region".to_owned(), "eu".to_owned())]);
         assert_eq!(request.body, br#"{"q": 1}"#);
+    }
+
+    mod source {
+        use std::time::Duration;
+
+        use aws_sdk_appconfigdata::operation::get_latest_configuration::{
+            GetLatestConfigurationError, GetLatestConfigurationOutput,
+        };
+        use aws_sdk_appconfigdata::operation::start_configuration_session::StartConfigurationSessionOutput;
+        use aws_sdk_appconfigdata::primitives::Blob;
+        use aws_sdk_appconfigdata::types::error::InternalServerException;
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+        use crate::aws::AppConfigSource;
+
+        /// AppConfig answering a session, then `bodies` in turn (`None`: a failed read).
+        fn source(bodies: Vec<Option<&'static str>>, keep: Duration) -> AppConfigSource {
+            let session = mock!(aws_sdk_appconfigdata::Client::start_configuration_session)
+                .then_output(|| StartConfigurationSessionOutput::builder().initial_configuration_token("t0").build());
+            let mut reads = mock!(aws_sdk_appconfigdata::Client::get_latest_configuration).sequence();
+            for body in bodies {
+                reads = match body {
+                    Some(body) => reads.output(move || {
+                        GetLatestConfigurationOutput::builder()
+                            .next_poll_configuration_token("t1")
+                            .next_poll_interval_in_seconds(0)
+                            .configuration(Blob::new(body))
+                            .build()
+                    }),
+                    None => reads.error(|| {
+                        GetLatestConfigurationError::InternalServerException(
+                            InternalServerException::builder().message("down").build(),
+                        )
+                    }),
+                };
+            }
+            let client = mock_client!(aws_sdk_appconfigdata, RuleMode::MatchAny, [&session, &reads.build()], |c| c
+                .retry_config(aws_sdk_appconfigdata::config::retry::RetryConfig::disabled()));
+            AppConfigSource::new(client, "app", "env", "chat.live").poll_every(Duration::ZERO).keep_through_outage(keep)
+        }
+
+        const COHORT: &str = r#"{"release": "chat-v7", "threshold": 500}"#;
+
+        #[tokio::test]
+        async fn an_outage_keeps_the_last_cohort_for_a_while_then_sends_every_unit_to_the_stable() {
+            let kept = source(vec![Some(COHORT), None, Some("")], Duration::from_secs(60));
+            assert_eq!(kept.cohort().await.map(|c| c.threshold), Some(500));
+            assert_eq!(kept.cohort().await.map(|c| c.threshold), Some(500), "kept through a failed read");
+            assert_eq!(kept.cohort().await.map(|c| c.threshold), Some(500), "an empty body: unchanged");
+
+            let dropped = source(vec![Some(COHORT), None], Duration::ZERO);
+            assert!(dropped.cohort().await.is_some());
+            assert_eq!(dropped.cohort().await, None, "past the outage allowance: nobody on the candidate");
+        }
+
+        #[tokio::test]
+        async fn a_published_cohort_that_is_not_one_sends_every_unit_to_the_stable() {
+            let garbage = source(
+                vec![Some(COHORT), Some(r#"{"release": "chat-v7", "threshold": "all"}"#)],
+                Duration::from_secs(60),
+            );
+            assert!(garbage.cohort().await.is_some());
+            assert_eq!(garbage.cohort().await, None);
+        }
     }
 
     #[test]
