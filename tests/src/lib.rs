@@ -769,33 +769,38 @@ impl LocalAws {
         let (target, canary) = (target.clone(), canary.to_owned());
         Traffic(tokio::spawn(async move {
             let per_put = TRAFFIC_PER_MINUTE / 120.0;
-            let serve = |id: String, requests: f64, stable: String| {
+            use coalmine::domain::target::Role;
+            let serve = |id: String, requests: f64, role: Option<Role>| {
                 let (local, target) = (&local, &target);
                 let (error_rate, p95) = if id == canary { (0.0, 850.0) } else { (0.005, 800.0) };
                 async move {
                     let latencies = latencies(target, p95);
                     let errors = requests * error_rate;
-                    if matches!(target, Target::LambdaCohort(_)) {
-                        use coalmine::domain::target::Role;
-                        let role = if id == stable { Role::Stable } else { Role::Candidate };
-                        local.put_cohort_metrics(target, &id, role, now(), requests, errors, &latencies).await
-                    } else {
-                        local.put_side_metrics(target, &id, now(), requests, errors, &latencies).await
+                    match role {
+                        Some(role) => {
+                            local.put_cohort_metrics(target, &id, role, now(), requests, errors, &latencies).await
+                        }
+                        None => local.put_side_metrics(target, &id, now(), requests, errors, &latencies).await,
                     }
                 }
             };
             loop {
                 // A read that fails (the target is being written) skips a beat.
                 if let Ok(split) = aws.router.read(&target).await {
-                    let mut weight = if split.canary_is_zero() { 0.0 } else { split.canary_weight };
-                    if matches!(target, Target::LambdaCohort(_)) && weight > 0.0 {
-                        // The cohort alias serves the candidate wholly; its units are a tenth.
-                        weight = 0.1;
+                    let serves_canary = split.canary.clone().filter(|_| !split.canary_is_zero());
+                    if matches!(target, Target::LambdaCohort(_)) {
+                        // A router sends a tenth of the units to the cohort alias, whatever it
+                        // serves (the candidate, both at 100%, or the stable after a rollback).
+                        let cohort_alias = serves_canary.unwrap_or_else(|| split.stable.clone());
+                        serve(cohort_alias, per_put * 0.1, Some(Role::Candidate)).await;
+                        serve(split.stable.clone(), per_put * 0.9, Some(Role::Stable)).await;
+                    } else {
+                        let weight = if serves_canary.is_some() { split.canary_weight } else { 0.0 };
+                        if let Some(id) = serves_canary {
+                            serve(id, per_put * weight, None).await;
+                        }
+                        serve(split.stable.clone(), per_put * (1.0 - weight), None).await;
                     }
-                    if let Some(id) = split.canary.clone().filter(|_| weight > 0.0) {
-                        serve(id, per_put * weight, split.stable.clone()).await;
-                    }
-                    serve(split.stable.clone(), per_put * (1.0 - weight), split.stable.clone()).await;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
