@@ -28,6 +28,9 @@ use rand_distr::{Beta, Binomial, Distribution, Normal, Poisson};
 use serde_json::{json, Value};
 
 pub mod shadow;
+pub mod users;
+
+use users::{Population, Routing};
 
 const T0: u64 = 1_800_000_000;
 const EXECUTION: &str = "arn:aws:states:us-east-1:000000000000:execution:simulate:release";
@@ -232,6 +235,8 @@ pub struct World {
     scenario: Scenario,
     shape: Shape,
     canary: String,
+    /// Traffic from these users (a cohort release's world) rather than independent requests.
+    users: Option<Population>,
 }
 
 /// A lognormal of `median` and `sigma`, scaled by `factor`.
@@ -283,10 +288,22 @@ impl World {
         let weight = self.canary_weight();
         let minutes = (to - from) as f64 / 60.0;
         let mut rng = self.rng.lock().unwrap();
-        let canary_requests = poisson(&mut rng, self.traffic * weight * minutes);
-        let stable_requests = poisson(&mut rng, self.traffic * (1.0 - weight) * minutes);
-        let canary = self.side(&mut rng, canary_requests, true);
-        let stable = self.side(&mut rng, stable_requests, false);
+        let (canary, stable) = match &self.users {
+            None => {
+                let canary_requests = poisson(&mut rng, self.traffic * weight * minutes);
+                let stable_requests = poisson(&mut rng, self.traffic * (1.0 - weight) * minutes);
+                (self.side(&mut rng, canary_requests, true), self.side(&mut rng, stable_requests, false))
+            }
+            Some(users) => {
+                // Each user's requests and errors; the rest of what a request carries is drawn
+                // per request as before.
+                let (c, s) = users.serve(&mut rng, weight, minutes, self.scenario.errors);
+                let canary = Counts { errors: c.errors, ..self.side(&mut rng, c.requests, true) };
+                let stable = Counts { errors: s.errors, ..self.side(&mut rng, s.requests, false) };
+                (canary, stable)
+            }
+        };
+        let canary_requests = canary.requests;
         let bad = if self.scenario.errors > 1.0 {
             canary.errors
         } else {
@@ -421,16 +438,73 @@ pub fn simulate(
     seed: u64,
     runtime: &tokio::runtime::Runtime,
 ) -> Outcome {
-    let world = World {
-        rng: Mutex::new(SmallRng::seed_from_u64(seed)),
-        router: Router::with([(release.target.clone(), Split::stable_only("41", None))]),
-        release: release.clone(),
-        blocks: Mutex::new(Vec::new()),
-        traffic,
-        scenario,
-        shape: *shape,
-        canary: release.canary_id().to_owned(),
-    };
+    drive(World::new(release, shape, traffic, scenario, seed, None), release, runtime)
+}
+
+/// Who the users of a cohort cell are: how many are active, and how they are routed.
+#[derive(Clone, Copy, Debug)]
+pub struct Cohort {
+    pub users: usize,
+    pub routing: Routing,
+}
+
+/// One release whose `traffic` requests a minute come from `cohort`'s users, a new
+/// population each release.
+pub fn simulate_users(
+    release: &Release,
+    shape: &Shape,
+    traffic: f64,
+    cohort: Cohort,
+    scenario: Scenario,
+    seed: u64,
+    runtime: &tokio::runtime::Runtime,
+) -> Outcome {
+    let mut rng = SmallRng::seed_from_u64(seed.rotate_left(17) ^ 0xc0407);
+    let name = format!("{}-{seed}", release.release);
+    let population = Population::draw(&mut rng, &name, cohort.users, traffic, shape.stable_error_rate, cohort.routing);
+    drive(World::new(release, shape, traffic, scenario, seed, Some(population)), release, runtime)
+}
+
+/// Releases `0..releases` of one cohort cell, spread over the machine's cores.
+pub fn run_users_cell(
+    release: &Release,
+    shape: &Shape,
+    traffic: f64,
+    cohort: Cohort,
+    scenario: Scenario,
+    seeds: u64,
+    releases: usize,
+) -> Vec<Outcome> {
+    in_parallel(releases, |i, runtime| {
+        simulate_users(release, shape, traffic, cohort, scenario, seeds ^ i as u64, runtime)
+    })
+}
+
+impl World {
+    fn new(
+        release: &Release,
+        shape: &Shape,
+        traffic: f64,
+        scenario: Scenario,
+        seed: u64,
+        users: Option<Population>,
+    ) -> World {
+        World {
+            rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+            router: Router::with([(release.target.clone(), Split::stable_only("41", None))]),
+            release: release.clone(),
+            blocks: Mutex::new(Vec::new()),
+            traffic,
+            scenario,
+            shape: *shape,
+            canary: release.canary_id().to_owned(),
+            users,
+        }
+    }
+}
+
+/// The state machine's loop: tick, wait, tick again, until the release ends.
+fn drive(world: World, release: &Release, runtime: &tokio::runtime::Runtime) -> Outcome {
     let (notifier, alarms) = (Outbox::default(), Alarms::default());
     let deps = StepDeps::new(&world.router, &notifier, &alarms, &world);
     let mut now = T0;
@@ -549,16 +623,7 @@ mod tests {
     #[test]
     fn the_ai_gates_read_what_the_world_publishes() {
         let release = release(&SAMPLE, &DEFAULTS);
-        let world = World {
-            rng: Mutex::new(SmallRng::seed_from_u64(1)),
-            router: Router::with([(release.target.clone(), Split::stable_only("41", None))]),
-            release: release.clone(),
-            blocks: Mutex::new(Vec::new()),
-            traffic: 1000.0,
-            scenario: Scenario { schema: 2.0, ..Scenario::HEALTHY },
-            shape: SAMPLE,
-            canary: "42".into(),
-        };
+        let world = World::new(&release, &SAMPLE, 1000.0, Scenario { schema: 2.0, ..Scenario::HEALTHY }, 1, None);
         world.flow(0, 600);
         let q = MetricQuery {
             target: &release.target,

@@ -3,16 +3,19 @@
 //! every gate on (errors, latency, tokens per request, response length, schema-failure
 //! rate, thumbs-down rate). Results go to SIMULATION.md.
 //!
-//! `SIMULATE_RELEASES` (default 4 000) sets releases per cell.
+//! `SIMULATE_RELEASES` (default 4 000) sets releases per cell; `SIMULATE_COHORT_RELEASES`
+//! (default 2 000) those of each cohort cell (users as the unit, issue 30), which
+//! `SIMULATE_ONLY=cohorts` runs alone, printing them without writing SIMULATION.md.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use coalmine::release::judge::gates::DEFAULT_FALSE_ROLLBACK_RATE;
+use coalmine_simulate::users::Routing;
 use coalmine_simulate::{
-    release, run_cell, Outcome, Scenario, Setup, Shape, BRISK, DEFAULTS, FIXED_HORIZON, RATIO, RATIO_UNTIL_CONCLUSIVE,
-    SAMPLE, TRAFFIC,
+    release, run_cell, run_users_cell, Cohort, Outcome, Scenario, Setup, Shape, BRISK, DEFAULTS, FIXED_HORIZON, RATIO,
+    RATIO_UNTIL_CONCLUSIVE, SAMPLE, TRAFFIC,
 };
 
 const H: Scenario = Scenario::HEALTHY;
@@ -84,6 +87,12 @@ fn quantile(outcomes: &[Outcome], rolled_back: bool, q: f64, f: impl Fn(&Outcome
 
 fn main() {
     let releases: usize = std::env::var("SIMULATE_RELEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000);
+    let cohort_releases: usize =
+        std::env::var("SIMULATE_COHORT_RELEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    if std::env::var("SIMULATE_ONLY").as_deref() == Ok("cohorts") {
+        print!("{}", cohorts(cohort_releases));
+        return;
+    }
     let started = Instant::now();
     let mut cells = Cells(BTreeMap::new());
     for (shape, setup, scenarios) in runs() {
@@ -105,9 +114,98 @@ fn main() {
             }
         }
     }
-    let report = report(&cells, releases, started.elapsed().as_secs_f64());
+    let mut report = report(&cells, releases, started.elapsed().as_secs_f64());
+    report.push_str(&cohorts(cohort_releases));
     std::fs::write("SIMULATION.md", &report).expect("write SIMULATION.md");
     print!("{report}");
+}
+
+/// Users in a cohort cell, and the traffic they share.
+const COHORT_USERS: [usize; 3] = [50, 500, 5000];
+const COHORT_TRAFFIC: [f64; 2] = [1000.0, 10_000.0];
+
+/// Healthy cohort releases judged as today's judge judges them (requests as independent
+/// draws), beside the same users routed per request: the false rollbacks clustering
+/// costs. Shape A, its gates without the AI ones (whose values this model draws per
+/// request), so what differs is the users.
+fn cohorts(releases: usize) -> String {
+    let started = Instant::now();
+    let setup = Setup { name: "defaults, errors and latency gates", ai_gates: false, ..DEFAULTS };
+    let release = release(&SAMPLE, &setup);
+    let mut rows = Vec::new();
+    let (mut worst_sticky, mut worst_per_request) = (0.0f64, 0.0f64);
+    for &users in &COHORT_USERS {
+        for &traffic in &COHORT_TRAFFIC {
+            let mut rates = Vec::new();
+            for routing in [Routing::Sticky, Routing::PerRequest] {
+                let seeds = (users as u64) << 32 ^ (traffic as u64) << 8 ^ 0xc0_4027;
+                let cohort = Cohort { users, routing };
+                let outcomes = run_users_cell(&release, &SAMPLE, traffic, cohort, H, seeds, releases);
+                let rate = rollback_rate(&outcomes);
+                eprintln!(
+                    "simulate: cohorts | {users} users | {traffic} req/min | {}: rolled back {} ({:.0}s so far)",
+                    routing.describe(),
+                    pct(rate),
+                    started.elapsed().as_secs_f64()
+                );
+                rates.push((rate, named(&outcomes)));
+            }
+            worst_sticky = worst_sticky.max(rates[0].0);
+            worst_per_request = worst_per_request.max(rates[1].0);
+            let (mean, none) = drawn_at_first_stage(users, releases);
+            rows.push(format!(
+                "| {users} | {traffic:.0} | {mean:.1}; none in {} | {} | {} | {} |",
+                pct(none),
+                pct(rates[0].0),
+                pct(rates[1].0),
+                rates[0].1
+            ));
+        }
+    }
+    let mut out = format!(
+        "\n## Cohort releases: users, not requests (issue 30)\n\n{releases} healthy releases per cell, {:.0} s. \
+         Shape A, gates without the AI ones. Each release draws its own users: request rates lognormal (sigma \
+         {}) sharing the traffic, error propensities Beta({:.1}, {:.1}) around the stable's 0.5%, the same on both \
+         versions; a user is on the candidate when the router's draw of (release, user) is below the stage's share. \
+         The judge is today's, which counts requests as independent.\n\n| active users | requests/min | users in \
+         the 5% stage (mean; none) | healthy rolled back, sticky by user | the same users routed per request | why \
+         (sticky) |\n|---|---|---|---|---|---|\n",
+        started.elapsed().as_secs_f64(),
+        coalmine_simulate::users::RATE_SIGMA,
+        coalmine_simulate::users::PROPENSITY_CONCENTRATION * SAMPLE.stable_error_rate,
+        coalmine_simulate::users::PROPENSITY_CONCENTRATION * (1.0 - SAMPLE.stable_error_rate),
+    );
+    for row in rows {
+        let _ = writeln!(out, "{row}");
+    }
+    let _ = writeln!(
+        out,
+        "\nThe judge promises at most {} of healthy releases rolled back. Routed per request, the same users stay \
+         within it (at most {}); routed sticky by user, up to {} are rolled back: the requests of a user are not \
+         independent draws, so one heavy user who fails often, drawn into a small cohort, looks like a regression of \
+         the version, and the more requests each user sends the surer the judge becomes of it. A cohort release \
+         needs a judge whose unit is the user.",
+        pct(DEFAULT_FALSE_ROLLBACK_RATE),
+        pct(worst_per_request),
+        pct(worst_sticky)
+    );
+    out
+}
+
+/// Over `releases` populations of `users`, the users a 5% stage draws: the mean, and the
+/// share of releases in which it draws none.
+fn drawn_at_first_stage(users: usize, releases: usize) -> (f64, f64) {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(users as u64);
+    let drawn: Vec<usize> = (0..releases)
+        .map(|i| {
+            let name = format!("simulated-{i}");
+            coalmine_simulate::users::Population::draw(&mut rng, &name, users, 1000.0, 0.005, Routing::Sticky)
+                .drawn(0.05)
+        })
+        .collect();
+    let n = drawn.len().max(1) as f64;
+    (drawn.iter().sum::<usize>() as f64 / n, drawn.iter().filter(|d| **d == 0).count() as f64 / n)
 }
 
 fn pct(x: f64) -> String {
@@ -148,6 +246,10 @@ fn named(outcomes: &[Outcome]) -> String {
     let mut by: BTreeMap<&str, usize> = BTreeMap::new();
     for o in outcomes.iter().filter(|o| o.rolled_back) {
         let reason = o.reason.to_lowercase();
+        if reason.contains("still after holding") || reason.contains("at the end of the bake") {
+            *by.entry("too little data").or_default() += 1;
+            continue;
+        }
         let gate = ["OutputTokens", "ResponseLength", "SchemaFailures", "ThumbsDown", "latency", "p95", "error"]
             .into_iter()
             .find(|g| reason.contains(&g.to_lowercase()))
