@@ -35,6 +35,14 @@ LOG = logging.getLogger("coalmine_router")
 
 BUCKETS = 10_000
 SEPARATOR = b"\x1f"
+# The groups a side's units fall in for the judge (decision 0021): each a random sample of
+# whole units, so their spread measures the variance with units as the draw.
+REPLICATES = 16
+
+
+def replicate(release, unit):
+    """Which of the REPLICATES groups `unit` is in, for `release`."""
+    return bucket(release, unit) % REPLICATES
 
 
 def profile_name(function, alias):
@@ -99,24 +107,28 @@ class Decision:
     candidate: bool
     alias: str
     why: str
+    # "drawn", "pinned" or "stable"; the unit's replicate group (None without a unit).
+    assignment: str = "stable"
+    replicate: object = None
 
 
 def route(cohort, unit, attributes=None):
     """Which alias `unit` is sent to, and why, in words."""
     attributes = attributes or {}
-    stable = lambda why: Decision(False, cohort.stable_alias, why)  # noqa: E731
-    candidate = lambda why: Decision(True, cohort.alias, why)  # noqa: E731
     if not isinstance(unit, str) or not unit:
-        return stable("no unit id: sent to the stable")
+        return Decision(False, cohort.stable_alias, "no unit id: sent to the stable")
+    group = replicate(cohort.release, unit)
+    stable = lambda why: Decision(False, cohort.stable_alias, why, "stable", group)  # noqa: E731
+    candidate = lambda why, how: Decision(True, cohort.alias, why, how, group)  # noqa: E731
     never = cohort.never.why(unit, attributes)
     if never:
         return stable(f"never given the candidate ({never})")
     pinned = cohort.pinned.why(unit, attributes)
     if pinned:
-        return candidate(f"pinned to the candidate ({pinned})")
+        return candidate(f"pinned to the candidate ({pinned})", "pinned")
     b, t = bucket(cohort.release, unit), min(max(cohort.threshold, 0), BUCKETS)
     if b < t:
-        return candidate(f"drawn: bucket {b} is below {t} of {BUCKETS}")
+        return candidate(f"drawn: bucket {b} is below {t} of {BUCKETS}", "drawn")
     return stable(f"not drawn: bucket {b} is not below {t} of {BUCKETS}")
 
 
@@ -202,10 +214,13 @@ class Router:
         version = out.get("ExecutedVersion", "")
         self.emit(json.dumps({
             "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
-                "Namespace": "coalmine/Router", "Dimensions": [["FunctionName", "Version"]],
+                "Namespace": "coalmine/Router",
+                "Dimensions": [["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]],
                 "Metrics": [{"Name": "RoutedRequests", "Unit": "Count"}, {"Name": "RoutedErrors", "Unit": "Count"}],
             }]},
             "FunctionName": function, "Version": version, "Cohort": "candidate" if decision.candidate else "stable",
+            "Assignment": decision.assignment,
+            "Replicate": "-" if decision.replicate is None else str(decision.replicate),
             "RoutedRequests": 1, "RoutedErrors": 1 if out.get("FunctionError") else 0,
         }))
         return decision, answer

@@ -177,4 +177,10 @@ def test_an_invocation_goes_to_the_routed_alias_and_its_line_names_the_version_t
     assert (decision.alias, client.asked["Qualifier"], answer) == ("canary", "canary", b'{"answer": 42}')
     line = json.loads(lines[0])
     assert (line["Version"], line["Cohort"], line["RoutedRequests"]) == ("7", "candidate", 1)
-    assert line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["FunctionName", "Version"]]
+    assert line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        ["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]]
+    # carol is pinned (group=internal): her replicate is her bucket's, as the Rust router's.
+    release = VECTORS["cohort"]["release"]
+    expected = str(coalmine_router.bucket(release, "carol") % coalmine_router.REPLICATES)
+    assert (line["Assignment"], line["Replicate"]) == ("pinned", expected)
+    assert coalmine_router.route(coalmine_router.Cohort.from_json(dict(VECTORS["cohort"], threshold=0)), "").replicate is None

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_lambda::primitives::Blob;
 use tracing::warn;
 
-use crate::{route, Cohort};
+use crate::{replicate, route, Cohort};
 
 /// AppConfig's least poll interval: a session may not ask for less.
 pub const MIN_POLL: Duration = Duration::from_secs(15);
@@ -182,6 +182,10 @@ pub struct Routed {
     pub alias: String,
     pub why: String,
     pub release: Option<String>,
+    /// `drawn`, `pinned` or `stable` ([`crate::Why::assignment`]).
+    pub assignment: &'static str,
+    /// The unit's replicate group ([`crate::replicate`]); none without a unit or a cohort.
+    pub replicate: Option<u32>,
 }
 
 /// What the invoked alias answered, and which version actually served it.
@@ -224,6 +228,8 @@ impl Router {
                     alias: decision.alias.to_owned(),
                     why: decision.why.to_string(),
                     release: Some(cohort.release.clone()),
+                    assignment: decision.why.assignment(),
+                    replicate: (!unit.is_empty()).then(|| replicate(&cohort.release, unit)),
                 }
             }
             None => Routed {
@@ -231,6 +237,8 @@ impl Router {
                 alias: self.stable_alias.clone(),
                 why: "no cohort could be read: sent to the stable".to_owned(),
                 release: None,
+                assignment: "stable",
+                replicate: None,
             },
         }
     }
@@ -256,7 +264,7 @@ impl Router {
             .await
             .map_err(aws_sdk_lambda::Error::from)?;
         let version = out.executed_version.unwrap_or_default();
-        (self.emit)(&emf_line(function, &version, routed.candidate, out.function_error.is_some()));
+        (self.emit)(&emf_line(function, &version, &routed, out.function_error.is_some()));
         Ok(Served {
             routed,
             version,
@@ -266,15 +274,20 @@ impl Router {
     }
 }
 
-/// The router's EMF line: one request for `version`, an error if the function failed.
-pub fn emf_line(function: &str, version: &str, candidate: bool, failed: bool) -> String {
+/// The router's EMF line: one request for `version`, an error if the function failed, by
+/// version and also by how the unit was assigned and its replicate group (decision 0021:
+/// what judges a cohort with units as the draw).
+pub fn emf_line(function: &str, version: &str, routed: &Routed, failed: bool) -> String {
     let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+    let replicate = routed.replicate.map_or("-".to_owned(), |r| r.to_string());
     serde_json::json!({
         "_aws": {"Timestamp": millis, "CloudWatchMetrics": [{
-            "Namespace": "coalmine/Router", "Dimensions": [["FunctionName", "Version"]],
+            "Namespace": "coalmine/Router",
+            "Dimensions": [["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]],
             "Metrics": [{"Name": "RoutedRequests", "Unit": "Count"}, {"Name": "RoutedErrors", "Unit": "Count"}],
         }]},
-        "FunctionName": function, "Version": version, "Cohort": if candidate { "candidate" } else { "stable" },
+        "FunctionName": function, "Version": version, "Cohort": if routed.candidate { "candidate" } else { "stable" },
+        "Assignment": routed.assignment, "Replicate": replicate,
         "RoutedRequests": 1, "RoutedErrors": u8::from(failed),
     })
     .to_string()
@@ -450,17 +463,30 @@ mod tests {
 
     #[test]
     fn the_emf_line_counts_a_request_and_an_error_for_the_version_that_served() {
-        let line: serde_json::Value = serde_json::from_str(&emf_line("chat", "7", true, true)).unwrap();
+        let drawn = Routed {
+            candidate: true,
+            alias: "canary".into(),
+            why: "drawn".into(),
+            release: Some("chat-v7".into()),
+            assignment: "drawn",
+            replicate: Some(11),
+        };
+        let line: serde_json::Value = serde_json::from_str(&emf_line("chat", "7", &drawn, true)).unwrap();
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "coalmine/Router");
-        assert_eq!(directive["Dimensions"], json!([["FunctionName", "Version"]]));
+        assert_eq!(
+            directive["Dimensions"],
+            json!([["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]])
+        );
         assert_eq!(
             (&line["FunctionName"], &line["Version"], &line["Cohort"]),
             (&json!("chat"), &json!("7"), &json!("candidate"))
         );
+        assert_eq!((&line["Assignment"], &line["Replicate"]), (&json!("drawn"), &json!("11")));
         assert_eq!((&line["RoutedRequests"], &line["RoutedErrors"]), (&json!(1), &json!(1)));
-        let ok: serde_json::Value = serde_json::from_str(&emf_line("chat", "6", false, false)).unwrap();
-        assert_eq!((&ok["Cohort"], &ok["RoutedErrors"]), (&json!("stable"), &json!(0)));
+        let anonymous = Routed { candidate: false, assignment: "stable", replicate: None, ..drawn };
+        let ok: serde_json::Value = serde_json::from_str(&emf_line("chat", "6", &anonymous, false)).unwrap();
+        assert_eq!((&ok["Cohort"], &ok["RoutedErrors"], &ok["Replicate"]), (&json!("stable"), &json!(0), &json!("-")));
     }
 
     #[test]

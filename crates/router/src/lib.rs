@@ -50,6 +50,15 @@ pub fn bucket(release: &str, unit: &str) -> u32 {
     (u64::from_be_bytes(first) % u64::from(BUCKETS)) as u32
 }
 
+/// The groups a side's units fall in for the judge (decision 0021): each a random sample
+/// of whole units, so their spread measures the variance with units as the draw.
+pub const REPLICATES: u32 = 16;
+
+/// Which of the [`REPLICATES`] groups `unit` is in, for `release`.
+pub fn replicate(release: &str, unit: &str) -> u32 {
+    bucket(release, unit) % REPLICATES
+}
+
 /// The AppConfig configuration profile a function's cohort is published in, by its
 /// primary alias: `FUNCTION.ALIAS` (Lambda allows no dot in either name, so no two alias
 /// pairs share a profile).
@@ -136,6 +145,18 @@ impl fmt::Display for Why {
             Why::NotDrawn { bucket, threshold } => {
                 write!(f, "not drawn: bucket {bucket} is not below {threshold} of {BUCKETS}")
             }
+        }
+    }
+}
+
+impl Why {
+    /// How the unit came to its side, as metrics name it: `pinned` and `drawn` units are
+    /// the candidate's, the rest the stable's.
+    pub fn assignment(&self) -> &'static str {
+        match self {
+            Why::Pinned(_) => "pinned",
+            Why::Drawn { .. } => "drawn",
+            _ => "stable",
         }
     }
 }
@@ -245,6 +266,23 @@ mod tests {
     fn stage_percents_become_whole_buckets() {
         assert_eq!([threshold(5.0), threshold(2.5), threshold(0.01), threshold(100.0)], [500, 250, 1, 10_000]);
         assert_eq!((threshold(-1.0), threshold(250.0)), (0, 10_000), "never outside the draw");
+    }
+
+    #[test]
+    fn replicates_are_even_among_drawn_units_and_the_assignment_names_the_side() {
+        let mut counts = [0u32; REPLICATES as usize];
+        let drawn = (0..100_000).map(|i| format!("user-{i}")).filter(|u| bucket("r", u) < threshold(5.0));
+        for unit in drawn {
+            counts[replicate("r", &unit) as usize] += 1;
+        }
+        let (low, high) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*low > 250 && *high < 380, "about 312 drawn units in each of 16: {counts:?}");
+        let cohort: Cohort = serde_json::from_str(
+            r#"{"release": "r", "threshold": 500, "pinned": {"units": ["jane"]}, "never": {"units": ["bob"]}}"#,
+        )
+        .unwrap();
+        let assignment = |unit: &str| route(&cohort, unit, &[]).why.assignment();
+        assert_eq!((assignment("jane"), assignment("bob"), assignment("")), ("pinned", "stable", "stable"));
     }
 
     #[test]
