@@ -214,6 +214,9 @@ struct Counts {
     schema_failures: f64,
     feedback: f64,
     thumbs_down: f64,
+    /// With users: their offsets on log latency and log tokens, over these requests.
+    latency: users::Moments,
+    tokens: users::Moments,
 }
 
 /// One block of traffic between two ticks, at one weight.
@@ -279,6 +282,7 @@ impl World {
             schema_failures: binomial(rng, requests, SCHEMA_FAILURE_RATE * s.schema),
             feedback,
             thumbs_down: binomial(rng, feedback, THUMBS_DOWN_RATE * s.thumbs_down),
+            ..Counts::default()
         }
     }
 
@@ -298,8 +302,14 @@ impl World {
                 // Each user's requests and errors; the rest of what a request carries is drawn
                 // per request as before.
                 let (c, s) = users.serve(&mut rng, weight, minutes, self.scenario.errors);
-                let canary = Counts { errors: c.errors, ..self.side(&mut rng, c.requests, true) };
-                let stable = Counts { errors: s.errors, ..self.side(&mut rng, s.requests, false) };
+                let with = |served: users::Served, counts: Counts| Counts {
+                    errors: served.errors,
+                    latency: served.latency,
+                    tokens: served.tokens,
+                    ..counts
+                };
+                let canary = with(c, self.side(&mut rng, c.requests, true));
+                let stable = with(s, self.side(&mut rng, s.requests, false));
                 (canary, stable)
             }
         };
@@ -313,9 +323,9 @@ impl World {
         bad
     }
 
-    fn tokens(&self, canary: bool) -> LogNormal {
+    fn tokens(&self, canary: bool, c: &Counts) -> LogNormal {
         let factor = if canary { self.scenario.tokens } else { 1.0 };
-        LogNormal { median: TOKENS_MEDIAN * factor, sigma: self.scenario.tokens_sigma }
+        by_users(LogNormal { median: TOKENS_MEDIAN * factor, sigma: self.scenario.tokens_sigma }, c, &c.tokens)
     }
 
     fn length(&self, canary: bool) -> LogNormal {
@@ -326,7 +336,7 @@ impl World {
     /// What CloudWatch answers for one side over a window of `c`.
     fn metrics(&self, rng: &mut SmallRng, c: Counts, canary: bool, gates: &[CustomGate]) -> SideMetrics {
         let factor = if canary { self.scenario.latency } else { 1.0 };
-        let latency = LogNormal { median: LATENCY_MEDIAN_MS * factor, sigma: LATENCY_SIGMA };
+        let latency = by_users(LogNormal { median: LATENCY_MEDIAN_MS * factor, sigma: LATENCY_SIGMA }, &c, &c.latency);
         let percentiles = order_statistics(rng, c.requests, &PERCENTILE_LEVELS, latency);
         let mut side = SideMetrics {
             requests: c.requests,
@@ -339,7 +349,8 @@ impl World {
             let some = |v: f64| (c.requests > 0.0).then_some(v);
             let (value, count, grid) = match gate.metric.as_str() {
                 "OutputTokens" | "ResponseLength" => {
-                    let values = if gate.metric == "OutputTokens" { self.tokens(canary) } else { self.length(canary) };
+                    let values =
+                        if gate.metric == "OutputTokens" { self.tokens(canary, &c) } else { self.length(canary) };
                     let levels = gate.levels();
                     let grid = order_statistics(rng, c.requests, &levels, values);
                     let median = levels.iter().position(|l| *l == 50.0).and_then(|at| grid[at]);
@@ -356,6 +367,16 @@ impl World {
         }
         side
     }
+}
+
+/// A side's values as a mixture over its users: the lognormal moved by their mean log
+/// offset and widened by its spread. Without users (independent requests) unchanged.
+fn by_users(values: LogNormal, c: &Counts, offsets: &users::Moments) -> LogNormal {
+    if *offsets == users::Moments::default() {
+        return values;
+    }
+    let (mean, variance) = offsets.mean_and_variance(c.requests);
+    LogNormal { median: values.median * mean.exp(), sigma: (values.sigma * values.sigma + variance).sqrt() }
 }
 
 fn poisson(rng: &mut SmallRng, mean: f64) -> f64 {
@@ -404,6 +425,8 @@ impl MetricSource for World {
                 sum.schema_failures += side.schema_failures;
                 sum.feedback += side.feedback;
                 sum.thumbs_down += side.thumbs_down;
+                sum.latency = sum.latency.plus(side.latency);
+                sum.tokens = sum.tokens.plus(side.tokens);
             }
         }
         let mut rng = self.rng.lock().unwrap();
@@ -618,6 +641,19 @@ mod tests {
             assert!(latency >= 0.72, "shape {}: latency caught {latency}", &shape.name[..1]);
             assert!(latency_halfway < 0.8, "shape {}: half the shift caught {latency_halfway}", &shape.name[..1]);
         }
+    }
+
+    #[test]
+    fn a_sides_latency_is_its_users_mixture_and_independent_requests_are_left_as_they_were() {
+        let base = LogNormal { median: 400.0, sigma: 0.5 };
+        let plain = Counts { requests: 100.0, ..Counts::default() };
+        let same = by_users(base, &plain, &plain.latency);
+        assert_eq!((same.median, same.sigma), (400.0, 0.5), "no users: the request model's values, bit for bit");
+        // Half the requests from a user 0.3 above, half from one 0.1 below: mean +0.1, spread 0.2.
+        let offsets = users::Moments { sum: 50.0 * 0.3 - 50.0 * 0.1, squares: 50.0 * 0.09 + 50.0 * 0.01 };
+        let mixed = by_users(base, &Counts { latency: offsets, ..plain }, &offsets);
+        assert!((mixed.median - 400.0 * 0.1f64.exp()).abs() < 1e-9, "{}", mixed.median);
+        assert!((mixed.sigma - (0.25f64 + 0.04).sqrt()).abs() < 1e-9, "{}", mixed.sigma);
     }
 
     #[test]

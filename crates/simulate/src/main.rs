@@ -126,12 +126,10 @@ const COHORT_TRAFFIC: [f64; 2] = [1000.0, 10_000.0];
 
 /// Healthy cohort releases judged as today's judge judges them (requests as independent
 /// draws), beside the same users routed per request: the false rollbacks clustering
-/// costs. Shape A, its gates without the AI ones (whose values this model draws per
-/// request), so what differs is the users.
+/// costs. Shape A with every gate on.
 fn cohorts(releases: usize) -> String {
     let started = Instant::now();
-    let setup = Setup { name: "defaults, errors and latency gates", ai_gates: false, ..DEFAULTS };
-    let release = release(&SAMPLE, &setup);
+    let release = release(&SAMPLE, &DEFAULTS);
     let mut rows = Vec::new();
     let (mut worst_sticky, mut worst_per_request) = (0.0f64, 0.0f64);
     for &users in &COHORT_USERS {
@@ -164,9 +162,9 @@ fn cohorts(releases: usize) -> String {
     }
     let mut out = format!(
         "\n## Cohort releases: users, not requests (issue 30)\n\n{releases} healthy releases per cell, {:.0} s. \
-         Shape A, gates without the AI ones. Each release draws its own users: request rates lognormal (sigma \
-         {}) sharing the traffic, error propensities Beta({:.1}, {:.1}) around the stable's 0.5%, the same on both \
-         versions; a user is on the candidate when the router's draw of (release, user) is below the stage's share. \
+         Shape A, every gate on. Each release draws its own users: request rates lognormal (sigma {}) sharing \
+         the traffic, error propensities Beta({:.1}, {:.1}) around the stable's 0.5%, and log offsets on latency and \
+         output tokens (normal, sigma {} and {}), all the same on both versions; a user is on the candidate when the router's draw of (release, user) is below the stage's share. \
          The judge is today's, which counts requests as independent.\n\n| active users | requests/min | users in \
          the 5% stage (mean; none) | healthy rolled back, sticky by user | the same users routed per request | why \
          (sticky) |\n|---|---|---|---|---|---|\n",
@@ -174,6 +172,8 @@ fn cohorts(releases: usize) -> String {
         coalmine_simulate::users::RATE_SIGMA,
         coalmine_simulate::users::PROPENSITY_CONCENTRATION * SAMPLE.stable_error_rate,
         coalmine_simulate::users::PROPENSITY_CONCENTRATION * (1.0 - SAMPLE.stable_error_rate),
+        coalmine_simulate::users::USER_LATENCY_SIGMA,
+        coalmine_simulate::users::USER_TOKENS_SIGMA,
     );
     for row in rows {
         let _ = writeln!(out, "{row}");

@@ -4,7 +4,9 @@
 //! around the stable's error rate (Beta(0.5, 99.5) at 0.5%: most users almost never fail,
 //! a few fail often), the same on both versions. A user's requests are correlated through
 //! that propensity, and bursty through the rate's spread: the heaviest tenth of users
-//! send 59% of the requests.
+//! send 59% of the requests. Each user's latency and output tokens are also shifted by a
+//! log offset of their own (normal, sigma 0.3), so a side's latency and tokens are a
+//! mixture over its users: its median moves with who was drawn.
 //!
 //! Assignment is the router's: with [`Routing::Sticky`] a user is wholly on the candidate
 //! when `coalmine_router::bucket(release, user)` is below the stage's threshold, as a
@@ -19,6 +21,10 @@ use crate::{binomial, poisson};
 
 /// Sigma of log request rates between users.
 pub const RATE_SIGMA: f64 = 1.5;
+/// Sigma of a user's log offset on latency, and on output tokens: some users' prompts run
+/// long or ask for long answers, on either version.
+pub const USER_LATENCY_SIGMA: f64 = 0.3;
+pub const USER_TOKENS_SIGMA: f64 = 0.3;
 /// Concentration of users' error propensities (alpha + beta of their Beta).
 pub const PROPENSITY_CONCENTRATION: f64 = 100.0;
 
@@ -45,6 +51,8 @@ struct User {
     bucket: u32,
     per_minute: f64,
     error_rate: f64,
+    latency_offset: f64,
+    tokens_offset: f64,
 }
 
 /// One release's active users.
@@ -54,11 +62,41 @@ pub struct Population {
     pub routing: Routing,
 }
 
-/// One side's requests and errors in a stretch of traffic.
+/// One side's requests and errors in a stretch of traffic, and the request-weighted sums
+/// of its users' log offsets (and their squares) on latency and on tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Served {
     pub requests: f64,
     pub errors: f64,
+    pub latency: Moments,
+    pub tokens: Moments,
+}
+
+/// Request-weighted sums of a per-user offset: `sum` of n x offset, `squares` of n x offset².
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Moments {
+    pub sum: f64,
+    pub squares: f64,
+}
+
+impl Moments {
+    fn add(&mut self, n: f64, offset: f64) {
+        self.sum += n * offset;
+        self.squares += n * offset * offset;
+    }
+
+    pub fn plus(self, other: Moments) -> Moments {
+        Moments { sum: self.sum + other.sum, squares: self.squares + other.squares }
+    }
+
+    /// The offsets' mean and variance over `n` requests.
+    pub fn mean_and_variance(&self, n: f64) -> (f64, f64) {
+        if n <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let mean = self.sum / n;
+        (mean, (self.squares / n - mean * mean).max(0.0))
+    }
 }
 
 impl Population {
@@ -76,6 +114,8 @@ impl Population {
         let (a, b) =
             (PROPENSITY_CONCENTRATION * stable_error_rate, PROPENSITY_CONCENTRATION * (1.0 - stable_error_rate));
         let propensity = Beta::new(a, b).expect("a beta");
+        let latency = rand_distr::Normal::new(0.0, USER_LATENCY_SIGMA).expect("a normal");
+        let tokens = rand_distr::Normal::new(0.0, USER_TOKENS_SIGMA).expect("a normal");
         let raw: Vec<f64> = (0..users).map(|_| rates.sample(rng)).collect();
         let total: f64 = raw.iter().sum();
         let users = raw
@@ -85,6 +125,8 @@ impl Population {
                 bucket: bucket(release, &format!("user-{i}")),
                 per_minute: traffic * rate / total,
                 error_rate: propensity.sample(rng),
+                latency_offset: latency.sample(rng),
+                tokens_offset: tokens.sample(rng),
             })
             .collect();
         Population { users, routing }
@@ -116,6 +158,10 @@ impl Population {
             canary.errors += binomial(rng, to_canary, (user.error_rate * error_factor).min(1.0));
             stable.requests += to_stable;
             stable.errors += binomial(rng, to_stable, user.error_rate);
+            for (side, n) in [(&mut canary, to_canary), (&mut stable, to_stable)] {
+                side.latency.add(n, user.latency_offset);
+                side.tokens.add(n, user.tokens_offset);
+            }
         }
         (canary, stable)
     }
