@@ -22,6 +22,7 @@ pub mod evalues;
 pub mod fixed;
 pub mod gates;
 pub mod power;
+pub mod replicates;
 pub mod sequential;
 mod weigh;
 
