@@ -35,6 +35,12 @@ fn cohort_world() -> World {
     world
 }
 
+/// The rollback function on the release's gate alarm, which the release has not looked at yet.
+async fn alarm_rolls_back(world: &World) -> crate::rollback::ZeroOutcome {
+    let alarm = RolledBackBy::Alarm("errors".into());
+    crate::rollback::zero_canary(&world.router, &cohort_target(), &alarm, Owner::Alarm, None).await.unwrap()
+}
+
 fn thresholds(world: &World) -> Vec<u32> {
     world.router.published.lock().unwrap().iter().map(|p| p.cohort.threshold).collect()
 }
@@ -259,24 +265,13 @@ fn a_cohort_release_is_refused_with_its_field_for_each_kind_of_bad_input() {
 #[tokio::test]
 async fn the_largest_cohort_a_release_may_list_keeps_its_state_far_inside_what_step_functions_passes() {
     use crate::release::canary::cohorts::{MAX_LISTED_UNITS, MAX_NAME_BYTES};
-    use crate::release::core::limits::MAX_STAGES;
     let world = cohort_world();
     let mut r = cohort_release(&[5.0, 100.0]);
     let id = |i: usize| format!("{i:0width$}", width = MAX_NAME_BYTES);
     let cohorts: &mut Cohorts = r.cohorts.as_mut().unwrap();
     cohorts.pinned.units = (0..MAX_LISTED_UNITS - 1).map(id).collect();
     cohorts.never.units = vec![id(MAX_LISTED_UNITS)];
-    r.stages = (1..=MAX_STAGES).map(|i| Stage::new(100.0 * i as f64 / MAX_STAGES as f64, 120)).collect();
-    r.validate().unwrap();
-    let mut p = world.tick(&r, None, T0).await.unwrap();
-    let mut now = T0;
-    while p.status != Status::Promoted {
-        now += 60;
-        p = world.tick(&r, Some(p), now).await.unwrap();
-    }
-    let mut state = serde_json::to_value(&r).unwrap();
-    state["progress"] = serde_json::to_value(&p).unwrap();
-    let size = state.to_string().len();
+    let (_, size) = world.state_at_the_most_stages(&mut r).await;
     assert!(size < 160 * 1024, "{size} bytes of the 256 KiB Step Functions passes from task to task");
     assert_eq!(threshold(100.0), *thresholds(&world).iter().max().unwrap());
 }
@@ -300,15 +295,7 @@ async fn route_answers_which_version_a_unit_gets_now_and_why_through_a_rollback(
     assert_eq!((vip.version.as_str(), vip.alias.as_str()), ("41", "live"), "{}", vip.why);
 
     // Rolled back by an alarm the release has not seen yet: the kill switch answers.
-    crate::rollback::zero_canary(
-        &world.router,
-        &cohort_target(),
-        &RolledBackBy::Alarm("errors".into()),
-        Owner::Alarm,
-        None,
-    )
-    .await
-    .unwrap();
+    alarm_rolls_back(&world).await;
     let after = view::route(&r, Some(&p), &world.router.split(&cohort_target()), &drawn, &[]).unwrap();
     assert_eq!((after.version.as_str(), after.alias.as_str(), after.candidate), ("41", "canary", false));
     assert!(after.why.ends_with("alias canary serves the stable now, so it gets the stable"), "{}", after.why);
@@ -383,16 +370,7 @@ async fn a_rolled_back_cohort_release_never_climbs_again_and_a_promoted_one_stay
     let world = cohort_world();
     let r = cohort_release(&[5.0, 25.0, 100.0]);
     let p = world.tick(&r, None, T0).await.unwrap();
-    // The rollback function, on an alarm the release has not looked at yet.
-    let outcome = crate::rollback::zero_canary(
-        &world.router,
-        &cohort_target(),
-        &RolledBackBy::Alarm("errors".into()),
-        Owner::Alarm,
-        None,
-    )
-    .await
-    .unwrap();
+    let outcome = alarm_rolls_back(&world).await;
     assert_eq!(outcome.event_name(), "rolled_back");
     let writes = world.router.write_count();
     let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();

@@ -105,6 +105,24 @@ impl World {
         safety_rollback(release, progress, &failure, execution, &self.deps()).await.unwrap()
     }
 
+    /// `release` at the most stages an execution holds, ticked every minute until
+    /// promoted: the last progress, and the bytes of the state Step Functions passes on.
+    async fn state_at_the_most_stages(&self, release: &mut Release) -> (Progress, usize) {
+        use crate::release::core::limits::MAX_STAGES;
+        release.stages = (1..=MAX_STAGES).map(|i| Stage::new(100.0 * i as f64 / MAX_STAGES as f64, 120)).collect();
+        release.validate().unwrap();
+        let mut p = self.tick(release, None, T0).await.unwrap();
+        let mut now = T0;
+        while p.status != Status::Promoted {
+            now += 60;
+            p = self.tick(release, Some(p), now).await.unwrap();
+        }
+        let mut state = serde_json::to_value(&*release).unwrap();
+        state["progress"] = serde_json::to_value(&p).unwrap();
+        let size = state.to_string().len();
+        (p, size)
+    }
+
     fn live(&self) -> Split {
         self.router.split(&target())
     }

@@ -361,18 +361,7 @@ async fn a_rollback_message_says_what_a_dry_run_found_before() {
 async fn the_most_stages_a_release_may_have_keep_its_state_far_inside_what_step_functions_passes() {
     use crate::release::core::limits::MAX_STAGES;
     let world = World::new(stable_only());
-    let mut r = release(gates());
-    r.stages = (1..=MAX_STAGES).map(|i| Stage::new(100.0 * i as f64 / MAX_STAGES as f64, 120)).collect();
-    r.validate().unwrap();
-    let mut p = world.tick(&r, None, T0).await.unwrap();
-    let mut now = T0;
-    while p.status != Status::Promoted {
-        now += 60;
-        p = world.tick(&r, Some(p), now).await.unwrap();
-    }
-    let mut state = serde_json::to_value(&r).unwrap();
-    state["progress"] = serde_json::to_value(&p).unwrap();
-    let size = state.to_string().len();
+    let (p, size) = world.state_at_the_most_stages(&mut release(gates())).await;
     assert!(size < 128 * 1024, "{size} bytes of the 256 KiB Step Functions passes from task to task");
     assert_eq!(p.samples.len(), MAX_STAGES);
 }
