@@ -219,13 +219,29 @@ struct Counts {
     tokens: users::Moments,
 }
 
+impl Counts {
+    fn plus(self, o: Counts) -> Counts {
+        Counts {
+            requests: self.requests + o.requests,
+            errors: self.errors + o.errors,
+            schema_failures: self.schema_failures + o.schema_failures,
+            feedback: self.feedback + o.feedback,
+            thumbs_down: self.thumbs_down + o.thumbs_down,
+            latency: self.latency.plus(o.latency),
+            tokens: self.tokens.plus(o.tokens),
+        }
+    }
+}
+
 /// One block of traffic between two ticks, at one weight.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Block {
     from: u64,
     to: u64,
     canary: Counts,
     stable: Counts,
+    /// With users: both sides in each of the router's replicate groups.
+    groups: Vec<(Counts, Counts)>,
 }
 
 /// The simulated world of one release: its traffic so far, and the alias in memory.
@@ -240,6 +256,10 @@ pub struct World {
     canary: String,
     /// Traffic from these users (a cohort release's world) rather than independent requests.
     users: Option<Population>,
+    /// Whether the metric source answers in replicate groups, as it does for a cohort
+    /// release (the judge then takes units as the draw); without, the judge counts
+    /// requests as independent, as it did before decision 0021.
+    replicated: bool,
 }
 
 /// A lognormal of `median` and `sigma`, scaled by `factor`.
@@ -292,25 +312,36 @@ impl World {
         let weight = self.canary_weight();
         let minutes = (to - from) as f64 / 60.0;
         let mut rng = self.rng.lock().unwrap();
-        let (canary, stable) = match &self.users {
+        let (canary, stable, groups) = match &self.users {
             None => {
                 let canary_requests = poisson(&mut rng, self.traffic * weight * minutes);
                 let stable_requests = poisson(&mut rng, self.traffic * (1.0 - weight) * minutes);
-                (self.side(&mut rng, canary_requests, true), self.side(&mut rng, stable_requests, false))
+                let sides = (self.side(&mut rng, canary_requests, true), self.side(&mut rng, stable_requests, false));
+                (sides.0, sides.1, Vec::new())
             }
             Some(users) => {
                 // Each user's requests and errors; the rest of what a request carries is drawn
                 // per request as before.
-                let (c, s) = users.serve(&mut rng, weight, minutes, self.scenario.errors);
                 let with = |served: users::Served, counts: Counts| Counts {
                     errors: served.errors,
                     latency: served.latency,
                     tokens: served.tokens,
                     ..counts
                 };
-                let canary = with(c, self.side(&mut rng, c.requests, true));
-                let stable = with(s, self.side(&mut rng, s.requests, false));
-                (canary, stable)
+                let groups: Vec<(Counts, Counts)> = users
+                    .serve(&mut rng, weight, minutes, self.scenario.errors)
+                    .into_iter()
+                    .map(|(c, s)| {
+                        (
+                            with(c, self.side(&mut rng, c.requests, true)),
+                            with(s, self.side(&mut rng, s.requests, false)),
+                        )
+                    })
+                    .collect();
+                let (canary, stable) = groups
+                    .iter()
+                    .fold(Default::default(), |(c, s): (Counts, Counts), (gc, gs)| (c.plus(*gc), s.plus(*gs)));
+                (canary, stable, groups)
             }
         };
         let canary_requests = canary.requests;
@@ -319,7 +350,7 @@ impl World {
         } else {
             binomial(&mut rng, canary_requests, slow_share(self.scenario.latency))
         };
-        self.blocks.lock().unwrap().push(Block { from, to, canary, stable });
+        self.blocks.lock().unwrap().push(Block { from, to, canary, stable, groups });
         bad
     }
 
@@ -417,22 +448,23 @@ fn order_statistics(rng: &mut SmallRng, n: f64, levels: &[f64], values: LogNorma
 impl MetricSource for World {
     async fn fetch(&self, q: &MetricQuery<'_>) -> Result<MetricSnapshot> {
         let blocks = self.blocks.lock().unwrap();
-        let mut sums = [Counts::default(); 2];
-        for b in blocks.iter().filter(|b| b.from >= q.start_epoch && b.to <= q.end_epoch) {
-            for (sum, side) in sums.iter_mut().zip([b.canary, b.stable]) {
-                sum.requests += side.requests;
-                sum.errors += side.errors;
-                sum.schema_failures += side.schema_failures;
-                sum.feedback += side.feedback;
-                sum.thumbs_down += side.thumbs_down;
-                sum.latency = sum.latency.plus(side.latency);
-                sum.tokens = sum.tokens.plus(side.tokens);
+        let window: Vec<&Block> = blocks.iter().filter(|b| b.from >= q.start_epoch && b.to <= q.end_epoch).collect();
+        let (canary, stable) =
+            window.iter().fold(<(Counts, Counts)>::default(), |(c, s), b| (c.plus(b.canary), s.plus(b.stable)));
+        let mut rng = self.rng.lock().unwrap();
+        let mut canary = self.metrics(&mut rng, canary, true, q.custom);
+        let mut stable = self.metrics(&mut rng, stable, false, q.custom);
+        if self.replicated {
+            for g in 0..coalmine_router::REPLICATES as usize {
+                let (c, s) = window
+                    .iter()
+                    .filter_map(|b| b.groups.get(g))
+                    .fold(<(Counts, Counts)>::default(), |(c, s), (gc, gs)| (c.plus(*gc), s.plus(*gs)));
+                canary.replicates.push(self.metrics(&mut rng, c, true, q.custom));
+                stable.replicates.push(self.metrics(&mut rng, s, false, q.custom));
             }
         }
-        let mut rng = self.rng.lock().unwrap();
-        let canary = self.metrics(&mut rng, sums[0], true, q.custom);
-        let stable = self.metrics(&mut rng, sums[1], false, q.custom);
-        Ok(MetricSnapshot { canary, stable })
+        Ok(MetricSnapshot { canary, stable, pinned: None })
     }
 
     /// Before the release, the stable served the whole traffic for as long as asked.
@@ -464,11 +496,14 @@ pub fn simulate(
     drive(World::new(release, shape, traffic, scenario, seed, None), release, runtime)
 }
 
-/// Who the users of a cohort cell are: how many are active, and how they are routed.
+/// Who the users of a cohort cell are: how many are active, how they are routed, and
+/// whether the judge sees them as units (the router's replicate groups) or only their
+/// requests.
 #[derive(Clone, Copy, Debug)]
 pub struct Cohort {
     pub users: usize,
     pub routing: Routing,
+    pub by_units: bool,
 }
 
 /// One release whose `traffic` requests a minute come from `cohort`'s users, a new
@@ -485,7 +520,9 @@ pub fn simulate_users(
     let mut rng = SmallRng::seed_from_u64(seed.rotate_left(17) ^ 0xc0407);
     let name = format!("{}-{seed}", release.release);
     let population = Population::draw(&mut rng, &name, cohort.users, traffic, shape.stable_error_rate, cohort.routing);
-    drive(World::new(release, shape, traffic, scenario, seed, Some(population)), release, runtime)
+    let world =
+        World { replicated: cohort.by_units, ..World::new(release, shape, traffic, scenario, seed, Some(population)) };
+    drive(world, release, runtime)
 }
 
 /// Releases `0..releases` of one cohort cell, spread over the machine's cores.
@@ -522,6 +559,7 @@ impl World {
             shape: *shape,
             canary: release.canary_id().to_owned(),
             users,
+            replicated: false,
         }
     }
 }
@@ -641,6 +679,53 @@ mod tests {
             assert!(latency >= 0.72, "shape {}: latency caught {latency}", &shape.name[..1]);
             assert!(latency_halfway < 0.8, "shape {}: half the shift caught {latency_halfway}", &shape.name[..1]);
         }
+    }
+
+    #[test]
+    fn a_cohort_world_answers_in_sixteen_groups_of_users_that_add_up_to_its_sides() {
+        let release = release(&SAMPLE, &DEFAULTS);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let population = Population::draw(&mut rng, "r", 500, 1000.0, 0.005, Routing::Sticky);
+        let quarter = Split { canary: Some("42".into()), ..Split::stable_only("41", None) }.with_canary_weight(0.25);
+        let world = World {
+            replicated: true,
+            router: Router::with([(release.target.clone(), quarter)]),
+            ..World::new(&release, &SAMPLE, 1000.0, Scenario::HEALTHY, 3, Some(population))
+        };
+        world.flow(T0, T0 + 600);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let query = MetricQuery {
+            target: &release.target,
+            canary: "42",
+            stable: "41",
+            start_epoch: T0,
+            end_epoch: T0 + 600,
+            custom: &release.gates.custom,
+            configs: None,
+            shadow_of: None,
+        };
+        let snapshot = runtime.block_on(world.fetch(&query)).unwrap();
+        for side in [&snapshot.canary, &snapshot.stable] {
+            assert_eq!(side.replicates.len(), 16);
+            let sum = |f: fn(&SideMetrics) -> f64| side.replicates.iter().map(f).sum::<f64>();
+            assert_eq!(sum(|g| g.requests), side.requests);
+            assert_eq!(sum(|g| g.errors), side.errors);
+            assert!(side.replicates.iter().filter(|g| g.requests > 0.0).count() >= 8, "users spread over the groups");
+        }
+        assert!(snapshot.canary.requests > 0.0 && snapshot.stable.requests > snapshot.canary.requests);
+    }
+
+    #[test]
+    fn a_healthy_cohort_judged_by_its_users_is_promoted_where_a_request_judge_rolls_it_back() {
+        let release = release(&SAMPLE, &DEFAULTS);
+        let by_a_test = |by_units: bool| {
+            let cohort = Cohort { users: 500, routing: Routing::Sticky, by_units };
+            let outcomes = run_users_cell(&release, &SAMPLE, 10_000.0, cohort, Scenario::HEALTHY, 0x5eed, 60);
+            outcomes.iter().filter(|o| o.rolled_back && !o.reason.contains("holding")).count()
+        };
+        // Judged by requests, about a third of these are rolled back (SIMULATION.md).
+        assert!(by_a_test(false) >= 10, "the same traffic counted as independent requests");
+        assert!(by_a_test(true) <= 1, "judged with users as the draw");
     }
 
     #[test]

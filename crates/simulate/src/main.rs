@@ -124,73 +124,127 @@ fn main() {
 const COHORT_USERS: [usize; 3] = [50, 500, 5000];
 const COHORT_TRAFFIC: [f64; 2] = [1000.0, 10_000.0];
 
-/// Healthy cohort releases judged as today's judge judges them (requests as independent
-/// draws), beside the same users routed per request: the false rollbacks clustering
-/// costs. Shape A with every gate on.
+/// Healthy cohort releases judged with units as the draw (decision 0021), beside the same
+/// sticky traffic judged as if requests were independent (the judge before it) and the
+/// same users routed per request; then what the unit judge catches. Shape A with every
+/// gate on.
 fn cohorts(releases: usize) -> String {
     let started = Instant::now();
     let release = release(&SAMPLE, &DEFAULTS);
     let mut rows = Vec::new();
-    let (mut worst_sticky, mut worst_per_request) = (0.0f64, 0.0f64);
+    let mut worst = [0.0f64; 3];
+    let ways = [(Routing::Sticky, true), (Routing::Sticky, false), (Routing::PerRequest, false)];
+    let cell = |users: usize, traffic: f64, (routing, by_units): (Routing, bool), scenario: Scenario| {
+        let seeds = (users as u64) << 32 ^ (traffic as u64) << 8 ^ 0xc0_4027;
+        let cohort = Cohort { users, routing, by_units };
+        let outcomes = run_users_cell(&release, &SAMPLE, traffic, cohort, scenario, seeds, releases);
+        let rate = rollback_rate(&outcomes);
+        eprintln!(
+            "simulate: cohorts | {users} users | {traffic} req/min | {} | {} | judged by {}: rolled back {} ({:.0}s so far)",
+            scenario.name,
+            routing.describe(),
+            if by_units { "units" } else { "requests" },
+            pct(rate),
+            started.elapsed().as_secs_f64()
+        );
+        outcomes
+    };
     for &users in &COHORT_USERS {
         for &traffic in &COHORT_TRAFFIC {
-            let mut rates = Vec::new();
-            for routing in [Routing::Sticky, Routing::PerRequest] {
-                let seeds = (users as u64) << 32 ^ (traffic as u64) << 8 ^ 0xc0_4027;
-                let cohort = Cohort { users, routing };
-                let outcomes = run_users_cell(&release, &SAMPLE, traffic, cohort, H, seeds, releases);
-                let rate = rollback_rate(&outcomes);
-                eprintln!(
-                    "simulate: cohorts | {users} users | {traffic} req/min | {}: rolled back {} ({:.0}s so far)",
-                    routing.describe(),
-                    pct(rate),
-                    started.elapsed().as_secs_f64()
-                );
-                rates.push((rate, named(&outcomes)));
+            let outcomes: Vec<Vec<Outcome>> = ways.iter().map(|way| cell(users, traffic, *way, H)).collect();
+            // A test's rollbacks are what the promise bounds; a stage that never had data
+            // is rolled back by the release's own on_insufficient_data, said apart.
+            let by_a_test = |o: &[Outcome]| {
+                o.iter().filter(|o| o.rolled_back && !for_want_of_data(o)).count() as f64 / o.len() as f64
+            };
+            let rates: Vec<f64> = outcomes.iter().map(|o| by_a_test(o)).collect();
+            for (w, r) in worst.iter_mut().zip(&rates) {
+                *w = w.max(*r);
             }
-            worst_sticky = worst_sticky.max(rates[0].0);
-            worst_per_request = worst_per_request.max(rates[1].0);
+            let starved = outcomes[0].iter().filter(|o| for_want_of_data(o)).count() as f64 / releases as f64;
             let (mean, none) = drawn_at_first_stage(users, releases);
             rows.push(format!(
-                "| {users} | {traffic:.0} | {mean:.1}; none in {} | {} | {} | {} |",
+                "| {users} | {traffic:.0} | {mean:.1}; none in {} | **{}** | {} | {} | {} | {} |",
                 pct(none),
-                pct(rates[0].0),
-                pct(rates[1].0),
-                rates[0].1
+                pct(rates[0]),
+                pct(starved),
+                pct(rates[1]),
+                pct(rates[2]),
+                named(&outcomes[0]),
             ));
         }
     }
+    let mut detection = Vec::new();
+    for scenario in [
+        Scenario { name: "2x error rate", errors: 2.0, ..H },
+        Scenario { name: "1.3x tokens per request", tokens: 1.3, ..H },
+    ] {
+        for &users in &COHORT_USERS[1..] {
+            for &traffic in &COHORT_TRAFFIC {
+                let outcomes = cell(users, traffic, ways[0], scenario);
+                detection.push(format!(
+                    "| {} | {users} | {traffic:.0} | {} | {} | {} |",
+                    scenario.name,
+                    pct(rollback_rate(&outcomes)),
+                    median_minutes(&outcomes).map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+                    named(&outcomes),
+                ));
+            }
+        }
+    }
     let mut out = format!(
-        "\n## Cohort releases: users, not requests (issue 30)\n\n{releases} healthy releases per cell, {:.0} s. \
+        "\n## Cohort releases: users, not requests (issue 30)\n\n{releases} releases per cell, {:.0} s. \
          Shape A, every gate on. Each release draws its own users: request rates lognormal (sigma {}) sharing \
          the traffic, error propensities Beta({:.1}, {:.1}) around the stable's 0.5%, and log offsets on latency and \
-         output tokens (normal, sigma {} and {}), all the same on both versions; a user is on the candidate when the router's draw of (release, user) is below the stage's share. \
-         The judge is today's, which counts requests as independent.\n\n| active users | requests/min | users in \
-         the 5% stage (mean; none) | healthy rolled back, sticky by user | the same users routed per request | why \
-         (sticky) |\n|---|---|---|---|---|---|\n",
+         output tokens (normal, sigma {} and {}), all the same on both versions; a user is on the candidate when the \
+         router's draw of (release, user) is below the stage's share. **Judged by units** is the judge of decision \
+         0021: the metric source answers in the router's sixteen replicate groups of users, and each test divides \
+         both sides' counts by the design effect their spread shows (at its upper {} bound), or weighs nothing \
+         while fewer than {} groups of the canary's have users. **Judged by requests** is the judge before it, on the \
+         same sticky traffic, counting requests as independent.\n\n### Healthy releases rolled back\n\nBy a test: \
+         what `false_rollback_rate` bounds. For want of data: a stage whose canary never served `min_requests` (in a \
+         5% stage of 50 users, often nobody at all) held for `max_hold_seconds` and was rolled back, as the \
+         release's `on_insufficient_data: hold` says; `validate` warns of it.\n\n| active users | requests/min | \
+         users in the 5% stage (mean; none) | sticky, judged by units: by a test | for want of data | sticky, judged \
+         by requests: by a test | routed per request: by a test | why (by units) |\n|---|---|---|---|---|---|---|---|\n",
         started.elapsed().as_secs_f64(),
         coalmine_simulate::users::RATE_SIGMA,
         coalmine_simulate::users::PROPENSITY_CONCENTRATION * SAMPLE.stable_error_rate,
         coalmine_simulate::users::PROPENSITY_CONCENTRATION * (1.0 - SAMPLE.stable_error_rate),
         coalmine_simulate::users::USER_LATENCY_SIGMA,
         coalmine_simulate::users::USER_TOKENS_SIGMA,
+        pct(coalmine::release::judge::replicates::DESIGN_LEVEL),
+        coalmine::release::judge::replicates::MIN_GROUPS,
     );
     for row in rows {
         let _ = writeln!(out, "{row}");
     }
     let _ = writeln!(
         out,
-        "\nThe judge promises at most {} of healthy releases rolled back. Routed per request, the same users stay \
-         within it (at most {}); routed sticky by user, up to {} are rolled back: the requests of a user are not \
-         independent draws, so one heavy user who fails often, drawn into a small cohort, looks like a regression of \
-         the version, and the more requests each user sends the surer the judge becomes of it. A cohort release \
-         needs a judge whose unit is the user.",
+        "\nThe judge promises at most {} of healthy releases rolled back by a test. Judged by units, sticky cohorts are \
+         rolled back by a test at most {}; the same traffic judged by requests, up to {}: the requests of a user are not independent \
+         draws, so one heavy user who fails often, drawn into a small cohort, looks like a regression of the version, \
+         and the more requests each user sends the surer a request judge becomes of it. Routed per request, the same \
+         users stay at most {}.\n\n### What the unit judge catches\n\n| candidate | active users | requests/min | \
+         rolled back | median minutes to the rollback | why |\n|---|---|---|---|---|---|",
         pct(DEFAULT_FALSE_ROLLBACK_RATE),
-        pct(worst_per_request),
-        pct(worst_sticky)
+        pct(worst[0]),
+        pct(worst[1]),
+        pct(worst[2]),
     );
+    for row in detection {
+        let _ = writeln!(out, "{row}");
+    }
+    out.push_str(COHORT_POWER);
     out
 }
+
+/// What the detection table means for a team choosing cohorts.
+const COHORT_POWER: &str = "\nA cohort's evidence is its users, not its requests: when users differ as they do \
+here (a few send most requests, a few fail far more often than the rest), a 2x error rate among 500 users looks \
+much like an unlucky draw of users, and more requests from the same users barely help (compare 1000 and 10000 \
+requests a minute). Thousands of users, longer stages, or a larger first share buy it back; so does a replay \
+before users. The gate alarms and the absolute limits (on pinned users too) stay as fast as before.\n";
 
 /// Over `releases` populations of `users`, the users a 5% stage draws: the mean, and the
 /// share of releases in which it draws none.
@@ -241,12 +295,19 @@ fn detection_rows(out: &mut String, cells: &Cells, shape: &Shape, setup: &Setup,
     }
 }
 
+/// The median time to a rollback, over the releases rolled back.
+fn median_minutes(outcomes: &[Outcome]) -> Option<f64> {
+    let mut minutes: Vec<f64> = outcomes.iter().filter(|o| o.rolled_back).map(|o| o.minutes).collect();
+    minutes.sort_by(f64::total_cmp);
+    minutes.get(minutes.len() / 2).copied()
+}
+
 /// The gates healthy rollbacks named, most often first.
 fn named(outcomes: &[Outcome]) -> String {
     let mut by: BTreeMap<&str, usize> = BTreeMap::new();
     for o in outcomes.iter().filter(|o| o.rolled_back) {
         let reason = o.reason.to_lowercase();
-        if reason.contains("still after holding") || reason.contains("at the end of the bake") {
+        if for_want_of_data(o) {
             *by.entry("too little data").or_default() += 1;
             continue;
         }
@@ -259,6 +320,13 @@ fn named(outcomes: &[Outcome]) -> String {
     let mut by: Vec<_> = by.into_iter().collect();
     by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     by.iter().map(|(g, n)| format!("{g} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Rolled back because a stage never had enough to judge (`on_insufficient_data`), not
+/// because a test rejected.
+fn for_want_of_data(outcome: &Outcome) -> bool {
+    let reason = outcome.reason.to_lowercase();
+    outcome.rolled_back && (reason.contains("still after holding") || reason.contains("at the end of the bake"))
 }
 
 fn report(cells: &Cells, releases: usize, seconds: f64) -> String {

@@ -109,10 +109,11 @@ impl MetricSource for ShadowWorld {
                 custom: vec![some(c.disagreements); q.custom.len()],
                 custom_counts: vec![some(answered); q.custom.len()],
                 custom_percentiles: vec![Vec::new(); q.custom.len()],
+                replicates: Vec::new(),
             }
         };
         let (canary, stable) = (side(sums[0]), side(sums[1]));
-        Ok(MetricSnapshot { canary, stable })
+        Ok(MetricSnapshot { canary, stable, pinned: None })
     }
 
     async fn requests_per_minute(&self, _: &Target, _: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {

@@ -13,7 +13,7 @@
 //! cohort release routes; with [`Routing::PerRequest`] the same users' requests each
 //! draw a side by the weight, as a weighted alias does, for comparison.
 
-use coalmine_router::{bucket, threshold};
+use coalmine_router::{bucket, threshold, REPLICATES};
 use rand::rngs::SmallRng;
 use rand_distr::{Beta, Distribution, LogNormal as LogNormalDist};
 
@@ -79,6 +79,22 @@ pub struct Moments {
     pub squares: f64,
 }
 
+impl Served {
+    pub fn plus(self, other: Served) -> Served {
+        Served {
+            requests: self.requests + other.requests,
+            errors: self.errors + other.errors,
+            latency: self.latency.plus(other.latency),
+            tokens: self.tokens.plus(other.tokens),
+        }
+    }
+}
+
+/// Both sides over every group.
+pub fn total(groups: &[(Served, Served)]) -> (Served, Served) {
+    groups.iter().fold(Default::default(), |(c, s), (gc, gs)| (c.plus(*gc), s.plus(*gs)))
+}
+
 impl Moments {
     fn add(&mut self, n: f64, offset: f64) {
         self.sum += n * offset;
@@ -138,12 +154,14 @@ impl Population {
         self.users.iter().filter(|u| u.bucket < threshold).count()
     }
 
-    /// `minutes` of traffic at `weight`: (candidate, stable), the candidate's errors
-    /// `error_factor` times each user's propensity.
-    pub fn serve(&self, rng: &mut SmallRng, weight: f64, minutes: f64, error_factor: f64) -> (Served, Served) {
+    /// `minutes` of traffic at `weight`: (candidate, stable) in each of the router's
+    /// replicate groups (`bucket mod REPLICATES`), the candidate's errors `error_factor`
+    /// times each user's propensity.
+    pub fn serve(&self, rng: &mut SmallRng, weight: f64, minutes: f64, error_factor: f64) -> Vec<(Served, Served)> {
         let threshold = threshold(weight * 100.0);
-        let (mut canary, mut stable) = (Served::default(), Served::default());
+        let mut groups = vec![(Served::default(), Served::default()); REPLICATES as usize];
         for user in &self.users {
+            let (canary, stable) = &mut groups[(user.bucket % REPLICATES) as usize];
             let requests = poisson(rng, user.per_minute * minutes);
             if requests == 0.0 {
                 continue;
@@ -158,12 +176,12 @@ impl Population {
             canary.errors += binomial(rng, to_canary, (user.error_rate * error_factor).min(1.0));
             stable.requests += to_stable;
             stable.errors += binomial(rng, to_stable, user.error_rate);
-            for (side, n) in [(&mut canary, to_canary), (&mut stable, to_stable)] {
+            for (side, n) in [(&mut *canary, to_canary), (&mut *stable, to_stable)] {
                 side.latency.add(n, user.latency_offset);
                 side.tokens.add(n, user.tokens_offset);
             }
         }
-        (canary, stable)
+        groups
     }
 }
 
@@ -201,11 +219,11 @@ mod tests {
         let population = Population::draw(&mut rng, "r", 2000, 1000.0, 0.005, Routing::Sticky);
         assert!((population.drawn(0.05) as f64 - 100.0).abs() < 35.0, "{}", population.drawn(0.05));
         assert!(population.drawn(0.25) >= population.drawn(0.05));
-        let (canary, stable) = population.serve(&mut rng, 0.0, 10.0, 1.0);
+        let (canary, stable) = total(&population.serve(&mut rng, 0.0, 10.0, 1.0));
         assert_eq!(canary.requests, 0.0, "nobody drawn at 0");
         assert!(stable.requests > 9000.0);
         let per_request = Population { routing: Routing::PerRequest, ..population.clone() };
-        let (canary, stable) = per_request.serve(&mut rng, 0.5, 10.0, 1.0);
+        let (canary, stable) = total(&per_request.serve(&mut rng, 0.5, 10.0, 1.0));
         let share = canary.requests / (canary.requests + stable.requests);
         assert!((share - 0.5).abs() < 0.03, "per request, half of the requests: {share}");
     }

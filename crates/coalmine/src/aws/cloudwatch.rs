@@ -261,7 +261,11 @@ impl MetricSource for CloudWatchMetrics {
                 None => values.push((id, vals)),
             }
         }
-        Ok(MetricSnapshot { canary: side(&values, 'c', q, standard), stable: side(&values, 's', q, standard) })
+        Ok(MetricSnapshot {
+            canary: side(&values, 'c', q, standard),
+            stable: side(&values, 's', q, standard),
+            pinned: None,
+        })
     }
 
     async fn requests_per_minute(&self, target: &Target, id: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {
@@ -451,6 +455,7 @@ fn side(values: &Values, side: char, q: &MetricQuery<'_>, standard: &StandardMet
             .enumerate()
             .map(|(i, gate)| (0..gate.levels().len()).map(|j| mean(get(&format!("{side}_g{i}_{j}")))).collect())
             .collect(),
+        replicates: Vec::new(),
     }
 }
 

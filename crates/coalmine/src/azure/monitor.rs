@@ -76,7 +76,11 @@ impl AzureMonitor {
             self.series(q.target, d, REQUESTS, &by_class, q.start_epoch, q.end_epoch),
             self.series(q.target, d, &latency_metrics, &sides, q.start_epoch, q.end_epoch),
         )?;
-        Ok(MetricSnapshot { canary: side(q.canary, &requests, &latency), stable: side(q.stable, &requests, &latency) })
+        Ok(MetricSnapshot {
+            canary: side(q.canary, &requests, &latency),
+            stable: side(q.stable, &requests, &latency),
+            pinned: None,
+        })
     }
 
     /// The requests `deployment` served each minute of `[start, end)`, oldest first.

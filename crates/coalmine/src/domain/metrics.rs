@@ -28,6 +28,12 @@ pub struct SideMetrics {
     /// the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_percentiles: Vec<Vec<Option<f64>>>,
+    /// A cohort release's side split into [`coalmine_router::REPLICATES`] random groups of whole units
+    /// (the router's `Replicate` dimension), each measured as the side is: their spread is
+    /// how much the side's figures would move with other units drawn (decision 0021).
+    /// Empty where requests are the unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicates: Vec<SideMetrics>,
 }
 
 impl SideMetrics {
@@ -51,8 +57,15 @@ pub const PERCENTILE_LEVELS: [f64; 9] = [50.0, 75.0, 90.0, 95.0, 97.0, 98.0, 99.
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricSnapshot {
+    /// A cohort release's canary is its drawn units alone: the random sample that may be
+    /// compared with the stable.
     pub canary: SideMetrics,
     pub stable: SideMetrics,
+    /// A cohort release's pinned units on the candidate (internal users, a beta tenant):
+    /// not a sample of anyone, so judged on absolute limits only, never against the
+    /// stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<SideMetrics>,
 }
 
 /// A metric of the AI service itself (tokens, response length, schema failures,

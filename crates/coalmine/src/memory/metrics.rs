@@ -22,7 +22,7 @@ impl Metrics {
     /// Canary and stable `(requests, errors)`, nothing else.
     pub fn set(&self, canary: (f64, f64), stable: (f64, f64)) {
         let side = |(requests, errors): (f64, f64)| SideMetrics { requests, errors, ..Default::default() };
-        self.put(MetricSnapshot { canary: side(canary), stable: side(stable) });
+        self.put(MetricSnapshot { canary: side(canary), stable: side(stable), pinned: None });
     }
 
     pub fn put(&self, snapshot: MetricSnapshot) {

@@ -79,6 +79,24 @@ impl Cohorts {
         }
     }
 
+    /// How the judge weighs the cohort (decision 0021), in a sentence.
+    pub fn judged(&self) -> String {
+        let units = plural(&self.unit);
+        let drawn = format!(
+            "drawn {units} against the stable's with the {unit} as the draw ({} random groups of {units})",
+            coalmine_router::REPLICATES,
+            unit = self.unit.trim(),
+        );
+        if self.has_pins() {
+            format!(
+                "{drawn}; pinned {units} on absolute limits only (max_error_rate, max_p95_latency_ms, custom max/min, \
+                 alarms), never compared with the stable"
+            )
+        } else {
+            drawn
+        }
+    }
+
     /// Who goes first and who never: "pinned group=internal and 3 listed; never 1 listed".
     pub fn rules(&self) -> String {
         let describe = |rule: &Match| -> Option<String> {

@@ -117,6 +117,7 @@ impl Operated for Release {
 
     fn details(&self, progress: &Progress, running: bool, now: u64) -> Vec<String> {
         let mut lines = view::shadow_examples(progress);
+        lines.extend(self.cohorts.as_ref().map(|c| format!("judged: {}", c.judged())));
         if running {
             lines.extend(view::bake(self, progress, now).map(|bake| bake.line));
         }

@@ -90,9 +90,10 @@ pub fn plan_text(release: &Release) -> String {
         format!(
             "\n  cohorts  by {unit}: {}; the rest drawn by hash of (release, {unit}), a {unit} drawn at one share kept \
              at every later one; routers read each share from AppConfig (profile {}) and send the cohort to alias \
-             {cohort_alias}, the kill switch",
+             {cohort_alias}, the kill switch\n  judged   {}",
             c.rules(),
             release.target.cohort_profile().unwrap_or_default(),
+            c.judged(),
             unit = c.unit.trim(),
         )
     });

@@ -30,8 +30,12 @@ pub async fn observe<X>(
         JudgeKind::FixedHorizon => fixed::judge(gates, &states, Some(&snapshot)),
         JudgeKind::Sequential => {
             let seconds = now.saturating_sub(query.start_epoch);
-            progress.keep_sample(StageSample { stage: progress.stage, seconds, metrics: snapshot });
-            judge_sequential(gates, &states, &progress.samples)
+            progress.keep_sample(StageSample::new(progress.stage, seconds, snapshot));
+            let evidence = judge_sequential(gates, &states, &progress.samples);
+            if let Some(current) = progress.samples.last_mut() {
+                current.settle(&evidence.weighting);
+            }
+            evidence
         }
     };
     progress.note_dry_run(&evidence, now);

@@ -15,9 +15,9 @@
 //!   is judged at the median: a mean of a few hundred heavy-tailed values has no bound a
 //!   test could use, and a model that writes longer answers moves its median too.
 
-use crate::domain::metrics::{CustomGate, GateKind};
-use crate::release::judge::evalues::{poisson_log_lr, share_above, share_below, Proportion};
-use crate::release::judge::weigh::{share_detect, split_detect, CustomTest, Limit, Tests, Weigh, MIN_SIDE};
+use crate::domain::metrics::{CustomGate, GateKind, SideMetrics};
+use crate::release::judge::evalues::{poisson_log_lr, share_above, share_below};
+use crate::release::judge::weigh::{share_detect, split_detect, CustomTest, Limit, Tests, Weigh, Whose, MIN_SIDE};
 use crate::text::count;
 
 /// The tests a custom gate asks for, by its kind and the limits it names.
@@ -54,39 +54,56 @@ impl Tests<'_> {
         i: usize,
         gate: &CustomGate,
         test: CustomTest,
+        whose: Whose,
     ) -> crate::release::judge::evalues::Standing {
         match test {
             CustomTest::CountLimit(max) => self.count_limit(i, gate, max),
             CustomTest::CountVsStable(ratio) => {
-                let splits = self.splits(|side| value(side, i), |side| side.requests);
+                let splits = self.splits(&vs_stable_id(i, gate), |side| value(side, i), |side| side.requests);
                 let detail =
                     format!("canary {} more than {:.0}% above stable's, per request", gate.name(), ratio * 100.0);
                 self.vs_stable(i, gate, splits, ratio, detail, gate.metric.clone())
             }
-            CustomTest::RateLimit(max) => self.rate_limit(i, gate, max),
+            CustomTest::RateLimit(max) => self.rate_limit(i, gate, max, whose),
             CustomTest::RateVsStable(ratio) => {
-                let splits = self.splits(|side| value(side, i), |side| side.denominator(i, gate).unwrap_or(0.0));
-                let detail =
-                    format!("canary {} per {} more than {:.0}% above stable's", gate.name(), per(gate), ratio * 100.0);
+                let denominator = |side: &SideMetrics| side.denominator(i, gate).unwrap_or(0.0);
+                let splits = self.splits(&vs_stable_id(i, gate), |side| value(side, i), denominator);
+                let detail = format!(
+                    "canary {} per {} more than {:.0}% above stable's",
+                    gate.name(),
+                    per_name(gate),
+                    ratio * 100.0
+                );
                 self.vs_stable(i, gate, splits, ratio, detail, format!("{} rate", gate.metric))
             }
-            CustomTest::Past { level, up, limit } => self.past(i, gate, level, up, limit),
+            CustomTest::Past { level, up, limit } => self.past(i, gate, (level, up, limit), whose),
         }
     }
 
-    /// A count over `period_seconds` at most `max`: a rate in time, tested as Poisson.
+    /// A count over `period_seconds` at most `max`: a rate in time, tested as Poisson. The
+    /// limit is the canary's as a whole: pinned units' counts are not apart from it.
     fn count_limit(&self, i: usize, gate: &CustomGate, max: f64) -> crate::release::judge::evalues::Standing {
+        let test = format!("custom[{i}]_limit");
         let per_second = max / f64::from(gate.period_seconds.max(1));
-        let counts: Vec<(usize, f64, f64)> = self
-            .samples
-            .iter()
-            .enumerate()
-            .map(|(s, sample)| (s, value(&sample.metrics.canary, i), per_second * sample.seconds as f64))
-            .collect();
-        let seen: f64 = counts.iter().map(|(_, c, _)| c).sum();
+        let per_request = |_: usize, side: &SideMetrics| Some((value(side, i), side.requests));
+        let mut seen = 0.0;
+        let mut counts = Vec::new();
+        for (s, sample) in self.samples.iter().enumerate() {
+            let expected = per_second * sample.seconds as f64;
+            let mut sides = vec![&sample.metrics.canary];
+            sides.extend(&sample.metrics.pinned);
+            let observed: f64 = sides.iter().map(|side| value(side, i)).sum();
+            seen += observed;
+            // A cohort's count moves with the units drawn as its requests' do.
+            let effect = match self.weighting(s, &test, &per_request) {
+                crate::release::judge::Weighting::DesignEffect(effect) => effect,
+                crate::release::judge::Weighting::TooFewUnits => continue,
+            };
+            counts.push((s, observed / effect, expected / effect));
+        }
         let batches = poisson_batches(counts);
         let name = format!("{} limit", gate.metric);
-        self.standing(format!("custom[{i}]_limit"), name, batches, 2.0, |e| {
+        self.standing(test, name, batches, 2.0, |e| {
             format!(
                 "canary {} {} over the stages, more than max {max} per {} s: {e}",
                 gate.name(),
@@ -96,23 +113,27 @@ impl Tests<'_> {
         })
     }
 
-    /// Events per a denominator at most `max`: Poisson in the denominator.
-    fn rate_limit(&self, i: usize, gate: &CustomGate, max: f64) -> crate::release::judge::evalues::Standing {
-        let counts: Vec<(usize, f64, f64)> = self
-            .samples
-            .iter()
-            .enumerate()
-            .filter_map(|(s, sample)| {
-                let canary = &sample.metrics.canary;
-                Some((s, value(canary, i), max * canary.denominator(i, gate).filter(|d| *d > 0.0)?))
-            })
-            .collect();
-        let (seen, expected) = counts.iter().fold((0.0, 0.0), |(c, e), (_, ci, ei)| (c + ci, e + ei));
+    /// Events per a denominator at most `max`: Poisson in the denominator; pinned units'
+    /// own beside the drawn's.
+    fn rate_limit(
+        &self,
+        i: usize,
+        gate: &CustomGate,
+        max: f64,
+        whose: Whose,
+    ) -> crate::release::judge::evalues::Standing {
+        let test = format!("custom[{i}]_rate_limit");
+        let per =
+            |_: usize, side: &SideMetrics| Some((value(side, i), side.denominator(i, gate).filter(|d| *d > 0.0)?));
+        let counts: Vec<(usize, f64, f64)> =
+            self.proportions(&test, max, whose, &per).into_iter().map(|(s, p)| (s, p.count, max * p.trials)).collect();
+        let (seen, expected) = self.served(whose, &per);
+        let expected = max * expected;
         let batches = poisson_batches(counts);
         let name = format!("{} rate limit", gate.metric);
-        self.standing(format!("custom[{i}]_rate_limit"), name, batches, 2.0, |e| {
+        self.standing(test, name, batches, 2.0, |e| {
             let observed = if expected > 0.0 { seen * max / expected } else { 0.0 };
-            format!("canary {} per {} {observed:.4}, above max {max}: {e}", gate.name(), per(gate))
+            format!("canary {} per {} {observed:.4}, above max {max}: {e}", gate.name(), per_name(gate))
         })
     }
 
@@ -127,11 +148,7 @@ impl Tests<'_> {
     ) -> crate::release::judge::evalues::Standing {
         let rho0 = 1.0 + ratio;
         let batches = Self::split_batches(splits, rho0);
-        let test = match gate.kind() {
-            Some(GateKind::Rate) => format!("custom[{i}]_rate_vs_stable"),
-            _ => format!("custom[{i}]_vs_stable"),
-        };
-        self.standing(test, name, batches, split_detect(rho0), |e| format!("{detail}: {e}"))
+        self.standing(vs_stable_id(i, gate), name, batches, split_detect(rho0), |e| format!("{detail}: {e}"))
     }
 
     /// The share of canary values past a threshold, per stage, against what the gate's
@@ -140,9 +157,8 @@ impl Tests<'_> {
         &self,
         i: usize,
         gate: &CustomGate,
-        level: f64,
-        up: bool,
-        limit: Limit,
+        (level, up, limit): (f64, bool, Limit),
+        whose: Whose,
     ) -> crate::release::judge::evalues::Standing {
         let levels = gate.levels();
         let at = levels.iter().position(|l| *l == level);
@@ -159,22 +175,17 @@ impl Tests<'_> {
             Limit::Absolute(t) => Some(t),
             Limit::VsStable(tolerance) => stable_at(s).map(|v| v * if up { 1.0 + tolerance } else { 1.0 - tolerance }),
         };
-        let proportions: Vec<(usize, Proportion)> = self
-            .samples
-            .iter()
-            .enumerate()
-            .filter(|(_, sample)| sample.metrics.canary.values(i) > 0.0)
-            .filter_map(|(s, sample)| {
-                let values = sample.metrics.canary.custom_percentiles.get(i)?;
-                let t = threshold(s)?;
-                let share = if up { share_above(t, &levels, values) } else { share_below(t, &levels, values) }?;
-                let n = sample.metrics.canary.values(i);
-                Some((s, Proportion { count: share * n, trials: n, p0 }))
-            })
-            .collect();
-        let (past, all) = proportions.iter().fold((0.0, 0.0), |(p, n), (_, b)| (p + b.count, n + b.trials));
-        let batches = Self::proportion_batches(proportions);
         let (test, name, what) = past_names(i, gate, level, up, limit);
+        let past = |s: usize, side: &SideMetrics| {
+            let values = side.custom_percentiles.get(i)?;
+            let t = threshold(s)?;
+            let share = if up { share_above(t, &levels, values) } else { share_below(t, &levels, values) }?;
+            let n = side.values(i);
+            (n > 0.0).then_some((share * n, n))
+        };
+        let proportions = self.proportions(&test, p0, whose, &past);
+        let (past_threshold, all) = self.served(whose, &past);
+        let batches = Self::proportion_batches(proportions);
         // The two values at the level, as the stage last read them: what a person checks.
         let last = self.samples.len().saturating_sub(1);
         let canary_at =
@@ -188,7 +199,7 @@ impl Tests<'_> {
             format!(
                 "canary {} {what} on {:.0}% of {} values (its p{level} within it allows {:.0}%{values}): {e}",
                 gate.name(),
-                if all > 0.0 { past / all * 100.0 } else { 0.0 },
+                if all > 0.0 { past_threshold / all * 100.0 } else { 0.0 },
                 count(all),
                 p0 * 100.0
             )
@@ -220,6 +231,14 @@ fn past_names(i: usize, gate: &CustomGate, level: f64, up: bool, limit: Limit) -
     }
 }
 
+/// A comparison's test id: a rate's, or a count's per request.
+fn vs_stable_id(i: usize, gate: &CustomGate) -> String {
+    match gate.kind() {
+        Some(GateKind::Rate) => format!("custom[{i}]_rate_vs_stable"),
+        _ => format!("custom[{i}]_vs_stable"),
+    }
+}
+
 /// Counts tested as Poisson against what the null expects, per stage.
 fn poisson_batches<'a>(counts: Vec<(usize, f64, f64)>) -> Vec<(usize, Weigh<'a>)> {
     counts
@@ -234,7 +253,7 @@ fn value(side: &crate::domain::metrics::SideMetrics, i: usize) -> f64 {
 }
 
 /// What a rate is per, in a sentence.
-fn per(gate: &CustomGate) -> String {
+fn per_name(gate: &CustomGate) -> String {
     match &gate.per {
         Some(crate::domain::metrics::Per::Metric { metric, .. }) => metric.clone(),
         _ => "request".to_owned(),
@@ -245,6 +264,7 @@ fn per(gate: &CustomGate) -> String {
 mod tests {
     use super::*;
     use crate::domain::metrics::{Direction, MetricSnapshot, Per, SideMetrics};
+    use crate::release::judge::evalues::Proportion;
     use crate::release::judge::evalues::{proportion_log_lr, split_log_lr, Mixture, Split};
     use crate::release::judge::gates::Gates;
     use crate::release::judge::sequential::{judge_sequential, standings};
@@ -271,7 +291,7 @@ mod tests {
     }
 
     fn one_stage(canary: SideMetrics, stable: SideMetrics) -> Vec<StageSample> {
-        vec![StageSample { stage: 0, seconds: 900, metrics: MetricSnapshot { canary, stable } }]
+        vec![StageSample::new(0, 900, MetricSnapshot { canary, stable, pinned: None })]
     }
 
     fn gates(gate: CustomGate) -> Gates {

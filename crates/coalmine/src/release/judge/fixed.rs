@@ -178,7 +178,7 @@ mod tests {
     }
 
     fn snapshot(canary: SideMetrics, stable: SideMetrics) -> MetricSnapshot {
-        MetricSnapshot { canary, stable }
+        MetricSnapshot { canary, stable, pinned: None }
     }
 
     fn gates() -> Gates {

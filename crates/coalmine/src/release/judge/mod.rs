@@ -9,6 +9,8 @@
 //! releases written for it. Both start from [`alarm_evidence`] and end in an
 //! [`Evidence`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::AlarmState;
@@ -34,6 +36,48 @@ pub struct StageSample {
     /// How long the stage had run when these were read.
     pub seconds: u64,
     pub metrics: MetricSnapshot,
+    /// A cohort stage's weighting of each test's counts (by test id), read from its
+    /// replicates while it ran and kept once they are dropped: what the stage's counts
+    /// are worth with units as the draw.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weighting: BTreeMap<String, Weighting>,
+}
+
+impl StageSample {
+    pub fn new(stage: usize, seconds: u64, metrics: MetricSnapshot) -> Self {
+        StageSample { stage, seconds, metrics, weighting: BTreeMap::new() }
+    }
+
+    /// Keeps what the judge made of this stage's replicates (`weighting`, from the
+    /// evidence) and drops them: sixteen groups a side are too much to carry through
+    /// every stage of an execution, and a stage's weighting does not change once read.
+    pub fn settle(&mut self, weighting: &BTreeMap<String, Weighting>) {
+        if self.metrics.canary.replicates.is_empty() && self.metrics.stable.replicates.is_empty() {
+            return;
+        }
+        self.weighting = weighting.clone();
+        self.metrics.canary.replicates.clear();
+        self.metrics.stable.replicates.clear();
+    }
+}
+
+/// What a cohort stage's spread made of one test's counts (decision 0021).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    /// Both sides' counts divided by the design effect: how many requests one
+    /// independent request's worth of evidence takes when units are drawn whole. One
+    /// figure for both sides: a unit sends as many requests on either, so the effect is
+    /// the population's, and the larger of the two sides' estimates is taken.
+    DesignEffect(f64),
+    /// Too few groups of units had traffic to read a spread from: the stage tells this
+    /// test nothing yet.
+    TooFewUnits,
+}
+
+impl Weighting {
+    /// Requests are the unit: counts weigh what they say.
+    pub const REQUESTS: Weighting = Weighting::DesignEffect(1.0);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -69,6 +113,9 @@ pub struct Evidence {
     /// may advance.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub conclusive: bool,
+    /// A cohort release's current stage: how each test weighed its counts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weighting: BTreeMap<String, Weighting>,
 }
 
 impl Evidence {
@@ -117,6 +164,7 @@ pub(crate) fn alarm_evidence(
         tests: Vec::new(),
         dry_run: Vec::new(),
         conclusive: false,
+        weighting: BTreeMap::new(),
     };
     if let Some(failed) = judge_alarms(gates, states) {
         evidence.verdict = Verdict::Unhealthy;

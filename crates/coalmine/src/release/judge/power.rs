@@ -195,11 +195,8 @@ fn errors_detected(gates: &Gates, traffic: &Traffic, stages: &[(usize, f64, u64)
             let side = |requests: f64, errors: f64| SideMetrics { requests, errors, ..traffic.stable.clone() };
             // Conditioned on the errors of both, the stable's are what the canary's are not.
             let stable_errors = if *m > 0.0 { (s + c - shown).max(0.0) } else { 0.0 };
-            StageSample {
-                stage: *stage,
-                seconds: *seconds,
-                metrics: MetricSnapshot { canary: side(*n, shown), stable: side(*m, stable_errors) },
-            }
+            let metrics = MetricSnapshot { canary: side(*n, shown), stable: side(*m, stable_errors), pinned: None };
+            StageSample::new(*stage, *seconds, metrics)
         })
         .collect();
     rejects(gates, &samples, "errors_vs_stable")
@@ -231,7 +228,7 @@ fn latency_detected(gates: &Gates, traffic: &Traffic, stages: &[(usize, f64, u64
             let (canary, stable_requests) = requests(traffic, *w, *seconds);
             let canary = SideMetrics { requests: canary, errors: 0.0, ..scaled(traffic.stable) };
             let stable = SideMetrics { requests: stable_requests, errors: 0.0, ..traffic.stable.clone() };
-            StageSample { stage: *stage, seconds: *seconds, metrics: MetricSnapshot { canary, stable } }
+            StageSample::new(*stage, *seconds, MetricSnapshot { canary, stable, pinned: None })
         })
         .collect();
     rejects(gates, &samples, "latency_vs_stable")

@@ -6,10 +6,16 @@
 //! split at random into K groups, the groups' estimates vary around the side's as the
 //! side's own estimate varies, K times as much.
 //!
-//! Not yet wired into the tests: the judge's cohort step (issue 30) divides a side's
-//! counts by [`design_effect`] before its sequential tests weigh them.
+//! Every sequential test divides a cohort stage's counts by the [`design_effect`] its
+//! own measure shows over the groups (`weigh.rs`), so the tests see the effective
+//! number of independent units' worth of requests.
 
 use crate::release::judge::evalues::inverse_normal_cdf;
+
+/// The upper confidence level a cohort side's design effect is taken at: its estimate
+/// from sixteen groups is noisy, and an effect read low would let the tests grow surer
+/// than the units allow.
+pub const DESIGN_LEVEL: f64 = 0.95;
 
 /// The fewest groups with traffic whose spread is worth reading: fewer, and the variance
 /// is not estimated (the judge then waits for units).

@@ -7,12 +7,14 @@
 //! *not* as bad as [`super::evalues::DETECT_RATIO`] times its tolerance: an evidence-driven stage advances
 //! once every test has enough of it ([`super::evalues::MISS_RATE`]).
 
+use std::collections::BTreeMap;
+
 use crate::domain::event::AlarmState;
-use crate::domain::metrics::{CustomGate, GateKind, MetricSnapshot, PERCENTILE_LEVELS};
+use crate::domain::metrics::{CustomGate, GateKind, MetricSnapshot, SideMetrics, PERCENTILE_LEVELS};
 use crate::release::judge::evalues::{share_above, upper_bound, Proportion, Standing};
 use crate::release::judge::gates::Gates;
-use crate::release::judge::weigh::{share_detect, split_detect, Spec, Tests, MIN_SIDE};
-use crate::release::judge::{alarm_evidence, healthy, rate, too_few, Evidence, StageSample, Verdict};
+use crate::release::judge::weigh::{share_detect, split_detect, Spec, Tests, Whose, MIN_SIDE};
+use crate::release::judge::{alarm_evidence, healthy, rate, too_few, Evidence, StageSample, Verdict, Weighting};
 use crate::text::{count, pct};
 
 /// Under the null "no slower than the limit", at most this share of the canary's
@@ -34,7 +36,7 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
         evidence.reasons.push("inconclusive: no metrics to judge the canary by".into());
         return evidence;
     };
-    evidence.tests = standings(gates, samples);
+    (evidence.tests, evidence.weighting) = weighed_standings(gates, samples);
     let rejected = |enforced: bool| -> Vec<String> {
         evidence.tests.iter().filter(|t| t.rejects() && t.enforced == enforced).map(|t| t.detail.clone()).collect()
     };
@@ -103,61 +105,95 @@ fn way(share: f64) -> String {
     }
 }
 
-/// Every test the gates ask for, in the order they are reported.
-pub(super) fn specs(gates: &Gates) -> Vec<Spec<'_>> {
+/// Every test the gates ask for, in the order they are reported; with `pinned` units
+/// (a cohort release that pins some), the absolute ones again for them.
+pub(super) fn specs(gates: &Gates, pinned: bool) -> Vec<Spec<'_>> {
     let mut specs = vec![Spec::ErrorsVsStable];
     specs.extend(gates.max_p95_increase_ratio.map(Spec::LatencyVsStable));
-    specs.extend(gates.max_error_rate.map(Spec::ErrorRateLimit));
-    specs.extend(gates.max_p95_latency_ms.map(Spec::LatencyLimit));
-    for (i, gate) in gates.custom.iter().enumerate() {
-        specs.extend(super::custom::tests_of(gate).into_iter().map(|test| Spec::Custom { i, gate, test }));
+    let mut whose = vec![Whose::Canary];
+    whose.extend(pinned.then_some(Whose::Pinned));
+    for whose in whose {
+        specs.extend(gates.max_error_rate.map(|limit| Spec::ErrorRateLimit(limit, whose)));
+        specs.extend(gates.max_p95_latency_ms.map(|limit| Spec::LatencyLimit(limit, whose)));
+        for (i, gate) in gates.custom.iter().enumerate() {
+            let tests = super::custom::tests_of(gate).into_iter();
+            let tests = tests.filter(|test| whose == Whose::Canary || test.pinned_may_take());
+            specs.extend(tests.map(|test| Spec::Custom { i, gate, test, whose }));
+        }
     }
     specs
 }
 
 /// Every sequential test the gates ask for, over all the stages so far.
 pub fn standings(gates: &Gates, samples: &[StageSample]) -> Vec<Standing> {
-    let specs = specs(gates);
+    weighed_standings(gates, samples).0
+}
+
+/// The standings, and how each test weighed the current stage's counts.
+fn weighed_standings(gates: &Gates, samples: &[StageSample]) -> (Vec<Standing>, BTreeMap<String, Weighting>) {
+    // A release pins units or not for its life: its metric source answers with the pinned
+    // side from its first look, so the tests (and each one's share of the false rollback
+    // rate) are the same at every look.
+    let pinned = samples.iter().any(|s| s.metrics.pinned.is_some());
+    let specs = specs(gates, pinned);
     let tests = Tests::new(gates, samples, specs.len());
-    specs
+    let standings = specs
         .into_iter()
         .map(|spec| {
             let mut standing = match spec {
                 Spec::ErrorsVsStable => tests.errors_vs_stable(),
                 Spec::LatencyVsStable(tolerance) => tests.latency_vs_stable(tolerance),
-                Spec::ErrorRateLimit(limit) => tests.error_rate_limit(limit),
-                Spec::LatencyLimit(limit) => tests.latency_limit(limit),
-                Spec::Custom { i, gate, test } => tests.custom(i, gate, test),
+                Spec::ErrorRateLimit(limit, whose) => tests.error_rate_limit(limit, whose),
+                Spec::LatencyLimit(limit, whose) => tests.latency_limit(limit, whose),
+                Spec::Custom { i, gate, test, whose } => tests.custom(i, gate, test, whose),
             };
             standing.enforced = gates.enforce && !matches!(spec, Spec::Custom { gate, .. } if !gate.enforce);
+            if let Spec::ErrorRateLimit(_, Whose::Pinned)
+            | Spec::LatencyLimit(_, Whose::Pinned)
+            | Spec::Custom { whose: Whose::Pinned, .. } = spec
+            {
+                standing.test = Whose::Pinned.tag(&standing.test);
+                standing.name = format!("{} (pinned units)", standing.name);
+                standing.detail = format!("pinned units: {}", standing.detail);
+            }
             standing
         })
-        .collect()
+        .collect();
+    (standings, tests.weighting.into_inner())
 }
 
 impl Tests<'_> {
     /// The canary's error rate against the stable's, as a ratio, in every stage; a stage
     /// without stable traffic (Lambda at 100%) against the stable's record's upper bound.
     fn errors_vs_stable(&self) -> Standing {
-        let (rho0, stable) = (self.rho0, &self.stable_total);
-        let mut batches = Self::split_batches(self.splits(|side| side.errors, |side| side.requests), rho0);
-        let record = upper_bound(stable.errors, stable.requests, self.alpha);
+        const TEST: &str = "errors_vs_stable";
+        let rho0 = self.rho0;
+        let errors = |_: usize, side: &SideMetrics| Some((side.errors, side.requests));
+        let mut batches = Self::split_batches(self.splits(TEST, |side| side.errors, |side| side.requests), rho0);
+        // The record as the stages weighed it: a cohort's stable is its units, not its requests.
+        let stable = self.samples.iter().enumerate().fold((0.0, 0.0), |(e, n), (i, s)| {
+            let side = &s.metrics.stable;
+            match (side.requests > 0.0).then(|| self.weighed(i, TEST, side, &errors)).flatten() {
+                Some((de, dn)) => (e + de, n + dn),
+                None => (e, n),
+            }
+        });
+        let record = upper_bound(stable.0, stable.1, self.alpha);
         let alone: Vec<(usize, Proportion)> = self
             .samples
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
-                s.metrics.stable.requests <= 0.0 && s.metrics.canary.requests > 0.0 && stable.requests > 0.0
-            })
-            .map(|(i, s)| {
-                (i, Proportion { count: s.metrics.canary.errors, trials: s.metrics.canary.requests, p0: rho0 * record })
+            .filter(|(_, s)| s.metrics.stable.requests <= 0.0 && s.metrics.canary.requests > 0.0 && stable.1 > 0.0)
+            .filter_map(|(i, s)| {
+                let (count, trials) = self.weighed(i, TEST, &s.metrics.canary, &errors)?;
+                Some((i, Proportion { count, trials, p0: rho0 * record }))
             })
             .collect();
         batches.extend(Self::proportion_batches(alone));
         let tolerance = if rho0 > 1.0 { format!(" (tolerance {rho0}x)") } else { String::new() };
-        let (canary_rate, stable_rate) = (rate(&self.canary_total), rate(stable));
+        let (canary_rate, stable_rate) = (rate(&self.canary_total), rate(&self.stable_total));
         let requests = self.canary_total.requests;
-        self.standing("errors_vs_stable".into(), "errors".into(), batches, split_detect(rho0), |e| {
+        self.standing(TEST.into(), "errors".into(), batches, split_detect(rho0), |e| {
             format!(
                 "canary error rate {} over {} requests against stable {}{tolerance}: a regression, {e}",
                 canary_rate.map(pct).unwrap_or_else(|| "n/a".into()),
@@ -170,19 +206,19 @@ impl Tests<'_> {
     /// The canary's share of requests slower than a threshold (per stage), against 5%:
     /// the canary's p95 is above the threshold exactly when more than 5% of its requests
     /// are.
-    fn slow(&self, test: &str, name: &str, what: String, threshold_of: impl Fn(usize) -> Option<f64>) -> Standing {
-        let proportions: Vec<(usize, Proportion)> = self
-            .samples
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.metrics.canary.requests > 0.0)
-            .filter_map(|(i, s)| {
-                let share = share_above(threshold_of(i)?, &PERCENTILE_LEVELS, &s.metrics.canary.percentiles)?;
-                let n = s.metrics.canary.requests;
-                Some((i, Proportion { count: share * n, trials: n, p0: SLOW_SHARE }))
-            })
-            .collect();
-        let (slow, all) = proportions.iter().fold((0.0, 0.0), |(s, n), (_, b)| (s + b.count, n + b.trials));
+    fn slow(
+        &self,
+        (test, whose): (&str, Whose),
+        name: &str,
+        what: String,
+        threshold_of: impl Fn(usize) -> Option<f64>,
+    ) -> Standing {
+        let slow = |i: usize, side: &SideMetrics| {
+            let share = share_above(threshold_of(i)?, &PERCENTILE_LEVELS, &side.percentiles)?;
+            Some((share * side.requests, side.requests))
+        };
+        let proportions = self.proportions(test, SLOW_SHARE, whose, &slow);
+        let (slow, all) = self.served(whose, &slow);
         let batches = Self::proportion_batches(proportions);
         self.standing(test.into(), name.into(), batches, share_detect(SLOW_SHARE), |e| {
             format!(
@@ -204,26 +240,22 @@ impl Tests<'_> {
                 .and_then(|s| s.metrics.stable.p95_ms)
         };
         let what = format!("{:.0}% over the stable's p95", tolerance * 100.0);
-        self.slow("latency_vs_stable", "latency", what, |i| stable_p95(i).map(|p| p * (1.0 + tolerance)))
+        let test = ("latency_vs_stable", Whose::Canary);
+        self.slow(test, "latency", what, |i| stable_p95(i).map(|p| p * (1.0 + tolerance)))
     }
 
-    fn latency_limit(&self, limit: f64) -> Standing {
-        self.slow("latency_limit", "latency limit", format!("{limit:.0} ms"), |_| Some(limit))
+    fn latency_limit(&self, limit: f64, whose: Whose) -> Standing {
+        self.slow(("latency_limit", whose), "latency limit", format!("{limit:.0} ms"), |_| Some(limit))
     }
 
-    fn error_rate_limit(&self, limit: f64) -> Standing {
-        let proportions: Vec<(usize, Proportion)> = self
-            .samples
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.metrics.canary.requests > 0.0)
-            .map(|(i, s)| {
-                (i, Proportion { count: s.metrics.canary.errors, trials: s.metrics.canary.requests, p0: limit })
-            })
-            .collect();
-        let (canary_rate, requests) = (rate(&self.canary_total), self.canary_total.requests);
+    fn error_rate_limit(&self, limit: f64, whose: Whose) -> Standing {
+        const TEST: &str = "error_rate_limit";
+        let errors = |_: usize, side: &SideMetrics| Some((side.errors.min(side.requests), side.requests));
+        let proportions = self.proportions(TEST, limit, whose, &errors);
+        let (errors, requests) = self.served(whose, &errors);
+        let canary_rate = (requests > 0.0).then(|| errors / requests);
         let batches = Self::proportion_batches(proportions);
-        self.standing("error_rate_limit".into(), "error-rate limit".into(), batches, share_detect(limit), |e| {
+        self.standing(TEST.into(), "error-rate limit".into(), batches, share_detect(limit), |e| {
             format!(
                 "canary error rate {} over {} requests, above max_error_rate {}: {e}",
                 canary_rate.map(pct).unwrap_or_else(|| "n/a".into()),
@@ -244,7 +276,7 @@ mod tests {
     }
 
     fn snapshot(canary: SideMetrics, stable: SideMetrics) -> MetricSnapshot {
-        MetricSnapshot { canary, stable }
+        MetricSnapshot { canary, stable, pinned: None }
     }
 
     /// A stage's snapshot: canary and stable (requests, errors), canary percentiles.
@@ -258,7 +290,7 @@ mod tests {
         let mut c = side(canary.0, canary.1, canary_tail.get(3).copied());
         c.percentiles = canary_tail.iter().map(|v| Some(*v)).collect();
         let s = side(stable.0, stable.1, Some(stable_p95));
-        StageSample { stage, seconds: 900, metrics: snapshot(c, s) }
+        StageSample::new(stage, 900, snapshot(c, s))
     }
 
     /// A canary's percentiles (ms) for a lognormal with median `median` and σ 0.5.
@@ -357,5 +389,139 @@ mod tests {
         assert_eq!(judge_sequential(&sequential(), &[], &few).verdict, Verdict::Inconclusive);
         let burning = [stage(0, (40.0, 30.0), (760.0, 4.0), 910.0, &tail(400.0))];
         assert_eq!(judge_sequential(&sequential(), &[], &burning).verdict, Verdict::Unhealthy);
+    }
+}
+
+/// A cohort release's stages, measured in the router's replicate groups of units.
+#[cfg(test)]
+mod units {
+    use super::*;
+    use crate::domain::metrics::SideMetrics;
+
+    /// A side measured in groups, each (requests, errors); the side is their sum.
+    fn grouped(groups: &[(f64, f64)]) -> SideMetrics {
+        let replicates: Vec<SideMetrics> =
+            groups.iter().map(|&(requests, errors)| SideMetrics { requests, errors, ..Default::default() }).collect();
+        SideMetrics {
+            requests: groups.iter().map(|g| g.0).sum(),
+            errors: groups.iter().map(|g| g.1).sum(),
+            replicates,
+            ..Default::default()
+        }
+    }
+
+    fn stage(canary: SideMetrics, stable: SideMetrics) -> Vec<StageSample> {
+        vec![StageSample::new(0, 900, MetricSnapshot { canary, stable, pinned: None })]
+    }
+
+    fn gates() -> Gates {
+        Gates { false_rollback_rate: 0.01, min_requests: 100, max_error_rate: Some(0.05), ..Gates::default() }
+    }
+
+    /// Without the groups, the same sums: what a judge counting requests would see.
+    fn ungrouped(mut samples: Vec<StageSample>) -> Vec<StageSample> {
+        for s in &mut samples {
+            s.metrics.canary.replicates.clear();
+            s.metrics.stable.replicates.clear();
+        }
+        samples
+    }
+
+    /// Sixteen groups at 0.5%, one of which holds a heavy user failing at 5%.
+    fn with_a_heavy_user_failing(requests: f64, heavy: f64) -> Vec<(f64, f64)> {
+        let mut groups = vec![(requests, requests * 0.005); 16];
+        groups[3] = (requests + heavy, requests * 0.005 + heavy * 0.05);
+        groups
+    }
+
+    #[test]
+    fn one_heavy_user_failing_is_one_users_bad_day_not_a_regression_of_the_version() {
+        let samples = stage(
+            grouped(&with_a_heavy_user_failing(200.0, 3000.0)),
+            grouped(&with_a_heavy_user_failing(4000.0, 3000.0)),
+        );
+
+        let by_requests = judge_sequential(&gates(), &[], &ungrouped(samples.clone()));
+        assert_eq!(by_requests.verdict, Verdict::Unhealthy, "counted as requests, it looks like one");
+        let by_units = judge_sequential(&gates(), &[], &samples);
+        assert_eq!(by_units.verdict, Verdict::Healthy, "{:?}", by_units.reasons);
+        let Some(Weighting::DesignEffect(effect)) = by_units.weighting.get("errors_vs_stable") else {
+            panic!("{:?}", by_units.weighting)
+        };
+        assert!(*effect > 10.0, "a heavy user's requests are worth far fewer independent ones: {effect}");
+    }
+
+    #[test]
+    fn a_version_that_fails_more_for_every_unit_is_still_a_regression() {
+        let samples = stage(grouped(&[(1000.0, 20.0); 16]), grouped(&[(10_000.0, 50.0); 16]));
+
+        let evidence = judge_sequential(&gates(), &[], &samples);
+
+        assert_eq!(evidence.verdict, Verdict::Unhealthy, "{:?}", evidence.reasons);
+        assert_eq!(evidence.weighting["errors_vs_stable"], Weighting::REQUESTS, "groups that agree lose nothing");
+    }
+
+    #[test]
+    fn a_canary_of_a_few_units_counts_each_as_one_yet_units_that_all_fail_show() {
+        let few = |canary: &[(f64, f64)]| {
+            let mut groups = vec![(0.0, 0.0); 16];
+            groups[..canary.len()].copy_from_slice(canary);
+            stage(grouped(&groups), grouped(&[(10_000.0, 50.0); 16]))
+        };
+        // One of six users, a heavy one, fails at 5%: ten times the stable, on 3000 requests.
+        let bad_day = few(&[(3000.0, 150.0), (40.0, 0.0), (60.0, 0.0), (50.0, 0.0), (80.0, 0.0), (30.0, 0.0)]);
+        assert_eq!(judge_sequential(&gates(), &[], &ungrouped(bad_day.clone())).verdict, Verdict::Unhealthy);
+        let evidence = judge_sequential(&gates(), &[], &bad_day);
+        assert_eq!(evidence.verdict, Verdict::Healthy, "{:?}", evidence.reasons);
+        // All six fail on every request: no draw of six users does that. (Three would not
+        // be enough for the tests at 1%: the gate alarms are for a canary that small.)
+        let broken = few(&[(300.0, 300.0), (400.0, 400.0), (200.0, 200.0), (100.0, 100.0), (90.0, 90.0), (50.0, 50.0)]);
+        let evidence = judge_sequential(&gates(), &[], &broken);
+        assert_eq!(evidence.verdict, Verdict::Unhealthy, "{:?}", evidence.tests);
+    }
+
+    #[test]
+    fn a_settled_stage_keeps_its_weighting_and_drops_its_groups() {
+        let samples = stage(
+            grouped(&with_a_heavy_user_failing(200.0, 3000.0)),
+            grouped(&with_a_heavy_user_failing(4000.0, 3000.0)),
+        );
+        let evidence = judge_sequential(&gates(), &[], &samples);
+        let mut settled = samples.clone();
+        settled[0].settle(&evidence.weighting);
+
+        assert!(settled[0].metrics.canary.replicates.is_empty() && settled[0].metrics.stable.replicates.is_empty());
+        let json = serde_json::to_string(&settled).unwrap();
+        let kept: Vec<StageSample> = serde_json::from_str(&json).unwrap();
+        let again = judge_sequential(&gates(), &[], &kept);
+        assert_eq!(again.tests, evidence.tests, "the stage weighs as it did while its groups were there");
+    }
+
+    #[test]
+    fn pinned_units_are_held_to_absolute_limits_and_never_compared_with_the_stable() {
+        let drawn = grouped(&[(1000.0, 5.0); 16]);
+        let stable = grouped(&[(10_000.0, 50.0); 16]);
+        // The internal users fail at 4%: eight times the stable, under the 5% limit.
+        let pinned = SideMetrics { requests: 2000.0, errors: 80.0, ..Default::default() };
+        let at = |pinned: SideMetrics| {
+            vec![StageSample::new(
+                0,
+                900,
+                MetricSnapshot { canary: drawn.clone(), stable: stable.clone(), pinned: Some(pinned) },
+            )]
+        };
+        let evidence = judge_sequential(&gates(), &[], &at(pinned));
+        assert_eq!(evidence.verdict, Verdict::Healthy, "{:?}", evidence.reasons);
+        // At 20% they break the absolute limit, and that alone rolls back.
+        let evidence =
+            judge_sequential(&gates(), &[], &at(SideMetrics { requests: 2000.0, errors: 400.0, ..Default::default() }));
+        assert_eq!(evidence.verdict, Verdict::Unhealthy, "{:?}", evidence.reasons);
+        let failed: Vec<&str> = evidence.tests.iter().filter(|t| t.rejects()).map(|t| t.test.as_str()).collect();
+        assert_eq!(failed, ["error_rate_limit_pinned"]);
+        assert!(
+            evidence.reasons[0].starts_with("pinned units: canary error rate 20.00% over 2000 requests"),
+            "their own figures: {:?}",
+            evidence.reasons
+        );
     }
 }

@@ -57,6 +57,7 @@ mod tests {
             tests: Vec::new(),
             dry_run: Vec::new(),
             conclusive: false,
+            weighting: Default::default(),
         }
     }
 

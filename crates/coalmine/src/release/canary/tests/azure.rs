@@ -59,7 +59,7 @@ fn monitored(world: &World, candidate: (f64, f64), stable: (f64, f64)) {
         p95_ms: Some(120.0),
         ..SideMetrics::default()
     };
-    world.metrics.put(MetricSnapshot { canary: side(candidate), stable: side(stable) });
+    world.metrics.put(MetricSnapshot { canary: side(candidate), stable: side(stable), pinned: None });
 }
 
 #[tokio::test]

@@ -320,6 +320,14 @@ async fn the_plan_the_status_and_the_teams_message_name_the_cohort() {
         "{plan}"
     );
     assert!(plan.contains("routers read each share from AppConfig (profile ai-handler.live)"), "{plan}");
+    assert!(
+        plan.contains(
+            "judged   drawn users against the stable's with the user as the draw (16 random groups of users); pinned \
+             users on absolute limits only (max_error_rate, max_p95_latency_ms, custom max/min, alarms), never \
+             compared with the stable"
+        ),
+        "{plan}"
+    );
 
     let world = cohort_world();
     let p = world.tick(&r, None, T0).await.unwrap();
@@ -331,6 +339,8 @@ async fn the_plan_the_status_and_the_teams_message_name_the_cohort() {
     let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
     let left = r.as_left(&p).unwrap();
     assert_eq!((left.canary.as_deref(), left.canary_weight), (Some("42"), 0.05), "list shows the share of units");
+    let details = r.details(&p, true, T0 + 600);
+    assert!(details.iter().any(|d| d.starts_with("judged: drawn users against the stable's")), "{details:?}");
     world.alarms.set("errors", AlarmState::Alarm);
     world.tick(&r, Some(p), T0 + 660).await.unwrap();
     let message = &world.sent()[0].body;

@@ -35,7 +35,7 @@ fn counted(world: &World, candidate: (f64, f64, f64), stable: (f64, f64, f64)) {
         custom_counts: vec![Some(shadowed - errors)],
         ..SideMetrics::default()
     };
-    world.metrics.put(MetricSnapshot { canary: side(candidate), stable: side(stable) });
+    world.metrics.put(MetricSnapshot { canary: side(candidate), stable: side(stable), pinned: None });
 }
 
 #[tokio::test]
