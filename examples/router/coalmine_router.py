@@ -208,19 +208,24 @@ class Router:
         """Invokes `function` at the alias the unit is routed to; publishes one EMF line
         naming the version that actually served, and returns (decision, answer bytes)."""
         decision = self.route(unit, attributes)
+        asked = time.monotonic()
         out = lambda_client.invoke(FunctionName=function, Qualifier=decision.alias,
                                    Payload=json.dumps(payload if payload is not None else {}).encode("utf-8"))
         answer = out["Payload"].read()
+        waited_ms = (time.monotonic() - asked) * 1000.0
         version = out.get("ExecutedVersion", "")
         self.emit(json.dumps({
             "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
                 "Namespace": "coalmine/Router",
-                "Dimensions": [["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]],
-                "Metrics": [{"Name": "RoutedRequests", "Unit": "Count"}, {"Name": "RoutedErrors", "Unit": "Count"}],
+                "Dimensions": [["FunctionName", "Version"], ["FunctionName", "Version", "Assignment"],
+                               ["FunctionName", "Version", "Assignment", "Replicate"]],
+                "Metrics": [{"Name": "RoutedRequests", "Unit": "Count"}, {"Name": "RoutedErrors", "Unit": "Count"},
+                            {"Name": "RoutedLatency", "Unit": "Milliseconds"}],
             }]},
             "FunctionName": function, "Version": version, "Cohort": "candidate" if decision.candidate else "stable",
             "Assignment": decision.assignment,
             "Replicate": "-" if decision.replicate is None else str(decision.replicate),
             "RoutedRequests": 1, "RoutedErrors": 1 if out.get("FunctionError") else 0,
+            "RoutedLatency": waited_ms,
         }))
         return decision, answer

@@ -178,7 +178,10 @@ def test_an_invocation_goes_to_the_routed_alias_and_its_line_names_the_version_t
     line = json.loads(lines[0])
     assert (line["Version"], line["Cohort"], line["RoutedRequests"]) == ("7", "candidate", 1)
     assert line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
-        ["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]]
+        ["FunctionName", "Version"], ["FunctionName", "Version", "Assignment"],
+        ["FunctionName", "Version", "Assignment", "Replicate"]]
+    assert line["_aws"]["CloudWatchMetrics"][0]["Metrics"][2] == {"Name": "RoutedLatency", "Unit": "Milliseconds"}
+    assert line["RoutedLatency"] >= 0
     # carol is pinned (group=internal): her replicate is her bucket's, as the Rust router's.
     release = VECTORS["cohort"]["release"]
     expected = str(coalmine_router.bucket(release, "carol") % coalmine_router.REPLICATES)

@@ -403,7 +403,10 @@ impl LocalAws {
     }
 
     /// As [`Self::put_side_metrics`] for a cohort's side: the candidate metered through the
-    /// cohort alias, the stable through the primary one, as Lambda meters each alias.
+    /// cohort alias, the stable through the primary one, as Lambda meters each alias; and
+    /// the same requests as its routers publish them (decision 0021), the candidate's as
+    /// drawn units' and the stable's as the stable's, spread evenly over the replicate
+    /// groups, in one call.
     #[allow(clippy::too_many_arguments)]
     pub async fn put_cohort_metrics(
         &self,
@@ -422,6 +425,48 @@ impl LocalAws {
             .collect();
         self.put_metrics(("AWS/Lambda", ["Invocations", "Errors", "Duration"]), dims, at, requests, errors, latencies)
             .await;
+        let assignment = match role {
+            coalmine::domain::target::Role::Candidate => "drawn",
+            coalmine::domain::target::Role::Stable => "stable",
+        };
+        self.put_router_metrics(target, id, assignment, at, requests, errors, latencies).await;
+    }
+
+    /// What a cohort's routers publish for `requests` served by version `id` to units
+    /// assigned `assignment`: whole, and spread evenly over the sixteen replicate groups.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_router_metrics(
+        &self,
+        target: &Target,
+        id: &str,
+        assignment: &str,
+        at: u64,
+        requests: f64,
+        errors: f64,
+        latencies: &[f64],
+    ) {
+        use coalmine_router::metrics::{ERRORS, LATENCY, NAMESPACE, REQUESTS};
+        let units = target.unit_metrics().expect("a cohort target");
+        let when = aws_sdk_cloudwatch::primitives::DateTime::from_secs(at as i64);
+        let groups = f64::from(coalmine_router::REPLICATES);
+        let mut put = self.cloudwatch.put_metric_data().namespace(NAMESPACE);
+        let replicates = (0..coalmine_router::REPLICATES).map(Some);
+        for replicate in std::iter::once(None).chain(replicates) {
+            let dims: Vec<Dimension> = units
+                .dimensions(id, assignment, replicate)
+                .into_iter()
+                .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+                .collect();
+            let share = if replicate.is_some() { 1.0 / groups } else { 1.0 };
+            let datum = |name: &str| {
+                MetricDatum::builder().metric_name(name).set_dimensions(Some(dims.clone())).timestamp(when)
+            };
+            put = put
+                .metric_data(datum(REQUESTS).value(requests * share).build())
+                .metric_data(datum(ERRORS).value(errors * share).build())
+                .metric_data(datum(LATENCY).set_values(Some(latencies.to_vec())).build());
+        }
+        put.send().await.expect("put the routers' metrics");
     }
 
     /// The stack's AppConfig application, environment and no-bake deployment strategy, as

@@ -328,6 +328,7 @@ async fn azure_monitor_gives_each_side_its_requests_errors_and_latency() {
         custom: &[],
         configs: None,
         shadow_of: None,
+        pins: false,
     };
     let snapshot = metrics.fetch(&query).await.unwrap();
     let (canary, stable) = (&snapshot.canary, &snapshot.stable);

@@ -237,6 +237,14 @@ async fn a_conversation_stays_on_its_version_while_the_share_climbs_and_internal
     let (status, error, cause, output) = s.local.finished(&execution, RUN).await;
     assert_eq!(status, "SUCCEEDED", "{error}: {cause}");
     assert_eq!(output["progress"]["status"], "promoted");
+    // Judged on the routers' metrics with users as the draw (decision 0021): each stage
+    // kept how its counts were weighed, and not the groups it was read from.
+    let samples = output["progress"]["samples"].as_array().expect("the stages' samples");
+    assert!(!samples.is_empty());
+    for sample in samples {
+        assert!(sample["weighting"]["errors_vs_stable"].is_object(), "weighed by units: {sample}");
+        assert!(sample["metrics"]["canary"].get("replicates").is_none(), "the groups were dropped: {sample}");
+    }
     assert_eq!(version_of(&s.local, function_of(&target), "live").await.0, "2", "promotion moved the primary");
     assert!(router_reads(&router, &release, 0).await, "once it ended, routers draw nobody");
     assert_eq!(turn(&router, &s.local, &target, &late, &[]).await.version, "2", "everyone on the promoted version");
@@ -435,4 +443,45 @@ async fn an_alarm_in_the_final_bake_puts_the_previous_version_back_on_both_alias
     assert_eq!(version_of(&s.local, &function, "canary").await.0, "1", "and so is the cohort alias");
     let (status, error, cause, _) = s.local.finished(&execution, RUN).await;
     assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
+}
+
+/// Internal users pinned to the candidate fail one request in five: past the release's 5%
+/// limit, while the drawn users are healthy. Judged on their own absolute tests, from the
+/// routers' `pinned` metrics, they roll the release back; compared with the stable, the
+/// drawn users never would have.
+#[tokio::test]
+async fn pinned_users_failing_past_the_limit_roll_the_release_back_on_their_own_test() {
+    let (s, deployed, _store) = deployed_with_cohorts().await;
+    let target = s.local.seed_cohort_model("steady", "steady").await;
+    let _traffic = s.local.pump_healthy_traffic(&target, "2").await;
+    let release = unique("chat-v2");
+    let document = json!({
+        "release": release,
+        "target": {"lambda_cohort": {"function": function_of(&target), "alias": "live", "cohort_alias": "canary"}},
+        "canary_version": "2",
+        "cohorts": {"unit": "user", "pinned": {"match": {"group": ["internal"]}}},
+        "stages": [{"percent": 5, "bake_seconds": 60}, {"percent": 100, "bake_seconds": 60}],
+        "check_every_seconds": 1,
+        "gates": {"max_error_rate": 0.05, "min_requests": 50}
+    });
+    let execution = s.local.start_release(&deployed, &document).await;
+    let pinned = {
+        let (local, target) = (LocalAws::from_sdk(s.local.sdk.clone()), target.clone());
+        tokio::spawn(async move {
+            loop {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let latencies = coalmine_tests::latencies_ms(800.0);
+                local.put_router_metrics(&target, "2", "pinned", now, 100.0, 20.0, &latencies).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let (status, error, cause, _) = s.local.finished(&execution, RUN).await;
+    pinned.abort();
+    assert_eq!((status.as_str(), error.as_str()), ("FAILED", "CanaryRolledBack"), "{cause}");
+    assert!(cause.contains("pinned units: error rate 20.00%"), "{cause}");
+    assert!(!cause.contains("against stable"), "the drawn users are not what failed: {cause}");
+    assert_eq!(version_of(&s.local, function_of(&target), "canary").await.0, "1", "the kill switch moved");
+    assert_eq!(version_of(&s.local, function_of(&target), "live").await.0, "1", "the primary never did");
 }

@@ -54,6 +54,7 @@ async fn doubled_tokens_published_with_the_emf_helper_roll_the_canary_back() {
         custom: &release.gates.custom,
         configs: None,
         shadow_of: None,
+        pins: false,
     };
     let read = scene.aws.metrics.fetch(&query).await.unwrap();
     let (c, s) = (&read.canary, &read.stable);

@@ -108,6 +108,9 @@ pub struct MetricQuery<'a> {
     /// function's for this release (the candidate's answers, and the stable's asked
     /// again), not the alias's.
     pub shadow_of: Option<&'a str>,
+    /// A cohort release that pins units: answer with their side too
+    /// ([`crate::domain::metrics::MetricSnapshot::pinned`]), from its first look.
+    pub pins: bool,
 }
 
 pub trait MetricSource: Send + Sync {

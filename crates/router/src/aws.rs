@@ -255,6 +255,7 @@ impl Router {
         payload: Vec<u8>,
     ) -> Result<Served, aws_sdk_lambda::Error> {
         let routed = self.route(unit, attributes).await;
+        let asked = Instant::now();
         let out = lambda
             .invoke()
             .function_name(function)
@@ -264,7 +265,8 @@ impl Router {
             .await
             .map_err(aws_sdk_lambda::Error::from)?;
         let version = out.executed_version.unwrap_or_default();
-        (self.emit)(&emf_line(function, &version, &routed, out.function_error.is_some()));
+        let waited = asked.elapsed().as_secs_f64() * 1000.0;
+        (self.emit)(&emf_line(function, &version, &routed, out.function_error.is_some(), waited));
         Ok(Served {
             routed,
             version,
@@ -274,21 +276,31 @@ impl Router {
     }
 }
 
-/// The router's EMF line: one request for `version`, an error if the function failed, by
-/// version and also by how the unit was assigned and its replicate group (decision 0021:
-/// what judges a cohort with units as the draw).
-pub fn emf_line(function: &str, version: &str, routed: &Routed, failed: bool) -> String {
+/// The router's EMF line: one request for `version`, an error if the function failed, and
+/// how long the user waited, by version, by version and how the unit was assigned, and by
+/// those and its replicate group (decision 0021: what judges a cohort with units as the
+/// draw; the pinned units' own figures are the `pinned` assignment's).
+pub fn emf_line(function: &str, version: &str, routed: &Routed, failed: bool, latency_ms: f64) -> String {
+    use crate::metrics::{ERRORS, LATENCY, NAMESPACE, REQUESTS};
     let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     let replicate = routed.replicate.map_or("-".to_owned(), |r| r.to_string());
     serde_json::json!({
         "_aws": {"Timestamp": millis, "CloudWatchMetrics": [{
-            "Namespace": "coalmine/Router",
-            "Dimensions": [["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]],
-            "Metrics": [{"Name": "RoutedRequests", "Unit": "Count"}, {"Name": "RoutedErrors", "Unit": "Count"}],
+            "Namespace": NAMESPACE,
+            "Dimensions": [
+                ["FunctionName", "Version"],
+                ["FunctionName", "Version", "Assignment"],
+                ["FunctionName", "Version", "Assignment", "Replicate"],
+            ],
+            "Metrics": [
+                {"Name": REQUESTS, "Unit": "Count"},
+                {"Name": ERRORS, "Unit": "Count"},
+                {"Name": LATENCY, "Unit": "Milliseconds"},
+            ],
         }]},
         "FunctionName": function, "Version": version, "Cohort": if routed.candidate { "candidate" } else { "stable" },
         "Assignment": routed.assignment, "Replicate": replicate,
-        "RoutedRequests": 1, "RoutedErrors": u8::from(failed),
+        REQUESTS: 1, ERRORS: u8::from(failed), LATENCY: latency_ms,
     })
     .to_string()
 }
@@ -471,13 +483,19 @@ mod tests {
             assignment: "drawn",
             replicate: Some(11),
         };
-        let line: serde_json::Value = serde_json::from_str(&emf_line("chat", "7", &drawn, true)).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&emf_line("chat", "7", &drawn, true, 812.5)).unwrap();
         let directive = &line["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "coalmine/Router");
         assert_eq!(
             directive["Dimensions"],
-            json!([["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]])
+            json!([
+                ["FunctionName", "Version"],
+                ["FunctionName", "Version", "Assignment"],
+                ["FunctionName", "Version", "Assignment", "Replicate"]
+            ])
         );
+        assert_eq!(directive["Metrics"][2], json!({"Name": "RoutedLatency", "Unit": "Milliseconds"}));
+        assert_eq!(line["RoutedLatency"], json!(812.5));
         assert_eq!(
             (&line["FunctionName"], &line["Version"], &line["Cohort"]),
             (&json!("chat"), &json!("7"), &json!("candidate"))
@@ -485,7 +503,7 @@ mod tests {
         assert_eq!((&line["Assignment"], &line["Replicate"]), (&json!("drawn"), &json!("11")));
         assert_eq!((&line["RoutedRequests"], &line["RoutedErrors"]), (&json!(1), &json!(1)));
         let anonymous = Routed { candidate: false, assignment: "stable", replicate: None, ..drawn };
-        let ok: serde_json::Value = serde_json::from_str(&emf_line("chat", "6", &anonymous, false)).unwrap();
+        let ok: serde_json::Value = serde_json::from_str(&emf_line("chat", "6", &anonymous, false, 90.0)).unwrap();
         assert_eq!((&ok["Cohort"], &ok["RoutedErrors"], &ok["Replicate"]), (&json!("stable"), &json!(0), &json!("-")));
     }
 

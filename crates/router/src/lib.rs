@@ -54,6 +54,17 @@ pub fn bucket(release: &str, unit: &str) -> u32 {
 /// of whole units, so their spread measures the variance with units as the draw.
 pub const REPLICATES: u32 = 16;
 
+/// What routers publish (one EMF line a request), and what the judge reads a cohort
+/// release by: requests, errors and latency by `FunctionName` and `Version`, by those
+/// and `Assignment` (`drawn`, `pinned`, `stable`), and by those and `Replicate`.
+pub mod metrics {
+    pub const NAMESPACE: &str = "coalmine/Router";
+    pub const REQUESTS: &str = "RoutedRequests";
+    pub const ERRORS: &str = "RoutedErrors";
+    /// Milliseconds from the router's call to the model's answer: what the user waited.
+    pub const LATENCY: &str = "RoutedLatency";
+}
+
 /// Which of the [`REPLICATES`] groups `unit` is in, for `release`.
 pub fn replicate(release: &str, unit: &str) -> u32 {
     bucket(release, unit) % REPLICATES

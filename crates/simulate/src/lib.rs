@@ -703,6 +703,7 @@ mod tests {
             custom: &release.gates.custom,
             configs: None,
             shadow_of: None,
+            pins: false,
         };
         let snapshot = runtime.block_on(world.fetch(&query)).unwrap();
         for side in [&snapshot.canary, &snapshot.stable] {
@@ -755,6 +756,7 @@ mod tests {
             custom: &release.gates.custom,
             configs: None,
             shadow_of: None,
+            pins: false,
         };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let stable = runtime.block_on(world.fetch(&q)).unwrap().stable;

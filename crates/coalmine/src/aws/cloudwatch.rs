@@ -10,7 +10,7 @@ use crate::domain::event::{AlarmState, Confirmation};
 use crate::domain::metrics::{
     CustomGate, GateKind, MetricSnapshot, Per, SideMetrics, PERCENTILE_LEVELS, VERSION_PLACEHOLDER,
 };
-use crate::domain::target::{Role, StandardMetrics, Target};
+use crate::domain::target::{Role, StandardMetrics, Target, UnitMetrics};
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, Tripwires};
 
 const TRIPWIRE_METRIC: &str = "Tripped";
@@ -241,31 +241,57 @@ fn query(
         .build()
 }
 
-/// The query ids: `{side}_{what}` with side `c` (canary) or `s` (stable).
-fn ids(side: char) -> [String; 3] {
+/// GetMetricData's most queries in one call.
+const QUERIES_PER_CALL: usize = 500;
+
+/// The query ids: `{side}_{what}` with side `c` (canary), `s` (stable), `p` (a cohort's
+/// pinned units), or one of those and a replicate group (`c7`).
+fn ids(side: &str) -> [String; 3] {
     [format!("{side}_req"), format!("{side}_err"), format!("{side}_p95")]
 }
 
 impl MetricSource for CloudWatchMetrics {
     async fn fetch(&self, q: &MetricQuery<'_>) -> Result<MetricSnapshot> {
-        let standard = if q.shadow_of.is_some() { &SHADOW } else { standard(q.target)? };
+        // A cohort's sides are its routers' (decision 0021): by how each unit was assigned,
+        // and in the sixteen groups of units the judge reads their spread from.
+        let units = q.target.unit_metrics().filter(|_| q.shadow_of.is_none());
+        let standard = match (&units, q.shadow_of) {
+            (Some(units), _) => units.metrics,
+            (None, Some(_)) => &SHADOW,
+            (None, None) => standard(q.target)?,
+        };
         // One datapoint per window: the period covers the stage so far.
         let window = q.end_epoch.saturating_sub(q.start_epoch).max(60);
         let period = i32::try_from(window.div_ceil(60) * 60).unwrap_or(i32::MAX - 59);
         let mut values: Values = Vec::new();
-        for result in self.results(queries(q, standard, period), q.start_epoch, q.end_epoch).await? {
-            let id = result.id.unwrap_or_default();
-            let vals = result.values.unwrap_or_default();
-            match values.iter_mut().find(|(i, _)| *i == id) {
-                Some((_, v)) => v.extend(vals),
-                None => values.push((id, vals)),
+        let queries = match &units {
+            Some(units) => unit_queries(q, units, period),
+            None => queries(q, standard, period),
+        };
+        for chunk in queries.chunks(QUERIES_PER_CALL) {
+            for result in self.results(chunk.to_vec(), q.start_epoch, q.end_epoch).await? {
+                let id = result.id.unwrap_or_default();
+                let vals = result.values.unwrap_or_default();
+                match values.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, v)) => v.extend(vals),
+                    None => values.push((id, vals)),
+                }
             }
         }
-        Ok(MetricSnapshot {
-            canary: side(&values, 'c', q, standard),
-            stable: side(&values, 's', q, standard),
+        let mut snapshot = MetricSnapshot {
+            canary: side(&values, "c", q, standard),
+            stable: side(&values, "s", q, standard),
             pinned: None,
-        })
+        };
+        if units.is_some() {
+            let groups = |prefix: char| {
+                (0..coalmine_router::REPLICATES).map(|r| side(&values, &format!("{prefix}{r}"), q, standard)).collect()
+            };
+            snapshot.canary.replicates = groups('c');
+            snapshot.stable.replicates = groups('s');
+            snapshot.pinned = q.pins.then(|| side(&values, "p", q, standard));
+        }
+        Ok(snapshot)
     }
 
     async fn requests_per_minute(&self, target: &Target, id: &str, start: u64, end: u64) -> Result<Vec<(u64, f64)>> {
@@ -342,27 +368,69 @@ fn queries(q: &MetricQuery<'_>, standard: &StandardMetrics, period: i32) -> Vec<
     let (canary_config, stable_config) = q.configs.unzip();
     let sides = [('c', q.canary, canary_config, Role::Candidate), ('s', q.stable, stable_config, Role::Stable)];
     for (side, id, config, role) in sides {
-        let [req, err, p95] = ids(side);
         let dims = match q.shadow_of {
             Some(release) => shadow_dimensions(release, id),
             None => side_dimensions(q.target, id, config, role),
         };
-        queries.push(query(req, standard.namespace, standard.requests, dims.clone(), "Sum", period));
-        queries.push(query(err, standard.namespace, standard.errors, dims.clone(), "Sum", period));
-        queries.push(query(p95, standard.namespace, standard.latency, dims.clone(), "p95", period));
-        for (i, level) in PERCENTILE_LEVELS.iter().enumerate() {
-            let stat = format!("p{level}");
-            queries.push(query(
-                format!("{side}_q{i}"),
-                standard.namespace,
-                standard.latency,
-                dims.clone(),
-                &stat,
-                period,
-            ));
+        queries.extend(standard_queries(&side.to_string(), standard, &dims, period, true));
+        for (i, gate) in q.custom.iter().enumerate() {
+            queries.extend(gate_queries(side, i, gate, id, period));
+        }
+    }
+    queries
+}
+
+/// A side's requests, errors, p95 (with `p95`) and the percentiles the judge reads.
+fn standard_queries(
+    side: &str,
+    standard: &StandardMetrics,
+    dims: &[Dimension],
+    period: i32,
+    p95: bool,
+) -> Vec<MetricDataQuery> {
+    let [req, err, p95_id] = ids(side);
+    let mut queries = vec![
+        query(req, standard.namespace, standard.requests, dims.to_vec(), "Sum", period),
+        query(err, standard.namespace, standard.errors, dims.to_vec(), "Sum", period),
+    ];
+    if p95 {
+        queries.push(query(p95_id, standard.namespace, standard.latency, dims.to_vec(), "p95", period));
+    }
+    for (i, level) in PERCENTILE_LEVELS.iter().enumerate() {
+        let stat = format!("p{level}");
+        queries.push(query(format!("{side}_q{i}"), standard.namespace, standard.latency, dims.to_vec(), &stat, period));
+    }
+    queries
+}
+
+/// A cohort release's queries: the drawn units on the candidate (`c`) and the units on
+/// the stable (`s`), each whole and in its replicate groups (`c0`..`c15`); the pinned
+/// units whole (`p`) when the release pins some; the custom gates by version, as the
+/// handler publishes them.
+fn unit_queries(q: &MetricQuery<'_>, units: &UnitMetrics, period: i32) -> Vec<MetricDataQuery> {
+    let dims = |id: &str, assignment: &str, replicate: Option<u32>| -> Vec<Dimension> {
+        units
+            .dimensions(id, assignment, replicate)
+            .into_iter()
+            .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+            .collect()
+    };
+    let mut queries = Vec::new();
+    let mut sides = vec![('c', q.canary, "drawn"), ('s', q.stable, "stable")];
+    if q.pins {
+        sides.push(('p', q.canary, "pinned"));
+    }
+    for (side, id, assignment) in sides {
+        queries.extend(standard_queries(&side.to_string(), units.metrics, &dims(id, assignment, None), period, true));
+        if side == 'p' {
+            continue;
         }
         for (i, gate) in q.custom.iter().enumerate() {
             queries.extend(gate_queries(side, i, gate, id, period));
+        }
+        for r in 0..coalmine_router::REPLICATES {
+            let group = format!("{side}{r}");
+            queries.extend(standard_queries(&group, units.metrics, &dims(id, assignment, Some(r)), period, false));
         }
     }
     queries
@@ -424,7 +492,7 @@ fn gate_queries(side: char, i: usize, gate: &CustomGate, id: &str, period: i32) 
 
 /// One side's metrics from the results: counts summed, the worse of two periods'
 /// percentiles, each custom gate by its statistic.
-fn side(values: &Values, side: char, q: &MetricQuery<'_>, standard: &StandardMetrics) -> SideMetrics {
+fn side(values: &Values, side: &str, q: &MetricQuery<'_>, standard: &StandardMetrics) -> SideMetrics {
     let get = |id: &str| values.iter().find(|(i, _)| i == id).map(|(_, v)| v.as_slice()).unwrap_or_default();
     let worst = |id: &str| get(id).iter().copied().reduce(f64::max).map(|v| v * standard.latency_to_ms);
     let [req, err, p95] = ids(side);

@@ -599,6 +599,7 @@ mod stepper {
             custom: &release.gates.custom,
             configs: None,
             shadow_of: None,
+            pins: false,
         };
 
         let snapshot = metrics.fetch(&query).await.unwrap();
@@ -643,6 +644,7 @@ mod stepper {
             custom: &[],
             configs: None,
             shadow_of: None,
+            pins: false,
         };
         let err = metrics.fetch(&query).await.unwrap_err();
         assert!(err.is_retryable() && err.to_string().contains("c_req returned InternalError"), "{err}");

@@ -120,6 +120,10 @@ impl Kind for LambdaCohort {
         Some(&METRICS)
     }
 
+    fn unit_metrics(&self) -> Option<super::UnitMetrics> {
+        Some(super::UnitMetrics { metrics: &super::ROUTER_METRICS, function: self.function.clone() })
+    }
+
     /// The candidate serves through the cohort alias, the stable through the primary one.
     fn metric_dimensions(&self, id: &str, _config: Option<&str>, role: Role) -> Vec<(&'static str, String)> {
         let alias = match role {

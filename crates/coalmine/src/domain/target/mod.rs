@@ -77,6 +77,42 @@ trait Kind {
     fn cohort_profile(&self) -> Option<String> {
         None
     }
+    /// Metrics by unit (decision 0021): what its routers publish, and the dimensions of
+    /// one side's, by how its units were assigned and, when given, their replicate group.
+    fn unit_metrics(&self) -> Option<UnitMetrics> {
+        None
+    }
+}
+
+/// What a cohort target's routers publish: requests, errors and latency in ms, by
+/// `FunctionName`, `Version`, `Assignment` and `Replicate` ([`coalmine_router::metrics`]).
+#[derive(Clone, Debug)]
+pub struct UnitMetrics {
+    pub metrics: &'static StandardMetrics,
+    pub function: String,
+}
+
+/// The routers' metrics, as [`StandardMetrics`] name them.
+pub static ROUTER_METRICS: StandardMetrics = StandardMetrics {
+    namespace: coalmine_router::metrics::NAMESPACE,
+    requests: coalmine_router::metrics::REQUESTS,
+    errors: coalmine_router::metrics::ERRORS,
+    latency: coalmine_router::metrics::LATENCY,
+    latency_to_ms: 1.0,
+};
+
+impl UnitMetrics {
+    /// One side's dimensions: `id` its version, `assignment` `drawn`, `pinned` or
+    /// `stable`, `replicate` one group or all of them.
+    pub fn dimensions(&self, id: &str, assignment: &str, replicate: Option<u32>) -> Vec<(&'static str, String)> {
+        let mut dims = vec![
+            ("FunctionName", self.function.clone()),
+            ("Version", id.to_owned()),
+            ("Assignment", assignment.to_owned()),
+        ];
+        dims.extend(replicate.map(|r| ("Replicate", r.to_string())));
+        dims
+    }
 }
 
 /// Which side of a release a metric is asked for.
@@ -247,6 +283,11 @@ impl Target {
     /// ([`coalmine_router::profile_name`]).
     pub fn cohort_profile(&self) -> Option<String> {
         self.kind().cohort_profile()
+    }
+
+    /// Where its requests are measured by unit, when its routers publish that.
+    pub fn unit_metrics(&self) -> Option<UnitMetrics> {
+        self.kind().unit_metrics()
     }
 
     /// The endpoint whose own deployments coalmine can stop (SageMaker's guardrails).

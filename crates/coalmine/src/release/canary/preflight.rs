@@ -237,6 +237,7 @@ async fn custom_data_check(
         custom: &release.gates.custom,
         configs: None,
         shadow_of: None,
+        pins: false,
     };
     let snapshot = metrics.fetch(&query).await?;
     // A counter published only when something happens (a guardrail block) has no data

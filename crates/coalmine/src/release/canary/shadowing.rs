@@ -84,6 +84,7 @@ impl<P: Ports> CanaryTick<'_, P> {
             custom: &gates.custom,
             configs: None,
             shadow_of: fed.then_some(release.release.as_str()),
+            pins: false,
         };
         let evidence =
             observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, &mut progress, self.now).await?;

@@ -52,6 +52,7 @@ impl<P: Ports> CanaryTick<'_, P> {
             custom: &release.gates.custom,
             configs: None,
             shadow_of: None,
+            pins: release.cohorts.as_ref().is_some_and(|c| c.has_pins()),
         };
         let mut evidence =
             observe(&release.gates, self.deps.alarms(), self.deps.metrics(), &query, progress, self.now).await?;

@@ -311,6 +311,7 @@ impl<P: Ports> GuardrailTick<'_, P> {
             custom: &gates.custom,
             configs,
             shadow_of: None,
+            pins: false,
         };
         observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, progress, self.now).await
     }

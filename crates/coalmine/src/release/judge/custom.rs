@@ -59,7 +59,7 @@ impl Tests<'_> {
         match test {
             CustomTest::CountLimit(max) => self.count_limit(i, gate, max),
             CustomTest::CountVsStable(ratio) => {
-                let splits = self.splits(&vs_stable_id(i, gate), |side| value(side, i), |side| side.requests);
+                let splits = self.splits(&vs_stable_id(i, gate), |side| published(side, i), |side| side.requests);
                 let detail =
                     format!("canary {} more than {:.0}% above stable's, per request", gate.name(), ratio * 100.0);
                 self.vs_stable(i, gate, splits, ratio, detail, gate.metric.clone())
@@ -67,7 +67,7 @@ impl Tests<'_> {
             CustomTest::RateLimit(max) => self.rate_limit(i, gate, max, whose),
             CustomTest::RateVsStable(ratio) => {
                 let denominator = |side: &SideMetrics| side.denominator(i, gate).unwrap_or(0.0);
-                let splits = self.splits(&vs_stable_id(i, gate), |side| value(side, i), denominator);
+                let splits = self.splits(&vs_stable_id(i, gate), |side| published(side, i), denominator);
                 let detail = format!(
                     "canary {} per {} more than {:.0}% above stable's",
                     gate.name(),
@@ -85,7 +85,7 @@ impl Tests<'_> {
     fn count_limit(&self, i: usize, gate: &CustomGate, max: f64) -> crate::release::judge::evalues::Standing {
         let test = format!("custom[{i}]_limit");
         let per_second = max / f64::from(gate.period_seconds.max(1));
-        let per_request = |_: usize, side: &SideMetrics| Some((value(side, i), side.requests));
+        let per_request = |_: usize, side: &SideMetrics| Some((published(side, i)?, side.requests));
         let mut seen = 0.0;
         let mut counts = Vec::new();
         for (s, sample) in self.samples.iter().enumerate() {
@@ -96,8 +96,8 @@ impl Tests<'_> {
             seen += observed;
             // A cohort's count moves with the units drawn as its requests' do.
             let effect = match self.weighting(s, &test, &per_request) {
-                crate::release::judge::Weighting::DesignEffect(effect) => effect,
                 crate::release::judge::Weighting::TooFewUnits => continue,
+                weighting => weighting.effect(),
             };
             counts.push((s, observed / effect, expected / effect));
         }
@@ -245,6 +245,12 @@ fn poisson_batches<'a>(counts: Vec<(usize, f64, f64)>) -> Vec<(usize, Weigh<'a>)
         .into_iter()
         .map(|(s, seen, expected)| (s, Box::new(move |r| poisson_log_lr(seen, expected, r)) as Weigh<'a>))
         .collect()
+}
+
+/// A side's count (or a rate's numerator) for custom gate `i`, when it has one: a
+/// replicate group without it was not measured by unit.
+fn published(side: &crate::domain::metrics::SideMetrics, i: usize) -> Option<f64> {
+    side.custom.get(i).copied().flatten()
 }
 
 /// A side's count (or a rate's numerator) for custom gate `i`; no data counts as none.

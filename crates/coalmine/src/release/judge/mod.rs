@@ -73,11 +73,22 @@ pub enum Weighting {
     /// Too few groups of units had traffic to read a spread from: the stage tells this
     /// test nothing yet.
     TooFewUnits,
+    /// The groups do not carry this test's metric (a handler that does not publish it by
+    /// unit): weighed per request, as a release without cohorts is, and said.
+    ByRequest,
 }
 
 impl Weighting {
     /// Requests are the unit: counts weigh what they say.
     pub const REQUESTS: Weighting = Weighting::DesignEffect(1.0);
+
+    /// What a stage's counts are divided by.
+    pub fn effect(self) -> f64 {
+        match self {
+            Weighting::DesignEffect(effect) => effect,
+            Weighting::TooFewUnits | Weighting::ByRequest => 1.0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

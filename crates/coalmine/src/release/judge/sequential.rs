@@ -47,9 +47,9 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
     if !failed.is_empty() {
         evidence.verdict = Verdict::Unhealthy;
         evidence.reasons = failed;
-    } else if canary.requests < min_requests as f64 {
+    } else if served(&current.metrics) < min_requests as f64 {
         evidence.verdict = Verdict::Inconclusive;
-        evidence.reasons.push(too_few(canary.requests, min_requests));
+        evidence.reasons.push(too_few(served(&current.metrics), min_requests));
     } else if let Some(silent) = unpublished(gates, &current.metrics) {
         evidence.verdict = Verdict::Inconclusive;
         evidence.reasons.push(silent);
@@ -73,6 +73,11 @@ pub fn judge_sequential(gates: &Gates, states: &[(String, AlarmState)], samples:
         evidence.reasons.push(format!("dry run: would roll back: {}", evidence.dry_run.join("; ")));
     }
     evidence
+}
+
+/// What the candidate served: a cohort's pinned units count, alone in its first stage.
+fn served(metrics: &MetricSnapshot) -> f64 {
+    metrics.canary.requests + metrics.pinned.as_ref().map_or(0.0, |p| p.requests)
 }
 
 /// An enforced gate on a metric the canary did not publish (a distribution's values, or a
@@ -154,7 +159,8 @@ fn weighed_standings(gates: &Gates, samples: &[StageSample]) -> (Vec<Standing>, 
             {
                 standing.test = Whose::Pinned.tag(&standing.test);
                 standing.name = format!("{} (pinned units)", standing.name);
-                standing.detail = format!("pinned units: {}", standing.detail);
+                let detail = standing.detail.strip_prefix("canary ").unwrap_or(&standing.detail);
+                standing.detail = format!("pinned units: {detail}");
             }
             standing
         })
@@ -169,7 +175,7 @@ impl Tests<'_> {
         const TEST: &str = "errors_vs_stable";
         let rho0 = self.rho0;
         let errors = |_: usize, side: &SideMetrics| Some((side.errors, side.requests));
-        let mut batches = Self::split_batches(self.splits(TEST, |side| side.errors, |side| side.requests), rho0);
+        let mut batches = Self::split_batches(self.splits(TEST, |side| Some(side.errors), |side| side.requests), rho0);
         // The record as the stages weighed it: a cohort's stable is its units, not its requests.
         let stable = self.samples.iter().enumerate().fold((0.0, 0.0), |(e, n), (i, s)| {
             let side = &s.metrics.stable;
@@ -396,7 +402,7 @@ mod tests {
 #[cfg(test)]
 mod units {
     use super::*;
-    use crate::domain::metrics::SideMetrics;
+    use crate::domain::metrics::{CustomGate, SideMetrics};
 
     /// A side measured in groups, each (requests, errors); the side is their sum.
     fn grouped(groups: &[(f64, f64)]) -> SideMetrics {
@@ -498,6 +504,41 @@ mod units {
     }
 
     #[test]
+    fn a_metric_the_groups_do_not_carry_is_weighed_per_request_and_said() {
+        let gate = CustomGate {
+            dimensions: [("Version".to_owned(), "{version}".to_owned())].into(),
+            per: Some(crate::domain::metrics::Per::Requests("requests".into())),
+            max_increase_ratio: Some(0.2),
+            ..CustomGate::new("AIService", "SchemaFailures", "Sum")
+        };
+        let with = |mut side: SideMetrics, failures: f64| {
+            side.custom = vec![Some(failures)];
+            side
+        };
+        // The handler publishes SchemaFailures by version only: the groups have none.
+        let samples = stage(with(grouped(&[(1000.0, 5.0); 16]), 800.0), with(grouped(&[(10_000.0, 50.0); 16]), 2000.0));
+        let g = Gates { custom: vec![gate], ..gates() };
+
+        let evidence = judge_sequential(&g, &[], &samples);
+
+        assert_eq!(evidence.weighting["custom[0]_rate_vs_stable"], Weighting::ByRequest);
+        assert_eq!(evidence.verdict, Verdict::Unhealthy, "still judged: {:?}", evidence.reasons);
+    }
+
+    #[test]
+    fn a_pinned_only_stage_is_judged_on_what_the_pinned_units_were_served() {
+        let stable = grouped(&[(10_000.0, 50.0); 16]);
+        let pinned = SideMetrics { requests: 500.0, errors: 1.0, ..Default::default() };
+        let none_drawn = SideMetrics { replicates: vec![SideMetrics::default(); 16], ..Default::default() };
+        let samples =
+            vec![StageSample::new(0, 900, MetricSnapshot { canary: none_drawn, stable, pinned: Some(pinned) })];
+
+        let evidence = judge_sequential(&gates(), &[], &samples);
+
+        assert_eq!(evidence.verdict, Verdict::Healthy, "500 pinned requests are enough: {:?}", evidence.reasons);
+    }
+
+    #[test]
     fn pinned_units_are_held_to_absolute_limits_and_never_compared_with_the_stable() {
         let drawn = grouped(&[(1000.0, 5.0); 16]);
         let stable = grouped(&[(10_000.0, 50.0); 16]);
@@ -519,7 +560,7 @@ mod units {
         let failed: Vec<&str> = evidence.tests.iter().filter(|t| t.rejects()).map(|t| t.test.as_str()).collect();
         assert_eq!(failed, ["error_rate_limit_pinned"]);
         assert!(
-            evidence.reasons[0].starts_with("pinned units: canary error rate 20.00% over 2000 requests"),
+            evidence.reasons[0].starts_with("pinned units: error rate 20.00% over 2000 requests"),
             "their own figures: {:?}",
             evidence.reasons
         );

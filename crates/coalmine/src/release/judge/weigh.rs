@@ -135,6 +135,10 @@ impl<'a> Tests<'a> {
         let groups = |side: &SideMetrics| -> Vec<(f64, f64)> {
             side.replicates.iter().map(|group| measure(i, group).unwrap_or((0.0, 0.0))).collect()
         };
+        let measured = |side: &SideMetrics| side.replicates.iter().any(|group| measure(i, group).is_some());
+        if !measured(canary) && !measured(stable) {
+            return self.keep(i, test, Weighting::ByRequest);
+        }
         let (c, s) = (groups(canary), groups(stable));
         let spanned = c.iter().filter(|(_, d)| *d > 0.0).count();
         let estimate = [&c, &s].into_iter().filter_map(|g| design_effect(g, DESIGN_LEVEL)).reduce(f64::max);
@@ -151,6 +155,11 @@ impl<'a> Tests<'a> {
             // Nothing to spread: no event yet on either side.
             (_, None) => Weighting::REQUESTS,
         };
+        self.keep(i, test, weighting)
+    }
+
+    /// The current stage's weighting is kept with the evidence (and with the stage).
+    fn keep(&self, i: usize, test: &str, weighting: Weighting) -> Weighting {
         if i + 1 == self.samples.len() {
             self.weighting.borrow_mut().insert(test.to_owned(), weighting);
         }
@@ -162,8 +171,8 @@ impl<'a> Tests<'a> {
     pub fn weighed(&self, i: usize, test: &str, side: &SideMetrics, measure: Measure<'_>) -> Option<(f64, f64)> {
         let (events, out_of) = measure(i, side)?;
         match self.weighting(i, test, measure) {
-            Weighting::DesignEffect(effect) => Some((events / effect, out_of / effect)),
             Weighting::TooFewUnits => None,
+            weighting => Some((events / weighting.effect(), out_of / weighting.effect())),
         }
     }
 
@@ -228,18 +237,26 @@ impl<'a> Tests<'a> {
     pub fn splits(
         &self,
         test: &str,
-        count: impl Fn(&SideMetrics) -> f64,
+        count: impl Fn(&SideMetrics) -> Option<f64>,
         exposure: impl Fn(&SideMetrics) -> f64,
     ) -> Vec<(usize, Split)> {
-        let measure = |_: usize, side: &SideMetrics| Some((count(side), exposure(side)));
+        let measure = |_: usize, side: &SideMetrics| Some((count(side)?, exposure(side)));
+        let seen = |side: &SideMetrics| count(side).unwrap_or(0.0);
         self.samples
             .iter()
             .enumerate()
             .filter(|(_, s)| exposure(&s.metrics.stable) > 0.0 && exposure(&s.metrics.canary) > 0.0)
-            .filter(|(_, s)| count(&s.metrics.canary) + count(&s.metrics.stable) > 0.0)
+            .filter(|(_, s)| seen(&s.metrics.canary) + seen(&s.metrics.stable) > 0.0)
             .filter_map(|(i, s)| {
-                let (canary, c) = self.weighed(i, test, &s.metrics.canary, &measure)?;
-                let (stable, st) = self.weighed(i, test, &s.metrics.stable, &measure)?;
+                let weigh = |side: &SideMetrics| {
+                    let (events, out_of) = (seen(side), exposure(side));
+                    match self.weighting(i, test, &measure) {
+                        Weighting::TooFewUnits => None,
+                        weighting => Some((events / weighting.effect(), out_of / weighting.effect())),
+                    }
+                };
+                let (canary, c) = weigh(&s.metrics.canary)?;
+                let (stable, st) = weigh(&s.metrics.stable)?;
                 Some((i, Split { canary, stable, canary_share: c / (c + st) }))
             })
             .collect()
