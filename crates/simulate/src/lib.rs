@@ -629,7 +629,12 @@ pub fn planned_power(release: &Release, shape: &Shape, traffic: f64) -> Option<c
         ..Default::default()
     };
     let stages: Vec<(f64, u64)> = release.stages.iter().map(|s| (s.weight(), s.longest_bake())).collect();
-    let traffic = coalmine::release::judge::power::Traffic { per_minute: traffic, stable: &stable, stages: &stages };
+    let traffic = coalmine::release::judge::power::Traffic {
+        per_minute: traffic,
+        stable: &stable,
+        stages: &stages,
+        design_effect: 1.0,
+    };
     coalmine::release::judge::power::power(&release.gates, &traffic)
 }
 

@@ -345,6 +345,7 @@ async fn cohort_scene(local: &LocalAws, shell: &Shell<'_>, store: &CohortStore, 
         shell.run(&["approve", &release]).await;
     }
     shell.until_ended(local, &release).await;
+    say("judged with users as the draw: the routers' metrics in sixteen random groups of users, whose spread weighs each stage's evidence; internal users on absolute limits alone");
     shell.run(&["status", &release]).await;
     drop(traffic);
     println!();

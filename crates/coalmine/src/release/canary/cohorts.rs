@@ -65,6 +65,11 @@ impl Cohorts {
         }
     }
 
+    /// The unit in the plural: "users", "conversations".
+    pub fn units(&self) -> String {
+        plural(&self.unit)
+    }
+
     pub fn has_pins(&self) -> bool {
         !self.pinned.is_empty()
     }

@@ -117,7 +117,17 @@ impl Operated for Release {
 
     fn details(&self, progress: &Progress, running: bool, now: u64) -> Vec<String> {
         let mut lines = view::shadow_examples(progress);
-        lines.extend(self.cohorts.as_ref().map(|c| format!("judged: {}", c.judged())));
+        if let Some(cohorts) = &self.cohorts {
+            lines.push(format!("judged: {}", cohorts.judged()));
+            // This stage's weighing, as its last look read the groups.
+            let weighting = progress.samples.last().map(|s| &s.weighting).filter(|w| !w.is_empty());
+            if let Some(weighting) = weighting {
+                let named = [("errors_vs_stable", "errors"), ("latency_vs_stable", "latency")];
+                let said: Vec<String> =
+                    named.iter().filter_map(|(test, name)| Some(weighting.get(*test)?.describe(name))).collect();
+                lines.push(format!("this stage: {}", said.join("; ")));
+            }
+        }
         if running {
             lines.extend(view::bake(self, progress, now).map(|bake| bake.line));
         }

@@ -127,7 +127,9 @@ pub fn exposure(release: &Release, per_minute: f64) -> Option<String> {
 /// no power can be stated (the fixed-horizon judge).
 pub fn sees(release: &Release, per_minute: f64, stable: &SideMetrics) -> Option<String> {
     let stages: Vec<(f64, u64)> = release.stages.iter().map(|s| (s.weight(), s.longest_bake())).collect();
-    let power = power(&release.gates, &Power { per_minute, stable, stages: &stages })?;
+    let (by_unit, design_effect) = by_unit(release, stable);
+    let stable = &SideMetrics { replicates: Vec::new(), ..stable.clone() };
+    let power = power(&release.gates, &Power { per_minute, stable, stages: &stages, design_effect })?;
     let ratio = |r: Option<f64>, max: &str| r.map_or(format!("not even {max}"), |r| format!("{r:.2}x"));
     let both = |s: &Sees| {
         let latency = match (release.gates.max_p95_increase_ratio, s.latency_shift) {
@@ -160,12 +162,43 @@ pub fn sees(release: &Release, per_minute: f64, stable: &SideMetrics) -> Option<
         }
     };
     Some(format!(
-        "With {:.0}% power at false_rollback_rate {}, the release sees a canary worse than the stable by {} ({}); {doubled}",
+        "{by_unit}With {:.0}% power at false_rollback_rate {}, the release sees a canary worse than the stable by {} ({}); {doubled}",
         POWER * 100.0,
         pct(release.gates.false_rollback_rate),
         both(&power.release),
         per_stage.join("; ")
     ))
+}
+
+/// For a cohort release, how many of the stable's recent requests one independent unit's
+/// worth of evidence takes (its replicate groups' spread of errors, as the judge reads
+/// it), and a sentence saying so; 1 and nothing where requests are the unit.
+fn by_unit(release: &Release, stable: &SideMetrics) -> (String, f64) {
+    use crate::release::judge::replicates::{design_effect, DESIGN_LEVEL};
+    let Some(cohorts) = release.cohorts.as_ref() else { return (String::new(), 1.0) };
+    let unit = cohorts.unit.trim();
+    let groups: Vec<(f64, f64)> = stable.replicates.iter().map(|g| (g.errors, g.requests)).collect();
+    match design_effect(&groups, DESIGN_LEVEL) {
+        Some(effect) => (
+            format!(
+                "Judged by {unit}: the stable's {units} over the last hour vary as if every {effect:.0} of their \
+                 requests were one independent request (the design effect of its {} groups), so the power below \
+                 is in effective requests. ",
+                coalmine_router::REPLICATES,
+                units = cohorts.units(),
+            ),
+            effect,
+        ),
+        None => (
+            format!(
+                "Judged by {unit}, but the stable's groups of {units} showed no spread to read in the last hour (too \
+                 few with traffic, or no errors): the power below counts requests as independent, and overstates \
+                 what the release will see. ",
+                units = cohorts.units(),
+            ),
+            1.0,
+        ),
+    }
 }
 
 /// The stable's requests a minute over the minutes it served in the last hour, from its

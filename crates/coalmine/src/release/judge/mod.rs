@@ -82,6 +82,18 @@ impl Weighting {
     /// Requests are the unit: counts weigh what they say.
     pub const REQUESTS: Weighting = Weighting::DesignEffect(1.0);
 
+    /// In words, for a test named `name`: "errors weighed as one independent request in
+    /// every 3.2".
+    pub fn describe(self, name: &str) -> String {
+        match self {
+            Weighting::DesignEffect(effect) => {
+                format!("{name} weighed as one independent request in every {effect:.1}")
+            }
+            Weighting::TooFewUnits => format!("{name}: no unit drawn, nothing to weigh"),
+            Weighting::ByRequest => format!("{name} per request (not published by unit)"),
+        }
+    }
+
     /// What a stage's counts are divided by.
     pub fn effect(self) -> f64 {
         match self {

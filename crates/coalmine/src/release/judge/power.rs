@@ -33,6 +33,10 @@ pub struct Traffic<'a> {
     pub stable: &'a SideMetrics,
     /// (canary weight 0..1, longest bake in seconds) per stage.
     pub stages: &'a [(f64, u64)],
+    /// A cohort release's: how many requests one independent unit's worth of evidence
+    /// takes, read off the stable's recent replicate groups (decision 0021); 1 where
+    /// requests are the unit.
+    pub design_effect: f64,
 }
 
 /// What one stage alone, or the release as a whole, detects with 80% power.
@@ -144,9 +148,10 @@ fn bisect(mut lo: f64, mut hi: f64, precision: f64, rises: impl Fn(f64) -> bool)
     hi
 }
 
-/// Requests each side sees in a stage of `weight` over `seconds`.
+/// Requests each side sees in a stage of `weight` over `seconds`, as the judge weighs
+/// them: a cohort's divided by its design effect.
 fn requests(traffic: &Traffic, weight: f64, seconds: u64) -> (f64, f64) {
-    let all = traffic.per_minute * seconds as f64 / 60.0;
+    let all = traffic.per_minute * seconds as f64 / 60.0 / traffic.design_effect.max(1.0);
     (all * weight, all * (1.0 - weight))
 }
 
@@ -271,7 +276,8 @@ mod tests {
     fn more_traffic_sees_smaller_regressions_and_a_tolerance_costs_detection() {
         let stable = stable(60_000.0);
         let at = |per_minute: f64, ratio| {
-            power(&gates(ratio), &Traffic { per_minute, stable: &stable, stages: &SAMPLE }).expect("sequential")
+            power(&gates(ratio), &Traffic { per_minute, stable: &stable, stages: &SAMPLE, design_effect: 1.0 })
+                .expect("sequential")
         };
         let (quiet, busy) = (at(100.0, None), at(10_000.0, None));
         let (q, b) = (quiet.release.error_ratio, busy.release.error_ratio.unwrap());
@@ -290,13 +296,17 @@ mod tests {
     #[test]
     fn the_time_a_doubled_error_rate_needs_falls_with_weight_and_traffic() {
         let stable = stable(60_000.0);
-        let p = power(&gates(None), &Traffic { per_minute: 1000.0, stable: &stable, stages: &SAMPLE }).unwrap();
+        let p =
+            power(&gates(None), &Traffic { per_minute: 1000.0, stable: &stable, stages: &SAMPLE, design_effect: 1.0 })
+                .unwrap();
         let needs: Vec<u64> = p.doubled_errors_needs.iter().map(|n| n.expect("within a week")).collect();
         assert_eq!(needs.len(), 3, "every stage but the last");
         assert!(needs[0] > needs[1] && needs[1] > needs[2], "a bigger share sees it sooner: {needs:?}");
         let by = p.doubled_errors_by.expect("1000 req/min sees 2x before promotion");
         assert!(by > 900 && by <= 3300, "after the first stage, before the last: {by}");
-        let quiet = power(&gates(None), &Traffic { per_minute: 100.0, stable: &stable, stages: &SAMPLE }).unwrap();
+        let quiet =
+            power(&gates(None), &Traffic { per_minute: 100.0, stable: &stable, stages: &SAMPLE, design_effect: 1.0 })
+                .unwrap();
         assert_eq!(quiet.doubled_errors_by, None, "100 req/min does not see 2x in time");
     }
 
@@ -305,9 +315,14 @@ mod tests {
         let mut fixed = gates(None);
         fixed.judge = JudgeKind::FixedHorizon;
         let stable = stable(60_000.0);
-        assert_eq!(power(&fixed, &Traffic { per_minute: 1000.0, stable: &stable, stages: &SAMPLE }), None);
+        assert_eq!(
+            power(&fixed, &Traffic { per_minute: 1000.0, stable: &stable, stages: &SAMPLE, design_effect: 1.0 }),
+            None
+        );
         let clean = SideMetrics { errors: 0.0, ..stable.clone() };
-        let p = power(&gates(None), &Traffic { per_minute: 1000.0, stable: &clean, stages: &SAMPLE }).unwrap();
+        let p =
+            power(&gates(None), &Traffic { per_minute: 1000.0, stable: &clean, stages: &SAMPLE, design_effect: 1.0 })
+                .unwrap();
         assert_eq!(p.release.error_ratio, None, "no stable errors: no ratio to see");
         assert!(p.release.latency_shift.is_some(), "latency is still seen");
     }

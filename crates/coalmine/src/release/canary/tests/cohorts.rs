@@ -341,6 +341,19 @@ async fn the_plan_the_status_and_the_teams_message_name_the_cohort() {
     assert_eq!((left.canary.as_deref(), left.canary_weight), (Some("42"), 0.05), "list shows the share of units");
     let details = r.details(&p, true, T0 + 600);
     assert!(details.iter().any(|d| d.starts_with("judged: drawn users against the stable's")), "{details:?}");
+    let mut weighed = p.clone();
+    let sample = weighed.samples.last_mut().expect("a look was taken");
+    sample.weighting.insert("errors_vs_stable".into(), crate::release::judge::Weighting::DesignEffect(4.0));
+    sample.weighting.insert("latency_vs_stable".into(), crate::release::judge::Weighting::TooFewUnits);
+    assert!(
+        r.details(&weighed, true, T0 + 600).contains(
+            &"this stage: errors weighed as one independent request in every 4.0; latency: no unit drawn, nothing to \
+              weigh"
+                .to_owned()
+        ),
+        "{:?}",
+        r.details(&weighed, true, T0 + 600)
+    );
     world.alarms.set("errors", AlarmState::Alarm);
     world.tick(&r, Some(p), T0 + 660).await.unwrap();
     let message = &world.sent()[0].body;
@@ -362,6 +375,52 @@ fn validate_says_what_each_share_reaches_of_the_stables_recent_traffic() {
          user drawn or not moves this)"
     );
     assert_eq!(exposure(&release(gates()), 1200.0), None, "a weighted release's stages are shares of requests");
+}
+
+#[test]
+fn validate_states_the_power_of_a_cohort_release_in_its_units() {
+    use crate::domain::metrics::SideMetrics;
+    use crate::release::canary::preflight::sees;
+    let r = cohort_release(&[5.0, 25.0, 50.0, 100.0]);
+    let side = |groups: &[(f64, f64)]| SideMetrics {
+        requests: groups.iter().map(|g| g.0).sum(),
+        errors: groups.iter().map(|g| g.1).sum(),
+        replicates: groups
+            .iter()
+            .map(|&(requests, errors)| SideMetrics { requests, errors, ..Default::default() })
+            .collect(),
+        ..Default::default()
+    };
+    // An hour of 1200 requests a minute in sixteen groups of users: even, or with a few
+    // heavy users failing often in some groups.
+    let even = side(&[(4500.0, 22.5); 16]);
+    let mut lumpy = [(4500.0, 10.0); 16];
+    for group in [2, 7, 11] {
+        lumpy[group] = (4500.0, 80.0);
+    }
+    let lumpy = side(&lumpy);
+
+    let said = sees(&r, 1200.0, &lumpy).unwrap();
+    assert!(said.starts_with("Judged by user: the stable's users over the last hour vary as if every "), "{said}");
+    assert!(said.contains("of their requests were one independent request"), "{said}");
+    let effect: f64 = said["Judged by user: the stable's users over the last hour vary as if every ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(effect > 5.0, "{said}");
+    // The same requests without the spread see more, sooner.
+    let by_requests = sees(&r, 1200.0, &even).unwrap();
+    let ratio = |s: &str| -> f64 {
+        let at = s.find("worse than the stable by errors ").expect(s) + "worse than the stable by errors ".len();
+        s[at..].split('x').next().unwrap().parse().unwrap_or(f64::INFINITY)
+    };
+    assert!(ratio(&said) > ratio(&by_requests), "{said}\n{by_requests}");
+    let quiet = side(&[(4500.0, 0.0); 16]);
+    assert!(sees(&r, 1200.0, &quiet)
+        .unwrap()
+        .starts_with("Judged by user, but the stable's groups of users showed no spread"));
 }
 
 #[tokio::test]
