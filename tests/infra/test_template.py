@@ -187,9 +187,26 @@ def test_the_cohort_front_may_invoke_only_its_models_two_aliases_and_read_only_i
     ])
     env = resolved["Resources"]["CohortRouter"]["Properties"]["Environment"]["Variables"]
     assert env == {"MODEL_FUNCTION": "chat", "PRIMARY_ALIAS": "live", "COHORTS_APPLICATION": "abc1234",
-                   "COHORTS_ENVIRONMENT": "env5678"}
+                   "COHORTS_ENVIRONMENT": "env5678", "SERVED_TABLE": ""}
     url = resolved["Resources"]["CohortRouterUrl"]["Properties"]
     assert url["AuthType"] == "AWS_IAM", "callers sign: an open URL would let anyone spend the model"
+
+    # Given the stack's served table, it may also record which version served a unit:
+    # UpdateItem on that table, and nothing else of it (no reading others' records).
+    recording = {**params, "ServedTableName": "coalmine-ServedTable-1"}
+    rendered = render(recording, "infra/router.yaml")
+    resolved = Resolver(rendered, recording).resolve(rendered)
+    assert (("dynamodb:UpdateItem",), (f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/coalmine-ServedTable-1",)) in \
+        statements(resolved, "CohortRouterRole")
+    assert resolved["Resources"]["CohortRouter"]["Properties"]["Environment"]["Variables"]["SERVED_TABLE"] == \
+        "coalmine-ServedTable-1"
+
+
+def test_the_stack_keeps_which_version_served_each_unit_for_thirty_days_and_says_where(resolved):
+    table = resolved["Resources"]["ServedTable"]["Properties"]
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["profile", "unit"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert resolved["Outputs"]["ServedTableName"]["Value"] == "<ServedTable>"
 
 
 def test_only_the_stepper_publishes_cohorts_and_nothing_on_a_rollbacks_path_touches_appconfig(resolved):

@@ -469,6 +469,38 @@ impl LocalAws {
         put.send().await.expect("put the routers' metrics");
     }
 
+    /// The stack's served table, as the template makes it: which version served each
+    /// cohort unit, by `profile` and `unit`.
+    pub async fn served_table(&self) -> String {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let name = unique("coalmine-served");
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("a key")
+        };
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("an attribute")
+        };
+        dynamodb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("profile", KeyType::Hash))
+            .key_schema(key("unit", KeyType::Range))
+            .attribute_definitions(attribute("profile"))
+            .attribute_definitions(attribute("unit"))
+            .send()
+            .await
+            .expect("the served table");
+        name
+    }
+
     /// The stack's AppConfig application, environment and no-bake deployment strategy, as
     /// the template makes them: the stepper's `COHORTS_*` environment.
     pub async fn cohort_store(&self) -> CohortStore {

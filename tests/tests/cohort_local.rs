@@ -485,3 +485,114 @@ async fn pinned_users_failing_past_the_limit_roll_the_release_back_on_their_own_
     assert_eq!(version_of(&s.local, function_of(&target), "canary").await.0, "1", "the kill switch moved");
     assert_eq!(version_of(&s.local, function_of(&target), "live").await.0, "1", "the primary never did");
 }
+
+/// Feedback arrives after the answer, through the team's own feedback function, and by
+/// then the user is served by another version (the release was rolled back). The router
+/// recorded which version served the user and when; the feedback function looks it up
+/// for the answer's time and publishes the thumbs-down with that version, so the
+/// judge's metrics count it on the candidate's side, and feedback on a later answer on
+/// the stable's.
+#[tokio::test]
+async fn late_feedback_through_another_function_counts_for_the_version_that_answered() {
+    use coalmine::domain::metrics::CustomGate;
+    use coalmine::ports::{MetricQuery, MetricSource};
+    use coalmine_router::served::ServedLog;
+    let (s, deployed, store) = deployed_with_cohorts().await;
+    let target = s.local.seed_cohort_model("steady", "steady").await;
+    let function = function_of(&target).to_owned();
+    let table = s.local.served_table().await;
+    let alarm = unique("chat-errors");
+    s.local.put_quiet_alarm(&alarm, Some(&target.to_string())).await;
+    let release = unique("chat-v2");
+    let document = json!({
+        "release": release,
+        "target": {"lambda_cohort": {"function": function, "alias": "live", "cohort_alias": "canary"}},
+        "canary_version": "2",
+        "cohorts": {"unit": "user"},
+        "stages": [{"percent": 25, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 60}],
+        "check_every_seconds": 2,
+        "gates": {"alarms": [alarm]}
+    });
+    let execution = s.local.start_release(&deployed, &document).await;
+    let profile = coalmine_router::profile_name(&function, "live");
+    let log = ServedLog::new(aws_sdk_dynamodb::Client::new(&s.local.sdk), &table);
+    let router = router_of(&s.local, &store, &target).recording_to(log, &profile);
+    let drawn = user_in(&release, 0..threshold(25.0));
+    assert!(router_reads(&router, &release, threshold(25.0)).await);
+    let first = turn(&router, &s.local, &target, &drawn, &[]).await;
+    let first_at = now();
+    assert_eq!(first.version, "2");
+    let again = turn(&router, &s.local, &target, &drawn, &[]).await;
+    assert_eq!(again.version, "2", "a conversation's later turn");
+
+    s.local.set_alarm(&alarm, StateValue::Alarm).await;
+    let event = sample_event("alarm-lambda-canary.eventbridge.json", &alarm, None);
+    let summary = s.local.invoke(&deployed.rollback_fn, &event).await.expect("the rollback function");
+    assert_eq!(summary["targets"][0]["outcome"], "rolled_back", "{summary}");
+    let (status, _, _, _) = s.local.finished(&execution, RUN).await;
+    assert_eq!(status, "FAILED", "rolled back");
+    // Past the second the first answer was recorded in, so the two answers' times differ.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = turn(&router, &s.local, &target, &drawn, &[]).await;
+    let later_at = now();
+    assert_eq!(later.version, "1", "the user is on the stable now");
+
+    let history = ServedLog::new(aws_sdk_dynamodb::Client::new(&s.local.sdk), &table)
+        .history(&profile, &drawn)
+        .await
+        .expect("the served log");
+    let versions: Vec<(&str, &str)> = history.iter().map(|h| (h.version.as_str(), h.assignment.as_str())).collect();
+    assert_eq!(versions, [("2", "drawn"), ("1", "drawn")], "one record a version, not one a turn: {history:?}");
+
+    // The team's feedback function, another Lambda function, minutes later as far as it
+    // knows: it is told only the user and when the answer was given.
+    let feedback_fn = s
+        .local
+        .create_function_from(
+            &unique("feedback"),
+            &coalmine_tests::bootstrap_path("feedback"),
+            &[("SERVED_TABLE", table.as_str()), ("MODEL_FUNCTION", function.as_str())],
+        )
+        .await;
+    let mut lines = Vec::new();
+    for (answered_at, thumbs_down, version) in [(first_at, true, "2"), (later_at, false, "1")] {
+        let event = json!({"unit": drawn, "answered_at": answered_at, "thumbs_down": thumbs_down});
+        let counted = s.local.invoke(&feedback_fn, &event).await.expect("the feedback function");
+        assert_eq!((&counted["counted"], &counted["version"]), (&json!(true), &json!(version)), "{counted}");
+        lines.push(counted["line"].as_str().expect("its EMF line").to_owned());
+    }
+    // CloudWatch Logs would turn the function's lines into metrics; the local AWS does not.
+    s.local.publish_emf(&lines).await;
+
+    // What the judge reads for this release: the thumbs-down on the candidate's side.
+    let per_version = |metric: &str, stat: &str| CustomGate {
+        dimensions: [("FunctionName".to_owned(), function.clone()), ("Version".to_owned(), "{version}".to_owned())]
+            .into(),
+        ..CustomGate::new("AIService", metric, stat)
+    };
+    let gates = [per_version("ThumbsDown", "Sum"), per_version("Feedback", "Sum")];
+    let query = MetricQuery {
+        target: &target,
+        canary: "2",
+        stable: "1",
+        start_epoch: first_at - 120,
+        end_epoch: now() + 120,
+        custom: &gates,
+        configs: None,
+        shadow_of: None,
+        pins: false,
+    };
+    let metrics = s.local.adapters("arn:aws:sns:us-east-1:000000000000:unused").0.metrics;
+    let read = poll(RUN, || async {
+        let read = metrics.fetch(&query).await.ok()?;
+        (read.canary.custom.first().copied().flatten().is_some()).then_some(read)
+    })
+    .await
+    .expect("the feedback's metrics");
+    assert_eq!((read.canary.custom[0], read.canary.custom[1]), (Some(1.0), Some(1.0)), "thumbs-down on version 2");
+    assert_eq!((read.stable.custom[0], read.stable.custom[1]), (Some(0.0), Some(1.0)), "the later answer's on 1");
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -48,6 +48,8 @@ pub mod names {
 pub struct Metrics {
     namespace: String,
     dimensions: Vec<(String, String)>,
+    /// A cohort unit's `Assignment` and `Replicate`, published as a second dimension set.
+    unit: Option<(String, String)>,
     values: Vec<(String, &'static str, f64)>,
 }
 
@@ -57,6 +59,7 @@ impl Metrics {
         Metrics {
             namespace: namespace.to_owned(),
             dimensions: vec![("FunctionName".into(), function.into()), ("Version".into(), version.into())],
+            unit: None,
             values: Vec::new(),
         }
     }
@@ -67,6 +70,30 @@ impl Metrics {
     pub fn for_this_version(namespace: &str) -> Metrics {
         let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".to_owned());
         Metrics::for_function(namespace, &env("AWS_LAMBDA_FUNCTION_NAME"), &env("AWS_LAMBDA_FUNCTION_VERSION"))
+    }
+
+    /// Also by the cohort unit these metrics are about (a user, a conversation): how the
+    /// router assigned it (`drawn`, `pinned`, `stable`) and its replicate group, as the
+    /// router's `Served` record or `Routed` says. A cohort release judges metrics published
+    /// this way with users as the draw (decision 0021).
+    ///
+    /// A late signal (a thumbs-down minutes after the answer, from another function)
+    /// names the version that *answered*: look it up in the router's served log at the
+    /// time of the answer, then publish with it.
+    ///
+    /// ```
+    /// use coalmine_emf::Metrics;
+    /// // served = ServedLog::version_at("chat.live", "user-36", answered_at), in coalmine-router
+    /// let (version, assignment, replicate) = ("2", "drawn", Some(7));
+    /// let line = Metrics::for_function("AIService", "chat", version)
+    ///     .by_unit(assignment, replicate)
+    ///     .feedback(true)
+    ///     .line(1_800_000_000_000);
+    /// assert!(line.contains(r#""Replicate":"7""#));
+    /// ```
+    pub fn by_unit(self, assignment: &str, replicate: Option<u32>) -> Metrics {
+        let replicate = replicate.map_or("-".to_owned(), |r| r.to_string());
+        Metrics { unit: Some((assignment.to_owned(), replicate)), ..self }
     }
 
     /// Any other value, under `name` with a CloudWatch `unit` ("Count", "Milliseconds"...).
@@ -102,6 +129,10 @@ impl Metrics {
     /// The EMF line at `timestamp_ms` (milliseconds since the epoch).
     pub fn line(&self, timestamp_ms: u64) -> String {
         let dimension_names: Vec<&str> = self.dimensions.iter().map(|(n, _)| n.as_str()).collect();
+        let mut sets = vec![dimension_names.clone()];
+        if self.unit.is_some() {
+            sets.push(dimension_names.into_iter().chain(["Assignment", "Replicate"]).collect());
+        }
         let metrics: Vec<Value> =
             self.values.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
         let mut root = Map::new();
@@ -109,11 +140,15 @@ impl Metrics {
             "_aws".into(),
             json!({
                 "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": [dimension_names], "Metrics": metrics}]
+                "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": sets, "Metrics": metrics}]
             }),
         );
         for (name, value) in &self.dimensions {
             root.insert(name.clone(), json!(value));
+        }
+        if let Some((assignment, replicate)) = &self.unit {
+            root.insert("Assignment".into(), json!(assignment));
+            root.insert("Replicate".into(), json!(replicate));
         }
         for (name, _, value) in &self.values {
             root.insert(name.clone(), json!(value));
@@ -148,6 +183,22 @@ mod tests {
         );
         assert_eq!((v["FunctionName"].as_str(), v["Version"].as_str()), (Some("ai-handler"), Some("42")));
         assert_eq!((v["OutputTokens"].as_f64(), v["SchemaFailures"].as_f64()), (Some(512.0), Some(1.0)));
+    }
+
+    #[test]
+    fn metrics_by_unit_are_also_published_by_assignment_and_replicate() {
+        let line = Metrics::for_function("AIService", "chat", "2").by_unit("drawn", Some(7)).feedback(true).line(0);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]])
+        );
+        assert_eq!(
+            (v["Version"].as_str(), v["Assignment"].as_str(), v["Replicate"].as_str()),
+            (Some("2"), Some("drawn"), Some("7"))
+        );
+        let plain = Metrics::for_function("AIService", "chat", "2").feedback(true).line(0);
+        assert!(!plain.contains("Replicate"), "{plain}");
     }
 
     #[test]

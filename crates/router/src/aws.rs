@@ -164,7 +164,7 @@ impl AppConfigSource {
     }
 }
 
-fn error_text<E: std::error::Error + 'static>(e: &E) -> String {
+pub(crate) fn error_text<E: std::error::Error + 'static>(e: &E) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
@@ -202,6 +202,8 @@ pub struct Router {
     source: AppConfigSource,
     stable_alias: String,
     emit: fn(&str),
+    /// Where the version that served each unit is kept, and the profile it is kept under.
+    served: Option<(crate::served::ServedLog, String)>,
 }
 
 fn print_line(line: &str) {
@@ -211,7 +213,13 @@ fn print_line(line: &str) {
 impl Router {
     /// `stable_alias`: where units go when no cohort can be read (the primary alias).
     pub fn new(source: AppConfigSource, stable_alias: impl Into<String>) -> Self {
-        Router { source, stable_alias: stable_alias.into(), emit: print_line }
+        Router { source, stable_alias: stable_alias.into(), emit: print_line, served: None }
+    }
+
+    /// Records in `log`, under `profile` (`FUNCTION.ALIAS`, [`crate::profile_name`]),
+    /// which version served each unit, for late feedback to find ([`crate::served`]).
+    pub fn recording_to(self, log: crate::served::ServedLog, profile: impl Into<String>) -> Self {
+        Router { served: Some((log, profile.into())), ..self }
     }
 
     /// Where the EMF lines go: stdout by default, which Lambda sends to CloudWatch Logs.
@@ -267,6 +275,11 @@ impl Router {
         let version = out.executed_version.unwrap_or_default();
         let waited = asked.elapsed().as_secs_f64() * 1000.0;
         (self.emit)(&emf_line(function, &version, &routed, out.function_error.is_some(), waited));
+        if let Some((log, profile)) = &self.served {
+            if let Err(why) = log.record(profile, unit, &routed, &version).await {
+                warn!(%profile, "coalmine router: which version served {unit} was not recorded ({why}); late feedback on it will not find its version");
+            }
+        }
         Ok(Served {
             routed,
             version,

@@ -28,6 +28,8 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod served;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -8,7 +8,9 @@
 //!
 //! Environment: `MODEL_FUNCTION`, `PRIMARY_ALIAS` (default `live`), `COHORTS_APPLICATION`,
 //! `COHORTS_ENVIRONMENT` (the stack's outputs `CohortApplicationId`, `CohortEnvironmentId`),
-//! and `POLL_SECONDS` (default 15, AppConfig's least).
+//! `POLL_SECONDS` (default 15, AppConfig's least), and `SERVED_TABLE` (the stack's output
+//! `ServedTableName`: where it records which version served each unit, for late feedback;
+//! unset or empty records nothing).
 
 use std::time::Duration;
 
@@ -40,7 +42,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         coalmine_router::profile_name(&function, &alias),
     )
     .poll_every(poll);
-    let router = Router::new(source, alias);
+    let profile = coalmine_router::profile_name(&function, &alias);
+    let mut router = Router::new(source, alias);
+    if let Some(table) = std::env::var("SERVED_TABLE").ok().filter(|t| !t.trim().is_empty()) {
+        let log = coalmine_router::served::ServedLog::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+        router = router.recording_to(log, profile);
+    }
     let lambda = aws_sdk_lambda::Client::new(&sdk);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (router, lambda, function) = (&router, &lambda, &function);
