@@ -591,6 +591,12 @@ async fn late_feedback_through_another_function_counts_for_the_version_that_answ
     .expect("the feedback's metrics");
     assert_eq!((read.canary.custom[0], read.canary.custom[1]), (Some(1.0), Some(1.0)), "thumbs-down on version 2");
     assert_eq!((read.stable.custom[0], read.stable.custom[1]), (Some(0.0), Some(1.0)), "the later answer's on 1");
+    // Published by unit, so also in the user's replicate group: the judge weighs the
+    // feedback gates with users as the draw.
+    let group = coalmine_router::replicate(&release, &drawn) as usize;
+    assert_eq!(read.canary.replicates[group].custom[0], Some(1.0), "{:?}", read.canary.replicates[group]);
+    let others = read.canary.replicates.iter().enumerate().filter(|(g, _)| *g != group);
+    assert!(others.into_iter().all(|(_, r)| r.custom[0].is_none()), "only the user's group");
 }
 
 fn now() -> u64 {

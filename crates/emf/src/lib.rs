@@ -131,6 +131,7 @@ impl Metrics {
         let dimension_names: Vec<&str> = self.dimensions.iter().map(|(n, _)| n.as_str()).collect();
         let mut sets = vec![dimension_names.clone()];
         if self.unit.is_some() {
+            sets.push(dimension_names.iter().copied().chain(["Assignment"]).collect());
             sets.push(dimension_names.into_iter().chain(["Assignment", "Replicate"]).collect());
         }
         let metrics: Vec<Value> =
@@ -191,7 +192,11 @@ mod tests {
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            json!([["FunctionName", "Version"], ["FunctionName", "Version", "Assignment", "Replicate"]])
+            json!([
+                ["FunctionName", "Version"],
+                ["FunctionName", "Version", "Assignment"],
+                ["FunctionName", "Version", "Assignment", "Replicate"]
+            ])
         );
         assert_eq!(
             (v["Version"].as_str(), v["Assignment"].as_str(), v["Replicate"].as_str()),

@@ -289,7 +289,13 @@ impl MetricSource for CloudWatchMetrics {
             };
             snapshot.canary.replicates = groups('c');
             snapshot.stable.replicates = groups('s');
-            snapshot.pinned = q.pins.then(|| side(&values, "p", q, standard));
+            by_unit(&mut snapshot.canary, &side(&values, "ca", q, standard));
+            by_unit(&mut snapshot.stable, &side(&values, "sa", q, standard));
+            snapshot.pinned = q.pins.then(|| {
+                let mut pinned = side(&values, "p", q, standard);
+                by_unit(&mut pinned, &side(&values, "pa", q, standard));
+                pinned
+            });
         }
         Ok(snapshot)
     }
@@ -374,7 +380,7 @@ fn queries(q: &MetricQuery<'_>, standard: &StandardMetrics, period: i32) -> Vec<
         };
         queries.extend(standard_queries(&side.to_string(), standard, &dims, period, true));
         for (i, gate) in q.custom.iter().enumerate() {
-            queries.extend(gate_queries(side, i, gate, id, period));
+            queries.extend(gate_queries(&side.to_string(), i, gate, id, period));
         }
     }
     queries
@@ -422,29 +428,72 @@ fn unit_queries(q: &MetricQuery<'_>, units: &UnitMetrics, period: i32) -> Vec<Me
     }
     for (side, id, assignment) in sides {
         queries.extend(standard_queries(&side.to_string(), units.metrics, &dims(id, assignment, None), period, true));
+        for (i, gate) in q.custom.iter().enumerate() {
+            if side != 'p' {
+                queries.extend(gate_queries(&side.to_string(), i, gate, id, period));
+            }
+            // As the handler publishes them by unit, if it does: `ca`, `sa`, `pa` whole.
+            queries.extend(unit_gate_queries(&format!("{side}a"), i, gate, id, Some((assignment, None)), period));
+        }
         if side == 'p' {
             continue;
-        }
-        for (i, gate) in q.custom.iter().enumerate() {
-            queries.extend(gate_queries(side, i, gate, id, period));
         }
         for r in 0..coalmine_router::REPLICATES {
             let group = format!("{side}{r}");
             queries.extend(standard_queries(&group, units.metrics, &dims(id, assignment, Some(r)), period, false));
+            for (i, gate) in q.custom.iter().enumerate() {
+                queries.extend(unit_gate_queries(&group, i, gate, id, Some((assignment, Some(r))), period));
+            }
         }
     }
     queries
 }
 
+/// A cohort side's custom gates as its handler published them by unit, where it did:
+/// those replace the side's by version (which count pinned and drawn units together).
+fn by_unit(side: &mut SideMetrics, published: &SideMetrics) {
+    for i in 0..published.custom.len() {
+        let has = published.custom[i].is_some() || published.custom_counts.get(i).copied().flatten().is_some();
+        if !has {
+            continue;
+        }
+        if let (Some(c), Some(n), Some(g)) =
+            (side.custom.get_mut(i), side.custom_counts.get_mut(i), side.custom_percentiles.get_mut(i))
+        {
+            *c = published.custom[i];
+            *n = published.custom_counts.get(i).copied().flatten();
+            *g = published.custom_percentiles.get(i).cloned().unwrap_or_default();
+        }
+    }
+}
+
 /// A custom gate's queries on one side: its statistic (`x`), and what its test needs
 /// besides: a rate's denominator (`d`), a distribution's number of values (`n`) and its
 /// percentiles (`g`).
-fn gate_queries(side: char, i: usize, gate: &CustomGate, id: &str, period: i32) -> Vec<MetricDataQuery> {
+fn gate_queries(side: &str, i: usize, gate: &CustomGate, id: &str, period: i32) -> Vec<MetricDataQuery> {
+    unit_gate_queries(side, i, gate, id, None, period)
+}
+
+/// The same, for the metric as the handler publishes it by unit (`coalmine-emf`'s
+/// `by_unit`): its dimensions and the unit's `Assignment`, and `Replicate` when given.
+fn unit_gate_queries(
+    side: &str,
+    i: usize,
+    gate: &CustomGate,
+    id: &str,
+    unit: Option<(&str, Option<u32>)>,
+    period: i32,
+) -> Vec<MetricDataQuery> {
     let dims = |dimensions: &std::collections::BTreeMap<String, String>| -> Vec<Dimension> {
-        dimensions
+        let mut dims: Vec<Dimension> = dimensions
             .iter()
             .map(|(k, v)| Dimension::builder().name(k).value(v.replace(VERSION_PLACEHOLDER, id)).build())
-            .collect()
+            .collect();
+        if let Some((assignment, replicate)) = unit {
+            dims.push(Dimension::builder().name("Assignment").value(assignment).build());
+            dims.extend(replicate.map(|r| Dimension::builder().name("Replicate").value(r.to_string()).build()));
+        }
+        dims
     };
     let (namespace, metric) = (gate.namespace.as_str(), gate.metric.as_str());
     let mut queries = Vec::new();
