@@ -190,13 +190,99 @@ class AppConfigSource:
         return self.cached
 
 
-class Router:
-    """Routes units by the cohort its source gives, and invokes the alias it names."""
+class ServedLog:
+    """Which version served each unit, and since when, in the coalmine stack's served table
+    (its output ServedTableName), for feedback that arrives later to find the version that
+    answered: the same records as the Rust router's `served::ServedLog`."""
 
-    def __init__(self, source, stable_alias="live", emit=print):
+    KEEP_SECONDS = 30 * 24 * 3600
+    # A record is written just after the answer it follows.
+    RECORD_SLACK_SECONDS = 60
+
+    def __init__(self, table, client=None, clock=time.time):
+        self.table = table
+        self.client = client
+        self.clock = clock
+        self.recorded = {}
+
+    def _client(self):
+        if self.client is None:
+            import boto3  # in every Lambda Python runtime
+
+            self.client = boto3.client("dynamodb")
+        return self.client
+
+    def record(self, profile, unit, decision, version, release=None):
+        """Appends `version` to the unit's record unless it is already the latest; a
+        conversation's later turns write nothing from this instance."""
+        if not unit or not version or self.recorded.get((profile, unit)) == version:
+            return
+        now = int(self.clock())
+        entry = {"version": {"S": version}, "since": {"N": str(now)}, "assignment": {"S": decision.assignment}}
+        if release:
+            entry["release"] = {"S": release}
+        if decision.replicate is not None:
+            entry["replicate"] = {"N": str(decision.replicate)}
+        try:
+            self._client().update_item(
+                TableName=self.table,
+                Key={"profile": {"S": profile}, "unit": {"S": unit}},
+                UpdateExpression="SET versions = list_append(if_not_exists(versions, :none), :entry), "
+                                 "latest = :version, expires = :expires",
+                ConditionExpression="attribute_not_exists(latest) OR latest <> :version",
+                ExpressionAttributeValues={":none": {"L": []}, ":entry": {"L": [{"M": entry}]},
+                                           ":version": {"S": version},
+                                           ":expires": {"N": str(now + self.KEEP_SECONDS)}},
+            )
+        except Exception as e:  # noqa: BLE001 - a record never fails the request
+            if "ConditionalCheckFailed" not in str(e):
+                logging.warning("coalmine router: which version served %s was not recorded (%s); late feedback on "
+                                "it will not find its version", unit, e)
+                return
+        if len(self.recorded) >= 100_000:
+            self.recorded.clear()
+        self.recorded[(profile, unit)] = version
+
+    def history(self, profile, unit):
+        """Every version that served the unit, oldest first: dicts of version, since,
+        assignment, replicate, release."""
+        item = self._client().get_item(TableName=self.table, Key={"profile": {"S": profile}, "unit": {"S": unit}},
+                                       ConsistentRead=True).get("Item", {})
+        out = []
+        for entry in item.get("versions", {}).get("L", []):
+            m = entry.get("M", {})
+            if "version" in m and "since" in m:
+                out.append({
+                    "version": m["version"]["S"], "since": int(m["since"]["N"]),
+                    "assignment": m.get("assignment", {}).get("S", "stable"),
+                    "replicate": int(m["replicate"]["N"]) if "replicate" in m else None,
+                    "release": m.get("release", {}).get("S"),
+                })
+        return out
+
+    def version_at(self, profile, unit, at):
+        """The record of the version that served `unit` at `at` (seconds since the epoch,
+        the answer's time), or None."""
+        history = self.history(profile, unit)
+        for served in reversed(history):
+            if served["since"] <= at:
+                return served
+        if history and at + self.RECORD_SLACK_SECONDS >= history[0]["since"]:
+            return history[0]
+        return None
+
+
+class Router:
+    """Routes units by the cohort its source gives, and invokes the alias it names; given
+    a `served` log and the `profile` it keeps records under, records which version served
+    each unit."""
+
+    def __init__(self, source, stable_alias="live", emit=print, served=None, profile=None):
         self.source = source
         self.stable_alias = stable_alias
         self.emit = emit
+        self.served = served
+        self.profile = profile
 
     def route(self, unit, attributes=None):
         cohort = self.source.cohort()
@@ -228,4 +314,7 @@ class Router:
             "RoutedRequests": 1, "RoutedErrors": 1 if out.get("FunctionError") else 0,
             "RoutedLatency": waited_ms,
         }))
+        if self.served is not None and self.profile:
+            cohort = self.source.cohort()
+            self.served.record(self.profile, unit, decision, version, cohort.release if cohort else None)
         return decision, answer

@@ -187,3 +187,61 @@ def test_an_invocation_goes_to_the_routed_alias_and_its_line_names_the_version_t
     expected = str(coalmine_router.bucket(release, "carol") % coalmine_router.REPLICATES)
     assert (line["Assignment"], line["Replicate"]) == ("pinned", expected)
     assert coalmine_router.route(coalmine_router.Cohort.from_json(dict(VECTORS["cohort"], threshold=0)), "").replicate is None
+
+
+def served_table():
+    dynamodb = boto3.client("dynamodb")
+    name = f"coalmine-served-{uuid.uuid4().hex[:8]}"
+    dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "profile", "KeyType": "HASH"}, {"AttributeName": "unit", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "profile", "AttributeType": "S"},
+                              {"AttributeName": "unit", "AttributeType": "S"}],
+    )
+    return name
+
+
+def test_the_served_log_keeps_each_version_that_served_a_unit_and_finds_the_one_at_an_answers_time():
+    class Lambda:
+        version = "2"
+
+        def invoke(self, **kw):
+            return {"Payload": io.BytesIO(b"{}"), "ExecutedVersion": self.version}
+
+    class Fixed:
+        def cohort(self):
+            return coalmine_router.Cohort.from_json(dict(VECTORS["cohort"], threshold=10_000))
+
+    class Counting:
+        def __init__(self):
+            self.client, self.writes = boto3.client("dynamodb"), 0
+
+        def update_item(self, **kw):
+            self.writes += 1
+            return self.client.update_item(**kw)
+
+        def get_item(self, **kw):
+            return self.client.get_item(**kw)
+
+    clock, table, counting = Clock(), served_table(), Counting()
+    clock.now = 1_800_000_000
+    log = coalmine_router.ServedLog(table, client=counting, clock=clock)
+    client = Lambda()
+    router = coalmine_router.Router(Fixed(), emit=lambda _: None, served=log, profile="ai-handler.live")
+    for _ in range(3):
+        router.invoke(client, "ai-handler", "user-36")
+    assert counting.writes == 1, "a conversation's later turns write nothing"
+    clock.now += 300
+    client.version = "1"  # rolled back: the same user now gets the stable
+    router.invoke(client, "ai-handler", "user-36")
+
+    # Another process (a feedback function) with its own log object, as the Rust one reads.
+    reader = coalmine_router.ServedLog(table)
+    history = reader.history("ai-handler.live", "user-36")
+    assert [(h["version"], h["assignment"]) for h in history] == [("2", "drawn"), ("1", "drawn")]
+    release = VECTORS["cohort"]["release"]
+    assert history[0]["replicate"] == coalmine_router.replicate(release, "user-36")
+    assert history[0]["release"] == release
+    assert reader.version_at("ai-handler.live", "user-36", 1_800_000_010)["version"] == "2"
+    assert reader.version_at("ai-handler.live", "user-36", 1_800_000_400)["version"] == "1"
+    assert reader.version_at("ai-handler.live", "nobody", 1_800_000_400) is None
