@@ -121,8 +121,8 @@ impl<'a> Tests<'a> {
 
     /// How stage `i`'s counts are weighed for `test`: as they are where requests are the
     /// unit; for a cohort stage, divided by the design effect its replicates show (the
-    /// stage's weighting once they are dropped), or not at all while too few groups of
-    /// units have traffic.
+    /// stage's weighting once they are dropped), not at all while no unit is drawn, and
+    /// per request when the groups do not carry the test's metric.
     pub fn weighting(&self, i: usize, test: &str, measure: Measure<'_>) -> Weighting {
         let sample = &self.samples[i];
         if let Some(kept) = sample.weighting.get(test) {
