@@ -199,8 +199,8 @@ fn cohorts(releases: usize) -> String {
          output tokens (normal, sigma {} and {}), all the same on both versions; a user is on the candidate when the \
          router's draw of (release, user) is below the stage's share. **Judged by units** is the judge of decision \
          0021: the metric source answers in the router's sixteen replicate groups of users, and each test divides \
-         both sides' counts by the design effect their spread shows (at its upper {} bound), or weighs nothing \
-         while fewer than {} groups of the canary's have users. **Judged by requests** is the judge before it, on the \
+         both sides' counts by the design effect their spread shows (at its upper {} bound); a canary spanning \
+         fewer than {} groups counts each group as one user at most. **Judged by requests** is the judge before it, on the \
          same sticky traffic, counting requests as independent.\n\n### Healthy releases rolled back\n\nBy a test: \
          what `false_rollback_rate` bounds. For want of data: a stage whose canary never served `min_requests` (in a \
          5% stage of 50 users, often nobody at all) held for `max_hold_seconds` and was rolled back, as the \
