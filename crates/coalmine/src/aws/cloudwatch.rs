@@ -218,11 +218,12 @@ fn shadow_dimensions(release: &str, version: &str) -> Vec<Dimension> {
 
 /// One side's dimensions, as its target's kind names them.
 fn side_dimensions(target: &Target, id: &str, config: Option<&str>, role: Role) -> Vec<Dimension> {
-    target
-        .metric_dimensions(id, config, role)
-        .into_iter()
-        .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-        .collect()
+    dimensions(target.metric_dimensions(id, config, role))
+}
+
+/// Named values as CloudWatch's dimensions.
+fn dimensions(named: Vec<(&'static str, String)>) -> Vec<Dimension> {
+    named.into_iter().map(|(name, value)| Dimension::builder().name(name).value(value).build()).collect()
 }
 
 fn query(
@@ -411,16 +412,11 @@ fn standard_queries(
 
 /// A cohort release's queries: the drawn units on the candidate (`c`) and the units on
 /// the stable (`s`), each whole and in its replicate groups (`c0`..`c15`); the pinned
-/// units whole (`p`) when the release pins some; the custom gates by version, as the
-/// handler publishes them.
+/// units whole (`p`) when the release pins some; the custom gates by version, and also by
+/// assignment (`ca`, `sa`, `pa`) and in groups, for a handler that publishes them by unit.
 fn unit_queries(q: &MetricQuery<'_>, units: &UnitMetrics, period: i32) -> Vec<MetricDataQuery> {
-    let dims = |id: &str, assignment: &str, replicate: Option<u32>| -> Vec<Dimension> {
-        units
-            .dimensions(id, assignment, replicate)
-            .into_iter()
-            .map(|(name, value)| Dimension::builder().name(name).value(value).build())
-            .collect()
-    };
+    let dims =
+        |id: &str, assignment: &str, replicate: Option<u32>| dimensions(units.dimensions(id, assignment, replicate));
     let mut queries = Vec::new();
     let mut sides = vec![('c', q.canary, "drawn"), ('s', q.stable, "stable")];
     if q.pins {
