@@ -128,7 +128,7 @@ async fn a_release_shadowed_then_deployed_with_guardrails_bakes_and_ends_promote
     // The history keeps the newest checks: from the shadow's end on.
     let said = reasons(&done);
     for step in [
-        "Shadow passed (healthy: canary".to_owned(),
+        "Shadow passed (healthy: ".to_owned(),
         format!("SageMaker deploys {}: canary 10% of capacity", e.next),
         format!("SageMaker deploying: Updating ({} deploying: AllTraffic: Baking). healthy", e.next),
         format!("Promoted: SageMaker's deployment of {} completed and coalmine found it healthy", e.next),

@@ -103,14 +103,13 @@ impl Tests<'_> {
         }
         let batches = poisson_batches(counts);
         let name = format!("{} limit", gate.metric);
-        self.standing(test, name, batches, 2.0, |e| {
-            format!(
-                "canary {} {} over the stages, more than max {max} per {} s: {e}",
-                gate.name(),
-                count(seen),
-                gate.period_seconds
-            )
-        })
+        let detail = format!(
+            "canary {} {} over the stages, more than max {max} per {} s",
+            gate.name(),
+            count(seen),
+            gate.period_seconds
+        );
+        self.standing(test, name, batches, 2.0, detail)
     }
 
     /// Events per a denominator at most `max`: Poisson in the denominator; pinned units'
@@ -131,10 +130,9 @@ impl Tests<'_> {
         let expected = max * expected;
         let batches = poisson_batches(counts);
         let name = format!("{} rate limit", gate.metric);
-        self.standing(test, name, batches, 2.0, |e| {
-            let observed = if expected > 0.0 { seen * max / expected } else { 0.0 };
-            format!("canary {} per {} {observed:.4}, above max {max}: {e}", gate.name(), per_name(gate))
-        })
+        let observed = if expected > 0.0 { seen * max / expected } else { 0.0 };
+        let detail = format!("canary {} per {} {observed:.4}, above max {max}", gate.name(), per_name(gate));
+        self.standing(test, name, batches, 2.0, detail)
     }
 
     fn vs_stable(
@@ -148,7 +146,7 @@ impl Tests<'_> {
     ) -> crate::release::judge::evalues::Standing {
         let rho0 = 1.0 + ratio;
         let batches = Self::split_batches(splits, rho0);
-        self.standing(vs_stable_id(i, gate), name, batches, split_detect(rho0), |e| format!("{detail}: {e}"))
+        self.standing(vs_stable_id(i, gate), name, batches, split_detect(rho0), detail)
     }
 
     /// The share of canary values past a threshold, per stage, against what the gate's
@@ -191,19 +189,18 @@ impl Tests<'_> {
         let canary_at =
             self.samples.last().and_then(|s| s.metrics.canary.custom_percentiles.get(i)?.get(at?).copied().flatten());
         let values = match (canary_at, stable_at(last)) {
-            (Some(c), Some(s)) => format!("; p{level} canary {c:.0}, stable {s:.0}"),
-            (Some(c), None) => format!("; p{level} canary {c:.0}"),
+            (Some(c), Some(s)) => format!("p{level} {c:.0} against the stable's {s:.0}: "),
+            (Some(c), None) => format!("p{level} {c:.0}: "),
             _ => String::new(),
         };
-        self.standing(test, name, batches, share_detect(p0), |e| {
-            format!(
-                "canary {} {what} on {:.0}% of {} values (its p{level} within it allows {:.0}%{values}): {e}",
-                gate.name(),
-                if all > 0.0 { past_threshold / all * 100.0 } else { 0.0 },
-                count(all),
-                p0 * 100.0
-            )
-        })
+        let detail = format!(
+            "canary {} {values}{:.0}% of {} values {what}, where a p{level} within the limit leaves at most {:.0}%",
+            gate.name(),
+            if all > 0.0 { past_threshold / all * 100.0 } else { 0.0 },
+            count(all),
+            p0 * 100.0
+        );
+        self.standing(test, name, batches, share_detect(p0), detail)
     }
 }
 
@@ -343,7 +340,7 @@ mod tests {
         let expected = Mixture::default().log_e(|r| proportion_log_lr(&by_hand, r));
         assert!((shift.log_e - expected).abs() < 1e-9, "{} vs {expected}", shift.log_e);
         assert!(
-            shift.detail.contains("more than 20% above the stable's p50 on 43% of 1000 values"),
+            shift.detail.contains("43% of 1000 values more than 20% above the stable's p50, where a p50 within the limit leaves at most 50%"),
             "{}",
             shift.detail
         );
@@ -409,7 +406,11 @@ mod tests {
 
         assert_eq!(evidence.verdict, Verdict::Healthy, "{:?}", evidence.reasons);
         assert_eq!(evidence.dry_run.len(), 1);
-        assert!(evidence.summary().contains("SchemaFailures rate 100% (dry run)"), "{}", evidence.summary());
+        assert!(
+            evidence.summary().contains("nearest a rollback: SchemaFailures rate (dry run), 100% of the way"),
+            "{}",
+            evidence.summary()
+        );
         assert!(
             evidence.summary().contains("dry run: would roll back: canary AIService/SchemaFailures Sum per request"),
             "{}",

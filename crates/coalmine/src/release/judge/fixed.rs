@@ -30,7 +30,7 @@ pub fn judge(gates: &Gates, states: &[(String, AlarmState)], metrics: Option<&Me
     failed.extend(latency_checks(gates, &m.canary, &m.stable));
     failed.extend(custom_checks(gates, &m.canary, &m.stable));
     if failed.is_empty() {
-        evidence.reasons.push(healthy(&m.canary, &m.stable));
+        evidence.reasons.push(healthy(gates, &m.canary, &m.stable));
     } else {
         evidence.verdict = Verdict::Unhealthy;
         evidence.reasons = failed;
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(e.verdict, Verdict::Inconclusive);
         assert_eq!(e.summary(), "inconclusive: 0 canary requests, fewer than min_requests 1");
         let one = judge(&g, &[], Some(&snapshot(side(1.0, 0.0, None), side(10_000.0, 0.0, None))));
-        assert!(one.summary().starts_with("healthy: canary 1 requests"), "{}", one.summary());
+        assert!(one.summary().starts_with("healthy: 1 canary requests; errors 0.00% vs 0.00%"), "{}", one.summary());
     }
 
     #[test]

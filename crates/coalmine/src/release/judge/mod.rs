@@ -230,14 +230,46 @@ pub(crate) fn too_few(requests: f64, min_requests: u64) -> String {
     format!("inconclusive: {} canary requests, fewer than min_requests {min_requests}", count(requests))
 }
 
-/// What a healthy verdict says: "healthy: canary 1000 requests, error rate 0.10%, p95
-/// 850 ms; stable error rate 0.12%".
-pub(crate) fn healthy(canary: &SideMetrics, stable: &SideMetrics) -> String {
-    format!(
-        "healthy: canary {} requests, error rate {}, p95 {}; stable error rate {}",
-        count(canary.requests),
-        rate(canary).map(pct).unwrap_or_else(|| "n/a".into()),
-        canary.p95_ms.map(|p| format!("{p:.0} ms")).unwrap_or_else(|| "n/a".into()),
-        rate(stable).map(pct).unwrap_or_else(|| "n/a".into()),
-    )
+/// What a healthy verdict says: the two sides' figures side by side, "healthy: 900
+/// canary requests; errors 0.40% vs 0.50%, p95 852 vs 802 ms, OutputTokens 800 vs 400
+/// (+100%, limit +20%)".
+pub(crate) fn healthy(gates: &Gates, canary: &SideMetrics, stable: &SideMetrics) -> String {
+    format!("healthy: {} canary requests; {}", count(canary.requests), figures(gates, canary, stable))
+}
+
+/// The canary's figures against the stable's, each gate's with its limit: what a person
+/// scanning a status or a message compares.
+pub fn figures(gates: &Gates, canary: &SideMetrics, stable: &SideMetrics) -> String {
+    let or_na = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
+    let mut said = vec![format!("errors {} vs {}", or_na(rate(canary).map(pct)), or_na(rate(stable).map(pct)))];
+    match (canary.p95_ms, stable.p95_ms) {
+        (Some(c), Some(s)) => said.push(format!("p95 {c:.0} vs {s:.0} ms")),
+        (Some(c), None) => said.push(format!("p95 {c:.0} ms")),
+        _ => {}
+    }
+    for (i, gate) in gates.custom.iter().enumerate() {
+        let (c, s) = (canary.custom.get(i).copied().flatten(), stable.custom.get(i).copied().flatten());
+        let Some(c) = c else { continue };
+        let mut notes = Vec::new();
+        if let Some(s) = s.filter(|s| *s > 0.0) {
+            notes.push(format!("{:+.0}%", (c / s - 1.0) * 100.0));
+        }
+        notes.extend(gate.max_increase_ratio.map(|r| format!("limit +{:.0}%", r * 100.0)));
+        notes.extend(gate.max_decrease_ratio.map(|r| format!("limit -{:.0}%", r * 100.0)));
+        notes.extend(gate.max.map(|m| format!("max {}", figure(m))));
+        notes.extend(gate.min.map(|m| format!("min {}", figure(m))));
+        let stable = s.map(|s| format!(" vs {}", figure(s))).unwrap_or_default();
+        let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join(", ")) };
+        said.push(format!("{} {}{stable}{notes}", gate.metric, figure(c)));
+    }
+    said.join(", ")
+}
+
+/// A metric's value with the digits that matter: 812, 3.4, 0.052.
+pub fn figure(value: f64) -> String {
+    match value.abs() {
+        v if v >= 100.0 || v == 0.0 => format!("{value:.0}"),
+        v if v >= 1.0 => format!("{value:.1}"),
+        _ => format!("{value:.3}"),
+    }
 }

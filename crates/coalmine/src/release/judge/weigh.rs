@@ -220,14 +220,13 @@ impl<'a> Tests<'a> {
         name: String,
         batches: Vec<(usize, Weigh<'_>)>,
         detect: f64,
-        detail: impl Fn(&str) -> String,
+        detail: String,
     ) -> Standing {
         let log_e = self.mixture.log_e(|r| batches.iter().map(|(_, weigh)| weigh(r)).sum());
         let current = self.samples.len().saturating_sub(1);
         let now: Vec<&Weigh<'_>> = batches.iter().filter(|(s, _)| *s == current).map(|(_, w)| w).collect();
         // A test that saw nothing in this stage has nothing to settle.
         let log_accept = (!now.is_empty()).then(|| -now.iter().map(|weigh| weigh(detect)).sum::<f64>());
-        let detail = detail(&format!("e = {} >= {:.0}", e(log_e), self.threshold.exp()));
         Standing { test, name, log_e, threshold: self.threshold, detail, enforced: true, log_accept }
     }
 
@@ -282,14 +281,4 @@ pub(super) fn split_detect(rho0: f64) -> f64 {
 /// The same for a share tested against `p0`: twice it, or halfway to all of them.
 pub(super) fn share_detect(p0: f64) -> f64 {
     (DETECT_RATIO * p0).min((1.0 + p0) / 2.0) / p0.max(1e-9)
-}
-
-/// An e-value as a person reads it: 37, or 10^12 when it is astronomically past any
-/// threshold.
-fn e(log_e: f64) -> String {
-    if log_e < 10_000_f64.ln() {
-        format!("{:.0}", log_e.exp())
-    } else {
-        format!("10^{:.0}", log_e / std::f64::consts::LN_10)
-    }
 }

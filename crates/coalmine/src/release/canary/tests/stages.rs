@@ -30,7 +30,11 @@ async fn a_healthy_release_bakes_advances_promotes() {
 
     let p = world.tick(&r, Some(p), T0 + 1500).await.unwrap();
     assert_eq!((p.status, p.wait_seconds), (Status::Promoted, 0));
-    assert!(p.reason.starts_with("Promoted: stage 100% baked; healthy: canary 1000 requests"), "{}", p.reason);
+    assert!(
+        p.reason.starts_with("Promoted: stage 100% baked; healthy: 1000 canary requests; errors 0.10% vs 0.10%"),
+        "{}",
+        p.reason
+    );
     assert_eq!(world.live().stamp.unwrap().phase, Phase::Promoted, "an alarm no longer reverts it");
     assert_eq!(world.router.write_count(), 4, "three stages and the promotion's record");
     assert!(world.sent().is_empty());
@@ -254,7 +258,7 @@ async fn an_evidence_driven_stage_at_its_longest_bake_follows_on_insufficient_da
     assert_eq!((p.status, p.stage), (Status::Holding, 0), "{}", p.reason);
     assert!(
         p.reason.starts_with(
-            "inconclusive after 30m: errors could not yet rule out twice the tolerance; so far canary 1000 requests"
+            "inconclusive after 30m: errors could not yet rule out twice the tolerance; so far 1000 canary requests"
         ),
         "{}",
         p.reason
