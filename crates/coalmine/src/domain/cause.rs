@@ -55,6 +55,14 @@ impl RolledBackBy {
         })
     }
 
+    /// The person who took the traffic away, when a person did.
+    pub fn person(&self) -> Option<&str> {
+        match self {
+            RolledBackBy::Operator { who, .. } => Some(who),
+            _ => None,
+        }
+    }
+
     /// How the execution's cause begins.
     pub fn headline(&self) -> &'static str {
         match self {

@@ -105,9 +105,10 @@ impl<P: Ports> CanaryTick<'_, P> {
             _ => None,
         };
         warn!(release = %release, target = %target, decision = "rolled_back", rolled_back_by = by.as_str(), alarm, "{reason}");
+        let who = by.person().map(str::to_owned);
         progress.rolled_back_by = Some(by);
         left(&mut progress, live);
-        progress.finish(self.now, Status::RolledBack, reason, None)
+        progress.finish(self.now, Status::RolledBack, reason, None).made_by(who.as_deref())
     }
 
     async fn outside_change(&self, mut progress: Progress, live: Split) -> Result<Progress> {
@@ -192,9 +193,10 @@ impl<P: Ports> CanaryTick<'_, P> {
             .await
             .map_err(|e| unsent(&release.release, "the rollback's message", e))?;
         let reason = format!("{} at {}: {why}", by.headline(), self.at(&progress));
+        let who = by.person().map(str::to_owned);
         progress.rolled_back_by = Some(by);
         left(&mut progress, outcome.after());
-        Ok(self.done(progress, Status::RolledBack, reason, evidence))
+        Ok(self.done(progress, Status::RolledBack, reason, evidence).made_by(who.as_deref()))
     }
 }
 

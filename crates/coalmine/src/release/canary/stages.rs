@@ -134,7 +134,10 @@ impl<P: Ports> CanaryTick<'_, P> {
             self.at(&progress),
             self.release.release
         );
+        // Said once, when the pause began: the checks it holds after are the judge's.
+        let began = progress.status != Status::Paused;
         self.keep(progress, Status::Paused, self.release.check_every_seconds, reason, Some(evidence))
+            .made_by(began.then_some(who))
     }
 
     /// A stage that waits for approval: judged every check, the team asked once, rolled
@@ -177,7 +180,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         self.write(&look.live, &desired, "promoting").await?;
         progress.weight = self.release.stages[last].weight();
         let reason = format!("Promoted by {by} (promote --full) from {}; {verdict}", self.at(&progress));
-        Ok(self.promoted(progress, reason, look, verdict).await)
+        Ok(self.promoted(progress, reason, look, verdict).await.made_by(Some(by)))
     }
 
     /// The last stage baked: recorded on the target first, so that from here on an alarm
@@ -192,7 +195,7 @@ impl<P: Ports> CanaryTick<'_, P> {
             baked(look, progress.watched_seconds),
             carried_out(look, stage.approval)
         );
-        Ok(self.promoted(progress, reason, look, verdict).await)
+        Ok(self.promoted(progress, reason, look, verdict).await.made_by(requested_by(look, stage.approval)))
     }
 
     /// The release ends promoted (already recorded on the target). A dry run that would
@@ -235,7 +238,9 @@ impl<P: Ports> CanaryTick<'_, P> {
         progress.kind.last_written = Written::of(&written);
         progress.enter_stage(self.now);
         let wait = release.check_every_seconds.min(release.stages[next].longest_bake().max(1));
-        Ok(self.keep(progress, Status::Advanced, wait, reason, Some(&look.evidence)))
+        Ok(self
+            .keep(progress, Status::Advanced, wait, reason, Some(&look.evidence))
+            .made_by(requested_by(look, approval)))
     }
 
     /// A write conditional on the read. Someone moved the traffic in between: the tick
@@ -287,6 +292,15 @@ fn bake_over(stage: &Stage, elapsed: u64, evidence: &mut Evidence) -> (bool, boo
         )];
     }
     (true, false)
+}
+
+/// Who let the stage go on, if anyone: an approval where one was needed, or a promotion.
+fn requested_by(look: &Look, approval: bool) -> Option<&str> {
+    match &look.stamp.request {
+        Some(Request::Approve { by }) if approval => Some(by),
+        Some(Request::Promote { by, .. }) => Some(by),
+        _ => None,
+    }
 }
 
 /// " Approved by jane." or " Promoted by sam.": who let the stage go on, if anyone.

@@ -60,6 +60,10 @@ pub struct Decision {
     /// Made in a shadow phase, before the first stage.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// Who, when a person's request made this decision (an approval, a promotion, a
+    /// pause, an abort): what a report names beside the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// A release's progress; `X` is what its kind keeps beside it (flattened into the same
@@ -210,6 +214,7 @@ impl<X> Progress<X> {
             reason: self.reason.clone(),
             evidence,
             shadow: false,
+            by: None,
         });
         if self.history.len() > HISTORY_LIMIT {
             let excess = self.history.len() - HISTORY_LIMIT;
@@ -225,6 +230,14 @@ impl<X> Progress<X> {
         self.wait_seconds = wait;
         self.reason = reason;
         self.record(now, evidence.and_then(|e| serde_json::to_value(e).ok()));
+        self
+    }
+
+    /// The last decision was made at `who`'s request, if anyone's.
+    pub fn made_by(mut self, who: Option<&str>) -> Self {
+        if let (Some(who), Some(last)) = (who, self.history.last_mut()) {
+            last.by = Some(who.to_owned());
+        }
         self
     }
 

@@ -205,6 +205,7 @@ impl<P: Ports> GuardrailTick<'_, P> {
     ) -> Ticked {
         let endpoint = &self.release.guardrail.endpoint;
         let who = by.describe();
+        let person = by.person().map(str::to_owned);
         g.stopped_because = Some(format!("stopped by {who}"));
         g.stopped_by = Some(by);
         if seen.in_service_on(&self.release.guardrail.endpoint_config) {
@@ -215,7 +216,7 @@ impl<P: Ports> GuardrailTick<'_, P> {
             g.phase = Phase::Stopping;
         }
         let reason = format!("Stopped by {who}: {} goes back to {}", endpoint, g.previous_config);
-        Ok(self.keep(progress, g, Status::Baking, reason, None))
+        Ok(self.keep(progress, g, Status::Baking, reason, None).made_by(person.as_deref()))
     }
 
     /// SageMaker rolled back on its own, sometimes without a reason: the best one there is.

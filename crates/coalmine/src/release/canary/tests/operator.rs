@@ -12,8 +12,10 @@ async fn a_paused_release_is_still_judged_but_does_not_advance_until_resumed() {
     let p = world.tick(&r, Some(p), T0 + 600).await.unwrap();
     assert_eq!((p.status, p.stage, p.wait_seconds), (Status::Paused, 0, 60));
     assert!(p.reason.starts_with("Paused by jane at stage 1 of 3 (5%), bake done"), "{}", p.reason);
+    assert_eq!(p.history.last().unwrap().by.as_deref(), Some("jane"), "a report names who paused it");
     let p = world.tick(&r, Some(p), T0 + 660).await.unwrap();
     assert_eq!((p.status, world.router.write_count()), (Status::Paused, 2), "only the pause was written");
+    assert_eq!(p.history.last().unwrap().by, None, "the checks while paused are the judge's");
 
     operator(&world, Command::Resume).await;
     let p = world.tick(&r, Some(p), T0 + 720).await.unwrap();
@@ -51,6 +53,7 @@ async fn an_approval_stage_waits_asks_the_team_once_and_goes_on_when_approved() 
     let p = world.tick(&r, Some(p), T0 + 1320).await.unwrap();
     assert_eq!((p.status, p.stage), (Status::Advanced, 2));
     assert!(p.reason.contains("Approved by jane."), "{}", p.reason);
+    assert_eq!(p.history.last().unwrap().by.as_deref(), Some("jane"));
     assert_eq!(world.live().stamp.unwrap().request, None, "carried out, then cleared");
 }
 
@@ -116,6 +119,7 @@ async fn an_abort_by_hand_ends_the_release_naming_who_and_why() {
         )
     );
     assert_eq!(p.reason, "Rolled back at stage 1 of 3 (5%) by jane, by hand: answers look truncated");
+    assert_eq!(p.history.last().unwrap().by.as_deref(), Some("jane"));
     assert_eq!(world.sent().len(), 1, "the abort told the team; the release does not again");
     // A later release of the target starts.
     let next = World { router: Router::with([(target(), world.live())]), ..World::new(stable_only()) };
