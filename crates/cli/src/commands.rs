@@ -39,8 +39,11 @@ async fn execute(cli: Cli) -> CliResult<Exit> {
     match command {
         Command::Validate { files, live, output } => validate(&files, live, output, stack).await,
         Command::Start { file, wait } => start(&Context::new(stack).await, &file, wait).await,
-        Command::List { recent, output } => list(&Context::new(stack).await, recent, output).await,
-        Command::Status { release, watch, output } => status(&Context::new(stack).await, &release, watch, output).await,
+        Command::List { recent, wide, output } => list(&Context::new(stack).await, recent, wide, output).await,
+        Command::Status { release, watch, checks, output } => {
+            status(&Context::new(stack).await, &release, watch, checks, output).await
+        }
+        Command::Report { release, file } => report(&Context::new(stack).await, &release, file).await,
         Command::Route { release, unit, attributes, output } => {
             route(&Context::new(stack).await, &release, &unit, &attributes, output).await
         }
@@ -218,17 +221,17 @@ async fn follow(context: &Context, arn: &str) -> CliResult<Exit> {
     }
 }
 
-async fn list(context: &Context, recent: usize, output: Output) -> CliResult<Exit> {
+async fn list(context: &Context, recent: usize, wide: bool, output: Output) -> CliResult<Exit> {
     let runs = Run::list(context, recent).await?;
     match output {
         Output::Json => say!("{}", serde_json::to_string_pretty(&runs).unwrap_or_default()),
         Output::Text if runs.is_empty() => say!("no releases yet: coalmine start FILE starts one"),
-        Output::Text => say_part!("{}", render::table(&runs, now())),
+        Output::Text => say_part!("{}", render::table(&runs, now(), wide)),
     }
     Ok(Exit::Ok)
 }
 
-async fn status(context: &Context, name: &str, watch: bool, output: Output) -> CliResult<Exit> {
+async fn status(context: &Context, name: &str, watch: bool, checks: bool, output: Output) -> CliResult<Exit> {
     let arn = context.execution_arn(name).await?;
     let mut run = Run::load(context, &arn).await?;
     run.now = serving_now(context, &run).await;
@@ -237,7 +240,8 @@ async fn status(context: &Context, name: &str, watch: bool, output: Output) -> C
         return Ok(run.exit());
     }
     if !watch || !run.running() {
-        say!("{}", render::status(&run, now()).join("\n"));
+        let decisions = crate::runs::every_decision(context, &arn).await?;
+        say!("{}", render::status(&run, &decisions, now(), checks).join("\n"));
         return Ok(run.exit());
     }
     if !std::io::stdout().is_terminal() {
@@ -245,6 +249,28 @@ async fn status(context: &Context, name: &str, watch: bool, output: Output) -> C
         return follow(context, &arn).await;
     }
     watch_live(context, &arn, run).await
+}
+
+/// `coalmine report`: the page, written where asked; its path on stdout, so a script
+/// can attach it.
+async fn report(context: &Context, name: &str, file: Option<std::path::PathBuf>) -> CliResult<Exit> {
+    let arn = context.execution_arn(name).await?;
+    let run = Run::load(context, &arn).await?;
+    let decisions = crate::runs::every_decision(context, &arn).await?;
+    let page = crate::report::page(&run, &decisions, now()).map_err(|e| CliError::new(Exit::Error, e))?;
+    let file = file.unwrap_or_else(|| format!("{name}.html").into());
+    if file.as_os_str() == "-" {
+        crate::out::print(&page);
+        return Ok(Exit::Ok);
+    }
+    std::fs::write(&file, page).map_err(|e| {
+        CliError::new(
+            Exit::Error,
+            format!("cannot write the report to {}: {e}; name another file with -o", file.display()),
+        )
+    })?;
+    say!("{}", file.display());
+    Ok(Exit::Ok)
 }
 
 /// `coalmine route`: the answer every "why did I get the new model?" ticket asks for,

@@ -2,10 +2,12 @@
 //! rollback and stepper functions: every rule it applies (validation, the start's
 //! checks, operator requests, rolling back) is the library's own.
 
+mod chart;
 mod commands;
 mod context;
 mod out;
 mod render;
+mod report;
 mod runs;
 
 use std::path::PathBuf;
@@ -77,20 +79,35 @@ pub enum Command {
         /// How many ended releases to show beside the ones in flight.
         #[arg(long, default_value_t = 10)]
         recent: usize,
+        /// Whole target names, the next check, and each side by name (wider than 120 columns).
+        #[arg(long)]
+        wide: bool,
         /// Text for people, or JSON for scripts.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// A release's timeline, its current bake, and a chart of what the judge saw.
+    /// A release's stages, its current bake, and a chart of what the judge saw.
     Status {
         /// The release's name, as in its file.
         release: String,
         /// Keep following until it ends.
         #[arg(long)]
         watch: bool,
+        /// Every check, instead of one line per stage.
+        #[arg(long)]
+        checks: bool,
         /// Text for people, or JSON for scripts (the raw evidence included).
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+    /// One self-contained HTML page about a release, for an incident or a pull request:
+    /// why it ended as it did, the traffic, each gate's chart, every check.
+    Report {
+        /// The release's name, as in its file.
+        release: String,
+        /// Where to write the page (default: RELEASE.html here); `-` for standard output.
+        #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+        file: Option<PathBuf>,
     },
     /// Which version a unit (a user, a conversation) of a cohort release gets now, and why.
     Route {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use coalmine::domain::split::WEIGHT_TOLERANCE;
 use coalmine::release::core::preflight::Check;
-use coalmine::release::core::progress::Decision;
+use coalmine::release::core::progress::{Decision, Status};
 use coalmine::release::{AnyProgress as Progress, Document};
 use coalmine::text::{describe, percent};
 
@@ -26,21 +26,74 @@ pub fn checks(checks: &[Check]) -> String {
         .collect()
 }
 
-/// The release's decisions as a timeline, each line once.
+/// Every check as a timeline (`status --checks`), each line once.
 pub fn timeline(stages: usize, progress: &Progress) -> Vec<String> {
     let mut lines = Vec::new();
     if progress.history_dropped > 0 {
         lines.push(format!("  ({} earlier checks not kept)", progress.history_dropped));
     }
+    lines.extend(checks_timeline(stages, progress.started_at, &progress.history));
+    lines
+}
+
+fn checks_timeline(stages: usize, started_at: u64, decisions: &[Decision]) -> Vec<String> {
+    let mut lines = Vec::new();
     let mut last = String::new();
-    for decision in &progress.history {
+    for decision in decisions {
         let line = decision_line(decision, stages);
         if line != last {
-            lines.push(format!("  [t+{:>6}] {line}", duration(decision.at.saturating_sub(progress.started_at))));
+            lines.push(format!("  [t+{:>6}] {line}", duration(decision.at.saturating_sub(started_at))));
         }
         last = line;
     }
     lines
+}
+
+/// One line per stage (and the shadow): how it ended or where it is, how long it took,
+/// and what the judge last said of it, in words.
+pub fn stage_lines(run: &Run, stages: usize, decisions: &[Decision], now: u64) -> Vec<String> {
+    let groups: Vec<&[Decision]> = decisions.chunk_by(|a, b| a.shadow == b.shadow && a.stage == b.stage).collect();
+    let end = run.stopped_at.map_or(now, |s| s.max(0) as u64);
+    let mut lines = Vec::new();
+    for (i, group) in groups.iter().enumerate() {
+        let (first, last) = (&group[0], &group[group.len() - 1]);
+        let next = groups.get(i + 1).map(|g| &g[0]);
+        let outcome = match next {
+            Some(next) => match (&next.by, last.status) {
+                (Some(who), Status::AwaitingApproval) => format!("approved by {who}"),
+                (Some(who), _) => format!("promoted by {who}"),
+                (None, _) => "passed".to_owned(),
+            },
+            None if !run.running() => match last.status {
+                Status::RolledBack => "rolled back".to_owned(),
+                Status::Promoted => "promoted".to_owned(),
+                _ => run.state(),
+            },
+            None => last.status.as_str().replace('_', " "),
+        };
+        let took = next.map_or(end, |n| n.at).saturating_sub(first.at);
+        let at = if first.shadow { "shadow".to_owned() } else { format!("stage {}/{stages}", first.stage + 1) };
+        let weight = if first.shadow { "0%".to_owned() } else { percent(first.weight) };
+        let checks = group.len();
+        // The rollback's own reason says why; a stage that went on, what the judge last saw.
+        let said = match last.status {
+            Status::RolledBack | Status::Promoted if next.is_none() => last.reason.clone(),
+            _ => group.iter().rev().find_map(judged).unwrap_or_else(|| last.reason.clone()),
+        };
+        lines.push(format!(
+            "  {at:<10} {weight:>4}  {outcome:<17} {took:>6}  {checks:>3} check{}  {said}",
+            if checks == 1 { " " } else { "s" },
+            took = duration(took),
+        ));
+    }
+    lines
+}
+
+/// What the judge said of a check, without the step's own words around it.
+fn judged(decision: &Decision) -> Option<String> {
+    let reasons = decision.evidence.as_ref()?.get("reasons")?.as_array()?;
+    let said: Vec<&str> = reasons.iter().filter_map(Value::as_str).collect();
+    (!said.is_empty()).then(|| said.join("; "))
 }
 
 pub fn decision_line(decision: &Decision, stages: usize) -> String {
@@ -64,8 +117,7 @@ pub fn sparkline(values: &[Option<f64>], max: f64) -> String {
 
 /// Weight, and canary against stable error rate and p95, over the decisions kept: a
 /// chart drawn from the evidence the judge recorded.
-pub fn chart(progress: &Progress) -> Vec<String> {
-    let decisions = &progress.history;
+pub fn chart(decisions: &[Decision]) -> Vec<String> {
     if decisions.is_empty() {
         return Vec::new();
     }
@@ -92,24 +144,27 @@ pub fn chart(progress: &Progress) -> Vec<String> {
     };
     let pct = |v: f64| format!("{v:.2}%");
     let ms = |v: f64| format!("{v:.0} ms");
-    // Canary and stable on one scale, so the bars compare.
+    // Canary and stable on one scale, so the bars compare; a measure no check had is left out.
     let pair = |label: &str, read: &dyn Fn(&Value) -> Option<f64>, unit: &dyn Fn(f64) -> String| {
         let (canary, stable) = (metric("canary", read), metric("stable", read));
         let top = max(&[&canary, &stable]);
-        format!(
-            "  {label:<11} canary {}  {}   stable {}  {}",
-            sparkline(&canary, top),
-            range(&canary, unit),
-            sparkline(&stable, top),
-            range(&stable, unit)
-        )
+        canary.iter().chain(&stable).any(Option::is_some).then(|| {
+            format!(
+                "  {label:<11} canary {}  {}   stable {}  {}",
+                sparkline(&canary, top),
+                range(&canary, unit),
+                sparkline(&stable, top),
+                range(&stable, unit)
+            )
+        })
     };
-    vec![
-        format!("  chart of the last {} checks, canary against stable", decisions.len()),
+    let mut lines = vec![
+        format!("  chart of {} checks, canary against stable", decisions.len()),
         format!("  weight      {}  {}", sparkline(&weights, 1.0), range(&weights, &|w| percent(w))),
-        pair("error rate", &rate, &pct),
-        pair("p95", &p95, &ms),
-    ]
+    ];
+    lines.extend(pair("error rate", &rate, &pct));
+    lines.extend(pair("p95", &p95, &ms));
+    lines
 }
 
 /// `release X on T: canary version 42, RUNNING (baking)`
@@ -139,15 +194,26 @@ pub fn ending(run: &Run) -> Option<String> {
     Some(format!("  => {} after {took}: {how}", run.status))
 }
 
-pub fn status(run: &Run, now: u64) -> Vec<String> {
+/// `coalmine status`: the stages, the bake, a chart; `every_check` lists each check instead
+/// of each stage. `decisions` are all the release made (a progress keeps its last few).
+pub fn status(run: &Run, decisions: &[Decision], now: u64, every_check: bool) -> Vec<String> {
     let mut lines = vec![header(run)];
     if let (Some(document), Some(progress)) = (&run.release, &run.progress) {
-        lines.extend(timeline(document.stages(), progress));
+        let decisions = if decisions.is_empty() { progress.history.as_slice() } else { decisions };
+        if every_check {
+            lines.extend(checks_timeline(document.stages(), progress.started_at, decisions));
+        } else {
+            lines.extend(stage_lines(run, document.stages(), decisions, now));
+        }
+        if let (Some(last), true) = (decisions.last(), run.running()) {
+            let ago = duration(now.saturating_sub(last.at));
+            lines.push(format!("  last check {ago} ago: {}", last.reason));
+        }
         if let Some(dry_run) = &progress.dry_run {
             lines.push(format!("  dry run: {}", dry_run.describe()));
         }
         lines.extend(document.details(progress, run.running(), now));
-        let chart = chart(progress);
+        let chart = chart(decisions);
         if !chart.is_empty() {
             lines.push(String::new());
             lines.extend(chart);
@@ -179,32 +245,49 @@ pub fn status(run: &Run, now: u64) -> Vec<String> {
 
 /// Who serves the target as the release left it: "version 41", or "version 41 95%,
 /// version 42 5%". A guardrail release's fleets are SageMaker's to say.
-fn serving(run: &Run) -> String {
+fn serving(run: &Run, named: bool) -> String {
     let Some((target, left)) =
         run.release.as_ref().zip(run.progress.as_ref()).and_then(|(r, p)| Some((r.target(), r.as_left(p)?)))
     else {
         return "-".to_owned();
     };
-    let target = &target;
+    let side = |id: &str| if named { target.side(id) } else { id.to_owned() };
     match &left.canary {
-        Some(canary) if left.canary_weight >= 1.0 - WEIGHT_TOLERANCE => target.side(canary),
+        Some(canary) if left.canary_weight >= 1.0 - WEIGHT_TOLERANCE => side(canary),
         Some(canary) if !left.canary_is_zero() => format!(
             "{} {}, {} {}",
-            target.side(&left.stable),
+            side(&left.stable),
             percent(1.0 - left.canary_weight),
-            target.side(canary),
+            side(canary),
             percent(left.canary_weight)
         ),
-        _ => target.side(&left.stable),
+        _ => side(&left.stable),
     }
 }
 
-pub fn table(runs: &[Run], now: u64) -> String {
+/// `coalmine list`: fits a 120-column terminal, long names cut short; `wide`, whole, with
+/// the next check and who serves each side by name.
+pub fn table(runs: &[Run], now: u64, wide: bool) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
-    table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "WEIGHT", "SERVING", "IN STAGE", "NEXT CHECK", "STARTED"]);
+    if wide {
+        table.set_header([
+            "RELEASE",
+            "TARGET",
+            "STATE",
+            "STAGE",
+            "WEIGHT",
+            "SERVING",
+            "IN STAGE",
+            "NEXT CHECK",
+            "STARTED",
+        ]);
+    } else {
+        table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "SERVING", "STARTED"]);
+    }
     for run in runs {
-        let target = run.release.as_ref().map(|r| r.target().to_string()).unwrap_or_default();
+        let target = run.release.as_ref().map(|r| if wide { r.target().to_string() } else { r.target().short_name() });
+        let target = target.unwrap_or_default();
         let stages = run.release.as_ref().map_or(0, Document::stages);
         let (stage, weight, in_stage, next) = match &run.progress {
             Some(p) => {
@@ -212,20 +295,52 @@ pub fn table(runs: &[Run], now: u64) -> String {
                 (
                     format!("{}/{stages}", p.stage + 1),
                     percent(p.weight),
-                    if run.running() { duration(now.saturating_sub(p.stage_entered_at)) } else { "-".into() },
-                    if run.running() {
-                        format!("in {}", duration((last + p.wait_seconds).saturating_sub(now)))
-                    } else {
-                        "-".into()
-                    },
+                    run.running().then(|| duration(now.saturating_sub(p.stage_entered_at))),
+                    run.running().then(|| format!("in {}", duration((last + p.wait_seconds).saturating_sub(now)))),
                 )
             }
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            None => ("-".into(), "-".into(), None, None),
         };
         let started = format!("{} ago", duration(now.saturating_sub(run.started_at as u64)));
-        table.add_row([run.name.clone(), target, run.state(), stage, weight, serving(run), in_stage, next, started]);
+        if wide {
+            let dash = || "-".to_owned();
+            table.add_row([
+                run.name.clone(),
+                target,
+                run.state(),
+                stage,
+                weight,
+                serving(run, true),
+                in_stage.unwrap_or_else(dash),
+                next.unwrap_or_else(dash),
+                started,
+            ]);
+        } else {
+            // The time in the stage beside it: what a person scanning for a stuck release reads.
+            let stage = match in_stage {
+                Some(for_) => format!("{stage} {weight} {for_}"),
+                None => format!("{stage} {weight}"),
+            };
+            table.add_row([
+                fit(&run.name, 22),
+                fit(&target, 34),
+                fit(&run.state(), 17),
+                fit(&stage, 14),
+                fit(&serving(run, false), 12),
+                fit(&started, 10),
+            ]);
+        }
     }
     format!("{table}\n")
+}
+
+/// `text` in at most `width` characters, cut with an ellipsis.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{kept}…")
 }
 
 #[cfg(test)]
@@ -294,17 +409,17 @@ mod tests {
     }
 
     fn status_of(run: &Run) -> Vec<String> {
-        status(run, 2000)
+        status(run, &[], 2000, false)
     }
 
     #[test]
     fn a_rolled_back_release_shows_the_weight_it_left_and_what_serves_now() {
         let run = rolled_back_at_100();
-        let table = table(std::slice::from_ref(&run), 2000);
+        let table = table(std::slice::from_ref(&run), 2000, true);
         let row = table.lines().find(|l| l.trim_start().starts_with("r ")).unwrap();
         assert!(row.contains("rolled_back") && row.contains(" 0% ") && row.contains("version 2"), "{table}");
         assert!(!row.contains("100%"), "{table}");
-        let status = status(&run, 2000);
+        let status = status_of(&run);
         assert_eq!(
             status.last().unwrap(),
             "  as the release left it: version 2 serves all traffic, no canary",
@@ -337,7 +452,7 @@ mod tests {
             on: vec!["OutputTokens".into()],
             detail: "canary OutputTokens above the stable's".into(),
         });
-        let status = status(&run, 2000);
+        let status = status_of(&run);
         assert!(
             status.contains(
                 &"  dry run: would have rolled back at stage 1 (5%), 14m in, on OutputTokens (canary OutputTokens \
@@ -363,6 +478,7 @@ mod tests {
             reason: reason.into(),
             evidence: None,
             shadow: false,
+            by: None,
         };
         let progress: Progress = serde_json::from_value(serde_json::json!({
             "stage": 0, "weight": 0.05, "stable": "1",
@@ -382,5 +498,67 @@ mod tests {
         let lines = timeline(release.stages(), &progress);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(lines[1], "  [t+    1m] stage 1/2   5%  baking            healthy");
+    }
+
+    #[test]
+    fn status_says_each_stage_once_with_how_it_ended_and_who_let_it_go_on() {
+        let mut run = rolled_back_at_100();
+        let judged = |at, stage, weight, status, by: Option<&str>| Decision {
+            at,
+            stage,
+            weight,
+            status,
+            reason: format!("step at {at}"),
+            evidence: Some(serde_json::json!({"reasons": [format!("healthy: judged at {at}")]})),
+            shadow: false,
+            by: by.map(str::to_owned),
+        };
+        let decisions = [
+            judged(1000, 0, 0.05, Status::Advanced, None),
+            judged(1020, 0, 0.05, Status::Baking, None),
+            judged(1040, 0, 0.05, Status::AwaitingApproval, None),
+            judged(1060, 1, 1.0, Status::Advanced, Some("jane")),
+            Decision {
+                reason: "Rolled back by the rollback function on alarm a".into(),
+                ..judged(1100, 1, 0.0, Status::RolledBack, None)
+            },
+        ];
+        run.progress.as_mut().unwrap().history = decisions.to_vec();
+        let lines = status(&run, &decisions, 2000, false);
+        assert_eq!(lines[1], "  stage 1/2    5%  approved by jane      1m    3 checks  healthy: judged at 1040");
+        assert_eq!(
+            lines[2],
+            "  stage 2/2  100%  rolled back          40s    2 checks  Rolled back by the rollback function on alarm a"
+        );
+        assert!(!lines.iter().any(|l| l.contains("[t+")), "no check by check: {lines:#?}");
+        let every = status(&run, &decisions, 2000, true);
+        assert_eq!(every.iter().filter(|l| l.contains("[t+")).count(), 5, "{every:#?}");
+    }
+
+    #[test]
+    fn a_list_fits_120_columns_with_azure_targets_and_is_whole_when_wide() {
+        let mut run = rolled_back_at_100();
+        run.name = "chat-model-2-with-a-name-longer-than-most".into();
+        run.release = Some(
+            Document::parse(&serde_json::json!({
+                "release": run.name,
+                "target": {"azureml": {"subscription": "00000000-1111-2222-3333-444444444444", "resource_group": "ml-prod",
+                           "workspace": "ml-workspace", "endpoint": "chat-endpoint", "stable_deployment": "blue",
+                           "canary_deployment": "green"}},
+                "stages": [{"percent": 5, "bake_seconds": 60}, {"percent": 100, "bake_seconds": 600}], "check_every_seconds": 60
+            }))
+            .unwrap(),
+        );
+        let narrow = table(std::slice::from_ref(&run), 2000, false);
+        for line in narrow.lines() {
+            assert!(line.trim_end().chars().count() <= 120, "{} columns: {line}", line.chars().count());
+        }
+        assert!(narrow.contains("azureml:chat-endpoint:blue→green"), "{narrow}");
+        let wide = table(std::slice::from_ref(&run), 2000, true);
+        assert!(
+            wide.contains("azureml:00000000-1111-2222-3333-444444444444:ml-prod:ml-workspace:chat-endpoint:blue:green"),
+            "{wide}"
+        );
+        assert!(wide.contains(&run.name), "{wide}");
     }
 }

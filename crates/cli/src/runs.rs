@@ -3,6 +3,7 @@
 //! running execution has no output yet).
 
 use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
+use coalmine::release::core::progress::Decision;
 use coalmine::release::AnyProgress as Progress;
 use coalmine::release::Document;
 use serde::Serialize;
@@ -205,6 +206,44 @@ fn failure_text(error: Option<&str>, cause: Option<&str>) -> String {
         (None, Some(error), _) => error.to_owned(),
         (None, None, _) => "an error it did not name".to_owned(),
     }
+}
+
+/// Every decision the release made, from the whole execution history: each progress
+/// keeps only its last few, but every tick's output is in the history.
+pub async fn every_decision(context: &Context, execution_arn: &str) -> CliResult<Vec<Decision>> {
+    let mut progresses = Vec::new();
+    let mut next = None;
+    loop {
+        let out = context
+            .sfn
+            .get_execution_history()
+            .execution_arn(execution_arn)
+            .max_results(1000)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| aws_failure("states:GetExecutionHistory", e))?;
+        progresses.extend(out.events().iter().filter_map(progress_in));
+        next = out.next_token().map(str::to_owned);
+        if next.is_none() {
+            break;
+        }
+    }
+    Ok(merged(progresses.iter().map(|p| p.history.as_slice())))
+}
+
+/// The histories of successive progresses as one: each decision once, in time order.
+fn merged<'a>(histories: impl Iterator<Item = &'a [Decision]>) -> Vec<Decision> {
+    let mut decisions: Vec<Decision> = Vec::new();
+    for history in histories {
+        for decision in history {
+            if !decisions.iter().rev().take(64).any(|kept| kept == decision) {
+                decisions.push(decision.clone());
+            }
+        }
+    }
+    decisions.sort_by_key(|d| d.at);
+    decisions
 }
 
 fn progress_in(event: &HistoryEvent) -> Option<Progress> {

@@ -191,6 +191,7 @@ async fn main() {
     cohort_scene(&local, &shell, &cohorts, &name).await;
 
     shell.run(&["list"]).await;
+    reports(&shell, &run).await;
     println!("done in {:.0}s.", setup.elapsed().as_secs_f64());
     // Where this build put the CLI (CARGO_TARGET_DIR may sit outside the clone).
     let cli_path = bootstrap_path("coalmine");
@@ -357,6 +358,26 @@ fn print_message(message: Option<&coalmine_tests::Received>) {
         say("what the team read on SNS:");
         for line in message.message.lines() {
             println!("      {line}");
+        }
+    }
+}
+
+/// Every release of this run, as a page a person opens: in `.demo/reports/` of the
+/// clone, which outlives the demo's scratch folder.
+async fn reports(shell: &Shell<'_>, run: &str) {
+    let folder = coalmine_tests::workspace_root().join(".demo/reports");
+    std::fs::create_dir_all(&folder).expect("create .demo/reports");
+    let (_, listed) = shell.0.run(&["list", "--recent", "100", "--output", "json"]);
+    let runs: Vec<Value> = serde_json::from_str(&listed).unwrap_or_default();
+    let mut names: Vec<&str> = runs.iter().filter_map(|r| r["name"].as_str()).filter(|n| n.ends_with(run)).collect();
+    names.reverse();
+    say(format!("the report of each release, for an incident or a pull request ({} in all):", names.len()));
+    for name in names {
+        let file = folder.join(format!("{name}.html"));
+        let (code, text) = shell.0.run(&["report", name, "-o", &file.display().to_string()]);
+        match code {
+            0 => println!("  {}", file.strip_prefix(coalmine_tests::workspace_root()).unwrap_or(&file).display()),
+            _ => println!("  {name}: the report failed: {}", text.trim()),
         }
     }
 }

@@ -136,6 +136,11 @@ impl Document {
         each_kind!(self, r: K => <K as Operated>::plan_json(r))
     }
 
+    /// The gates a decision was judged by: a shadow phase's (`shadow`), or the stages'.
+    pub fn judged_by(&self, shadow: bool) -> self::judge::gates::Gates {
+        each_kind!(self, r: K => <K as Operated>::judged_by(r, shadow))
+    }
+
     /// "canary version 42, RUNNING (baking)": what is released, and where it is.
     pub fn headline(&self, progress: Option<&AnyProgress>, state: &str, running: bool) -> String {
         each_kind!(self, r: K => {

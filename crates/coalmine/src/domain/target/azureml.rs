@@ -120,6 +120,14 @@ impl Kind for AzureMlDeployments {
         }
     }
 
+    /// Subscription, resource group and workspace are the same on every row of a team's list.
+    fn short_name(&self) -> String {
+        match &self.stable_deployment {
+            Some(stable) => format!("azureml:{}:{stable}→{}", self.endpoint, self.canary_deployment),
+            None => format!("azureml:{}:{}", self.endpoint, self.canary_deployment),
+        }
+    }
+
     fn side_noun(&self) -> &'static str {
         "deployment"
     }

@@ -38,6 +38,16 @@ pub enum Target {
 /// kind in its own module.
 trait Kind {
     fn write_name(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+    /// The name a list shows in a narrow column: what tells targets apart at a glance.
+    fn short_name(&self) -> String {
+        struct Named<'a, K: ?Sized>(&'a K);
+        impl<K: Kind + ?Sized> fmt::Display for Named<'_, K> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_name(f)
+            }
+        }
+        Named(self).to_string()
+    }
     /// What one side is called: "version", "variant", "deployment".
     fn side_noun(&self) -> &'static str;
     fn has_fixed_roles(&self) -> bool;
@@ -203,6 +213,12 @@ impl Target {
 
     /// A version, variant or deployment as a person names it: "version 41", "variant
     /// stable", "deployment blue".
+    /// The target as a narrow column shows it (`azureml:chat-endpoint:blue→green`); its
+    /// whole name where there is room.
+    pub fn short_name(&self) -> String {
+        self.kind().short_name()
+    }
+
     pub fn side(&self, id: &str) -> String {
         format!("{} {id}", self.kind().side_noun())
     }

@@ -33,6 +33,7 @@ use crate::release::core::ending::SafetyOutcome;
 use crate::release::core::operate::{Bake, Command, Operated, Routed};
 use crate::release::core::preflight::Check;
 use crate::release::core::{ReleaseKind, Tick};
+use crate::release::judge::gates::Gates;
 use crate::text::describe;
 use spec::Release;
 
@@ -102,6 +103,13 @@ impl Operated for Release {
 
     fn plan_json(&self) -> Value {
         serde_json::to_value(self.plan()).unwrap_or(Value::Null)
+    }
+
+    fn judged_by(&self, shadow: bool) -> Gates {
+        match self.shadow.as_ref().filter(|_| shadow) {
+            Some(phase) => Gates { custom: phase.gates(&self.release), ..self.gates.clone() },
+            None => self.gates.clone(),
+        }
     }
 
     fn headline(&self, progress: Option<&Progress>, state: &str, _running: bool) -> String {

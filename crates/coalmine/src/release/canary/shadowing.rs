@@ -20,8 +20,8 @@ use crate::ports::{MetricQuery, ShadowFeeds, TrafficRouter};
 use crate::release::canary::progress::{CanaryProgress, Progress, ShadowRun, Written};
 use crate::release::canary::CanaryTick;
 use crate::release::core::health::observe;
+use crate::release::core::operate::Operated;
 use crate::release::core::progress::Status;
-use crate::release::judge::gates::Gates;
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
 use crate::rollback::record_rollback;
@@ -71,7 +71,7 @@ impl<P: Ports> CanaryTick<'_, P> {
     pub(super) async fn shadow_tick(&self, mut progress: Progress, live: Split, run: ShadowRun) -> Result<Progress> {
         let release = self.release;
         let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
-        let gates = Gates { custom: shadow.gates(&release.release), ..release.gates.clone() };
+        let gates = release.judged_by(true);
         // A Lambda shadow is read off the shadow function's counts; a mirror, off the
         // candidate deployment's own metrics.
         let fed = release.shadow_feed(&progress.stable).is_some();

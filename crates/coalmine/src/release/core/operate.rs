@@ -71,6 +71,9 @@ pub trait Operated: ReleaseKind {
     /// The plan as `coalmine validate --output json` gives it.
     fn plan_json(&self) -> Value;
 
+    /// The gates a decision was judged by: a shadow phase's (`shadow`), or the stages'.
+    fn judged_by(&self, shadow: bool) -> crate::release::judge::gates::Gates;
+
     /// What is being released and where it is, as a status's first line says it after
     /// the target: "canary version 42, RUNNING (baking)", `state` being the execution's.
     fn headline(&self, progress: Option<&Progress<Self::Extra>>, state: &str, running: bool) -> String;

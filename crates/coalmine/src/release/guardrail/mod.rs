@@ -199,6 +199,11 @@ impl Operated for GuardrailRelease {
         view::plan_json(self)
     }
 
+    /// A guardrail release's shadow and deployment are judged by the same gates.
+    fn judged_by(&self, _shadow: bool) -> crate::release::judge::gates::Gates {
+        self.judged_gates()
+    }
+
     fn headline(&self, progress: Option<&GuardrailProgressOf>, state: &str, running: bool) -> String {
         let endpoint = progress.and_then(|p| p.kind.guardrail.as_ref()).filter(|_| running);
         format!(
