@@ -13,7 +13,7 @@ TEMPLATES := infra/template.yaml infra/example-alarms.yaml infra/router.yaml
 ASL := infra/statemachine/release.asl.json
 
 
-.PHONY: simulate bench setup setup-infra bins build package deploy test test-rust test-infra unit lint lint-layers lint-docs lint-rust lint-infra fmt \
+.PHONY: simulate bench setup setup-infra setup-browser bins build package deploy test test-rust test-infra unit lint lint-layers lint-docs lint-rust lint-infra fmt \
         demo local-aws-start local-aws-stop ci clean
 
 setup:
@@ -21,6 +21,10 @@ setup:
 
 setup-infra: setup
 	@scripts/setup-infra
+
+# Chromium and playwright-core, for the test that opens `coalmine report`'s pages.
+setup-browser: setup
+	@scripts/setup-browser
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
@@ -48,7 +52,7 @@ deploy: package
 
 test: test-rust test-infra
 
-test-rust: bins
+test-rust: bins setup-browser
 	scripts/with-local-aws $(CARGO) test --workspace --no-fail-fast
 
 # The template's tests, and a real `sam deploy` of it into the local AWS (which runs the

@@ -25,6 +25,7 @@ use coalmine_emf::Metrics;
 use serde_json::Value;
 
 pub mod azure;
+pub mod browser;
 pub mod operator;
 pub mod proxy;
 pub mod sagemaker;

@@ -110,25 +110,32 @@ async fn an_operator_validates_starts_pauses_resumes_approves_and_promotes_a_rel
     assert_eq!(done["progress"]["status"], "promoted");
     assert_eq!(s.local.alias_state(&target).await.0, "2");
 
-    // What a person reads afterwards.
+    // What a person reads afterwards: a line per stage, and who let each go on.
     let status = op.ok(&["status", &name]);
-    for part in [
-        "paused by jane",
-        "Waiting for approval",
-        "Approved by jane.",
-        "Promoted by jane.",
-        "chart of the last",
-        "=> SUCCEEDED",
-    ] {
-        assert!(status.to_lowercase().contains(&part.to_lowercase()), "status lacks {part:?}:\n{status}");
+    for part in ["  stage 1/4", "approved by jane", "promoted by jane", "chart of", "=> SUCCEEDED"] {
+        assert!(status.contains(part), "status lacks {part:?}:\n{status}");
     }
-    // Healthy checks say how far each test is from a rollback, in words; the raw
-    // e-values are for scripts.
-    assert!(status.contains("of the way to a rollback"), "{status}");
-    assert!(!status.contains("e = ") && !status.contains("closest:"), "{status}");
+    let stage_lines = status.lines().filter(|l| l.starts_with("  stage ")).count();
+    assert_eq!(stage_lines, 4, "one line per stage, not per check:\n{status}");
+    // Healthy checks say the two sides' figures in words; the raw e-values are for scripts.
+    assert!(status.contains("errors 0.00% vs 0.50%"), "{status}");
+    assert!(!status.contains("e = ") && !status.contains("10^"), "{status}");
+    let every = op.ok(&["status", &name, "--checks"]);
+    for part in ["paused by jane", "Waiting for approval", "Approved by jane.", "Promoted by jane."] {
+        assert!(every.to_lowercase().contains(&part.to_lowercase()), "status --checks lacks {part:?}:\n{every}");
+    }
+    // The report: why it ended, who did what and when, every check, in a real browser.
+    let seen = coalmine_tests::browser::report_in_a_browser(&op, &s.local, &name, "lambda-promoted").await;
+    assert_eq!(seen.state.as_deref(), Some("promoted"), "{:?}", seen.verdict);
+    for act in ["paused by jane", "approved by jane; stage 3 at 50%", "promoted by jane"] {
+        assert!(seen.acts.iter().any(|a| a.contains(act)), "who did what lacks {act:?}: {:?}", seen.acts);
+    }
+    for chart in ["traffic", "errors_vs_stable", "error_rate_limit"] {
+        assert!(seen.chart(chart).points > 0);
+    }
     let json = op.ok(&["status", &name, "--output", "json"]);
     assert!(json.contains("\"log_e\"") && json.contains("\"threshold\""), "{json}");
-    let list = op.ok(&["list"]);
+    let list = op.ok(&["list", "--wide"]);
     assert!(list.lines().any(|l| l.contains(&name) && l.contains("promoted")), "{list}");
     let listed: Value = serde_json::from_str(&op.ok(&["list", "--output", "json"])).unwrap();
     assert!(listed.as_array().unwrap().iter().any(|r| r["name"] == name.as_str()));
@@ -200,6 +207,9 @@ async fn abort_ends_a_release_rolled_back_and_the_next_one_is_promoted_in_full()
     let (code, text) = finished(waiting).await;
     assert_eq!(code, 3, "start --wait exits 3 on a rollback:\n{text}");
     assert!(text.contains("Rolled back at stage 1 of 2 (5%) by jane, by hand: answers look truncated"), "{text}");
+    let seen = coalmine_tests::browser::report_in_a_browser(&op, &s.local, &first, "lambda-aborted").await;
+    assert_eq!(seen.state.as_deref(), Some("rolled_back"));
+    assert!(seen.acts.iter().any(|a| a.contains("aborted by jane")), "{:?}", seen.acts);
     let told = s.inbox.receive(1, Duration::from_secs(10)).await;
     assert!(told[0].message.contains("Why:       jane, by hand: answers look truncated"), "{}", told[0].message);
 
@@ -355,6 +365,16 @@ async fn an_azure_release_is_validated_live_started_watched_and_aborted_as_the_o
     assert_eq!(ended["error"], "CanaryRolledBack");
     let stamp = stand_in.resource(&target)["tags"]["coalmine:release"].as_str().unwrap().to_owned();
     assert!(stamp.contains("by=operator:jane"), "{stamp}");
+    let seen = coalmine_tests::browser::report_in_a_browser(&op, &s.local, &name, "azureml-aborted").await;
+    assert_eq!(seen.state.as_deref(), Some("rolled_back"));
+    assert!(seen.acts.iter().any(|a| a.contains("aborted by jane")), "{:?}", seen.acts);
+    let list = op.ok(&["list"]);
+    assert!(list.lines().all(|l| l.chars().count() <= 120), "list fits 120 columns:\n{list}");
+    // Subscription, resource group and workspace left out; whole in --wide.
+    assert!(list.contains("azureml:chat-") && !list.contains("ml-workspace"), "{list}");
+    assert!(target.short_name().ends_with(":blue→green"), "{}", target.short_name());
+    let wide = op.ok(&["list", "--wide"]);
+    assert!(wide.contains(&target.to_string()) && wide.contains(&name), "{wide}");
 }
 
 /// `coalmine` with nothing of the local AWS in its environment but what `env` gives.

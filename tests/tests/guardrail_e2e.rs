@@ -148,6 +148,13 @@ async fn a_release_shadowed_then_deployed_with_guardrails_bakes_and_ends_promote
         "SageMaker watched the release's alarm and the tripwire"
     );
     assert!(asked.shadow_production_variants().is_empty(), "the shadow went with the shadow config");
+    let seen = coalmine_tests::browser::report_in_a_browser(&op, &g.s.local, name, "sagemaker-guardrail").await;
+    assert_eq!(seen.state.as_deref(), Some("promoted"));
+    assert!(seen.chart("errors_vs_stable").points > 0, "the fleets compared");
+    let events = seen.events.join("\n");
+    assert!(events.contains("started: the shadow config"), "{events}");
+    assert!(events.contains(&format!("SageMaker's deployment of {}", e.next)), "{events}");
+    assert!(events.ends_with("promoted"), "{events}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

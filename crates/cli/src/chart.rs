@@ -8,10 +8,10 @@ use plotters::prelude::*;
 
 use coalmine::text::duration;
 
-const CANARY: RGBColor = RGBColor(214, 96, 39);
-const STABLE: RGBColor = RGBColor(44, 110, 170);
-const LIMIT: RGBColor = RGBColor(70, 70, 70);
-const ROLLBACK: RGBColor = RGBColor(190, 30, 45);
+pub const CANARY: RGBColor = RGBColor(214, 96, 39);
+pub const STABLE: RGBColor = RGBColor(44, 110, 170);
+pub const LIMIT: RGBColor = RGBColor(70, 70, 70);
+pub const ROLLBACK: RGBColor = RGBColor(190, 30, 45);
 const BAND: [RGBColor; 2] = [RGBColor(244, 246, 249), RGBColor(232, 237, 244)];
 const GRID: RGBColor = RGBColor(226, 226, 226);
 const FONT: &str = "sans-serif";
@@ -41,11 +41,9 @@ pub struct Span {
 /// rollback the evidence had come at each check.
 pub struct GateSeries<'a> {
     pub unit: &'a str,
-    pub canary_label: &'a str,
     pub canary: Vec<(f64, f64)>,
     pub stable: Vec<(f64, f64)>,
     pub tolerance: Vec<(f64, f64)>,
-    pub tolerance_label: &'a str,
     /// 0 to 100.
     pub way: Vec<(f64, f64)>,
 }
@@ -57,7 +55,8 @@ fn failed<E: std::fmt::Debug>(what: &str) -> impl Fn(E) -> Failed + '_ {
 }
 
 /// The candidate's share of traffic over time (a step at each check), the stages as
-/// bands, and numbered markers where something happened.
+/// bands, and numbered markers where something happened. The legends are the page's, in
+/// HTML beside each chart, where they never cover a point.
 pub fn traffic(span: &Span, weights: &[(f64, f64)]) -> Result<String, Failed> {
     let mut svg = String::new();
     {
@@ -72,9 +71,9 @@ pub fn traffic(span: &Span, weights: &[(f64, f64)]) -> Result<String, Failed> {
         bands(&mut chart, span, 0.0, 105.0).map_err(failed("traffic"))?;
         chart
             .configure_mesh()
-            .light_line_style(GRID)
+            .light_line_style(TRANSPARENT)
             .bold_line_style(GRID)
-            .x_labels(8)
+            .x_labels(x_labels(span))
             .y_labels(6)
             .x_label_formatter(&|t| duration(t.max(0.0) as u64))
             .y_label_formatter(&|y| format!("{y:.0}%"))
@@ -83,16 +82,11 @@ pub fn traffic(span: &Span, weights: &[(f64, f64)]) -> Result<String, Failed> {
             .draw()
             .map_err(failed("traffic"))?;
         let steps = steps(weights, span.end);
-        chart
-            .draw_series(LineSeries::new(steps, CANARY.stroke_width(2)))
-            .map_err(failed("traffic"))?
-            .label("candidate's share of requests")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], CANARY.stroke_width(2)));
+        chart.draw_series(LineSeries::new(steps, CANARY.stroke_width(2))).map_err(failed("traffic"))?;
         chart
             .draw_series(weights.iter().map(|&(t, w)| Circle::new((t, w), 3, CANARY.filled())))
             .map_err(failed("traffic"))?;
         markers(&mut chart, span, 105.0).map_err(failed("traffic"))?;
-        legend(&mut chart).map_err(failed("traffic"))?;
         root.present().map_err(failed("traffic"))?;
     }
     Ok(svg)
@@ -128,7 +122,7 @@ fn values(area: &DrawingArea<SVGBackend<'_>, Shift>, span: &Span, series: &GateS
     bands(&mut chart, span, 0.0, top).map_err(failed("gate"))?;
     chart
         .configure_mesh()
-        .light_line_style(GRID)
+        .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .disable_x_mesh()
         .y_labels(5)
@@ -136,28 +130,26 @@ fn values(area: &DrawingArea<SVGBackend<'_>, Shift>, span: &Span, series: &GateS
         .label_style((FONT, 12))
         .draw()
         .map_err(failed("gate"))?;
-    if !series.tolerance.is_empty() {
-        chart
-            .draw_series(DashedLineSeries::new(series.tolerance.clone(), 6, 4, LIMIT.stroke_width(1)))
-            .map_err(failed("gate"))?
-            .label(series.tolerance_label)
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], LIMIT.stroke_width(1)));
-    }
-    for (points, colour, label) in [(&series.stable, STABLE, "stable"), (&series.canary, CANARY, series.canary_label)] {
-        if points.is_empty() {
-            continue;
-        }
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
-            .map_err(failed("gate"))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+    // The tolerance as it stood at each check: a dash there, dashed between.
+    let dash = span.end / 120.0;
+    chart
+        .draw_series(DashedLineSeries::new(series.tolerance.clone(), 6, 4, LIMIT.stroke_width(1)))
+        .map_err(failed("gate"))?;
+    chart
+        .draw_series(
+            series
+                .tolerance
+                .iter()
+                .map(|&(t, v)| PathElement::new(vec![(t - dash, v), (t + dash, v)], LIMIT.stroke_width(2))),
+        )
+        .map_err(failed("gate"))?;
+    for (points, colour) in [(&series.stable, STABLE), (&series.canary, CANARY)] {
+        chart.draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2))).map_err(failed("gate"))?;
         chart
             .draw_series(points.iter().map(|&(t, v)| Circle::new((t, v), 3, colour.filled())))
             .map_err(failed("gate"))?;
     }
     markers(&mut chart, span, top).map_err(failed("gate"))?;
-    legend(&mut chart).map_err(failed("gate"))?;
     Ok(())
 }
 
@@ -171,9 +163,9 @@ fn way(area: &DrawingArea<SVGBackend<'_>, Shift>, span: &Span, way: &[(f64, f64)
         .map_err(failed("evidence"))?;
     chart
         .configure_mesh()
-        .light_line_style(GRID)
+        .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
-        .x_labels(8)
+        .x_labels(x_labels(span))
         .y_labels(3)
         .x_label_formatter(&|t| duration(t.max(0.0) as u64))
         .y_label_formatter(&|y| format!("{y:.0}%"))
@@ -229,14 +221,9 @@ fn markers(chart: &mut Chart<'_, '_>, span: &Span, high: f64) -> Result<(), Draw
     Ok(())
 }
 
-fn legend<'a>(chart: &mut Chart<'a, 'a>) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 12))
-        .background_style(WHITE.mix(0.85))
-        .border_style(GRID)
-        .draw()
+/// As many time labels as there are whole seconds to label, up to eight.
+fn x_labels(span: &Span) -> usize {
+    (span.end as usize + 1).clamp(2, 8)
 }
 
 /// A share that holds from one check to the next: a step at each.
@@ -269,11 +256,9 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 3, "one per check");
         let series = GateSeries {
             unit: "%",
-            canary_label: "canary",
             canary: vec![(0.0, 1.0), (60.0, 4.0)],
             stable: vec![(0.0, 0.5), (60.0, 0.5)],
             tolerance: vec![(0.0, 0.5), (60.0, 0.5)],
-            tolerance_label: "tolerance",
             way: vec![(0.0, 10.0), (60.0, 100.0)],
         };
         let svg = gate(&span(), &series).unwrap();

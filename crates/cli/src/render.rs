@@ -285,6 +285,7 @@ pub fn table(runs: &[Run], now: u64, wide: bool) -> String {
     } else {
         table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "SERVING", "STARTED"]);
     }
+    let widths = name_widths(runs);
     for run in runs {
         let target = run.release.as_ref().map(|r| if wide { r.target().to_string() } else { r.target().short_name() });
         let target = target.unwrap_or_default();
@@ -321,9 +322,10 @@ pub fn table(runs: &[Run], now: u64, wide: bool) -> String {
                 Some(for_) => format!("{stage} {weight} {for_}"),
                 None => format!("{stage} {weight}"),
             };
+            let (release_width, target_width) = widths;
             table.add_row([
-                fit(&run.name, 22),
-                fit(&target, 34),
+                fit(&run.name, release_width),
+                fit(&target, target_width),
                 fit(&run.state(), 17),
                 fit(&stage, 14),
                 fit(&serving(run, false), 12),
@@ -332,6 +334,17 @@ pub fn table(runs: &[Run], now: u64, wide: bool) -> String {
         }
     }
     format!("{table}\n")
+}
+
+/// The columns a narrow list has for release and target names: what 120 columns leave
+/// beside the others, the release's name cut first down to 22.
+fn name_widths(runs: &[Run]) -> (usize, usize) {
+    const ROOM: usize = 55;
+    let longest = |name: &dyn Fn(&Run) -> usize| runs.iter().map(name).max().unwrap_or(0);
+    let release = longest(&|r: &Run| r.name.chars().count()).max("RELEASE".len());
+    let target = longest(&|r: &Run| r.release.as_ref().map_or(0, |d| d.target().short_name().chars().count()));
+    let release = release.min(ROOM.saturating_sub(target).max(22));
+    (release, ROOM - release)
 }
 
 /// `text` in at most `width` characters, cut with an ellipsis.

@@ -96,10 +96,10 @@ pub fn page(run: &Run, decisions: &[Decision], generated_at: u64) -> Result<Stri
     let checks: Vec<Check<'_>> = decisions.iter().map(|d| Check::of(d, started_at)).collect();
     let last_at = decisions.last().map_or(started_at, |d| d.at);
     let end = ended_at.unwrap_or(last_at).max(last_at).max(started_at + 1);
-    let events = events(decisions, run);
+    let events = events(document, decisions, run);
     let span = Span {
         end: (end - started_at) as f64,
-        bands: bands(&checks, document.stages(), (end - started_at) as f64),
+        bands: bands(document, &checks, (end - started_at) as f64),
         markers: events
             .iter()
             .enumerate()
@@ -143,7 +143,18 @@ pub fn page(run: &Run, decisions: &[Decision], generated_at: u64) -> Result<Stri
                 }
                 section #traffic {
                     h2 { "Traffic" }
-                    figure.chart data-chart="traffic" data-points=(weights.len()) { (PreEscaped(traffic)) }
+                    figure.chart data-chart="traffic" data-points=(weights.len()) {
+                        p.legend {
+                            @if document.moves_traffic() {
+                                span.key style=(key(chart::CANARY)) {} "the candidate's share of requests, at each check"
+                            } @else {
+                                span.key style=(key(chart::CANARY)) {}
+                                "what coalmine moved (nothing: SageMaker shifts the traffic itself, as the plan below says)"
+                            }
+                            " · the shaded bands are the phases; numbered lines, the events below"
+                        }
+                        (PreEscaped(traffic))
+                    }
                     ol.events {
                         @for event in &events {
                             li { (at(event.at)) ": " (event.what) }
@@ -196,8 +207,12 @@ fn verdict(run: &Run, started_at: u64, end: u64) -> String {
     let took = duration(end.saturating_sub(started_at));
     let at = run.progress.as_ref().map(|p| p.stage + 1);
     let stages = run.release.as_ref().map_or(0, Document::stages);
+    let in_shadow = run.progress.as_ref().and_then(|p| p.history.last()).is_some_and(|d| d.shadow);
     match (run.state().as_str(), at) {
         ("promoted", _) => format!("Promoted after {took}"),
+        ("rolled_back", _) if in_shadow => {
+            format!("Rolled back after {took}, in the shadow: no user was served by the candidate")
+        }
         ("rolled_back", Some(stage)) => format!("Rolled back after {took}, at stage {stage} of {stages}"),
         ("rolled_back", None) => format!("Rolled back after {took}"),
         (state, _) if run.running() => format!("Running ({state}) for {took}"),
@@ -214,21 +229,28 @@ fn candidate(run: &Run) -> String {
 
 /// What happened, in order: the shadow's start and end, each stage, approvals and
 /// pauses (with who), the ending.
-fn events(decisions: &[Decision], run: &Run) -> Vec<Event> {
+fn events(document: &Document, decisions: &[Decision], run: &Run) -> Vec<Event> {
+    let moves = document.moves_traffic();
+    let entered = |d: &Decision| {
+        if moves {
+            format!("stage {} at {}", d.stage + 1, percent(d.weight))
+        } else {
+            document.stage_name(d.stage)
+        }
+    };
     let mut events = Vec::new();
     let mut previous: Option<&Decision> = None;
     for d in decisions {
         let was = previous.map(|p| p.status);
         let what = match (d.status, was) {
             (_, None) if d.shadow => Some("shadow started: the candidate answers copies of live requests".to_owned()),
-            (_, None) => Some(format!("started at {}", percent(d.weight))),
+            (_, None) if moves => Some(format!("started at {}", percent(d.weight))),
+            (_, None) => Some(format!("started: {}", document.stage_name(d.stage))),
             (Status::Advanced, _) if previous.is_some_and(|p| p.shadow) && !d.shadow => {
                 Some(format!("shadow passed; first stage at {}", percent(d.weight)))
             }
-            (Status::Advanced, Some(Status::AwaitingApproval)) => {
-                Some(format!("approved{}; stage {} at {}", by(d), d.stage + 1, percent(d.weight)))
-            }
-            (Status::Advanced, _) => Some(format!("stage {} at {}{}", d.stage + 1, percent(d.weight), promoted_by(d))),
+            (Status::Advanced, Some(Status::AwaitingApproval)) => Some(format!("approved{}; {}", by(d), entered(d))),
+            (Status::Advanced, _) => Some(format!("{}{}", entered(d), promoted_by(d))),
             (Status::AwaitingApproval, Some(Status::AwaitingApproval)) => None,
             (Status::AwaitingApproval, _) => Some(format!("waits for approval at {}", percent(d.weight))),
             (Status::Paused, Some(Status::Paused)) => None,
@@ -268,7 +290,7 @@ fn rolled_back(d: &Decision, run: &Run) -> String {
 }
 
 /// The stretches under one phase: the shadow, then each stage as the decisions entered it.
-fn bands(checks: &[Check<'_>], stages: usize, end: f64) -> Vec<Band> {
+fn bands(document: &Document, checks: &[Check<'_>], end: f64) -> Vec<Band> {
     let mut bands: Vec<(bool, usize, Band)> = Vec::new();
     for check in checks {
         let d = check.decision;
@@ -278,11 +300,7 @@ fn bands(checks: &[Check<'_>], stages: usize, end: f64) -> Vec<Band> {
         if let Some((_, _, last)) = bands.last_mut() {
             last.to = check.t;
         }
-        let label = if d.shadow {
-            "shadow".to_owned()
-        } else {
-            format!("stage {}/{stages} {}", d.stage + 1, percent(d.weight))
-        };
+        let label = if d.shadow { "shadow".to_owned() } else { document.stage_name(d.stage) };
         bands.push((d.shadow, d.stage, Band { from: check.t, to: end, label }));
     }
     bands.into_iter().map(|(_, _, band)| band).collect()
@@ -366,28 +384,24 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
         }
     }
     let mut charts = Vec::new();
-    for key in order {
-        let (shadow, test) = (&key.0, &key.1);
+    for kept in order {
+        let (shadow, test) = (&kept.0, &kept.1);
         let gates = document.judged_by(*shadow);
         let mut rows = Vec::new();
-        let mut series = GateSeries {
-            unit: "",
-            canary_label: if *shadow { "candidate" } else { "canary" },
-            canary: Vec::new(),
-            stable: Vec::new(),
-            tolerance: Vec::new(),
-            tolerance_label: "tolerance",
-            way: Vec::new(),
+        let mut series =
+            GateSeries { unit: "", canary: Vec::new(), stable: Vec::new(), tolerance: Vec::new(), way: Vec::new() };
+        let mut tolerance_label = "tolerance";
+        let canary_label = match (*shadow, test.ends_with("_pinned")) {
+            (_, true) => "pinned units",
+            (true, false) => "candidate (shadow)",
+            (false, false) => "canary",
         };
-        if test.ends_with("_pinned") {
-            series.canary_label = "pinned units";
-        }
         for check in checks.iter().filter(|c| c.decision.shadow == *shadow) {
             let Some(standing) = check.tests.iter().find(|t| &t.test == test) else { continue };
             let measured = check.metrics.as_ref().and_then(|m| measure(test, &gates, m));
             if let Some(m) = &measured {
                 series.unit = m.unit;
-                series.tolerance_label = m.tolerance_label;
+                tolerance_label = m.tolerance_label;
                 series.canary.extend(m.canary.map(|v| (check.t, v)));
                 series.stable.extend(m.stable.map(|v| (check.t, v)));
                 series.tolerance.extend(m.tolerance.map(|v| (check.t, v)));
@@ -395,7 +409,7 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
             series.way.push((check.t, standing.way()));
             rows.push((check, standing.clone(), measured));
         }
-        let name = &names[&key];
+        let name = &names[&kept];
         let svg = chart::gate(span, &series)?;
         let points = series.canary.len() + series.stable.len() + series.way.len();
         let id = format!("{}{}", if *shadow { "shadow:" } else { "" }, test);
@@ -411,6 +425,12 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
                         (if last.way() >= 100.0 { last.detail.clone() } else { format!("{} of the way to a rollback", way_text(last.way())) })
                         @if !last.enforced { " (dry run: said, never rolls back)" }
                     }
+                }
+                p.legend {
+                    span.key style=(key(chart::CANARY)) {} (canary_label)
+                    span.key style=(key(chart::STABLE)) {} "stable"
+                    span.key.dashed style=(key(chart::LIMIT)) {} (tolerance_label)
+                    span.key style=(key(chart::ROLLBACK)) {} "beneath: the evidence's way to a rollback (100% rolls back)"
                 }
                 (PreEscaped(svg))
                 details {
@@ -439,6 +459,11 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
         });
     }
     Ok(charts)
+}
+
+/// A legend's swatch, in the chart's own colour.
+fn key(colour: plotters::style::RGBColor) -> String {
+    format!("background: rgb({}, {}, {})", colour.0, colour.1, colour.2)
 }
 
 fn value(v: Option<f64>, unit: &str) -> String {
@@ -561,6 +586,10 @@ h2 { margin-top: 2.2rem; font-size: 1.2rem; border-bottom: 1px solid #dde; paddi
 figure.chart { margin: 1rem 0; }
 figure.chart svg { max-width: 100%; height: auto; }
 figcaption { margin-bottom: 0.3rem; }
+.legend { font-size: 0.8rem; color: #445; margin: 0.2rem 0; }
+.key { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin: 0 0.3rem 0 0.9rem; }
+.key:first-child { margin-left: 0; }
+.key.dashed { height: 0; border-top: 2px dashed #464646; background: none !important; }
 ol.events li { margin: 0.1rem 0; }
 table { border-collapse: collapse; font-size: 0.85rem; width: 100%; }
 th, td { border-bottom: 1px solid #e4e6ea; padding: 0.25rem 0.4rem; text-align: left; vertical-align: top; }
@@ -675,8 +704,9 @@ mod tests {
             approved,
             aborted,
         ];
+        let run = run(&decisions, "rolled_back");
         let said: Vec<String> =
-            events(&decisions, &run(&decisions, "rolled_back")).into_iter().map(|e| e.what).collect();
+            events(run.release.as_ref().unwrap(), &decisions, &run).into_iter().map(|e| e.what).collect();
         assert_eq!(
             said,
             [

@@ -136,6 +136,16 @@ impl Document {
         each_kind!(self, r: K => <K as Operated>::plan_json(r))
     }
 
+    /// A stage as a report names it: "stage 2/4 25%", "SageMaker's deployment".
+    pub fn stage_name(&self, stage: usize) -> String {
+        each_kind!(self, r: K => <K as Operated>::stage_name(r, stage))
+    }
+
+    /// Whether coalmine itself moves the traffic, stage by stage.
+    pub fn moves_traffic(&self) -> bool {
+        each_kind!(self, r: K => <K as Operated>::moves_traffic(r))
+    }
+
     /// The gates a decision was judged by: a shadow phase's (`shadow`), or the stages'.
     pub fn judged_by(&self, shadow: bool) -> self::judge::gates::Gates {
         each_kind!(self, r: K => <K as Operated>::judged_by(r, shadow))

@@ -105,6 +105,10 @@ impl Operated for Release {
         serde_json::to_value(self.plan()).unwrap_or(Value::Null)
     }
 
+    fn stage_name(&self, stage: usize) -> String {
+        format!("stage {}/{} {}", stage + 1, self.stages.len(), self.share_text(stage))
+    }
+
     fn judged_by(&self, shadow: bool) -> Gates {
         match self.shadow.as_ref().filter(|_| shadow) {
             Some(phase) => Gates { custom: phase.gates(&self.release), ..self.gates.clone() },

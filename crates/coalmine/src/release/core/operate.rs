@@ -74,6 +74,15 @@ pub trait Operated: ReleaseKind {
     /// The gates a decision was judged by: a shadow phase's (`shadow`), or the stages'.
     fn judged_by(&self, shadow: bool) -> crate::release::judge::gates::Gates;
 
+    /// A stage as a report names it: "stage 2/4 25%", "SageMaker's deployment".
+    fn stage_name(&self, stage: usize) -> String;
+
+    /// Whether coalmine itself moves the traffic (a weight per stage), or the platform
+    /// does while coalmine watches (SageMaker's guardrails).
+    fn moves_traffic(&self) -> bool {
+        true
+    }
+
     /// What is being released and where it is, as a status's first line says it after
     /// the target: "canary version 42, RUNNING (baking)", `state` being the execution's.
     fn headline(&self, progress: Option<&Progress<Self::Extra>>, state: &str, running: bool) -> String;

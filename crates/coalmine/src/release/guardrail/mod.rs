@@ -199,6 +199,17 @@ impl Operated for GuardrailRelease {
         view::plan_json(self)
     }
 
+    fn stage_name(&self, stage: usize) -> String {
+        match (stage, &self.shadow) {
+            (0, Some(_)) => "the shadow config".to_owned(),
+            _ => format!("SageMaker's deployment of {}", self.guardrail.endpoint_config),
+        }
+    }
+
+    fn moves_traffic(&self) -> bool {
+        false
+    }
+
     /// A guardrail release's shadow and deployment are judged by the same gates.
     fn judged_by(&self, _shadow: bool) -> crate::release::judge::gates::Gates {
         self.judged_gates()
