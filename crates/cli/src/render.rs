@@ -58,11 +58,16 @@ pub fn stage_lines(run: &Run, stages: usize, decisions: &[Decision], now: u64) -
     for (i, group) in groups.iter().enumerate() {
         let (first, last) = (&group[0], &group[group.len() - 1]);
         let next = groups.get(i + 1).map(|g| &g[0]);
+        // The step into the next stage carries the look that let this one go on.
+        let went_on_healthy = next
+            .and_then(|n| n.evidence.as_ref())
+            .is_none_or(|e| e.get("verdict").and_then(Value::as_str) == Some("healthy"));
         let outcome = match next {
             Some(next) => match (&next.by, last.status) {
                 (Some(who), Status::AwaitingApproval) => format!("approved by {who}"),
                 (Some(who), _) => format!("promoted by {who}"),
-                (None, _) => "passed".to_owned(),
+                (None, _) if went_on_healthy => "passed".to_owned(),
+                (None, _) => "went on unjudged".to_owned(),
             },
             None if !run.running() => match last.status {
                 Status::RolledBack => "rolled back".to_owned(),
@@ -78,7 +83,7 @@ pub fn stage_lines(run: &Run, stages: usize, decisions: &[Decision], now: u64) -
         // The rollback's own reason says why; a stage that went on, what the judge last saw.
         let said = match last.status {
             Status::RolledBack | Status::Promoted if next.is_none() => last.reason.clone(),
-            _ => group.iter().rev().find_map(judged).unwrap_or_else(|| last.reason.clone()),
+            _ => next.into_iter().chain(group.iter().rev()).find_map(judged).unwrap_or_else(|| last.reason.clone()),
         };
         lines.push(format!(
             "  {at:<10} {weight:>4}  {outcome:<17} {took:>6}  {checks:>3} check{}  {said}",
@@ -101,6 +106,9 @@ pub fn decision_line(decision: &Decision, stages: usize) -> String {
     format!("{at:<9} {:>4}  {:<17} {}", percent(decision.weight), decision.status.as_str(), decision.reason)
 }
 
+/// The widest a sparkline gets.
+const CHART_COLUMNS: usize = 60;
+
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 /// A one-line chart of `values` scaled to `max` (missing values as spaces).
@@ -121,6 +129,11 @@ pub fn chart(decisions: &[Decision]) -> Vec<String> {
     if decisions.is_empty() {
         return Vec::new();
     }
+    // One column per check up to a terminal's width; beyond, the last check of each stretch.
+    let every = decisions.len().div_ceil(CHART_COLUMNS);
+    let shown: Vec<Decision> = decisions.chunks(every).filter_map(|c| c.last().cloned()).collect();
+    let checks = decisions.len();
+    let decisions = &shown;
     let weights: Vec<Option<f64>> = decisions.iter().map(|d| Some(d.weight)).collect();
     let metric = |side: &str, f: &dyn Fn(&Value) -> Option<f64>| -> Vec<Option<f64>> {
         decisions
@@ -159,7 +172,7 @@ pub fn chart(decisions: &[Decision]) -> Vec<String> {
         })
     };
     let mut lines = vec![
-        format!("  chart of {} checks, canary against stable", decisions.len()),
+        format!("  chart of {checks} checks, canary against stable"),
         format!("  weight      {}  {}", sparkline(&weights, 1.0), range(&weights, &|w| percent(w))),
     ];
     lines.extend(pair("error rate", &rate, &pct));
@@ -285,7 +298,7 @@ pub fn table(runs: &[Run], now: u64, wide: bool) -> String {
     } else {
         table.set_header(["RELEASE", "TARGET", "STATE", "STAGE", "SERVING", "STARTED"]);
     }
-    let widths = name_widths(runs);
+    let mut narrow: Vec<[String; 6]> = Vec::new();
     for run in runs {
         let target = run.release.as_ref().map(|r| if wide { r.target().to_string() } else { r.target().short_name() });
         let target = target.unwrap_or_default();
@@ -322,10 +335,9 @@ pub fn table(runs: &[Run], now: u64, wide: bool) -> String {
                 Some(for_) => format!("{stage} {weight} {for_}"),
                 None => format!("{stage} {weight}"),
             };
-            let (release_width, target_width) = widths;
-            table.add_row([
-                fit(&run.name, release_width),
-                fit(&target, target_width),
+            narrow.push([
+                run.name.clone(),
+                target,
                 fit(&run.state(), 17),
                 fit(&stage, 14),
                 fit(&serving(run, false), 12),
@@ -333,18 +345,27 @@ pub fn table(runs: &[Run], now: u64, wide: bool) -> String {
             ]);
         }
     }
+    let (release_width, target_width) = name_widths(&narrow);
+    for [release, target, rest @ ..] in narrow {
+        let mut row = vec![fit(&release, release_width), fit(&target, target_width)];
+        row.extend(rest);
+        table.add_row(row);
+    }
     format!("{table}\n")
 }
 
 /// The columns a narrow list has for release and target names: what 120 columns leave
 /// beside the others, the release's name cut first down to 22.
-fn name_widths(runs: &[Run]) -> (usize, usize) {
-    const ROOM: usize = 55;
-    let longest = |name: &dyn Fn(&Run) -> usize| runs.iter().map(name).max().unwrap_or(0);
-    let release = longest(&|r: &Run| r.name.chars().count()).max("RELEASE".len());
-    let target = longest(&|r: &Run| r.release.as_ref().map_or(0, |d| d.target().short_name().chars().count()));
-    let release = release.min(ROOM.saturating_sub(target).max(22));
-    (release, ROOM - release)
+fn name_widths(rows: &[[String; 6]]) -> (usize, usize) {
+    const HEADERS: [&str; 6] = ["RELEASE", "TARGET", "STATE", "STAGE", "SERVING", "STARTED"];
+    let longest = |column: usize| {
+        rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0).max(HEADERS[column].len())
+    };
+    // Each column is padded by a space either side.
+    let others: usize = (2..6).map(longest).sum();
+    let room = 120usize.saturating_sub(others + 2 * HEADERS.len()).max(2 * 22);
+    let release = longest(0).min(room.saturating_sub(longest(1)).max(22));
+    (release, room - release)
 }
 
 /// `text` in at most `width` characters, cut with an ellipsis.
@@ -376,6 +397,25 @@ mod tests {
             "{}",
             decision_line(&progress.history[0], 3)
         );
+    }
+
+    #[test]
+    fn a_long_release_charts_in_a_terminal_width() {
+        let decision = |at: u64| Decision {
+            at,
+            stage: 0,
+            weight: 0.05,
+            status: Status::Baking,
+            reason: String::new(),
+            evidence: None,
+            shadow: false,
+            by: None,
+        };
+        let decisions: Vec<Decision> = (0..2000).map(decision).collect();
+        let lines = chart(&decisions);
+        assert_eq!(lines[0], "  chart of 2000 checks, canary against stable");
+        let columns = lines[1].chars().filter(|c| BARS.contains(c)).count();
+        assert!((50..=CHART_COLUMNS).contains(&columns), "{columns} columns: {}", lines[1]);
     }
 
     #[test]
@@ -538,7 +578,7 @@ mod tests {
         ];
         run.progress.as_mut().unwrap().history = decisions.to_vec();
         let lines = status(&run, &decisions, 2000, false);
-        assert_eq!(lines[1], "  stage 1/2    5%  approved by jane      1m    3 checks  healthy: judged at 1040");
+        assert_eq!(lines[1], "  stage 1/2    5%  approved by jane      1m    3 checks  healthy: judged at 1060");
         assert_eq!(
             lines[2],
             "  stage 2/2  100%  rolled back          40s    2 checks  Rolled back by the rollback function on alarm a"
