@@ -52,6 +52,7 @@ try {
         stable_requests: text(row.querySelector('.stable-requests')),
       })),
       shadow: text(document.querySelector('#shadow .disagreement')),
+      examples: all('#shadow table.examples tbody tr').length,
       // What a reader sees without opening a chart's details.
       prose: document.body.innerText,
     };

@@ -38,6 +38,8 @@ pub struct Seen {
     pub charts: Vec<Chart>,
     pub checks: Vec<Row>,
     pub shadow: Option<String>,
+    /// Rows of the shadow's examples: a request, and what each side answered.
+    pub examples: usize,
     pub prose: String,
     pub errors: Vec<String>,
     pub fetched: Vec<String>,

@@ -92,4 +92,5 @@ async fn a_candidate_that_never_left_its_shadow_shows_its_disagreement_against_t
     assert!(shadow.starts_with("Disagreeing with the answer users got: candidate "), "{shadow}");
     assert!(shadow.contains("the stable asked again (the noise floor) 0.0%"), "{shadow}");
     assert!(seen.chart("shadow:custom[0]_rate_vs_stable").points > 0);
+    assert!(seen.examples > 0, "the requests it answered differently, with both answers");
 }

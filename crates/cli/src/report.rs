@@ -416,7 +416,8 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
         let last = rows.last().map(|(_, s, _)| s.clone());
         let title = if *shadow { format!("shadow: {name}") } else { name.clone() };
         let unit = series.unit;
-        charts.push(html! {
+        let nearest = last.as_ref().map_or(0.0, Standing::way);
+        charts.push((nearest, html! {
             figure.chart.gate data-chart=(id) data-points=(points) {
                 figcaption {
                     strong { (title) }
@@ -456,9 +457,11 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
                     }
                 }
             }
-        });
+        }));
     }
-    Ok(charts)
+    // The gate that rolled the release back first, then the nearest to doing so.
+    charts.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(charts.into_iter().map(|(_, chart)| chart).collect())
 }
 
 /// A legend's swatch, in the chart's own colour.
@@ -675,6 +678,8 @@ mod tests {
         assert!(page.contains(r#"data-verdict="rolled_back">Rolled back after 2m10s, at stage 1 of 2"#), "{page}");
         assert!(page.contains("Rolled back by its health check at stage 1 of 2 (5%): tokens"));
         assert!(page.contains(r#"data-chart="custom[0]_vs_stable" data-points="6""#), "two checks, three series");
+        let crossed = page.find(r#"data-chart="custom[0]_vs_stable""#).unwrap();
+        assert!(crossed < page.find(r#"data-chart="errors_vs_stable""#).unwrap(), "the gate that crossed comes first");
         assert!(
             page.contains("crossed: canary AI/OutputTokens Average p50 800 against the stable&#39;s 400")
                 || page.contains("crossed: canary AI/OutputTokens Average p50 800 against the stable's 400"),
