@@ -68,8 +68,8 @@ async fn doubled_tokens_published_with_the_emf_helper_roll_the_canary_back() {
         Tick { release: &release, execution: &execution, deps: &deps, now: t0 + 60 }.step(Some(started)).await.unwrap();
     assert_eq!(judged.status, Status::RolledBack, "{}", judged.reason);
     assert!(judged.reason.contains("OutputTokens"), "the tokens gate is named: {}", judged.reason);
-    let values = judged.reason.split_once("p50 canary ").expect("the evidence gives both medians").1;
-    let (canary, stable) = values.split_once(", stable ").expect("the stable's median");
+    let values = judged.reason.split_once(" p50 ").expect("the evidence gives both medians").1;
+    let (canary, stable) = values.split_once(" against the stable's ").expect("the stable's median");
     let number = |s: &str| s.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<f64>().unwrap();
     assert!((700.0..900.0).contains(&number(canary)), "canary median near 800: {values}");
     assert!((350.0..450.0).contains(&number(stable)), "stable median near 400: {values}");
