@@ -8,6 +8,7 @@ pub mod event;
 pub mod mapping;
 pub mod metrics;
 pub mod problems;
+pub mod replay;
 pub mod shadow;
 pub mod split;
 pub mod stamp;
