@@ -9,21 +9,21 @@ use std::time::Duration;
 use coalmine::Target;
 use coalmine_tests::browser::report_in_a_browser;
 use coalmine_tests::operator::Operator;
-use coalmine_tests::{unique, Scene, Scratch};
+use coalmine_tests::{unique, Deployed, Scene, Scratch};
 use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(90);
+
+/// The operator of a freshly deployed stack, with a folder for release files.
+fn operator<'a>(s: &'a Scene, deployed: &'a Deployed) -> Operator<'a> {
+    Operator { deployed, topic: &s.inbox.topic_arn, dir: Scratch::new("coalmine-report"), env: Vec::new() }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_rolled_back_on_its_output_tokens_shows_the_gate_crossing_its_tolerance() {
     let s = Scene::connect().await;
     let deployed = s.local.deploy(&s.inbox.topic_arn).await;
-    let op = Operator {
-        deployed: &deployed,
-        topic: &s.inbox.topic_arn,
-        dir: Scratch::new("coalmine-report"),
-        env: Vec::new(),
-    };
+    let op = operator(&s, &deployed);
     let function = unique("ai-handler");
     let target = s.local.seed_lambda_canary(&function, 0.0).await;
     let version = s.local.publish_next_version(&function).await;
@@ -60,12 +60,7 @@ async fn a_model_rolled_back_on_its_output_tokens_shows_the_gate_crossing_its_to
 async fn a_candidate_that_never_left_its_shadow_shows_its_disagreement_against_the_noise_floor() {
     let s = Scene::connect().await;
     let deployed = s.local.deploy(&s.inbox.topic_arn).await;
-    let op = Operator {
-        deployed: &deployed,
-        topic: &s.inbox.topic_arn,
-        dir: Scratch::new("coalmine-report"),
-        env: Vec::new(),
-    };
+    let op = operator(&s, &deployed);
     let classifier = s.local.seed_model("steady", "flips-odd").await;
     let name = unique("ai-classifier");
     let release = json!({

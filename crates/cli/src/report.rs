@@ -7,45 +7,18 @@
 use std::collections::BTreeMap;
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use serde::Deserialize;
 use serde_json::Value;
 
 use coalmine::domain::metrics::{GateKind, MetricSnapshot, SideMetrics};
 use coalmine::release::core::progress::{Decision, Status};
-use coalmine::release::judge::figure;
+use coalmine::release::judge::evalues::Standing;
 use coalmine::release::judge::gates::Gates;
+use coalmine::release::judge::{figure, rate};
 use coalmine::release::Document;
-use coalmine::text::{duration, percent};
+use coalmine::text::{duration, percent, way};
 
 use crate::chart::{self, Band, GateSeries, Marker, Span};
 use crate::runs::Run;
-
-/// A test's standing as the evidence keeps it.
-#[derive(Clone, Debug, Deserialize)]
-struct Standing {
-    test: String,
-    name: String,
-    log_e: f64,
-    threshold: f64,
-    #[serde(default)]
-    detail: String,
-    #[serde(default = "yes")]
-    enforced: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Standing {
-    fn way(&self) -> f64 {
-        if self.threshold > 0.0 {
-            (self.log_e / self.threshold).clamp(0.0, 1.0) * 100.0
-        } else {
-            0.0
-        }
-    }
-}
 
 /// A check as the report reads it: when, where, and what the judge had.
 struct Check<'a> {
@@ -322,7 +295,7 @@ fn measure(test: &str, gates: &Gates, m: &MetricSnapshot) -> Option<Measure> {
     };
     let canary = if pinned { m.pinned.as_ref()? } else { &m.canary };
     let stable = &m.stable;
-    let error_rate = |s: &SideMetrics| (s.requests > 0.0).then(|| s.errors.min(s.requests) / s.requests * 100.0);
+    let error_rate = |s: &SideMetrics| rate(s).map(|r| r * 100.0);
     let measured = |unit, canary, stable, tolerance, tolerance_label| {
         Some(Measure { unit, canary, stable, tolerance, tolerance_label })
     };
@@ -406,7 +379,7 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
                 series.stable.extend(m.stable.map(|v| (check.t, v)));
                 series.tolerance.extend(m.tolerance.map(|v| (check.t, v)));
             }
-            series.way.push((check.t, standing.way()));
+            series.way.push((check.t, standing.way_to_rollback() * 100.0));
             rows.push((check, standing.clone(), measured));
         }
         let name = &names[&kept];
@@ -416,14 +389,14 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
         let last = rows.last().map(|(_, s, _)| s.clone());
         let title = if *shadow { format!("shadow: {name}") } else { name.clone() };
         let unit = series.unit;
-        let nearest = last.as_ref().map_or(0.0, Standing::way);
+        let nearest = last.as_ref().map_or(0.0, Standing::way_to_rollback);
         charts.push((nearest, html! {
             figure.chart.gate data-chart=(id) data-points=(points) {
                 figcaption {
                     strong { (title) }
                     @if let Some(last) = &last {
-                        " — " (if last.way() >= 100.0 { "crossed: " } else { "last check: " })
-                        (if last.way() >= 100.0 { last.detail.clone() } else { format!("{} of the way to a rollback", way_text(last.way())) })
+                        " — " (if last.rejects() { "crossed: " } else { "last check: " })
+                        (if last.rejects() { last.detail.clone() } else { format!("{} of the way to a rollback", way(last.way_to_rollback())) })
                         @if !last.enforced { " (dry run: said, never rolls back)" }
                     }
                 }
@@ -448,7 +421,7 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
                                     td.canary { (value(m.as_ref().and_then(|m| m.canary), unit)) }
                                     td.stable { (value(m.as_ref().and_then(|m| m.stable), unit)) }
                                     td { (value(m.as_ref().and_then(|m| m.tolerance), unit)) }
-                                    td.way { (way_text(standing.way())) }
+                                    td.way { (way(standing.way_to_rollback())) }
                                     td.e { (e_value(standing.log_e)) }
                                     td { (e_value(standing.threshold)) }
                                 }
@@ -471,14 +444,6 @@ fn key(colour: plotters::style::RGBColor) -> String {
 
 fn value(v: Option<f64>, unit: &str) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{}{unit}", figure(v)))
-}
-
-fn way_text(way: f64) -> String {
-    if way > 0.0 && way < 9.95 {
-        format!("{way:.1}%")
-    } else {
-        format!("{way:.0}%")
-    }
 }
 
 /// An e-value from its logarithm: 37, or 1e12 when past any threshold.

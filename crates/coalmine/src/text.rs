@@ -112,6 +112,16 @@ pub fn count(value: f64) -> String {
     format!("{:.0}", value.max(0.0) + 0.0)
 }
 
+/// A share of the way to a rollback, from 0 to 1: "0%", "0.4%", "37%".
+pub fn way(share: f64) -> String {
+    let percent = share * 100.0;
+    if percent > 0.0 && percent < 9.95 {
+        format!("{percent:.1}%")
+    } else {
+        format!("{percent:.0}%")
+    }
+}
+
 /// A fraction as a percentage with two decimals: "0.50%".
 pub fn pct(fraction: f64) -> String {
     format!("{:.2}%", fraction * 100.0)

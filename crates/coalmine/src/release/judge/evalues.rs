@@ -16,7 +16,7 @@
 //! Counts are per stage and cumulative within it (what CloudWatch returns for the stage
 //! so far); a stage's batch is replaced as it grows, and frozen when the stage ends.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The regression an evidence-driven stage rules out before it advances: twice the
 /// stable's rate (or the tolerance's boundary, when that is higher), twice a limit's
@@ -115,8 +115,9 @@ pub fn poisson_log_lr(count: f64, expected: f64, r: f64) -> f64 {
     count.max(0.0) * r.ln() - (r - 1.0) * expected
 }
 
-/// One test's standing: its evidence against the null, and what it would take.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One test's standing: its evidence against the null, and what it would take. Read
+/// back from a decision's evidence by `coalmine report`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Standing {
     /// `errors_vs_stable`, `latency_vs_stable`, `error_rate_limit`, `latency_limit`, `custom[0]`...
     pub test: String,

@@ -221,7 +221,7 @@ impl Evidence {
     }
 }
 
-pub(crate) fn rate(side: &SideMetrics) -> Option<f64> {
+pub fn rate(side: &SideMetrics) -> Option<f64> {
     (side.requests > 0.0).then(|| side.errors.min(side.requests) / side.requests)
 }
 

@@ -15,7 +15,7 @@ use crate::release::judge::evalues::{share_above, upper_bound, Proportion, Stand
 use crate::release::judge::gates::Gates;
 use crate::release::judge::weigh::{share_detect, split_detect, Spec, Tests, Whose, MIN_SIDE};
 use crate::release::judge::{alarm_evidence, healthy, rate, too_few, Evidence, StageSample, Verdict, Weighting};
-use crate::text::{count, pct};
+use crate::text::{count, pct, way};
 
 /// Under the null "no slower than the limit", at most this share of the canary's
 /// requests is slower: the limit is a p95.
@@ -102,16 +102,6 @@ fn what_is_missing(gate: &CustomGate) -> String {
     match &gate.per {
         Some(crate::domain::metrics::Per::Metric { namespace, metric, .. }) => format!("{namespace}/{metric}"),
         _ => format!("{}/{} values", gate.namespace, gate.metric),
-    }
-}
-
-/// A share of the way to a rollback: "0%", "0.4%", "37%".
-fn way(share: f64) -> String {
-    let percent = share * 100.0;
-    if percent > 0.0 && percent < 9.95 {
-        format!("{percent:.1}%")
-    } else {
-        format!("{percent:.0}%")
     }
 }
 
