@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::domain::deployment::{ConfigVariants, DeploymentPlan, EndpointState};
 use crate::domain::error::{Error, Result};
 use crate::domain::metrics::MetricSnapshot;
+use crate::domain::replay::{Cursor, ReplayBatch, Slice, Source};
 use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::Stamp;
@@ -131,6 +132,25 @@ impl ShadowFeeds for CloudRouter {
 
     async fn examples(&self, feed: &Feed, since_epoch: u64) -> Result<Vec<crate::domain::shadow::Example>> {
         self.logs.examples(feed, since_epoch).await
+    }
+
+    async fn check_replay(&self, source: &Source, feed: &Feed, began_at: u64) -> Result<String> {
+        self.logs.check_replay(source, feed, began_at).await
+    }
+
+    async fn read_replay(
+        &self,
+        source: &Source,
+        feed: &Feed,
+        cursor: &Cursor,
+        began_at: u64,
+        max: usize,
+    ) -> Result<Slice> {
+        self.logs.read_replay(source, feed, cursor, began_at, max).await
+    }
+
+    async fn dispatch_replay(&self, batches: &[ReplayBatch]) -> Result<()> {
+        self.logs.dispatch_replay(batches).await
     }
 }
 

@@ -185,6 +185,34 @@ pub trait ShadowFeeds: Send + Sync {
         feed: &crate::domain::shadow::Feed,
         since_epoch: u64,
     ) -> impl Future<Output = Result<Vec<crate::domain::shadow::Example>>> + Send;
+
+    /// Whether a replay's source can be read, without reading it: what it is (an
+    /// object's size; the stable's log group and a first request in the window), or why
+    /// not. `began_at` ends a window of recent requests.
+    fn check_replay(
+        &self,
+        source: &crate::domain::replay::Source,
+        feed: &crate::domain::shadow::Feed,
+        began_at: u64,
+    ) -> impl Future<Output = Result<String>> + Send;
+
+    /// Up to `max` replayable lines of the source from `cursor` (the stable's own, for
+    /// recent requests, in the window ending at `began_at`).
+    fn read_replay(
+        &self,
+        source: &crate::domain::replay::Source,
+        feed: &crate::domain::shadow::Feed,
+        cursor: &crate::domain::replay::Cursor,
+        began_at: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<crate::domain::replay::Slice>> + Send;
+
+    /// Hands the batches to the shadow function, each in an asynchronous invocation: it
+    /// asks the versions and publishes the counts, off the stepper's path.
+    fn dispatch_replay(
+        &self,
+        batches: &[crate::domain::replay::ReplayBatch],
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Where a cohort release's share and rules are published for the routers to read

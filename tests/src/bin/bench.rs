@@ -2,6 +2,7 @@
 //! SDK calls, one stepper tick, init cost, and an alarm storm, against the local AWS.
 //! Prints one JSON object per measurement; scripts/bench writes BENCHMARKS.md from them.
 
+use coalmine::domain::replay::{Cursor, ReplayBatch, Slice, Source};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -100,6 +101,25 @@ impl<T: ShadowFeeds> ShadowFeeds for Counting<'_, T> {
     async fn examples(&self, feed: &Feed, since: u64) -> coalmine::Result<Vec<coalmine::domain::shadow::Example>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.examples(feed, since).await
+    }
+    async fn check_replay(&self, source: &Source, feed: &Feed, began_at: u64) -> coalmine::Result<String> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.check_replay(source, feed, began_at).await
+    }
+    async fn read_replay(
+        &self,
+        source: &Source,
+        feed: &Feed,
+        cursor: &Cursor,
+        began_at: u64,
+        max: usize,
+    ) -> coalmine::Result<Slice> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.read_replay(source, feed, cursor, began_at, max).await
+    }
+    async fn dispatch_replay(&self, batches: &[ReplayBatch]) -> coalmine::Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner.dispatch_replay(batches).await
     }
 }
 

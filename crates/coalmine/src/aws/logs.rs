@@ -5,6 +5,7 @@ use aws_sdk_cloudwatchlogs::Client;
 
 use super::error::{aws_error, call_detail, service_code};
 use crate::domain::error::{Error, Result};
+use crate::domain::replay::{Cursor, ReplayBatch, Slice, Source};
 use crate::domain::shadow::{Example, Feed, DISAGREEMENT_MESSAGE, FILTER_PATTERN};
 
 /// Read a page of the shadow function's disagreement lines; show the last few.
@@ -12,10 +13,12 @@ const EXAMPLES_READ: i32 = 50;
 pub const EXAMPLES_SHOWN: usize = 3;
 
 pub struct LogFeeds {
-    client: Client,
+    pub(super) client: Client,
     destination: Option<String>,
     /// The shadow function's own log group, where its examples are.
     examples_group: Option<String>,
+    /// A replay's golden sets and its hand-off to the shadow function.
+    pub(super) replay: Option<super::replay::ReplayClients>,
 }
 
 impl LogFeeds {
@@ -24,7 +27,12 @@ impl LogFeeds {
             let function = arn.rsplit(":function:").next().unwrap_or_default();
             log_group(function.split(':').next().unwrap_or_default())
         });
-        LogFeeds { client, destination, examples_group }
+        LogFeeds { client, destination, examples_group, replay: None }
+    }
+
+    /// Replays too: reads golden sets with `s3`, hands batches out with `lambda`.
+    pub fn with_replay(self, s3: aws_sdk_s3::Client, lambda: aws_sdk_lambda::Client) -> Self {
+        LogFeeds { replay: Some(super::replay::ReplayClients { s3, lambda }), ..self }
     }
 }
 
@@ -37,7 +45,7 @@ pub fn log_group(function: &str) -> String {
 const FILTERS_PER_GROUP: usize = 2;
 
 impl LogFeeds {
-    fn destination(&self) -> Result<&str> {
+    pub(super) fn destination(&self) -> Result<&str> {
         self.destination.as_deref().ok_or_else(|| {
             Error::Config(
                 "SHADOW_FUNCTION_ARN is not set: the stack's shadow function receives a shadow's requests; \
@@ -118,6 +126,25 @@ impl crate::ports::ShadowFeeds for LogFeeds {
             out.events().iter().filter_map(|e| Example::from_log_line(e.message()?, &feed.release)).collect();
         let keep = examples.len().saturating_sub(EXAMPLES_SHOWN);
         Ok(examples.split_off(keep))
+    }
+
+    async fn check_replay(&self, source: &Source, feed: &Feed, began_at: u64) -> Result<String> {
+        self.check_replay_source(source, feed, began_at).await
+    }
+
+    async fn read_replay(
+        &self,
+        source: &Source,
+        feed: &Feed,
+        cursor: &Cursor,
+        began_at: u64,
+        max: usize,
+    ) -> Result<Slice> {
+        self.read_replay_source(source, feed, cursor, began_at, max).await
+    }
+
+    async fn dispatch_replay(&self, batches: &[ReplayBatch]) -> Result<()> {
+        self.dispatch_batches(batches).await
     }
 
     async fn close_feed(&self, feed: &Feed) -> Result<()> {

@@ -6,6 +6,7 @@ mod cloudwatch;
 mod error;
 mod lambda;
 mod logs;
+mod replay;
 mod sagemaker;
 mod secrets;
 mod sns;
@@ -78,7 +79,8 @@ impl AwsAdapters {
                 aws_sdk_sagemaker::Client::new(sdk),
                 UpdatingBackoff::within(config.sagemaker_max_wait),
             ),
-            logs: LogFeeds::new(aws_sdk_cloudwatchlogs::Client::new(sdk), config.shadow_function_arn.clone()),
+            logs: LogFeeds::new(aws_sdk_cloudwatchlogs::Client::new(sdk), config.shadow_function_arn.clone())
+                .with_replay(aws_sdk_s3::Client::new(sdk), aws_sdk_lambda::Client::new(sdk)),
             notifier: SnsNotifier::new(aws_sdk_sns::Client::new(sdk), config.topic_arn.clone()),
             alarms: CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::new(sdk)),
             cloudwatch: CloudWatchMetrics::new(aws_sdk_cloudwatch::Client::new(sdk)),

@@ -51,6 +51,11 @@ pub struct Router {
     pub published: Mutex<Vec<Published>>,
     /// Errors returned, in order, by `publish` before it succeeds.
     pub publish_failures: Mutex<VecDeque<Error>>,
+    /// Replay sources by how they are shown (`s3://bucket/key`, or the recent window's
+    /// words): their lines. A source not here does not exist.
+    pub replay_sources: Mutex<HashMap<String, Vec<crate::domain::replay::ReplayLine>>>,
+    /// Every batch handed to the shadow function, in order.
+    pub dispatched: Mutex<Vec<crate::domain::replay::ReplayBatch>>,
     revision: Mutex<u64>,
 }
 
@@ -373,6 +378,51 @@ impl crate::ports::ShadowFeeds for Router {
         _since_epoch: u64,
     ) -> Result<Vec<crate::domain::shadow::Example>> {
         Ok(lock(&self.examples).clone())
+    }
+
+    async fn check_replay(
+        &self,
+        source: &crate::domain::replay::Source,
+        _feed: &crate::domain::shadow::Feed,
+        _began_at: u64,
+    ) -> Result<String> {
+        match lock(&self.replay_sources).get(&source.to_string()) {
+            Some(lines) => Ok(format!("{source}: {} requests", lines.len())),
+            None => Err(Error::InvalidRelease(format!("replay: {source} does not exist"))),
+        }
+    }
+
+    /// The cursor's offset counts lines here.
+    async fn read_replay(
+        &self,
+        source: &crate::domain::replay::Source,
+        _feed: &crate::domain::shadow::Feed,
+        cursor: &crate::domain::replay::Cursor,
+        _began_at: u64,
+        max: usize,
+    ) -> Result<crate::domain::replay::Slice> {
+        let sources = lock(&self.replay_sources);
+        let lines = sources
+            .get(&source.to_string())
+            .ok_or_else(|| Error::InvalidRelease(format!("replay: {source} does not exist")))?;
+        let from = (cursor.offset as usize).min(lines.len());
+        let to = from.saturating_add(max).min(lines.len());
+        Ok(crate::domain::replay::Slice {
+            lines: lines[from..to].to_vec(),
+            skipped: 0,
+            cursor: crate::domain::replay::Cursor { offset: to as u64, ..Default::default() },
+            exhausted: to == lines.len(),
+        })
+    }
+
+    async fn dispatch_replay(&self, batches: &[crate::domain::replay::ReplayBatch]) -> Result<()> {
+        if let Some(e) = lock(&self.feed_failures).pop_front() {
+            return Err(e);
+        }
+        let lines: usize = batches.iter().map(|b| b.lines.len()).sum();
+        self.journal.record(format!("dispatch_replay {lines} lines in {} batches", batches.len()));
+        lock(&self.dispatched).extend(batches.iter().cloned());
+        Ok(())
     }
 
     async fn close_feed(&self, feed: &crate::domain::shadow::Feed) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, PeerSides, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
+use super::{Kind, PeerSides, ReleaseRules, ReplayBy, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::Split;
 use crate::domain::watched::WatchedMetric;
 
@@ -219,6 +219,14 @@ impl Kind for AzureMlDeployments {
 
     fn shadow_by(&self) -> ShadowBy<'_> {
         ShadowBy::Mirror
+    }
+
+    fn replay_by(&self) -> ReplayBy<'_> {
+        ReplayBy::No(
+            "a Lambda release's phase for now: an Azure ML deployment could be replayed through its scoring URI with \
+             the azureml-model-deployment header, which coalmine does not do yet; use the release's \"shadow\" \
+             (the endpoint mirrors live traffic)",
+        )
     }
 
     fn is_raised_on(&self, resource: &str) -> bool {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
+use super::{Kind, ReleaseRules, ReplayBy, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::Split;
 use crate::domain::watched::WatchedMetric;
 
@@ -102,6 +102,10 @@ impl Kind for LambdaAlias {
 
     fn shadow_by(&self) -> ShadowBy<'_> {
         ShadowBy::LogFeed { function: &self.function }
+    }
+
+    fn replay_by(&self) -> ReplayBy<'_> {
+        ReplayBy::Invoke { function: &self.function }
     }
 
     fn standard_metrics(&self) -> Option<&'static StandardMetrics> {

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{lambda::METRICS, Kind, LambdaAlias, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
+use super::{lambda::METRICS, Kind, LambdaAlias, ReleaseRules, ReplayBy, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::{Split, WEIGHT_TOLERANCE};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,6 +114,10 @@ impl Kind for LambdaCohort {
 
     fn shadow_by(&self) -> ShadowBy<'_> {
         ShadowBy::LogFeed { function: &self.function }
+    }
+
+    fn replay_by(&self) -> ReplayBy<'_> {
+        ReplayBy::Invoke { function: &self.function }
     }
 
     fn standard_metrics(&self) -> Option<&'static StandardMetrics> {

@@ -60,6 +60,9 @@ trait Kind {
     fn candidate<'a>(&'a self, canary_version: Option<&'a str>) -> &'a str;
     fn release_rules(&self, rules: &mut ReleaseRules<'_>);
     fn shadow_by(&self) -> ShadowBy<'_>;
+    /// How a replay asks the candidate and the stable a request before any user is
+    /// served (decision 0023).
+    fn replay_by(&self) -> ReplayBy<'_>;
     /// The endpoint whose own deployments coalmine can stop (SageMaker's guardrails).
     fn deploying_endpoint(&self) -> Option<&str> {
         None
@@ -165,6 +168,15 @@ pub enum ShadowBy<'a> {
     /// The target itself mirrors a share of live traffic to the candidate.
     Mirror,
     /// Not as a phase of this release, and why.
+    No(&'static str),
+}
+
+/// How a target's versions are asked a replayed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayBy<'a> {
+    /// The shadow function invokes the function's qualified versions, never its alias.
+    Invoke { function: &'a str },
+    /// Not yet for this kind, and why.
     No(&'static str),
 }
 
@@ -287,6 +299,10 @@ impl Target {
 
     pub fn shadow_by(&self) -> ShadowBy<'_> {
         self.kind().shadow_by()
+    }
+
+    pub fn replay_by(&self) -> ReplayBy<'_> {
+        self.kind().replay_by()
     }
 
     /// For a target that routes units by cohort (decision 0020): its primary alias, which

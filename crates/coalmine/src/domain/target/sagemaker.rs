@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, PeerSides, ReleaseRules, Role, ShadowBy, StandardMetrics, Target};
+use super::{Kind, PeerSides, ReleaseRules, ReplayBy, Role, ShadowBy, StandardMetrics, Target};
 use crate::domain::split::Split;
 use crate::domain::watched::WatchedMetric;
 
@@ -122,6 +122,14 @@ impl Kind for SageMakerVariants {
         ShadowBy::No(
             "a Lambda or Azure ML release's phase: a SageMaker endpoint shadows with its own shadow variants (a \
              guardrail release's \"shadow\")",
+        )
+    }
+
+    fn replay_by(&self) -> ReplayBy<'_> {
+        ReplayBy::No(
+            "a Lambda release's phase for now: a SageMaker endpoint could be replayed through InvokeEndpoint with \
+             TargetVariant (the variant, not the weights), which coalmine does not do yet; use the release's stages, \
+             or a guardrail release's shadow variants",
         )
     }
 

@@ -120,6 +120,8 @@ pub async fn abort(deps: &impl Ports, release: &Release, execution: &str, who: &
         after: outcome.after(),
         dry_run: None,
         in_shadow: outcome.before().stamp.as_ref().is_some_and(Stamp::in_shadow),
+        replayed: false,
+        examples: &[],
     });
     deps.notifier().publish(&message).await.map_err(|e| Error::Incomplete {
         summary: format!("release {} was rolled back, but the team's message was not sent: {e}", release.release),

@@ -34,7 +34,8 @@ impl<P: Ports> CanaryTick<'_, P> {
 
     /// Where the release is: "the shadow", or its stage.
     pub(super) fn at(&self, progress: &Progress) -> String {
-        match progress.kind.shadow {
+        match &progress.kind.shadow {
+            Some(run) if run.replay.is_some() => "the replay (before any user was served by the candidate)".into(),
             Some(_) => "the shadow (before any user was served by the candidate)".into(),
             None => self.stage_text(progress.stage),
         }

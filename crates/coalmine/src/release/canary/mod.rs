@@ -9,6 +9,8 @@ pub mod notify;
 pub mod preflight;
 pub mod progress;
 mod recovery;
+pub mod replay_spec;
+mod replaying;
 mod safety;
 pub mod shadow_spec;
 mod shadowing;
@@ -82,7 +84,7 @@ impl ReleaseKind for Release {
             Ok(live) => live,
             Err(e) => return vec![Check::new("the target exists", Err(e))],
         };
-        let mut checks = preflight::checks(self, &live, deps).await;
+        let mut checks = preflight::checks(self, &live, deps, now).await;
         checks.push(preflight::metrics_check(self, &live, deps.metrics(), now).await);
         checks
     }

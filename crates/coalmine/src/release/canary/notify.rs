@@ -3,6 +3,7 @@
 //! and what happens next.
 
 use crate::domain::cause::RolledBackBy;
+use crate::domain::shadow::Example;
 use crate::domain::split::Split;
 use crate::ports::{Notification, ATTR_EVENT, ATTR_RELEASE, ATTR_TARGET};
 use crate::release::canary::spec::Release;
@@ -26,18 +27,30 @@ pub struct Stopped<'a> {
     pub dry_run: Option<&'a DryRun>,
     /// Stopped in the shadow, before the first stage: no user was served by the candidate.
     pub in_shadow: bool,
+    /// In that shadow, answering a replay's requests (decision 0023).
+    pub replayed: bool,
+    /// The disagreements the shadow function showed last: what the team looks at first.
+    pub examples: &'a [Example],
 }
 
 pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
-    let Stopped { release, execution, by, why, evidence, stage, before, after, dry_run, in_shadow } = stopped;
+    let Stopped { release, execution, by, why, evidence, stage, before, after, dry_run, in_shadow, replayed, examples } =
+        stopped;
     let target = &release.target;
     let name = &release.release;
-    let at = if *in_shadow {
+    let at = if *replayed {
+        "its replay, before its first stage".to_owned()
+    } else if *in_shadow {
         "its shadow, before its first stage".to_owned()
     } else {
         format!("stage {} of {} ({})", stage + 1, release.stages.len(), release.share_text(*stage))
     };
     let opening = match by {
+        RolledBackBy::Health | RolledBackBy::GateAlarm if *replayed => format!(
+            "coalmine rolled back release {name} in its replay: the candidate's answers to {} failed a health check. \
+             No user was served by it, and the release will not start again.",
+            release.replay.as_ref().map_or("replayed requests".to_owned(), |r| r.source.to_string())
+        ),
         RolledBackBy::Health | RolledBackBy::GateAlarm if *in_shadow => format!(
             "coalmine rolled back release {name} in its shadow: the candidate's answers to copies of live requests \
              failed a health check. No user was served by it, and the release will not start again."
@@ -88,6 +101,13 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
     }
     if let Some(dry_run) = dry_run {
         field(&mut body, "Dry run", &dry_run.describe());
+    }
+    for example in examples.iter() {
+        let said = format!(
+            "request {}: {}; stable {}; candidate {}",
+            example.request_id, example.request, example.stable, example.candidate
+        );
+        field(&mut body, "Disagreed", &said);
     }
     if let Some(link) = execution_link(execution, execution) {
         field(&mut body, "Execution", &link);

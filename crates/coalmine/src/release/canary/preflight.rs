@@ -19,7 +19,7 @@ pub async fn read_target(router: &impl TrafficRouter, release: &Release) -> Resu
 }
 
 /// Every check a release must pass before its first write, given its target as read.
-pub async fn checks(release: &Release, live: &Split, deps: &impl Ports) -> Vec<Check> {
+pub async fn checks(release: &Release, live: &Split, deps: &impl Ports, now: u64) -> Vec<Check> {
     let target = &release.target;
     let canary = release.canary_id();
     let mut checks = Vec::new();
@@ -76,6 +76,12 @@ pub async fn checks(release: &Release, live: &Split, deps: &impl Ports) -> Vec<C
     }
     if let Some(feed) = release.shadow_feed(&live.stable) {
         checks.push(Check::new("the shadow can be fed", deps.feeds().check_feed(&feed).await));
+    }
+    if let (Some(replay), Some(feed)) = (&release.replay, release.replay_feed(&live.stable)) {
+        checks.push(Check::new(
+            "the replay's source can be read",
+            deps.feeds().check_replay(&replay.source, &feed, now).await,
+        ));
     }
     checks
 }

@@ -32,6 +32,28 @@ pub struct ShadowRun {
     /// The last few disagreements the shadow function showed, for `coalmine status`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<crate::domain::shadow::Example>,
+    /// While the candidate answers a replay's requests (decision 0023), before the shadow
+    /// of live requests, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayRun>,
+}
+
+/// How far a replay has gone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplayRun {
+    /// Requests handed to the shadow function so far.
+    pub sent: u64,
+    /// Lines of the source that could not be replayed (not a request, too large).
+    #[serde(default, skip_serializing_if = "is_none_u64")]
+    pub skipped: u64,
+    pub cursor: crate::domain::replay::Cursor,
+    /// When the last request was handed out: the source ran out, or `requests` were sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_all_at: Option<u64>,
+}
+
+fn is_none_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The split as the stepper wrote it, to compare with the live one.

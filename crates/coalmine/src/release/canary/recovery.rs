@@ -134,6 +134,8 @@ impl<P: Ports> CanaryTick<'_, P> {
             after: &live,
             dry_run: progress.dry_run.as_ref(),
             in_shadow: progress.kind.shadow.is_some(),
+            replayed: progress.kind.shadow.as_ref().is_some_and(|run| run.replay.is_some()),
+            examples: progress.kind.shadow.as_ref().map_or(&[], |run| &run.examples),
         });
         self.deps
             .notifier()
@@ -184,6 +186,8 @@ impl<P: Ports> CanaryTick<'_, P> {
             after: outcome.after(),
             dry_run: progress.dry_run.as_ref(),
             in_shadow: progress.kind.shadow.is_some(),
+            replayed: progress.kind.shadow.as_ref().is_some_and(|run| run.replay.is_some()),
+            examples: progress.kind.shadow.as_ref().map_or(&[], |run| &run.examples),
         });
         // The rollback stands whatever happens to the message; a failed message fails the
         // tick so the state machine's retry (which finds the rollback in the stamp) re-sends it.

@@ -70,6 +70,8 @@ pub async fn safety_rollback(
                     after: done.after(),
                     dry_run: progress.and_then(|p| p.dry_run.as_ref()),
                     in_shadow: stamp.as_ref().is_some_and(Stamp::in_shadow),
+                    replayed: false,
+                    examples: &[],
                 });
                 deps.notifier()
                     .publish(&message)

@@ -132,36 +132,13 @@ impl Shadow {
         if !(1..=100).contains(&self.max_concurrency()) {
             problems.add(&at("max_concurrency"), format!("{} is outside 1..=100", self.max_concurrency()));
         }
-        match &self.compare {
-            None => problems.add(
-                &at("compare"),
-                "required for a Lambda shadow: how the candidate's answer is compared with the one users got \
-                 (exact, fields, label or length)",
-            ),
-            Some(compare) => {
-                if let Some(problem) = compare.problem() {
-                    problems.add(&at("compare"), problem);
-                }
-            }
-        }
-        match (self.max_disagreement_increase_ratio, self.max_disagreement_rate) {
-            (None, None) => problems.add(
-                "shadow",
-                "say how much disagreement is acceptable: max_disagreement_increase_ratio (against the stable's \
-                 disagreement with itself) or max_disagreement_rate (a share of requests), or both",
-            ),
-            (Some(_), _) if !self.noise_floor() => problems.add(
-                &at("max_disagreement_increase_ratio"),
-                "compares with the noise floor: set \"noise_floor\": true, or use max_disagreement_rate",
-            ),
-            (Some(r), _) if !(r.is_finite() && r >= 0.0) => {
-                problems.add(&at("max_disagreement_increase_ratio"), format!("{r} must be a number >= 0"))
-            }
-            (_, Some(rate)) if !(rate > 0.0 && rate < 1.0) => {
-                problems.add(&at("max_disagreement_rate"), format!("{rate} is outside (0, 1)"))
-            }
-            _ => {}
-        }
+        check_comparison(
+            "shadow",
+            &self.compare,
+            self.noise_floor(),
+            (self.max_disagreement_increase_ratio, self.max_disagreement_rate),
+            problems,
+        );
         let name = feed.filter_name();
         if name.len() > MAX_FILTER_NAME {
             problems.add(
@@ -191,34 +168,87 @@ impl Shadow {
         }
     }
 
-    /// The disagreement gates, as custom gates on the shadow function's metrics: a rate
-    /// (disagreements per answer compared) on each side, the stable's side being the
-    /// stable asked again. Judged by the same tests, sharing the release's false
-    /// rollback rate with the errors and latency tests.
+    /// The disagreement gates, on the shadow function's metrics for this release.
     pub fn gates(&self, release: &str) -> Vec<CustomGate> {
-        let dimensions: BTreeMap<String, String> =
-            [("Release".to_owned(), release.to_owned()), ("Version".to_owned(), "{version}".to_owned())].into();
-        let gate = |max: Option<f64>, max_increase_ratio: Option<f64>| {
-            let json = serde_json::json!({
-                "namespace": NAMESPACE,
-                "metric": metric::DISAGREEMENTS,
-                "stat": "Sum",
-                "dimensions": dimensions,
-                "per": {"namespace": NAMESPACE, "metric": metric::COMPARED, "dimensions": dimensions},
-                "max": max,
-                "max_increase_ratio": max_increase_ratio,
-            });
-            serde_json::from_value::<CustomGate>(json).expect("a shadow gate is a custom gate")
-        };
-        let mut gates = Vec::new();
-        if let Some(ratio) = self.max_disagreement_increase_ratio {
-            gates.push(gate(None, Some(ratio)));
-        }
-        if let Some(rate) = self.max_disagreement_rate {
-            gates.push(gate(Some(rate), None));
-        }
-        gates
+        disagreement_gates(release, self.max_disagreement_increase_ratio, self.max_disagreement_rate)
     }
+}
+
+/// How a Lambda shadow or replay (`phase`) compares the candidate's answers, and how much
+/// disagreement it accepts: what can work, or a problem naming the field.
+pub(crate) fn check_comparison(
+    phase: &str,
+    compare: &Option<Compare>,
+    noise_floor: bool,
+    (max_increase_ratio, max_rate): (Option<f64>, Option<f64>),
+    problems: &mut Problems,
+) {
+    let at = |field: &str| format!("{phase}.{field}");
+    match compare {
+        None => problems.add(
+            &at("compare"),
+            format!(
+                "required for a Lambda {phase}: how the candidate's answer is compared with the reference (exact, \
+                 fields, label or length)"
+            ),
+        ),
+        Some(compare) => {
+            if let Some(problem) = compare.problem() {
+                problems.add(&at("compare"), problem);
+            }
+        }
+    }
+    match (max_increase_ratio, max_rate) {
+        (None, None) => problems.add(
+            phase,
+            "say how much disagreement is acceptable: max_disagreement_increase_ratio (against the stable's \
+             disagreement with itself) or max_disagreement_rate (a share of requests), or both",
+        ),
+        (Some(_), _) if !noise_floor => problems.add(
+            &at("max_disagreement_increase_ratio"),
+            "compares with the noise floor: set \"noise_floor\": true, or use max_disagreement_rate",
+        ),
+        (Some(r), _) if !(r.is_finite() && r >= 0.0) => {
+            problems.add(&at("max_disagreement_increase_ratio"), format!("{r} must be a number >= 0"))
+        }
+        (_, Some(rate)) if !(rate > 0.0 && rate < 1.0) => {
+            problems.add(&at("max_disagreement_rate"), format!("{rate} is outside (0, 1)"))
+        }
+        _ => {}
+    }
+}
+
+/// The disagreement gates, as custom gates on the shadow function's metrics for the
+/// `Release` dimension `release`: a rate (disagreements per answer compared) on each
+/// side, the stable's side being the stable asked again. Judged by the same tests,
+/// sharing the release's false rollback rate with the errors and latency tests.
+pub(crate) fn disagreement_gates(
+    release: &str,
+    max_increase_ratio: Option<f64>,
+    max_rate: Option<f64>,
+) -> Vec<CustomGate> {
+    let dimensions: BTreeMap<String, String> =
+        [("Release".to_owned(), release.to_owned()), ("Version".to_owned(), "{version}".to_owned())].into();
+    let gate = |max: Option<f64>, max_increase_ratio: Option<f64>| {
+        let json = serde_json::json!({
+            "namespace": NAMESPACE,
+            "metric": metric::DISAGREEMENTS,
+            "stat": "Sum",
+            "dimensions": dimensions,
+            "per": {"namespace": NAMESPACE, "metric": metric::COMPARED, "dimensions": dimensions},
+            "max": max,
+            "max_increase_ratio": max_increase_ratio,
+        });
+        serde_json::from_value::<CustomGate>(json).expect("a shadow gate is a custom gate")
+    };
+    let mut gates = Vec::new();
+    if let Some(ratio) = max_increase_ratio {
+        gates.push(gate(None, Some(ratio)));
+    }
+    if let Some(rate) = max_rate {
+        gates.push(gate(Some(rate), None));
+    }
+    gates
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tracing::warn;
 use crate::domain::cause::RolledBackBy;
 use crate::domain::error::Result;
 use crate::domain::metrics::{MetricSnapshot, SideMetrics};
+use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
 use crate::domain::stamp::{Stamp, SHADOW_STAGE};
 use crate::ports::{MetricQuery, ShadowFeeds, TrafficRouter};
@@ -29,7 +30,7 @@ use crate::text::{duration, percent};
 
 impl<P: Ports> CanaryTick<'_, P> {
     /// The alias's stamp while shadowing: the release owns the alias, nothing moved.
-    fn shadow_stamp(&self, stable: &str) -> Stamp {
+    pub(super) fn shadow_stamp(&self, stable: &str) -> Stamp {
         Stamp { stage: Some((SHADOW_STAGE, self.release.stages.len())), ..self.live_stamp(stable, 0, None) }
     }
 
@@ -55,7 +56,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
         let mut progress: Progress = Progress::new(&live.stable, self.now, CanaryProgress::wrote(&written));
         progress.weight = 0.0;
-        progress.kind.shadow = Some(ShadowRun { started_at: self.now, examples: Vec::new() });
+        progress.kind.shadow = Some(ShadowRun { started_at: self.now, examples: Vec::new(), replay: None });
         let reason = format!(
             "Shadowing: {} answers copies of {} of {}'s live requests for {}; no user is served by it",
             release.target.side(release.canary_id()),
@@ -90,18 +91,18 @@ impl<P: Ports> CanaryTick<'_, P> {
             observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, &mut progress, self.now).await?;
         // Only a candidate that disagreed has examples to show.
         let disagreed = evidence.metrics.as_ref().and_then(|m| m.canary.custom.first().copied().flatten());
-        if disagreed.is_some_and(|d| d > 0.0) {
-            self.keep_examples(&mut progress, run.started_at).await;
+        if let Some(feed) = release.shadow_feed(&progress.stable).filter(|_| disagreed.is_some_and(|d| d > 0.0)) {
+            self.keep_examples(&mut progress, &feed, run.started_at).await;
         }
-        let seen = evidence.metrics.as_ref().map(|m| seen(m, fed)).unwrap_or_default();
+        let seen = evidence.metrics.as_ref().map(|m| seen(m, fed, false)).unwrap_or_default();
         let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
         let concluded = shadow.until_conclusive && evidence.verdict == Verdict::Healthy && evidence.conclusive;
         if concluded {
-            return self.leave_shadow(progress, live, &evidence).await;
+            return self.leave_shadow(progress, live, "Shadow", &evidence).await;
         }
         match step(&gates, &evidence, run.started_at, shadow.duration_seconds, &mut progress.holding_since, self.now) {
-            ShadowStep::Failed(why) => self.shadow_failed(progress, live, why, &evidence).await,
-            ShadowStep::Passed => self.leave_shadow(progress, live, &evidence).await,
+            ShadowStep::Failed(why) => self.shadow_failed(progress, live, why, "shadow", &evidence).await,
+            ShadowStep::Passed => self.leave_shadow(progress, live, "Shadow", &evidence).await,
             ShadowStep::Continue(status) => {
                 let left = (run.started_at + shadow.duration_seconds).saturating_sub(self.now);
                 let wait = release.check_every_seconds.min(left.max(1));
@@ -113,11 +114,8 @@ impl<P: Ports> CanaryTick<'_, P> {
 
     /// What the shadow function showed last, kept for `coalmine status`; a failed read
     /// keeps the ones before.
-    async fn keep_examples(&self, progress: &mut Progress, since: u64) {
-        let Some(feed) = self.release.shadow_feed(&progress.stable) else {
-            return;
-        };
-        match self.deps.feeds().examples(&feed, since).await {
+    pub(super) async fn keep_examples(&self, progress: &mut Progress, feed: &Feed, since: u64) {
+        match self.deps.feeds().examples(feed, since).await {
             Ok(examples) if !examples.is_empty() => {
                 if let Some(run) = progress.kind.shadow.as_mut() {
                     run.examples = examples;
@@ -128,23 +126,30 @@ impl<P: Ports> CanaryTick<'_, P> {
         }
     }
 
-    /// The candidate failed its shadow: recorded on the alias (nothing to take away),
-    /// then told.
-    async fn shadow_failed(
+    /// The candidate failed its shadow (or its replay, the `phase`): recorded on the
+    /// alias (nothing to take away), then told.
+    pub(super) async fn shadow_failed(
         &self,
         progress: Progress,
         live: Split,
         why: String,
+        phase: &str,
         evidence: &Evidence,
     ) -> Result<Progress> {
         let by = if evidence.from_alarms() { RolledBackBy::GateAlarm } else { RolledBackBy::Health };
         let outcome = record_rollback(self.deps.traffic(), &self.release.target, live, &by).await?;
-        let why = format!("{why}. No user was served by the candidate: it never left the shadow");
+        let why = format!("{why}. No user was served by the candidate: it never left the {phase}");
         self.announce_rollback(progress, by, why, Some(evidence), outcome).await
     }
 
-    /// The shadow passed: the first stage, written like any advance.
-    async fn leave_shadow(&self, mut progress: Progress, live: Split, evidence: &Evidence) -> Result<Progress> {
+    /// The shadow (or the replay, `what`) passed: the first stage, written like any advance.
+    pub(super) async fn leave_shadow(
+        &self,
+        mut progress: Progress,
+        live: Split,
+        what: &str,
+        evidence: &Evidence,
+    ) -> Result<Progress> {
         let release = self.release;
         let hold = live.stamp.as_ref().and_then(|s| s.hold.clone());
         let desired = Split {
@@ -162,7 +167,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         progress.weight = first.weight();
         progress.kind.last_written = Written::of(&written);
         progress.enter_stage(self.now);
-        let reason = format!("Shadow passed ({}); now at {}", evidence.summary(), release.share_text(0));
+        let reason = format!("{what} passed ({}); now at {}", evidence.summary(), release.share_text(0));
         let wait = release.check_every_seconds.min(first.longest_bake().max(1));
         Ok(self.keep(progress, Status::Advanced, wait, reason, Some(evidence)))
     }
@@ -188,7 +193,8 @@ impl<P: Ports> CanaryTick<'_, P> {
 
 /// What the shadow saw, in a person's words: how often each side disagreed with the
 /// answer users got (where the answers were `compared`), and their errors and latency.
-fn seen(snapshot: &MetricSnapshot, compared: bool) -> String {
+/// A replay's are compared with its reference (the logged answer, or the stable's first).
+pub(super) fn seen(snapshot: &MetricSnapshot, compared: bool, replayed: bool) -> String {
     let rate = |side: &SideMetrics| match (
         side.custom.first().copied().flatten(),
         side.custom_counts.first().copied().flatten(),
@@ -209,9 +215,10 @@ fn seen(snapshot: &MetricSnapshot, compared: bool) -> String {
             p95(s)
         );
     }
+    let (done, reference) = if replayed { ("replayed", "the reference") } else { ("shadowed", "the live answer") };
     format!(
-        "{:.0} requests shadowed; disagreeing with the live answer: candidate {}, stable asked again {}; errors {:.0} \
-         vs {:.0}; p95 {} vs {}",
+        "{:.0} requests {done}; disagreeing with {reference}: candidate {}, stable asked again {}; errors {:.0} vs \
+         {:.0}; p95 {} vs {}",
         c.requests,
         rate(c),
         rate(s),
@@ -223,7 +230,7 @@ fn seen(snapshot: &MetricSnapshot, compared: bool) -> String {
 }
 
 /// The verdict's reasons, led by what the shadow saw.
-fn with_seen(evidence: &Evidence, seen: &str) -> Vec<String> {
+pub(super) fn with_seen(evidence: &Evidence, seen: &str) -> Vec<String> {
     if seen.is_empty() {
         return evidence.reasons.clone();
     }

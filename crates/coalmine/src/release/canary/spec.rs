@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::error::Error;
-use crate::domain::target::{ShadowBy, Target};
+use crate::domain::target::{ReplayBy, ShadowBy, Target};
 use crate::release::canary::cohorts::Cohorts;
+use crate::release::canary::replay_spec::Replay;
 use crate::release::canary::shadow_spec::Shadow;
 use crate::release::core::document::{self, check_name, Problems, Rules};
 use crate::release::core::limits;
@@ -29,6 +30,10 @@ pub struct Release {
     /// requests and nobody sees its answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Shadow>,
+    /// Lambda: first of all, the candidate and the stable answer the same requests from a
+    /// golden set or the stable's recent ones, judged as a shadow is (decision 0023).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Box<Replay>>,
     /// A cohort release (a `lambda-cohort` target): its stages are shares of units, and
     /// these say what a unit is and who goes first or never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +164,17 @@ impl Release {
             None => (0, 0),
         };
         let shadow_ticks = if self.shadow.is_some() { checks(shadow_most) } else { 0 };
+        // The replay comes before it: its requests' time, or less when it may conclude.
+        let (replay_least, replay_most) = match &self.replay {
+            Some(r) => {
+                let most = r.longest(self.check_every_seconds);
+                (if r.until_conclusive { self.check_every_seconds.min(most) } else { most }, most)
+            }
+            None => (0, 0),
+        };
+        let (shadow_least, shadow_most) =
+            (shadow_least.saturating_add(replay_least), shadow_most.saturating_add(replay_most));
+        let shadow_ticks = shadow_ticks + if self.replay.is_some() { checks(replay_most) } else { 0 };
         // Saturating: a plan is also drawn for a release whose bakes are refused as too long.
         let sum = |values: &mut dyn Iterator<Item = u64>| values.fold(0u64, u64::saturating_add);
         Plan {
@@ -276,6 +292,9 @@ impl Release {
             return limits::check(&[("gates.max_hold_seconds".to_owned(), hold)], self.check_every_seconds, problems);
         }
         let mut phases = Vec::new();
+        if let Some(replay) = &self.replay {
+            phases.push(("replay.duration_seconds".to_owned(), replay.longest(self.check_every_seconds)));
+        }
         if let Some(shadow) = &self.shadow {
             phases.push(("shadow.duration_seconds".to_owned(), shadow.duration_seconds));
         }
@@ -312,6 +331,7 @@ impl Rules for Release {
         self.gates.check(problems);
         self.check_evidence_driven(problems);
         self.check_shadow(problems);
+        self.check_replay(problems);
         self.check_cohorts(problems);
         self.check_execution_limits(problems);
     }
@@ -385,6 +405,33 @@ impl Release {
             }
             ShadowBy::Mirror => shadow.check_mirror(problems),
             ShadowBy::No(why) => problems.add("shadow", why),
+        }
+    }
+
+    fn check_replay(&self, problems: &mut Problems) {
+        let Some(replay) = &self.replay else {
+            return;
+        };
+        if replay.until_conclusive && (self.gates.judge != JudgeKind::Sequential || !self.gates.enforce) {
+            problems.add(
+                "replay.until_conclusive",
+                "needs the sequential judge and enforced tests, as an evidence-driven stage does",
+            );
+        }
+        match self.target.replay_by() {
+            ReplayBy::Invoke { .. } => replay.check(self.check_every_seconds, problems),
+            ReplayBy::No(why) => problems.add("replay", why),
+        }
+    }
+
+    /// The feed the shadow function answers a replay's slices with, once the stable is
+    /// known.
+    pub fn replay_feed(&self, stable: &str) -> Option<crate::domain::shadow::Feed> {
+        match (&self.replay, self.target.replay_by()) {
+            (Some(replay), ReplayBy::Invoke { function }) => {
+                Some(replay.feed(&self.release, function, stable, self.canary_id()))
+            }
+            _ => None,
         }
     }
 

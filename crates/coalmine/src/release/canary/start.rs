@@ -20,8 +20,13 @@ impl<P: Ports> CanaryTick<'_, P> {
         let target = &release.target;
         let live = preflight::read_target(self.deps.traffic(), release).await?;
         if let Some(stamp) = live.stamp_by(self.execution).cloned() {
-            if release.shadow.is_some() && stamp.is_live() && stamp.in_shadow() {
-                return self.start_shadow(live).await;
+            if stamp.is_live() && stamp.in_shadow() {
+                if release.replay.is_some() {
+                    return self.start_replay(live).await;
+                }
+                if release.shadow.is_some() {
+                    return self.start_shadow(live).await;
+                }
             }
             let adopted = self.adopt(&stamp, &live);
             return match stamp.phase {
@@ -32,8 +37,11 @@ impl<P: Ports> CanaryTick<'_, P> {
                 _ => self.after_change(adopted, live).await,
             };
         }
-        if let Some(refused) = first_blocking(preflight::checks(release, &live, self.deps).await) {
+        if let Some(refused) = first_blocking(preflight::checks(release, &live, self.deps, now).await) {
             return Err(refused);
+        }
+        if release.replay.is_some() {
+            return self.start_replay(live).await;
         }
         if release.shadow.is_some() {
             return self.start_shadow(live).await;

@@ -1,6 +1,6 @@
 //! One tick of a weight canary: the entry every tick goes through. It reads the target,
 //! sends anything this release did not leave to [`super::recovery`], a first tick to
-//! [`super::start`], a shadow to [`super::shadowing`], and a stage to [`super::stages`].
+//! [`super::start`], a replay to [`super::replaying`], a shadow to [`super::shadowing`], and a stage to [`super::stages`].
 //! The phases share only [`super::ledger`]; none calls back into another's caller.
 //!
 //! Every write carries the release's stamp (see [`crate::domain::stamp`]) naming this
@@ -69,7 +69,10 @@ impl<P: Ports> CanaryTick<'_, P> {
             );
             return self.roll_back(progress, live, RolledBackBy::Safety, why, None).await;
         }
-        if let Some(run) = progress.kind.shadow.clone() {
+        if let Some(mut run) = progress.kind.shadow.clone() {
+            if let Some(replayed) = run.replay.take() {
+                return self.replay_tick(progress, live, run, replayed).await;
+            }
             return self.shadow_tick(progress, live, run).await;
         }
         self.stage_tick(progress, live).await

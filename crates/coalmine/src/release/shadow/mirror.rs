@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::domain::shadow::{metric, pair_in, sampled, Feed, Pair, DISAGREEMENT_MESSAGE, NAMESPACE};
+use crate::domain::shadow::{metric, pair_in, sampled, Feed, DISAGREEMENT_MESSAGE, NAMESPACE};
 use crate::ports::{Answer, Datum, MetricSink, VersionInvoker};
 
 /// One log event of the delivery.
@@ -115,9 +115,55 @@ pub async fn shadow_batch<I: VersionInvoker, S: MetricSink>(
             }
         }
     }
-    let asked: Vec<(&str, Pair, Option<Answer>, Option<Answer>)> = stream::iter(pairs)
-        .map(|(id, pair)| async move {
-            let envelope = feed.envelope(&pair.request);
+    let requests = pairs.into_iter().map(|(id, pair)| (id.to_owned(), pair.request, Some(pair.response))).collect();
+    ask_and_count(feed, requests, invoker, sink, tally).await
+}
+
+/// Answers a replay's batch (decision 0023): each line's request asked of the candidate
+/// and, for the noise floor, of the stable again; compared with the answer the line
+/// carries, or with the stable's own, asked first, where it carries none (a golden set).
+/// Counted and published as a shadow's batch is.
+pub async fn replay_batch<I: VersionInvoker, S: MetricSink>(
+    feed: &Feed,
+    lines: Vec<crate::domain::replay::ReplayLine>,
+    invoker: &I,
+    sink: &S,
+) -> Tally {
+    let requests = lines.into_iter().enumerate().map(|(i, line)| (format!("replay-{i}"), line.request, line.response));
+    ask_and_count(feed, requests.collect(), invoker, sink, Tally::default()).await
+}
+
+/// One request, asked: the reference it is compared with (`None`: the stable could not
+/// give one), and each side's answer.
+struct Asked {
+    id: String,
+    request: Value,
+    reference: Option<Value>,
+    candidate: Option<Answer>,
+    stable: Option<Answer>,
+}
+
+async fn ask_and_count<I: VersionInvoker, S: MetricSink>(
+    feed: &Feed,
+    requests: Vec<(String, Value, Option<Value>)>,
+    invoker: &I,
+    sink: &S,
+    mut tally: Tally,
+) -> Tally {
+    let asked: Vec<Asked> = stream::iter(requests)
+        .map(|(id, request, reference)| async move {
+            let envelope = feed.envelope(&request);
+            let reference = match reference {
+                Some(answer) => Some(answer),
+                // A golden line: the stable's answer is the reference.
+                None => match ask(invoker, feed, &feed.stable, &envelope).await {
+                    Some(Answer { outcome: Ok(answer), .. }) => Some(answer),
+                    _ => None,
+                },
+            };
+            if reference.is_none() {
+                return Asked { id, request, reference, candidate: None, stable: None };
+            }
             let candidate = ask(invoker, feed, &feed.candidate, &envelope);
             let stable = async {
                 if feed.noise_floor {
@@ -127,24 +173,29 @@ pub async fn shadow_batch<I: VersionInvoker, S: MetricSink>(
                 }
             };
             let (candidate, stable) = futures::join!(candidate, stable);
-            (id, pair, candidate, stable)
+            Asked { id, request, reference, candidate, stable }
         })
         .buffer_unordered(feed.max_concurrency.max(1))
         .collect()
         .await;
     let mut examples = 0;
-    for (id, pair, candidate, stable) in &asked {
+    for Asked { id, request, reference, candidate, stable } in &asked {
+        let Some(reference) = reference else {
+            warn!(release = %feed.release, request_id = id, "replay: the stable gave no reference answer, request skipped");
+            tally.skipped += 1;
+            continue;
+        };
         match candidate {
             Some(answer) => {
-                let agreed = count(&mut tally.candidate, feed, &pair.response, answer);
+                let agreed = count(&mut tally.candidate, feed, reference, answer);
                 if agreed == Some(false) && examples < EXAMPLES_PER_BATCH {
                     examples += 1;
                     let answer = answer.outcome.as_ref().map(Value::to_string).unwrap_or_default();
                     info!(
                         release = %feed.release,
                         request_id = id,
-                        request = %cut(&pair.request.to_string()),
-                        stable = %cut(&pair.response.to_string()),
+                        request = %cut(&request.to_string()),
+                        stable = %cut(&reference.to_string()),
                         candidate = %cut(&answer),
                         "{DISAGREEMENT_MESSAGE}"
                     );
@@ -153,7 +204,7 @@ pub async fn shadow_batch<I: VersionInvoker, S: MetricSink>(
             None => tally.skipped += 1,
         }
         if let Some(answer) = stable {
-            count(&mut tally.stable, feed, &pair.response, answer);
+            count(&mut tally.stable, feed, reference, answer);
         }
     }
     if let Err(e) = sink.put(NAMESPACE, &data(feed, &tally)).await {

@@ -25,6 +25,7 @@ fn mirrored_release() -> Release {
         check_every_seconds: 60,
         gates: Gates { max_error_rate: Some(0.05), min_requests: 100, ..Gates::default() },
         shadow: Some(serde_json::from_value(serde_json::json!({"duration_seconds": 600, "sample": 0.2})).unwrap()),
+        replay: None,
         cohorts: None,
     };
     release.validate().unwrap();

@@ -31,6 +31,7 @@ fn release(gates: Gates) -> Release {
         check_every_seconds: 60,
         gates,
         shadow: None,
+        replay: None,
         cohorts: None,
     };
     release.validate().unwrap();
@@ -157,6 +158,7 @@ mod claims;
 mod cohorts;
 mod operator;
 mod recovery;
+mod replay;
 mod shadow;
 mod stages;
 mod start;
