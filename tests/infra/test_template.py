@@ -22,6 +22,7 @@ PARAMS = {
     "RollbackTargets": "",
     "NotificationEmail": "",
     "LogLevel": "INFO",
+    "ReplaySetArns": "arn:aws:s3:::team-evals/golden/*",
 }
 LAMBDA_ARNS = PARAMS["LambdaTargetFunctionArns"].split(",")
 ALARMS = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:coalmine-*"
@@ -161,7 +162,19 @@ def test_stepper_role_grants_exactly_what_a_tick_needs(resolved):
         (("logs:DeleteSubscriptionFilter", "logs:DescribeSubscriptionFilters", "logs:PutSubscriptionFilter"), (LAMBDA_LOG_GROUPS,)),
         (("logs:FilterLogEvents",), (SHADOW_LOG_GROUP, SHADOW_LOG_GROUP + ":*")),
         (COHORT_PUBLISHING, COHORT_RESOURCES),
+        (("s3:GetObject",), (PARAMS["ReplaySetArns"],)),
+        (("logs:FilterLogEvents",), (LAMBDA_LOG_GROUPS,)),
+        (("lambda:InvokeFunction",), ("<ShadowFunction.Arn>",)),
     ])
+
+
+def test_a_replay_reads_only_the_named_golden_sets_and_without_them_no_bucket_at_all():
+    params = {**PARAMS, "ReplaySetArns": ""}
+    rendered = render(params)
+    resolved = Resolver(rendered, params).resolve(rendered)
+    actions = {a for acts, _ in statements(resolved, "StepperFunctionRole") for a in acts}
+    assert not any(a.startswith("s3:") for a in actions), actions
+    assert "lambda:InvokeFunction" in actions, "recent requests can still be replayed"
 
 
 APPCONFIG = f"arn:aws:appconfig:{REGION}:{ACCOUNT}"

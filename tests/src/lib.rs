@@ -29,6 +29,7 @@ pub mod browser;
 pub mod operator;
 pub mod proxy;
 pub mod sagemaker;
+pub mod shadow;
 
 pub const ACCOUNT: &str = "000000000000";
 pub const REGION: &str = "us-east-1";

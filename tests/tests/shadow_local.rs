@@ -5,22 +5,20 @@
 //! shadow function, which asks the candidate's version (and the stable's again) and
 //! publishes the counts; the stepper's tick, on the library's AWS adapters, judges them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use coalmine::aws::log_group;
-use coalmine::clouds::Clouds;
 use coalmine::domain::cause::RolledBackBy;
-use coalmine::domain::shadow::{metric, Compare, Feed, NAMESPACE, PAIR_KEY};
+use coalmine::domain::shadow::{metric, Compare, Feed, PAIR_KEY};
 use coalmine::domain::stamp::Phase;
-use coalmine::ports::{ShadowFeeds, TrafficRouter};
+use coalmine::ports::TrafficRouter;
 use coalmine::release::canary::control;
-use coalmine::release::canary::progress::Progress;
 use coalmine::release::canary::spec::Release;
 use coalmine::release::core::progress::Status;
-use coalmine::release::core::{StepDeps, Tick};
+use coalmine::release::core::StepDeps;
 use coalmine::Target;
-use coalmine_tests::{bootstrap_path, poll, unique, Inbox, LocalAws};
+use coalmine_tests::shadow::{epoch, execution, shadow_sum, ShadowScene};
+use coalmine_tests::{poll, unique, LocalAws};
 use serde_json::{json, Value};
 
 fn feed(function: &str, compare: Compare) -> Feed {
@@ -37,61 +35,6 @@ fn feed(function: &str, compare: Compare) -> Feed {
     }
 }
 
-/// The local AWS, the real shadow function, a topic read back through SQS, and the
-/// library's adapters with the shadow function as their feeds' destination.
-struct ShadowScene {
-    local: LocalAws,
-    shadow_fn: String,
-    inbox: Inbox,
-    aws: Clouds,
-    logs: aws_sdk_cloudwatchlogs::Client,
-}
-
-impl ShadowScene {
-    async fn connect() -> ShadowScene {
-        let local = LocalAws::connect().await;
-        let inbox = local.topic_with_queue(&unique("coalmine-topic")).await;
-        let shadow_fn = unique("coalmine-shadow");
-        let shadow_arn = local.create_function_from(&shadow_fn, &bootstrap_path("shadow"), &[]).await;
-        let (_, mut config) = local.adapters(&inbox.topic_arn);
-        config.shadow_function_arn = Some(shadow_arn);
-        let aws = Clouds::new(&local.sdk, &config);
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&local.sdk);
-        ShadowScene { local, shadow_fn, inbox, aws, logs }
-    }
-
-    /// The feed, opened by the stepper's own adapter.
-    async fn open_feed(&self, feed: &Feed) {
-        self.aws.router.open_feed(feed).await.expect("open the feed");
-    }
-
-    async fn filters(&self, function: &str) -> Vec<String> {
-        let out = self
-            .logs
-            .describe_subscription_filters()
-            .log_group_name(log_group(function))
-            .send()
-            .await
-            .expect("DescribeSubscriptionFilters");
-        out.subscription_filters().iter().filter_map(|f| f.filter_name().map(str::to_owned)).collect()
-    }
-
-    async fn try_tick(
-        &self,
-        release: &Release,
-        progress: Option<Progress>,
-        execution: &str,
-        now: u64,
-    ) -> coalmine::Result<Progress> {
-        let deps = StepDeps::new(&self.aws.router, &self.aws.notifier, &self.aws.alarms, &self.aws.metrics);
-        Tick { release, execution, deps: &deps, now }.step(progress).await
-    }
-
-    async fn tick(&self, release: &Release, progress: Option<Progress>, execution: &str, now: u64) -> Progress {
-        self.try_tick(release, progress, execution, now).await.expect("a tick")
-    }
-}
-
 /// A release of the model's version 2 with a shadow of a minute first.
 fn shadowed_release(function: &str, compare: Value) -> Release {
     Release::parse(&json!({
@@ -104,36 +47,6 @@ fn shadowed_release(function: &str, compare: Value) -> Release {
         "shadow": {"duration_seconds": 60, "sample": 1.0, "compare": compare, "max_disagreement_increase_ratio": 0.5},
     }))
     .expect("a valid shadowed release")
-}
-
-fn epoch() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// The sum of a shadow metric for one version of the feed's release, this last hour.
-async fn shadow_sum(local: &LocalAws, release: &str, name: &str, version: &str) -> f64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let metric = Metric::builder()
-        .namespace(NAMESPACE)
-        .metric_name(name)
-        .dimensions(Dimension::builder().name("Release").value(release).build())
-        .dimensions(Dimension::builder().name("Version").value(version).build())
-        .build();
-    let out = local
-        .cloudwatch
-        .get_metric_data()
-        .metric_data_queries(
-            MetricDataQuery::builder()
-                .id("m")
-                .metric_stat(MetricStat::builder().metric(metric).stat("Sum").period(3600).build())
-                .build(),
-        )
-        .start_time(aws_smithy_types::DateTime::from_secs(now - 3600))
-        .end_time(aws_smithy_types::DateTime::from_secs(now + 60))
-        .send()
-        .await
-        .expect("GetMetricData");
-    out.metric_data_results().iter().flat_map(|r| r.values().iter().copied()).sum()
 }
 
 /// Waits (bounded) until the candidate has been asked `n` requests; then every count.
@@ -205,11 +118,6 @@ async fn a_candidate_that_fails_is_counted_in_errors_and_users_are_still_served_
     let [shadowed, disagreements, errors, stable_asked, _] = counts_once_shadowed(local, &feed.release, 4.0).await;
     assert_eq!((shadowed, errors, disagreements), (4.0, 4.0, 0.0));
     assert_eq!(stable_asked, 4.0);
-}
-
-/// An execution ARN of this test's own.
-fn execution() -> String {
-    format!("arn:aws:states:us-east-1:000000000000:execution:coalmine-release:{}", unique("run"))
 }
 
 #[tokio::test]

@@ -261,9 +261,11 @@ async fn read_logs(
             })?;
         let mut new = 0usize;
         for event in page.events() {
-            let (Some(ts), Some(id)) = (event.timestamp(), event.event_id()) else {
+            let Some(ts) = event.timestamp() else {
                 continue;
             };
+            let id = event_id(event);
+            let id = id.as_str();
             if next.after_ms == Some(ts) && next.seen.iter().any(|s| s == id) {
                 continue;
             }
@@ -289,4 +291,19 @@ async fn read_logs(
             return Ok(Slice { lines: read.lines, skipped: read.skipped, cursor: next, exhausted: false });
         }
     }
+}
+
+/// An event's id; where a service gives none (MiniStack), one made of what tells two
+/// events of the same millisecond apart: their stream and their text.
+fn event_id(event: &aws_sdk_cloudwatchlogs::types::FilteredLogEvent) -> String {
+    use sha2::Digest;
+    if let Some(id) = event.event_id() {
+        return id.to_owned();
+    }
+    let digest = sha2::Sha256::new()
+        .chain_update(event.log_stream_name().unwrap_or_default())
+        .chain_update([0])
+        .chain_update(event.message().unwrap_or_default())
+        .finalize();
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
