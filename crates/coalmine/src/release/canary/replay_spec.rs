@@ -173,6 +173,57 @@ impl Replay {
     }
 }
 
+/// The noise floor a plan assumes before any replay has measured one: a sampled model
+/// disagreeing with itself on one request in twenty.
+pub const ASSUMED_NOISE_FLOOR: f64 = 0.05;
+
+impl Replay {
+    /// What the replay costs and sees, as `coalmine validate` states it: its invocations,
+    /// its time, and the requests its disagreement tests need to see a candidate that
+    /// disagrees twice as often as the reference does (the stable's noise floor, assumed
+    /// at 5%; or twice the absolute limit), with 80% power, under the release's `gates`.
+    pub fn plan_text(&self, release: &str, gates: &crate::release::judge::gates::Gates, check_every: u64) -> String {
+        use crate::release::judge::power::{replay_requests_needed, replay_sees};
+        use crate::text::{duration, percent};
+        let pace = self.pace();
+        let reference = if self.source.carries_answers() {
+            "each compared with the answer users got"
+        } else {
+            "the stable answering each first, for the reference"
+        };
+        let gates = crate::release::judge::gates::Gates { custom: self.gates(release), ..gates.clone() };
+        let (floor, against) = match (self.max_disagreement_increase_ratio, self.max_disagreement_rate) {
+            (Some(_), _) => (
+                ASSUMED_NOISE_FLOOR,
+                format!("with the stable disagreeing with itself on {}", percent(ASSUMED_NOISE_FLOOR)),
+            ),
+            (None, Some(limit)) => (limit, format!("against the limit of {}", percent(limit))),
+            (None, None) => (ASSUMED_NOISE_FLOOR, String::new()),
+        };
+        let seconds = |n: u64| (n as f64 / self.rate_per_second).ceil() as u64;
+        let seen = match replay_requests_needed(&gates, floor, 2.0, self.requests) {
+            Some(n) => format!(
+                "{against}, a 2x disagreement rate is seen with 80% power after {n} requests ({})",
+                duration(seconds(n).max(1))
+            ),
+            None => format!("{against}, a 2x disagreement rate is not seen with 80% power within its requests"),
+        };
+        let smallest = match replay_sees(&gates, floor, self.requests) {
+            Some(factor) => format!("; all {} see {factor}x", self.requests),
+            None => String::new(),
+        };
+        format!(
+            "up to {} requests from {} at {} a second ({}, at most {}); {} invocations of its versions, {reference}; {seen}{smallest}",
+            self.requests,
+            self.source,
+            self.rate_per_second,
+            duration(pace.seconds()),
+            duration(self.longest(check_every)),
+            self.invocations(),
+        )
+    }
+}
+
 /// A replay runs within a day: one execution's checks, with stages after it.
 fn limits_day() -> u64 {
     86_400

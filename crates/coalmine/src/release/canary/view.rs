@@ -85,6 +85,13 @@ pub fn plan_text(release: &Release) -> String {
             percent(s.sample),
         )
     });
+    let replay = release.replay.as_ref().map_or(String::new(), |r| {
+        let then = if release.shadow.is_some() { "the shadow" } else { "the stages" };
+        format!(
+            "\n  replay   {}; then {then}",
+            r.plan_text(&release.release, &release.gates, release.check_every_seconds)
+        )
+    });
     let cohorts = release.cohorts.as_ref().map_or(String::new(), |c| {
         let (_, cohort_alias) = release.target.cohort_aliases().unwrap_or_default();
         format!(
@@ -98,7 +105,7 @@ pub fn plan_text(release: &Release) -> String {
         )
     });
     format!(
-        "{}: valid\n  target   {}, canary {}{shadow}{cohorts}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n  limits   {}\n",
+        "{}: valid\n  target   {}, canary {}{replay}{shadow}{cohorts}\n  stages   {}\n  checks   every {}; {ticks}; promoted {promoted}\n  gates    {}\n  limits   {}\n",
         release.release,
         release.target,
         release.target.side(release.canary_id()),

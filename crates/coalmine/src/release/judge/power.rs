@@ -245,6 +245,52 @@ fn smallest_shift(share: f64, slow: &impl Fn(f64) -> f64) -> f64 {
     bisect(0.5, MAX_LATENCY_SHIFT * 2.0, 1e-11, |f| slow(f) >= share)
 }
 
+/// What a replay (decision 0023) shows with 80% power: how many requests, asked of both
+/// versions, its disagreement tests need to roll back a candidate that disagrees
+/// `factor` times as often as the stable does with itself (`floor`, a share of
+/// requests). `None`: not within `most`. Read off the judge as the stages' power is:
+/// the candidate's disagreements at their 20th percentile given both sides' total.
+pub fn replay_requests_needed(gates: &Gates, floor: f64, factor: f64, most: u64) -> Option<u64> {
+    if gates.judge != JudgeKind::Sequential || gates.custom.is_empty() || floor <= 0.0 || most == 0 {
+        return None;
+    }
+    let detected = |n: u64| {
+        let n = n as f64;
+        let (c, s) = ((n * floor * factor).min(n), n * floor);
+        let total = c + s;
+        let short = inverse_normal_cdf(POWER) * (total * (c / total) * (s / total)).sqrt();
+        let shown = (c - short).max(0.0);
+        let side = |disagreements: f64| SideMetrics {
+            requests: n,
+            custom: vec![Some(disagreements); gates.custom.len()],
+            custom_counts: vec![Some(n); gates.custom.len()],
+            ..SideMetrics::default()
+        };
+        let metrics = MetricSnapshot { canary: side(shown), stable: side(total - shown), pinned: None };
+        let samples = [StageSample::new(0, 60, metrics)];
+        standings(gates, &samples).iter().any(|s| s.test.starts_with("custom[") && s.rejects())
+    };
+    if !detected(most) {
+        return None;
+    }
+    let (mut lo, mut hi) = (0, most);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if detected(mid) {
+            hi = mid
+        } else {
+            lo = mid
+        }
+    }
+    Some(hi)
+}
+
+/// The smallest disagreement factor over `floor` a replay of `requests` shows with 80%
+/// power, to two decimals; `None`: not even 10x.
+pub fn replay_sees(gates: &Gates, floor: f64, requests: u64) -> Option<f64> {
+    smallest(MAX_ERROR_RATIO, |factor| replay_requests_needed(gates, floor, factor, requests).is_some())
+}
+
 fn rejects(gates: &Gates, samples: &[StageSample], test: &str) -> bool {
     standings(gates, samples).iter().any(|s| s.test == test && s.rejects())
 }

@@ -206,3 +206,37 @@ fn a_replay_is_a_lambda_releases_phase_and_says_why_for_the_others() {
     let source = Source::Recent { window_seconds: 3600 };
     assert_eq!(source.to_string(), "the stable's requests of the last 1h00m");
 }
+
+#[test]
+fn the_plan_says_what_the_replay_costs_and_how_soon_it_sees_a_doubled_disagreement_rate() {
+    let line_of = |release: &Release| {
+        let text = crate::release::canary::view::plan_text(release);
+        text.lines().find(|l| l.trim_start().starts_with("replay")).expect(&text).to_owned()
+    };
+    // Within +100% of the noise floor, a 2x is within the limit: what it does see is said.
+    let tolerant = line_of(&replayed_release(serde_json::json!({"rate_per_second": 20})));
+    assert!(
+        tolerant.contains("a 2x disagreement rate is not seen with 80% power within its requests; all 2000 see 3."),
+        "{tolerant}"
+    );
+    let release = replayed_release(
+        serde_json::json!({"rate_per_second": 20, "requests": 20000, "max_disagreement_increase_ratio": 0.5}),
+    );
+    let text = crate::release::canary::view::plan_text(&release);
+    let line = text.lines().find(|l| l.trim_start().starts_with("replay")).expect(&text);
+    assert!(
+        line.contains(
+            "replay   up to 20000 requests from s3://evals/chat/golden.jsonl at 20 a second (16m40s, at most 18m40s)"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("60000 invocations of its versions, the stable answering each first"), "{line}");
+    let needed: u64 = line
+        .split("seen with 80% power after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect(line);
+    assert!((2000..20000).contains(&needed), "{line}");
+    assert!(line.ends_with("then the stages"), "{line}");
+}
