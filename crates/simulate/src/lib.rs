@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use rand_distr::{Beta, Binomial, Distribution, Normal, Poisson};
 use serde_json::{json, Value};
 
+pub mod replay;
 pub mod shadow;
 pub mod users;
 
