@@ -104,3 +104,21 @@ pub async fn shadow_sum(local: &LocalAws, release: &str, name: &str, version: &s
 pub fn execution() -> String {
     format!("arn:aws:states:us-east-1:000000000000:execution:coalmine-release:{}", unique("run"))
 }
+
+/// A golden set of `n` requests `{"q": i}` in a bucket of its own: where it is.
+pub async fn golden_set(local: &LocalAws, n: u64) -> serde_json::Value {
+    let s3 =
+        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&local.sdk).force_path_style(true).build());
+    let bucket = unique("evals");
+    s3.create_bucket().bucket(&bucket).send().await.expect("CreateBucket");
+    let lines: String = (0..n).map(|q| format!("{}\n", serde_json::json!({"request": {"q": q}}))).collect();
+    let key = "chat/golden.jsonl";
+    s3.put_object()
+        .bucket(&bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(lines.into_bytes()))
+        .send()
+        .await
+        .expect("PutObject");
+    serde_json::json!({"s3": {"bucket": bucket, "key": key}})
+}

@@ -18,27 +18,9 @@ use coalmine::release::canary::spec::Release;
 use coalmine::release::core::progress::Status;
 use coalmine::release::core::StepDeps;
 use coalmine::{Error, Target};
-use coalmine_tests::shadow::{epoch, execution, shadow_sum, ShadowScene};
+use coalmine_tests::shadow::{epoch, execution, golden_set, shadow_sum, ShadowScene};
 use coalmine_tests::{poll, unique, LocalAws};
 use serde_json::{json, Value};
-
-/// A golden set of `n` requests `{"q": i}` in a bucket of its own: where it is.
-async fn golden_set(local: &LocalAws, n: u64) -> Value {
-    let s3 =
-        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&local.sdk).force_path_style(true).build());
-    let bucket = unique("evals");
-    s3.create_bucket().bucket(&bucket).send().await.expect("CreateBucket");
-    let lines: String = (0..n).map(|q| format!("{}\n", json!({"request": {"q": q}}))).collect();
-    let key = "chat/golden.jsonl";
-    s3.put_object()
-        .bucket(&bucket)
-        .key(key)
-        .body(aws_sdk_s3::primitives::ByteStream::from(lines.into_bytes()))
-        .send()
-        .await
-        .expect("PutObject");
-    json!({"s3": {"bucket": bucket, "key": key}})
-}
 
 /// A release of the model's version 2 that replays `requests` from `source` at 10 a
 /// second, checked every 5 s: a check hands out 50.

@@ -77,7 +77,7 @@ pub fn stage_lines(run: &Run, stages: usize, decisions: &[Decision], now: u64) -
             None => last.status.as_str().replace('_', " "),
         };
         let took = next.map_or(end, |n| n.at).saturating_sub(first.at);
-        let at = if first.shadow { "shadow".to_owned() } else { format!("stage {}/{stages}", first.stage + 1) };
+        let at = phase(first, stages);
         let weight = if first.shadow { "0%".to_owned() } else { percent(first.weight) };
         let checks = group.len();
         // The rollback's own reason says why; a stage that went on, what the judge last saw.
@@ -94,6 +94,14 @@ pub fn stage_lines(run: &Run, stages: usize, decisions: &[Decision], now: u64) -
     lines
 }
 
+/// "replay", "shadow", or "stage 2/4".
+pub fn phase(decision: &Decision, stages: usize) -> String {
+    match decision.before_users() {
+        Some(before) => before.name().to_owned(),
+        None => format!("stage {}/{stages}", decision.stage + 1),
+    }
+}
+
 /// What the judge said of a check, without the step's own words around it.
 fn judged(decision: &Decision) -> Option<String> {
     let reasons = decision.evidence.as_ref()?.get("reasons")?.as_array()?;
@@ -102,7 +110,7 @@ fn judged(decision: &Decision) -> Option<String> {
 }
 
 pub fn decision_line(decision: &Decision, stages: usize) -> String {
-    let at = if decision.shadow { "shadow".to_owned() } else { format!("stage {}/{stages}", decision.stage + 1) };
+    let at = phase(decision, stages);
     format!("{at:<9} {:>4}  {:<17} {}", percent(decision.weight), decision.status.as_str(), decision.reason)
 }
 
@@ -409,6 +417,7 @@ mod tests {
             reason: String::new(),
             evidence: None,
             shadow: false,
+            replay: false,
             by: None,
         };
         let decisions: Vec<Decision> = (0..2000).map(decision).collect();
@@ -531,6 +540,7 @@ mod tests {
             reason: reason.into(),
             evidence: None,
             shadow: false,
+            replay: false,
             by: None,
         };
         let progress: Progress = serde_json::from_value(serde_json::json!({
@@ -564,6 +574,7 @@ mod tests {
             reason: format!("step at {at}"),
             evidence: Some(serde_json::json!({"reasons": [format!("healthy: judged at {at}")]})),
             shadow: false,
+            replay: false,
             by: by.map(str::to_owned),
         };
         let decisions = [

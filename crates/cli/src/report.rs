@@ -10,7 +10,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::Value;
 
 use coalmine::domain::metrics::{GateKind, MetricSnapshot, SideMetrics};
-use coalmine::release::core::progress::{Decision, Status};
+use coalmine::release::core::progress::{BeforeUsers, Decision, Status};
 use coalmine::release::judge::evalues::Standing;
 use coalmine::release::judge::gates::Gates;
 use coalmine::release::judge::{figure, rate};
@@ -39,13 +39,9 @@ impl<'a> Check<'a> {
         Check { decision, t: decision.at.saturating_sub(started_at) as f64, metrics, tests }
     }
 
-    /// "shadow", or "stage 2 (25%)".
+    /// "replay", "shadow", or "stage 2/4".
     fn phase(&self, stages: usize) -> String {
-        if self.decision.shadow {
-            "shadow".to_owned()
-        } else {
-            format!("stage {}/{stages}", self.decision.stage + 1)
-        }
+        crate::render::phase(self.decision, stages)
     }
 }
 
@@ -180,12 +176,13 @@ fn verdict(run: &Run, started_at: u64, end: u64) -> String {
     let took = duration(end.saturating_sub(started_at));
     let at = run.progress.as_ref().map(|p| p.stage + 1);
     let stages = run.release.as_ref().map_or(0, Document::stages);
-    let in_shadow = run.progress.as_ref().and_then(|p| p.history.last()).is_some_and(|d| d.shadow);
+    let before = run.progress.as_ref().and_then(|p| p.history.last()).and_then(Decision::before_users);
     match (run.state().as_str(), at) {
         ("promoted", _) => format!("Promoted after {took}"),
-        ("rolled_back", _) if in_shadow => {
-            format!("Rolled back after {took}, in the shadow: no user was served by the candidate")
-        }
+        ("rolled_back", _) if before.is_some() => format!(
+            "Rolled back after {took}, in the {}: no user was served by the candidate",
+            before.map_or("shadow", BeforeUsers::name)
+        ),
         ("rolled_back", Some(stage)) => format!("Rolled back after {took}, at stage {stage} of {stages}"),
         ("rolled_back", None) => format!("Rolled back after {took}"),
         (state, _) if run.running() => format!("Running ({state}) for {took}"),
@@ -216,7 +213,16 @@ fn events(document: &Document, decisions: &[Decision], run: &Run) -> Vec<Event> 
     for d in decisions {
         let was = previous.map(|p| p.status);
         let what = match (d.status, was) {
+            (_, None) if d.replay => {
+                Some("replay started: the candidate and the stable answer the release's source".to_owned())
+            }
             (_, None) if d.shadow => Some("shadow started: the candidate answers copies of live requests".to_owned()),
+            (Status::Advanced, _) if previous.is_some_and(|p| p.replay) && !d.replay && d.shadow => {
+                Some("replay passed; shadow started".to_owned())
+            }
+            (Status::Advanced, _) if previous.is_some_and(|p| p.replay) && !d.shadow => {
+                Some(format!("replay passed; first stage at {}", percent(d.weight)))
+            }
             (_, None) if moves => Some(format!("started at {}", percent(d.weight))),
             (_, None) => Some(format!("started: {}", document.stage_name(d.stage))),
             (Status::Advanced, _) if previous.is_some_and(|p| p.shadow) && !d.shadow => {
@@ -264,17 +270,17 @@ fn rolled_back(d: &Decision, run: &Run) -> String {
 
 /// The stretches under one phase: the shadow, then each stage as the decisions entered it.
 fn bands(document: &Document, checks: &[Check<'_>], end: f64) -> Vec<Band> {
-    let mut bands: Vec<(bool, usize, Band)> = Vec::new();
+    let mut bands: Vec<(Option<BeforeUsers>, usize, Band)> = Vec::new();
     for check in checks {
         let d = check.decision;
-        if bands.last().is_some_and(|(shadow, stage, _)| *shadow == d.shadow && *stage == d.stage) {
+        if bands.last().is_some_and(|(before, stage, _)| *before == d.before_users() && *stage == d.stage) {
             continue;
         }
         if let Some((_, _, last)) = bands.last_mut() {
             last.to = check.t;
         }
-        let label = if d.shadow { "shadow".to_owned() } else { document.stage_name(d.stage) };
-        bands.push((d.shadow, d.stage, Band { from: check.t, to: end, label }));
+        let label = d.before_users().map_or_else(|| document.stage_name(d.stage), |b| b.name().to_owned());
+        bands.push((d.before_users(), d.stage, Band { from: check.t, to: end, label }));
     }
     bands.into_iter().map(|(_, _, band)| band).collect()
 }
@@ -345,11 +351,11 @@ fn measure(test: &str, gates: &Gates, m: &MetricSnapshot) -> Option<Measure> {
 /// One chart per test the judge ran (a shadow's apart from the stages'), each with its
 /// points in a table beneath: the numbers the chart draws, and the raw evidence.
 fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result<Vec<Markup>, String> {
-    let mut order: Vec<(bool, String)> = Vec::new();
-    let mut names: BTreeMap<(bool, String), String> = BTreeMap::new();
+    let mut order: Vec<(Option<BeforeUsers>, String)> = Vec::new();
+    let mut names: BTreeMap<(Option<BeforeUsers>, String), String> = BTreeMap::new();
     for check in checks {
         for test in &check.tests {
-            let key = (check.decision.shadow, test.test.clone());
+            let key = (check.decision.before_users(), test.test.clone());
             if let std::collections::btree_map::Entry::Vacant(name) = names.entry(key.clone()) {
                 name.insert(test.name.clone());
                 order.push(key);
@@ -358,18 +364,19 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
     }
     let mut charts = Vec::new();
     for kept in order {
-        let (shadow, test) = (&kept.0, &kept.1);
-        let gates = document.judged_by(*shadow);
+        let (before, test) = (&kept.0, &kept.1);
+        let gates = document.judged_by(*before);
         let mut rows = Vec::new();
         let mut series =
             GateSeries { unit: "", canary: Vec::new(), stable: Vec::new(), tolerance: Vec::new(), way: Vec::new() };
         let mut tolerance_label = "tolerance";
-        let canary_label = match (*shadow, test.ends_with("_pinned")) {
+        let canary_label = match (*before, test.ends_with("_pinned")) {
             (_, true) => "pinned units",
-            (true, false) => "candidate (shadow)",
-            (false, false) => "canary",
+            (Some(BeforeUsers::Replay), false) => "candidate (replay)",
+            (Some(BeforeUsers::Shadow), false) => "candidate (shadow)",
+            (None, false) => "canary",
         };
-        for check in checks.iter().filter(|c| c.decision.shadow == *shadow) {
+        for check in checks.iter().filter(|c| c.decision.before_users() == *before) {
             let Some(standing) = check.tests.iter().find(|t| &t.test == test) else { continue };
             let measured = check.metrics.as_ref().and_then(|m| measure(test, &gates, m));
             if let Some(m) = &measured {
@@ -385,9 +392,9 @@ fn gate_charts(document: &Document, checks: &[Check<'_>], span: &Span) -> Result
         let name = &names[&kept];
         let svg = chart::gate(span, &series)?;
         let points = series.canary.len() + series.stable.len() + series.way.len();
-        let id = format!("{}{}", if *shadow { "shadow:" } else { "" }, test);
+        let id = format!("{}{}", before.map_or(String::new(), |b| format!("{}:", b.name())), test);
         let last = rows.last().map(|(_, s, _)| s.clone());
-        let title = if *shadow { format!("shadow: {name}") } else { name.clone() };
+        let title = before.map_or_else(|| name.clone(), |b| format!("{}: {name}", b.name()));
         let unit = series.unit;
         let nearest = last.as_ref().map_or(0.0, Standing::way_to_rollback);
         charts.push((nearest, html! {
@@ -581,6 +588,7 @@ mod tests {
             reason: format!("{} at {at}", status.as_str()),
             evidence,
             shadow: false,
+            replay: false,
             by: None,
         }
     }

@@ -146,9 +146,10 @@ impl Document {
         each_kind!(self, r: K => <K as Operated>::moves_traffic(r))
     }
 
-    /// The gates a decision was judged by: a shadow phase's (`shadow`), or the stages'.
-    pub fn judged_by(&self, shadow: bool) -> self::judge::gates::Gates {
-        each_kind!(self, r: K => <K as Operated>::judged_by(r, shadow))
+    /// The gates a decision was judged by: a phase's before any user (`before`), or the
+    /// stages'.
+    pub fn judged_by(&self, before: Option<self::core::progress::BeforeUsers>) -> self::judge::gates::Gates {
+        each_kind!(self, r: K => <K as Operated>::judged_by(r, before))
     }
 
     /// "canary version 42, RUNNING (baking)": what is released, and where it is.

@@ -76,9 +76,11 @@ impl<P: Ports> CanaryTick<'_, P> {
 
 /// A decision made in the shadow says so in the history.
 fn mark_shadow(mut progress: Progress) -> Progress {
-    if progress.kind.shadow.is_some() {
+    if let Some(run) = &progress.kind.shadow {
+        let replay = run.replay.is_some();
         if let Some(last) = progress.history.last_mut() {
             last.shadow = true;
+            last.replay = replay;
         }
     }
     progress

@@ -34,6 +34,7 @@ use crate::release::canary::progress::{CanaryProgress, Progress};
 use crate::release::core::ending::SafetyOutcome;
 use crate::release::core::operate::{Bake, Command, Operated, Routed};
 use crate::release::core::preflight::Check;
+use crate::release::core::progress::BeforeUsers;
 use crate::release::core::{ReleaseKind, Tick};
 use crate::release::judge::gates::Gates;
 use crate::text::describe;
@@ -111,9 +112,14 @@ impl Operated for Release {
         format!("stage {}/{} {}", stage + 1, self.stages.len(), self.share_text(stage))
     }
 
-    fn judged_by(&self, shadow: bool) -> Gates {
-        match self.shadow.as_ref().filter(|_| shadow) {
-            Some(phase) => Gates { custom: phase.gates(&self.release), ..self.gates.clone() },
+    fn judged_by(&self, before: Option<BeforeUsers>) -> Gates {
+        let custom = match before {
+            Some(BeforeUsers::Replay) => self.replay.as_ref().map(|r| r.gates(&self.release)),
+            Some(BeforeUsers::Shadow) => self.shadow.as_ref().map(|s| s.gates(&self.release)),
+            None => None,
+        };
+        match custom {
+            Some(custom) => Gates { custom, ..self.gates.clone() },
             None => self.gates.clone(),
         }
     }

@@ -22,8 +22,8 @@ use crate::release::canary::replay_spec::{Replay, MAX_PER_CHECK};
 use crate::release::canary::shadowing::{seen, with_seen};
 use crate::release::canary::CanaryTick;
 use crate::release::core::health::observe;
-use crate::release::core::progress::Status;
-use crate::release::judge::gates::Gates;
+use crate::release::core::operate::Operated;
+use crate::release::core::progress::{BeforeUsers, Status};
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
 use crate::text::duration;
@@ -34,11 +34,6 @@ const ASYNC_PAYLOAD_BYTES: usize = 256 * 1024;
 impl<P: Ports> CanaryTick<'_, P> {
     fn replay(&self) -> &Replay {
         self.release.replay.as_deref().expect("a replaying release has a replay")
-    }
-
-    /// The release's own tests, with the replay's disagreement gates.
-    fn replay_gates(&self) -> Gates {
-        Gates { custom: self.replay().gates(&self.release.release), ..self.release.gates.clone() }
     }
 
     /// Owns the target at no weight (unless an earlier attempt of this tick wrote it);
@@ -85,7 +80,7 @@ impl<P: Ports> CanaryTick<'_, P> {
         if replayed.sent_all_at.is_none() {
             self.send_due(&feed, run.started_at, &mut replayed).await?;
         }
-        let gates = self.replay_gates();
+        let gates = release.judged_by(Some(BeforeUsers::Replay));
         let counted_as = metrics_release(&release.release);
         let query = MetricQuery {
             target: &release.target,

@@ -22,7 +22,7 @@ use crate::release::canary::progress::{CanaryProgress, Progress, ShadowRun, Writ
 use crate::release::canary::CanaryTick;
 use crate::release::core::health::observe;
 use crate::release::core::operate::Operated;
-use crate::release::core::progress::Status;
+use crate::release::core::progress::{BeforeUsers, Status};
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
 use crate::rollback::record_rollback;
@@ -72,7 +72,7 @@ impl<P: Ports> CanaryTick<'_, P> {
     pub(super) async fn shadow_tick(&self, mut progress: Progress, live: Split, run: ShadowRun) -> Result<Progress> {
         let release = self.release;
         let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
-        let gates = release.judged_by(true);
+        let gates = release.judged_by(Some(BeforeUsers::Shadow));
         // A Lambda shadow is read off the shadow function's counts; a mirror, off the
         // candidate deployment's own metrics.
         let fed = release.shadow_feed(&progress.stable).is_some();

@@ -196,10 +196,12 @@ pub fn bake(release: &Release, progress: &Progress, now: u64) -> Option<Bake> {
 
 /// The disagreements the shadow showed last: what the candidate said instead.
 pub fn shadow_examples(progress: &Progress) -> Vec<String> {
-    let Some(examples) = progress.kind.shadow.as_ref().map(|s| &s.examples).filter(|e| !e.is_empty()) else {
+    let Some(run) = progress.kind.shadow.as_ref().filter(|s| !s.examples.is_empty()) else {
         return Vec::new();
     };
-    let mut lines = vec![String::new(), "  the shadow's disagreements (last few):".to_owned()];
+    let phase = if run.replay.is_some() { "replay" } else { "shadow" };
+    let examples = &run.examples;
+    let mut lines = vec![String::new(), format!("  the {phase}'s disagreements (last few):")];
     for example in examples {
         lines.push(format!("    request {}: {}", example.request_id, example.request));
         lines.push(format!("      stable     {}", example.stable));

@@ -71,8 +71,12 @@ pub trait Operated: ReleaseKind {
     /// The plan as `coalmine validate --output json` gives it.
     fn plan_json(&self) -> Value;
 
-    /// The gates a decision was judged by: a shadow phase's (`shadow`), or the stages'.
-    fn judged_by(&self, shadow: bool) -> crate::release::judge::gates::Gates;
+    /// The gates a decision was judged by: a phase's before any user (`before`), or the
+    /// stages'.
+    fn judged_by(
+        &self,
+        before: Option<crate::release::core::progress::BeforeUsers>,
+    ) -> crate::release::judge::gates::Gates;
 
     /// A stage as a report names it: "stage 2/4 25%", "SageMaker's deployment".
     fn stage_name(&self, stage: usize) -> String;

@@ -60,6 +60,10 @@ pub struct Decision {
     /// Made in a shadow phase, before the first stage.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// Made in a replay (decision 0023), before the shadow and the first stage; `shadow`
+    /// is set too, as for every decision before any user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
     /// Who, when a person's request made this decision (an approval, a promotion, a
     /// pause, an abort): what a report names beside the time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +218,7 @@ impl<X> Progress<X> {
             reason: self.reason.clone(),
             evidence,
             shadow: false,
+            replay: false,
             by: None,
         });
         if self.history.len() > HISTORY_LIMIT {
@@ -275,6 +280,36 @@ impl<X> Progress<X> {
         match self.samples.last_mut() {
             Some(last) if last.stage == sample.stage => *last = sample,
             _ => self.samples.push(sample),
+        }
+    }
+}
+
+impl Decision {
+    /// The phase before any user it was made in, if any.
+    pub fn before_users(&self) -> Option<BeforeUsers> {
+        match (self.replay, self.shadow) {
+            (true, _) => Some(BeforeUsers::Replay),
+            (false, true) => Some(BeforeUsers::Shadow),
+            _ => None,
+        }
+    }
+}
+
+/// The phases a release may pass before any user is served by its candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BeforeUsers {
+    /// Requests from a source, replayed to both versions (decision 0023).
+    Replay,
+    /// Copies of live requests.
+    Shadow,
+}
+
+impl BeforeUsers {
+    /// "replay", "shadow": how status lines and reports name the phase.
+    pub fn name(self) -> &'static str {
+        match self {
+            BeforeUsers::Replay => "replay",
+            BeforeUsers::Shadow => "shadow",
         }
     }
 }

@@ -211,7 +211,10 @@ impl Operated for GuardrailRelease {
     }
 
     /// A guardrail release's shadow and deployment are judged by the same gates.
-    fn judged_by(&self, _shadow: bool) -> crate::release::judge::gates::Gates {
+    fn judged_by(
+        &self,
+        _before: Option<crate::release::core::progress::BeforeUsers>,
+    ) -> crate::release::judge::gates::Gates {
         self.judged_gates()
     }
 
