@@ -18,7 +18,13 @@ pub struct LogFeeds {
     /// The shadow function's own log group, where its examples are.
     examples_group: Option<String>,
     /// A replay's golden sets and its hand-off to the shadow function.
-    pub(super) replay: Option<super::replay::ReplayClients>,
+    pub(super) replay: Option<ReplayClients>,
+}
+
+/// What a replay reads golden sets and hands out batches with.
+pub struct ReplayClients {
+    pub s3: aws_sdk_s3::Client,
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 impl LogFeeds {
@@ -32,7 +38,7 @@ impl LogFeeds {
 
     /// Replays too: reads golden sets with `s3`, hands batches out with `lambda`.
     pub fn with_replay(self, s3: aws_sdk_s3::Client, lambda: aws_sdk_lambda::Client) -> Self {
-        LogFeeds { replay: Some(super::replay::ReplayClients { s3, lambda }), ..self }
+        LogFeeds { replay: Some(ReplayClients { s3, lambda }), ..self }
     }
 }
 

@@ -8,17 +8,10 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 
 use super::error::{aws_error, call_detail, service_code};
-use super::logs::{log_group, LogFeeds};
+use super::logs::{log_group, LogFeeds, ReplayClients};
 use crate::domain::error::{Error, Result};
 use crate::domain::replay::{replay_line, Cursor, ReplayBatch, ReplayLine, Slice, Source};
 use crate::domain::shadow::{Feed, FILTER_PATTERN};
-use crate::text::duration;
-
-/// What a replay reads and invokes with.
-pub struct ReplayClients {
-    pub s3: aws_sdk_s3::Client,
-    pub lambda: aws_sdk_lambda::Client,
-}
 
 /// A golden set is read a mebibyte at a time; a line is at most a request's 200 KB.
 const RANGE_BYTES: u64 = 1 << 20;
@@ -88,18 +81,17 @@ impl LogFeeds {
                 let first = read_logs(&self.client, source, feed, &Cursor::default(), began_at, 1).await?;
                 if first.lines.is_empty() {
                     return Err(Error::Refused(format!(
-                        "replay: {} holds no request version {} served over the last {}: nothing to replay; widen \
-                         window_seconds, check the handler prints its \"coalmine:pair\" lines, or replay a golden set",
+                        "replay: {} holds no request version {} served over the last {window_seconds} s: nothing to \
+                         replay; widen window_seconds, check the handler prints its \"coalmine:pair\" lines, or \
+                         replay a golden set",
                         log_group(&feed.function),
                         feed.stable,
-                        duration(*window_seconds)
                     )));
                 }
                 format!(
-                    "{} holds version {}'s requests of the last {}",
+                    "{} holds version {}'s requests of the last {window_seconds} s",
                     log_group(&feed.function),
-                    feed.stable,
-                    duration(*window_seconds)
+                    feed.stable
                 )
             }
         };

@@ -38,9 +38,7 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
-            Source::Recent { window_seconds } => {
-                write!(f, "the stable's requests of the last {}", crate::text::duration(*window_seconds))
-            }
+            Source::Recent { window_seconds } => write!(f, "the stable's requests of the last {window_seconds} s"),
         }
     }
 }

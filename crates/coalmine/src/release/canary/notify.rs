@@ -49,7 +49,7 @@ pub fn rolled_back(stopped: &Stopped<'_>) -> Notification {
         RolledBackBy::Health | RolledBackBy::GateAlarm if *replayed => format!(
             "coalmine rolled back release {name} in its replay: the candidate's answers to {} failed a health check. \
              No user was served by it, and the release will not start again.",
-            release.replay.as_ref().map_or("replayed requests".to_owned(), |r| r.source.to_string())
+            release.replay.as_ref().map_or("replayed requests".to_owned(), |r| r.source_text())
         ),
         RolledBackBy::Health | RolledBackBy::GateAlarm if *in_shadow => format!(
             "coalmine rolled back release {name} in its shadow: the candidate's answers to copies of live requests \

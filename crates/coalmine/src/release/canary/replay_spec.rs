@@ -66,6 +66,16 @@ fn at(field: &str) -> String {
 }
 
 impl Replay {
+    /// Where its requests come from, as a person reads it.
+    pub fn source_text(&self) -> String {
+        match &self.source {
+            Source::Recent { window_seconds } => {
+                format!("the stable's requests of the last {}", crate::text::duration(*window_seconds))
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub fn pace(&self) -> Pace {
         Pace { rate_per_second: self.rate_per_second, requests: self.requests }
     }
@@ -215,7 +225,7 @@ impl Replay {
         format!(
             "up to {} requests from {} at {} a second ({}, at most {}); {} invocations of its versions, {reference}; {seen}{smallest}",
             self.requests,
-            self.source,
+            self.source_text(),
             self.rate_per_second,
             duration(pace.seconds()),
             duration(self.longest(check_every)),

@@ -58,7 +58,7 @@ impl<P: Ports> CanaryTick<'_, P> {
             target.side(release.canary_id()),
             target.side(&live.stable),
             replay.requests,
-            replay.source,
+            replay.source_text(),
             replay.rate_per_second
         );
         let wait = release.check_every_seconds.min(replay.longest(release.check_every_seconds).max(1));

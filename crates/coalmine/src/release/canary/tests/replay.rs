@@ -203,8 +203,10 @@ fn a_replay_is_a_lambda_releases_phase_and_says_why_for_the_others() {
         refused.contains("replay: a Lambda release's phase for now") && refused.contains("TargetVariant"),
         "{refused}"
     );
-    let source = Source::Recent { window_seconds: 3600 };
-    assert_eq!(source.to_string(), "the stable's requests of the last 1h00m");
+    let mut recent = replayed_release(serde_json::json!({"source": {"recent": {"window_seconds": 3600}}}));
+    assert_eq!(recent.replay.as_ref().unwrap().source_text(), "the stable's requests of the last 1h00m");
+    recent.replay.as_mut().unwrap().source = Source::Recent { window_seconds: 60 };
+    assert_eq!(recent.replay.unwrap().source.to_string(), "the stable's requests of the last 60 s");
 }
 
 #[test]
@@ -239,4 +241,17 @@ fn the_plan_says_what_the_replay_costs_and_how_soon_it_sees_a_doubled_disagreeme
         .expect(line);
     assert!((2000..20000).contains(&needed), "{line}");
     assert!(line.ends_with("then the stages"), "{line}");
+}
+
+#[test]
+fn the_sample_replay_is_valid_and_its_plan_says_its_golden_set_comes_first() {
+    let sample = crate::release::core::document::tests::sample_json("lambda-ai-router-replay-3.json");
+    let release = Release::parse(&sample).unwrap();
+    let replay = release.replay.as_deref().unwrap();
+    assert_eq!((replay.requests, replay.invocations()), (20_000, 60_000));
+    let text = crate::release::canary::view::plan_text(&release);
+    let replay_line = text.lines().position(|l| l.trim_start().starts_with("replay")).expect(&text);
+    let stages_line = text.lines().position(|l| l.trim_start().starts_with("stages")).expect(&text);
+    assert!(replay_line < stages_line, "{text}");
+    assert!(text.contains("s3://team-evals/golden/ai-router/2026-12.jsonl at 20 a second"), "{text}");
 }
