@@ -1,7 +1,7 @@
 //! `coalmine report` for the releases a team most needs to explain, run for real against
 //! the local AWS (the real stepper, state machine and shadow function) and opened in
-//! headless Chromium: a model rolled back on an AI metric, and a candidate that never
-//! left its shadow. The operator's, SageMaker guardrail and Azure ML reports are opened
+//! headless Chromium: a model rolled back on an AI metric, a candidate that never left
+//! its shadow, and one caught by its replay of a golden set. The operator's, SageMaker guardrail and Azure ML reports are opened
 //! the same way at the end of their own tests (cli_local, guardrail_e2e).
 
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use coalmine::Target;
 use coalmine_tests::browser::report_in_a_browser;
 use coalmine_tests::operator::Operator;
+use coalmine_tests::shadow::golden_set;
 use coalmine_tests::{unique, Deployed, Scene, Scratch};
 use serde_json::json;
 
@@ -88,4 +89,35 @@ async fn a_candidate_that_never_left_its_shadow_shows_its_disagreement_against_t
     assert!(shadow.contains("the stable asked again (the noise floor) 0.0%"), "{shadow}");
     assert!(seen.chart("shadow:custom[0]_rate_vs_stable").points > 0);
     assert!(seen.examples > 0, "the requests it answered differently, with both answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_caught_by_its_replay_shows_the_replay_as_a_phase_of_its_own() {
+    let s = Scene::connect().await;
+    let deployed = s.local.deploy(&s.inbox.topic_arn).await;
+    let op = operator(&s, &deployed);
+    let router = s.local.seed_model("steady", "flips-odd").await;
+    let name = unique("ai-router");
+    let release = json!({
+        "release": name,
+        "target": {"lambda": {"function": router, "alias": "live"}},
+        "canary_version": "2",
+        "stages": [{"percent": 5, "bake_seconds": 600}, {"percent": 100, "bake_seconds": 600}],
+        "check_every_seconds": 2,
+        "gates": {"max_error_rate": 0.05, "min_requests": 20},
+        "replay": {"source": golden_set(&s.local, 200).await, "requests": 200, "rate_per_second": 50,
+                   "compare": {"label": {"pointer": "/label"}}, "max_disagreement_increase_ratio": 0.5}
+    });
+    op.ok(&["start", &op.file(&release)]);
+    s.local.finished(&deployed.execution_arn(&name), PATIENCE).await;
+
+    let seen = report_in_a_browser(&op, &s.local, &name, "lambda-replay").await;
+    assert_eq!(seen.state.as_deref(), Some("rolled_back"));
+    assert!(seen.verdict.as_deref().unwrap_or_default().contains("in the replay"), "{:?}", seen.verdict);
+    assert!(seen.events[0].contains("replay started"), "{:?}", seen.events);
+    let replay = seen.shadow.as_deref().unwrap_or_default();
+    assert!(replay.starts_with("Disagreeing with the reference: candidate "), "{replay}");
+    assert!(replay.contains("requests replayed"), "{replay}");
+    assert!(seen.chart("replay:custom[0]_rate_vs_stable").points > 0);
+    assert!(seen.examples > 0, "the golden requests it answered differently, with both answers");
 }

@@ -517,13 +517,18 @@ fn shadow_section(run: &Run, checks: &[Check<'_>]) -> Option<Markup> {
         .cloned()
         .unwrap_or_default();
     let field = |e: &Value, name: &str| e.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+    // A replay's reference is the stable's first answer (a golden line) or the logged one.
+    let (title, reference, done) = match last.decision.before_users() {
+        Some(BeforeUsers::Replay) => ("The replay", "the reference", "replayed"),
+        _ => ("The shadow", "the answer users got", "shadowed"),
+    };
     Some(html! {
         section #shadow {
-            h2 { "The shadow" }
+            h2 { (title) }
             p.disagreement {
-                "Disagreeing with the answer users got: candidate " span.candidate-rate { (said(rate(&m.canary))) }
+                "Disagreeing with " (reference) ": candidate " span.candidate-rate { (said(rate(&m.canary))) }
                 "; the stable asked again (the noise floor) " span.stable-rate { (said(rate(&m.stable))) }
-                ", over " (format!("{:.0}", m.canary.requests)) " requests shadowed."
+                ", over " (format!("{:.0}", m.canary.requests)) " requests " (done) "."
             }
             @if !examples.is_empty() {
                 table.examples {
