@@ -3,7 +3,7 @@
 //! reports every check). One set of rules for both.
 
 use crate::domain::error::{Error, Result};
-use crate::domain::metrics::{GateKind, SideMetrics};
+use crate::domain::metrics::{GateKind, SideMetrics, PERCENTILE_LEVELS};
 use crate::domain::split::Split;
 use crate::ports::{AlarmSource, MetricQuery, MetricSource, ShadowFeeds, TrafficRouter};
 use crate::release::canary::spec::Release;
@@ -99,12 +99,30 @@ pub async fn metrics_check(release: &Release, live: &Split, metrics: &impl Metri
             Some(sees) => format!("{line}. {sees}"),
             None => line,
         };
-        Ok(match traffic.and_then(|t| exposure(release, t.per_minute)) {
+        let line = match traffic.and_then(|t| exposure(release, t.per_minute)) {
             Some(exposure) => format!("{line}. {exposure}"),
+            None => line,
+        };
+        Ok(match replay_cost(release, &stable) {
+            Some(cost) => format!("{line}. {cost}"),
             None => line,
         })
     };
     Check { advisory: true, ..Check::new("the metrics the judge needs", found.await) }
+}
+
+/// What a replay's invocations cost in function time, at the stable's recent median
+/// latency: the candidate has served nothing yet, so its own duration is not known.
+pub fn replay_cost(release: &Release, stable: &SideMetrics) -> Option<String> {
+    let replay = release.replay.as_ref()?;
+    let p50 =
+        PERCENTILE_LEVELS.iter().position(|l| *l == 50.0).and_then(|i| stable.percentiles.get(i).copied().flatten())?;
+    let seconds = (replay.invocations() as f64 * p50 / 1000.0).round() as u64;
+    Some(format!(
+        "The replay's {} invocations take about {} of function time at the stable's recent p50 of {p50:.0} ms",
+        replay.invocations(),
+        duration(seconds.max(1))
+    ))
 }
 
 /// What each share of a cohort release exposes at the stable's recent traffic, in

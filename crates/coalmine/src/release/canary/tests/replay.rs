@@ -255,3 +255,21 @@ fn the_sample_replay_is_valid_and_its_plan_says_its_golden_set_comes_first() {
     assert!(replay_line < stages_line, "{text}");
     assert!(text.contains("s3://team-evals/golden/ai-router/2026-12.jsonl at 20 a second"), "{text}");
 }
+
+#[test]
+fn validate_live_says_what_the_replays_invocations_cost_at_the_stables_recent_latency() {
+    let release = replayed_release(serde_json::json!({}));
+    let mut stable = SideMetrics { requests: 1000.0, ..SideMetrics::default() };
+    stable.percentiles = crate::domain::metrics::PERCENTILE_LEVELS.iter().map(|l| Some(8.0 * l)).collect();
+    let cost = crate::release::canary::preflight::replay_cost(&release, &stable).unwrap();
+    // 6 000 invocations at a p50 of 400 ms: 40 minutes.
+    assert_eq!(
+        cost,
+        "The replay's 6000 invocations take about 40m of function time at the stable's recent p50 of 400 ms"
+    );
+    assert_eq!(
+        crate::release::canary::preflight::replay_cost(&release, &SideMetrics::default()),
+        None,
+        "no latency, no guess"
+    );
+}
