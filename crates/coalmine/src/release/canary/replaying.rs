@@ -13,16 +13,13 @@
 use crate::release::core::Ports;
 
 use crate::domain::error::Result;
-use crate::domain::replay::{batches, metrics_release, ReplayBatch};
+use crate::domain::replay::{batches, ReplayBatch};
 use crate::domain::shadow::Feed;
 use crate::domain::split::Split;
-use crate::ports::{MetricQuery, ShadowFeeds, TrafficRouter};
+use crate::ports::{ShadowFeeds, TrafficRouter};
 use crate::release::canary::progress::{CanaryProgress, Progress, ReplayRun, ShadowRun};
 use crate::release::canary::replay_spec::{Replay, MAX_PER_CHECK};
-use crate::release::canary::shadowing::{seen, with_seen};
 use crate::release::canary::CanaryTick;
-use crate::release::core::health::observe;
-use crate::release::core::operate::Operated;
 use crate::release::core::progress::{BeforeUsers, Status};
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
@@ -80,28 +77,9 @@ impl<P: Ports> CanaryTick<'_, P> {
         if replayed.sent_all_at.is_none() {
             self.send_due(&feed, run.started_at, &mut replayed).await?;
         }
-        let gates = release.judged_by(Some(BeforeUsers::Replay));
-        let counted_as = metrics_release(&release.release);
-        let query = MetricQuery {
-            target: &release.target,
-            canary: release.canary_id(),
-            stable: &progress.stable.clone(),
-            start_epoch: run.started_at,
-            end_epoch: self.now.max(run.started_at + 1),
-            custom: &gates.custom,
-            configs: None,
-            shadow_of: Some(&counted_as),
-            pins: false,
-        };
-        let evidence =
-            observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, &mut progress, self.now).await?;
         progress.kind.shadow = Some(ShadowRun { replay: Some(replayed.clone()), ..run.clone() });
-        let disagreed = evidence.metrics.as_ref().and_then(|m| m.canary.custom.first().copied().flatten());
-        if disagreed.is_some_and(|d| d > 0.0) {
-            self.keep_examples(&mut progress, &feed, run.started_at).await;
-        }
-        let seen = evidence.metrics.as_ref().map(|m| seen(m, true, true)).unwrap_or_default();
-        let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
+        let (gates, evidence) =
+            self.look_before_users(&mut progress, BeforeUsers::Replay, run.started_at, Some(&feed)).await?;
         // Over when the longest replay is, or a check after the last request went out
         // (for its answers to be counted).
         let longest_end = run.started_at + replay.longest(release.check_every_seconds);

@@ -23,6 +23,7 @@ use crate::release::canary::CanaryTick;
 use crate::release::core::health::observe;
 use crate::release::core::operate::Operated;
 use crate::release::core::progress::{BeforeUsers, Status};
+use crate::release::judge::gates::Gates;
 use crate::release::judge::{Evidence, Verdict};
 use crate::release::shadow::{step, ShadowStep};
 use crate::rollback::record_rollback;
@@ -72,30 +73,11 @@ impl<P: Ports> CanaryTick<'_, P> {
     pub(super) async fn shadow_tick(&self, mut progress: Progress, live: Split, run: ShadowRun) -> Result<Progress> {
         let release = self.release;
         let shadow = release.shadow.as_ref().expect("a shadowing release has a shadow");
-        let gates = release.judged_by(Some(BeforeUsers::Shadow));
         // A Lambda shadow is read off the shadow function's counts; a mirror, off the
         // candidate deployment's own metrics.
-        let fed = release.shadow_feed(&progress.stable).is_some();
-        let query = MetricQuery {
-            target: &release.target,
-            canary: release.canary_id(),
-            stable: &progress.stable.clone(),
-            start_epoch: run.started_at,
-            end_epoch: self.now.max(run.started_at + 1),
-            custom: &gates.custom,
-            configs: None,
-            shadow_of: fed.then_some(release.release.as_str()),
-            pins: false,
-        };
-        let evidence =
-            observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, &mut progress, self.now).await?;
-        // Only a candidate that disagreed has examples to show.
-        let disagreed = evidence.metrics.as_ref().and_then(|m| m.canary.custom.first().copied().flatten());
-        if let Some(feed) = release.shadow_feed(&progress.stable).filter(|_| disagreed.is_some_and(|d| d > 0.0)) {
-            self.keep_examples(&mut progress, &feed, run.started_at).await;
-        }
-        let seen = evidence.metrics.as_ref().map(|m| seen(m, fed, false)).unwrap_or_default();
-        let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
+        let feed = release.shadow_feed(&progress.stable);
+        let (gates, evidence) =
+            self.look_before_users(&mut progress, BeforeUsers::Shadow, run.started_at, feed.as_ref()).await?;
         let concluded = shadow.until_conclusive && evidence.verdict == Verdict::Healthy && evidence.conclusive;
         if concluded {
             return self.leave_shadow(progress, live, "Shadow", &evidence).await;
@@ -112,9 +94,46 @@ impl<P: Ports> CanaryTick<'_, P> {
         }
     }
 
+    /// One look at a phase before any user (`before`, running since `started_at`): the
+    /// release's tests on that phase's gates, over what `feed`'s counts say (the shadow
+    /// function's, under the feed's own `Release`), or over the candidate's own metrics
+    /// without a feed (a mirror); the disagreements kept for `coalmine status`, what was
+    /// seen leading the reasons.
+    pub(super) async fn look_before_users(
+        &self,
+        progress: &mut Progress,
+        before: BeforeUsers,
+        started_at: u64,
+        feed: Option<&Feed>,
+    ) -> Result<(Gates, Evidence)> {
+        let release = self.release;
+        let gates = release.judged_by(Some(before));
+        let query = MetricQuery {
+            target: &release.target,
+            canary: release.canary_id(),
+            stable: &progress.stable.clone(),
+            start_epoch: started_at,
+            end_epoch: self.now.max(started_at + 1),
+            custom: &gates.custom,
+            configs: None,
+            shadow_of: feed.map(|f| f.release.as_str()),
+            pins: false,
+        };
+        let evidence = observe(&gates, self.deps.alarms(), self.deps.metrics(), &query, progress, self.now).await?;
+        // Only a candidate that disagreed has examples to show.
+        let disagreed = evidence.metrics.as_ref().and_then(|m| m.canary.custom.first().copied().flatten());
+        if let Some(feed) = feed.filter(|_| disagreed.is_some_and(|d| d > 0.0)) {
+            self.keep_examples(progress, feed, started_at).await;
+        }
+        let replayed = before == BeforeUsers::Replay;
+        let seen = evidence.metrics.as_ref().map(|m| seen(m, feed.is_some(), replayed)).unwrap_or_default();
+        let evidence = Evidence { reasons: with_seen(&evidence, &seen), ..evidence };
+        Ok((gates, evidence))
+    }
+
     /// What the shadow function showed last, kept for `coalmine status`; a failed read
     /// keeps the ones before.
-    pub(super) async fn keep_examples(&self, progress: &mut Progress, feed: &Feed, since: u64) {
+    async fn keep_examples(&self, progress: &mut Progress, feed: &Feed, since: u64) {
         match self.deps.feeds().examples(feed, since).await {
             Ok(examples) if !examples.is_empty() => {
                 if let Some(run) = progress.kind.shadow.as_mut() {
@@ -194,7 +213,7 @@ impl<P: Ports> CanaryTick<'_, P> {
 /// What the shadow saw, in a person's words: how often each side disagreed with the
 /// answer users got (where the answers were `compared`), and their errors and latency.
 /// A replay's are compared with its reference (the logged answer, or the stable's first).
-pub(super) fn seen(snapshot: &MetricSnapshot, compared: bool, replayed: bool) -> String {
+fn seen(snapshot: &MetricSnapshot, compared: bool, replayed: bool) -> String {
     let rate = |side: &SideMetrics| match (
         side.custom.first().copied().flatten(),
         side.custom_counts.first().copied().flatten(),
@@ -230,7 +249,7 @@ pub(super) fn seen(snapshot: &MetricSnapshot, compared: bool, replayed: bool) ->
 }
 
 /// The verdict's reasons, led by what the shadow saw.
-pub(super) fn with_seen(evidence: &Evidence, seen: &str) -> Vec<String> {
+fn with_seen(evidence: &Evidence, seen: &str) -> Vec<String> {
     if seen.is_empty() {
         return evidence.reasons.clone();
     }
